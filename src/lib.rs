@@ -3,5 +3,27 @@
 //! See DESIGN.md in the shared folder for the map; each module's doc says its one job.
 
 pub mod bus;
+pub mod cli;
+pub mod device;
+pub mod fsutil;
+pub mod headless;
+pub mod pipeline;
+pub mod profile;
 pub mod rng;
+pub mod run;
+pub mod stages;
 pub mod tasks;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set while the full-screen dashboard owns the terminal.
+pub static TUI_ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Give the terminal back (raw mode off, main screen) if the dashboard had it. Called on
+/// paths that exit without unwinding (a second Ctrl-C).
+pub fn ui_restore_terminal() {
+    if TUI_ACTIVE.swap(false, Ordering::SeqCst) {
+        let _ = crossterm::terminal::disable_raw_mode();
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::terminal::LeaveAlternateScreen, crossterm::cursor::Show);
+    }
+}

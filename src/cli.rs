@@ -1,0 +1,349 @@
+//! The command line: clap definitions and the small glue behind each command.
+
+use crate::headless::HeadlessSink;
+use crate::pipeline::{self, Sink};
+use crate::profile::{Profile, DEFAULT_PROFILE, PRESETS};
+use crate::run::{self, Status};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "retort",
+    version,
+    about = "A terminal lab for LLM post-training research: SFT, GRPO / PPO / FlowRL, evaluation, live dashboard",
+    long_about = "retort runs post-training pipelines (\"profiles\") on a local workstation and shows them live.\n\n\
+Quick start:\n  retort run                 run the built-in tiny default profile\n  retort profiles            list the presets\n  retort runs                list past runs\n\n\
+Every run writes runs/<name>-<YYYYMMDD-HHMMSS>/ with profile.toml, manifest.json and events.jsonl."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a profile (a preset name or a TOML file); with no PROFILE, the tiny default.
+    Run(RunArgs),
+    /// List the embedded profile presets, or print one fully resolved.
+    Profiles {
+        #[command(subcommand)]
+        action: Option<ProfilesAction>,
+    },
+    /// List runs: name, profile, status, start, duration, last metrics.
+    Runs {
+        /// Folder holding run folders.
+        #[arg(long, env = "RETORT_RUNS_DIR", default_value = "runs")]
+        runs_dir: PathBuf,
+    },
+    /// Report build features, devices, memory and the Hugging Face cache.
+    Doctor,
+    /// Built-in verifiable tasks: list them or print sample instances with their solutions.
+    Tasks {
+        #[command(subcommand)]
+        action: TasksAction,
+    },
+    /// Show a run's progress from its events log (live runs are followed like `tail -f`).
+    Watch(WatchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A preset name (`retort profiles`) or a path to a profile TOML file.
+    pub profile: Option<String>,
+    /// Override a profile key, e.g. `--set run.seed=7` or `--set stage.data.train=500`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print progress lines instead of the dashboard (automatic when stdout is not a terminal).
+    #[arg(long)]
+    pub headless: bool,
+    /// Print the raw events as JSON lines instead of human lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Folder for run folders.
+    #[arg(long, env = "RETORT_RUNS_DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Name of the run folder (default: the profile's run.name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Continue an interrupted or failed run from its folder.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["profile", "set", "name"])]
+    pub resume: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The run folder; default: the most recent run in --runs-dir.
+    pub run: Option<PathBuf>,
+    #[arg(long, env = "RETORT_RUNS_DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Print lines instead of the dashboard.
+    #[arg(long)]
+    pub headless: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfilesAction {
+    /// Print a profile with every default filled in.
+    Show {
+        /// Preset name or TOML path.
+        name: String,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TasksAction {
+    /// List task families.
+    List,
+    /// Print example instances with their full solution sets.
+    Sample {
+        /// Task name (`retort tasks list`).
+        name: String,
+        #[arg(short = 'n', long, default_value_t = 5)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Generator option, e.g. `--option min_solutions=4`.
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+    },
+}
+
+pub fn main_with(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Run(args) => cmd_run(args),
+        Command::Profiles { action } => cmd_profiles(action).map(|_| 0),
+        Command::Runs { runs_dir } => cmd_runs(&runs_dir).map(|_| 0),
+        Command::Doctor => cmd_doctor().map(|_| 0),
+        Command::Tasks { action } => cmd_tasks(action).map(|_| 0),
+        Command::Watch(args) => cmd_watch(args),
+    }
+}
+
+fn load_profile(name: &str, sets: &[String]) -> Result<Profile> {
+    let mut profile = Profile::load(name)?;
+    for s in sets {
+        profile = profile.apply_set(s)?;
+    }
+    Ok(profile)
+}
+
+fn cmd_run(args: RunArgs) -> Result<i32> {
+    let launch = match &args.resume {
+        Some(dir) => pipeline::prepare_resume(dir)?,
+        None => {
+            let name = args.profile.as_deref().unwrap_or(DEFAULT_PROFILE);
+            let profile = load_profile(name, &args.set)?;
+            pipeline::prepare_new(profile, &args.runs_dir, args.name.as_deref())?
+        }
+    };
+    eprintln!("retort: run folder {}", launch.dir.path.display());
+    let _interactive = !args.headless && !args.json && std::io::stdout().is_terminal();
+    let mut sink: Box<dyn Sink> = Box::new(HeadlessSink { quiet: args.json });
+    let outcome = pipeline::execute(launch, sink.as_mut(), args.json)?;
+    Ok(match outcome {
+        crate::bus::Outcome::Finished => 0,
+        crate::bus::Outcome::Failed => 1,
+        crate::bus::Outcome::Interrupted => 130,
+    })
+}
+
+fn cmd_profiles(action: Option<ProfilesAction>) -> Result<()> {
+    match action {
+        None => {
+            for (name, text) in PRESETS {
+                let p = Profile::parse(text, &format!("preset {name}"))?;
+                let mark = if p.run.paper_scale { " [paper scale: needs a GPU and hub checkpoints]" } else { "" };
+                let default = if *name == DEFAULT_PROFILE { " (default)" } else { "" };
+                println!("{name:<24} {}{default}{mark}", p.run.description);
+            }
+            Ok(())
+        }
+        Some(ProfilesAction::Show { name, set }) => {
+            print!("{}", load_profile(&name, &set)?.to_toml());
+            Ok(())
+        }
+    }
+}
+
+fn cmd_runs(runs_dir: &Path) -> Result<()> {
+    let runs = run::list_runs(runs_dir);
+    if runs.is_empty() {
+        println!("no runs in {} (start one with `retort run`)", runs_dir.display());
+        return Ok(());
+    }
+    println!("{:<40} {:<20} {:<12} {:<20} {:>9}  last metrics", "run", "profile", "status", "started", "duration");
+    for (path, m) in runs {
+        let status = run::effective_status(&m);
+        let started = chrono::DateTime::parse_from_rfc3339(&m.started).ok();
+        let ended = m.ended.as_deref().and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok());
+        let duration = match (started, ended) {
+            (Some(s), Some(e)) => crate::headless::fmt_duration((e - s).num_seconds() as f64),
+            (Some(s), None) if status == Status::Running => {
+                crate::headless::fmt_duration((chrono::Local::now().fixed_offset() - s).num_seconds() as f64)
+            }
+            _ => "-".into(),
+        };
+        let started_s = started.map(|s| s.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
+        let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        println!("{name:<40} {:<20} {:<12} {started_s:<20} {duration:>9}  {}", m.profile, status.as_str(), last_metrics_line(&path));
+    }
+    Ok(())
+}
+
+/// The last metrics event of a run, as `stage step N: k=v ...`.
+fn last_metrics_line(run_dir: &Path) -> String {
+    let Ok((records, _)) = run::read_events(&run_dir.join(run::EVENTS)) else { return String::new() };
+    records
+        .iter()
+        .rev()
+        .find_map(|r| match &r.event {
+            crate::bus::Event::Metrics { stage, step, values } => Some(format!(
+                "{stage} step {step}: {}",
+                crate::headless::pick_metrics(values, 4)
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={}", crate::headless::fmt_value(v)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+            crate::bus::Event::StageFinished { stage, summary, .. } if !summary.is_empty() => Some(format!(
+                "{stage}: {}",
+                crate::headless::pick_metrics(summary, 4)
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={}", crate::headless::fmt_value(v)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn cmd_doctor() -> Result<()> {
+    println!("retort {}{}", env!("CARGO_PKG_VERSION"), option_env!("RETORT_GIT_DESCRIBE").map(|g| format!(" ({g})")).unwrap_or_default());
+    let features: Vec<&str> = [("cuda", cfg!(feature = "cuda")), ("metal", cfg!(feature = "metal"))]
+        .into_iter()
+        .filter_map(|(n, on)| on.then_some(n))
+        .collect();
+    println!("build features: {}", if features.is_empty() { "cpu only (default)".to_string() } else { features.join(", ") });
+    println!("cpu: {} threads (rayon), {} logical cores", rayon::current_num_threads(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if cfg!(feature = "cuda") {
+        match candle_core::Device::new_cuda(0) {
+            Ok(_) => println!("cuda: device 0 available"),
+            Err(e) => println!("cuda: compiled in, but no device: {e}"),
+        }
+    } else {
+        println!("cuda: not compiled in (build with --features cuda)");
+    }
+    if cfg!(feature = "metal") {
+        match candle_core::Device::new_metal(0) {
+            Ok(_) => println!("metal: device 0 available"),
+            Err(e) => println!("metal: compiled in, but no device: {e}"),
+        }
+    } else {
+        println!("metal: not compiled in (build with --features metal)");
+    }
+    if let Some((total, avail)) = meminfo() {
+        println!("memory: {:.1} GiB total, {:.1} GiB available", total / 1024.0 / 1024.0, avail / 1024.0 / 1024.0);
+    }
+    let cache = hub_cache_dir();
+    let writable = probe_writable(&cache);
+    println!("hugging face cache: {} ({})", cache.display(), if writable { "writable" } else { "NOT writable: set HF_HOME or HF_HUB_CACHE" });
+    println!("offline mode (HF_HUB_OFFLINE): {}", if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") { "on" } else { "off" });
+    Ok(())
+}
+
+/// The standard Hugging Face hub cache: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub.
+pub fn hub_cache_dir() -> PathBuf {
+    if let Ok(p) = std::env::var("HF_HUB_CACHE") {
+        return PathBuf::from(p);
+    }
+    if let Ok(p) = std::env::var("HF_HOME") {
+        return PathBuf::from(p).join("hub");
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    PathBuf::from(home).join(".cache").join("huggingface").join("hub")
+}
+
+fn probe_writable(dir: &Path) -> bool {
+    if std::fs::create_dir_all(dir).is_err() {
+        return false;
+    }
+    let probe = dir.join(format!(".retort-probe-{}", std::process::id()));
+    let ok = std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+/// (total, available) in KiB from /proc/meminfo.
+fn meminfo() -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| {
+        text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok())
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+fn cmd_tasks(action: TasksAction) -> Result<()> {
+    match action {
+        TasksAction::List => {
+            for (name, about) in crate::tasks::names() {
+                println!("{name:<14} {about}");
+            }
+            Ok(())
+        }
+        TasksAction::Sample { name, n, seed, options } => {
+            let mut table = toml::Table::new();
+            for o in &options {
+                let (k, v) = o.split_once('=').with_context(|| format!("--option {o}: expected KEY=VALUE"))?;
+                let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .unwrap_or_else(|| toml::Value::String(v.to_string()));
+                table.insert(k.trim().to_string(), value);
+            }
+            let task = crate::tasks::build(&name, &table)?;
+            let mut rng = crate::rng::Rng::derive(seed, "tasks-sample");
+            let items = crate::tasks::generate_split(task.as_ref(), &mut rng, n, &Default::default())?;
+            for inst in items {
+                println!("{} {}", inst.id, serde_json::to_string(&inst.data)?);
+                println!("  prompt:   {:?}", inst.prompt);
+                match task.solutions(&inst) {
+                    Some(sols) => {
+                        let shown: Vec<String> = sols.iter().take(12).map(|s| format!("{:?}", task.render_solution(&inst, s))).collect();
+                        let more = if sols.len() > 12 { format!(" ... ({} more)", sols.len() - 12) } else { String::new() };
+                        println!("  {} solutions: {}{more}", sols.len(), shown.join(", "));
+                    }
+                    None => println!("  (solutions not enumerable)"),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn cmd_watch(args: WatchArgs) -> Result<i32> {
+    let dir = match args.run {
+        Some(d) => d,
+        None => match run::list_runs(&args.runs_dir).into_iter().next() {
+            Some((p, _)) => p,
+            None => bail!("no runs in {} to watch", args.runs_dir.display()),
+        },
+    };
+    let dir = run::RunDir::open(&dir)?;
+    let (records, skipped) = run::read_events(&dir.events_path())?;
+    let mut folder = crate::headless::LineFolder::new();
+    for r in &records {
+        for l in folder.fold(r) {
+            println!("{l}");
+        }
+    }
+    if skipped > 0 {
+        eprintln!("retort: skipped {skipped} lines of {} that this version does not understand", dir.events_path().display());
+    }
+    Ok(0)
+}

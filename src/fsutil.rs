@@ -1,0 +1,58 @@
+//! Small filesystem helpers that keep the "nothing half-written" promise.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Write `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
+/// A reader sees either the old file or the new one, never a torn write.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// Create `dir` and everything above it, with an error that names the folder.
+pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create folder {}: {e}", dir.display()))
+}
+
+/// Copy a folder's regular files (one level deep) atomically into another folder.
+pub fn copy_files(from: &Path, to: &Path, names: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+    ensure_dir(to)?;
+    let mut copied = Vec::new();
+    for name in names {
+        let src = from.join(name);
+        if src.is_file() {
+            let bytes = fs::read(&src).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", src.display()))?;
+            let dst = to.join(name);
+            write_atomic(&dst, &bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dst.display()))?;
+            copied.push(dst);
+        }
+    }
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+}

@@ -1,0 +1,138 @@
+//! Stage kinds: how a `[[stage]]` table becomes work.
+//!
+//! A kind registers a typed config (serde, `deny_unknown_fields`, defaults filled in) and a
+//! runner. The runner gets a [`StageCtx`]: its folder in the run directory, the seed, the
+//! device, an [`Emitter`] for events and the control receiver it polls between units of work.
+//! To add a kind: write the config struct, implement [`StageConfig`], add a line to [`KINDS`].
+
+use crate::bus::{ControlRx, Emitter};
+use crate::rng::Rng;
+use anyhow::{bail, Result};
+use candle_core::{DType, Device};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+
+pub mod tasks;
+
+/// What a finished stage leaves behind.
+#[derive(Debug, Default, Clone)]
+pub struct StageOutput {
+    /// The main artifact (data folder, model folder), which later stages reach as `@name`.
+    pub output: Option<PathBuf>,
+    pub summary: BTreeMap<String, f64>,
+    pub table: Option<String>,
+}
+
+/// Returned (as an error) by a stage that stopped because the user asked it to, after it
+/// saved what it needs to resume.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by request")]
+pub struct Interrupted;
+
+pub trait StageConfig: Debug + Send + Sync {
+    /// The resolved config (defaults filled in), for `profile.toml` and `profiles show`.
+    fn to_table(&self) -> toml::Table;
+    /// `@name` references to earlier stages' outputs, checked when the profile loads.
+    fn references(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Checks beyond types (a task name that exists, sizes that divide): `Err((key, message))`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        Ok(())
+    }
+    /// Units of work and their name, for progress bars (`None` when unknown up front).
+    fn total_units(&self) -> (Option<u64>, &'static str);
+    fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput>;
+}
+
+pub type ParseFn = fn(toml::Value) -> Result<Box<dyn StageConfig>, serde_path_to_error::Error<toml::de::Error>>;
+
+pub struct StageKind {
+    pub kind: &'static str,
+    pub about: &'static str,
+    pub parse: ParseFn,
+}
+
+fn parse_as<T>(v: toml::Value) -> Result<Box<dyn StageConfig>, serde_path_to_error::Error<toml::de::Error>>
+where
+    T: StageConfig + serde::de::DeserializeOwned + 'static,
+{
+    let config: T = serde_path_to_error::deserialize(v)?;
+    Ok(Box::new(config))
+}
+
+/// Every stage kind retort knows.
+pub const KINDS: &[StageKind] = &[StageKind {
+    kind: "tasks",
+    about: "generate train/test splits of a built-in verifiable task as JSONL",
+    parse: parse_as::<tasks::TasksStage>,
+}];
+
+pub fn find_kind(kind: &str) -> Option<&'static StageKind> {
+    KINDS.iter().find(|k| k.kind == kind)
+}
+
+pub fn kind_names() -> Vec<&'static str> {
+    KINDS.iter().map(|k| k.kind).collect()
+}
+
+/// Serialize a config struct into a TOML table (helper for `StageConfig::to_table`).
+pub fn table_of<T: serde::Serialize>(config: &T) -> toml::Table {
+    match toml::Value::try_from(config) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    }
+}
+
+/// `@name` references found in string fields (helper for `StageConfig::references`).
+pub fn refs<'a>(fields: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    fields.into_iter().filter(|s| s.starts_with('@')).map(str::to_string).collect()
+}
+
+/// What a running stage can see and use.
+pub struct StageCtx<'a> {
+    pub run_dir: &'a Path,
+    /// This stage's own folder, `run_dir/<name>`; created before `run` is called.
+    pub dir: PathBuf,
+    pub name: String,
+    pub seed: u64,
+    pub device: Device,
+    /// `None` = auto (f32 on the CPU, bf16 on a GPU).
+    pub dtype: Option<DType>,
+    pub events: Emitter,
+    pub control: &'a mut ControlRx,
+    /// Outputs of the stages before this one, by stage name.
+    pub outputs: &'a BTreeMap<String, PathBuf>,
+    /// True when this stage ran before in this folder and was interrupted: look for checkpoints.
+    pub resuming: bool,
+}
+
+impl StageCtx<'_> {
+    /// `@name` → the output of the earlier stage `name`; anything else is a path or a name
+    /// that the stage interprets itself (returned unchanged).
+    pub fn resolve(&self, reference: &str) -> Result<PathBuf> {
+        if let Some(name) = reference.strip_prefix('@') {
+            match self.outputs.get(name) {
+                Some(p) => Ok(p.clone()),
+                None => bail!("`{reference}`: stage `{name}` has no output (did it finish?)"),
+            }
+        } else {
+            Ok(PathBuf::from(reference))
+        }
+    }
+
+    /// A random stream owned by this stage and `label`, derived from the run's seed.
+    pub fn rng(&self, label: &str) -> Rng {
+        Rng::derive(self.seed, &format!("{}/{}", self.name, label))
+    }
+
+    /// Check for pause/stop/checkpoint requests; `Err(Interrupted)` when a stop is pending
+    /// and the caller has nothing to save first.
+    pub fn check_stop(&mut self) -> Result<()> {
+        if self.control.poll().stop {
+            return Err(Interrupted.into());
+        }
+        Ok(())
+    }
+}
