@@ -517,8 +517,8 @@ impl Parser {
 /// Parses `expr` or `expr = N`, with any whitespace between tokens.
 pub fn parse(response: &str) -> Result<Parsed, ParseError> {
     let mut p = Parser { chars: response.chars().collect(), pos: 0, depth: 0 };
-    if p.peek().is_none() {
-        return p.error("empty response");
+    if response.trim().is_empty() {
+        return Err(ParseError { col: 1, message: "empty response".to_string() });
     }
     let expr = p.expr()?;
     let claim = if p.peek() == Some('=') {
@@ -685,4 +685,265 @@ pub fn solutions_by_value(numbers: &[i64], allow_division: bool) -> BTreeMap<i64
 pub fn solutions(data: &CountdownData) -> Vec<String> {
     let mut by_value = solutions_by_value(&data.numbers, data.allow_division);
     by_value.remove(&data.target).map(|s| s.into_iter().collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(numbers: &[i64], target: i64, allow_division: bool) -> CountdownData {
+        CountdownData { numbers: numbers.to_vec(), target, allow_division }
+    }
+
+    fn reason(d: &CountdownData, response: &str) -> String {
+        verify_response(d, response).reason
+    }
+
+    fn canon(expr: &str) -> String {
+        parse(expr).unwrap().expr.canonical().to_string()
+    }
+
+    #[test]
+    fn verifier_accepts_valid_answers_in_any_layout() {
+        let d = data(&[3, 5, 7], 22, false);
+        for ok in ["3*5+7", " ( 3 * 5 ) + 7 ", "7+5*3", "7+(3*5)=22", "3*5+7 = 22\n", "((7))+3*5"] {
+            let v = verify_response(&d, ok);
+            assert!(v.correct, "{ok:?}: {}", v.reason);
+            assert_eq!(v.reward, 1.0);
+            assert_eq!(v.reason, "ok");
+            assert_eq!(v.canonical.as_deref(), Some("3*5+7"), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn verifier_rejects_with_the_hand_worked_reason() {
+        let d = data(&[3, 5, 7], 22, false);
+        assert_eq!(reason(&d, "3*7+5"), "evaluates to 26, target 22");
+        assert_eq!(reason(&d, "3*5+7+3"), "reused number 3");
+        assert_eq!(reason(&d, "4*5+2"), "uses 4 which is not available");
+        assert_eq!(reason(&d, "3*5+7=21"), "claims =21, target 22");
+        assert_eq!(reason(&d, "3*5+"), "parse error at col 5: expected a number or '(', found end of response");
+        assert_eq!(reason(&d, "3*5+7x"), "parse error at col 6: expected an operator, '=' or end of response, found 'x'");
+        assert_eq!(reason(&d, "3 5"), "parse error at col 3: expected an operator, '=' or end of response, found '5'");
+        assert_eq!(reason(&d, "(3+5"), "parse error at col 5: expected ')', found end of response");
+        assert_eq!(reason(&d, "-3+25"), "parse error at col 1: expected a number or '(', found '-'");
+        assert_eq!(reason(&d, "  \n"), "parse error at col 1: empty response");
+        assert_eq!(reason(&d, "3*5+7=22=22"), "parse error at col 9: expected end of response, found '='");
+        assert_eq!(reason(&d, "7*3/3"), "reused number 3");
+        assert_eq!(reason(&d, "5*7/3"), "division not allowed in this instance at col 4");
+        let wrong = verify_response(&d, "3*7+5");
+        assert!(!wrong.correct);
+        assert_eq!(wrong.reward, 0.0);
+        assert_eq!(wrong.canonical.as_deref(), Some("3*7+5"));
+        assert_eq!(verify_response(&d, "3*").canonical, None);
+    }
+
+    #[test]
+    fn division_must_be_exact_and_nonzero() {
+        let d = data(&[3, 4, 8], 6, true);
+        assert!(verify_response(&d, "8/4*3").correct);
+        assert!(verify_response(&d, "3/(4/8)").reason.starts_with("division not exact: 4/8"));
+        assert_eq!(reason(&d, "8/3"), "division not exact: 8/3 at col 2");
+        let z = data(&[2, 2, 5], 5, true);
+        assert_eq!(reason(&z, "5/(2-2)"), "division by zero in 5/0 at col 2");
+        assert!(verify_response(&z, "5*2/2").correct);
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_not_a_stack_overflow() {
+        let deep = format!("{}3{}", "(".repeat(100), ")".repeat(100));
+        assert!(reason(&data(&[3], 3, false), &deep).contains("nested deeper than 32"));
+        let fine = format!("{}3{}", "(".repeat(10), ")".repeat(10));
+        assert!(verify_response(&data(&[3, 4], 3, false), &fine).correct);
+    }
+
+    #[test]
+    fn canonical_forms_identify_commutative_and_associative_rewrites() {
+        let same = [
+            ("1+(2+3)", "(1+2)+3"),
+            ("3+2+1", "1+2+3"),
+            ("1-2+3", "1+3-2"),
+            ("4-(2-1)", "4-2+1"),
+            ("4-(2+1)", "4-1-2"),
+            ("2*(3*4)", "4*3*2"),
+            ("8/2/2", "8/(2*2)"),
+            ("8/(4/2)", "8*2/4"),
+            ("(1+2)*4", "4*(2+1)"),
+            ("7+3*5", "5*3+7"),
+        ];
+        for (a, b) in same {
+            assert_eq!(canon(a), canon(b), "{a} vs {b}");
+        }
+        let different = [("1+2*3", "(1+2)*3"), ("5-3", "3-5"), ("8/2", "2/8"), ("6-(2+1)", "6-2+1"), ("3*5+7", "(3*5+7)*1")];
+        for (a, b) in different {
+            assert_ne!(canon(a), canon(b), "{a} vs {b}");
+        }
+        // The printed form: products before numbers, sums parenthesised inside products.
+        assert_eq!(canon("7+3*5"), "3*5+7");
+        assert_eq!(canon("4*(2+1)"), "(1+2)*4");
+        assert_eq!(canon("2-(3-1)"), "1+2-3");
+        assert_eq!(canon("9/(8-5)*(1+2)"), "(1+2)*9/(8-5)");
+    }
+
+    // Hand-worked solution sets. Each pair expression over {a, b} is one of a+b, a-b, b-a,
+    // a*b (and a/b, b/a when exact); a triple is a pair expression combined with the third
+    // number the same ways.
+    //
+    // [1,2,3] -> 6, no division. Pairs: {2,3}: 2*3 = 6. Triples reaching 6: (1+2)+3,
+    // (1+3)+2, (2+3)+1 (all "1+2+3"); (1*2)*3, (1*3)*2, (2*3)*1 (all "1*2*3"). No other
+    // combination gives 6 (e.g. 3-(1-2) = 4, (3-1)*2 = 4, 2*3-1 = 5).
+    // With division the only extra exact route is a product divided by 1: 2*3/1, 2/1*3,
+    // 3/1*2, (2*3)/1 (all "2*3/1"); 3/(1/2) and 2/(1/3) are not exact.
+    //
+    // [2,3,5] -> 10, no division: 2*5 and 2+3+5; checked all 4x3 combinations of a pair
+    // expression with the remaining number, e.g. (5-3)*2 = 4, 5*(3-2) = 5, (2+3)*5 = 25.
+    //
+    // [2,2,3] -> 7, no division (2 listed twice): 2+2+3 and (2*2)+3; 2*3+2 = 8, 3-2+2... = 3.
+    #[test]
+    fn enumeration_matches_hand_worked_solution_sets() {
+        assert_eq!(solutions(&data(&[1, 2, 3], 6, false)), ["1*2*3", "1+2+3", "2*3"]);
+        assert_eq!(solutions(&data(&[1, 2, 3], 6, true)), ["1*2*3", "1+2+3", "2*3", "2*3/1"]);
+        assert_eq!(solutions(&data(&[2, 3, 5], 10, false)), ["2*5", "2+3+5"]);
+        assert_eq!(solutions(&data(&[2, 2, 3], 7, false)), ["2*2+3", "2+2+3"]);
+        assert!(solutions(&data(&[1, 1, 1], 50, false)).is_empty());
+    }
+
+    /// Every written expression over every ordering of every subset, fully parenthesised:
+    /// an enumeration that shares nothing with `all_expressions` but the verifier.
+    fn brute_force_solutions(d: &CountdownData) -> BTreeSet<String> {
+        fn trees(leaves: &[String]) -> Vec<String> {
+            if leaves.len() == 1 {
+                return leaves.to_vec();
+            }
+            let mut out = Vec::new();
+            for k in 1..leaves.len() {
+                for l in trees(&leaves[..k]) {
+                    for r in trees(&leaves[k..]) {
+                        for op in ['+', '-', '*', '/'] {
+                            out.push(format!("({l}{op}{r})"));
+                        }
+                    }
+                }
+            }
+            out
+        }
+        fn orderings(pool: &[usize], chosen: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+            if !chosen.is_empty() {
+                out.push(chosen.clone());
+            }
+            for &i in pool {
+                if !chosen.contains(&i) {
+                    chosen.push(i);
+                    orderings(pool, chosen, out);
+                    chosen.pop();
+                }
+            }
+        }
+        let mut all = Vec::new();
+        orderings(&(0..d.numbers.len()).collect::<Vec<_>>(), &mut Vec::new(), &mut all);
+        let mut found = BTreeSet::new();
+        for order in all {
+            let leaves: Vec<String> = order.iter().map(|i| d.numbers[*i].to_string()).collect();
+            for expr in trees(&leaves) {
+                let v = verify_response(d, &expr);
+                if v.correct {
+                    found.insert(v.canonical.unwrap());
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn enumeration_agrees_with_brute_force_over_written_expressions() {
+        for d in [
+            data(&[1, 2, 3], 6, true),
+            data(&[2, 3, 5, 7], 24, true),
+            data(&[2, 2, 3, 4], 12, true),
+            data(&[1, 3, 4, 6], 24, false),
+            data(&[4, 5, 6, 9], 30, false),
+        ] {
+            let enumerated = solutions(&d);
+            let brute: Vec<String> = brute_force_solutions(&d).into_iter().collect();
+            assert!(!enumerated.is_empty(), "{d:?}");
+            assert_eq!(enumerated, brute, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn every_enumerated_solution_verifies_and_renders_to_itself() {
+        let task = Countdown::new(CountdownOptions { allow_division: true, ..Default::default() }).unwrap();
+        let mut rng = Rng::new(11);
+        for _ in 0..20 {
+            let instance = task.generate(&mut rng);
+            let sols = task.solutions(&instance).unwrap();
+            assert!(sols.len() >= 5, "{}: {sols:?}", instance.prompt);
+            let mut sorted = sols.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted, sols);
+            for s in &sols {
+                let rendered = task.render_solution(&instance, s);
+                let v = task.verify(&instance, &rendered);
+                assert!(v.correct, "{} {rendered}: {}", instance.prompt, v.reason);
+                assert_eq!(v.canonical.as_deref(), Some(s.as_str()));
+                assert!(rendered.len() <= 24 && rendered.bytes().all(|b| b.is_ascii_graphic()), "{rendered:?}");
+            }
+            for _ in 0..5 {
+                let wrong = task.wrong_response(&instance, &mut rng);
+                let v = task.verify(&instance, &wrong);
+                assert!(!v.correct && v.reason.starts_with("evaluates to"), "{wrong}: {}", v.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn default_instances_fit_a_tiny_character_model() {
+        let o = CountdownOptions::default();
+        let task = Countdown::new(o.clone()).unwrap();
+        let mut rng = Rng::new(5);
+        for _ in 0..100 {
+            let inst = task.generate(&mut rng);
+            let d: CountdownData = serde_json::from_value(inst.data.clone()).unwrap();
+            assert!(inst.prompt.len() <= MAX_PROMPT_CHARS);
+            assert!(inst.prompt.bytes().all(|b| b == b'\n' || b.is_ascii_graphic() || b == b' '));
+            assert!((o.min_numbers..=o.max_numbers).contains(&d.numbers.len()));
+            assert!(d.numbers.windows(2).all(|w| w[0] <= w[1]));
+            assert!(d.numbers.iter().all(|n| (o.min_value..=o.max_value).contains(n)));
+            assert!((o.min_target..=o.max_target).contains(&d.target) && !d.numbers.contains(&d.target));
+            assert_eq!(inst.prompt, prompt(&d.numbers, d.target));
+            assert!(solutions(&d).len() >= o.min_solutions);
+        }
+        assert_eq!(prompt(&[3, 5, 7], 22), "countdown 3 5 7 -> 22\n");
+    }
+
+    #[test]
+    fn same_seed_same_instances() {
+        let task = Countdown::new(CountdownOptions::default()).unwrap();
+        let draw = |seed| (0..10).map(|_| task.generate(&mut Rng::new(seed))).collect::<Vec<_>>();
+        assert_eq!(draw(3), draw(3));
+        let mut a = Rng::new(3);
+        let mut b = Rng::new(4);
+        let xs: Vec<_> = (0..10).map(|_| task.generate(&mut a).prompt).collect();
+        let ys: Vec<_> = (0..10).map(|_| task.generate(&mut b).prompt).collect();
+        assert_ne!(xs, ys);
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let err = |o: CountdownOptions| Countdown::new(o).err().unwrap().to_string();
+        assert!(err(CountdownOptions { max_numbers: 6, ..Default::default() }).contains("max_numbers <= 5"));
+        assert!(err(CountdownOptions { max_value: 999, max_numbers: 5, max_target: 9_999_999, ..Default::default() })
+            .contains("limit 40"));
+        assert!(err(CountdownOptions { min_solutions: 10_000, ..Default::default() }).contains("lower min_solutions"));
+    }
+
+    #[test]
+    fn malformed_instance_data_is_a_verdict_not_a_panic() {
+        let task = Countdown::new(CountdownOptions::default()).unwrap();
+        let inst = Instance { task: NAME.into(), id: "x".into(), prompt: "p".into(), data: serde_json::json!({"n": 1}) };
+        let v = task.verify(&inst, "1+2");
+        assert!(!v.correct && v.reason.contains("malformed instance data"), "{}", v.reason);
+        assert_eq!(task.solutions(&inst), None);
+    }
 }
