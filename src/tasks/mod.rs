@@ -42,3 +42,57 @@ pub trait Task: Send + Sync {
     /// A well-formed but wrong response (the skewed teacher's noise share).
     fn wrong_response(&self, instance: &Instance, rng: &mut Rng) -> String;
 }
+
+pub mod arithmetic;
+pub mod countdown;
+pub mod registry;
+pub mod subset_sum;
+
+pub use registry::{build, generate_split, names};
+
+/// Why a task could not be built or could not produce what was asked.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TaskError {
+    #[error("unknown task `{name}`; known tasks: {known}")]
+    UnknownTask { name: String, known: String },
+    #[error("task `{task}`: bad options: {message}")]
+    BadOptions { task: String, message: String },
+    #[error(
+        "task `{task}`: only {got} distinct instances (wanted {wanted}) after {attempts} draws; \
+         the instance space is too small - widen the task options or ask for fewer"
+    )]
+    SpaceTooSmall { task: String, wanted: usize, got: usize, attempts: usize },
+}
+
+impl Verdict {
+    /// A correct response: reward 1.
+    pub fn correct(canonical: String) -> Self {
+        Verdict { correct: true, reward: 1.0, canonical: Some(canonical), reason: "ok".to_string() }
+    }
+
+    /// A wrong response: reward 0, with the reason and, when it parsed, its canonical form.
+    pub fn wrong(reason: impl Into<String>, canonical: Option<String>) -> Self {
+        Verdict { correct: false, reward: 0.0, canonical, reason: reason.into() }
+    }
+}
+
+/// Reads an instance's task-specific facts; a mismatch means the instance came from another
+/// task or a hand-edited JSONL line, which the verifier reports instead of panicking.
+pub(crate) fn instance_data<T: serde::de::DeserializeOwned>(instance: &Instance) -> Result<T, String> {
+    serde_json::from_value(instance.data.clone())
+        .map_err(|e| format!("malformed instance data for `{}` ({}): {e}", instance.task, instance.id))
+}
+
+/// Deserializes a task's options table; unknown keys are rejected by the options structs
+/// (`deny_unknown_fields`) and the serde message names the key.
+pub(crate) fn parse_options<T: serde::de::DeserializeOwned>(task: &str, options: &toml::Table) -> Result<T, TaskError> {
+    options
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| TaskError::BadOptions { task: task.to_string(), message: e.to_string().trim().to_string() })
+}
+
+/// Number of decimal digits of a non-negative number (for prompt-length budgets).
+pub(crate) fn decimal_len(n: i64) -> usize {
+    n.unsigned_abs().to_string().len() + usize::from(n < 0)
+}

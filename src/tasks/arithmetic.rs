@@ -1,0 +1,303 @@
+//! Multi-digit arithmetic with a written scratchpad (research/rl-spec.md §10.1 task 4): one
+//! right answer reached through many token-level forks, the test bed for the entropy
+//! advantage at large pass@K.
+//!
+//! Prompt: `347+586=\n` or `347*6=\n`. Response: a scratchpad, then `=> ` and the answer.
+//! - Addition: the column sums from the right, each including the carry from the column
+//!   before: `347+586` gives `13 13 9 => 933` (7+6=13, 4+8+1=13, 3+5+1=9).
+//! - Multiplication by a one-digit number: the same chain of column products:
+//!   `347*6` gives `42 28 20 => 2082` (7*6=42, 4*6+4=28, 3*6+2=20).
+//! - Multiplication by a longer number: the shifted partial products, right digit first:
+//!   `347*86` gives `2082+27760 => 29842`.
+//!
+//! The verifier checks only the number after the last `=>`; the scratchpad is free text and
+//! is not required to be right (it is the teacher's format, not a rule).
+
+use super::{decimal_len, instance_data, parse_options, Instance, Task, TaskError, Verdict};
+use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+pub const NAME: &str = "arithmetic";
+pub const DESCRIPTION: &str = "multi-digit addition or multiplication with a scratchpad, one final answer after '=>'";
+
+/// Longest prompt the options may produce.
+pub const MAX_PROMPT_CHARS: usize = 40;
+/// Operands stay below 10^9 so every product fits in an `i64`.
+pub const MAX_DIGITS: usize = 9;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArithOp {
+    Add,
+    Mul,
+}
+
+impl ArithOp {
+    fn symbol(self) -> char {
+        match self {
+            ArithOp::Add => '+',
+            ArithOp::Mul => '*',
+        }
+    }
+}
+
+/// Generator options. Defaults give 3-digit addition and 3-digit by 1-digit multiplication,
+/// whose responses stay under 20 characters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArithmeticOptions {
+    /// Which operations to draw from, uniformly.
+    pub ops: Vec<ArithOp>,
+    /// Digits of both addends, and of the multiplicand.
+    pub digits: usize,
+    /// Digits of the multiplier.
+    pub multiplier_digits: usize,
+}
+
+impl Default for ArithmeticOptions {
+    fn default() -> Self {
+        ArithmeticOptions { ops: vec![ArithOp::Add, ArithOp::Mul], digits: 3, multiplier_digits: 1 }
+    }
+}
+
+impl ArithmeticOptions {
+    fn validate(&self) -> Result<(), String> {
+        if self.ops.is_empty() {
+            return Err("ops must name at least one of \"add\", \"mul\"".to_string());
+        }
+        for (key, value) in [("digits", self.digits), ("multiplier_digits", self.multiplier_digits)] {
+            if !(1..=MAX_DIGITS).contains(&value) {
+                return Err(format!("{key} must be in 1..={MAX_DIGITS}, got {value}"));
+            }
+        }
+        let longest = self.digits + 1 + self.digits.max(self.multiplier_digits) + 2;
+        if longest > MAX_PROMPT_CHARS {
+            return Err(format!("prompts could reach {longest} characters (limit {MAX_PROMPT_CHARS})"));
+        }
+        Ok(())
+    }
+}
+
+/// The facts the verifier needs, stored in `Instance::data`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArithmeticData {
+    pub op: ArithOp,
+    pub a: i64,
+    pub b: i64,
+}
+
+impl ArithmeticData {
+    pub fn answer(&self) -> i64 {
+        match self.op {
+            ArithOp::Add => self.a + self.b,
+            ArithOp::Mul => self.a * self.b,
+        }
+    }
+}
+
+pub struct Arithmetic {
+    options: ArithmeticOptions,
+}
+
+impl Arithmetic {
+    pub fn new(options: ArithmeticOptions) -> Result<Self, TaskError> {
+        options.validate().map_err(|message| TaskError::BadOptions { task: NAME.to_string(), message })?;
+        Ok(Arithmetic { options })
+    }
+
+    pub fn from_table(options: &toml::Table) -> Result<Self, TaskError> {
+        Arithmetic::new(parse_options(NAME, options)?)
+    }
+}
+
+/// A uniform number with exactly `digits` digits (leading digit non-zero).
+fn draw_with_digits(rng: &mut Rng, digits: usize) -> i64 {
+    let low = if digits == 1 { 1 } else { 10_i64.pow(digits as u32 - 1) };
+    rng.range(low, 10_i64.pow(digits as u32) - 1)
+}
+
+pub fn prompt(data: &ArithmeticData) -> String {
+    format!("{}{}{}=\n", data.a, data.op.symbol(), data.b)
+}
+
+/// Decimal digits of `n >= 0`, least significant first.
+fn digits_lsb_first(n: i64) -> Vec<i64> {
+    n.to_string().bytes().rev().map(|b| i64::from(b - b'0')).collect()
+}
+
+/// A deliberate slip in a carry chain, for wrong responses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Slip {
+    /// The carry out of this column is not added to the next one.
+    DropCarry(usize),
+    /// This column's value is off by the given amount.
+    Miscount(usize, i64),
+}
+
+/// Runs a carry chain: column `i` shows `base[i]` plus the carry from column `i-1`; the
+/// answer takes each column's last digit and the whole value of the final column.
+/// Returns the shown column values and the answer.
+fn carry_chain(base: &[i64], slip: Option<Slip>) -> (Vec<i64>, i64) {
+    let mut shown = Vec::with_capacity(base.len());
+    let mut carry = 0;
+    let mut answer = 0;
+    let mut place = 1;
+    for (i, b) in base.iter().enumerate() {
+        let mut value = b + carry;
+        if let Some(Slip::Miscount(at, delta)) = slip {
+            if at == i {
+                value += delta;
+            }
+        }
+        shown.push(value);
+        if i + 1 == base.len() {
+            answer += value * place;
+        } else {
+            answer += (value % 10) * place;
+            carry = if slip == Some(Slip::DropCarry(i)) { 0 } else { value / 10 };
+            place *= 10;
+        }
+    }
+    (shown, answer)
+}
+
+fn join(values: &[i64], sep: &str) -> String {
+    values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(sep)
+}
+
+/// The column bases of `a*digit` (least significant first).
+fn product_bases(a: i64, digit: i64) -> Vec<i64> {
+    digits_lsb_first(a).into_iter().map(|x| x * digit).collect()
+}
+
+/// The column bases of `a+b` (least significant first), padding the shorter with zeros.
+fn sum_bases(a: i64, b: i64) -> Vec<i64> {
+    let (da, db) = (digits_lsb_first(a), digits_lsb_first(b));
+    (0..da.len().max(db.len())).map(|i| da.get(i).unwrap_or(&0) + db.get(i).unwrap_or(&0)).collect()
+}
+
+/// The scratchpad and the answer it leads to, with an optional slip (`partial` picks which
+/// partial product slips in long multiplication).
+fn work(data: &ArithmeticData, slip: Option<(usize, Slip)>) -> (String, i64) {
+    let chain_slip = slip.map(|(_, s)| s);
+    match data.op {
+        ArithOp::Add => {
+            let (shown, answer) = carry_chain(&sum_bases(data.a, data.b), chain_slip);
+            (join(&shown, " "), answer)
+        }
+        ArithOp::Mul if data.b < 10 => {
+            let (shown, answer) = carry_chain(&product_bases(data.a, data.b), chain_slip);
+            (join(&shown, " "), answer)
+        }
+        ArithOp::Mul => {
+            let mut partials = Vec::new();
+            let mut place = 1;
+            for (j, digit) in digits_lsb_first(data.b).into_iter().enumerate() {
+                let s = slip.filter(|(partial, _)| *partial == j).map(|(_, s)| s);
+                let (_, value) = carry_chain(&product_bases(data.a, digit), s);
+                partials.push(value * place);
+                place *= 10;
+            }
+            (join(&partials, "+"), partials.iter().sum())
+        }
+    }
+}
+
+/// The teacher's response for a given final answer.
+pub fn render(data: &ArithmeticData, answer: &str) -> String {
+    format!("{} => {answer}", work(data, None).0)
+}
+
+/// Reads the number after the last `=>`.
+pub fn final_answer(response: &str) -> Result<i64, String> {
+    let Some(at) = response.rfind("=>") else {
+        return Err("no final answer: expected '=> N' at the end".to_string());
+    };
+    let tail = response[at + 2..].trim();
+    if tail.is_empty() || !tail.bytes().all(|b| b.is_ascii_digit()) || tail.len() > 18 {
+        return Err(format!("final answer {tail:?} is not a number (expected '=> N' at the end)"));
+    }
+    tail.parse::<i64>().map_err(|e| format!("final answer {tail:?}: {e}"))
+}
+
+pub fn verify_response(data: &ArithmeticData, response: &str) -> Verdict {
+    match final_answer(response) {
+        Err(reason) => Verdict::wrong(reason, None),
+        Ok(given) if given == data.answer() => Verdict::correct(given.to_string()),
+        Ok(given) => Verdict::wrong(format!("answer {given}, expected {}", data.answer()), Some(given.to_string())),
+    }
+}
+
+/// A response with a realistic slip: a dropped carry where there is one, otherwise a column
+/// miscounted by one. Either changes the answer by a non-zero multiple of a power of ten.
+pub fn wrong(data: &ArithmeticData, rng: &mut Rng) -> String {
+    let partial_count = if data.op == ArithOp::Mul && data.b >= 10 { decimal_len(data.b) } else { 1 };
+    let partial = rng.usize(partial_count);
+    let digit = if partial_count > 1 { digits_lsb_first(data.b)[partial] } else { data.b };
+    let bases = match data.op {
+        ArithOp::Add => sum_bases(data.a, data.b),
+        ArithOp::Mul => product_bases(data.a, digit),
+    };
+    let (shown, _) = carry_chain(&bases, None);
+    let carrying: Vec<usize> = (0..shown.len().saturating_sub(1)).filter(|i| shown[*i] >= 10).collect();
+    let slip = match rng.choose(&carrying) {
+        Some(i) if rng.bool(0.7) => Slip::DropCarry(*i),
+        _ => {
+            let column = rng.usize(shown.len());
+            let delta = if shown[column] == 0 || rng.bool(0.5) { 1 } else { -1 };
+            Slip::Miscount(column, delta)
+        }
+    };
+    let (scratch, answer) = work(data, Some((partial, slip)));
+    format!("{scratch} => {answer}")
+}
+
+impl Task for Arithmetic {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn describe(&self) -> &'static str {
+        DESCRIPTION
+    }
+
+    fn generate(&self, rng: &mut Rng) -> Instance {
+        let o = &self.options;
+        let op = o.ops[rng.usize(o.ops.len())];
+        let a = draw_with_digits(rng, o.digits);
+        let b = match op {
+            ArithOp::Add => draw_with_digits(rng, o.digits),
+            ArithOp::Mul => draw_with_digits(rng, o.multiplier_digits),
+        };
+        let data = ArithmeticData { op, a, b };
+        let prompt = prompt(&data);
+        let id = format!("{NAME}-{}", prompt.trim().replace('*', "x"));
+        Instance { task: NAME.to_string(), id, prompt, data: serde_json::json!(data) }
+    }
+
+    fn verify(&self, instance: &Instance, response: &str) -> Verdict {
+        match instance_data::<ArithmeticData>(instance) {
+            Ok(data) => verify_response(&data, response),
+            Err(message) => Verdict::wrong(message, None),
+        }
+    }
+
+    fn solutions(&self, instance: &Instance) -> Option<Vec<String>> {
+        let data = instance_data::<ArithmeticData>(instance).ok()?;
+        Some(vec![data.answer().to_string()])
+    }
+
+    fn render_solution(&self, instance: &Instance, canonical: &str) -> String {
+        match instance_data::<ArithmeticData>(instance) {
+            Ok(data) => render(&data, canonical),
+            Err(_) => format!("=> {canonical}"),
+        }
+    }
+
+    fn wrong_response(&self, instance: &Instance, rng: &mut Rng) -> String {
+        match instance_data::<ArithmeticData>(instance) {
+            Ok(data) => wrong(&data, rng),
+            Err(_) => "=> 0".to_string(),
+        }
+    }
+}
