@@ -3,6 +3,7 @@
 //! See DESIGN.md in the shared folder for the map; each module's doc says its one job.
 
 pub mod bus;
+pub mod hub;
 pub mod rng;
 pub mod tasks;
 pub mod text;

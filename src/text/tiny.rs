@@ -69,7 +69,7 @@ fn write_tokenizer_json(dir: &Path) -> Result<()> {
     let mut tokenizer = tokenizers::Tokenizer::new(model);
     tokenizer.with_decoder(Some(Fuse::new()));
     let specials = SPECIAL_TOKENS.iter().map(|token| AddedToken::from(*token, true));
-    tokenizer.add_special_tokens(specials.collect::<Vec<_>>());
+    tokenizer.add_special_tokens(specials.collect::<Vec<_>>()).map_err(as_error)?;
     tokenizer.save(&path, true).map_err(as_error)
 }
 
