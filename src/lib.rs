@@ -7,12 +7,14 @@ pub mod cli;
 pub mod device;
 pub mod fsutil;
 pub mod headless;
+pub mod hub;
 pub mod pipeline;
 pub mod profile;
 pub mod rng;
 pub mod run;
 pub mod stages;
 pub mod tasks;
+pub mod text;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

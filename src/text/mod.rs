@@ -1,0 +1,67 @@
+//! Text in and out of a model: the Hugging Face tokenizer (`tokenizer.json`),
+//! the special tokens a model directory declares, and chat templates rendered
+//! the way `transformers` renders them.
+//!
+//! - [`Tokenizer`] loads a model directory (`tokenizer.json` plus
+//!   `tokenizer_config.json` / `special_tokens_map.json` when present).
+//! - [`ChatTemplate`] renders a Jinja chat template with minijinja, configured
+//!   like transformers' sandboxed jinja2 environment.
+//! - [`tiny`] writes a small, real, character-level tokenizer directory for
+//!   tests and tiny profiles.
+
+mod chat;
+mod pyjson;
+pub mod tiny;
+mod tokenizer;
+
+pub use chat::{ChatTemplate, Message};
+pub use tokenizer::{eos_ids_from_config, model_eos_ids, SpecialToken, Tokenizer};
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong loading a tokenizer or rendering a template.
+#[derive(Debug, thiserror::Error)]
+pub enum TextError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid tokenizer.json: {message}; re-download it (`retort pull`) or point at a directory with a tokenizers-format tokenizer.json")]
+    TokenizerJson { path: PathBuf, message: String },
+    #[error("{path}: invalid JSON: {source}")]
+    ConfigJson {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path}: key `{key}` {problem}")]
+    ConfigKey {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+    #[error("{path}: special token {key} = {token:?} is not in the vocabulary of tokenizer.json")]
+    UnknownSpecialToken {
+        path: PathBuf,
+        key: String,
+        token: String,
+    },
+    #[error("cannot encode text: {0}")]
+    Encode(String),
+    #[error("cannot decode token ids: {0}")]
+    Decode(String),
+    #[error("{path} has no `chat_template`; use a chat/instruct model or supply a template")]
+    NoChatTemplate { path: PathBuf },
+    #[error("chat template error{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    Template { line: Option<usize>, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, TextError>;
+
+#[cfg(test)]
+mod tests;

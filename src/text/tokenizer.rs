@@ -1,0 +1,246 @@
+//! A model directory's tokenizer: `tokenizer.json` (the `tokenizers` crate
+//! does the encoding) plus the special tokens and chat template that
+//! `tokenizer_config.json` / `special_tokens_map.json` declare.
+
+use super::chat::{ChatTemplate, Message};
+use super::{Result, TextError};
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+
+/// A special token's text and its id in the vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecialToken {
+    pub text: String,
+    pub id: u32,
+}
+
+/// Tokenizer of one model directory.
+#[derive(Debug)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    bos: Option<SpecialToken>,
+    eos: Option<SpecialToken>,
+    pad: Option<SpecialToken>,
+    unk: Option<SpecialToken>,
+    /// End-of-sequence ids the model config adds (e.g. Qwen2.5's
+    /// generation_config lists both `<|im_end|>` and `<|endoftext|>`).
+    model_eos: Vec<u32>,
+    chat_template: Option<ChatTemplate>,
+    config_path: PathBuf,
+}
+
+const SPECIAL_KEYS: [&str; 4] = ["bos_token", "eos_token", "pad_token", "unk_token"];
+
+impl Tokenizer {
+    /// Load `dir/tokenizer.json`, then the special tokens from
+    /// `dir/special_tokens_map.json`, falling back to `dir/tokenizer_config.json`
+    /// (transformers lets the map override the config's values), and the
+    /// chat template from `tokenizer_config.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let tokenizer_path = dir.join("tokenizer.json");
+        let text = read_text(&tokenizer_path)?;
+        let inner = tokenizers::Tokenizer::from_bytes(text.as_bytes()).map_err(|error| TextError::TokenizerJson {
+            path: tokenizer_path.clone(),
+            message: error.to_string(),
+        })?;
+
+        let map_path = dir.join("special_tokens_map.json");
+        let config_path = dir.join("tokenizer_config.json");
+        let special_map = read_optional_json(&map_path)?;
+        let config = read_optional_json(&config_path)?;
+
+        let mut texts: Vec<(String, String)> = Vec::new();
+        let mut tokens: [Option<SpecialToken>; 4] = [None, None, None, None];
+        for (slot, key) in SPECIAL_KEYS.iter().enumerate() {
+            let from_config = config.as_ref().map(|c| (c, &config_path));
+            let from_map = special_map.as_ref().map(|m| (m, &map_path));
+            for (json, path) in [from_map, from_config].into_iter().flatten() {
+                if let Some(token_text) = special_token_text(json, key, path)? {
+                    let id = inner.token_to_id(&token_text).ok_or_else(|| TextError::UnknownSpecialToken {
+                        path: path.clone(),
+                        key: key.to_string(),
+                        token: token_text.clone(),
+                    })?;
+                    texts.push((key.to_string(), token_text.clone()));
+                    tokens[slot] = Some(SpecialToken { text: token_text, id });
+                    break;
+                }
+            }
+        }
+        let [bos, eos, pad, unk] = tokens;
+
+        let chat_template = match config.as_ref().map(|c| chat_template_source(c, &config_path)).transpose()?.flatten() {
+            Some(source) => Some(ChatTemplate::new(&source, texts)?),
+            None => None,
+        };
+        Ok(Tokenizer { inner, bos, eos, pad, unk, model_eos: Vec::new(), chat_template, config_path })
+    }
+
+    /// Add end-of-sequence ids declared by the model (`eos_token_id` of
+    /// generation_config.json / config.json; see [`model_eos_ids`]).
+    pub fn with_model_eos(mut self, ids: &[u32]) -> Self {
+        self.model_eos = ids.to_vec();
+        self
+    }
+
+    /// Token ids of `text`; `add_special` lets the post-processor add BOS etc.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let encoding = self.inner.encode(text, add_special).map_err(|e| TextError::Encode(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Text of `ids`; `skip_special` leaves out special tokens.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special).map_err(|e| TextError::Decode(e.to_string()))
+    }
+
+    pub fn bos(&self) -> Option<&SpecialToken> {
+        self.bos.as_ref()
+    }
+    pub fn eos(&self) -> Option<&SpecialToken> {
+        self.eos.as_ref()
+    }
+    pub fn pad(&self) -> Option<&SpecialToken> {
+        self.pad.as_ref()
+    }
+    pub fn unk(&self) -> Option<&SpecialToken> {
+        self.unk.as_ref()
+    }
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos.as_ref().map(|t| t.id)
+    }
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos.as_ref().map(|t| t.id)
+    }
+    pub fn pad_id(&self) -> Option<u32> {
+        self.pad.as_ref().map(|t| t.id)
+    }
+
+    /// Every id that ends generation: the tokenizer's eos first, then the
+    /// model's, without repeats.
+    pub fn eos_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.eos_id().into_iter().collect();
+        for &id in &self.model_eos {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// Vocabulary size including added tokens (the embedding needs at least this many rows).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref()
+    }
+
+    /// Render `messages` with the directory's chat template.
+    pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let template = self
+            .chat_template
+            .as_ref()
+            .ok_or_else(|| TextError::NoChatTemplate { path: self.config_path.clone() })?;
+        template.render(messages, add_generation_prompt)
+    }
+
+    /// The underlying `tokenizers` tokenizer, for batch encoding and offsets.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| TextError::Read { path: path.to_path_buf(), source })
+}
+
+/// Parse `path` as JSON, or `None` when the file does not exist.
+fn read_optional_json(path: &Path) -> Result<Option<Json>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = read_text(path)?;
+    let json = serde_json::from_str(&text).map_err(|source| TextError::ConfigJson { path: path.to_path_buf(), source })?;
+    Ok(Some(json))
+}
+
+/// A special token is written as a string or as an AddedToken object
+/// `{"content": "<s>", ...}`; null or missing means none.
+fn special_token_text(json: &Json, key: &str, path: &Path) -> Result<Option<String>> {
+    match json.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(text)) => Ok(Some(text.clone())),
+        Some(Json::Object(object)) => match object.get("content") {
+            Some(Json::String(text)) => Ok(Some(text.clone())),
+            _ => Err(key_error(path, key, "is an object without a string `content`")),
+        },
+        Some(_) => Err(key_error(path, key, "must be a string, an object with `content`, or null")),
+    }
+}
+
+/// `chat_template` is a string, or a list of `{name, template}` of which
+/// transformers uses the one named "default".
+fn chat_template_source(config: &Json, path: &Path) -> Result<Option<String>> {
+    match config.get("chat_template") {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(source)) => Ok(Some(source.clone())),
+        Some(Json::Array(entries)) => {
+            for entry in entries {
+                if entry.get("name").and_then(Json::as_str) == Some("default") {
+                    return match entry.get("template").and_then(Json::as_str) {
+                        Some(source) => Ok(Some(source.to_string())),
+                        None => Err(key_error(path, "chat_template", "entry \"default\" has no string `template`")),
+                    };
+                }
+            }
+            Err(key_error(path, "chat_template", "is a list without an entry named \"default\""))
+        }
+        Some(_) => Err(key_error(path, "chat_template", "must be a string or a list of {name, template}")),
+    }
+}
+
+fn key_error(path: &Path, key: &str, problem: &str) -> TextError {
+    TextError::ConfigKey { path: path.to_path_buf(), key: key.to_string(), problem: problem.to_string() }
+}
+
+/// `eos_token_id` of a model config: an int, a list of ints, null or absent.
+pub fn eos_ids_from_config(config: &Json, path: &Path) -> Result<Vec<u32>> {
+    let as_id = |value: &Json| value.as_u64().and_then(|id| u32::try_from(id).ok());
+    match config.get("eos_token_id") {
+        None | Some(Json::Null) => Ok(Vec::new()),
+        Some(Json::Array(items)) => items
+            .iter()
+            .map(|item| as_id(item).ok_or_else(|| key_error(path, "eos_token_id", "must hold non-negative integers")))
+            .collect(),
+        Some(value) => match as_id(value) {
+            Some(id) => Ok(vec![id]),
+            None => Err(key_error(path, "eos_token_id", "must be an integer or a list of integers")),
+        },
+    }
+}
+
+/// The model's end-of-sequence ids: `generation_config.json`'s
+/// `eos_token_id` when it names any (generation uses that file), else
+/// `config.json`'s; empty when neither file says.
+pub fn model_eos_ids(dir: &Path) -> Result<Vec<u32>> {
+    for name in ["generation_config.json", "config.json"] {
+        let path = dir.join(name);
+        if let Some(json) = read_optional_json(&path)? {
+            let ids = eos_ids_from_config(&json, &path)?;
+            if !ids.is_empty() {
+                return Ok(ids);
+            }
+        }
+    }
+    Ok(Vec::new())
+}
