@@ -284,7 +284,7 @@ fn run_stages(
                 rec.status = Status::Failed;
                 rec.error = Some(format!("{e:#}"));
                 save(manifest);
-                stage_emitter.log(Level::Error, msg.clone());
+                stage_emitter.log(Level::Error, format!("{e:#}"));
                 emitter.send(Event::StageFinished {
                     stage: stage.name.clone(),
                     outcome: Outcome::Failed,

@@ -389,7 +389,10 @@ pub fn describe_serde_error(e: &serde_path_to_error::Error<toml::de::Error>) -> 
         if !expected.is_empty() {
             msg.push_str(&format!(" (expected one of: {})", expected.join(", ")));
         }
-        path = if path.is_empty() { unknown } else { format!("{path}.{unknown}") };
+        // serde_path_to_error already ends the path with the unknown key; older versions did not.
+        if !(path == unknown || path.ends_with(&format!(".{unknown}"))) {
+            path = if path.is_empty() { unknown } else { format!("{path}.{unknown}") };
+        }
         return (path, msg);
     }
     (path, raw)

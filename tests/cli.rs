@@ -201,7 +201,7 @@ fn sigterm_interrupts_gracefully_and_resume_finishes() {
     let p = write(
         d.path(),
         "long.toml",
-        "[run]\nname = \"long\"\n\n[[stage]]\nkind = \"tasks\"\nname = \"data\"\ntask = \"arithmetic\"\ntrain = 3000000\ntest = 10\n",
+        "[run]\nname = \"long\"\n\n[[stage]]\nkind = \"tasks\"\nname = \"data\"\ntask = \"arithmetic\"\ntrain = 400000\ntest = 10\n",
     );
     let mut child = retort().args(["run", "--headless", &p]).current_dir(d.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let run = wait_for_event(&d.path().join("runs"), "\"progress\"", Duration::from_secs(60));
@@ -217,6 +217,14 @@ fn sigterm_interrupts_gracefully_and_resume_finishes() {
     // `runs` shows it as interrupted.
     let listing = String::from_utf8_lossy(&run_ok(&["runs"], d.path()).stdout).into_owned();
     assert!(listing.contains("interrupted"), "{listing}");
+    // Resume restarts the interrupted stage and finishes the run in the same folder.
+    let out = run_ok(&["run", "--headless", "--resume", run.to_str().unwrap()], d.path());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resuming"));
+    let m = manifest(&run);
+    assert_eq!(m["status"], "finished");
+    assert_eq!(std::fs::read_to_string(run.join("data/train.jsonl")).unwrap().lines().count(), 400_000);
+    let log = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    assert_eq!(log.matches("\"run_started\"").count(), 2, "the log keeps both attempts");
 }
 
 #[test]
