@@ -1,0 +1,3 @@
+//! Training algorithms. `rl` holds the pure RL maths (advantages and losses).
+
+pub mod rl;
