@@ -502,3 +502,329 @@ impl ZHead {
         Ok(self.out.forward(&x)?.squeeze(1)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use crate::train::rl::advantage::{broadcast_over_tokens, grpo_advantage};
+    use candle_core::Var;
+    use candle_nn::VarMap;
+    use serde_json::Value;
+    use std::collections::HashMap;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/tests/fixtures/rl/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("fixture written by tools/rl_reference.py");
+        serde_json::from_str(&text).expect("fixture is JSON")
+    }
+
+    /// A nested JSON array of numbers as an f32 tensor of the same shape.
+    fn tensor(v: &Value) -> Tensor {
+        fn collect(v: &Value, shape: &mut Vec<usize>, data: &mut Vec<f32>, depth: usize) {
+            match v {
+                Value::Array(items) => {
+                    if shape.len() == depth {
+                        shape.push(items.len());
+                    }
+                    items.iter().for_each(|x| collect(x, shape, data, depth + 1));
+                }
+                x => data.push(x.as_f64().expect("number") as f32),
+            }
+        }
+        let (mut shape, mut data) = (vec![], vec![]);
+        collect(v, &mut shape, &mut data, 0);
+        Tensor::from_vec(data, shape, &Device::Cpu).expect("rectangular")
+    }
+
+    fn flat(v: &Value) -> Vec<f64> {
+        match v {
+            Value::Array(items) => items.iter().flat_map(flat).collect(),
+            x => vec![x.as_f64().expect("number")],
+        }
+    }
+
+    fn values_of(t: &Tensor) -> Vec<f64> {
+        t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    }
+
+    fn assert_close(actual: &[f64], expected: &[f64], tol: f64, what: &str) {
+        assert_eq!(actual.len(), expected.len(), "{what}: length");
+        for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+            assert!((a - e).abs() <= tol * e.abs().max(1.0), "{what}[{i}]: got {a}, expected {e}");
+        }
+    }
+
+    fn assert_scalar(actual: f64, expected: &Value, tol: f64, what: &str) {
+        assert_close(&[actual], &[expected.as_f64().expect("number")], tol, what);
+    }
+
+    fn mode_of(case: &Value) -> LossAgg {
+        match case["mode"].as_str().unwrap() {
+            "token_mean" => LossAgg::TokenMean,
+            "seq_mean_token_sum" => LossAgg::SeqMeanTokenSum,
+            "seq_mean_token_mean" => LossAgg::SeqMeanTokenMean,
+            "seq_mean_token_sum_norm" => LossAgg::SeqMeanTokenSumNorm { constant: case["constant"].as_f64().unwrap() },
+            other => panic!("unknown mode {other}"),
+        }
+    }
+
+    fn grad_of(loss: &Tensor, var: &Var) -> Vec<f64> {
+        let grads = loss.backward().unwrap();
+        values_of(grads.get(var.as_tensor()).expect("the variable is on the loss graph"))
+    }
+
+    #[test]
+    fn agg_loss_matches_reference_in_every_mode() {
+        let fx = fixture("loss");
+        let (values, mask) = (tensor(&fx["agg"]["values"]), tensor(&fx["inputs"]["mask"]));
+        for case in fx["agg"]["cases"].as_array().unwrap() {
+            let loss = agg_loss(&values, &mask, mode_of(case)).unwrap();
+            assert_scalar(scalar(&loss).unwrap(), &case["loss"], 1e-5, case["mode"].as_str().unwrap());
+        }
+    }
+
+    #[test]
+    fn ppo_loss_metrics_and_gradient_match_reference() {
+        let fx = fixture("loss");
+        let inputs = &fx["inputs"];
+        let (old, adv, mask) = (tensor(&inputs["old"]), tensor(&inputs["advantages"]), tensor(&inputs["mask"]));
+        for case in fx["ppo"].as_array().unwrap() {
+            let what = case["mode"].as_str().unwrap();
+            let logp = Var::from_tensor(&tensor(&inputs["logp"])).unwrap();
+            let clip = PpoClip {
+                clip_low: case["clip_low"].as_f64().unwrap(),
+                clip_high: case["clip_high"].as_f64().unwrap(),
+                dual_clip: case["dual_clip"].as_f64(),
+            };
+            let (loss, metrics) = ppo_policy_loss(logp.as_tensor(), &old, &adv, &mask, clip, mode_of(case)).unwrap();
+            assert_scalar(scalar(&loss).unwrap(), &case["loss"], 1e-5, what);
+            assert_scalar(metrics.pg_clipfrac, &case["metrics"]["pg_clipfrac"], 1e-6, "pg_clipfrac");
+            assert_scalar(metrics.pg_clipfrac_lower, &case["metrics"]["pg_clipfrac_lower"], 1e-6, "pg_clipfrac_lower");
+            assert_scalar(metrics.ppo_kl, &case["metrics"]["ppo_kl"], 1e-5, "ppo_kl");
+            assert_close(&grad_of(&loss, &logp), &flat(&case["grad_logp"]), 1e-5, &format!("{what} ∂L/∂logp"));
+        }
+        // the fixture must exercise both clip bounds and the dual clip
+        let first = &fx["ppo"][0]["metrics"];
+        assert!(first["pg_clipfrac"].as_f64().unwrap() > 0.0 && first["pg_clipfrac_lower"].as_f64().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn kl_estimators_and_gradients_match_reference() {
+        let fx = fixture("loss");
+        let (mask, reference) = (tensor(&fx["inputs"]["mask"]), tensor(&fx["kl"]["ref"]));
+        for case in fx["kl"]["cases"].as_array().unwrap() {
+            let name = case["kind"].as_str().unwrap();
+            let estimator: KlEstimator = serde_json::from_value(case["kind"].clone()).unwrap();
+            let logp = Var::from_tensor(&tensor(&fx["inputs"]["logp"])).unwrap();
+            let kl = kl_penalty(logp.as_tensor(), &reference, estimator).unwrap();
+            assert_close(&values_of(&kl), &flat(&case["values"]), 1e-5, name);
+            let loss = agg_loss(&kl, &mask, LossAgg::TokenMean).unwrap();
+            assert_scalar(scalar(&loss).unwrap(), &case["token_mean"], 1e-5, name);
+            assert_close(&grad_of(&loss, &logp), &flat(&case["grad_logp"]), 1e-5, &format!("{name} ∂/∂logp"));
+        }
+    }
+
+    #[test]
+    fn kl_in_reward_matches_reference() {
+        let fx = fixture("loss");
+        let case = &fx["kl_in_reward"];
+        let (rewards, current_kl) = kl_in_reward(
+            &tensor(&case["token_scores"]),
+            &tensor(&fx["inputs"]["old"]),
+            &tensor(&fx["kl"]["ref"]),
+            &tensor(&fx["inputs"]["mask"]),
+            case["beta"].as_f64().unwrap(),
+            KlEstimator::K1,
+        )
+        .unwrap();
+        assert_close(&values_of(&rewards), &flat(&case["rewards"]), 1e-5, "rewards");
+        assert_scalar(current_kl, &case["current_kl"], 1e-5, "current_kl");
+        let mat = tensor_to_mat(&rewards).unwrap();
+        assert_eq!(values_of(&mat_to_tensor(&mat, &Device::Cpu).unwrap()), values_of(&rewards));
+    }
+
+    #[test]
+    fn value_loss_and_explained_variance_match_reference() {
+        let fx = fixture("loss");
+        let case = &fx["value"];
+        let mask = tensor(&fx["inputs"]["mask"]);
+        let values = Var::from_tensor(&tensor(&case["values"])).unwrap();
+        let (loss, metrics) = value_loss(
+            values.as_tensor(),
+            &tensor(&case["old_values"]),
+            &tensor(&case["returns"]),
+            &mask,
+            case["clip"].as_f64().unwrap(),
+            LossAgg::TokenMean,
+        )
+        .unwrap();
+        assert_scalar(scalar(&loss).unwrap(), &case["loss"], 1e-5, "value loss");
+        assert_scalar(metrics.vf_clipfrac, &case["vf_clipfrac"], 1e-6, "vf_clipfrac");
+        assert!(metrics.vf_clipfrac > 0.0, "the fixture must clip some values");
+        assert_close(&grad_of(&loss, &values), &flat(&case["grad_values"]), 1e-5, "∂L/∂V");
+        let ev = explained_variance(&tensor(&case["returns"]), values.as_tensor(), &mask).unwrap();
+        assert_scalar(ev, &case["explained_variance"], 1e-6, "explained variance");
+    }
+
+    fn is_mode_of(v: &Value) -> IsMode {
+        serde_json::from_value(v.clone()).expect("IsMode serde matches the fixture's tags")
+    }
+
+    #[test]
+    fn flowrl_loss_metrics_and_gradients_match_reference_for_each_is_mode() {
+        let fx = fixture("loss");
+        let f = &fx["flowrl"];
+        let (old, reference, mask, adv) = (tensor(&f["old"]), tensor(&f["ref"]), tensor(&f["mask"]), tensor(&f["advantages"]));
+        for case in f["cases"].as_array().unwrap() {
+            let mode = is_mode_of(&case["mode"]);
+            let logp = Var::from_tensor(&tensor(&fx["inputs"]["logp"])).unwrap();
+            let log_z = Var::from_tensor(&tensor(&f["log_z"])).unwrap();
+            let beta = f["beta"].as_f64().unwrap();
+            let (loss, m) = flowrl_loss(logp.as_tensor(), &old, &reference, &mask, &adv, log_z.as_tensor(), beta, mode).unwrap();
+            let what = format!("{mode:?}");
+            assert_scalar(scalar(&loss).unwrap(), &case["loss"], 1e-5, &what);
+            let e = &case["metrics"];
+            for (name, got) in [
+                ("log_z", m.log_z),
+                ("tb_loss", m.tb_loss),
+                ("importance_weight_raw", m.importance_weight_raw),
+                ("importance_weight", m.importance_weight),
+                ("log_prob", m.log_prob),
+                ("ref_log_prob", m.ref_log_prob),
+                ("ppo_kl", m.ppo_kl),
+                ("ref_kl", m.ref_kl),
+            ] {
+                assert_scalar(got, &e[name], 1e-5, &format!("{what} {name}"));
+            }
+            let grads = loss.backward().unwrap();
+            assert_close(&values_of(grads.get(logp.as_tensor()).unwrap()), &flat(&case["grad_logp"]), 1e-5, &format!("{what} ∂L/∂logp"));
+            assert_close(&values_of(grads.get(log_z.as_tensor()).unwrap()), &flat(&case["grad_log_z"]), 1e-5, &format!("{what} ∂L/∂logZ"));
+        }
+    }
+
+    #[test]
+    fn flowrl_accepts_a_column_log_z_from_the_head() {
+        let fx = fixture("loss");
+        let f = &fx["flowrl"];
+        let log_z = tensor(&f["log_z"]).unsqueeze(1).unwrap();
+        let (loss, _) = flowrl_loss(&tensor(&fx["inputs"]["logp"]), &tensor(&f["old"]), &tensor(&f["ref"]), &tensor(&f["mask"]), &tensor(&f["advantages"]), &log_z, 15.0, IsMode::Upper { max: 10.0 }).unwrap();
+        assert_scalar(scalar(&loss).unwrap(), &f["cases"][2]["loss"], 1e-5, "upper");
+    }
+
+    #[test]
+    fn entropy_from_logits_matches_reference() {
+        let e = &fixture("loss")["entropy"];
+        let h = entropy_from_logits(&tensor(&e["logits"])).unwrap();
+        assert_close(&values_of(&h), &flat(&e["entropy"]), 1e-5, "entropy");
+    }
+
+    /// A batch with one all-same group (rows 0..4, every score 1) and one mixed group.
+    fn two_group_batch() -> (Tensor, Tensor, Tensor, Tensor, Vec<f32>) {
+        let mut rng = Rng::new(5);
+        let (b, t) = (8, 6);
+        let lengths = [6, 3, 5, 1, 6, 2, 4, 6];
+        let mask: Vec<f32> = (0..b * t).map(|i| ((i % t) < lengths[i / t]) as u8 as f32).collect();
+        let logp: Vec<f32> = (0..b * t).map(|_| -(rng.f32() * 2.0 + 0.05)).collect();
+        let old: Vec<f32> = logp.iter().map(|&l| l - (rng.f32() - 0.5)).collect();
+        let reference: Vec<f32> = logp.iter().map(|&l| l + (rng.f32() - 0.5)).collect();
+        let scores = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0];
+        let groups = [0, 0, 0, 0, 1, 1, 1, 1];
+        let adv = grpo_advantage(&scores, &groups, true).unwrap();
+        let t2 = |v: Vec<f32>| Tensor::from_vec(v, (b, t), &Device::Cpu).unwrap();
+        (t2(logp), t2(old), t2(reference), t2(mask), adv)
+    }
+
+    #[test]
+    fn all_same_group_gets_zero_ppo_gradient_but_nonzero_flowrl_gradient() {
+        let (logp0, old, reference, mask, adv) = two_group_batch();
+        assert!(adv[..4].iter().all(|&a| a == 0.0) && adv[4..].iter().all(|&a| a != 0.0));
+        let (b, t) = mask.dims2().unwrap();
+        let mask_mat = tensor_to_mat(&mask).unwrap();
+        let adv_tokens = mat_to_tensor(&broadcast_over_tokens(&adv, &mask_mat).unwrap(), &Device::Cpu).unwrap();
+
+        let logp = Var::from_tensor(&logp0).unwrap();
+        let clip = PpoClip { clip_low: 0.2, clip_high: 0.28, dual_clip: Some(3.0) };
+        let (loss, _) = ppo_policy_loss(logp.as_tensor(), &old, &adv_tokens, &mask, clip, LossAgg::TokenMean).unwrap();
+        let ppo_grad = grad_of(&loss, &logp);
+        assert!(ppo_grad[..4 * t].iter().all(|&g| g == 0.0), "GRPO must ignore the all-same group");
+        assert!(ppo_grad[4 * t..].iter().any(|&g| g != 0.0), "the mixed group must train");
+
+        let logp = Var::from_tensor(&logp0).unwrap();
+        let log_z = Var::from_tensor(&Tensor::zeros(b, DType::F32, &Device::Cpu).unwrap()).unwrap();
+        let r_hat = Tensor::from_slice(&adv, b, &Device::Cpu).unwrap();
+        let (loss, _) = flowrl_loss(logp.as_tensor(), &old, &reference, &mask, &r_hat, log_z.as_tensor(), 15.0, IsMode::default()).unwrap();
+        let grads = loss.backward().unwrap();
+        let flow_grad = values_of(grads.get(logp.as_tensor()).unwrap());
+        let z_grad = values_of(grads.get(log_z.as_tensor()).unwrap());
+        for row in 0..4 {
+            let valid = &flow_grad[row * t..row * t + t];
+            assert!(valid.iter().any(|&g| g.abs() > 1e-6), "FlowRL row {row} got no gradient");
+            assert!(z_grad[row].abs() > 1e-6, "log Z row {row} got no gradient");
+        }
+    }
+
+    #[test]
+    fn zhead_forward_and_gradient_match_reference() {
+        let z = fixture("zhead");
+        let weights: HashMap<String, Tensor> = z["weights"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), tensor(v))).collect();
+        let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+        let head = ZHead::new(vb, z["hidden_size"].as_u64().unwrap() as usize, z["layers"].as_u64().unwrap() as usize).unwrap();
+        let hidden = Var::from_tensor(&tensor(&z["hidden"])).unwrap();
+        let pooled = pool_prompt(hidden.as_tensor(), &tensor(&z["prompt_mask"])).unwrap();
+        assert_close(&values_of(&pooled), &flat(&z["pooled"]), 1e-5, "pooled");
+        let log_z = head.forward(&pooled).unwrap();
+        assert_eq!(log_z.dims(), &[3]);
+        assert_close(&values_of(&log_z), &flat(&z["log_z"]), 1e-5, "log Z");
+        let loss = (log_z * tensor(&z["loss_coeffs"])).unwrap().sum_all().unwrap();
+        assert_close(&grad_of(&loss, &hidden), &flat(&z["grad_hidden"]), 1e-4, "∂(c·logZ)/∂hidden");
+    }
+
+    #[test]
+    fn fresh_zhead_trains_and_starts_with_zero_output_bias() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let head = ZHead::new(vb, 8, 3).unwrap();
+        let data = varmap.data().lock().unwrap();
+        assert_eq!(values_of(data["out.bias"].as_tensor()), vec![0.0]);
+        assert_eq!(data.len(), 2 * 4 + 2, "two hidden blocks (linear + norm) and the output layer");
+        let out_weight = data["out.weight"].clone();
+        let first_linear = data["hidden.0.linear.weight"].clone();
+        drop(data);
+        let pooled = Tensor::randn(0f32, 1.0, (4, 8), &Device::Cpu).unwrap();
+        let loss = head.forward(&pooled).unwrap().sqr().unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        for (name, var) in [("out.weight", out_weight), ("hidden.0.linear.weight", first_linear)] {
+            let g = values_of(grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} got no gradient")));
+            assert!(g.iter().any(|&x| x != 0.0), "{name} gradient is all zero");
+        }
+    }
+
+    #[test]
+    fn invalid_settings_are_reported() {
+        let x = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        let err = ppo_policy_loss(&x, &x, &x, &x, PpoClip { dual_clip: Some(1.0), ..PpoClip::default() }, LossAgg::TokenMean).unwrap_err();
+        assert!(err.to_string().contains("dual-clip constant c must be > 1"), "{err}");
+        let y = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
+        let err = ppo_policy_loss(&x, &y, &x, &x, PpoClip::default(), LossAgg::TokenMean).unwrap_err();
+        assert!(err.to_string().starts_with("old logp: expected shape [2, 3], got [2, 4]"), "{err}");
+        let err = agg_loss(&x, &x, LossAgg::SeqMeanTokenSumNorm { constant: 0.0 }).unwrap_err();
+        assert!(err.to_string().contains("C must be > 0"), "{err}");
+        let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+        assert!(ZHead::new(vb, 4, 0).is_err());
+    }
+
+    #[test]
+    fn config_enums_use_snake_case_and_verl_aliases() {
+        let k: KlEstimator = serde_json::from_str(r#""low_var_kl""#).unwrap();
+        assert_eq!(k, KlEstimator::K3);
+        let k: KlEstimator = serde_json::from_str(r#""mse""#).unwrap();
+        assert_eq!(k, KlEstimator::K2);
+        assert_eq!(serde_json::to_string(&KlEstimator::K3Plus).unwrap(), r#""k3_plus""#);
+        let agg: LossAgg = serde_json::from_str(r#"{"kind":"seq_mean_token_sum_norm","constant":512.0}"#).unwrap();
+        assert_eq!(agg, LossAgg::SeqMeanTokenSumNorm { constant: 512.0 });
+        let mode: IsMode = serde_json::from_str(r#"{"kind":"two_sided","eps":0.2}"#).unwrap();
+        assert_eq!(mode, IsMode::TwoSided { eps: 0.2 });
+        assert_eq!(serde_json::to_string(&IsMode::None).unwrap(), r#"{"kind":"none"}"#);
+    }
+}
