@@ -25,7 +25,11 @@ pub const GROUP_STD_EPS: f64 = 1e-6;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum AdvantageError {
     #[error("{what}: expected shape {expected}, got {got}; every per-token input must be (B, T) and every per-response input (B,)")]
-    Shape { what: &'static str, expected: String, got: String },
+    Shape {
+        what: &'static str,
+        expected: String,
+        got: String,
+    },
     #[error("masked variance needs at least 2 valid tokens, the mask has {valid}; whitening a batch that small is meaningless, use a larger batch")]
     TooFewTokens { valid: usize },
     #[error("response {row} has no valid token, so its score cannot be placed at the last valid token; a response keeps at least its EOS token in the mask")]
@@ -35,7 +39,11 @@ pub enum AdvantageError {
     #[error("pass@k with k = {k} needs at least k responses per group, group {group} has {size}; lower k or raise rollout.n")]
     GroupTooSmall { group: usize, size: usize, k: usize },
     #[error("parameter {name} = {value} is invalid: {why}")]
-    InvalidParam { name: &'static str, value: f64, why: &'static str },
+    InvalidParam {
+        name: &'static str,
+        value: f64,
+        why: &'static str,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, AdvantageError>;
@@ -61,7 +69,11 @@ impl Mat {
     }
 
     pub fn zeros(rows: usize, cols: usize) -> Self {
-        Mat { rows, cols, data: vec![0.0; rows * cols] }
+        Mat {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
     }
 
     /// Builds a matrix from equally long rows (the `&[Vec<f32>]` form used by callers).
@@ -78,7 +90,11 @@ impl Mat {
             }
             data.extend_from_slice(row);
         }
-        Ok(Mat { rows: rows.len(), cols, data })
+        Ok(Mat {
+            rows: rows.len(),
+            cols,
+            data,
+        })
     }
 
     pub fn to_rows(&self) -> Vec<Vec<f32>> {
@@ -104,7 +120,11 @@ impl Mat {
     /// Errors unless `other` has this matrix's shape; `what` names `other` in the message.
     fn expect_same_shape(&self, other: &Mat, what: &'static str) -> Result<()> {
         if self.rows != other.rows || self.cols != other.cols {
-            return Err(AdvantageError::Shape { what, expected: self.shape_string(), got: other.shape_string() });
+            return Err(AdvantageError::Shape {
+                what,
+                expected: self.shape_string(),
+                got: other.shape_string(),
+            });
         }
         Ok(())
     }
@@ -125,7 +145,11 @@ impl Mat {
 
 fn expect_len(len: usize, expected: usize, what: &'static str) -> Result<()> {
     if len != expected {
-        return Err(AdvantageError::Shape { what, expected: format!("({expected},)"), got: format!("({len},)") });
+        return Err(AdvantageError::Shape {
+            what,
+            expected: format!("({expected},)"),
+            got: format!("({len},)"),
+        });
     }
     Ok(())
 }
@@ -164,11 +188,9 @@ pub fn masked_var(values: &Mat, mask: &Mat) -> Result<f64> {
     if count < 2.0 {
         return Err(AdvantageError::TooFewTokens { valid: count as usize });
     }
-    let (sq_sum, _) = values
-        .data
-        .iter()
-        .zip(&mask.data)
-        .fold((0.0, 0.0), |(s, n), (&v, &m)| (s + (v as f64 - mean).powi(2) * m as f64, n));
+    let (sq_sum, _) = values.data.iter().zip(&mask.data).fold((0.0, 0.0), |(s, n), (&v, &m)| {
+        (s + (v as f64 - mean).powi(2) * m as f64, n)
+    });
     Ok(sq_sum / (count + MASKED_MEAN_EPS) * count / (count - 1.0))
 }
 
@@ -188,7 +210,11 @@ pub fn token_rewards_from_scores(scores: &[f32], mask: &Mat) -> Result<Mat> {
     expect_len(scores.len(), mask.rows, "scores")?;
     let mut out = Mat::zeros(mask.rows, mask.cols);
     for (r, &score) in scores.iter().enumerate() {
-        let last = mask.row(r).iter().rposition(|&m| m != 0.0).ok_or(AdvantageError::EmptyResponse { row: r })?;
+        let last = mask
+            .row(r)
+            .iter()
+            .rposition(|&m| m != 0.0)
+            .ok_or(AdvantageError::EmptyResponse { row: r })?;
         out.row_mut(r)[last] = score;
     }
     Ok(out)
@@ -196,7 +222,9 @@ pub fn token_rewards_from_scores(scores: &[f32], mask: &Mat) -> Result<Mat> {
 
 /// `s_i = Σ_t r_{i,t}` (§0.3): the scalar score of each response, from token rewards.
 pub fn sequence_scores(token_rewards: &Mat) -> Vec<f32> {
-    (0..token_rewards.rows).map(|r| token_rewards.row(r).iter().map(|&v| v as f64).sum::<f64>() as f32).collect()
+    (0..token_rewards.rows)
+        .map(|r| token_rewards.row(r).iter().map(|&v| v as f64).sum::<f64>() as f32)
+        .collect()
 }
 
 /// Response indices per group id, in ascending id order.
@@ -240,7 +268,11 @@ pub fn grpo_advantage(scores: &[f32], groups: &[usize], norm_by_std: bool) -> Re
         let (mean, std) = group_mean_std(scores, members);
         for &i in members {
             let centred = scores[i] as f64 - mean;
-            out[i] = if norm_by_std { centred / (std + GROUP_STD_EPS) } else { centred } as f32;
+            out[i] = if norm_by_std {
+                centred / (std + GROUP_STD_EPS)
+            } else {
+                centred
+            } as f32;
         }
     }
     Ok(out)
@@ -273,7 +305,11 @@ pub fn rloo_advantage(scores: &[f32], groups: &[usize]) -> Result<Vec<f32>> {
 pub fn pass_at_k_advantage(scores: &[f32], groups: &[usize], k: usize) -> Result<Vec<f32>> {
     expect_len(groups.len(), scores.len(), "groups")?;
     if k == 0 {
-        return Err(AdvantageError::InvalidParam { name: "pass_at_k.k", value: 0.0, why: "k must be at least 1" });
+        return Err(AdvantageError::InvalidParam {
+            name: "pass_at_k.k",
+            value: 0.0,
+            why: "k must be at least 1",
+        });
     }
     let mut out = vec![0.0f32; scores.len()];
     for (&group, members) in &group_members(groups) {
@@ -287,7 +323,11 @@ pub fn pass_at_k_advantage(scores: &[f32], groups: &[usize], k: usize) -> Result
         let a_pos = (1.0 - mean_reward) / (std + GROUP_STD_EPS);
         // C(N_neg−1, k−1)/C(N−1, k−1): the chance that a k-subset containing this failure
         // holds only failures. It is 0 when there are no failures at all.
-        let all_fail_given_this = if n_neg == 0 { 0.0 } else { binomial_ratio(n_neg - 1, n - 1, k - 1) };
+        let all_fail_given_this = if n_neg == 0 {
+            0.0
+        } else {
+            binomial_ratio(n_neg - 1, n - 1, k - 1)
+        };
         let a_neg = (1.0 - mean_reward - all_fail_given_this) / (std + GROUP_STD_EPS);
         for &i in members {
             out[i] = if scores[i] > 0.0 { a_pos } else { a_neg } as f32;
@@ -430,13 +470,21 @@ pub struct Advantages {
 /// Runs the chosen estimator (§0.3, §3.1, §3.3, §6.5). Scores for outcome estimators are the
 /// row sums of the token rewards (§0.3 `s_i = Σ_t r_{i,t}`).
 pub fn compute_advantages(estimator: &AdvantageEstimator, batch: &AdvantageBatch) -> Result<Advantages> {
-    let AdvantageBatch { token_rewards, mask, groups, values } = *batch;
+    let AdvantageBatch {
+        token_rewards,
+        mask,
+        groups,
+        values,
+    } = *batch;
     mask.expect_same_shape(token_rewards, "token_rewards")?;
     expect_len(groups.len(), mask.rows, "groups")?;
     let scores = sequence_scores(token_rewards);
     let outcome = |per_response: Vec<f32>| -> Result<Advantages> {
         let advantages = broadcast_over_tokens(&per_response, mask)?;
-        Ok(Advantages { returns: advantages.clone(), advantages })
+        Ok(Advantages {
+            returns: advantages.clone(),
+            advantages,
+        })
     };
     match *estimator {
         AdvantageEstimator::Grpo { norm_by_std } => outcome(grpo_advantage(&scores, groups, norm_by_std)?),
@@ -448,7 +496,10 @@ pub fn compute_advantages(estimator: &AdvantageEstimator, batch: &AdvantageBatch
         }
         AdvantageEstimator::ReinforcePlusPlusBaseline => {
             let advantages = reinforce_plus_plus_baseline(&scores, groups, mask)?;
-            Ok(Advantages { returns: advantages.clone(), advantages })
+            Ok(Advantages {
+                returns: advantages.clone(),
+                advantages,
+            })
         }
         AdvantageEstimator::Gae { gamma, lambda } => {
             let values = values.ok_or(AdvantageError::MissingValues)?;
@@ -468,17 +519,23 @@ pub fn compute_advantages(estimator: &AdvantageEstimator, batch: &AdvantageBatch
 pub fn entropy_shaped_advantage(advantages: &Mat, entropy: &Mat, mask: &Mat, alpha: f32, kappa: f32) -> Result<Mat> {
     advantages.expect_same_shape(entropy, "entropy")?;
     advantages.expect_same_shape(mask, "mask")?;
-    if !(alpha > 0.0) {
-        return Err(AdvantageError::InvalidParam { name: "entropy.alpha", value: alpha as f64, why: "α must be > 0 (§5.1)" });
+    if alpha.is_nan() || alpha <= 0.0 {
+        return Err(AdvantageError::InvalidParam {
+            name: "entropy.alpha",
+            value: alpha as f64,
+            why: "α must be > 0 (§5.1)",
+        });
     }
-    if !(kappa > 1.0) {
+    if kappa.is_nan() || kappa <= 1.0 {
         return Err(AdvantageError::InvalidParam {
             name: "entropy.kappa",
             value: kappa as f64,
             why: "κ must be > 1, otherwise ψ can flip the sign of a negative advantage (§5.1)",
         });
     }
-    Ok(advantages.map_masked(mask, |r, t, a| a + entropy_bonus_psi(a, entropy.get(r, t), alpha, kappa)))
+    Ok(advantages.map_masked(mask, |r, t, a| {
+        a + entropy_bonus_psi(a, entropy.get(r, t), alpha, kappa)
+    }))
 }
 
 /// `ψ(H) = min(α·max(H,0), |A|/κ)` (§5.1).
@@ -604,7 +661,11 @@ mod tests {
     }
 
     fn floats(v: &Value) -> Vec<f64> {
-        v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x.as_f64().expect("number"))
+            .collect()
     }
 
     fn f32s(v: &Value) -> Vec<f32> {
@@ -612,7 +673,11 @@ mod tests {
     }
 
     fn ids(v: &Value) -> Vec<usize> {
-        v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as usize).collect()
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x.as_u64().expect("id") as usize)
+            .collect()
     }
 
     fn mat(v: &Value) -> Mat {
@@ -628,7 +693,10 @@ mod tests {
     fn assert_close(actual: &[f32], expected: &[f64], tol: f64, what: &str) {
         assert_eq!(actual.len(), expected.len(), "{what}: length");
         for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
-            assert!((a as f64 - e).abs() <= tol * e.abs().max(1.0), "{what}[{i}]: got {a}, expected {e}");
+            assert!(
+                (a as f64 - e).abs() <= tol * e.abs().max(1.0),
+                "{what}[{i}]: got {a}, expected {e}"
+            );
         }
     }
 
@@ -636,12 +704,32 @@ mod tests {
     fn group_estimators_match_reference() {
         let fx = fixture();
         let (scores, groups) = (f32s(&fx["scores"]), ids(&fx["groups"]));
-        assert_close(&grpo_advantage(&scores, &groups, true).unwrap(), &floats(&fx["grpo"]), 1e-5, "grpo");
-        assert_close(&grpo_advantage(&scores, &groups, false).unwrap(), &floats(&fx["grpo_no_std"]), 1e-5, "dr grpo");
-        assert_close(&rloo_advantage(&scores, &groups).unwrap(), &floats(&fx["rloo"]), 1e-5, "rloo");
+        assert_close(
+            &grpo_advantage(&scores, &groups, true).unwrap(),
+            &floats(&fx["grpo"]),
+            1e-5,
+            "grpo",
+        );
+        assert_close(
+            &grpo_advantage(&scores, &groups, false).unwrap(),
+            &floats(&fx["grpo_no_std"]),
+            1e-5,
+            "dr grpo",
+        );
+        assert_close(
+            &rloo_advantage(&scores, &groups).unwrap(),
+            &floats(&fx["rloo"]),
+            1e-5,
+            "rloo",
+        );
         let mask = mat(&fx["mask"]);
         let baseline = reinforce_plus_plus_baseline(&scores, &groups, &mask).unwrap();
-        assert_close(&baseline.data, &flat(&fx["reinforce_pp_baseline"]), 1e-5, "reinforce++ baseline");
+        assert_close(
+            &baseline.data,
+            &flat(&fx["reinforce_pp_baseline"]),
+            1e-5,
+            "reinforce++ baseline",
+        );
     }
 
     #[test]
@@ -649,17 +737,38 @@ mod tests {
         let fx = fixture();
         let (mask, rewards, groups) = (mat(&fx["mask"]), mat(&fx["token_rewards"]), ids(&fx["groups"]));
         assert_eq!(token_rewards_from_scores(&f32s(&fx["scores"]), &mask).unwrap(), rewards);
-        let batch = AdvantageBatch { token_rewards: &rewards, mask: &mask, groups: &groups, values: None };
+        let batch = AdvantageBatch {
+            token_rewards: &rewards,
+            mask: &mask,
+            groups: &groups,
+            values: None,
+        };
         let grpo = compute_advantages(&AdvantageEstimator::Grpo { norm_by_std: true }, &batch).unwrap();
         let expected = broadcast_over_tokens(&f32s(&fx["grpo"]), &mask).unwrap();
-        assert_close(&grpo.advantages.data, &expected.data.iter().map(|&x| x as f64).collect::<Vec<_>>(), 1e-5, "grpo tokens");
+        assert_close(
+            &grpo.advantages.data,
+            &expected.data.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+            1e-5,
+            "grpo tokens",
+        );
         let rpp = &fx["reinforce_pp"];
         let gamma = rpp["gamma"].as_f64().unwrap() as f32;
         let out = compute_advantages(&AdvantageEstimator::ReinforcePlusPlus { gamma }, &batch).unwrap();
-        assert_close(&out.advantages.data, &flat(&rpp["advantages"]), 1e-5, "reinforce++ advantages");
+        assert_close(
+            &out.advantages.data,
+            &flat(&rpp["advantages"]),
+            1e-5,
+            "reinforce++ advantages",
+        );
         assert_close(&out.returns.data, &flat(&rpp["returns"]), 1e-5, "reinforce++ returns");
         assert_eq!(
-            compute_advantages(&AdvantageEstimator::Gae { gamma: 1.0, lambda: 1.0 }, &batch),
+            compute_advantages(
+                &AdvantageEstimator::Gae {
+                    gamma: 1.0,
+                    lambda: 1.0
+                },
+                &batch
+            ),
             Err(AdvantageError::MissingValues)
         );
     }
@@ -668,11 +777,19 @@ mod tests {
     fn gae_matches_reference_with_interior_mask_holes() {
         let g = &fixture()["gae"];
         let (mask, values, rewards) = (mat(&g["mask"]), mat(&g["values"]), mat(&g["token_rewards"]));
-        let (gamma, lambda) = (g["gamma"].as_f64().unwrap() as f32, g["lambda"].as_f64().unwrap() as f32);
+        let (gamma, lambda) = (
+            g["gamma"].as_f64().unwrap() as f32,
+            g["lambda"].as_f64().unwrap() as f32,
+        );
         let raw = gae_unwhitened(&rewards, &values, &mask, gamma as f64, lambda as f64);
         assert_close(&raw.data, &flat(&g["raw"]), 1e-5, "gae raw");
         let groups: Vec<usize> = (0..mask.rows).collect();
-        let batch = AdvantageBatch { token_rewards: &rewards, mask: &mask, groups: &groups, values: Some(&values) };
+        let batch = AdvantageBatch {
+            token_rewards: &rewards,
+            mask: &mask,
+            groups: &groups,
+            values: Some(&values),
+        };
         let out = compute_advantages(&AdvantageEstimator::Gae { gamma, lambda }, &batch).unwrap();
         assert_close(&out.advantages.data, &flat(&g["advantages"]), 1e-5, "gae advantages");
         assert_close(&out.returns.data, &flat(&g["returns"]), 1e-5, "gae returns");
@@ -686,16 +803,32 @@ mod tests {
         let mean = masked_mean(&values, &mask).unwrap();
         let var = masked_var(&values, &mask).unwrap();
         assert!((mean - w["mean"].as_f64().unwrap()).abs() < 1e-6, "mean {mean}");
-        assert!((var - w["var"].as_f64().unwrap()).abs() < 1e-6 * var.max(1.0), "var {var}");
-        assert_close(&masked_whiten(&values, &mask).unwrap().data, &flat(&w["whitened"]), 1e-5, "whiten");
-        assert_close(&masked_row_means(&values, &mask).unwrap(), &floats(&w["row_means"]), 1e-5, "row means");
+        assert!(
+            (var - w["var"].as_f64().unwrap()).abs() < 1e-6 * var.max(1.0),
+            "var {var}"
+        );
+        assert_close(
+            &masked_whiten(&values, &mask).unwrap().data,
+            &flat(&w["whitened"]),
+            1e-5,
+            "whiten",
+        );
+        assert_close(
+            &masked_row_means(&values, &mask).unwrap(),
+            &floats(&w["row_means"]),
+            1e-5,
+            "row means",
+        );
     }
 
     #[test]
     fn masked_var_refuses_a_single_token() {
         let values = Mat::from_rows(&[vec![3.0, 9.0]]).unwrap();
         let mask = Mat::from_rows(&[vec![1.0, 0.0]]).unwrap();
-        assert_eq!(masked_var(&values, &mask), Err(AdvantageError::TooFewTokens { valid: 1 }));
+        assert_eq!(
+            masked_var(&values, &mask),
+            Err(AdvantageError::TooFewTokens { valid: 1 })
+        );
     }
 
     #[test]
@@ -722,10 +855,14 @@ mod tests {
         if k == 0 {
             return vec![vec![]];
         }
-        (k - 1..n).flat_map(|last| k_subsets(last, k - 1).into_iter().map(move |mut s| {
-            s.push(last);
-            s
-        })).collect()
+        (k - 1..n)
+            .flat_map(|last| {
+                k_subsets(last, k - 1).into_iter().map(move |mut s| {
+                    s.push(last);
+                    s
+                })
+            })
+            .collect()
     }
 
     #[test]
@@ -739,12 +876,20 @@ mod tests {
             let n = k + rng.usize(5);
             let scores: Vec<f32> = (0..n).map(|_| if rng.bool(0.4) { 1.0 } else { 0.0 }).collect();
             let subsets = k_subsets(n, k);
-            let rewards: Vec<f64> = subsets.iter().map(|s| s.iter().any(|&i| scores[i] > 0.0) as u8 as f64).collect();
+            let rewards: Vec<f64> = subsets
+                .iter()
+                .map(|s| s.iter().any(|&i| scores[i] > 0.0) as u8 as f64)
+                .collect();
             let mean = rewards.iter().sum::<f64>() / rewards.len() as f64;
             let std = (rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rewards.len() as f64).sqrt();
             let expected: Vec<f64> = (0..n)
                 .map(|i| {
-                    let mine: Vec<f64> = subsets.iter().zip(&rewards).filter(|(s, _)| s.contains(&i)).map(|(_, r)| (r - mean) / (std + 1e-6)).collect();
+                    let mine: Vec<f64> = subsets
+                        .iter()
+                        .zip(&rewards)
+                        .filter(|(s, _)| s.contains(&i))
+                        .map(|(_, r)| (r - mean) / (std + 1e-6))
+                        .collect();
                     mine.iter().sum::<f64>() / mine.len() as f64
                 })
                 .collect();
@@ -757,7 +902,11 @@ mod tests {
     fn pass_at_k_rejects_small_groups() {
         assert_eq!(
             pass_at_k_advantage(&[1.0, 0.0], &[4, 4], 3),
-            Err(AdvantageError::GroupTooSmall { group: 4, size: 2, k: 3 })
+            Err(AdvantageError::GroupTooSmall {
+                group: 4,
+                size: 2,
+                k: 3
+            })
         );
     }
 
@@ -779,8 +928,13 @@ mod tests {
         let (_, returns) = gae(&rewards, &zero, &mask, 1.0, 1.0).unwrap();
         for r in 0..b {
             for c in 0..t {
-                let to_go: f64 = (c..t).map(|s| (rewards.get(r, s) * mask.get(r, s)) as f64).sum::<f64>() * mask.get(r, c) as f64;
-                assert!((raw.get(r, c) as f64 - to_go).abs() < 1e-5, "Â[{r},{c}] = {} vs {to_go}", raw.get(r, c));
+                let to_go: f64 =
+                    (c..t).map(|s| (rewards.get(r, s) * mask.get(r, s)) as f64).sum::<f64>() * mask.get(r, c) as f64;
+                assert!(
+                    (raw.get(r, c) as f64 - to_go).abs() < 1e-5,
+                    "Â[{r},{c}] = {} vs {to_go}",
+                    raw.get(r, c)
+                );
                 assert!((returns.get(r, c) as f64 - to_go).abs() < 1e-5, "R[{r},{c}]");
             }
         }
@@ -797,8 +951,13 @@ mod tests {
         let shaped = entropy_shaped_advantage(&masked_adv, &mat(&e["entropy"]), &mask, alpha, kappa).unwrap();
         assert_close(&shaped.data, &flat(&e["shaped"]), 1e-5, "entropy shaped");
         // the fixture must exercise the cap: some ψ equals |A|/κ
-        let capped = (0..shaped.data.len()).filter(|&i| mask.data[i] != 0.0 && masked_adv.data[i] != 0.0
-            && ((shaped.data[i] - masked_adv.data[i]) - masked_adv.data[i].abs() / kappa).abs() < 1e-6).count();
+        let capped = (0..shaped.data.len())
+            .filter(|&i| {
+                mask.data[i] != 0.0
+                    && masked_adv.data[i] != 0.0
+                    && ((shaped.data[i] - masked_adv.data[i]) - masked_adv.data[i].abs() / kappa).abs() < 1e-6
+            })
+            .count();
         assert!(capped > 0, "no token hit the cap");
     }
 
@@ -806,12 +965,24 @@ mod tests {
     fn entropy_bonus_never_flips_the_sign() {
         let mut rng = Rng::new(3);
         for _ in 0..20_000 {
-            let a = if rng.bool(0.05) { 0.0 } else { (rng.normal() * 10f64.powf(rng.f64() * 4.0 - 2.0)) as f32 };
+            let a = if rng.bool(0.05) {
+                0.0
+            } else {
+                (rng.normal() * 10f64.powf(rng.f64() * 4.0 - 2.0)) as f32
+            };
             let h = (rng.f64() * 12.0) as f32;
             let alpha = (rng.f64() * 3.0 + 1e-3) as f32;
             let kappa = (1.0 + 1e-3 + rng.f64() * 4.0) as f32;
             let one = Mat::from_rows(&[vec![1.0]]).unwrap();
-            let shaped = entropy_shaped_advantage(&Mat::from_rows(&[vec![a]]).unwrap(), &Mat::from_rows(&[vec![h]]).unwrap(), &one, alpha, kappa).unwrap().data[0];
+            let shaped = entropy_shaped_advantage(
+                &Mat::from_rows(&[vec![a]]).unwrap(),
+                &Mat::from_rows(&[vec![h]]).unwrap(),
+                &one,
+                alpha,
+                kappa,
+            )
+            .unwrap()
+            .data[0];
             let context = format!("A={a} H={h} α={alpha} κ={kappa} → {shaped}");
             if a == 0.0 {
                 assert_eq!(shaped, 0.0, "{context}");
@@ -819,7 +990,11 @@ mod tests {
             }
             assert_eq!(shaped.signum(), a.signum(), "{context}");
             // A > 0: A' ∈ [A, A(1 + 1/κ)];  A < 0: A' ∈ [A, A(1 − 1/κ)] (§5.1)
-            let upper = if a > 0.0 { a * (1.0 + 1.0 / kappa) } else { a * (1.0 - 1.0 / kappa) };
+            let upper = if a > 0.0 {
+                a * (1.0 + 1.0 / kappa)
+            } else {
+                a * (1.0 - 1.0 / kappa)
+            };
             let slack = 1e-6 * a.abs();
             assert!(shaped >= a - slack && shaped <= upper + slack, "{context}");
         }
@@ -840,7 +1015,14 @@ mod tests {
         let log_ppl = log_perplexity(&old, &mask).unwrap();
         assert_close(&log_ppl, &floats(&p["log_ppl"]), 1e-5, "log ppl");
         assert_close(&ppl_z_scores(&log_ppl, &groups).unwrap(), &floats(&p["z"]), 1e-5, "z");
-        let shaped = ppl_shaped_advantage(&mat(&p["advantages"]), &old, &mask, &groups, p["alpha"].as_f64().unwrap() as f32).unwrap();
+        let shaped = ppl_shaped_advantage(
+            &mat(&p["advantages"]),
+            &old,
+            &mask,
+            &groups,
+            p["alpha"].as_f64().unwrap() as f32,
+        )
+        .unwrap();
         assert_close(&shaped.data, &flat(&p["shaped"]), 1e-5, "ppl shaped");
     }
 
@@ -869,7 +1051,11 @@ mod tests {
     fn cosine_kl_schedule() {
         for case in fixture()["cosine_kl"].as_array().unwrap() {
             let got = cosine_kl_coef(case["step"].as_u64().unwrap(), 1e-3, 0.0, 500);
-            assert!((got - case["coef"].as_f64().unwrap()).abs() < 1e-12, "step {}", case["step"]);
+            assert!(
+                (got - case["coef"].as_f64().unwrap()).abs() < 1e-12,
+                "step {}",
+                case["step"]
+            );
         }
         assert!((cosine_kl_coef(250, 1e-3, 0.0, 500) - 5e-4).abs() < 1e-15);
         assert_eq!(cosine_kl_coef(10_000, 1e-3, 2e-4, 500), 2e-4);
@@ -882,7 +1068,13 @@ mod tests {
         let parsed: AdvantageEstimator = serde_json::from_str(r#"{"kind":"grpo","norm_by_std":false}"#).unwrap();
         assert_eq!(parsed, AdvantageEstimator::Grpo { norm_by_std: false });
         let parsed: AdvantageEstimator = serde_json::from_str(r#"{"kind":"gae"}"#).unwrap();
-        assert_eq!(parsed, AdvantageEstimator::Gae { gamma: 1.0, lambda: 1.0 });
+        assert_eq!(
+            parsed,
+            AdvantageEstimator::Gae {
+                gamma: 1.0,
+                lambda: 1.0
+            }
+        );
         let parsed: AdvantageEstimator = serde_json::from_str(r#"{"kind":"reinforce_plus_plus_baseline"}"#).unwrap();
         assert_eq!(parsed, AdvantageEstimator::ReinforcePlusPlusBaseline);
         let text = serde_json::to_string(&AdvantageEstimator::PassAtK { k: 4 }).unwrap();
@@ -895,9 +1087,18 @@ mod tests {
     fn shape_errors_name_the_input() {
         let mask = Mat::zeros(2, 3);
         let err = grpo_advantage(&[1.0, 2.0], &[0], true).unwrap_err();
-        assert!(err.to_string().starts_with("groups: expected shape (2,), got (1,)"), "{err}");
+        assert!(
+            err.to_string().starts_with("groups: expected shape (2,), got (1,)"),
+            "{err}"
+        );
         let err = masked_whiten(&Mat::zeros(2, 2), &mask).unwrap_err();
-        assert!(err.to_string().starts_with("mask: expected shape (2, 2), got (2, 3)"), "{err}");
-        assert_eq!(token_rewards_from_scores(&[1.0, 1.0], &mask), Err(AdvantageError::EmptyResponse { row: 0 }));
+        assert!(
+            err.to_string().starts_with("mask: expected shape (2, 2), got (2, 3)"),
+            "{err}"
+        );
+        assert_eq!(
+            token_rewards_from_scores(&[1.0, 1.0], &mask),
+            Err(AdvantageError::EmptyResponse { row: 0 })
+        );
     }
 }

@@ -24,16 +24,28 @@ pub enum LossError {
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("{what}: expected shape {expected:?}, got {got:?}; per-token inputs are (B, T), per-response inputs (B,)")]
-    Shape { what: &'static str, expected: Vec<usize>, got: Vec<usize> },
+    Shape {
+        what: &'static str,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
     #[error("parameter {name} = {value} is invalid: {why}")]
-    InvalidParam { name: &'static str, value: f64, why: &'static str },
+    InvalidParam {
+        name: &'static str,
+        value: f64,
+        why: &'static str,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, LossError>;
 
 fn expect_shape(t: &Tensor, expected: &[usize], what: &'static str) -> Result<()> {
     if t.dims() != expected {
-        return Err(LossError::Shape { what, expected: expected.to_vec(), got: t.dims().to_vec() });
+        return Err(LossError::Shape {
+            what,
+            expected: expected.to_vec(),
+            got: t.dims().to_vec(),
+        });
     }
     Ok(())
 }
@@ -96,7 +108,7 @@ pub fn agg_loss(loss: &Tensor, mask: &Tensor, mode: LossAgg) -> Result<Tensor> {
         LossAgg::SeqMeanTokenSum => (masked.sum_all()? * (1.0 / valid_sequences))?,
         LossAgg::SeqMeanTokenMean => (masked_row_mean(loss, mask)?.sum_all()? * (1.0 / valid_sequences))?,
         LossAgg::SeqMeanTokenSumNorm { constant } => {
-            if !(constant > 0.0) {
+            if constant.is_nan() || constant <= 0.0 {
                 return Err(LossError::InvalidParam {
                     name: "seq_mean_token_sum_norm.constant",
                     value: constant,
@@ -190,7 +202,11 @@ pub struct PpoClip {
 impl Default for PpoClip {
     /// verl's defaults: ε = 0.2 both sides, c = 3 (§2.3).
     fn default() -> Self {
-        PpoClip { clip_low: 0.2, clip_high: 0.2, dual_clip: Some(3.0) }
+        PpoClip {
+            clip_low: 0.2,
+            clip_high: 0.2,
+            dual_clip: Some(3.0),
+        }
     }
 }
 
@@ -224,8 +240,12 @@ pub fn ppo_policy_loss(
         expect_shape(t, logp.dims(), what)?;
     }
     if let Some(c) = clip.dual_clip {
-        if !(c > 1.0) {
-            return Err(LossError::InvalidParam { name: "ppo.dual_clip", value: c, why: "the dual-clip constant c must be > 1 (verl asserts it; default 3)" });
+        if c.is_nan() || c <= 1.0 {
+            return Err(LossError::InvalidParam {
+                name: "ppo.dual_clip",
+                value: c,
+                why: "the dual-clip constant c must be > 1 (verl asserts it; default 3)",
+            });
         }
     }
     let adv = advantages.detach();
@@ -238,7 +258,10 @@ pub fn ppo_policy_loss(
     let loss_unclipped = (&neg_adv * &ratio)?;
     let loss_clipped = (&neg_adv * ratio.clamp(1.0 - clip.clip_low, 1.0 + clip.clip_high)?)?;
     let loss_ppo = loss_unclipped.maximum(&loss_clipped)?;
-    let pg_clipfrac = scalar(&masked_mean(&loss_clipped.gt(&loss_unclipped)?.to_dtype(DType::F32)?, mask)?)?;
+    let pg_clipfrac = scalar(&masked_mean(
+        &loss_clipped.gt(&loss_unclipped)?.to_dtype(DType::F32)?,
+        mask,
+    )?)?;
 
     let (token_loss, pg_clipfrac_lower) = match clip.dual_clip {
         None => (loss_ppo, 0.0),
@@ -252,7 +275,14 @@ pub fn ppo_policy_loss(
     };
 
     let loss = agg_loss(&token_loss, mask, agg)?;
-    Ok((loss, PolicyLossMetrics { pg_clipfrac, pg_clipfrac_lower, ppo_kl }))
+    Ok((
+        loss,
+        PolicyLossMetrics {
+            pg_clipfrac,
+            pg_clipfrac_lower,
+            ppo_kl,
+        },
+    ))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -304,7 +334,10 @@ pub fn value_loss(
     let error_unclipped = (values - &returns)?.sqr()?;
     let error_clipped = (clipped - &returns)?.sqr()?;
     let token_loss = error_unclipped.maximum(&error_clipped)?;
-    let vf_clipfrac = scalar(&masked_mean(&error_clipped.gt(&error_unclipped)?.to_dtype(DType::F32)?, mask)?)?;
+    let vf_clipfrac = scalar(&masked_mean(
+        &error_clipped.gt(&error_unclipped)?.to_dtype(DType::F32)?,
+        mask,
+    )?)?;
 
     let loss = (agg_loss(&token_loss, mask, agg)? * 0.5)?;
     Ok((loss, ValueLossMetrics { vf_clipfrac }))
@@ -317,7 +350,13 @@ pub fn explained_variance(returns: &Tensor, values: &Tensor, mask: &Tensor) -> R
     expect_shape(mask, returns.dims(), "mask")?;
     let flat = |t: &Tensor| -> Result<Vec<f64>> { Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?) };
     let (r, v, m) = (flat(returns)?, flat(values)?, flat(mask)?);
-    let valid: Vec<(f64, f64)> = r.iter().zip(&v).zip(&m).filter(|(_, &m)| m != 0.0).map(|((&r, &v), _)| (r, v)).collect();
+    let valid: Vec<(f64, f64)> = r
+        .iter()
+        .zip(&v)
+        .zip(&m)
+        .filter(|(_, &m)| m != 0.0)
+        .map(|((&r, &v), _)| (r, v))
+        .collect();
     let unbiased_var = |xs: &[f64]| {
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (xs.len() as f64 - 1.0)
@@ -402,7 +441,11 @@ pub fn flowrl_loss(
     }
     expect_shape(advantages, &[batch], "advantages (scalar r̂ per response)")?;
     if log_z.elem_count() != batch {
-        return Err(LossError::Shape { what: "log_z", expected: vec![batch], got: log_z.dims().to_vec() });
+        return Err(LossError::Shape {
+            what: "log_z",
+            expected: vec![batch],
+            got: log_z.dims().to_vec(),
+        });
     }
     let log_z = log_z.reshape(batch)?;
     let (old, reference, advantages) = (old.detach(), reference.detach(), advantages.detach());
@@ -454,7 +497,11 @@ impl DifferentiableLayerNorm {
     fn new(size: usize, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get_with_hints(size, "weight", Init::Const(1.0))?;
         let bias = vb.get_with_hints(size, "bias", Init::Const(0.0))?;
-        Ok(DifferentiableLayerNorm { weight, bias, eps: 1e-5 })
+        Ok(DifferentiableLayerNorm {
+            weight,
+            bias,
+            eps: 1e-5,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -479,18 +526,28 @@ pub struct ZHead {
 impl ZHead {
     pub fn new(vb: VarBuilder, hidden_size: usize, layers: usize) -> Result<Self> {
         if layers == 0 {
-            return Err(LossError::InvalidParam { name: "z_head.layers", value: 0.0, why: "the Z head needs at least its output layer (FlowRL uses 3)" });
+            return Err(LossError::InvalidParam {
+                name: "z_head.layers",
+                value: 0.0,
+                why: "the Z head needs at least its output layer (FlowRL uses 3)",
+            });
         }
         let hidden = (0..layers - 1)
             .map(|i| {
                 let vb = vb.pp(format!("hidden.{i}"));
-                Ok((candle_nn::linear(hidden_size, hidden_size, vb.pp("linear"))?, DifferentiableLayerNorm::new(hidden_size, vb.pp("norm"))?))
+                Ok((
+                    candle_nn::linear(hidden_size, hidden_size, vb.pp("linear"))?,
+                    DifferentiableLayerNorm::new(hidden_size, vb.pp("norm"))?,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         let out_vb = vb.pp("out");
         let weight = out_vb.get_with_hints((1, hidden_size), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
         let bias = out_vb.get_with_hints(1, "bias", Init::Const(0.0))?;
-        Ok(ZHead { hidden, out: Linear::new(weight, Some(bias)) })
+        Ok(ZHead {
+            hidden,
+            out: Linear::new(weight, Some(bias)),
+        })
     }
 
     /// `pooled (B, H)` → `log Z (B,)`.
@@ -545,13 +602,21 @@ mod tests {
     }
 
     fn values_of(t: &Tensor) -> Vec<f64> {
-        t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
     }
 
     fn assert_close(actual: &[f64], expected: &[f64], tol: f64, what: &str) {
         assert_eq!(actual.len(), expected.len(), "{what}: length");
         for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
-            assert!((a - e).abs() <= tol * e.abs().max(1.0), "{what}[{i}]: got {a}, expected {e}");
+            assert!(
+                (a - e).abs() <= tol * e.abs().max(1.0),
+                "{what}[{i}]: got {a}, expected {e}"
+            );
         }
     }
 
@@ -564,7 +629,9 @@ mod tests {
             "token_mean" => LossAgg::TokenMean,
             "seq_mean_token_sum" => LossAgg::SeqMeanTokenSum,
             "seq_mean_token_mean" => LossAgg::SeqMeanTokenMean,
-            "seq_mean_token_sum_norm" => LossAgg::SeqMeanTokenSumNorm { constant: case["constant"].as_f64().unwrap() },
+            "seq_mean_token_sum_norm" => LossAgg::SeqMeanTokenSumNorm {
+                constant: case["constant"].as_f64().unwrap(),
+            },
             other => panic!("unknown mode {other}"),
         }
     }
@@ -580,7 +647,12 @@ mod tests {
         let (values, mask) = (tensor(&fx["agg"]["values"]), tensor(&fx["inputs"]["mask"]));
         for case in fx["agg"]["cases"].as_array().unwrap() {
             let loss = agg_loss(&values, &mask, mode_of(case)).unwrap();
-            assert_scalar(scalar(&loss).unwrap(), &case["loss"], 1e-5, case["mode"].as_str().unwrap());
+            assert_scalar(
+                scalar(&loss).unwrap(),
+                &case["loss"],
+                1e-5,
+                case["mode"].as_str().unwrap(),
+            );
         }
     }
 
@@ -588,7 +660,11 @@ mod tests {
     fn ppo_loss_metrics_and_gradient_match_reference() {
         let fx = fixture("loss");
         let inputs = &fx["inputs"];
-        let (old, adv, mask) = (tensor(&inputs["old"]), tensor(&inputs["advantages"]), tensor(&inputs["mask"]));
+        let (old, adv, mask) = (
+            tensor(&inputs["old"]),
+            tensor(&inputs["advantages"]),
+            tensor(&inputs["mask"]),
+        );
         for case in fx["ppo"].as_array().unwrap() {
             let what = case["mode"].as_str().unwrap();
             let logp = Var::from_tensor(&tensor(&inputs["logp"])).unwrap();
@@ -599,10 +675,25 @@ mod tests {
             };
             let (loss, metrics) = ppo_policy_loss(logp.as_tensor(), &old, &adv, &mask, clip, mode_of(case)).unwrap();
             assert_scalar(scalar(&loss).unwrap(), &case["loss"], 1e-5, what);
-            assert_scalar(metrics.pg_clipfrac, &case["metrics"]["pg_clipfrac"], 1e-6, "pg_clipfrac");
-            assert_scalar(metrics.pg_clipfrac_lower, &case["metrics"]["pg_clipfrac_lower"], 1e-6, "pg_clipfrac_lower");
+            assert_scalar(
+                metrics.pg_clipfrac,
+                &case["metrics"]["pg_clipfrac"],
+                1e-6,
+                "pg_clipfrac",
+            );
+            assert_scalar(
+                metrics.pg_clipfrac_lower,
+                &case["metrics"]["pg_clipfrac_lower"],
+                1e-6,
+                "pg_clipfrac_lower",
+            );
             assert_scalar(metrics.ppo_kl, &case["metrics"]["ppo_kl"], 1e-5, "ppo_kl");
-            assert_close(&grad_of(&loss, &logp), &flat(&case["grad_logp"]), 1e-5, &format!("{what} ∂L/∂logp"));
+            assert_close(
+                &grad_of(&loss, &logp),
+                &flat(&case["grad_logp"]),
+                1e-5,
+                &format!("{what} ∂L/∂logp"),
+            );
         }
         // the fixture must exercise both clip bounds and the dual clip
         let first = &fx["ppo"][0]["metrics"];
@@ -621,7 +712,12 @@ mod tests {
             assert_close(&values_of(&kl), &flat(&case["values"]), 1e-5, name);
             let loss = agg_loss(&kl, &mask, LossAgg::TokenMean).unwrap();
             assert_scalar(scalar(&loss).unwrap(), &case["token_mean"], 1e-5, name);
-            assert_close(&grad_of(&loss, &logp), &flat(&case["grad_logp"]), 1e-5, &format!("{name} ∂/∂logp"));
+            assert_close(
+                &grad_of(&loss, &logp),
+                &flat(&case["grad_logp"]),
+                1e-5,
+                &format!("{name} ∂/∂logp"),
+            );
         }
     }
 
@@ -641,7 +737,10 @@ mod tests {
         assert_close(&values_of(&rewards), &flat(&case["rewards"]), 1e-5, "rewards");
         assert_scalar(current_kl, &case["current_kl"], 1e-5, "current_kl");
         let mat = tensor_to_mat(&rewards).unwrap();
-        assert_eq!(values_of(&mat_to_tensor(&mat, &Device::Cpu).unwrap()), values_of(&rewards));
+        assert_eq!(
+            values_of(&mat_to_tensor(&mat, &Device::Cpu).unwrap()),
+            values_of(&rewards)
+        );
     }
 
     #[test]
@@ -675,13 +774,28 @@ mod tests {
     fn flowrl_loss_metrics_and_gradients_match_reference_for_each_is_mode() {
         let fx = fixture("loss");
         let f = &fx["flowrl"];
-        let (old, reference, mask, adv) = (tensor(&f["old"]), tensor(&f["ref"]), tensor(&f["mask"]), tensor(&f["advantages"]));
+        let (old, reference, mask, adv) = (
+            tensor(&f["old"]),
+            tensor(&f["ref"]),
+            tensor(&f["mask"]),
+            tensor(&f["advantages"]),
+        );
         for case in f["cases"].as_array().unwrap() {
             let mode = is_mode_of(&case["mode"]);
             let logp = Var::from_tensor(&tensor(&fx["inputs"]["logp"])).unwrap();
             let log_z = Var::from_tensor(&tensor(&f["log_z"])).unwrap();
             let beta = f["beta"].as_f64().unwrap();
-            let (loss, m) = flowrl_loss(logp.as_tensor(), &old, &reference, &mask, &adv, log_z.as_tensor(), beta, mode).unwrap();
+            let (loss, m) = flowrl_loss(
+                logp.as_tensor(),
+                &old,
+                &reference,
+                &mask,
+                &adv,
+                log_z.as_tensor(),
+                beta,
+                mode,
+            )
+            .unwrap();
             let what = format!("{mode:?}");
             assert_scalar(scalar(&loss).unwrap(), &case["loss"], 1e-5, &what);
             let e = &case["metrics"];
@@ -698,8 +812,18 @@ mod tests {
                 assert_scalar(got, &e[name], 1e-5, &format!("{what} {name}"));
             }
             let grads = loss.backward().unwrap();
-            assert_close(&values_of(grads.get(logp.as_tensor()).unwrap()), &flat(&case["grad_logp"]), 1e-5, &format!("{what} ∂L/∂logp"));
-            assert_close(&values_of(grads.get(log_z.as_tensor()).unwrap()), &flat(&case["grad_log_z"]), 1e-5, &format!("{what} ∂L/∂logZ"));
+            assert_close(
+                &values_of(grads.get(logp.as_tensor()).unwrap()),
+                &flat(&case["grad_logp"]),
+                1e-5,
+                &format!("{what} ∂L/∂logp"),
+            );
+            assert_close(
+                &values_of(grads.get(log_z.as_tensor()).unwrap()),
+                &flat(&case["grad_log_z"]),
+                1e-5,
+                &format!("{what} ∂L/∂logZ"),
+            );
         }
     }
 
@@ -708,7 +832,17 @@ mod tests {
         let fx = fixture("loss");
         let f = &fx["flowrl"];
         let log_z = tensor(&f["log_z"]).unsqueeze(1).unwrap();
-        let (loss, _) = flowrl_loss(&tensor(&fx["inputs"]["logp"]), &tensor(&f["old"]), &tensor(&f["ref"]), &tensor(&f["mask"]), &tensor(&f["advantages"]), &log_z, 15.0, IsMode::Upper { max: 10.0 }).unwrap();
+        let (loss, _) = flowrl_loss(
+            &tensor(&fx["inputs"]["logp"]),
+            &tensor(&f["old"]),
+            &tensor(&f["ref"]),
+            &tensor(&f["mask"]),
+            &tensor(&f["advantages"]),
+            &log_z,
+            15.0,
+            IsMode::Upper { max: 10.0 },
+        )
+        .unwrap();
         assert_scalar(scalar(&loss).unwrap(), &f["cases"][2]["loss"], 1e-5, "upper");
     }
 
@@ -744,22 +878,45 @@ mod tests {
         let adv_tokens = mat_to_tensor(&broadcast_over_tokens(&adv, &mask_mat).unwrap(), &Device::Cpu).unwrap();
 
         let logp = Var::from_tensor(&logp0).unwrap();
-        let clip = PpoClip { clip_low: 0.2, clip_high: 0.28, dual_clip: Some(3.0) };
+        let clip = PpoClip {
+            clip_low: 0.2,
+            clip_high: 0.28,
+            dual_clip: Some(3.0),
+        };
         let (loss, _) = ppo_policy_loss(logp.as_tensor(), &old, &adv_tokens, &mask, clip, LossAgg::TokenMean).unwrap();
         let ppo_grad = grad_of(&loss, &logp);
-        assert!(ppo_grad[..4 * t].iter().all(|&g| g == 0.0), "GRPO must ignore the all-same group");
-        assert!(ppo_grad[4 * t..].iter().any(|&g| g != 0.0), "the mixed group must train");
+        assert!(
+            ppo_grad[..4 * t].iter().all(|&g| g == 0.0),
+            "GRPO must ignore the all-same group"
+        );
+        assert!(
+            ppo_grad[4 * t..].iter().any(|&g| g != 0.0),
+            "the mixed group must train"
+        );
 
         let logp = Var::from_tensor(&logp0).unwrap();
         let log_z = Var::from_tensor(&Tensor::zeros(b, DType::F32, &Device::Cpu).unwrap()).unwrap();
         let r_hat = Tensor::from_slice(&adv, b, &Device::Cpu).unwrap();
-        let (loss, _) = flowrl_loss(logp.as_tensor(), &old, &reference, &mask, &r_hat, log_z.as_tensor(), 15.0, IsMode::default()).unwrap();
+        let (loss, _) = flowrl_loss(
+            logp.as_tensor(),
+            &old,
+            &reference,
+            &mask,
+            &r_hat,
+            log_z.as_tensor(),
+            15.0,
+            IsMode::default(),
+        )
+        .unwrap();
         let grads = loss.backward().unwrap();
         let flow_grad = values_of(grads.get(logp.as_tensor()).unwrap());
         let z_grad = values_of(grads.get(log_z.as_tensor()).unwrap());
         for row in 0..4 {
             let valid = &flow_grad[row * t..row * t + t];
-            assert!(valid.iter().any(|&g| g.abs() > 1e-6), "FlowRL row {row} got no gradient");
+            assert!(
+                valid.iter().any(|&g| g.abs() > 1e-6),
+                "FlowRL row {row} got no gradient"
+            );
             assert!(z_grad[row].abs() > 1e-6, "log Z row {row} got no gradient");
         }
     }
@@ -767,9 +924,19 @@ mod tests {
     #[test]
     fn zhead_forward_and_gradient_match_reference() {
         let z = fixture("zhead");
-        let weights: HashMap<String, Tensor> = z["weights"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), tensor(v))).collect();
+        let weights: HashMap<String, Tensor> = z["weights"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), tensor(v)))
+            .collect();
         let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
-        let head = ZHead::new(vb, z["hidden_size"].as_u64().unwrap() as usize, z["layers"].as_u64().unwrap() as usize).unwrap();
+        let head = ZHead::new(
+            vb,
+            z["hidden_size"].as_u64().unwrap() as usize,
+            z["layers"].as_u64().unwrap() as usize,
+        )
+        .unwrap();
         let hidden = Var::from_tensor(&tensor(&z["hidden"])).unwrap();
         let pooled = pool_prompt(hidden.as_tensor(), &tensor(&z["prompt_mask"])).unwrap();
         assert_close(&values_of(&pooled), &flat(&z["pooled"]), 1e-5, "pooled");
@@ -777,7 +944,12 @@ mod tests {
         assert_eq!(log_z.dims(), &[3]);
         assert_close(&values_of(&log_z), &flat(&z["log_z"]), 1e-5, "log Z");
         let loss = (log_z * tensor(&z["loss_coeffs"])).unwrap().sum_all().unwrap();
-        assert_close(&grad_of(&loss, &hidden), &flat(&z["grad_hidden"]), 1e-4, "∂(c·logZ)/∂hidden");
+        assert_close(
+            &grad_of(&loss, &hidden),
+            &flat(&z["grad_hidden"]),
+            1e-4,
+            "∂(c·logZ)/∂hidden",
+        );
     }
 
     #[test]
@@ -787,7 +959,11 @@ mod tests {
         let head = ZHead::new(vb, 8, 3).unwrap();
         let data = varmap.data().lock().unwrap();
         assert_eq!(values_of(data["out.bias"].as_tensor()), vec![0.0]);
-        assert_eq!(data.len(), 2 * 4 + 2, "two hidden blocks (linear + norm) and the output layer");
+        assert_eq!(
+            data.len(),
+            2 * 4 + 2,
+            "two hidden blocks (linear + norm) and the output layer"
+        );
         let out_weight = data["out.weight"].clone();
         let first_linear = data["hidden.0.linear.weight"].clone();
         drop(data);
@@ -795,7 +971,11 @@ mod tests {
         let loss = head.forward(&pooled).unwrap().sqr().unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
         for (name, var) in [("out.weight", out_weight), ("hidden.0.linear.weight", first_linear)] {
-            let g = values_of(grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} got no gradient")));
+            let g = values_of(
+                grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name} got no gradient")),
+            );
             assert!(g.iter().any(|&x| x != 0.0), "{name} gradient is all zero");
         }
     }
@@ -803,11 +983,26 @@ mod tests {
     #[test]
     fn invalid_settings_are_reported() {
         let x = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
-        let err = ppo_policy_loss(&x, &x, &x, &x, PpoClip { dual_clip: Some(1.0), ..PpoClip::default() }, LossAgg::TokenMean).unwrap_err();
+        let err = ppo_policy_loss(
+            &x,
+            &x,
+            &x,
+            &x,
+            PpoClip {
+                dual_clip: Some(1.0),
+                ..PpoClip::default()
+            },
+            LossAgg::TokenMean,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("dual-clip constant c must be > 1"), "{err}");
         let y = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
         let err = ppo_policy_loss(&x, &y, &x, &x, PpoClip::default(), LossAgg::TokenMean).unwrap_err();
-        assert!(err.to_string().starts_with("old logp: expected shape [2, 3], got [2, 4]"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("old logp: expected shape [2, 3], got [2, 4]"),
+            "{err}"
+        );
         let err = agg_loss(&x, &x, LossAgg::SeqMeanTokenSumNorm { constant: 0.0 }).unwrap_err();
         assert!(err.to_string().contains("C must be > 0"), "{err}");
         let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
