@@ -487,6 +487,11 @@ def loss_cases(rng):
     A[0, :] = -np.abs(A[0, :])  # negative advantages meet the large ratios → dual-clip
     A[4, :] = 0.0  # an all-same GRPO group: zero advantage
     cases["inputs"] = {"mask": tolist(m), "logp": tolist(logp), "old": tolist(old), "advantages": tolist(A)}
+    ratio, valid = np.exp(np.clip(logp - old, -20, 20)), m > 0
+    assert (valid & (ratio > 1.28) & (A > 0)).any(), "no token clipped at the upper bound"
+    assert (valid & (ratio < 0.8) & (A < 0)).any(), "no token clipped at the lower bound"
+    assert (valid & (ratio > 3.0) & (A < 0)).any(), "no token reaches the dual clip"
+    assert (valid & (np.abs(logp - old) > 20)).any(), "no token reaches the ±20 log-ratio clamp"
 
     agg = []
     ell = f32(rng.normal(size=(B, T)))
@@ -545,6 +550,8 @@ def loss_cases(rng):
     f_ref = f32(logp + rng.normal(0, 0.3, size=(B, T)))
     adv = f32([1.2, -0.8, 0.0, 0.0, 2.1, -2.6])
     log_z = f32(rng.normal(0, 0.5, size=B))
+    w_check = np.exp((fm * (logp - f_old)).sum(axis=1))
+    assert (w_check > 10).any() and (w_check < 0.8).any() and (w_check > 1.2).any(), "IS modes would not clip"
     flows = []
     for mode in [{"kind": "none"}, {"kind": "two_sided", "eps": 0.2}, {"kind": "upper", "max": 10.0}]:
         loss, metrics, g_logp, g_logz = flowrl(logp, f_old, f_ref, fm, adv, log_z, 15.0, mode)

@@ -301,6 +301,20 @@ pub fn entropy_bonus(entropy: &Tensor, mask: &Tensor, agg: LossAgg) -> Result<Te
     agg_loss(entropy, mask, agg)
 }
 
+/// The actor objective of §2.1: `pg_loss − entropy_coeff·entropy_bonus + kl_loss_coef·kl_loss`.
+/// Each optional term is `(aggregated term, coefficient)`; pass `None` when it is off
+/// (verl's defaults: entropy_coeff = 0, use_kl_loss = false).
+pub fn actor_loss(pg_loss: &Tensor, entropy: Option<(&Tensor, f64)>, kl: Option<(&Tensor, f64)>) -> Result<Tensor> {
+    let mut total = pg_loss.clone();
+    if let Some((bonus, coeff)) = entropy {
+        total = (total - (bonus * coeff)?)?;
+    }
+    if let Some((kl_loss, coeff)) = kl {
+        total = (total + (kl_loss * coeff)?)?;
+    }
+    Ok(total)
+}
+
 // ------------------------------------------------------------------------------------------
 // §3.2 critic
 
@@ -978,6 +992,15 @@ mod tests {
             );
             assert!(g.iter().any(|&x| x != 0.0), "{name} gradient is all zero");
         }
+    }
+
+    #[test]
+    fn actor_loss_combines_terms_with_their_signs() {
+        let t = |x: f32| Tensor::new(x, &Device::Cpu).unwrap();
+        let (pg, ent, kl) = (t(1.5), t(2.0), t(0.3));
+        let total = actor_loss(&pg, Some((&ent, 0.01)), Some((&kl, 0.1))).unwrap();
+        assert_close(&[scalar(&total).unwrap()], &[1.5 - 0.02 + 0.03], 1e-6, "actor loss");
+        assert_eq!(scalar(&actor_loss(&pg, None, None).unwrap()).unwrap(), 1.5);
     }
 
     #[test]
