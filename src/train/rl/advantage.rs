@@ -49,6 +49,8 @@ pub enum AdvantageError {
 pub type Result<T> = std::result::Result<T, AdvantageError>;
 
 /// A dense row-major f32 matrix, shape `(rows, cols)` = `(B, T)` for per-token data.
+/// Build it with [`Mat::new`] or [`Mat::from_rows`], which check `data.len() == rows·cols`;
+/// the accessors index by that invariant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Mat {
     pub rows: usize,
