@@ -17,10 +17,8 @@ pub mod tasks;
 pub mod text;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-
 /// Set while the full-screen dashboard owns the terminal.
 pub static TUI_ACTIVE: AtomicBool = AtomicBool::new(false);
-
 /// Give the terminal back (raw mode off, main screen) if the dashboard had it. Called on
 /// paths that exit without unwinding (a second Ctrl-C).
 pub fn ui_restore_terminal() {
@@ -29,3 +27,4 @@ pub fn ui_restore_terminal() {
         let _ = crossterm::execute!(std::io::stdout(), crossterm::terminal::LeaveAlternateScreen, crossterm::cursor::Show);
     }
 }
+pub mod train;

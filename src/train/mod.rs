@@ -1,0 +1,5 @@
+//! Training algorithms. `rl` holds the pure RL maths (advantages and losses).
+
+pub mod rl;
+pub mod optim;
+pub mod schedule;
