@@ -5,3 +5,5 @@
 pub mod bus;
 pub mod rng;
 pub mod tasks;
+pub mod model;
+pub mod generate;
