@@ -261,6 +261,25 @@ mod tests {
     }
 
     #[test]
+    fn detached_decoder_shares_storage_but_not_the_graph() {
+        use crate::model::{AttnMask, Mode};
+        let dev = Device::Cpu;
+        let m = Model::init_random(tiny(), 1, &dev).unwrap();
+        let frozen = m.decoder.detached();
+        let ids = Tensor::new(&[[1u32, 2, 3]], &dev).unwrap();
+        let mask = AttnMask::causal(1, 3, &dev).unwrap();
+        assert!(m.decoder.forward(&ids, &mask, None, Mode::Infer).unwrap().logits.track_op());
+        let before = frozen.forward(&ids, &mask, None, Mode::Infer).unwrap().logits;
+        assert!(!before.track_op(), "a rollout on detached weights records no graph");
+        // An optimizer step (Var::set) on the trainable weights is visible through the copy.
+        let (_, norm) = m.vars().into_iter().find(|(n, _)| n == "model.norm.weight").unwrap();
+        norm.set(&(norm.as_tensor() * 2.0).unwrap()).unwrap();
+        let after = frozen.forward(&ids, &mask, None, Mode::Infer).unwrap().logits;
+        let d = (after - before).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d > 1e-3, "detached copy did not see the update ({d})");
+    }
+
+    #[test]
     fn sharded_checkpoint_loads() {
         let dev = Device::Cpu;
         let m = Model::init_random(tiny(), 4, &dev).unwrap();
