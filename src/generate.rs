@@ -10,6 +10,9 @@ use crate::model::{AttnMask, Decoder, KvCache, Mode};
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
 
+/// Per-row stop check on the tokens generated so far (e.g. "a stop string was decoded").
+pub type StopCheck<'a> = &'a dyn Fn(&[u32]) -> bool;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
     /// Softmax temperature (> 0). Ignored when `greedy`.
@@ -123,10 +126,10 @@ impl Distribution {
 }
 
 fn validate(params: &SamplingParams, prompts: &[Vec<u32>], vocab: usize) -> Result<()> {
-    if !params.greedy && !(params.temperature > 0.0) {
+    if !params.greedy && (params.temperature.is_nan() || params.temperature <= 0.0) {
         candle_core::bail!("sampling temperature must be > 0 (got {}); use greedy for argmax decoding", params.temperature);
     }
-    if !(params.top_p > 0.0 && params.top_p <= 1.0) {
+    if params.top_p.is_nan() || params.top_p <= 0.0 || params.top_p > 1.0 {
         candle_core::bail!("top_p must be in (0, 1], got {}", params.top_p);
     }
     if prompts.is_empty() {
@@ -151,7 +154,7 @@ pub fn generate(
     prompts: &[Vec<u32>],
     params: &SamplingParams,
     rng: &mut Rng,
-    stop: Option<&dyn Fn(&[u32]) -> bool>,
+    stop: Option<StopCheck>,
 ) -> Result<Vec<Completion>> {
     validate(params, prompts, decoder.vocab_size())?;
     let model = decoder.detached();
@@ -168,7 +171,7 @@ pub fn generate(
     }
     let mut done = vec![false; batch];
     let mut key_valid: Vec<Vec<bool>> = prompts.iter().map(|p| (0..width).map(|j| j + p.len() >= width).collect()).collect();
-    let padded: Vec<u32> = prompts.iter().flat_map(|p| std::iter::repeat(0).take(width - p.len()).chain(p.iter().copied())).collect();
+    let padded: Vec<u32> = prompts.iter().flat_map(|p| std::iter::repeat_n(0, width - p.len()).chain(p.iter().copied())).collect();
     let mut input = Tensor::from_vec(padded, (batch, width), &device)?;
     let mut cache = KvCache::new(model.config().num_hidden_layers);
 

@@ -122,7 +122,7 @@ fn greedy_generation_matches_transformers_exactly() {
         let exp = expected(name);
         let model = Model::load(&fixture_dir(name), &dev, DType::F32, false).unwrap();
         let params = SamplingParams { greedy: true, max_new_tokens: 8, ..Default::default() };
-        let out = generate(&model.decoder, &[exp.greedy_prompt.clone()], &params, &mut Rng::new(0), None).unwrap();
+        let out = generate(&model.decoder, std::slice::from_ref(&exp.greedy_prompt), &params, &mut Rng::new(0), None).unwrap();
         assert_eq!(out[0].tokens, exp.greedy_continuation, "{name}");
         assert_eq!(out[0].finish, FinishReason::Length);
     }
@@ -217,14 +217,14 @@ fn generation_stops_per_row_on_eos_and_callback() {
     assert_eq!(outs[0].finish, FinishReason::Eos);
     // Row 1 is unaffected by row 0 finishing: equal to generating it alone (up to float
     // summation order, since its keys are left-padded in the batch).
-    let alone = generate(&model.decoder, &[other.clone()], &params, &mut Rng::new(0), None).unwrap();
+    let alone = generate(&model.decoder, std::slice::from_ref(&other), &params, &mut Rng::new(0), None).unwrap();
     assert_eq!(outs[1].tokens, alone[0].tokens);
     assert_eq!(outs[1].finish, alone[0].finish);
     assert_close(&outs[1].logprobs, &alone[0].logprobs, 1e-5, 1e-5, "row 1 batched vs alone");
     // A callback stop (e.g. a stop string) after 3 tokens.
     let params = SamplingParams { greedy: true, max_new_tokens: 8, ..Default::default() };
     let stop = |toks: &[u32]| toks.len() >= 3;
-    let outs = generate(&model.decoder, &[exp.greedy_prompt.clone()], &params, &mut Rng::new(0), Some(&stop)).unwrap();
+    let outs = generate(&model.decoder, std::slice::from_ref(&exp.greedy_prompt), &params, &mut Rng::new(0), Some(&stop)).unwrap();
     assert_eq!(outs[0].tokens, exp.greedy_continuation[..3].to_vec());
     assert_eq!(outs[0].finish, FinishReason::Stop);
     assert!(generate(&model.decoder, &[vec![]], &params, &mut Rng::new(0), None).is_err());

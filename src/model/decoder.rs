@@ -76,8 +76,8 @@ impl AttnMask {
                     Some(before)
                 })
                 .collect();
-            for q in first_query..key_len {
-                positions.push(valid_before[q]);
+            for (q, &position) in valid_before.iter().enumerate().skip(first_query) {
+                positions.push(position);
                 bias.extend(row.iter().enumerate().map(|(k, &v)| if v && k <= q { 0.0 } else { MASK_VALUE }));
             }
         }

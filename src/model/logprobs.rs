@@ -12,7 +12,7 @@ use candle_core::{Result, Tensor, D};
 /// `logits` is (B, L, V) f32, `targets` (B, L) u32. Both outputs are (B, L) f32 and
 /// differentiable with respect to `logits`.
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<(Tensor, Tensor)> {
-    if !(temperature > 0.0) {
+    if temperature.is_nan() || temperature <= 0.0 {
         candle_core::bail!("token_logprobs: temperature must be positive, got {temperature}");
     }
     let (b, l, _) = logits.dims3()?;
