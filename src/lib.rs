@@ -28,3 +28,5 @@ pub fn ui_restore_terminal() {
     }
 }
 pub mod train;
+pub mod model;
+pub mod generate;

@@ -1,0 +1,255 @@
+//! Batched sampling with a KV cache: left-padded prompts of different lengths, per-row
+//! termination, and for every sampled token its log-probability and the entropy of the
+//! distribution it was drawn from (what RL rollouts record; rl-spec.md §8.4 `actor/entropy`).
+//!
+//! Sampling happens on the CPU from f32 logits with the caller's seeded `Rng`, so a seed
+//! fixes the output. The forward passes use fused kernels (`Mode::Infer`) on detached
+//! weights, so no autograd graph stays alive during rollouts (rust-probe.md §2.7).
+
+use crate::model::{AttnMask, Decoder, KvCache, Mode};
+use crate::rng::Rng;
+use candle_core::{Result, Tensor};
+
+/// Per-row stop check on the tokens generated so far (e.g. "a stop string was decoded").
+pub type StopCheck<'a> = &'a dyn Fn(&[u32]) -> bool;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// Softmax temperature (> 0). Ignored when `greedy`.
+    pub temperature: f64,
+    /// Nucleus sampling: keep the smallest set of most likely tokens with mass ≥ top_p (1 = off).
+    pub top_p: f64,
+    /// Keep only the k most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Always take the most likely token; log-probs and entropies are then reported at T = 1.
+    pub greedy: bool,
+    pub max_new_tokens: usize,
+    /// Tokens that end a row (typically the config's eos ids); the stop token is kept.
+    pub stop_token_ids: Vec<u32>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, greedy: false, max_new_tokens: 64, stop_token_ids: vec![] }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// Sampled one of `stop_token_ids`.
+    Eos,
+    /// The caller's stop check returned true (e.g. a stop string appeared).
+    Stop,
+    /// Reached `max_new_tokens`.
+    Length,
+}
+
+/// One row's continuation. `logprobs[i]` is `log softmax(z/T)[tokens[i]]` and `entropies[i]`
+/// the entropy of the full softmax(z/T), both before any top-k/top-p truncation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    pub tokens: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub entropies: Vec<f32>,
+    pub finish: FinishReason,
+}
+
+/// Log-sum-exp, entropy and log-probs of softmax(logits / t), computed in f64.
+struct Distribution {
+    z: Vec<f64>,
+    lse: f64,
+}
+
+impl Distribution {
+    fn new(logits: &[f32], t: f64) -> Distribution {
+        let z: Vec<f64> = logits.iter().map(|&x| x as f64 / t).collect();
+        let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + z.iter().map(|&v| (v - max).exp()).sum::<f64>().ln();
+        Distribution { z, lse }
+    }
+
+    fn logp(&self, token: usize) -> f64 {
+        self.z[token] - self.lse
+    }
+
+    fn entropy(&self) -> f64 {
+        self.lse - self.z.iter().map(|&v| (v - self.lse).exp() * v).sum::<f64>()
+    }
+
+    /// First index of the largest logit (ties go to the lowest id, like torch.argmax).
+    fn argmax(&self) -> usize {
+        let mut best = 0;
+        for (i, &v) in self.z.iter().enumerate() {
+            if v > self.z[best] {
+                best = i;
+            }
+        }
+        best
+    }
+
+    /// Draws from the distribution restricted by top-k then top-p and renormalised.
+    fn sample(&self, top_k: usize, top_p: f64, rng: &mut Rng) -> usize {
+        let probs: Vec<f64> = self.z.iter().map(|&v| (v - self.lse).exp()).collect();
+        let candidates: Vec<usize> = if top_k == 0 && top_p >= 1.0 {
+            (0..probs.len()).collect()
+        } else {
+            let mut order: Vec<usize> = (0..probs.len()).collect();
+            // Stable sort: equal probabilities keep id order, so the result is reproducible.
+            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+            if top_k > 0 {
+                order.truncate(top_k);
+            }
+            if top_p < 1.0 {
+                let mut mass = 0.0;
+                let keep = order
+                    .iter()
+                    .position(|&i| {
+                        mass += probs[i];
+                        mass >= top_p
+                    })
+                    .map_or(order.len(), |p| p + 1);
+                order.truncate(keep);
+            }
+            order
+        };
+        let total: f64 = candidates.iter().map(|&i| probs[i]).sum();
+        let mut u = rng.f64() * total;
+        for &i in &candidates {
+            u -= probs[i];
+            if u < 0.0 {
+                return i;
+            }
+        }
+        // Rounding left u ≥ 0 after the last candidate: it is the one the draw landed on.
+        *candidates.last().expect("candidates keep at least one token")
+    }
+}
+
+fn validate(params: &SamplingParams, prompts: &[Vec<u32>], vocab: usize) -> Result<()> {
+    if !params.greedy && (params.temperature.is_nan() || params.temperature <= 0.0) {
+        candle_core::bail!("sampling temperature must be > 0 (got {}); use greedy for argmax decoding", params.temperature);
+    }
+    if params.top_p.is_nan() || params.top_p <= 0.0 || params.top_p > 1.0 {
+        candle_core::bail!("top_p must be in (0, 1], got {}", params.top_p);
+    }
+    if prompts.is_empty() {
+        candle_core::bail!("generate: no prompts");
+    }
+    for (row, p) in prompts.iter().enumerate() {
+        if p.is_empty() {
+            candle_core::bail!("generate: prompt {row} is empty; start it with at least one token (e.g. BOS)");
+        }
+        if let Some(&bad) = p.iter().find(|&&t| t as usize >= vocab) {
+            candle_core::bail!("generate: prompt {row} holds token id {bad}, outside the vocabulary of {vocab}");
+        }
+    }
+    Ok(())
+}
+
+/// Continues each prompt until a stop token, `stop(tokens_so_far)` returning true, or
+/// `max_new_tokens`. Prompts are left-padded into one batch; rows that finish early stop
+/// recording while the others continue. The same `rng` state gives the same output.
+pub fn generate(
+    decoder: &Decoder,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    rng: &mut Rng,
+    stop: Option<StopCheck>,
+) -> Result<Vec<Completion>> {
+    validate(params, prompts, decoder.vocab_size())?;
+    let model = decoder.detached();
+    let device = model.device().clone();
+    let batch = prompts.len();
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let t = if params.greedy { 1.0 } else { params.temperature };
+
+    let mut out: Vec<Completion> = (0..batch)
+        .map(|_| Completion { tokens: vec![], logprobs: vec![], entropies: vec![], finish: FinishReason::Length })
+        .collect();
+    if params.max_new_tokens == 0 {
+        return Ok(out);
+    }
+    let mut done = vec![false; batch];
+    let mut key_valid: Vec<Vec<bool>> = prompts.iter().map(|p| (0..width).map(|j| j + p.len() >= width).collect()).collect();
+    let padded: Vec<u32> = prompts.iter().flat_map(|p| std::iter::repeat_n(0, width - p.len()).chain(p.iter().copied())).collect();
+    let mut input = Tensor::from_vec(padded, (batch, width), &device)?;
+    let mut cache = KvCache::new(model.config().num_hidden_layers);
+
+    for _step in 0..params.max_new_tokens {
+        let mask = AttnMask::new(&key_valid, input.dim(1)?, &device)?;
+        let hidden = model.forward_hidden(&input, &mask, Some(&mut cache), Mode::Infer)?;
+        let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?;
+        let logits = model.logits(&last)?.squeeze(1)?.to_vec2::<f32>()?;
+
+        let mut next = vec![0u32; batch];
+        for row in 0..batch {
+            if done[row] {
+                continue;
+            }
+            let dist = Distribution::new(&logits[row], t);
+            let token = if params.greedy { dist.argmax() } else { dist.sample(params.top_k, params.top_p, rng) };
+            let c = &mut out[row];
+            c.tokens.push(token as u32);
+            c.logprobs.push(dist.logp(token) as f32);
+            c.entropies.push(dist.entropy() as f32);
+            next[row] = token as u32;
+            if params.stop_token_ids.contains(&(token as u32)) {
+                c.finish = FinishReason::Eos;
+                done[row] = true;
+            } else if stop.is_some_and(|f| f(&c.tokens)) {
+                c.finish = FinishReason::Stop;
+                done[row] = true;
+            }
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        // Finished rows keep decoding a filler token so the batch stays rectangular; their
+        // outputs are no longer recorded and rows never attend to each other.
+        key_valid.iter_mut().for_each(|r| r.push(true));
+        input = Tensor::from_vec(next, (batch, 1), &device)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distribution_matches_hand_values() {
+        let d = Distribution::new(&[0.0, 2f32.ln(), 3f32.ln()], 1.0);
+        assert!((d.logp(2) - 0.5f64.ln()).abs() < 1e-7);
+        let h = -(1.0 / 6.0 * (1.0f64 / 6.0).ln() + 2.0 / 6.0 * (2.0f64 / 6.0).ln() + 0.5 * 0.5f64.ln());
+        assert!((d.entropy() - h).abs() < 1e-7);
+        assert_eq!(d.argmax(), 2);
+    }
+
+    #[test]
+    fn top_k_and_top_p_restrict_the_support() {
+        // probs 0.1, 0.2, 0.3, 0.4
+        let logits: Vec<f32> = [0.1f32, 0.2, 0.3, 0.4].iter().map(|p| p.ln()).collect();
+        let d = Distribution::new(&logits, 1.0);
+        let mut rng = Rng::new(1);
+        let mut counts = [0usize; 4];
+        for _ in 0..4000 {
+            counts[d.sample(2, 1.0, &mut rng)] += 1;
+        }
+        assert_eq!(counts[0] + counts[1], 0, "top_k=2 keeps ids 3 and 2: {counts:?}");
+        // 0.4/0.7 of draws should be id 3.
+        assert!((counts[3] as f64 / 4000.0 - 0.4 / 0.7).abs() < 0.03, "{counts:?}");
+        let mut counts = [0usize; 4];
+        for _ in 0..4000 {
+            counts[d.sample(0, 0.65, &mut rng)] += 1;
+        }
+        // 0.4 < 0.65 ≤ 0.4 + 0.3: nucleus is {3, 2}.
+        assert_eq!(counts[0] + counts[1], 0, "{counts:?}");
+        let mut counts = [0usize; 4];
+        for _ in 0..8000 {
+            counts[d.sample(0, 1.0, &mut rng)] += 1;
+        }
+        for (i, p) in [0.1, 0.2, 0.3, 0.4].iter().enumerate() {
+            assert!((counts[i] as f64 / 8000.0 - p).abs() < 0.02, "{counts:?}");
+        }
+    }
+}

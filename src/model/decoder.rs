@@ -1,0 +1,691 @@
+//! The decoder-only transformer shared by qwen2, qwen3, llama and mistral: token embedding,
+//! N blocks of (RMSNorm → GQA attention with RoPE → residual, RMSNorm → SwiGLU → residual),
+//! final RMSNorm, tied or untied LM head.
+//!
+//! Two execution modes exist because candle's fast RMSNorm, softmax and RoPE kernels have no
+//! backward pass: a model trained through them silently updates only its embedding
+//! (rust-probe.md §2.1). `Mode::Train` builds every op from differentiable primitives;
+//! `Mode::Infer` uses the fused kernels. Both compute the same function.
+
+use super::config::ModelConfig;
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+/// Large finite negative used for masked attention scores. `-inf` makes fully masked rows
+/// (pad queries) NaN, and `0 * NaN` then leaks into real tokens (rust-probe.md §2.5).
+pub const MASK_VALUE: f32 = -1e9;
+
+/// Which kernels the forward pass uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Differentiable primitives everywhere, so `backward()` reaches every parameter.
+    Train,
+    /// Fused kernels without backward; for sampling and scoring without gradients.
+    Infer,
+}
+
+/// Output of a forward pass over every position of the batch.
+pub struct ForwardOut {
+    /// (B, L, V) f32, whatever the weight dtype.
+    pub logits: Tensor,
+    /// (B, L, H) final hidden states after the final norm, in the weight dtype.
+    pub hidden: Tensor,
+}
+
+/// Additive attention bias (causal + padding) and per-row position ids for one forward call.
+///
+/// Keys are everything in the cache plus the new tokens; queries are the last `query_len`
+/// keys. Positions count only valid tokens, so a left-padded row sees exactly the positions
+/// (and logits) it would see unpadded.
+#[derive(Clone, Debug)]
+pub struct AttnMask {
+    /// (B, 1, Lq, S) f32: 0 where attention is allowed, `MASK_VALUE` elsewhere.
+    bias: Tensor,
+    /// (B, Lq) u32 RoPE positions of the query tokens.
+    positions: Tensor,
+    batch: usize,
+    query_len: usize,
+    key_len: usize,
+}
+
+impl AttnMask {
+    /// `key_valid[b][j]` says whether key `j` of row `b` is a real token (false for padding).
+    /// All rows must have the same length S; the queries are the last `query_len` of the S
+    /// tokens (S for a full forward or prefill, 1 for a decoding step after a cache of S-1).
+    pub fn new(key_valid: &[Vec<bool>], query_len: usize, device: &Device) -> Result<AttnMask> {
+        let batch = key_valid.len();
+        if batch == 0 {
+            candle_core::bail!("AttnMask::new: empty batch");
+        }
+        let key_len = key_valid[0].len();
+        if let Some((b, row)) = key_valid.iter().enumerate().find(|(_, r)| r.len() != key_len) {
+            candle_core::bail!("AttnMask::new: row {b} has {} flags, row 0 has {key_len}", row.len());
+        }
+        if query_len == 0 || query_len > key_len {
+            candle_core::bail!("AttnMask::new: query_len {query_len} must be in 1..={key_len}");
+        }
+        let first_query = key_len - query_len;
+        let mut bias = Vec::with_capacity(batch * query_len * key_len);
+        let mut positions = Vec::with_capacity(batch * query_len);
+        for row in key_valid {
+            let valid_before: Vec<u32> = row
+                .iter()
+                .scan(0u32, |count, &v| {
+                    let before = *count;
+                    *count += v as u32;
+                    Some(before)
+                })
+                .collect();
+            for (q, &position) in valid_before.iter().enumerate().skip(first_query) {
+                positions.push(position);
+                bias.extend(row.iter().enumerate().map(|(k, &v)| if v && k <= q { 0.0 } else { MASK_VALUE }));
+            }
+        }
+        Ok(AttnMask {
+            bias: Tensor::from_vec(bias, (batch, 1, query_len, key_len), device)?,
+            positions: Tensor::from_vec(positions, (batch, query_len), device)?,
+            batch,
+            query_len,
+            key_len,
+        })
+    }
+
+    /// Every token valid: a plain causal mask.
+    pub fn causal(batch: usize, len: usize, device: &Device) -> Result<AttnMask> {
+        AttnMask::new(&vec![vec![true; len]; batch], len, device)
+    }
+
+    /// Rows of `lengths[b]` real tokens, left-padded to `total_len`.
+    pub fn left_padded(lengths: &[usize], total_len: usize, device: &Device) -> Result<AttnMask> {
+        let rows: Vec<Vec<bool>> = lengths
+            .iter()
+            .map(|&n| (0..total_len).map(|j| j + n.min(total_len) >= total_len).collect())
+            .collect();
+        AttnMask::new(&rows, total_len, device)
+    }
+
+    /// From a transformers-style `attention_mask` (1 = token, 0 = padding), full forward.
+    pub fn from_attention_mask(mask: &[Vec<u32>], device: &Device) -> Result<AttnMask> {
+        let rows: Vec<Vec<bool>> = mask.iter().map(|r| r.iter().map(|&m| m != 0).collect()).collect();
+        let len = rows.first().map_or(0, Vec::len);
+        AttnMask::new(&rows, len, device)
+    }
+
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+    pub fn positions(&self) -> &Tensor {
+        &self.positions
+    }
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+    pub fn query_len(&self) -> usize {
+        self.query_len
+    }
+    pub fn key_len(&self) -> usize {
+        self.key_len
+    }
+}
+
+/// Keys and values of past tokens, one entry per layer, owned by the caller so that one set of
+/// weights can serve many sequences (rust-probe.md §2.6). Stored after RoPE, before GQA repeat.
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> KvCache {
+        KvCache { layers: vec![None; num_layers] }
+    }
+
+    /// Number of cached positions (0 when empty).
+    pub fn seq_len(&self) -> usize {
+        match self.layers.first() {
+            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.layers.iter_mut().for_each(|l| *l = None);
+    }
+}
+
+/// A dense projection `x @ W^T (+ b)` with the weight stored as (out, in) like PyTorch.
+#[derive(Clone, Debug)]
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(vb: &VarBuilder, out_dim: usize, in_dim: usize, with_bias: bool) -> Result<Linear> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if with_bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = dims[dims.len() - 1];
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("x has at least one dim: reshape above succeeded") = y.dim(1)?;
+        y.reshape(out_dims)
+    }
+
+    fn named(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+        out.push((format!("{prefix}.weight"), self.weight.clone()));
+        if let Some(b) = &self.bias {
+            out.push((format!("{prefix}.bias"), b.clone()));
+        }
+    }
+
+    fn detached(&self) -> Linear {
+        Linear { weight: self.weight.detach(), bias: self.bias.as_ref().map(Tensor::detach) }
+    }
+}
+
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Train => candle_nn::ops::rms_norm_slow(x, weight, eps as f32),
+        Mode::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
+    }
+}
+
+fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Train => candle_nn::ops::softmax(x, D::Minus1),
+        Mode::Infer => candle_nn::ops::softmax_last_dim(x),
+    }
+}
+
+/// Rotates the (first half, second half) pairs of the last dim (the transformers convention).
+/// `cos`/`sin` are (B, L, D/2).
+fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Infer => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
+        Mode::Train => {
+            let half = x.dim(D::Minus1)? / 2;
+            let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
+            let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
+            let x1 = x.narrow(D::Minus1, 0, half)?;
+            let x2 = x.narrow(D::Minus1, half, half)?;
+            let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+            x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+        }
+    }
+}
+
+/// Inverse RoPE frequencies `theta^(-2i/d)`, with the Llama-3 rescaling when configured:
+/// low frequencies (wavelength above `orig/low_freq_factor`) are divided by `factor`, high ones
+/// kept, and the band between interpolated smoothly (transformers `_compute_llama3_parameters`).
+pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f32> {
+    let d = cfg.head_dim;
+    (0..d / 2)
+        .map(|i| {
+            // Computed in f32 like transformers, so positions × freq round the same way.
+            let exponent = (2 * i) as f32 / d as f32;
+            let base = 1.0f32 / (cfg.rope_theta as f32).powf(exponent);
+            match &cfg.rope_scaling {
+                None => base,
+                Some(s) => {
+                    let old = s.original_max_position_embeddings as f32;
+                    let low_wavelen = old / s.low_freq_factor as f32;
+                    let high_wavelen = old / s.high_freq_factor as f32;
+                    let factor = s.factor as f32;
+                    let wavelen = 2.0 * std::f32::consts::PI / base;
+                    if wavelen < high_wavelen {
+                        base
+                    } else if wavelen > low_wavelen {
+                        base / factor
+                    } else {
+                        let smooth = (old / wavelen - s.low_freq_factor as f32)
+                            / (s.high_freq_factor as f32 - s.low_freq_factor as f32);
+                        (1.0 - smooth) * base / factor + smooth * base
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    eps: f64,
+}
+
+impl Attention {
+    fn load(cfg: &ModelConfig, vb: &VarBuilder) -> Result<Attention> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let q_out = cfg.num_attention_heads * d;
+        let kv_out = cfg.num_key_value_heads * d;
+        let (q_norm, k_norm) = if cfg.qk_norm {
+            (Some(vb.pp("q_norm").get(d, "weight")?), Some(vb.pp("k_norm").get(d, "weight")?))
+        } else {
+            (None, None)
+        };
+        Ok(Attention {
+            q: Linear::load(&vb.pp("q_proj"), q_out, h, cfg.qkv_bias)?,
+            k: Linear::load(&vb.pp("k_proj"), kv_out, h, cfg.qkv_bias)?,
+            v: Linear::load(&vb.pp("v_proj"), kv_out, h, cfg.qkv_bias)?,
+            o: Linear::load(&vb.pp("o_proj"), h, q_out, cfg.o_bias)?,
+            q_norm,
+            k_norm,
+            n_heads: cfg.num_attention_heads,
+            n_kv_heads: cfg.num_key_value_heads,
+            head_dim: d,
+            eps: cfg.rms_norm_eps,
+        })
+    }
+
+    /// (B, L, n*D) → (B, n, L, D), optionally RMS-normalised per head (qwen3), then rotated.
+    fn heads(&self, x: &Tensor, n: usize, norm: Option<&Tensor>, rope: Option<(&Tensor, &Tensor)>, mode: Mode) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        let x = x.reshape((b, l, n, self.head_dim))?;
+        let x = match norm {
+            Some(w) => rms_norm(&x, w, self.eps, mode)?,
+            None => x,
+        };
+        let x = x.transpose(1, 2)?;
+        match rope {
+            Some((cos, sin)) => apply_rope(&x, cos, sin, mode),
+            None => x.contiguous(),
+        }
+    }
+
+    /// (B, n_kv, S, D) → (B, n_kv * rep, S, D), each kv head serving `rep` query heads.
+    fn repeat_kv(&self, x: Tensor) -> Result<Tensor> {
+        let rep = self.n_heads / self.n_kv_heads;
+        if rep == 1 {
+            return Ok(x);
+        }
+        let (b, n_kv, s, d) = x.dims4()?;
+        x.unsqueeze(2)?.broadcast_as((b, n_kv, rep, s, d))?.reshape((b, n_kv * rep, s, d))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        let q = self.heads(&self.q.forward(x)?, self.n_heads, self.q_norm.as_ref(), Some((cos, sin)), mode)?;
+        let mut k = self.heads(&self.k.forward(x)?, self.n_kv_heads, self.k_norm.as_ref(), Some((cos, sin)), mode)?;
+        let mut v = self.heads(&self.v.forward(x)?, self.n_kv_heads, None, None, mode)?;
+        if let Some(slot) = cache {
+            if let Some((past_k, past_v)) = slot.as_ref() {
+                k = Tensor::cat(&[past_k, &k], 2)?;
+                v = Tensor::cat(&[past_v, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let k = self.repeat_kv(k)?;
+        let v = self.repeat_kv(v)?;
+        let dtype = q.dtype();
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        // Softmax in f32 (as transformers' eager attention does) so bf16 weights stay accurate.
+        let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
+        let probs = softmax_last(&scores, mode)?.to_dtype(dtype)?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, self.n_heads * self.head_dim))?;
+        self.o.forward(&out)
+    }
+
+    fn named(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+        self.q.named(&format!("{prefix}.q_proj"), out);
+        self.k.named(&format!("{prefix}.k_proj"), out);
+        self.v.named(&format!("{prefix}.v_proj"), out);
+        self.o.named(&format!("{prefix}.o_proj"), out);
+        if let Some(w) = &self.q_norm {
+            out.push((format!("{prefix}.q_norm.weight"), w.clone()));
+        }
+        if let Some(w) = &self.k_norm {
+            out.push((format!("{prefix}.k_norm.weight"), w.clone()));
+        }
+    }
+
+    fn detached(&self) -> Attention {
+        Attention {
+            q: self.q.detached(),
+            k: self.k.detached(),
+            v: self.v.detached(),
+            o: self.o.detached(),
+            q_norm: self.q_norm.as_ref().map(Tensor::detach),
+            k_norm: self.k_norm.as_ref().map(Tensor::detach),
+            ..*self
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    fn load(cfg: &ModelConfig, vb: &VarBuilder) -> Result<Mlp> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Mlp {
+            gate: Linear::load(&vb.pp("gate_proj"), i, h, false)?,
+            up: Linear::load(&vb.pp("up_proj"), i, h, false)?,
+            down: Linear::load(&vb.pp("down_proj"), h, i, false)?,
+        })
+    }
+
+    /// SwiGLU: down(silu(gate(x)) * up(x)).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gated = (candle_nn::Activation::Silu.forward(&self.gate.forward(x)?)? * self.up.forward(x)?)?;
+        self.down.forward(&gated)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    input_norm: Tensor,
+    attn: Attention,
+    post_norm: Tensor,
+    mlp: Mlp,
+    eps: f64,
+}
+
+impl Block {
+    fn load(cfg: &ModelConfig, vb: &VarBuilder) -> Result<Block> {
+        Ok(Block {
+            input_norm: vb.pp("input_layernorm").get(cfg.hidden_size, "weight")?,
+            attn: Attention::load(cfg, &vb.pp("self_attn"))?,
+            post_norm: vb.pp("post_attention_layernorm").get(cfg.hidden_size, "weight")?,
+            mlp: Mlp::load(cfg, &vb.pp("mlp"))?,
+            eps: cfg.rms_norm_eps,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let attn = self.attn.forward(&rms_norm(x, &self.input_norm, self.eps, mode)?, cos, sin, mask, cache, mode)?;
+        let x = (x + attn)?;
+        let mlp = self.mlp.forward(&rms_norm(&x, &self.post_norm, self.eps, mode)?)?;
+        x + mlp
+    }
+
+    fn named(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+        out.push((format!("{prefix}.input_layernorm.weight"), self.input_norm.clone()));
+        self.attn.named(&format!("{prefix}.self_attn"), out);
+        out.push((format!("{prefix}.post_attention_layernorm.weight"), self.post_norm.clone()));
+        self.mlp.gate.named(&format!("{prefix}.mlp.gate_proj"), out);
+        self.mlp.up.named(&format!("{prefix}.mlp.up_proj"), out);
+        self.mlp.down.named(&format!("{prefix}.mlp.down_proj"), out);
+    }
+
+    fn detached(&self) -> Block {
+        Block {
+            input_norm: self.input_norm.detach(),
+            attn: self.attn.detached(),
+            post_norm: self.post_norm.detach(),
+            mlp: Mlp { gate: self.mlp.gate.detached(), up: self.mlp.up.detached(), down: self.mlp.down.detached() },
+            eps: self.eps,
+        }
+    }
+}
+
+/// The causal LM. Cloning is cheap (tensors are shared).
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    cfg: ModelConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    /// `None` when the head is tied to the embedding.
+    lm_head: Option<Tensor>,
+    /// (1, 1, D/2) f32 inverse frequencies.
+    inv_freq: Tensor,
+}
+
+/// Every parameter the config implies, with its Hugging Face name and shape, in model order.
+pub fn parameter_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, d, i) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
+    let q_out = cfg.num_attention_heads * d;
+    let kv_out = cfg.num_key_value_heads * d;
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h])];
+    for n in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{n}");
+        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        for (name, rows, cols, bias) in [
+            ("q_proj", q_out, h, cfg.qkv_bias),
+            ("k_proj", kv_out, h, cfg.qkv_bias),
+            ("v_proj", kv_out, h, cfg.qkv_bias),
+            ("o_proj", h, q_out, cfg.o_bias),
+        ] {
+            out.push((format!("{p}.self_attn.{name}.weight"), vec![rows, cols]));
+            if bias {
+                out.push((format!("{p}.self_attn.{name}.bias"), vec![rows]));
+            }
+        }
+        if cfg.qk_norm {
+            out.push((format!("{p}.self_attn.q_norm.weight"), vec![d]));
+            out.push((format!("{p}.self_attn.k_norm.weight"), vec![d]));
+        }
+        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
+        out.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
+        out.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
+    }
+    out.push(("model.norm.weight".to_string(), vec![h]));
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h]));
+    }
+    out
+}
+
+impl Decoder {
+    /// Builds the decoder from a `VarBuilder` rooted at the checkpoint's top level (names like
+    /// `model.layers.0.self_attn.q_proj.weight`). With `VarBuilder::from_varmap` the parameters
+    /// are trainable `Var`s; with `from_tensors` they are frozen. Tying follows the config,
+    /// never the presence of `lm_head.weight` (rust-probe.md §2.3).
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Decoder> {
+        let m = vb.pp("model");
+        let embed = m.pp("embed_tokens").get((cfg.vocab_size, cfg.hidden_size), "weight")?;
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|n| Block::load(cfg, &m.pp("layers").pp(n)))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = m.pp("norm").get(cfg.hidden_size, "weight")?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(vb.pp("lm_head").get((cfg.vocab_size, cfg.hidden_size), "weight")?)
+        };
+        let inv_freq = rope_inv_freq(cfg);
+        let half = inv_freq.len();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, 1, half), vb.device())?;
+        Ok(Decoder { cfg: cfg.clone(), embed, blocks, norm, lm_head, inv_freq })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    pub fn hidden_size(&self) -> usize {
+        self.cfg.hidden_size
+    }
+    pub fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+    pub fn dtype(&self) -> DType {
+        self.embed.dtype()
+    }
+    pub fn device(&self) -> &Device {
+        self.embed.device()
+    }
+
+    /// The parameters under their Hugging Face names (the tied head is not repeated).
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
+        for (n, block) in self.blocks.iter().enumerate() {
+            block.named(&format!("model.layers.{n}"), &mut out);
+        }
+        out.push(("model.norm.weight".to_string(), self.norm.clone()));
+        if let Some(head) = &self.lm_head {
+            out.push(("lm_head.weight".to_string(), head.clone()));
+        }
+        out
+    }
+
+    /// A copy whose weights share storage with this one but carry no autograd link, so a
+    /// rollout on trainable weights keeps no graph alive (rust-probe.md §2.7). Optimizer
+    /// updates (`Var::set`) stay visible because the storage is shared.
+    pub fn detached(&self) -> Decoder {
+        Decoder {
+            cfg: self.cfg.clone(),
+            embed: self.embed.detach(),
+            blocks: self.blocks.iter().map(Block::detached).collect(),
+            norm: self.norm.detach(),
+            lm_head: self.lm_head.as_ref().map(Tensor::detach),
+            inv_freq: self.inv_freq.clone(),
+        }
+    }
+
+    /// cos/sin tables (B, L, D/2) for explicit per-row positions, in the weight dtype.
+    fn rope_tables(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let freqs = positions.to_dtype(DType::F32)?.unsqueeze(2)?.broadcast_mul(&self.inv_freq)?;
+        let dtype = self.dtype();
+        Ok((freqs.cos()?.to_dtype(dtype)?.contiguous()?, freqs.sin()?.to_dtype(dtype)?.contiguous()?))
+    }
+
+    /// Final hidden states (B, L, H) after the final norm. `cache`, when given, supplies the
+    /// past keys/values and receives the new ones; the mask must then cover past + new keys.
+    pub fn forward_hidden(&self, input_ids: &Tensor, mask: &AttnMask, mut cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
+        let (b, l) = input_ids.dims2()?;
+        let past = cache.as_ref().map_or(0, |c| c.seq_len());
+        if mask.batch != b || mask.query_len != l || mask.key_len != past + l {
+            candle_core::bail!(
+                "attention mask is (batch {}, queries {}, keys {}) but the input is (batch {b}, tokens {l}) with {past} cached",
+                mask.batch,
+                mask.query_len,
+                mask.key_len
+            );
+        }
+        if let Some(window) = self.cfg.sliding_window {
+            if mask.key_len > window {
+                candle_core::bail!("sequence of {} tokens exceeds the sliding window {window}, which is not implemented", mask.key_len);
+            }
+        }
+        if let Some(c) = cache.as_ref() {
+            if c.layers.len() != self.blocks.len() {
+                candle_core::bail!("KvCache has {} layers, the model {}", c.layers.len(), self.blocks.len());
+            }
+        }
+        let (cos, sin) = self.rope_tables(&mask.positions)?;
+        let mut x = self.embed.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, l, self.cfg.hidden_size))?;
+        for (n, block) in self.blocks.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[n]);
+            x = block.forward(&x, &cos, &sin, &mask.bias, slot, mode)?;
+        }
+        rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, mode)
+    }
+
+    /// Logits (…, V) in f32 from final hidden states (…, H).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let dims = hidden.dims().to_vec();
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let logits = hidden.reshape((rows, self.cfg.hidden_size))?.matmul(&head.t()?)?;
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("hidden has a last dim: the reshape above succeeded") = self.cfg.vocab_size;
+        logits.reshape(out_dims)?.to_dtype(DType::F32)
+    }
+
+    /// Logits for every position of a (possibly padded) batch. `input_ids` is (B, L) u32.
+    pub fn forward(&self, input_ids: &Tensor, mask: &AttnMask, cache: Option<&mut KvCache>, mode: Mode) -> Result<ForwardOut> {
+        let hidden = self.forward_hidden(input_ids, mask, cache, mode)?;
+        let logits = self.logits(&hidden)?;
+        Ok(ForwardOut { logits, hidden })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_positions_count_only_valid_tokens() {
+        let dev = Device::Cpu;
+        let m = AttnMask::left_padded(&[3, 1], 3, &dev).unwrap();
+        assert_eq!(m.positions().to_vec2::<u32>().unwrap(), vec![vec![0, 1, 2], vec![0, 0, 0]]);
+        let bias = m.bias().squeeze(1).unwrap().to_vec3::<f32>().unwrap();
+        let n = MASK_VALUE;
+        assert_eq!(bias[0], vec![vec![0.0, n, n], vec![0.0, 0.0, n], vec![0.0, 0.0, 0.0]]);
+        // Row 1: only the last token is real; pad queries see nothing (all MASK_VALUE, finite).
+        assert_eq!(bias[1], vec![vec![n, n, n], vec![n, n, n], vec![n, n, 0.0]]);
+    }
+
+    #[test]
+    fn decode_step_mask_is_last_row_of_the_full_mask() {
+        let dev = Device::Cpu;
+        let valid = vec![vec![false, true, true, true], vec![true, true, false, true]];
+        let full = AttnMask::new(&valid, 4, &dev).unwrap();
+        let step = AttnMask::new(&valid, 1, &dev).unwrap();
+        let full_last = full.bias().narrow(2, 3, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(step.bias().flatten_all().unwrap().to_vec1::<f32>().unwrap(), full_last);
+        assert_eq!(step.positions().to_vec2::<u32>().unwrap(), vec![vec![2], vec![2]]);
+        assert!(AttnMask::new(&valid, 5, &dev).is_err());
+        assert!(AttnMask::new(&[vec![true], vec![true, true]], 1, &dev).is_err());
+    }
+
+    #[test]
+    fn llama3_inv_freq_matches_hand_computation() {
+        let mut cfg = ModelConfig::preset("tiny", 10).unwrap();
+        cfg.head_dim = 8;
+        cfg.rope_theta = 10000.0;
+        cfg.rope_scaling = Some(super::super::RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 256,
+        });
+        // base freqs 1, 0.1, 0.01, 0.001 → wavelengths 6.28, 62.8, 628, 6283;
+        // high band (< 64): kept; low band (> 256): /8; none in between.
+        let f = rope_inv_freq(&cfg);
+        let want = [1.0, 0.1, 0.01 / 8.0, 0.001 / 8.0];
+        for (a, b) in f.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6 * b.max(1e-3), "{f:?}");
+        }
+        // Move the band so that wavelength 62.8 is medium: old=128 → high_wavelen 32, low 128.
+        if let Some(s) = cfg.rope_scaling.as_mut() {
+            s.original_max_position_embeddings = 128;
+        }
+        let f = rope_inv_freq(&cfg);
+        let wavelen = 2.0 * std::f64::consts::PI / 0.1;
+        let smooth = (128.0 / wavelen - 1.0) / (4.0 - 1.0);
+        let want1 = (1.0 - smooth) * 0.1 / 8.0 + smooth * 0.1;
+        assert!((f[1] as f64 - want1).abs() < 1e-6, "{} vs {want1}", f[1]);
+    }
+}
