@@ -364,7 +364,7 @@ mod tests {
                 let right = t.render_solution(&inst, &t.solutions(&inst).unwrap()[0]);
                 assert!(t.verify(&inst, &right).correct);
                 // Same shape as the teacher's response: same number of scratchpad entries.
-                let shape = |s: &str| s.split(|c| c == ' ' || c == '+').count();
+                let shape = |s: &str| s.split([' ', '+']).count();
                 assert_eq!(shape(&wrong), shape(&right), "{wrong} vs {right}");
             }
         }

@@ -608,23 +608,23 @@ pub fn verify_response(data: &CountdownData, response: &str) -> Verdict {
         Ok(p) => p,
         Err(e) => return Verdict::wrong(e.to_string(), None),
     };
-    let canonical = Some(parsed.expr.canonical().to_string());
+    let canonical = parsed.expr.canonical().to_string();
     let mut used = Vec::new();
     parsed.expr.leaves(&mut used);
     if let Err(reason) = check_numbers(&used, &data.numbers) {
-        return Verdict::wrong(reason, canonical);
+        return Verdict::wrong(reason, Some(canonical));
     }
     let value = match parsed.expr.evaluate(data.allow_division) {
         Ok(v) => v,
-        Err(reason) => return Verdict::wrong(reason, canonical),
+        Err(reason) => return Verdict::wrong(reason, Some(canonical)),
     };
     if value != data.target {
-        return Verdict::wrong(format!("evaluates to {value}, target {}", data.target), canonical);
+        return Verdict::wrong(format!("evaluates to {value}, target {}", data.target), Some(canonical));
     }
     if let Some(claim) = parsed.claim.filter(|c| *c != data.target) {
-        return Verdict::wrong(format!("claims ={claim}, target {}", data.target), canonical);
+        return Verdict::wrong(format!("claims ={claim}, target {}", data.target), Some(canonical));
     }
-    Verdict::correct(canonical.unwrap_or_default())
+    Verdict::correct(canonical)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -234,28 +234,28 @@ pub fn verify_response(data: &SubsetSumData, response: &str) -> Verdict {
         Ok(p) => p,
         Err(reason) => return Verdict::wrong(reason, None),
     };
-    let canon = Some(canonical(parsed.chosen.clone()));
+    let canon = canonical(parsed.chosen.clone());
     let mut left: BTreeMap<i64, usize> = BTreeMap::new();
     for n in &data.numbers {
         *left.entry(*n).or_default() += 1;
     }
     for n in &parsed.chosen {
         match left.get_mut(n) {
-            None => return Verdict::wrong(format!("uses {n} which is not in the list"), canon),
-            Some(0) => return Verdict::wrong(format!("reused number {n}"), canon),
+            None => return Verdict::wrong(format!("uses {n} which is not in the list"), Some(canon)),
+            Some(0) => return Verdict::wrong(format!("reused number {n}"), Some(canon)),
             Some(k) => *k -= 1,
         }
     }
     let Some(sum) = parsed.chosen.iter().try_fold(0_i64, |acc, n| acc.checked_add(*n)) else {
-        return Verdict::wrong("sum overflows", canon);
+        return Verdict::wrong("sum overflows", Some(canon));
     };
     if sum != data.target {
-        return Verdict::wrong(format!("sums to {sum}, target {}", data.target), canon);
+        return Verdict::wrong(format!("sums to {sum}, target {}", data.target), Some(canon));
     }
     if let Some(claim) = parsed.claim.filter(|c| *c != data.target) {
-        return Verdict::wrong(format!("claims ={claim}, target {}", data.target), canon);
+        return Verdict::wrong(format!("claims ={claim}, target {}", data.target), Some(canon));
     }
-    Verdict::correct(canon.unwrap_or_default())
+    Verdict::correct(canon)
 }
 
 impl Task for SubsetSum {
