@@ -301,3 +301,110 @@ impl Task for Arithmetic {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(a: i64, b: i64) -> ArithmeticData {
+        ArithmeticData { op: ArithOp::Add, a, b }
+    }
+
+    fn mul(a: i64, b: i64) -> ArithmeticData {
+        ArithmeticData { op: ArithOp::Mul, a, b }
+    }
+
+    #[test]
+    fn scratchpads_match_hand_worked_columns() {
+        // 7+6=13, 4+8+1=13, 3+5+1=9.
+        assert_eq!(render(&add(347, 586), "933"), "13 13 9 => 933");
+        // 9+9=18, 9+9+1=19, 9+9+1=19 -> 1998.
+        assert_eq!(render(&add(999, 999), "1998"), "18 19 19 => 1998");
+        // 7*6=42, 4*6+4=28, 3*6+2=20.
+        assert_eq!(render(&mul(347, 6), "2082"), "42 28 20 => 2082");
+        // 347*6 = 2082, 347*80 = 27760.
+        assert_eq!(render(&mul(347, 86), "29842"), "2082+27760 => 29842");
+        // 125*8 = 1000, 125*0 = 0, 125*200 = 25000.
+        assert_eq!(render(&mul(125, 208), "26000"), "1000+0+25000 => 26000");
+        for d in [add(347, 586), add(999, 999), mul(347, 6), mul(347, 86), mul(125, 208), add(5, 4)] {
+            assert_eq!(work(&d, None).1, d.answer(), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn verifier_reads_only_the_final_answer() {
+        let d = add(347, 586);
+        let ok = verify_response(&d, "13 13 9 => 933");
+        assert!(ok.correct && ok.reward == 1.0);
+        assert_eq!(ok.canonical.as_deref(), Some("933"));
+        // A wrong scratchpad does not matter; a bare final answer is enough.
+        assert!(verify_response(&d, "1 2 3 => 933").correct);
+        assert!(verify_response(&d, "=> 933\n").correct);
+        assert!(verify_response(&d, "=> 934 => 933").correct);
+        let wrong = verify_response(&d, "13 13 9 => 934");
+        assert_eq!(wrong.reason, "answer 934, expected 933");
+        assert_eq!(wrong.canonical.as_deref(), Some("934"));
+        assert_eq!(verify_response(&d, "933").reason, "no final answer: expected '=> N' at the end");
+        assert!(verify_response(&d, "=> 93x").reason.starts_with("final answer \"93x\" is not a number"));
+        assert!(verify_response(&d, "=> -933").reason.contains("is not a number"));
+        assert!(verify_response(&d, "=>").reason.contains("is not a number"));
+    }
+
+    #[test]
+    fn wrong_responses_are_well_formed_and_wrong() {
+        let task = Arithmetic::new(ArithmeticOptions { multiplier_digits: 2, ..Default::default() }).unwrap();
+        let plain = Arithmetic::new(ArithmeticOptions::default()).unwrap();
+        let mut rng = Rng::new(2);
+        for t in [&task, &plain] {
+            for _ in 0..200 {
+                let inst = t.generate(&mut rng);
+                let wrong = t.wrong_response(&inst, &mut rng);
+                let v = t.verify(&inst, &wrong);
+                assert!(!v.correct && v.reason.starts_with("answer "), "{} {wrong}: {}", inst.prompt, v.reason);
+                let right = t.render_solution(&inst, &t.solutions(&inst).unwrap()[0]);
+                assert!(t.verify(&inst, &right).correct);
+                // Same shape as the teacher's response: same number of scratchpad entries.
+                let shape = |s: &str| s.split([' ', '+']).count();
+                assert_eq!(shape(&wrong), shape(&right), "{wrong} vs {right}");
+            }
+        }
+        // A dropped carry: 347+586 without the carry out of the units column gives 923.
+        let d = add(347, 586);
+        assert_eq!(work(&d, Some((0, Slip::DropCarry(0)))), ("13 12 9".to_string(), 923));
+    }
+
+    #[test]
+    fn default_instances_are_short_and_deterministic() {
+        let task = Arithmetic::new(ArithmeticOptions::default()).unwrap();
+        let draw = |seed| {
+            let mut rng = Rng::new(seed);
+            (0..50).map(|_| task.generate(&mut rng)).collect::<Vec<_>>()
+        };
+        let a = draw(1);
+        assert_eq!(a, draw(1));
+        assert_ne!(a, draw(2));
+        let mut ops = std::collections::BTreeSet::new();
+        for inst in &a {
+            let d: ArithmeticData = serde_json::from_value(inst.data.clone()).unwrap();
+            ops.insert(format!("{:?}", d.op));
+            assert!((100..=999).contains(&d.a));
+            assert_eq!(inst.prompt, prompt(&d));
+            let answer = task.solutions(inst).unwrap();
+            assert_eq!(answer, [d.answer().to_string()]);
+            assert!(task.render_solution(inst, &answer[0]).len() <= 30);
+        }
+        assert_eq!(ops.len(), 2);
+        assert_eq!(prompt(&mul(347, 6)), "347*6=\n");
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let err = |o: ArithmeticOptions| Arithmetic::new(o).err().unwrap().to_string();
+        assert!(err(ArithmeticOptions { ops: vec![], ..Default::default() }).contains("ops must name"));
+        assert!(err(ArithmeticOptions { digits: 10, ..Default::default() }).contains("digits must be in 1..=9, got 10"));
+        let mut table = toml::Table::new();
+        table.insert("ops".into(), toml::Value::Array(vec!["div".into()]));
+        let msg = Arithmetic::from_table(&table).err().unwrap().to_string();
+        assert!(msg.contains("div"), "{msg}");
+    }
+}

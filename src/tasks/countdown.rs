@@ -33,8 +33,10 @@ const MAX_DRAWS: usize = 10_000;
 const PROBE_DRAWS: usize = 2_000;
 
 /// Generator options (`[task.options]` in a profile). Defaults suit a ~1M-parameter
-/// character-level model: three or four one-digit numbers and targets 10..=50 that have at
-/// least five distinct solutions.
+/// character-level model: four one-digit numbers and a target in 10..=50 with at least five
+/// distinct solutions (prompts of at most 24 characters, solutions of at most 13). Three
+/// numbers in 1..=9 never give a target in 10..=50 more than four solutions without
+/// division, so `min_numbers = 3` needs a lower `min_solutions` (`new` checks every count).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CountdownOptions {
@@ -55,7 +57,7 @@ pub struct CountdownOptions {
 impl Default for CountdownOptions {
     fn default() -> Self {
         CountdownOptions {
-            min_numbers: 3,
+            min_numbers: 4,
             max_numbers: 4,
             min_value: 1,
             max_value: 9,
@@ -131,13 +133,15 @@ impl Countdown {
         let bad = |message: String| TaskError::BadOptions { task: NAME.to_string(), message };
         options.validate().map_err(bad)?;
         let task = Countdown { options };
-        let mut probe_rng = Rng::new(0);
-        if !matches!(task.search(&mut probe_rng, PROBE_DRAWS), Search::Found(_)) {
-            return Err(bad(format!(
-                "no instance with at least {} solutions and a target in {}..={} found in {PROBE_DRAWS} draws; \
-                 lower min_solutions or widen the value/target ranges",
-                task.options.min_solutions, task.options.min_target, task.options.max_target
-            )));
+        let o = &task.options;
+        for count in o.min_numbers..=o.max_numbers {
+            if !matches!(task.search(&mut Rng::new(0), count, PROBE_DRAWS), Search::Found(_)) {
+                return Err(bad(format!(
+                    "no instance of {count} numbers with at least {} solutions and a target in {}..={} found in \
+                     {PROBE_DRAWS} draws; lower min_solutions, raise min_numbers or widen the value/target ranges",
+                    o.min_solutions, o.min_target, o.max_target
+                )));
+            }
         }
         Ok(task)
     }
@@ -152,11 +156,12 @@ impl Countdown {
 
     /// Draws number sets until one has an eligible target: `Found`, or after `draws`
     /// attempts the candidate with the most solutions seen (`Best`), if any was in range.
-    fn search(&self, rng: &mut Rng, draws: usize) -> Search {
+    /// The count of numbers is fixed for the whole search so that the options' count range,
+    /// not the solution filter, decides how often each count appears.
+    fn search(&self, rng: &mut Rng, count: usize, draws: usize) -> Search {
         let o = &self.options;
         let mut best: Option<(usize, CountdownData)> = None;
         for _ in 0..draws {
-            let count = rng.range(o.min_numbers as i64, o.max_numbers as i64) as usize;
             let mut numbers: Vec<i64> = (0..count).map(|_| rng.range(o.min_value, o.max_value)).collect();
             numbers.sort_unstable();
             let by_value = solutions_by_value(&numbers, o.allow_division);
@@ -207,14 +212,16 @@ impl Task for Countdown {
     }
 
     fn generate(&self, rng: &mut Rng) -> Instance {
-        let data = match self.search(rng, MAX_DRAWS) {
+        let o = &self.options;
+        let count = rng.range(o.min_numbers as i64, o.max_numbers as i64) as usize;
+        let data = match self.search(rng, count, MAX_DRAWS) {
             Search::Found(data) | Search::Best(data) => data,
             // `new` proved eligible instances exist, so reaching here needs 10 000 unlucky
             // draws in a row; the sum of all numbers is always a valid (if lonely) target.
             Search::Nothing => {
-                let numbers: Vec<i64> = vec![self.options.min_value; self.options.min_numbers];
+                let numbers: Vec<i64> = vec![o.min_value; count];
                 let target = numbers.iter().sum();
-                CountdownData { numbers, target, allow_division: self.options.allow_division }
+                CountdownData { numbers, target, allow_division: o.allow_division }
             }
         };
         instance_for(&data)
@@ -229,7 +236,8 @@ impl Task for Countdown {
 
     fn solutions(&self, instance: &Instance) -> Option<Vec<String>> {
         let data = instance_data::<CountdownData>(instance).ok()?;
-        Some(solutions(&data))
+        // More numbers than the enumerator handles only come from hand-made instances.
+        (data.numbers.len() <= MAX_NUMBERS).then(|| solutions(&data))
     }
 
     fn render_solution(&self, _instance: &Instance, canonical: &str) -> String {
@@ -600,23 +608,23 @@ pub fn verify_response(data: &CountdownData, response: &str) -> Verdict {
         Ok(p) => p,
         Err(e) => return Verdict::wrong(e.to_string(), None),
     };
-    let canonical = Some(parsed.expr.canonical().to_string());
+    let canonical = parsed.expr.canonical().to_string();
     let mut used = Vec::new();
     parsed.expr.leaves(&mut used);
     if let Err(reason) = check_numbers(&used, &data.numbers) {
-        return Verdict::wrong(reason, canonical);
+        return Verdict::wrong(reason, Some(canonical));
     }
     let value = match parsed.expr.evaluate(data.allow_division) {
         Ok(v) => v,
-        Err(reason) => return Verdict::wrong(reason, canonical),
+        Err(reason) => return Verdict::wrong(reason, Some(canonical)),
     };
     if value != data.target {
-        return Verdict::wrong(format!("evaluates to {value}, target {}", data.target), canonical);
+        return Verdict::wrong(format!("evaluates to {value}, target {}", data.target), Some(canonical));
     }
     if let Some(claim) = parsed.claim.filter(|c| *c != data.target) {
-        return Verdict::wrong(format!("claims ={claim}, target {}", data.target), canonical);
+        return Verdict::wrong(format!("claims ={claim}, target {}", data.target), Some(canonical));
     }
-    Verdict::correct(canonical.unwrap_or_default())
+    Verdict::correct(canonical)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -798,13 +806,17 @@ mod tests {
     // [2,3,5] -> 10, no division: 2*5 and 2+3+5; checked all 4x3 combinations of a pair
     // expression with the remaining number, e.g. (5-3)*2 = 4, 5*(3-2) = 5, (2+3)*5 = 25.
     //
-    // [2,2,3] -> 7, no division (2 listed twice): 2+2+3 and (2*2)+3; 2*3+2 = 8, 3-2+2... = 3.
+    // [2,2,3] -> 7, no division (2 listed twice): 2+2+3 and (2*2)+3; 2*3+2 = 8, 3-2+2 = 3.
+    //
+    // [2,3,4] -> 10, no division: 2*3+4 and 3*4-2; {3,4} never makes 5 (7, +-1, 12), so
+    // 2*(..) fails, and 2+3+4 = 9, 2*4+3 = 11, (4-2)*3 = 6.
     #[test]
     fn enumeration_matches_hand_worked_solution_sets() {
         assert_eq!(solutions(&data(&[1, 2, 3], 6, false)), ["1*2*3", "1+2+3", "2*3"]);
         assert_eq!(solutions(&data(&[1, 2, 3], 6, true)), ["1*2*3", "1+2+3", "2*3", "2*3/1"]);
         assert_eq!(solutions(&data(&[2, 3, 5], 10, false)), ["2*5", "2+3+5"]);
         assert_eq!(solutions(&data(&[2, 2, 3], 7, false)), ["2*2+3", "2+2+3"]);
+        assert_eq!(solutions(&data(&[2, 3, 4], 10, false)), ["2*3+4", "3*4-2"]);
         assert!(solutions(&data(&[1, 1, 1], 50, false)).is_empty());
     }
 
@@ -936,6 +948,15 @@ mod tests {
         assert!(err(CountdownOptions { max_value: 999, max_numbers: 5, max_target: 9_999_999, ..Default::default() })
             .contains("limit 40"));
         assert!(err(CountdownOptions { min_solutions: 10_000, ..Default::default() }).contains("lower min_solutions"));
+        // Three numbers in 1..=9 reach a target in 10..=50 in at most four canonical ways
+        // without division (measured by enumerating all 165 multisets while choosing the
+        // defaults), so the probe must refuse min_numbers = 3 with min_solutions = 5.
+        let three = err(CountdownOptions { min_numbers: 3, ..Default::default() });
+        assert!(three.contains("no instance of 3 numbers"), "{three}");
+        let easy = Countdown::new(CountdownOptions { min_numbers: 3, min_solutions: 2, ..Default::default() }).unwrap();
+        let mut rng = Rng::new(9);
+        let lens: BTreeSet<usize> = (0..40).map(|_| serde_json::from_value::<CountdownData>(easy.generate(&mut rng).data).unwrap().numbers.len()).collect();
+        assert_eq!(lens, BTreeSet::from([3, 4]));
     }
 
     #[test]
@@ -945,5 +966,9 @@ mod tests {
         let v = task.verify(&inst, "1+2");
         assert!(!v.correct && v.reason.contains("malformed instance data"), "{}", v.reason);
         assert_eq!(task.solutions(&inst), None);
+        let six = serde_json::json!(CountdownData { numbers: vec![1; 6], target: 6, allow_division: false });
+        let inst = Instance { data: six, ..inst };
+        assert_eq!(task.solutions(&inst), None);
+        assert!(task.verify(&inst, "1+1+1+1+1+1").correct);
     }
 }

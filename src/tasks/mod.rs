@@ -4,6 +4,10 @@
 //! (research/rl-spec.md §10.1). Each task family generates instances from a seeded [`Rng`],
 //! renders a prompt, verifies a response into a reward and a canonical solution, and, where
 //! it can, enumerates every valid solution so coverage can be measured.
+//!
+//! Built-in families: [`countdown`], [`arithmetic`], [`subset_sum`]. Build one by name with
+//! [`build`] and draw non-overlapping train/test splits with [`generate_split`]. Prompts end
+//! in `\n`; responses carry no trailing newline (the trainer appends its end token).
 
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};

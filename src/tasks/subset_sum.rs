@@ -234,28 +234,28 @@ pub fn verify_response(data: &SubsetSumData, response: &str) -> Verdict {
         Ok(p) => p,
         Err(reason) => return Verdict::wrong(reason, None),
     };
-    let canon = Some(canonical(parsed.chosen.clone()));
+    let canon = canonical(parsed.chosen.clone());
     let mut left: BTreeMap<i64, usize> = BTreeMap::new();
     for n in &data.numbers {
         *left.entry(*n).or_default() += 1;
     }
     for n in &parsed.chosen {
         match left.get_mut(n) {
-            None => return Verdict::wrong(format!("uses {n} which is not in the list"), canon),
-            Some(0) => return Verdict::wrong(format!("reused number {n}"), canon),
+            None => return Verdict::wrong(format!("uses {n} which is not in the list"), Some(canon)),
+            Some(0) => return Verdict::wrong(format!("reused number {n}"), Some(canon)),
             Some(k) => *k -= 1,
         }
     }
     let Some(sum) = parsed.chosen.iter().try_fold(0_i64, |acc, n| acc.checked_add(*n)) else {
-        return Verdict::wrong("sum overflows", canon);
+        return Verdict::wrong("sum overflows", Some(canon));
     };
     if sum != data.target {
-        return Verdict::wrong(format!("sums to {sum}, target {}", data.target), canon);
+        return Verdict::wrong(format!("sums to {sum}, target {}", data.target), Some(canon));
     }
     if let Some(claim) = parsed.claim.filter(|c| *c != data.target) {
-        return Verdict::wrong(format!("claims ={claim}, target {}", data.target), canon);
+        return Verdict::wrong(format!("claims ={claim}, target {}", data.target), Some(canon));
     }
-    Verdict::correct(canon.unwrap_or_default())
+    Verdict::correct(canon)
 }
 
 impl Task for SubsetSum {
@@ -291,7 +291,9 @@ impl Task for SubsetSum {
     }
 
     fn solutions(&self, instance: &Instance) -> Option<Vec<String>> {
-        Some(solutions(&instance_data::<SubsetSumData>(instance).ok()?))
+        let data = instance_data::<SubsetSumData>(instance).ok()?;
+        // Longer lists than the enumerator handles only come from hand-made instances.
+        (data.numbers.len() <= MAX_LEN).then(|| solutions(&data))
     }
 
     fn render_solution(&self, _instance: &Instance, canonical: &str) -> String {
@@ -310,5 +312,96 @@ impl Task for SubsetSum {
         // Lists have at least two positive numbers, so at least two sums are reachable and
         // one differs from the target; the fallback only guards malformed data.
         rng.choose(&wrong).cloned().unwrap_or_else(|| "0".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(numbers: &[i64], target: i64) -> SubsetSumData {
+        SubsetSumData { numbers: numbers.to_vec(), target }
+    }
+
+    fn reason(d: &SubsetSumData, response: &str) -> String {
+        verify_response(d, response).reason
+    }
+
+    // Hand-worked: [2,3,5,8] -> 10: 2+8 and 2+3+5 (3+... needs 7, 5+... needs 5 from {2,3,8}
+    // = 2+3, 8+... needs 2). [1,2,2,3] -> 5: 2+3 (either 2) and 1+2+2; 1+... needs 4 = 2+2
+    // only. [4,6,9] -> 30: impossible (sum of all is 19).
+    #[test]
+    fn enumeration_matches_hand_worked_sets() {
+        assert_eq!(solutions(&data(&[2, 3, 5, 8], 10)), ["2+3+5", "2+8"]);
+        assert_eq!(solutions(&data(&[1, 2, 2, 3], 5)), ["1+2+2", "2+3"]);
+        assert!(solutions(&data(&[4, 6, 9], 30)).is_empty());
+    }
+
+    #[test]
+    fn verifier_accepts_any_order_and_names_mistakes() {
+        let d = data(&[1, 2, 2, 3], 5);
+        for ok in ["2+3", "3+2", " 3 + 2 ", "2+1+2=5", "1+2+2\n"] {
+            let v = verify_response(&d, ok);
+            assert!(v.correct, "{ok:?}: {}", v.reason);
+        }
+        assert_eq!(verify_response(&d, "3 + 2").canonical.as_deref(), Some("2+3"));
+        assert_eq!(reason(&d, "3+3"), "reused number 3");
+        assert_eq!(reason(&d, "1+2+2+2"), "reused number 2");
+        assert_eq!(reason(&d, "4+1"), "uses 4 which is not in the list");
+        assert_eq!(reason(&d, "1+3"), "sums to 4, target 5");
+        assert_eq!(reason(&d, "2+3=6"), "claims =6, target 5");
+        assert_eq!(reason(&d, "2+"), "parse error at col 3: expected a number, found end of response");
+        assert_eq!(reason(&d, "2,3"), "parse error at col 2: expected '+', '=' or end of response, found ','");
+        assert_eq!(reason(&d, "2*3"), "parse error at col 2: expected '+', '=' or end of response, found '*'");
+        assert_eq!(reason(&d, ""), "parse error at col 1: empty response");
+        assert_eq!(verify_response(&d, "1+3").canonical.as_deref(), Some("1+3"));
+    }
+
+    #[test]
+    fn generated_solutions_verify_and_render_to_themselves() {
+        let o = SubsetSumOptions::default();
+        let task = SubsetSum::new(o.clone()).unwrap();
+        let mut rng = Rng::new(4);
+        let mut lengths = BTreeSet::new();
+        for _ in 0..100 {
+            let inst = task.generate(&mut rng);
+            let d: SubsetSumData = serde_json::from_value(inst.data.clone()).unwrap();
+            assert!(inst.prompt.len() <= MAX_PROMPT_CHARS, "{}", inst.prompt);
+            assert!((o.min_len..=o.max_len).contains(&d.numbers.len()));
+            assert!((o.min_target..=o.max_target).contains(&d.target));
+            let sols = task.solutions(&inst).unwrap();
+            assert!(sols.len() >= o.min_solutions);
+            for s in &sols {
+                let r = task.render_solution(&inst, s);
+                let v = task.verify(&inst, &r);
+                assert!(v.correct && v.canonical.as_deref() == Some(s.as_str()), "{r}: {}", v.reason);
+                assert!(r.len() <= 24);
+                lengths.insert(s.split('+').count());
+            }
+            let w = task.wrong_response(&inst, &mut rng);
+            assert!(task.verify(&inst, &w).reason.starts_with("sums to"), "{w}");
+        }
+        assert!(lengths.len() >= 3, "answers should vary in length: {lengths:?}");
+        assert_eq!(prompt(&[2, 3, 5, 8], 10), "subset 2 3 5 8 -> 10\n");
+    }
+
+    #[test]
+    fn same_seed_same_instances() {
+        let task = SubsetSum::new(SubsetSumOptions::default()).unwrap();
+        let draw = |seed| {
+            let mut rng = Rng::new(seed);
+            (0..20).map(|_| task.generate(&mut rng)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(8), draw(8));
+        assert_ne!(draw(8), draw(9));
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let err = |o: SubsetSumOptions| SubsetSum::new(o).err().unwrap().to_string();
+        assert!(err(SubsetSumOptions { max_len: 13, ..Default::default() }).contains("max_len <= 12"));
+        assert!(err(SubsetSumOptions { min_target: 50, max_target: 40, ..Default::default() }).contains("50 > 40"));
+        assert!(err(SubsetSumOptions { max_len: 8, max_value: 999, ..Default::default() }).contains("limit 40"));
+        assert!(err(SubsetSumOptions { min_solutions: 1000, ..Default::default() }).contains("lower min_solutions"));
     }
 }
