@@ -5,8 +5,8 @@
 //! kind = "tasks"
 //! name = "data"
 //! task = "countdown"      # `retort tasks list`
-//! train = 2000
-//! test = 200
+//! train = 1000
+//! test = 100
 //! [stage.options]         # the task's own generator options
 //! min_solutions = 3
 //! ```
@@ -34,11 +34,11 @@ pub struct TasksStage {
 }
 
 fn default_train() -> usize {
-    2000
+    1000
 }
 
 fn default_test() -> usize {
-    200
+    100
 }
 
 const CHUNK: usize = 100;
