@@ -15,6 +15,7 @@ use std::path::Path;
 /// Profiles shipped inside the binary: (name, TOML text).
 pub const PRESETS: &[(&str, &str)] = &[
     ("tasks-demo", include_str!("../profiles/tasks-demo.toml")),
+    ("sft-countdown-tiny", include_str!("../profiles/sft-countdown-tiny.toml")),
 ];
 
 /// The profile a bare `retort run` starts.

@@ -158,13 +158,23 @@ impl KvCache {
 struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// A low-rank update `scale · B·A` added to the frozen weight (LoRA), when attached.
+    lora: Option<LoraDelta>,
+}
+
+/// LoRA factors of one projection: `a` is (r, in), `b` is (out, r), `scale = alpha / r`.
+#[derive(Clone, Debug)]
+struct LoraDelta {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
 }
 
 impl Linear {
     fn load(vb: &VarBuilder, out_dim: usize, in_dim: usize, with_bias: bool) -> Result<Linear> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
         let bias = if with_bias { Some(vb.get(out_dim, "bias")?) } else { None };
-        Ok(Linear { weight, bias })
+        Ok(Linear { weight, bias, lora: None })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -174,6 +184,13 @@ impl Linear {
         let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let y = match &self.lora {
+            Some(l) => {
+                let x2 = x.reshape((rows, in_dim))?;
+                (y + (x2.matmul(&l.a.t()?)?.matmul(&l.b.t()?)? * l.scale)?)?
+            }
             None => y,
         };
         let mut out_dims = dims;
@@ -189,7 +206,20 @@ impl Linear {
     }
 
     fn detached(&self) -> Linear {
-        Linear { weight: self.weight.detach(), bias: self.bias.as_ref().map(Tensor::detach) }
+        Linear {
+            weight: self.weight.detach(),
+            bias: self.bias.as_ref().map(Tensor::detach),
+            lora: self.lora.as_ref().map(|l| LoraDelta { a: l.a.detach(), b: l.b.detach(), scale: l.scale }),
+        }
+    }
+
+    /// The same projection with the LoRA update folded into the weight: `W + scale·B·A`.
+    fn merged(&self) -> Result<Linear> {
+        let weight = match &self.lora {
+            Some(l) => (self.weight.detach() + (l.b.detach().matmul(&l.a.detach())? * l.scale)?.to_dtype(self.weight.dtype())?)?,
+            None => self.weight.detach(),
+        };
+        Ok(Linear { weight, bias: self.bias.as_ref().map(Tensor::detach), lora: None })
     }
 }
 
@@ -447,6 +477,27 @@ impl Block {
         self.mlp.down.named(&format!("{prefix}.mlp.down_proj"), out);
     }
 
+    /// The projections LoRA can target, by their Hugging Face module name.
+    fn projections_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
+        [
+            ("q_proj", &mut self.attn.q),
+            ("k_proj", &mut self.attn.k),
+            ("v_proj", &mut self.attn.v),
+            ("o_proj", &mut self.attn.o),
+            ("gate_proj", &mut self.mlp.gate),
+            ("up_proj", &mut self.mlp.up),
+            ("down_proj", &mut self.mlp.down),
+        ]
+    }
+
+    fn merged(&self) -> Result<Block> {
+        let mut b = self.detached();
+        for (_, lin) in b.projections_mut() {
+            *lin = lin.merged()?;
+        }
+        Ok(b)
+    }
+
     fn detached(&self) -> Block {
         Block {
             input_norm: self.input_norm.detach(),
@@ -571,6 +622,38 @@ impl Decoder {
             lm_head: self.lm_head.as_ref().map(Tensor::detach),
             inv_freq: self.inv_freq.clone(),
         }
+    }
+
+    /// Attach LoRA factors to every projection named in `targets` (HF module names such as
+    /// `q_proj`). `make(module_path, out, in)` returns the (A, B) pair for one projection;
+    /// the factors' gradients train, the base weights stay as they are.
+    pub fn attach_lora(
+        &mut self,
+        targets: &[String],
+        scale: f64,
+        make: &mut dyn FnMut(&str, usize, usize) -> Result<(Tensor, Tensor)>,
+    ) -> Result<usize> {
+        let mut attached = 0;
+        for (n, block) in self.blocks.iter_mut().enumerate() {
+            for (name, lin) in block.projections_mut() {
+                if targets.iter().any(|t| t == name) {
+                    let (out_dim, in_dim) = lin.weight.dims2()?;
+                    let prefix = if ["q_proj", "k_proj", "v_proj", "o_proj"].contains(&name) { "self_attn" } else { "mlp" };
+                    let path = format!("model.layers.{n}.{prefix}.{name}");
+                    let (a, b) = make(&path, out_dim, in_dim)?;
+                    lin.lora = Some(LoraDelta { a, b, scale });
+                    attached += 1;
+                }
+            }
+        }
+        Ok(attached)
+    }
+
+    /// A copy with every LoRA update folded into its base weight (what a merged save writes).
+    pub fn merged(&self) -> Result<Decoder> {
+        let mut d = self.detached();
+        d.blocks = self.blocks.iter().map(Block::merged).collect::<Result<_>>()?;
+        Ok(d)
     }
 
     /// cos/sin tables (B, L, D/2) for explicit per-row positions, in the weight dtype.

@@ -6,7 +6,9 @@
 
 pub mod config;
 pub mod decoder;
+pub mod init;
 pub mod logprobs;
+pub mod lora;
 pub mod weights;
 
 pub use config::{ModelConfig, ModelType, RopeScaling};

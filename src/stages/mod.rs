@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
+pub mod model_init;
 pub mod tasks;
 
 /// What a finished stage leaves behind.
@@ -63,11 +64,23 @@ where
 }
 
 /// Every stage kind retort knows.
-pub const KINDS: &[StageKind] = &[StageKind {
-    kind: "tasks",
-    about: "generate train/test splits of a built-in verifiable task as JSONL",
-    parse: parse_as::<tasks::TasksStage>,
-}];
+pub const KINDS: &[StageKind] = &[
+    StageKind {
+        kind: "tasks",
+        about: "generate train/test splits of a built-in verifiable task as JSONL",
+        parse: parse_as::<tasks::TasksStage>,
+    },
+    StageKind {
+        kind: "model-init",
+        about: "build a tiny model folder (config, character tokenizer, random weights)",
+        parse: parse_as::<model_init::ModelInitStage>,
+    },
+    StageKind {
+        kind: "sft",
+        about: "supervised fine-tuning (full or LoRA) on JSONL or a built-in task's skewed teacher",
+        parse: parse_as::<crate::train::sft::SftStage>,
+    },
+];
 
 pub fn find_kind(kind: &str) -> Option<&'static StageKind> {
     KINDS.iter().find(|k| k.kind == kind)

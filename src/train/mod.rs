@@ -3,3 +3,6 @@
 pub mod rl;
 pub mod optim;
 pub mod schedule;
+pub mod checkpoint;
+pub mod data;
+pub mod sft;

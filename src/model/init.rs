@@ -1,0 +1,35 @@
+//! Build a complete model folder from a preset: config, tokenizer and random weights, laid out
+//! like a hub download so every other command loads it the same way.
+
+use crate::model::{Model, ModelConfig};
+use crate::text::tiny;
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// Files a model folder may carry besides its weights; copied along when a trained model is saved.
+pub const SIDE_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+];
+
+/// Write `out/{config.json, generation_config.json, model.safetensors, tokenizer.json,
+/// tokenizer_config.json}` for preset `tiny` or `small` with a character tokenizer.
+pub fn init_folder(preset: &str, out: &Path, seed: u64) -> Result<ModelConfig> {
+    let mut config = ModelConfig::preset(preset, tiny::VOCAB_SIZE)?;
+    let eos = tiny::vocabulary().iter().position(|t| t == tiny::EOS_TOKEN).context("tiny vocabulary has no eos")? as u32;
+    config.eos_token_ids = vec![eos];
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    tiny::build_char_tokenizer(out)?;
+    let model = Model::init_random(config.clone(), seed, &candle_core::Device::Cpu)?;
+    model.save(out)?;
+    Ok(config)
+}
+
+/// Copy tokenizer and generation files from one model folder to another.
+pub fn copy_side_files(from: &Path, to: &Path) -> Result<()> {
+    crate::fsutil::copy_files(from, to, SIDE_FILES)?;
+    Ok(())
+}

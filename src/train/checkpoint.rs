@@ -1,0 +1,80 @@
+//! Checkpoint folders of a training stage: `checkpoints/step-00000100/`, written into a
+//! temporary folder and renamed into place, so a checkpoint is either complete or absent;
+//! only the newest `keep` are kept.
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+pub struct Checkpoints {
+    pub dir: PathBuf,
+    pub keep: usize,
+}
+
+impl Checkpoints {
+    pub fn new(stage_dir: &Path, keep: usize) -> Checkpoints {
+        Checkpoints { dir: stage_dir.join("checkpoints"), keep: keep.max(1) }
+    }
+
+    fn name(step: u64) -> String {
+        format!("step-{step:08}")
+    }
+
+    /// Completed checkpoints, oldest first.
+    pub fn list(&self) -> Vec<(u64, PathBuf)> {
+        let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
+                Some((step, e.path()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn latest(&self) -> Option<(u64, PathBuf)> {
+        self.list().pop()
+    }
+
+    /// Write a checkpoint for `step` with `write(folder)`, then prune old ones.
+    pub fn save(&self, step: u64, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let final_dir = self.dir.join(Self::name(step));
+        let tmp = self.dir.join(format!(".{}.tmp", Self::name(step)));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        write(&tmp)?;
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir)?;
+        }
+        std::fs::rename(&tmp, &final_dir).with_context(|| format!("cannot move checkpoint into {}", final_dir.display()))?;
+        let all = self.list();
+        if all.len() > self.keep {
+            for (_, old) in &all[..all.len() - self.keep] {
+                let _ = std::fs::remove_dir_all(old);
+            }
+        }
+        Ok(final_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_and_ignores_partial_folders() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Checkpoints::new(d.path(), 2);
+        for s in [10, 20, 30] {
+            c.save(s, |p| Ok(std::fs::write(p.join("x"), s.to_string())?)).unwrap();
+        }
+        std::fs::create_dir_all(c.dir.join(".step-00000040.tmp")).unwrap();
+        let steps: Vec<u64> = c.list().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, vec![20, 30]);
+        assert_eq!(std::fs::read_to_string(c.latest().unwrap().1.join("x")).unwrap(), "30");
+    }
+}

@@ -1,0 +1,272 @@
+//! Supervised training data: JSONL files or built-in tasks, tokenized into examples whose
+//! loss mask covers only what the model should learn to write.
+//!
+//! JSONL rows may be `{"prompt", "response"}`, chat `{"messages": [{"role", "content"}...]}`
+//! (the tokenizer's chat template is applied; the last assistant turn is the target) or plain
+//! `{"text"}` for continued pre-training (every token is a target). Task data uses a
+//! **skewed teacher** (rl-spec.md §10.2): each target is one of the instance's valid solutions,
+//! drawn with Zipf weights over the solutions ordered shortest-first then alphabetically, so
+//! the trained model has a dominant mode and rarer valid modes, plus a share of wrong targets
+//! so that its pass@1 stays well below 1 — what the RL experiments need.
+//!
+//! Example `k` of the stream is a pure function of (seed, k): epoch `k / n` visits the
+//! examples in a permutation drawn from that epoch's own seed, and a teacher's draw for a
+//! position has its own seed. Resuming only needs the example counter.
+
+use crate::rng::Rng;
+use crate::tasks::{Instance, Task};
+use crate::text::{Message, Tokenizer};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One tokenized training sequence. `targets[i]` says whether token `i` is learned
+/// (predicted from the tokens before it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub ids: Vec<u32>,
+    pub targets: Vec<bool>,
+}
+
+impl Example {
+    pub fn target_count(&self) -> usize {
+        self.targets.iter().filter(|&&t| t).count()
+    }
+}
+
+/// The skewed teacher of the tiny warm start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Teacher {
+    /// Zipf exponent over the ranked valid solutions (0 = uniform).
+    #[serde(default = "default_zipf")]
+    pub zipf: f64,
+    /// Share of targets that are well-formed but wrong.
+    #[serde(default = "default_wrong")]
+    pub wrong: f64,
+}
+
+fn default_zipf() -> f64 {
+    1.5
+}
+fn default_wrong() -> f64 {
+    0.15
+}
+
+impl Default for Teacher {
+    fn default() -> Self {
+        Teacher { zipf: default_zipf(), wrong: default_wrong() }
+    }
+}
+
+/// Solutions in the teacher's preference order: shortest first, then alphabetical.
+pub fn ranked_solutions(task: &dyn Task, inst: &Instance) -> Vec<String> {
+    let mut sols = task.solutions(inst).unwrap_or_default();
+    sols.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
+    sols
+}
+
+/// The teacher's response for one instance.
+pub fn teacher_response(task: &dyn Task, inst: &Instance, teacher: &Teacher, rng: &mut Rng) -> Result<String> {
+    if rng.bool(teacher.wrong) {
+        return Ok(task.wrong_response(inst, rng));
+    }
+    let sols = ranked_solutions(task, inst);
+    if sols.is_empty() {
+        bail!("instance {} of task {} has no enumerable solution to teach", inst.id, task.name());
+    }
+    let weights: Vec<f64> = (0..sols.len()).map(|r| 1.0 / ((r + 1) as f64).powf(teacher.zipf)).collect();
+    Ok(task.render_solution(inst, &sols[rng.weighted(&weights)]))
+}
+
+/// Tokenize a prompt/response pair: prompt tokens are context, response tokens and the end
+/// token are targets. With `chat`, the tokenizer's template renders the pair as a user turn
+/// and an assistant turn.
+pub fn encode_pair(tok: &Tokenizer, prompt: &str, response: &str, chat: bool, eos: u32) -> Result<Example> {
+    if chat {
+        let msgs = vec![Message::user(prompt), Message::assistant(response)];
+        return encode_chat(tok, &msgs);
+    }
+    let p = tok.encode(prompt, false)?;
+    let mut r = tok.encode(response, false)?;
+    r.push(eos);
+    let targets = std::iter::repeat_n(false, p.len()).chain(std::iter::repeat_n(true, r.len())).collect();
+    Ok(Example { ids: [p, r].concat(), targets })
+}
+
+/// Render a conversation with the chat template; the last assistant turn is the target.
+pub fn encode_chat(tok: &Tokenizer, messages: &[Message]) -> Result<Example> {
+    let Some(last) = messages.iter().rposition(|m| m.role == "assistant") else {
+        bail!("the conversation has no assistant turn to learn from");
+    };
+    let prefix = tok.apply_chat_template(&messages[..last], true)?;
+    let full = tok.apply_chat_template(&messages[..=last], false)?;
+    if !full.starts_with(&prefix) {
+        bail!("the chat template renders the conversation prefix differently from the whole; cannot locate the assistant turn");
+    }
+    let p = tok.encode(&prefix, false)?;
+    let r = tok.encode(&full[prefix.len()..], false)?;
+    let targets = std::iter::repeat_n(false, p.len()).chain(std::iter::repeat_n(true, r.len())).collect();
+    Ok(Example { ids: [p, r].concat(), targets })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonlRow {
+    prompt: Option<String>,
+    response: Option<String>,
+    messages: Option<Vec<Message>>,
+    text: Option<String>,
+}
+
+/// Read a JSONL file of prompt/response, messages or text rows. Errors name the file and line.
+pub fn read_jsonl(path: &Path, tok: &Tokenizer, chat: bool, eos: u32) -> Result<Vec<Example>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let at = || format!("{}:{}", path.display(), i + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: JsonlRow = serde_json::from_str(line).with_context(|| {
+            format!("{}: not a valid row (expected {{\"prompt\",\"response\"}}, {{\"messages\"}} or {{\"text\"}})", at())
+        })?;
+        let ex = match row {
+            JsonlRow { prompt: Some(p), response: Some(r), messages: None, text: None } => {
+                if r.trim().is_empty() {
+                    bail!("{}: empty \"response\"; every example needs something to learn", at());
+                }
+                encode_pair(tok, &p, &r, chat, eos)
+            }
+            JsonlRow { prompt: Some(_), response: None, .. } => bail!("{}: \"prompt\" without \"response\"", at()),
+            JsonlRow { messages: Some(m), prompt: None, response: None, text: None } => encode_chat(tok, &m),
+            JsonlRow { text: Some(t), prompt: None, response: None, messages: None } => {
+                let mut ids = tok.encode(&t, false)?;
+                ids.push(eos);
+                let mut targets = vec![true; ids.len()];
+                targets[0] = false; // nothing predicts the first token
+                Ok(Example { ids, targets })
+            }
+            _ => bail!("{}: a row must have exactly one of prompt+response, messages or text", at()),
+        }
+        .with_context(at)?;
+        out.push(ex);
+    }
+    if out.is_empty() {
+        bail!("{} has no examples", path.display());
+    }
+    Ok(out)
+}
+
+/// Greedy packing: concatenate examples into rows of at most `max_len` tokens. Examples see
+/// the earlier ones in their row (no block-diagonal mask, as in TRL's classic packing).
+pub fn pack(examples: &[Example], max_len: usize) -> Vec<Example> {
+    let mut rows = Vec::new();
+    let mut cur = Example { ids: vec![], targets: vec![] };
+    for e in examples {
+        if !cur.ids.is_empty() && cur.ids.len() + e.ids.len() > max_len {
+            rows.push(std::mem::replace(&mut cur, Example { ids: vec![], targets: vec![] }));
+        }
+        cur.ids.extend(&e.ids);
+        cur.targets.extend(&e.targets);
+    }
+    if !cur.ids.is_empty() {
+        rows.push(cur);
+    }
+    rows
+}
+
+/// Cut examples to `max_len` tokens; returns how many were cut.
+pub fn truncate(examples: &mut [Example], max_len: usize) -> usize {
+    let mut cut = 0;
+    for e in examples.iter_mut() {
+        if e.ids.len() > max_len {
+            e.ids.truncate(max_len);
+            e.targets.truncate(max_len);
+            cut += 1;
+        }
+    }
+    cut
+}
+
+/// Where example `k` of an endless stream over `n` items comes from: (epoch, item index).
+pub fn stream_position(seed: u64, k: u64, n: usize) -> (u64, usize) {
+    let epoch = k / n as u64;
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::derive(seed, &format!("epoch/{epoch}")).shuffle(&mut order);
+    (epoch, order[(k % n as u64) as usize])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok() -> (tempfile::TempDir, Tokenizer) {
+        let d = tempfile::tempdir().unwrap();
+        crate::text::tiny::build_char_tokenizer(d.path()).unwrap();
+        let t = Tokenizer::load(d.path()).unwrap();
+        (d, t)
+    }
+
+    #[test]
+    fn only_response_tokens_are_targets() {
+        let (_d, t) = tok();
+        let e = encode_pair(&t, "ab", "xyz", false, 0).unwrap();
+        assert_eq!(e.ids.len(), 2 + 3 + 1);
+        assert_eq!(e.targets, vec![false, false, true, true, true, true]);
+        assert_eq!(*e.ids.last().unwrap(), 0);
+    }
+
+    #[test]
+    fn jsonl_errors_name_file_and_line() {
+        let (d, t) = tok();
+        let p = d.path().join("data.jsonl");
+        std::fs::write(&p, "{\"prompt\":\"a\",\"response\":\"b\"}\n{\"prompt\": \"a\"\n").unwrap();
+        let e = format!("{:#}", read_jsonl(&p, &t, false, 0).unwrap_err());
+        assert!(e.contains("data.jsonl:2") && e.contains("not a valid row"), "{e}");
+        std::fs::write(&p, "{\"prompt\":\"a\"}\n").unwrap();
+        let e = format!("{:#}", read_jsonl(&p, &t, false, 0).unwrap_err());
+        assert!(e.contains("data.jsonl:1") && e.contains("without \"response\""), "{e}");
+        std::fs::write(&p, "\n\n").unwrap();
+        assert!(format!("{:#}", read_jsonl(&p, &t, false, 0).unwrap_err()).contains("no examples"));
+        std::fs::write(&p, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]}\n{\"text\":\"abc\"}\n").unwrap();
+        let ex = read_jsonl(&p, &t, true, 0).unwrap();
+        // The assistant turn "yo<|im_end|>\n" is the target; the user turn is not.
+        let decoded: String = t.decode(&ex[0].ids.iter().zip(&ex[0].targets).filter(|(_, &m)| m).map(|(i, _)| *i).collect::<Vec<_>>(), false).unwrap();
+        assert!(decoded.starts_with("yo<|im_end|>"), "{decoded:?}");
+        assert_eq!(ex[1].target_count(), 3);
+    }
+
+    #[test]
+    fn stream_positions_cover_each_epoch_once() {
+        let mut seen: Vec<usize> = (0..7).map(|k| stream_position(5, k, 7).1).collect();
+        seen.sort();
+        assert_eq!(seen, (0..7).collect::<Vec<_>>());
+        assert_eq!(stream_position(5, 9, 7).0, 1);
+        assert_eq!(stream_position(5, 3, 7), stream_position(5, 3, 7));
+    }
+
+    #[test]
+    fn teacher_prefers_the_first_ranked_solution_and_mixes_in_wrong_ones() {
+        let task = crate::tasks::build("countdown", &Default::default()).unwrap();
+        let mut rng = Rng::new(1);
+        let inst = task.generate(&mut rng);
+        let ranked = ranked_solutions(task.as_ref(), &inst);
+        let first = task.render_solution(&inst, &ranked[0]);
+        let teacher = Teacher { zipf: 1.5, wrong: 0.2 };
+        let (mut top, mut wrong) = (0, 0);
+        for _ in 0..2000 {
+            let r = teacher_response(task.as_ref(), &inst, &teacher, &mut rng).unwrap();
+            if r == first {
+                top += 1;
+            }
+            if !task.verify(&inst, &r).correct {
+                wrong += 1;
+            }
+        }
+        let z: f64 = (1..=ranked.len()).map(|r| 1.0 / (r as f64).powf(1.5)).sum();
+        let expect_top = 2000.0 * 0.8 / z;
+        assert!((top as f64 - expect_top).abs() < 0.15 * expect_top, "top {top} vs {expect_top}");
+        assert!((300..500).contains(&wrong), "wrong {wrong}");
+    }
+}

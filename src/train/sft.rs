@@ -1,0 +1,626 @@
+//! Stage `kind = "sft"`: supervised fine-tuning, full or LoRA, with exact resume.
+//!
+//! One optimizer step = `grad_accum` micro-batches of `batch_size` examples; the loss is the
+//! mean negative log-likelihood over all target tokens of the step (prompt and padding
+//! masked). AdamW with decoupled weight decay, warmup then cosine/linear/constant decay,
+//! clipping by global norm (a non-finite norm skips the step with a warning). Checkpoints
+//! hold the trainable weights, the AdamW moments and the step; the data stream is a pure
+//! function of (seed, example index), so a resumed run continues bit-identically on the CPU.
+//!
+//! ```toml
+//! [[stage]]
+//! kind = "sft"
+//! model = "@init"          # a model folder, a pulled snapshot, or an earlier stage's output
+//! steps = 600
+//! [stage.data]
+//! task = "countdown"       # or: from = "@data" (a tasks stage), or: jsonl = "train.jsonl"
+//! ```
+
+use crate::bus::Event;
+use crate::generate::{generate, SamplingParams};
+use crate::model::lora::{self, Adapters, LoraConfig};
+use crate::model::{token_logprobs, AttnMask, Mode, Model};
+use crate::stages::{refs, table_of, Interrupted, StageConfig, StageCtx, StageOutput};
+use crate::tasks::{self, Instance, Task};
+use crate::text::Tokenizer;
+use crate::train::checkpoint::Checkpoints;
+use crate::train::data::{self, Example, Teacher};
+use crate::train::optim::{AdamW, AdamWConfig, Param};
+use crate::train::schedule::{Decay, Schedule};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftStage {
+    /// Model folder, or `@stage` for an earlier stage's output.
+    pub model: String,
+    pub data: SftData,
+    #[serde(default = "d_steps")]
+    pub steps: u64,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    #[serde(default = "d_one")]
+    pub grad_accum: usize,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default)]
+    pub warmup_steps: u64,
+    #[serde(default = "d_decay")]
+    pub schedule: Decay,
+    /// The decay ends at `lr * min_lr_ratio`.
+    #[serde(default)]
+    pub min_lr_ratio: f64,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "d_one_f")]
+    pub max_grad_norm: f64,
+    /// Longest sequence (prompt + response) in tokens.
+    #[serde(default = "d_max_len")]
+    pub max_len: usize,
+    /// What to do with longer examples: "truncate" (with a warning count) or "error".
+    #[serde(default = "d_truncate")]
+    pub too_long: String,
+    /// Concatenate short examples into rows of `max_len` (JSONL data only).
+    #[serde(default)]
+    pub pack: bool,
+    /// Steps between held-out loss evaluations (0: only at the end).
+    #[serde(default = "d_every")]
+    pub eval_every: u64,
+    /// Steps between greedy sample continuations sent to the dashboard (0: never).
+    #[serde(default = "d_every")]
+    pub sample_every: u64,
+    #[serde(default = "d_every")]
+    pub checkpoint_every: u64,
+    #[serde(default = "d_keep")]
+    pub keep_checkpoints: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
+    /// Task data: samples per test problem for the final pass@1 (0: skip).
+    #[serde(default = "d_eval_samples")]
+    pub eval_samples: usize,
+    #[serde(default = "d_one_f")]
+    pub eval_temperature: f64,
+    #[serde(default = "d_new_tokens")]
+    pub max_new_tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftData {
+    /// A built-in task, generated on the fly from the run's seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// An earlier `tasks` stage (`@data`): its train.jsonl / test.jsonl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A JSONL file of prompt/response, messages or text rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonl: Option<String>,
+    /// Held-out JSONL for eval loss (default: the last 5% of `jsonl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_jsonl: Option<String>,
+    /// Task data: number of distinct training and test problems.
+    #[serde(default = "d_train")]
+    pub train: usize,
+    #[serde(default = "d_test")]
+    pub test: usize,
+    /// Task generator options (see `retort tasks sample`).
+    #[serde(default)]
+    pub options: toml::Table,
+    #[serde(default)]
+    pub teacher: Teacher,
+    /// Render JSONL prompt/response rows with the tokenizer's chat template.
+    #[serde(default)]
+    pub chat: bool,
+}
+
+fn d_steps() -> u64 {
+    300
+}
+fn d_batch() -> usize {
+    16
+}
+fn d_one() -> usize {
+    1
+}
+fn d_one_f() -> f64 {
+    1.0
+}
+fn d_lr() -> f64 {
+    1e-3
+}
+fn d_decay() -> Decay {
+    Decay::Cosine
+}
+fn d_wd() -> f64 {
+    0.01
+}
+fn d_max_len() -> usize {
+    256
+}
+fn d_truncate() -> String {
+    "truncate".into()
+}
+fn d_every() -> u64 {
+    100
+}
+fn d_keep() -> usize {
+    2
+}
+fn d_eval_samples() -> usize {
+    8
+}
+fn d_new_tokens() -> usize {
+    48
+}
+fn d_train() -> usize {
+    1500
+}
+fn d_test() -> usize {
+    200
+}
+
+impl StageConfig for SftStage {
+    fn to_table(&self) -> toml::Table {
+        table_of(self)
+    }
+
+    fn references(&self) -> Vec<String> {
+        refs([Some(self.model.as_str()), self.data.from.as_deref()].into_iter().flatten())
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let d = &self.data;
+        let sources = [d.task.is_some(), d.from.is_some(), d.jsonl.is_some()].iter().filter(|&&b| b).count();
+        if sources != 1 {
+            return Err(("data".into(), "set exactly one of data.task, data.from (e.g. \"@data\") or data.jsonl".into()));
+        }
+        if let Some(t) = &d.task {
+            tasks::build(t, &d.options).map_err(|e| ("data.task".to_string(), e.to_string()))?;
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            return Err(("batch_size".into(), "batch_size and grad_accum must be at least 1".into()));
+        }
+        if !(0.0..1.0).contains(&d.teacher.wrong) {
+            return Err(("data.teacher.wrong".into(), "the wrong-target share must be in [0, 1)".into()));
+        }
+        if self.too_long != "truncate" && self.too_long != "error" {
+            return Err(("too_long".into(), "expected \"truncate\" or \"error\"".into()));
+        }
+        if let Some(l) = &self.lora {
+            l.check().map_err(|(k, m)| (format!("lora.{k}"), m))?;
+        }
+        Ok(())
+    }
+
+    fn total_units(&self) -> (Option<u64>, &'static str) {
+        (Some(self.steps), "step")
+    }
+
+    fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput> {
+        train(self, ctx)
+    }
+}
+
+/// Where training examples come from.
+enum TrainSource {
+    Fixed(Vec<Example>),
+    Teacher { task: Box<dyn Task>, instances: Vec<Instance>, teacher: Teacher },
+}
+
+impl TrainSource {
+    fn len(&self) -> usize {
+        match self {
+            TrainSource::Fixed(v) => v.len(),
+            TrainSource::Teacher { instances, .. } => instances.len(),
+        }
+    }
+
+    /// Example `k` of the endless stream (a pure function of seed and k).
+    fn example(&self, seed: u64, k: u64, tok: &Tokenizer, eos: u32) -> Result<Example> {
+        let (epoch, i) = data::stream_position(seed, k, self.len());
+        match self {
+            TrainSource::Fixed(v) => Ok(v[i].clone()),
+            TrainSource::Teacher { task, instances, teacher } => {
+                let inst = &instances[i];
+                let mut rng = crate::rng::Rng::derive(seed, &format!("teacher/{epoch}/{i}"));
+                let response = data::teacher_response(task.as_ref(), inst, teacher, &mut rng)?;
+                data::encode_pair(tok, &inst.prompt, &response, false, eos)
+            }
+        }
+    }
+}
+
+struct Prepared {
+    tok: Tokenizer,
+    eos: u32,
+    source: TrainSource,
+    eval: Vec<Example>,
+    /// Task data only: the task and its held-out problems (for samples and pass@1).
+    task: Option<(Box<dyn Task>, Vec<Instance>)>,
+}
+
+fn prepare(cfg: &SftStage, ctx: &StageCtx, model_dir: &Path) -> Result<Prepared> {
+    let tok = Tokenizer::load(model_dir)?;
+    let eos = *tok.eos_ids().first().with_context(|| format!("{}: the tokenizer defines no end-of-sequence token", model_dir.display()))?;
+    let d = &cfg.data;
+    let (source, eval, task) = if let Some(path) = &d.jsonl {
+        let path = ctx.resolve(path)?;
+        let mut all = data::read_jsonl(&path, &tok, d.chat, eos)?;
+        let eval = match &d.eval_jsonl {
+            Some(e) => data::read_jsonl(&ctx.resolve(e)?, &tok, d.chat, eos)?,
+            None if all.len() >= 20 => all.split_off(all.len() - all.len() / 20),
+            None => Vec::new(),
+        };
+        (TrainSource::Fixed(all), eval, None)
+    } else {
+        let (task, train_set, test_set) = if let Some(name) = &d.task {
+            let task = tasks::build(name, &d.options)?;
+            let mut rng = ctx.rng("problems");
+            let test = tasks::generate_split(task.as_ref(), &mut rng, d.test, &HashSet::new())?;
+            let seen: HashSet<String> = test.iter().map(|i| i.prompt.clone()).collect();
+            let train = tasks::generate_split(task.as_ref(), &mut rng, d.train, &seen)?;
+            (task, train, test)
+        } else {
+            let dir = ctx.resolve(d.from.as_deref().unwrap_or_default())?;
+            let train = crate::stages::tasks::read_instances(&dir.join("train.jsonl"))?;
+            let test = crate::stages::tasks::read_instances(&dir.join("test.jsonl"))?;
+            let name = train.first().map(|i| i.task.clone()).with_context(|| format!("{} is empty", dir.join("train.jsonl").display()))?;
+            (tasks::build(&name, &d.options)?, train, test)
+        };
+        // Held-out loss is measured against the same teacher, drawn once with a fixed seed.
+        let mut rng = ctx.rng("eval-targets");
+        let eval = test_set
+            .iter()
+            .map(|inst| {
+                let r = data::teacher_response(task.as_ref(), inst, &d.teacher, &mut rng)?;
+                data::encode_pair(&tok, &inst.prompt, &r, false, eos)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let source = TrainSource::Teacher { task: tasks::build(task.name(), &d.options)?, instances: train_set, teacher: d.teacher.clone() };
+        (source, eval, Some((task, test_set)))
+    };
+    if source.len() == 0 {
+        bail!("the training set is empty");
+    }
+    Ok(Prepared { tok, eos, source, eval, task })
+}
+
+/// Padded tensors for a list of examples (right padding).
+struct Batch {
+    ids: Tensor,
+    mask: AttnMask,
+    /// (B, L-1) next-token targets and their 0/1 weights.
+    targets: Tensor,
+    weights: Tensor,
+    n_targets: usize,
+    n_tokens: usize,
+}
+
+fn make_batch(examples: &[Example], pad: u32, device: &Device) -> Result<Batch> {
+    let len = examples.iter().map(|e| e.ids.len()).max().unwrap_or(0).max(2);
+    let b = examples.len();
+    let mut ids = vec![pad; b * len];
+    let mut valid = vec![vec![false; len]; b];
+    let mut targets = vec![pad; b * (len - 1)];
+    let mut weights = vec![0f32; b * (len - 1)];
+    let mut n_targets = 0;
+    let mut n_tokens = 0;
+    for (r, e) in examples.iter().enumerate() {
+        n_tokens += e.ids.len();
+        for (j, &t) in e.ids.iter().enumerate() {
+            ids[r * len + j] = t;
+            valid[r][j] = true;
+            if j > 0 {
+                targets[r * (len - 1) + j - 1] = t;
+                if e.targets[j] {
+                    weights[r * (len - 1) + j - 1] = 1.0;
+                    n_targets += 1;
+                }
+            }
+        }
+    }
+    Ok(Batch {
+        ids: Tensor::from_vec(ids, (b, len), device)?,
+        mask: AttnMask::new(&valid, len, device)?,
+        targets: Tensor::from_vec(targets, (b, len - 1), device)?,
+        weights: Tensor::from_vec(weights, (b, len - 1), device)?,
+        n_targets,
+        n_tokens,
+    })
+}
+
+/// Summed negative log-likelihood of the batch's target tokens (a scalar tensor).
+fn batch_nll(model: &Model, batch: &Batch, mode: Mode) -> Result<Tensor> {
+    let out = model.decoder.forward(&batch.ids, &batch.mask, None, mode)?;
+    let len = out.logits.dim(1)?;
+    let logits = out.logits.narrow(1, 0, len - 1)?;
+    let (logp, _) = token_logprobs(&logits, &batch.targets, 1.0)?;
+    Ok((logp * &batch.weights)?.sum_all()?.neg()?)
+}
+
+/// The per-token cross-entropy of `examples` (no gradients).
+fn eval_loss(model: &Model, examples: &[Example], pad: u32, batch_size: usize) -> Result<f64> {
+    let (mut nll, mut n) = (0.0, 0usize);
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let b = make_batch(chunk, pad, model.decoder.device())?;
+        nll += batch_nll(model, &b, Mode::Infer)?.to_scalar::<f32>()? as f64;
+        n += b.n_targets;
+    }
+    Ok(if n == 0 { f64::NAN } else { nll / n as f64 })
+}
+
+/// Sampled pass@1 (mean correctness of `samples` draws per problem) and greedy accuracy.
+pub fn task_accuracy(
+    model: &Model,
+    tok: &Tokenizer,
+    task: &dyn Task,
+    problems: &[Instance],
+    samples: usize,
+    temperature: f64,
+    max_new_tokens: usize,
+    seed: u64,
+) -> Result<(f64, f64)> {
+    let eos = tok.eos_ids();
+    let mut rng = crate::rng::Rng::derive(seed, "sft-eval");
+    let score = |greedy: bool, n: usize, rng: &mut crate::rng::Rng| -> Result<f64> {
+        let params = SamplingParams { temperature, greedy, max_new_tokens, stop_token_ids: eos.clone(), ..Default::default() };
+        let mut correct = 0usize;
+        let mut total = 0usize;
+        let rows: Vec<(usize, Vec<u32>)> = problems
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                let ids = tok.encode(&p.prompt, false).unwrap_or_default();
+                std::iter::repeat_n((i, ids), n)
+            })
+            .collect();
+        for chunk in rows.chunks(64) {
+            let prompts: Vec<Vec<u32>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
+            let outs = generate(&model.decoder, &prompts, &params, rng, None)?;
+            for ((i, _), out) in chunk.iter().zip(outs) {
+                let text = tok.decode(&out.tokens, true)?;
+                correct += usize::from(task.verify(&problems[*i], &text).correct);
+                total += 1;
+            }
+        }
+        Ok(correct as f64 / total.max(1) as f64)
+    };
+    let sampled = if samples > 0 { score(false, samples, &mut rng)? } else { f64::NAN };
+    let greedy = score(true, 1, &mut rng)?;
+    Ok((sampled, greedy))
+}
+
+fn save_params(params: &[Param], path: &Path) -> Result<()> {
+    let tensors: HashMap<String, Tensor> = params.iter().map(|p| (p.name.clone(), p.var.as_tensor().detach())).collect();
+    candle_core::safetensors::save(&tensors, path)?;
+    Ok(())
+}
+
+fn load_params(params: &[Param], path: &Path) -> Result<()> {
+    let saved = candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("cannot read {}", path.display()))?;
+    for p in params {
+        let t = saved.get(&p.name).with_context(|| format!("{}: missing `{}`", path.display(), p.name))?;
+        p.var.set(&t.to_device(p.var.device())?.to_dtype(p.var.dtype())?)?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+struct TrainState {
+    step: u64,
+    examples_seen: u64,
+    last_loss: f64,
+}
+
+fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
+    let model_dir = ctx.resolve(&cfg.model)?;
+    let device = ctx.device.clone();
+    let prep = prepare(cfg, ctx, &model_dir)?;
+    let pad = prep.tok.pad_id().unwrap_or(prep.eos);
+    let (model, adapters): (Model, Option<Adapters>) = match &cfg.lora {
+        Some(l) => {
+            let dtype = crate::device::resolve_dtype(ctx.dtype, &device);
+            let mut m = Model::load(&model_dir, &device, dtype, false)?;
+            let a = lora::attach(&mut m, l, ctx.rng("lora").next_u64())?;
+            (m, Some(a))
+        }
+        None => (Model::load(&model_dir, &device, DType::F32, true)?, None),
+    };
+    let params: Vec<Param> = match &adapters {
+        Some(a) => a.vars.iter().map(|(n, v)| Param { name: n.clone(), var: v.clone(), lr_scale: 1.0, decay: true }).collect(),
+        None => model
+            .vars()
+            .into_iter()
+            // Norm weights and biases are not decayed (the usual transformers recipe).
+            .map(|(n, v)| Param { decay: !(n.ends_with("norm.weight") || n.ends_with(".bias")), name: n, var: v, lr_scale: 1.0 })
+            .collect(),
+    };
+    let trainable: usize = params.iter().map(|p| p.var.elem_count()).sum();
+    ctx.events.info(format!(
+        "{} training: {} trainable parameters of {}; {} training examples/problems, {} held out",
+        if adapters.is_some() { "LoRA" } else { "full" },
+        trainable,
+        model.config.num_parameters(),
+        prep.source.len(),
+        prep.eval.len()
+    ));
+    let mut opt = AdamW::new(params, AdamWConfig { weight_decay: cfg.weight_decay, ..Default::default() });
+    let schedule = Schedule { peak_lr: cfg.lr, warmup_steps: cfg.warmup_steps, total_steps: cfg.steps, decay: cfg.schedule, min_ratio: cfg.min_lr_ratio };
+    let ckpts = Checkpoints::new(&ctx.dir, cfg.keep_checkpoints);
+
+    let mut state = TrainState { step: 0, examples_seen: 0, last_loss: f64::NAN };
+    if let Some((step, dir)) = ckpts.latest() {
+        load_params(opt.params(), &dir.join("params.safetensors"))?;
+        opt.load(&dir.join("optimizer.safetensors"))?;
+        state = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json"))?)?;
+        ctx.events.info(format!("resumed from checkpoint at step {step} ({})", dir.display()));
+    }
+
+    // Fixed JSONL data can be packed or must fit; task examples are short by construction.
+    let mut fixed_cut = 0;
+    let source = match prep.source {
+        TrainSource::Fixed(mut v) => {
+            if cfg.too_long == "error" && v.iter().any(|e| e.ids.len() > cfg.max_len) {
+                bail!("an example is longer than max_len = {} tokens (set too_long = \"truncate\" or raise max_len)", cfg.max_len);
+            }
+            fixed_cut = data::truncate(&mut v, cfg.max_len);
+            if cfg.pack {
+                v = data::pack(&v, cfg.max_len);
+            }
+            TrainSource::Fixed(v)
+        }
+        other => other,
+    };
+    if fixed_cut > 0 {
+        ctx.events.warn(format!("{fixed_cut} examples were longer than max_len = {} and were truncated", cfg.max_len));
+    }
+    let mut eval_set = prep.eval.clone();
+    data::truncate(&mut eval_set, cfg.max_len);
+    eval_set.truncate(256);
+
+    let save = |state: &TrainState, opt: &AdamW, ctx: &StageCtx| -> Result<PathBuf> {
+        let dir = ckpts.save(state.step, |d| {
+            save_params(opt.params(), &d.join("params.safetensors"))?;
+            opt.save(&d.join("optimizer.safetensors"))?;
+            crate::fsutil::write_atomic(&d.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+            Ok(())
+        })?;
+        ctx.events.checkpoint(state.step, &dir);
+        Ok(dir)
+    };
+
+    let seed = ctx.rng("data").next_u64();
+    let mut long_cut = 0usize;
+    while state.step < cfg.steps {
+        let pending = ctx.control.poll();
+        if pending.stop {
+            save(&state, &opt, ctx)?;
+            return Err(Interrupted.into());
+        }
+        if pending.checkpoint {
+            save(&state, &opt, ctx)?;
+        }
+        let started = Instant::now();
+        let mut micro: Vec<Vec<Example>> = Vec::with_capacity(cfg.grad_accum);
+        for _ in 0..cfg.grad_accum {
+            let mut batch = Vec::with_capacity(cfg.batch_size);
+            for _ in 0..cfg.batch_size {
+                let mut e = source.example(seed, state.examples_seen, &prep.tok, prep.eos)?;
+                state.examples_seen += 1;
+                if e.ids.len() > cfg.max_len {
+                    if cfg.too_long == "error" {
+                        bail!("an example is longer than max_len = {} tokens", cfg.max_len);
+                    }
+                    long_cut += data::truncate(std::slice::from_mut(&mut e), cfg.max_len);
+                }
+                batch.push(e);
+            }
+            micro.push(batch);
+        }
+        let batches = micro.iter().map(|m| make_batch(m, pad, &device)).collect::<Result<Vec<_>>>()?;
+        let n_targets: usize = batches.iter().map(|b| b.n_targets).sum();
+        let n_tokens: usize = batches.iter().map(|b| b.n_tokens).sum();
+        let mut step_nll = 0.0;
+        for b in &batches {
+            let nll = batch_nll(&model, b, Mode::Train)?;
+            let loss = (nll / n_targets.max(1) as f64)?;
+            step_nll += loss.to_scalar::<f32>()? as f64;
+            opt.accumulate(&loss.backward()?)?;
+        }
+        if !step_nll.is_finite() {
+            let last = ckpts.latest().map(|(s, _)| format!("step {s}")).unwrap_or_else(|| "none yet".into());
+            bail!("loss is {step_nll} at step {} (metric `loss`); stopped. The last good checkpoint ({last}) stays the latest; lower lr or check the data", state.step + 1);
+        }
+        let lr = schedule.lr(state.step);
+        let report = opt.apply(lr, cfg.max_grad_norm)?;
+        if !report.applied {
+            ctx.events.warn(format!("step {}: gradient norm is {}, update skipped", state.step + 1, report.grad_norm));
+        }
+        state.step += 1;
+        state.last_loss = step_nll;
+        let dt = started.elapsed().as_secs_f64();
+        let mut metrics = vec![
+            ("loss", step_nll),
+            ("lr", lr),
+            ("grad_norm", report.grad_norm),
+            ("tokens_per_s", n_tokens as f64 / dt.max(1e-9)),
+            ("step_time_s", dt),
+        ];
+        let last_step = state.step == cfg.steps;
+        if !eval_set.is_empty() && ((cfg.eval_every > 0 && state.step % cfg.eval_every == 0) || last_step) {
+            metrics.push(("eval_loss", eval_loss(&model, &eval_set, pad, cfg.batch_size * 2)?));
+        }
+        ctx.events.metrics(state.step, metrics);
+        ctx.events.progress(state.step, Some(cfg.steps), "step", None);
+        if cfg.sample_every > 0 && (state.step % cfg.sample_every == 0 || last_step) {
+            if let Some((task, problems)) = &prep.task {
+                send_samples(&model, &prep.tok, task.as_ref(), &problems[..problems.len().min(3)], state.step, cfg.max_new_tokens, ctx)?;
+            }
+        }
+        if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 && !last_step {
+            save(&state, &opt, ctx)?;
+        }
+    }
+    if long_cut > 0 {
+        ctx.events.warn(format!("{long_cut} examples were longer than max_len = {} and were truncated", cfg.max_len));
+    }
+    save(&state, &opt, ctx)?;
+
+    // The final model: a full Hugging Face folder (merged when LoRA), plus the adapters alone.
+    let out = ctx.dir.join("model");
+    let _ = std::fs::remove_dir_all(&out);
+    match &adapters {
+        Some(a) => {
+            lora::merged(&model)?.save(&out)?;
+            lora::save_adapters(a, &ctx.dir.join("adapter"), &model_dir.display().to_string())?;
+        }
+        None => model.save(&out)?,
+    }
+    crate::model::init::copy_side_files(&model_dir, &out)?;
+    // The copied side files may carry an older generation_config.json; the model's own wins.
+    crate::fsutil::write_atomic(&out.join("generation_config.json"), serde_json::to_string_pretty(&model.config.generation_config_json())?.as_bytes())?;
+
+    let mut summary: BTreeMap<String, f64> = BTreeMap::new();
+    summary.insert("loss".into(), state.last_loss);
+    if !eval_set.is_empty() {
+        summary.insert("eval_loss".into(), eval_loss(&model, &eval_set, pad, cfg.batch_size * 2)?);
+    }
+    if let Some((task, problems)) = &prep.task {
+        ctx.events.progress(cfg.steps, Some(cfg.steps), "step", Some("pass@1 eval"));
+        let (pass1, greedy) =
+            task_accuracy(&model, &prep.tok, task.as_ref(), problems, cfg.eval_samples, cfg.eval_temperature, cfg.max_new_tokens, ctx.seed)?;
+        if cfg.eval_samples > 0 {
+            summary.insert("pass@1".into(), pass1);
+        }
+        summary.insert("greedy_accuracy".into(), greedy);
+    }
+    Ok(StageOutput { output: Some(out), summary, table: None })
+}
+
+fn send_samples(model: &Model, tok: &Tokenizer, task: &dyn Task, problems: &[Instance], step: u64, max_new: usize, ctx: &StageCtx) -> Result<()> {
+    let params = SamplingParams { greedy: true, max_new_tokens: max_new, stop_token_ids: tok.eos_ids(), ..Default::default() };
+    let prompts: Vec<Vec<u32>> = problems.iter().map(|p| tok.encode(&p.prompt, false)).collect::<Result<_, _>>()?;
+    let mut rng = crate::rng::Rng::new(0);
+    let outs = generate(&model.decoder, &prompts, &params, &mut rng, None)?;
+    for (p, o) in problems.iter().zip(outs) {
+        let text = tok.decode(&o.tokens, true)?;
+        let v = task.verify(p, &text);
+        ctx.events.send(Event::Sample {
+            stage: ctx.events.stage().to_string(),
+            step,
+            prompt: p.prompt.clone(),
+            response: text,
+            reward: Some(v.reward),
+            advantage: None,
+            correct: Some(v.correct),
+            extra: serde_json::json!({"reason": v.reason}),
+        });
+    }
+    Ok(())
+}
