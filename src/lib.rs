@@ -3,5 +3,6 @@
 //! See DESIGN.md in the shared folder for the map; each module's doc says its one job.
 
 pub mod bus;
+pub mod eval;
 pub mod rng;
 pub mod tasks;
