@@ -4,7 +4,8 @@
 //! Three stages, each reported so a wrong reward can be traced:
 //! 1. **Extraction** of the final answer from a completion, in a configurable order
 //!    ([`Extraction`]): the last `\boxed{…}`/`\fbox{…}`, an "Answer: …" / "The answer is …" /
-//!    "#### …" line, the whole completion when it is itself a short answer, the last number.
+//!    "#### …" line, the whole completion when it is itself a short answer, the last `$…$`
+//!    span, the last number.
 //! 2. **Normalisation** of LaTeX and prose decorations ([`normalize_answer`]).
 //! 3. **Equivalence**: exact after normalisation, numeric within a relative tolerance, or
 //!    symbolic by evaluating both expressions at seeded random points ([`answers_equivalent`]).
@@ -35,6 +36,9 @@ pub enum Extraction {
     /// The whole completion, when it is one short line that parses as a math answer or is
     /// a single word.
     Bare,
+    /// The last inline-math span `$…$` (or `\(…\)`) that parses as an answer, for prose
+    /// that ends "… is $\frac{5}{36}$." without a box.
+    LastMath,
     /// The last number in the text (integers, decimals, "1,234", fractions "3/4").
     LastNumber,
     /// Nothing found; only appears in verdicts.
@@ -66,7 +70,7 @@ pub struct MathOptions {
 impl Default for MathOptions {
     fn default() -> Self {
         MathOptions {
-            order: vec![Extraction::Boxed, Extraction::AnswerLine, Extraction::Bare, Extraction::LastNumber],
+            order: vec![Extraction::Boxed, Extraction::AnswerLine, Extraction::Bare, Extraction::LastMath, Extraction::LastNumber],
             rel_tol: 1e-6,
             sample_points: 8,
             seed: 0x6d61_7468,
@@ -110,6 +114,7 @@ pub fn extract_answer(completion: &str, order: &[Extraction]) -> Option<(String,
             Extraction::Boxed => last_boxed(completion),
             Extraction::AnswerLine => answer_line(completion),
             Extraction::Bare => bare_answer(completion),
+            Extraction::LastMath => last_math_span(completion),
             Extraction::LastNumber => last_number(completion),
             Extraction::NotFound => None,
         };
@@ -262,6 +267,33 @@ fn bare_answer(text: &str) -> Option<String> {
     Some(t.to_string())
 }
 
+/// The last `$…$`, `$$…$$` or `\(…\)` span whose normalised content parses as an answer.
+fn last_math_span(text: &str) -> Option<String> {
+    let mut spans: Vec<&str> = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('$') {
+        let after = rest[open..].trim_start_matches('$');
+        let Some(close) = after.find('$') else { break };
+        spans.push(&after[..close]);
+        rest = after[close..].trim_start_matches('$');
+    }
+    let mut rest = text;
+    while let Some(open) = rest.find("\\(") {
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("\\)") else { break };
+        spans.push(&after[..close]);
+        rest = &after[close + 2..];
+    }
+    // Prefer the span that ends last in the text.
+    let end_of = |span: &str| span.as_ptr() as usize - text.as_ptr() as usize + span.len();
+    spans.sort_by_key(|sp| end_of(sp));
+    spans.into_iter().rev().find_map(|span| {
+        let norm = normalize_answer(span);
+        let ok = !norm.text.is_empty() && !has_prose_word(&norm.text) && parse_answer(&norm.text).is_ok();
+        ok.then(|| span.trim().to_string())
+    })
+}
+
 /// The last number: `-?digits(,ddd)*(.digits)?(/digits)?`, commas dropped.
 fn last_number(text: &str) -> Option<String> {
     let b = text.as_bytes();
@@ -279,7 +311,7 @@ fn last_number(text: &str) -> Option<String> {
             j += 1;
         }
         // Thousands groups: ",ddd" not followed by another digit.
-        while j + 3 < b.len() + 0 && b[j] == b',' && b[j + 1..j + 4].iter().all(u8::is_ascii_digit)
+        while j + 3 < b.len() && b[j] == b',' && b[j + 1..j + 4].iter().all(u8::is_ascii_digit)
             && (j + 4 == b.len() || !b[j + 4].is_ascii_digit())
         {
             j += 4;
@@ -335,6 +367,17 @@ pub fn normalize_answer(raw: &str) -> Normalized {
         ("\\tfrac", "\\frac"),
         ("{,}", ","),
         ("−", "-"),
+        ("\\leqslant", "\\le"),
+        ("\\geqslant", "\\ge"),
+        ("\\leq", "\\le"),
+        ("\\geq", "\\ge"),
+        ("\\neq", "\\ne"),
+        ("≤", "\\le "),
+        ("≥", "\\ge "),
+        ("<=", "\\le "),
+        (">=", "\\ge "),
+        ("\\lt", "<"),
+        ("\\gt", ">"),
     ] {
         s = s.replace(from, to);
     }
@@ -351,6 +394,7 @@ pub fn normalize_answer(raw: &str) -> Normalized {
     }
     s = strip_trailing_units(&s);
     s = strip_thousands(&s);
+    s = expand_repeating_decimals(&s);
     let mut text = canonical_latex_args(&squeeze_spaces(&s));
     while let Some(inner) = strip_outer_braces(&text) {
         text = inner;
@@ -358,7 +402,53 @@ pub fn normalize_answer(raw: &str) -> Normalized {
     if let Some(rest) = text.strip_prefix('+') {
         text = rest.to_string();
     }
+    if let Some(n) = number_word(&text) {
+        text = n.to_string();
+    }
     Normalized { text, percent }
+}
+
+/// "five" → 5: a whole answer written as one English number word (0–20, tens, 100, 1000).
+fn number_word(s: &str) -> Option<u32> {
+    const SMALL: [&str; 21] = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+        "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+    ];
+    const TENS: [(&str, u32); 9] = [
+        ("thirty", 30), ("forty", 40), ("fifty", 50), ("sixty", 60), ("seventy", 70), ("eighty", 80),
+        ("ninety", 90), ("hundred", 100), ("thousand", 1000),
+    ];
+    let w = s.to_ascii_lowercase();
+    if let Some(i) = SMALL.iter().position(|&x| x == w) {
+        return Some(i as u32);
+    }
+    TENS.iter().find(|(x, _)| *x == w).map(|&(_, v)| v)
+}
+
+/// "0.1\overline{6}" → "(15)/(90)": a repeating decimal I.F(R) becomes the exact fraction
+/// (IFR − IF) / (10^|F| · (10^|R| − 1)). Left as is when the digits do not fit in u128.
+fn expand_repeating_decimals(s: &str) -> String {
+    const MARK: &str = "\\overline{";
+    let Some(pos) = s.find(MARK) else { return s.to_string() };
+    let Some((repeat, end)) = balanced_group(s, pos + MARK.len() - 1) else { return s.to_string() };
+    let head = &s[..pos];
+    let digits_start = head.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.').len();
+    let number = &head[digits_start..];
+    let Some((int_part, frac_part)) = number.split_once('.') else { return s.to_string() };
+    if repeat.is_empty() || !repeat.chars().all(|c| c.is_ascii_digit()) {
+        return s.to_string();
+    }
+    let fraction = || -> Option<String> {
+        let whole: u128 = format!("0{int_part}{frac_part}{repeat}").parse().ok()?;
+        let prefix: u128 = format!("0{int_part}{frac_part}").parse().ok()?;
+        let scale = 10u128.checked_pow(frac_part.len() as u32)?;
+        let period = 10u128.checked_pow(repeat.len() as u32)?.checked_sub(1)?;
+        Some(format!("({})/({})", whole.checked_sub(prefix)?, scale.checked_mul(period)?))
+    };
+    match fraction() {
+        Some(f) => format!("{}{}{}", &head[..digits_start], f, expand_repeating_decimals(&s[end..])),
+        None => s.to_string(),
+    }
 }
 
 /// Replace `\text{…}`, `\textbf{…}`, `\mathrm{…}`, … by their content.
@@ -400,6 +490,11 @@ fn strip_variable_prefix(s: &str) -> Option<String> {
     }
     let (lhs, rhs) = s.split_once('=')?;
     let lhs = lhs.trim();
+    // "f(x) = …": a one-letter function of one-letter arguments is a name, too.
+    let lhs = match lhs.split_once('(') {
+        Some((f, args)) if args.ends_with(')') && args[..args.len() - 1].split(',').all(|a| a.trim().len() == 1) => f.trim(),
+        _ => lhs,
+    };
     let name = lhs.split('_').next().unwrap_or("");
     let single_letter = name.len() == 1 && name.chars().all(|c| c.is_ascii_alphabetic());
     let greek = name.starts_with('\\') && name.len() > 1 && name[1..].chars().all(|c| c.is_ascii_alphabetic());
@@ -445,7 +540,9 @@ fn strip_trailing_units(s: &str) -> String {
     let mut tokens: Vec<&str> = s.split_whitespace().collect();
     while tokens.len() > 1 {
         let last = tokens[tokens.len() - 1];
-        let is_word = last.len() >= 2 && last.trim_end_matches('.').chars().all(|c| c.is_ascii_alphabetic());
+        let bare = last.trim_end_matches('.');
+        let bare = bare.strip_prefix('(').and_then(|b| b.strip_suffix(')')).unwrap_or(bare);
+        let is_word = bare.len() >= 2 && bare.chars().all(|c| c.is_ascii_alphabetic());
         let prefix = tokens[..tokens.len() - 1].join(" ");
         if (is_word || is_unit_token(last)) && letters_only_in_commands(&prefix) {
             tokens.pop();
@@ -659,7 +756,10 @@ fn parse_answer(s: &str) -> Result<(), String> {
         Shape::Single(x) => vec![x],
         Shape::Tuple { items, .. } | Shape::Unordered(items) => items,
     };
-    items.iter().try_for_each(|x| parse_expr(x).map(|_| ()))
+    items.iter().try_for_each(|x| match split_relation(x) {
+        Some((lhs, _, rhs)) => parse_expr(&lhs).and_then(|_| parse_expr(&rhs)).map(|_| ()),
+        None => parse_expr(x).map(|_| ()),
+    })
 }
 
 // ───────────────────────────── equivalence ─────────────────────────────
@@ -738,6 +838,53 @@ fn unordered_items_equivalent(p: &[String], g: &[String], opts: &MathOptions) ->
     (true, format!("all {} items matched (any order)", p.len()))
 }
 
+/// Relations an answer may state, after normalisation (`\leq` → `\le`, `>=` → `\ge`, …).
+const RELATIONS: [&str; 6] = ["\\le", "\\ge", "\\ne", "<", ">", "="];
+
+/// The mirror image of a relation: `a ≤ b` is `b ≥ a`.
+fn flipped(rel: &str) -> &'static str {
+    match rel {
+        "\\le" => "\\ge",
+        "\\ge" => "\\le",
+        "<" => ">",
+        ">" => "<",
+        "\\ne" => "\\ne",
+        _ => "=",
+    }
+}
+
+/// Split "lhs REL rhs" at the only relation symbol; None without exactly one.
+fn split_relation(s: &str) -> Option<(String, &'static str, String)> {
+    let mut found: Option<(usize, &'static str)> = None;
+    let mut count = 0;
+    for rel in RELATIONS {
+        for (pos, _) in s.match_indices(rel) {
+            let next = s[pos + rel.len()..].chars().next();
+            if rel.starts_with('\\') && next.is_some_and(|c| c.is_ascii_alphabetic()) {
+                continue; // a longer command such as \left or \ln
+            }
+            count += 1;
+            found = Some((pos, rel));
+        }
+    }
+    let (pos, rel) = found.filter(|_| count == 1)?;
+    Some((s[..pos].trim().to_string(), rel, s[pos + rel.len()..].trim().to_string()))
+}
+
+/// Two relations are equivalent when they are the same relation between equivalent sides,
+/// possibly written mirrored ("x \le 3" and "3 \ge x").
+fn relations_equivalent(a: (&str, &str, &str), b: (&str, &str, &str), opts: &MathOptions) -> (bool, String) {
+    let sides_match = |l: &str, r: &str| scalars_equivalent(a.0, l, opts).0 && scalars_equivalent(a.2, r, opts).0;
+    let direct = a.1 == b.1 && sides_match(b.0, b.2);
+    let mirrored = a.1 == flipped(b.1) && sides_match(b.2, b.0);
+    let shown = |r: (&str, &str, &str)| format!("{}{}{}", r.0, r.1, r.2);
+    if direct || mirrored {
+        (true, format!("equivalent relations: {} and {}", shown(a), shown(b)))
+    } else {
+        (false, format!("relations differ: {} vs {}", shown(a), shown(b)))
+    }
+}
+
 /// A plain integer literal ("-12", "007"), as its value without leading zeros.
 fn integer_literal(s: &str) -> Option<String> {
     let (sign, digits) = match s.strip_prefix('-') {
@@ -762,6 +909,9 @@ fn numbers_close(a: f64, b: f64, rel_tol: f64) -> bool {
 fn scalars_equivalent(a: &str, b: &str, opts: &MathOptions) -> (bool, String) {
     if a == b {
         return (true, format!("exact match after normalisation: '{a}'"));
+    }
+    if let (Some((la, rel_a, ra)), Some((lb, rel_b, rb))) = (split_relation(a), split_relation(b)) {
+        return relations_equivalent((&la, rel_a, &ra), (&lb, rel_b, &rb), opts);
     }
     if let (Some(x), Some(y)) = (integer_literal(a), integer_literal(b)) {
         // Two integers are equal only exactly: 1000000 ≠ 1000001 although they are within
@@ -1052,12 +1202,10 @@ impl Parser {
         Ok(base)
     }
 
-    /// A braced group `{…}` (or any bracketed group) or, LaTeX-style, a single atom.
+    /// A LaTeX argument: a braced group (an atom that starts with `{`) or a single atom, as
+    /// in `\frac12` (normalisation has already braced most of these).
     fn latex_argument(&mut self) -> Result<Expr, String> {
-        match self.peek() {
-            Some(Tok::Open(_)) => self.atom(),
-            _ => self.atom(),
-        }
+        self.atom()
     }
 
     fn atom(&mut self) -> Result<Expr, String> {
@@ -1197,6 +1345,12 @@ mod tests {
         assert_eq!((a.as_str(), m), ("1,250", Extraction::AnswerLine));
         let (a, m) = extract_answer("  \\frac{\\sqrt2}{2} ", &order).unwrap();
         assert_eq!((a.as_str(), m), ("\\frac{\\sqrt2}{2}", Extraction::Bare));
+        let (a, m) = extract_answer("so $p$ is $\\frac{5}{36}$ in the end", &order).unwrap();
+        assert_eq!((a.as_str(), m), ("\\frac{5}{36}", Extraction::LastMath));
+        let (a, m) = extract_answer("so \\(x\\) is \\(2^{10}\\).", &order).unwrap();
+        assert_eq!((a.as_str(), m), ("2^{10}", Extraction::LastMath));
+        let (a, _) = extract_answer("\\boxed 7 is it", &order).unwrap();
+        assert_eq!(a, "7");
         let (a, m) = extract_answer("we add 12 and 30 to get 42 in total", &order).unwrap();
         assert_eq!((a.as_str(), m), ("42", Extraction::LastNumber));
         let (a, _) = extract_answer("costs 1,234.50 and -3/4 of it", &order).unwrap();
@@ -1222,12 +1376,33 @@ mod tests {
         assert_eq!(n("30^\\circ"), "30");
         assert_eq!(n("1,234,567"), "1234567");
         assert_eq!(n("x = \\sqrt3"), "\\sqrt{3}");
+        assert_eq!(n("f(x) = x^2"), "x^2");
+        assert_eq!(n("x + y = 3"), "x+y=3");
         assert_eq!(n("\\$18.00"), "18.00");
         assert_eq!(n("12cm"), "12");
         assert_eq!(n("2x + 1"), "2x+1");
         assert_eq!(n("\\pi r^2"), "\\pi r^2");
         assert!(normalize_answer("10\\%").percent);
         assert_eq!(n("{5}"), "5");
+        assert_eq!(n("Five"), "5");
+        assert_eq!(n("6 (six)"), "6");
+        assert_eq!(n("x \\leq 3"), "x\\le3");
+        assert_eq!(n("x >= 3"), "x\\ge3");
+        // 0.1(6) = 15/90; 0.(12) = 12/99; 2.(3) = 21/9.
+        assert_eq!(n("0.1\\overline{6}"), "(15)/(90)");
+        assert_eq!(n("0.\\overline{12}"), "(12)/(99)");
+        assert_eq!(n("2.\\overline{3}"), "(21)/(9)");
+    }
+
+    #[test]
+    fn relations_compare_side_by_side_and_mirrored() {
+        let opts = MathOptions::default();
+        let eq = |a: &str, b: &str| answers_equivalent(a, b, &opts).0;
+        assert!(eq("x \\le 3", "3 \\geq x"));
+        assert!(eq("x^2+y^2=1", "y^2+x^2=1"));
+        assert!(!eq("x < 3", "x \\le 3"));
+        assert!(!eq("x \\le 3", "x \\ge 3"));
+        assert!(!eq("x \\le 3", "3"));
     }
 
     #[test]
