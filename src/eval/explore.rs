@@ -58,23 +58,58 @@ pub fn entropy_from_logits(logits: &[f32]) -> f64 {
 /// The target is `top_p` times the vector's own sum, so a vector whose mass is slightly off 1
 /// from rounding still yields the nucleus it means. An empty vector has no branches (0).
 pub fn rbf_from_probs(probs: &[f32], top_p: f64) -> usize {
-    let mut sorted: Vec<f64> = probs.iter().map(|&p| p as f64).collect();
-    sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-    nucleus_size(&sorted, top_p)
+    nucleus_size(probs.iter().map(|&p| p as f64).collect(), top_p)
 }
 
 /// [`rbf_from_probs`] of the softmax of one step's logits.
 pub fn rbf_from_logits(logits: &[f32], top_p: f64) -> usize {
-    let mut probs = softmax(logits);
-    probs.sort_unstable_by(|a, b| b.total_cmp(a));
-    nucleus_size(&probs, top_p)
+    nucleus_size(softmax(logits), top_p)
 }
 
-/// Smallest prefix of descending `sorted` whose sum reaches `top_p` of the total.
-fn nucleus_size(sorted: &[f64], top_p: f64) -> usize {
-    let total: f64 = sorted.iter().sum();
+/// Entropy and branching factor of one generation step, from one softmax.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepStats {
+    /// `H_t` in nats.
+    pub entropy: f64,
+    /// `RBF_t` at the requested top-p.
+    pub rbf: usize,
+}
+
+/// What the generator calls once per sampled token: `H_t` and `RBF_t` of that step's logits.
+pub fn step_stats(logits: &[f32], top_p: f64) -> StepStats {
+    StepStats { entropy: entropy_from_logits(logits), rbf: rbf_from_logits(logits, top_p) }
+}
+
+/// Size of the smallest set of largest probabilities whose mass reaches `top_p` of the total.
+///
+/// Vocabularies run to 150k entries while nuclei are usually a handful of tokens, so instead
+/// of sorting everything this partitions out the top k (k = 16, 64, 256, …) in linear time and
+/// sorts only those, growing k until their mass reaches the target.
+fn nucleus_size(mut probs: Vec<f64>, top_p: f64) -> usize {
+    let n = probs.len();
+    if n == 0 {
+        return 0;
+    }
+    let total: f64 = probs.iter().sum();
     // A tiny slack keeps a mass of exactly top_p (e.g. 0.5 + 0.45) from missing by rounding.
     let target = top_p * total - 1e-12;
+    let descending = |a: &f64, b: &f64| b.total_cmp(a);
+    let mut k = n.min(16);
+    loop {
+        if k < n {
+            probs.select_nth_unstable_by(k - 1, descending); // probs[..k] = the k largest
+        }
+        let top = &mut probs[..k];
+        if top.iter().sum::<f64>() >= target || k == n {
+            top.sort_unstable_by(descending);
+            return prefix_reaching(top, target);
+        }
+        k = n.min(k * 4);
+    }
+}
+
+/// Length of the shortest prefix of descending `sorted` whose sum reaches `target`.
+fn prefix_reaching(sorted: &[f64], target: f64) -> usize {
     let mut mass = 0.0;
     for (i, p) in sorted.iter().enumerate() {
         mass += p;
@@ -113,7 +148,21 @@ pub struct EntropySummary {
     pub by_position: Vec<Option<f64>>,
     /// Token count in each position bin.
     pub position_counts: Vec<usize>,
+    /// The entropy above which the top 20% of tokens lie (nearest-rank 80th percentile): the
+    /// "forking token" cutoff of §8.2. None without tokens.
+    pub top20_threshold: Option<f64>,
     pub tokens: usize,
+}
+
+/// Nearest-rank percentile `q` ∈ (0, 1] of `values`; None when empty.
+pub fn percentile(values: &[f32], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted: Vec<f32> = values.to_vec();
+    sorted.sort_unstable_by(|a, b| a.total_cmp(b));
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1] as f64)
 }
 
 /// Position bin of token `t` (0-based) in a response of `len` tokens: relative position
@@ -148,6 +197,7 @@ pub fn summarize_entropy(responses: &[ResponseEntropy<'_>], bins: usize) -> Entr
             bin_count[b] += 1;
         }
     }
+    let all: Vec<f32> = responses.iter().flat_map(|r| r.entropies.iter().copied()).collect();
     let mean_of = |s: f64, c: usize| if c == 0 { None } else { Some(s / c as f64) };
     EntropySummary {
         mean: mean_of(sum, count).unwrap_or(0.0),
@@ -155,6 +205,7 @@ pub fn summarize_entropy(responses: &[ResponseEntropy<'_>], bins: usize) -> Entr
         mean_incorrect: mean_of(sum_bad, count_bad),
         by_position: bin_sum.iter().zip(&bin_count).map(|(&s, &c)| mean_of(s, c)).collect(),
         position_counts: bin_count,
+        top20_threshold: percentile(&all, 0.8),
         tokens: count,
     }
 }
@@ -260,6 +311,43 @@ mod tests {
         assert_eq!(mean_rbf(&[]), 0.0);
     }
 
+    /// The partial-selection nucleus must agree with a full sort on every kind of vector.
+    #[test]
+    fn nucleus_matches_full_sort_on_random_vectors() {
+        let mut rng = crate::rng::Rng::new(11);
+        for trial in 0..200 {
+            let n = 1 + rng.usize(3000);
+            let temperature = [0.1, 1.0, 3.0, 10.0][trial % 4];
+            let logits: Vec<f32> = (0..n).map(|_| (rng.normal() * temperature) as f32).collect();
+            let probs = softmax(&logits);
+            // The total in the vector's own order, as the implementation sums it; at p = 1 the
+            // last few tail tokens depend on that rounding.
+            let total: f64 = probs.iter().sum();
+            let mut sorted = probs;
+            sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+            for top_p in [0.5, 0.9, RBF_TOP_P, 1.0] {
+                let want = prefix_reaching(&sorted, top_p * total - 1e-12);
+                assert_eq!(rbf_from_logits(&logits, top_p), want, "n={n} T={temperature} p={top_p}");
+            }
+        }
+    }
+
+    #[test]
+    fn step_stats_combines_entropy_and_rbf() {
+        let s = step_stats(&[0.0; 8], 0.95);
+        assert!(close(s.entropy, 8f64.ln()));
+        assert_eq!(s.rbf, 8);
+    }
+
+    #[test]
+    fn nearest_rank_percentile() {
+        let v = [5.0f32, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(percentile(&v, 0.8), Some(4.0)); // rank ceil(4.0) = 4
+        assert_eq!(percentile(&v, 1.0), Some(5.0));
+        assert_eq!(percentile(&v, 0.01), Some(1.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
     #[test]
     fn entropy_summary_splits_and_bins() {
         let a = [1.0f32, 2.0, 3.0, 4.0]; // correct, 4 tokens
@@ -276,6 +364,8 @@ mod tests {
         assert_eq!(s.position_counts, vec![3, 3]);
         assert!(close(s.by_position[0].unwrap(), 13.0 / 3.0));
         assert!(close(s.by_position[1].unwrap(), 9.0));
+        // Sorted 1,2,3,4,10,20: rank ceil(0.8·6) = 5 → 10.
+        assert_eq!(s.top20_threshold, Some(10.0));
         // More bins than tokens leaves some bins empty rather than inventing values.
         let s = summarize_entropy(&[ResponseEntropy { entropies: &b, correct: false }], 4);
         assert_eq!(s.position_counts, vec![1, 0, 1, 0]);
