@@ -656,8 +656,9 @@ fn latex_arg(s: &str, mut i: usize) -> (&str, usize) {
         }
     }
     if let Some(after) = rest.strip_prefix('\\') {
-        let n = after.chars().take_while(|c| c.is_ascii_alphabetic()).count();
-        let len = 1 + n.max(1).min(after.len());
+        let name_len = after.chars().take_while(|c| c.is_ascii_alphabetic()).count();
+        // A command name, or else the single (possibly multi-byte) symbol after the backslash.
+        let len = 1 + if name_len > 0 { name_len } else { after.chars().next().map_or(0, char::len_utf8) };
         return (&rest[..len], i + len);
     }
     match rest.chars().next() {
@@ -1107,7 +1108,7 @@ fn parse_expr(s: &str) -> Result<Expr, String> {
     if toks.is_empty() {
         return Err("empty expression".into());
     }
-    let mut p = Parser { toks, pos: 0 };
+    let mut p = Parser { toks, pos: 0, depth: 0 };
     let e = p.sum()?;
     match p.peek() {
         None => Ok(e),
@@ -1120,7 +1121,13 @@ fn parse_expr(s: &str) -> Result<Expr, String> {
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    /// Current nesting of sums and unary signs, bounded so hostile input cannot overflow the
+    /// stack (model outputs can contain thousands of brackets).
+    depth: usize,
 }
+
+/// Deepest nesting the parser accepts; real answers stay far below.
+const MAX_DEPTH: usize = 200;
 
 impl Parser {
     fn peek(&self) -> Option<&Tok> {
@@ -1133,7 +1140,22 @@ impl Parser {
         t
     }
 
+    fn enter(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!("nested deeper than {MAX_DEPTH} levels"));
+        }
+        Ok(())
+    }
+
     fn sum(&mut self) -> Result<Expr, String> {
+        self.enter()?;
+        let result = self.sum_inner();
+        self.depth -= 1;
+        result
+    }
+
+    fn sum_inner(&mut self) -> Result<Expr, String> {
         let mut left = self.product()?;
         loop {
             match self.peek() {
@@ -1175,6 +1197,13 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Expr, String> {
+        self.enter()?;
+        let result = self.unary_inner();
+        self.depth -= 1;
+        result
+    }
+
+    fn unary_inner(&mut self) -> Result<Expr, String> {
         match self.peek() {
             Some(Tok::Minus) => {
                 self.pos += 1;
@@ -1451,6 +1480,34 @@ mod tests {
         assert!(verify_math("\\boxed{10\\%}", "0.1", &frac).correct);
         assert!(verify_math("\\boxed{10\\%}", "10", &frac).correct);
         assert!(!verify_math("\\boxed{10\\%}", "0.2", &frac).correct);
+    }
+
+    /// Random fragments of LaTeX, prose and Unicode must never panic the verifier, and a
+    /// "correct" verdict always names what it extracted.
+    #[test]
+    fn random_garbage_never_panics() {
+        const PIECES: [&str; 34] = [
+            "\\frac", "{", "}", "\\boxed", "\\fbox", "$", "é", "−", "^", "1", "23", "0.5", "\\", ",",
+            "(", ")", "[", "]", "=", "\\overline{", " ", "\\sqrt", "%", "°", ".", "-", "x", "Answer:",
+            "\\text{", "\\le", "####", "!", "\\pi", "\n",
+        ];
+        let mut rng = Rng::new(5);
+        let opts = MathOptions::default();
+        for _ in 0..3000 {
+            let mut make = |max: usize| -> String {
+                let len = rng.usize(max);
+                (0..len).map(|_| PIECES[rng.usize(PIECES.len())]).collect()
+            };
+            let (completion, gold) = (make(30), make(8));
+            let v = verify_math(&completion, &gold, &opts);
+            assert!(!v.correct || v.extracted.is_some(), "{completion:?} vs {gold:?}: {v:?}");
+        }
+        // Deep nesting is refused, not a stack overflow.
+        let deep = format!("{}1{}", "(".repeat(5000), ")".repeat(5000));
+        assert!(parse_expr(&deep).is_err());
+        let minus = format!("{}1", "-".repeat(5000));
+        assert!(parse_expr(&minus).is_err());
+        assert!(!verify_math(&format!("\\boxed{{{deep}}}"), "1", &opts).correct);
     }
 
     #[derive(Deserialize)]
