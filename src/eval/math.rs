@@ -89,6 +89,30 @@ pub struct MathVerdict {
     pub reason: String,
 }
 
+impl MathVerdict {
+    /// The extracted answer in normalised form, the key maj@n votes on (§8.1). Values that are
+    /// equal but written differently ("0.5", "1/2") stay distinct keys: voting is textual.
+    pub fn canonical(&self) -> Option<String> {
+        self.extracted.as_deref().map(canonical_answer)
+    }
+
+    /// Whether the completion had a `\boxed{…}`; STILL's reward gives −2 without one (§7.2).
+    pub fn boxed(&self) -> bool {
+        self.method == Extraction::Boxed
+    }
+}
+
+impl From<&MathVerdict> for super::Sample {
+    fn from(v: &MathVerdict) -> Self {
+        super::Sample { canonical: v.canonical(), correct: v.correct }
+    }
+}
+
+/// The normalised text of an answer (see [`normalize_answer`]).
+pub fn canonical_answer(answer: &str) -> String {
+    normalize_answer(answer).text
+}
+
 /// Grade one completion against a gold answer. The gold may be a bare answer, contain a
 /// `\boxed{…}`, or be a GSM8K solution ending in "#### answer" (see [`extract_gold`]).
 pub fn verify_math(completion: &str, gold: &str, opts: &MathOptions) -> MathVerdict {
@@ -1469,6 +1493,20 @@ mod tests {
         assert!(v.correct && v.reason.contains("symbolically"), "{v:?}");
         let v = verify_math("\\boxed{x^2+1}", "(x-1)(x+1)", &opts);
         assert!(!v.correct && v.reason.contains("differ"), "{v:?}");
+    }
+
+    #[test]
+    fn verdicts_feed_majority_vote() {
+        let opts = MathOptions::default();
+        let completions = ["\\boxed{\\dfrac12}", "Answer: 3", "so \\boxed{\\frac{1}{2}}", "no idea"];
+        let samples: Vec<crate::eval::Sample> =
+            completions.iter().map(|c| (&verify_math(c, "0.5", &opts)).into()).collect();
+        assert_eq!(samples[0].canonical.as_deref(), Some("\\frac{1}{2}"));
+        assert_eq!(samples[0].canonical, samples[2].canonical);
+        assert_eq!(samples[3].canonical, None);
+        assert_eq!(crate::eval::passk::maj_at_n(&samples), 1.0);
+        assert!(verify_math("\\boxed{1}", "1", &opts).boxed());
+        assert!(!verify_math("Answer: 1", "1", &opts).boxed());
     }
 
     #[test]
