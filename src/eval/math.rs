@@ -11,8 +11,9 @@
 //!    symbolic by evaluating both expressions at seeded random points ([`answers_equivalent`]).
 //!
 //! The expression parser is written here rather than taken from crates.io: the evaluator
-//! crates (meval, evalexpr, fasteval) know neither LaTeX (`\frac12`, `\sqrt2`, `\pi`) nor
-//! implicit multiplication (`2x`, `(x-1)(x+1)`), which is most of the work.
+//! crates know neither LaTeX (`\frac12`, `\sqrt2`, `\pi`) nor implicit multiplication
+//! (`2x`, `(x-1)(x+1)`), which is most of the work; besides, evalexpr 13.1 is AGPL-3.0-only
+//! (this crate is MIT/Apache) and meval's last release, 0.2.0, dates from 2017.
 //!
 //! Decisions a grader could make either way, fixed here:
 //! - A percent sign is a unit label: "10%" equals "10", not "0.1" (as in the MATH reference
