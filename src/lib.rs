@@ -10,6 +10,7 @@ pub mod headless;
 pub mod hub;
 pub mod pipeline;
 pub mod profile;
+pub mod eval;
 pub mod rng;
 pub mod run;
 pub mod stages;
