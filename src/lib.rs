@@ -4,4 +4,5 @@
 
 pub mod bus;
 pub mod rng;
+pub mod sandbox;
 pub mod tasks;

@@ -1,0 +1,221 @@
+//! Integration tests of the Python sandbox. Each test skips (with a printed reason) when no
+//! python3 is installed, and each is bounded by a wall-clock limit of a few seconds.
+
+use retort::sandbox::{omission_marker, resolve_python, run_python, ExecStatus, Isolation, IsolationMode, Limits};
+use std::net::TcpListener;
+use std::time::Instant;
+
+fn limits() -> Limits {
+    Limits { wall_s: 4.0, cpu_s: 3, ..Limits::default() }
+}
+
+/// The default limits, or `None` (after saying why) when python3 is missing.
+fn python_or_skip(test: &str) -> Option<Limits> {
+    match resolve_python("python3") {
+        Ok(_) => Some(limits()),
+        Err(e) => {
+            eprintln!("SKIP {test}: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn passing_program_prints_and_reads_stdin() {
+    let Some(limits) = python_or_skip("passing_program") else { return };
+    let code = "import sys\nnums = [int(x) for x in sys.stdin.read().split()]\nprint(sum(nums))\n";
+    let result = run_python(code, "3 4 5\n", &limits).unwrap();
+    assert_eq!(result.status, ExecStatus::Pass, "{result:?}");
+    assert_eq!(result.exit_code, Some(0));
+    assert_eq!(result.stdout, "12\n");
+    assert_eq!(result.stderr, "");
+    eprintln!("isolation: {:?}", result.isolation);
+}
+
+#[test]
+fn failing_assert_is_a_failure_with_the_assertion_in_stderr() {
+    let Some(limits) = python_or_skip("failing_assert") else { return };
+    let result = run_python("def f(x):\n    return x + 1\nassert f(1) == 3, 'f(1) should be 3'\n", "", &limits).unwrap();
+    assert_eq!(result.status, ExecStatus::Fail, "{result:?}");
+    assert_eq!(result.exit_code, Some(1));
+    assert!(result.stderr.contains("AssertionError: f(1) should be 3"), "{}", result.stderr);
+}
+
+#[test]
+fn infinite_loop_times_out_within_the_limit() {
+    let Some(mut limits) = python_or_skip("infinite_loop") else { return };
+    limits.wall_s = 1.0;
+    limits.cpu_s = 10;
+    let start = Instant::now();
+    let result = run_python("while True:\n    pass\n", "", &limits).unwrap();
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_eq!(result.status, ExecStatus::Timeout, "{result:?}");
+    assert_eq!(result.signal, Some(libc::SIGKILL));
+    assert!(result.wall_s >= 1.0 && elapsed < 2.5, "wall {} elapsed {elapsed}", result.wall_s);
+}
+
+#[test]
+fn cpu_limit_stops_a_busy_loop_before_the_wall_clock() {
+    let Some(mut limits) = python_or_skip("cpu_limit") else { return };
+    limits.wall_s = 6.0;
+    limits.cpu_s = 1;
+    let result = run_python("while True:\n    pass\n", "", &limits).unwrap();
+    assert_eq!(result.status, ExecStatus::Timeout, "{result:?}");
+    assert_eq!(result.signal, Some(libc::SIGXCPU));
+    assert!(result.wall_s < 4.0, "{}", result.wall_s);
+}
+
+/// Processes on the host whose command line contains `marker`.
+fn processes_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|cmd| String::from_utf8_lossy(cmd).contains(marker))
+        .count()
+}
+
+#[test]
+fn forks_are_capped_and_nothing_outlives_the_run() {
+    let Some(mut limits) = python_or_skip("fork_cap") else { return };
+    limits.max_processes = 12;
+    // A unique sleep duration marks the children on the host's process table.
+    let marker = format!("29.{}{}", std::process::id(), Instant::now().elapsed().subsec_nanos() % 1000);
+    let code = format!(
+        "import os\nn = 0\ntry:\n    while n < 200:\n        if os.fork() == 0:\n            os.execv('/bin/sleep', ['sleep', '{marker}'])\n        n += 1\nexcept OSError as e:\n    print('forks', n, e.errno)\n"
+    );
+    let result = run_python(&code, "", &limits).unwrap();
+    assert_eq!(result.status, ExecStatus::Pass, "{result:?}");
+    let words: Vec<&str> = result.stdout.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"forks"), "{result:?}");
+    let forks: u64 = words[1].parse().unwrap();
+    assert!(forks < limits.max_processes, "{forks} forks under a cap of {}", limits.max_processes);
+    assert_eq!(words[2], libc::EAGAIN.to_string());
+    // The sleepers must be gone with the run (pid namespace teardown or process-group kill).
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(processes_with(&marker), 0, "sleepers outlived the sandbox");
+}
+
+#[test]
+fn fork_bomb_is_contained_and_bounded() {
+    let Some(mut limits) = python_or_skip("fork_bomb") else { return };
+    limits.wall_s = 3.0;
+    limits.max_processes = 16;
+    let start = Instant::now();
+    let result = run_python("import os\nwhile True:\n    os.fork()\n", "", &limits).unwrap();
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_ne!(result.status, ExecStatus::Pass, "{result:?}");
+    assert!(elapsed < 5.0, "fork bomb took {elapsed} s");
+    // Reported: either the cap (BlockingIOError, EAGAIN) shows in stderr or it timed out.
+    assert!(
+        result.stderr.contains("Resource temporarily unavailable") || result.status == ExecStatus::Timeout,
+        "{result:?}"
+    );
+    // The machine is fine: a normal program runs right after.
+    let after = run_python("print('still fine')", "", &limits).unwrap();
+    assert_eq!(after.stdout, "still fine\n");
+}
+
+#[test]
+fn huge_allocation_is_a_memory_error() {
+    let Some(mut limits) = python_or_skip("huge_allocation") else { return };
+    limits.memory_bytes = 512 << 20;
+    let result = run_python("x = bytearray(10 * 1024**3)\nprint(len(x))\n", "", &limits).unwrap();
+    assert_eq!(result.status, ExecStatus::Memory, "{result:?}");
+    assert!(result.stderr.contains("MemoryError"), "{}", result.stderr);
+    assert_eq!(result.stdout, "");
+}
+
+#[test]
+fn network_is_unreachable_in_namespaces() {
+    let Some(limits) = python_or_skip("network") else { return };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let code = format!(
+        "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).close()\n    print('connected')\nexcept OSError as e:\n    print('blocked', e.errno)\n"
+    );
+    let result = run_python(&code, "", &limits).unwrap();
+    assert_eq!(result.status, ExecStatus::Pass, "{result:?}");
+    match result.isolation {
+        Isolation::Namespaces => {
+            assert!(result.stdout.starts_with("blocked"), "{result:?}");
+            assert!(listener.accept().is_err(), "the listener saw a connection");
+        }
+        Isolation::Fallback => {
+            eprintln!("namespaces refused ({:?}): network is documented as not contained", retort::sandbox::namespace_refusal());
+            assert_eq!(result.stdout, "connected\n");
+        }
+    }
+}
+
+#[test]
+fn writes_outside_the_work_directory_are_refused() {
+    let Some(limits) = python_or_skip("writes") else { return };
+    let own_dir = tempfile::tempdir().unwrap();
+    let in_own_dir = own_dir.path().join("escaped.txt");
+    let in_tmp = std::env::temp_dir().join(format!("retort-escape-{}", std::process::id()));
+    let code = format!(
+        "import os\nfor path in [{:?}, {:?}]:\n    try:\n        open(path, 'w').write('x')\n        print('wrote', path)\n    except OSError as e:\n        print('refused', e.errno)\nopen('inside.txt', 'w').write('ok')\nprint(open('inside.txt').read(), os.getcwd() == os.environ['HOME'])\n",
+        in_own_dir.display().to_string(),
+        in_tmp.display().to_string()
+    );
+    let result = run_python(&code, "", &limits).unwrap();
+    let own_written = in_own_dir.exists();
+    let tmp_written = in_tmp.exists();
+    let _ = std::fs::remove_file(&in_tmp);
+    assert_eq!(result.status, ExecStatus::Pass, "{result:?}");
+    assert!(result.stdout.ends_with("ok True\n"), "the work directory must be writable: {result:?}");
+    // SAFETY: geteuid cannot fail.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    match result.isolation {
+        Isolation::Namespaces => {
+            assert!(!own_written && !tmp_written, "{result:?}");
+            assert_eq!(result.stdout.matches(&format!("refused {}", libc::EROFS)).count(), 2, "{result:?}");
+        }
+        Isolation::Fallback if is_root => {
+            // As `nobody`: the root-owned 0700 directory is refused, world-writable /tmp is not.
+            eprintln!("namespaces refused: only root-owned paths are protected");
+            assert!(!own_written, "{result:?}");
+        }
+        Isolation::Fallback => eprintln!("namespaces refused and not root: writes are not contained"),
+    }
+}
+
+#[test]
+fn environment_is_scrubbed() {
+    let Some(limits) = python_or_skip("environment") else { return };
+    std::env::set_var("RETORT_TEST_SECRET", "hunter2");
+    let code = "import os\nprint(sorted(os.environ))\nprint(os.environ.get('RETORT_TEST_SECRET'))\n";
+    let result = run_python(code, "", &limits).unwrap();
+    assert_eq!(result.status, ExecStatus::Pass, "{result:?}");
+    assert_eq!(result.stdout, "['HOME', 'LANG', 'PATH', 'TMPDIR']\nNone\n");
+}
+
+#[test]
+fn long_output_is_cut_in_the_middle() {
+    let Some(mut limits) = python_or_skip("truncation") else { return };
+    limits.head_chars = 50;
+    limits.tail_chars = 30;
+    // 20000 lines "line NNNNN\n" (11 characters each) = 220000 characters.
+    let result = run_python("for i in range(20000):\n    print(f'line {i:05d}')\n", "", &limits).unwrap();
+    assert_eq!(result.status, ExecStatus::Pass, "{result:?}");
+    let full: String = (0..20000).map(|i| format!("line {i:05}\n")).collect();
+    let expected = format!("{}{}{}", &full[..50], omission_marker(220_000 - 80), &full[full.len() - 30..]);
+    assert_eq!(result.stdout, expected);
+}
+
+#[test]
+fn fallback_mode_runs_programs_too() {
+    let Some(mut limits) = python_or_skip("fallback") else { return };
+    limits.mode = IsolationMode::Fallback;
+    let result = match run_python("print(6 * 7)", "", &limits) {
+        Ok(r) => r,
+        Err(e) => {
+            // As root the fallback runs as `nobody`, which needs a world-readable interpreter.
+            eprintln!("SKIP fallback: {e}");
+            return;
+        }
+    };
+    assert_eq!(result.isolation, Isolation::Fallback);
+    assert_eq!(result.stdout, "42\n");
+}
