@@ -3,6 +3,7 @@
 //! See DESIGN.md in the shared folder for the map; each module's doc says its one job.
 
 pub mod bus;
+pub mod eval_code;
 pub mod rng;
 pub mod sandbox;
 pub mod tasks;

@@ -1,6 +1,7 @@
 //! Integration tests of the Python sandbox. Each test skips (with a printed reason) when no
 //! python3 is installed, and each is bounded by a wall-clock limit of a few seconds.
 
+use retort::eval_code::verify_code;
 use retort::sandbox::{omission_marker, resolve_python, run_python, ExecStatus, Isolation, IsolationMode, Limits};
 use std::net::TcpListener;
 use std::time::Instant;
@@ -218,4 +219,97 @@ fn fallback_mode_runs_programs_too() {
     };
     assert_eq!(result.isolation, Isolation::Fallback);
     assert_eq!(result.stdout, "42\n");
+}
+
+
+#[test]
+fn program_has_no_privileges_and_cannot_reach_the_test_process() {
+    let Some(limits) = python_or_skip("privileges") else { return };
+    let parent = std::process::id();
+    let code = format!(
+        "import os, signal\nstatus = open('/proc/self/status').read()\nprint([l.split()[1] for l in status.splitlines() if l.startswith(('CapEff', 'NoNewPrivs'))])\ntry:\n    os.kill({parent}, 0)\n    print('reached')\nexcept OSError as e:\n    print('unreachable', e.errno)\n"
+    );
+    let result = run_python(&code, "", &limits).unwrap();
+    assert_eq!(result.status, ExecStatus::Pass, "{result:?}");
+    let lines: Vec<&str> = result.stdout.lines().collect();
+    // SAFETY: geteuid cannot fail.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    match result.isolation {
+        // Another pid namespace: the test's pid does not exist there (or is someone else).
+        Isolation::Namespaces => {
+            assert_eq!(lines[0], "['0000000000000000', '1']", "{result:?}");
+            assert!(lines[1] == format!("unreachable {}", libc::ESRCH) || lines[1] == format!("unreachable {}", libc::EPERM), "{result:?}");
+        }
+        Isolation::Fallback if is_root => assert_eq!(lines[1], format!("unreachable {}", libc::EPERM)),
+        Isolation::Fallback => eprintln!("fallback as a normal user: signals to own processes are not contained"),
+    }
+}
+
+#[test]
+fn work_directory_and_file_sizes_are_bounded() {
+    let Some(mut limits) = python_or_skip("sizes") else { return };
+    limits.file_bytes = 1 << 20;
+    limits.work_dir_bytes = 4 << 20;
+    let code = "import os\nchunk = b'x' * 65536\ntry:\n    with open('big', 'wb') as f:\n        for _ in range(32):\n            f.write(chunk)\n            f.flush()\nexcept OSError as e:\n    print('file', e.errno, os.path.getsize('big'))\nn = 0\ntry:\n    for i in range(64):\n        with open(f'part{i}', 'wb') as f:\n            f.write(b'y' * 1000000)\n        n += 1\nexcept OSError as e:\n    print('dir', e.errno, n)\n";
+    let result = run_python(code, "", &limits).unwrap();
+    assert_eq!(result.status, ExecStatus::Pass, "{result:?}");
+    let lines: Vec<&str> = result.stdout.lines().collect();
+    // RLIMIT_FSIZE: the write that would pass 1 MiB fails with EFBIG, the file stops at 1 MiB.
+    assert_eq!(lines[0], format!("file {} {}", libc::EFBIG, 1 << 20), "{result:?}");
+    match result.isolation {
+        Isolation::Namespaces => {
+            // 4 MiB tmpfs minus the 1 MiB file: the 4th one-megabyte file no longer fits.
+            assert_eq!(lines.get(1).copied(), Some(format!("dir {} 3", libc::ENOSPC).as_str()), "{result:?}");
+        }
+        Isolation::Fallback => eprintln!("fallback: the work directory has no size limit"),
+    }
+}
+
+#[test]
+fn concurrent_runs_do_not_disturb_each_other() {
+    let Some(mut limits) = python_or_skip("concurrency") else { return };
+    limits.max_processes = 10;
+    // Two fork-bombs and four ordinary programs at once: each sandbox counts its own processes.
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let limits = limits.clone();
+            std::thread::spawn(move || {
+                let code = if i < 2 {
+                    "import os, time\nfor _ in range(100):\n    try:\n        if os.fork() == 0:\n            time.sleep(3)\n            os._exit(0)\n    except OSError:\n        pass\ntime.sleep(1)\n".to_string()
+                } else {
+                    format!("import os, time\ntime.sleep(0.3)\npids = [os.fork() for _ in range(3)]\nif 0 in pids:\n    os._exit(0)\nprint({i} * {i})\n")
+                };
+                (i, run_python(&code, "", &limits).unwrap())
+            })
+        })
+        .collect();
+    for handle in handles {
+        let (i, result) = handle.join().unwrap();
+        assert_eq!(result.status, ExecStatus::Pass, "run {i}: {result:?}");
+        if i >= 2 {
+            assert_eq!(result.stdout, format!("{}\n", i * i), "run {i}");
+        }
+    }
+}
+
+#[test]
+fn code_verifier_runs_the_last_python_block_against_the_tests() {
+    let Some(limits) = python_or_skip("verify_code") else { return };
+    let tests = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n";
+    let right = "Draft:\n```python\ndef add(a, b):\n    return a - b\n```\nFixed:\n```python\ndef add(a, b):\n    return a + b\n```\n";
+    let verdict = verify_code(right, tests, &limits);
+    assert!(verdict.correct, "{verdict:?}");
+    assert_eq!((verdict.reward, verdict.status, verdict.reason.as_str()), (1.0, Some(ExecStatus::Pass), "ok"));
+
+    let wrong = "```python\ndef add(a, b):\n    return a * b\n```";
+    let verdict = verify_code(wrong, tests, &limits);
+    assert!(!verdict.correct);
+    assert_eq!(verdict.reward, 0.0);
+    assert_eq!(verdict.status, Some(ExecStatus::Fail));
+    assert_eq!(verdict.reason, "tests failed: assert add(2, 3) == 5 | AssertionError");
+
+    let mut quick = limits.clone();
+    quick.wall_s = 1.0;
+    let verdict = verify_code("```python\ndef add(a, b):\n    while True: pass\n```", tests, &quick);
+    assert_eq!((verdict.correct, verdict.status), (false, Some(ExecStatus::Timeout)));
 }

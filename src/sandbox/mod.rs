@@ -336,8 +336,9 @@ fn command(python: &Path, limits: &Limits, dir: &RunDir) -> Command {
     cmd
 }
 
-fn spawn(python: &Path, limits: &Limits, dir: &RunDir, namespaces: bool) -> Result<std::process::Child, String> {
-    let plan = child_plan(limits, dir, python, namespaces).map_err(|e| e.to_string())?;
+fn spawn(python: &Path, limits: &Limits, dir: &RunDir, namespaces: bool) -> std::io::Result<std::process::Child> {
+    let plan = child_plan(limits, dir, python, namespaces)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let mut cmd = command(python, limits, dir);
     // SAFETY: the hooks only make async-signal-safe syscalls on data prepared above.
     unsafe {
@@ -347,7 +348,13 @@ fn spawn(python: &Path, limits: &Limits, dir: &RunDir, namespaces: bool) -> Resu
             cmd.pre_exec(move || child::setup_fallback(&plan));
         }
     }
-    cmd.spawn().map_err(|e| e.to_string())
+    cmd.spawn()
+}
+
+/// Errors by which the kernel says "no namespaces here" (policy, limits, old kernel), as
+/// opposed to a passing shortage (EAGAIN, ENOMEM) that should not disable them for good.
+fn is_refusal(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::ENOSYS | libc::EACCES))
 }
 
 /// Start the program with the strongest isolation allowed, remembering a refusal.
@@ -368,17 +375,19 @@ fn spawn_isolated(python: &Path, limits: &Limits, dir: &RunDir) -> Result<(std::
                 let child = spawn(python, limits, dir, false).map_err(|fallback_error| {
                     spawn_error(format!("with namespaces: {ns_error}; without: {fallback_error}"))
                 })?;
-                // Only a refusal that the fallback does not share says namespaces are out.
-                NAMESPACES.store(2, Ordering::Relaxed);
-                if let Ok(mut reason) = NAMESPACE_REFUSAL.lock() {
-                    *reason = ns_error;
+                // The fallback started, so the failure was the namespaces' own.
+                if is_refusal(&ns_error) {
+                    NAMESPACES.store(2, Ordering::Relaxed);
+                    if let Ok(mut reason) = NAMESPACE_REFUSAL.lock() {
+                        *reason = ns_error.to_string();
+                    }
                 }
                 return Ok((child, Isolation::Fallback));
             }
             Err(ns_error) => return Err(spawn_error(format!("namespaces required: {ns_error}"))),
         }
     }
-    let child = spawn(python, limits, dir, false).map_err(spawn_error)?;
+    let child = spawn(python, limits, dir, false).map_err(|e| spawn_error(e.to_string()))?;
     Ok((child, Isolation::Fallback))
 }
 
