@@ -209,18 +209,34 @@ fn long_output_is_cut_in_the_middle() {
 fn fallback_mode_runs_programs_too() {
     let Some(mut limits) = python_or_skip("fallback") else { return };
     limits.mode = IsolationMode::Fallback;
-    let result = match run_python("print(6 * 7)", "", &limits) {
-        Ok(r) => r,
-        Err(e) => {
-            // As root the fallback runs as `nobody`, which needs a world-readable interpreter.
-            eprintln!("SKIP fallback: {e}");
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        // As root the fallback runs as `nobody`, which needs an interpreter it may execute
+        // (pyenv's under /root is not): use the distribution's when there is one.
+        if std::path::Path::new("/usr/bin/python3").exists() {
+            limits.python = "/usr/bin/python3".to_string();
+        } else {
+            eprintln!("SKIP fallback: root without /usr/bin/python3");
             return;
         }
-    };
+    }
+    let result = run_python("import os\nprint(6 * 7, os.getcwd() == os.environ['HOME'])", "", &limits).unwrap();
     assert_eq!(result.isolation, Isolation::Fallback);
-    assert_eq!(result.stdout, "42\n");
+    assert_eq!(result.status, ExecStatus::Pass, "{result:?}");
+    assert_eq!(result.stdout, "42 True\n");
 }
 
+#[test]
+fn large_stdin_is_delivered_and_an_unread_one_does_not_block() {
+    let Some(limits) = python_or_skip("stdin") else { return };
+    let input: String = (0..200_000).map(|i| format!("{}\n", i % 10)).collect();
+    let result = run_python("import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))\n", &input, &limits).unwrap();
+    assert_eq!(result.stdout, format!("{}\n", 45 * 20_000));
+    let start = Instant::now();
+    let result = run_python("print('ignored stdin')\n", &input, &limits).unwrap();
+    assert_eq!((result.status, result.stdout.as_str()), (ExecStatus::Pass, "ignored stdin\n"));
+    assert!(start.elapsed().as_secs_f64() < 2.0);
+}
 
 #[test]
 fn program_has_no_privileges_and_cannot_reach_the_test_process() {

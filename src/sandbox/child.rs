@@ -61,6 +61,8 @@ pub struct ChildPlan {
     /// tmpfs options for the work directory ("size=...,mode=0700,uid=..,gid=..").
     pub tmpfs_options: CString,
     pub reveal: Option<Reveal>,
+    /// The spawning process: when it dies, the sandbox dies with it.
+    pub parent_pid: libc::pid_t,
     /// (resource, soft, hard).
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)>,
 }
@@ -319,8 +321,26 @@ unsafe fn apply_rlimits(plan: &ChildPlan) -> io::Result<()> {
     Ok(())
 }
 
+/// Dies with the spawning process (after the last credential change, which clears it),
+/// so that a killed `retort` leaves no program running.
+unsafe fn die_with_parent(parent: libc::pid_t) -> io::Result<()> {
+    check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+    if libc::getppid() != parent {
+        libc::_exit(125);
+    }
+    Ok(())
+}
+
+/// Marks every descriptor above stderr close-on-exec: one that another thread of the parent
+/// opened without O_CLOEXEC must not leak into the program.
+unsafe fn no_inherited_descriptors() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
+}
+
 /// The program's own setup: enter the work directory, give up every privilege, limits.
 unsafe fn prepare_program(plan: &ChildPlan) -> io::Result<()> {
+    no_inherited_descriptors();
     check(libc::chdir(plan.work_dir.as_ptr()))?;
     drop_capability_bounding_set();
     check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
@@ -352,6 +372,7 @@ pub unsafe fn setup_namespaces(plan: &ChildPlan) -> io::Result<()> {
         drop_to_nobody()?;
     }
     enter_sandbox_namespaces(plan)?;
+    die_with_parent(plan.parent_pid)?;
     let mut pipe = [0 as libc::c_int; 2];
     check(libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC))?;
     let init = fork()?;
@@ -388,7 +409,6 @@ pub unsafe fn setup_fallback(plan: &ChildPlan) -> io::Result<()> {
     if plan.is_root {
         drop_to_nobody()?;
     }
-    check(libc::chdir(plan.work_dir.as_ptr()))?;
-    check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-    apply_rlimits(plan)
+    die_with_parent(plan.parent_pid)?;
+    prepare_program(plan)
 }

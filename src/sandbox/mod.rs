@@ -307,6 +307,7 @@ fn child_plan(limits: &Limits, dir: &RunDir, python: &Path, namespaces: bool) ->
             limits.work_dir_bytes.max(4096)
         )),
         reveal,
+        parent_pid: std::process::id() as libc::pid_t,
         rlimits: vec![
             // Soft CPU limit sends SIGXCPU; the hard limit one second later is SIGKILL.
             (libc::RLIMIT_CPU, cpu, cpu + 1),
