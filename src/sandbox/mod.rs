@@ -94,8 +94,10 @@ pub enum IsolationMode {
     Fallback,
 }
 
-/// Resource limits and interpreter choice for one program.
+/// Resource limits and interpreter choice for one program. Missing keys in a config take
+/// the defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Limits {
     /// Interpreter name looked up on PATH, or a path.
     pub python: String,
