@@ -2,6 +2,7 @@
 //! python3 is installed, and each is bounded by a wall-clock limit of a few seconds.
 
 use retort::eval_code::verify_code;
+use retort::sandbox::tool::run_tool_call;
 use retort::sandbox::{omission_marker, resolve_python, run_python, ExecStatus, Isolation, IsolationMode, Limits};
 use std::net::TcpListener;
 use std::time::Instant;
@@ -58,12 +59,14 @@ fn infinite_loop_times_out_within_the_limit() {
 #[test]
 fn cpu_limit_stops_a_busy_loop_before_the_wall_clock() {
     let Some(mut limits) = python_or_skip("cpu_limit") else { return };
-    limits.wall_s = 6.0;
+    // A generous wall clock: on a loaded machine one CPU second can take several.
+    limits.wall_s = 15.0;
     limits.cpu_s = 1;
     let result = run_python("while True:\n    pass\n", "", &limits).unwrap();
     assert_eq!(result.status, ExecStatus::Timeout, "{result:?}");
+    // SIGXCPU (not our SIGKILL) proves the CPU limit, not the wall clock, ended it.
     assert_eq!(result.signal, Some(libc::SIGXCPU));
-    assert!(result.wall_s < 4.0, "{}", result.wall_s);
+    assert!(result.cpu_s >= 0.9, "{result:?}");
 }
 
 /// Processes on the host whose command line contains `marker`.
@@ -235,7 +238,7 @@ fn large_stdin_is_delivered_and_an_unread_one_does_not_block() {
     let start = Instant::now();
     let result = run_python("print('ignored stdin')\n", &input, &limits).unwrap();
     assert_eq!((result.status, result.stdout.as_str()), (ExecStatus::Pass, "ignored stdin\n"));
-    assert!(start.elapsed().as_secs_f64() < 2.0);
+    assert!(start.elapsed().as_secs_f64() < 3.0);
 }
 
 #[test]
@@ -333,4 +336,29 @@ fn code_verifier_runs_the_last_python_block_against_the_tests() {
     quick.wall_s = 1.0;
     let verdict = verify_code("```python\ndef add(a, b):\n    while True: pass\n```", tests, &quick);
     assert_eq!((verdict.correct, verdict.status), (false, Some(ExecStatus::Timeout)));
+}
+
+#[test]
+fn tool_calls_follow_the_still3_executor() {
+    let Some(mut limits) = python_or_skip("tool_calls") else { return };
+    // stdout is the result.
+    let report = run_tool_call("for i in range(3):\n    print(i * i)", &limits).unwrap();
+    assert_eq!((report.ok, report.output.as_str()), (true, "0\n1\n4"));
+    // Nothing printed: the last expression's value is the result.
+    let report = run_tool_call("import math\nx = math.comb(10, 3)\nx * 2", &limits).unwrap();
+    assert_eq!((report.ok, report.output.as_str()), (true, "240"));
+    // Printed output wins over the last expression.
+    let report = run_tool_call("print('shown')\n1 + 1", &limits).unwrap();
+    assert_eq!(report.output, "shown");
+    // An exception reports the traceback's last line only.
+    let report = run_tool_call("y = 1\nundefined_name + y", &limits).unwrap();
+    assert_eq!((report.ok, report.output.as_str()), (false, "NameError: name 'undefined_name' is not defined"));
+    let report = run_tool_call("print((1, 2)", &limits).unwrap();
+    assert!(!report.ok && report.output.starts_with("SyntaxError:"), "{report:?}");
+    // Long output: 200 + "..." + 200.
+    let report = run_tool_call("print('a' * 300 + 'b' * 300)", &limits).unwrap();
+    assert_eq!(report.output, format!("{}...{}", "a".repeat(200), "b".repeat(200)));
+    limits.wall_s = 1.0;
+    let report = run_tool_call("while True:\n    pass", &limits).unwrap();
+    assert_eq!((report.ok, report.output.as_str()), (false, "Timeout Error"));
 }

@@ -35,10 +35,11 @@
 //!
 //! Not contained in either mode: reads (the program can read whatever its uid can read),
 //! CPU shared with the host, and the kernel itself (this is not a VM).
-//! docs/SANDBOX.md has the full account.
+//! docs/SANDBOX.md has the full account. [`tool`] runs STILL-3-style tool calls on top.
 
 mod capture;
 mod child;
+pub mod tool;
 
 pub use capture::{omission_marker, truncate_middle};
 
