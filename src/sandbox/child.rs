@@ -34,8 +34,7 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// The uid/gid root drops to: `nobody` on Debian/Ubuntu/Fedora alike.
-pub const NOBODY: u32 = 65534;
+use super::NOBODY;
 
 /// A mount-level trick for interpreters under a directory `nobody` cannot enter (pyenv under
 /// /root, mode 0700): cover `blocked` with an empty tmpfs (which also hides the rest of it)

@@ -38,13 +38,15 @@
 //! docs/SANDBOX.md has the full account. [`tool`] runs STILL-3-style tool calls on top.
 
 mod capture;
+#[cfg(target_os = "linux")]
 mod child;
 pub mod tool;
 
 pub use capture::{omission_marker, truncate_middle};
 
 use capture::Capture;
-use child::{ChildPlan, Reveal, NOBODY};
+#[cfg(target_os = "linux")]
+use child::{ChildPlan, Reveal};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -52,7 +54,6 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,6 +166,9 @@ pub struct ExecResult {
     pub isolation: Isolation,
 }
 
+/// The uid/gid root drops to: `nobody` on Debian/Ubuntu/Fedora alike.
+pub const NOBODY: u32 = 65534;
+
 /// Interpreters already resolved: configured name -> real executable.
 static RESOLVED: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
 
@@ -259,6 +263,7 @@ impl Drop for RunDir {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn cstring(path: &Path) -> Result<CString, SandboxError> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| SandboxError::Io {
         context: "path with a NUL byte",
@@ -266,6 +271,7 @@ fn cstring(path: &Path) -> Result<CString, SandboxError> {
     })
 }
 
+#[cfg(target_os = "linux")]
 fn cstr(text: String) -> CString {
     // Invariant: only called with formatted numbers and option names, which hold no NUL.
     CString::new(text).unwrap_or_default()
@@ -273,6 +279,7 @@ fn cstr(text: String) -> CString {
 
 /// The single directory on the interpreter's path that `nobody` cannot traverse, and the
 /// child of it to re-expose; `None` when every directory is traversable.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn blocked_ancestor(python: &Path) -> Option<(PathBuf, PathBuf)> {
     let ancestors: Vec<&Path> = python.ancestors().skip(1).collect();
     let mut blocked = ancestors
@@ -283,6 +290,7 @@ fn blocked_ancestor(python: &Path) -> Option<(PathBuf, PathBuf)> {
     Some((first.to_path_buf(), child.to_path_buf()))
 }
 
+#[cfg(target_os = "linux")]
 fn child_plan(limits: &Limits, dir: &RunDir, python: &Path, namespaces: bool) -> Result<ChildPlan, SandboxError> {
     // SAFETY: geteuid/getegid cannot fail and touch no memory.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -340,7 +348,14 @@ fn command(python: &Path, limits: &Limits, dir: &RunDir) -> Command {
     cmd
 }
 
+#[cfg(not(target_os = "linux"))]
+fn spawn(_python: &Path, _limits: &Limits, _dir: &RunDir, _namespaces: bool) -> std::io::Result<std::process::Child> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "the Python sandbox needs Linux"))
+}
+
+#[cfg(target_os = "linux")]
 fn spawn(python: &Path, limits: &Limits, dir: &RunDir, namespaces: bool) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
     let plan = child_plan(limits, dir, python, namespaces)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let mut cmd = command(python, limits, dir);
