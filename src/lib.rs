@@ -14,6 +14,8 @@ pub mod eval;
 pub mod rng;
 pub mod run;
 pub mod stages;
+pub mod eval_code;
+pub mod sandbox;
 pub mod tasks;
 pub mod text;
 

@@ -1,0 +1,188 @@
+//! The code verifier: does the program in a completion pass the task's tests?
+//!
+//! The program is the completion's last fenced ```python block (or, when there is none, its
+//! last untagged ``` block, or else the whole text), followed by the tests (plain `assert`
+//! statements), run once in the [`crate::sandbox`]. It passes iff the process exits with 0,
+//! which is the usual unit-test reward of code RL (1 for pass, 0 otherwise).
+
+use crate::sandbox::{run_python, ExecResult, ExecStatus, Limits, SandboxError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CodeVerdict {
+    pub correct: bool,
+    pub reward: f64,
+    /// How the program ended; `None` when it could not be run at all (see `reason`).
+    pub status: Option<ExecStatus>,
+    /// "ok", "tests failed: ...", "timeout after 5 s", the setup error, ...
+    pub reason: String,
+    /// stdout then stderr, each already cut in the middle by the sandbox.
+    pub output: String,
+}
+
+/// One fenced block: its info string (language tag) and body.
+#[derive(Debug, PartialEq)]
+struct Fence<'a> {
+    tag: &'a str,
+    body: &'a str,
+}
+
+/// Fenced blocks in order. An opening fence is ``` at the start of a line followed by an
+/// optional tag; the block runs to the next ``` (an unclosed last block runs to the end, as
+/// when generation stopped inside it).
+fn fences(text: &str) -> Vec<Fence<'_>> {
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(open) = find_fence(rest) {
+        let after = &rest[open + 3..];
+        let (tag, body_start) = match after.find('\n') {
+            Some(newline) => (after[..newline].trim(), newline + 1),
+            None => (after.trim(), after.len()),
+        };
+        let body_and_rest = &after[body_start..];
+        match find_fence(body_and_rest) {
+            Some(close) => {
+                blocks.push(Fence { tag, body: &body_and_rest[..close] });
+                rest = &body_and_rest[close + 3..];
+            }
+            None => {
+                blocks.push(Fence { tag, body: body_and_rest });
+                break;
+            }
+        }
+    }
+    blocks
+}
+
+/// Byte offset of the first ``` that starts a line (after optional spaces).
+fn find_fence(text: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if line[indent..].starts_with("```") {
+            return Some(offset + indent);
+        }
+        offset += line.len();
+    }
+    None
+}
+
+fn is_python_tag(tag: &str) -> bool {
+    let lang = tag.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+    matches!(lang.as_str(), "python" | "python3" | "py")
+}
+
+/// The program a completion offers (see the module doc for the rule).
+pub fn extract_program(completion: &str) -> &str {
+    let blocks = fences(completion);
+    blocks
+        .iter()
+        .rev()
+        .find(|b| is_python_tag(b.tag))
+        .or_else(|| blocks.iter().rev().find(|b| b.tag.is_empty()))
+        .map_or(completion, |b| b.body)
+}
+
+/// The program with the tests appended.
+pub fn assemble(completion: &str, tests: &str) -> String {
+    let program = extract_program(completion);
+    format!("{}\n\n{}\n", program.trim_end(), tests.trim_end())
+}
+
+/// The last `n` informative lines of `text` (not blank, not Python 3.11's `^^^~~~` markers),
+/// joined by " | ": for a failed assert, the assert statement and the AssertionError.
+fn last_lines(text: &str, n: usize) -> String {
+    let informative = |l: &&str| !l.is_empty() && !l.chars().all(|c| c == '^' || c == '~' || c == ' ');
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(informative).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+fn reason_for(result: &ExecResult, limits: &Limits) -> String {
+    match result.status {
+        ExecStatus::Pass => "ok".to_string(),
+        ExecStatus::Fail => format!("tests failed: {}", last_lines(&result.stderr, 2)),
+        ExecStatus::Timeout => format!("timeout (wall {} s, cpu {} s)", limits.wall_s, limits.cpu_s),
+        ExecStatus::Memory => format!("out of memory (limit {} MiB)", limits.memory_bytes >> 20),
+        ExecStatus::Crash => format!("crashed with signal {}", result.signal.unwrap_or(0)),
+    }
+}
+
+/// Like [`verify_code`], but setup problems (no Python, no temp dir) are errors, so that a
+/// caller can stop at the first one instead of scoring every sample 0.
+pub fn try_verify_code(completion: &str, tests: &str, limits: &Limits) -> Result<CodeVerdict, SandboxError> {
+    let result = run_python(&assemble(completion, tests), "", limits)?;
+    let correct = result.status == ExecStatus::Pass;
+    Ok(CodeVerdict {
+        correct,
+        reward: if correct { 1.0 } else { 0.0 },
+        status: Some(result.status),
+        reason: reason_for(&result, limits),
+        output: format!("{}{}", result.stdout, result.stderr),
+    })
+}
+
+/// Runs the completion's program followed by `tests`; correct iff it exits with 0.
+/// When the program cannot be run at all, the verdict is wrong with the error as reason
+/// (e.g. "python3 not found: install Python 3 ...").
+pub fn verify_code(completion: &str, tests: &str, limits: &Limits) -> CodeVerdict {
+    try_verify_code(completion, tests, limits).unwrap_or_else(|error| CodeVerdict {
+        correct: false,
+        reward: 0.0,
+        status: None,
+        reason: error.to_string(),
+        output: String::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_python_block_wins_over_output_and_earlier_blocks() {
+        let completion = "First try:\n```python\nx = 1\n```\n```output\n1\n```\nBetter:\n```python\ndef f(n):\n    return n * 2\n```\nDone.";
+        assert_eq!(extract_program(completion), "def f(n):\n    return n * 2\n");
+    }
+
+    #[test]
+    fn untagged_block_is_used_when_no_python_block_exists() {
+        let completion = "```text\nnot code\n```\n```\nprint(1)\n```\n";
+        assert_eq!(extract_program(completion), "print(1)\n");
+        assert_eq!(extract_program("```Python3 \nprint(2)\n```"), "print(2)\n");
+        assert_eq!(extract_program("```py\nprint(3)\n```"), "print(3)\n");
+    }
+
+    #[test]
+    fn whole_text_without_fences_and_unclosed_block_to_the_end() {
+        assert_eq!(extract_program("def f():\n    return 1\n"), "def f():\n    return 1\n");
+        assert_eq!(extract_program("Here:\n```python\ndef g():\n    return 2\n"), "def g():\n    return 2\n");
+        // Only tagged blocks of another language: fall back to the whole text.
+        assert_eq!(extract_program("```cpp\nint main(){}\n```"), "```cpp\nint main(){}\n```");
+    }
+
+    #[test]
+    fn fence_must_start_a_line() {
+        // Inline ``` in prose does not open a block.
+        let completion = "Use ``` to fence.\n```python\nprint(4)\n```";
+        assert_eq!(extract_program(completion), "print(4)\n");
+    }
+
+    #[test]
+    fn assemble_appends_tests_after_the_program() {
+        let program = assemble("```python\ndef f(x):\n    return x\n```", "assert f(1) == 1\n\n");
+        assert_eq!(program, "def f(x):\n    return x\n\nassert f(1) == 1\n");
+    }
+
+    #[test]
+    fn missing_python_gives_the_install_hint() {
+        let limits = Limits { python: "python3-not-installed-here".to_string(), ..Limits::default() };
+        let verdict = verify_code("print(1)", "assert True", &limits);
+        assert!(!verdict.correct);
+        assert_eq!(verdict.reward, 0.0);
+        assert_eq!(verdict.status, None);
+        assert_eq!(
+            verdict.reason,
+            "python3-not-installed-here not found: install Python 3 (e.g. apt-get install python3) to use the code verifier; other tasks still run"
+        );
+    }
+}
