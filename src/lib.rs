@@ -5,3 +5,4 @@
 pub mod bus;
 pub mod rng;
 pub mod tasks;
+pub mod ui;
