@@ -387,6 +387,8 @@ pub struct UiState {
     /// Position of the selected sample counted from the newest (0 = newest).
     pub sample_cursor: usize,
     pub sample_open: bool,
+    /// Lines scrolled down inside the open sample (long chains of thought).
+    pub detail_scroll: usize,
     /// Lines scrolled up from the newest log line (0 = follow the tail).
     pub log_scroll: usize,
     pub help_open: bool,
@@ -419,6 +421,8 @@ pub enum Action {
     MoveSamples(i32),
     /// Scroll the log up (positive, towards older lines) or down.
     ScrollLog(i32),
+    /// Scroll the open sample down (positive) or up.
+    ScrollDetail(i32),
     OpenSample,
     Back,
     ToggleHelp,
@@ -506,6 +510,9 @@ impl App {
                 }
             }
             Event::CheckpointSaved { stage, step, path } => {
+                if self.ui.requested == Some(Control::CheckpointNow) {
+                    self.ui.requested = None;
+                }
                 self.checkpoints.push(Checkpoint { t: rec.t, stage: stage.clone(), step: *step, path: path.clone() });
                 self.push_log(LogLine {
                     t: rec.t,
@@ -659,12 +666,20 @@ impl App {
             Action::MoveSamples(d) => {
                 let max = self.samples.len().saturating_sub(1);
                 ui.sample_cursor = offset(ui.sample_cursor, d, max);
+                ui.detail_scroll = 0;
+            }
+            Action::ScrollDetail(d) => {
+                // The view clamps to the text's height, which only it knows.
+                ui.detail_scroll = offset(ui.detail_scroll, d, usize::from(u16::MAX));
             }
             Action::ScrollLog(d) => {
                 let max = self.logs.len().saturating_sub(1);
                 ui.log_scroll = offset(ui.log_scroll, d, max);
             }
-            Action::OpenSample => ui.sample_open = !self.samples.is_empty(),
+            Action::OpenSample => {
+                ui.sample_open = !self.samples.is_empty();
+                ui.detail_scroll = 0;
+            }
             Action::Back => {
                 if ui.quit_confirm {
                     ui.quit_confirm = false;

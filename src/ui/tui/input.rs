@@ -33,6 +33,16 @@ pub fn handle_key(app: &App, key: KeyEvent) -> Action {
             _ => Action::Nothing,
         };
     }
+    if app.ui.sample_open {
+        match key.code {
+            KeyCode::PageDown => return Action::ScrollDetail(PAGE),
+            KeyCode::PageUp => return Action::ScrollDetail(-PAGE),
+            KeyCode::Char('j') => return Action::ScrollDetail(1),
+            KeyCode::Char('k') => return Action::ScrollDetail(-1),
+            KeyCode::Enter => return Action::Back,
+            _ => {}
+        }
+    }
     match key.code {
         KeyCode::Char('q') => quit(app),
         KeyCode::Char('p') | KeyCode::Char(' ') => pause_or_resume(app),
@@ -137,6 +147,22 @@ mod tests {
         assert_eq!(handle_key(&app, key(KeyCode::Esc)), Action::Back);
         let release = KeyEvent { kind: KeyEventKind::Release, ..key(KeyCode::Char('q')) };
         assert_eq!(handle_key(&app, release), Action::Nothing);
+    }
+
+    #[test]
+    fn an_open_sample_takes_the_page_keys_and_arrows_still_browse() {
+        let mut app = live(false);
+        app.apply(&crate::ui::tui::app::tests::sample(1.0, 1, "p", "r", 1.0, true));
+        app.perform(handle_key(&app, key(KeyCode::Enter)));
+        assert!(app.ui.sample_open);
+        assert_eq!(handle_key(&app, key(KeyCode::PageDown)), Action::ScrollDetail(PAGE));
+        assert_eq!(handle_key(&app, key(KeyCode::Up)), Action::MoveSamples(1));
+        app.perform(Action::ScrollDetail(PAGE));
+        assert_eq!(app.ui.detail_scroll, PAGE as usize);
+        app.perform(Action::ScrollDetail(-100));
+        assert_eq!(app.ui.detail_scroll, 0);
+        app.perform(handle_key(&app, key(KeyCode::Esc)));
+        assert!(!app.ui.sample_open);
     }
 
     #[test]

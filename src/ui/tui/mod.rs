@@ -146,3 +146,33 @@ fn send_controls(action: Action, controls: Option<&Sender<Control>>) {
     // A closed channel means the worker already ended; the header shows how.
     let _ = tx.send(control);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ui::tui::app::tests::{run_started, stage_started};
+
+    #[test]
+    fn drain_folds_everything_pending_and_notices_a_finished_producer() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut app = App::new(false);
+        tx.send(run_started(1.0)).unwrap();
+        tx.send(stage_started(2.0, "sft", "sft", 0, 10)).unwrap();
+        assert!(drain(&rx, &mut app), "producer still there");
+        assert_eq!(app.current.as_ref().map(|c| c.name.as_str()), Some("sft"));
+        assert!(drain(&rx, &mut app), "an empty channel does not block");
+        drop(tx);
+        assert!(!drain(&rx, &mut app));
+    }
+
+    #[test]
+    fn only_control_actions_reach_the_worker() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for a in [Action::NextTab, Action::Quit, Action::Control(Control::Pause), Action::StopAndQuit] {
+            send_controls(a, Some(&tx));
+        }
+        send_controls(Action::Control(Control::Resume), None);
+        let sent: Vec<Control> = rx.try_iter().collect();
+        assert_eq!(sent, vec![Control::Pause, Control::Stop]);
+    }
+}

@@ -262,3 +262,26 @@ fn empty_state_draws_without_data() {
     assert!(text.contains("no data yet (waiting for loss, eval_loss, actor/pg_loss)"), "{text}");
     assert!(text.contains("waiting for the first stage"), "{text}");
 }
+
+#[test]
+fn a_long_response_scrolls_inside_the_sample_popup() {
+    let mut app = App::new(false);
+    app.apply(&run_started(0.0));
+    let response: String = (1..=60).map(|i| format!("line {i} of the reasoning\n")).collect();
+    app.apply(&sample(1.0, 1, "Prove it.", &response, 1.0, true));
+    app.perform(Action::OpenSample);
+    let top = buffer_text(&render(&app, 80, 24));
+    assert!(top.contains("line 1 of the reasoning") && !top.contains("line 60 of"), "{top}");
+    app.perform(Action::ScrollDetail(1000));
+    let bottom = buffer_text(&render(&app, 80, 24));
+    assert!(bottom.contains("line 60 of the reasoning"), "the end is reachable: {bottom}");
+    assert!(!bottom.contains("line 1 of the reasoning"), "{bottom}");
+}
+
+#[test]
+fn history_toggle_shows_in_the_chart_title() {
+    let mut app = running_app();
+    assert!(buffer_text(&render(&app, 80, 24)).contains("Reward · rl · recent"));
+    app.perform(Action::ToggleHistory);
+    assert!(buffer_text(&render(&app, 80, 24)).contains("Reward · rl · full history"));
+}

@@ -2,7 +2,7 @@
 //! snapshot shows exactly what a researcher sees.
 
 use super::app::{App, ChartTab, History, SampleView, Status};
-use crate::bus::{Level, Outcome};
+use crate::bus::{Control, Level, Outcome};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::Marker;
@@ -48,7 +48,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
 
     if app.ui.sample_open {
         if let Some(s) = app.selected_sample() {
-            draw_sample_detail(frame, area, s);
+            draw_sample_detail(frame, area, s, app.ui.detail_scroll);
         }
     }
     if app.ui.help_open {
@@ -152,7 +152,13 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
         Span::styled(format!(" {} ", app.status.label()), status_style(app.status)),
     ];
     if let Some(c) = app.ui.requested {
-        bottom.push(Span::styled(format!(" {c:?} requested…").to_lowercase(), Style::new().fg(Color::Yellow)));
+        let pending = match c {
+            Control::Pause => " pausing after this unit…",
+            Control::Resume => " resuming…",
+            Control::Stop => " stopping after this unit…",
+            Control::CheckpointNow => " checkpoint requested…",
+        };
+        bottom.push(Span::styled(pending, Style::new().fg(Color::Yellow)));
     }
     if app.skipped > 0 {
         bottom.push(Span::styled(format!(" ({} unreadable events skipped)", app.skipped), dim()));
@@ -493,8 +499,14 @@ fn popup(frame: &mut Frame, area: Rect, width: Constraint, height: Constraint, t
     inner
 }
 
-fn draw_sample_detail(frame: &mut Frame, area: Rect, s: &SampleView) {
-    let inner = popup(frame, area, Constraint::Percentage(90), Constraint::Percentage(80), " Sample (esc to close) ");
+fn draw_sample_detail(frame: &mut Frame, area: Rect, s: &SampleView, scroll: usize) {
+    let inner = popup(
+        frame,
+        area,
+        Constraint::Percentage(90),
+        Constraint::Percentage(80),
+        " Sample (PgUp/PgDn scroll · ↑↓ next · esc close) ",
+    );
     let (mark, style) = sample_style(s);
     let verdict = match s.correct {
         Some(true) => "correct",
@@ -521,7 +533,24 @@ fn draw_sample_detail(frame: &mut Frame, area: Rect, s: &SampleView) {
     text.push(Line::from(""));
     text.push(Line::from(Span::styled("response", bold)));
     text.extend(s.response.lines().map(|l| Line::from(Span::styled(l.to_string(), style))));
-    frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), inner);
+    // Keep the end reachable without scrolling far past it.
+    let max_scroll = wrapped_height(&text, inner.width).saturating_sub(inner.height as usize);
+    let scroll = u16::try_from(scroll.min(max_scroll)).unwrap_or(u16::MAX);
+    frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }).scroll((scroll, 0)), inner);
+}
+
+/// Rows the text takes when wrapped to `width`. Word wrapping can need a row more than the
+/// character count says, so a wrapped line counts one spare row: over-estimating only lets
+/// the user scroll a little past the end, under-estimating would hide it.
+fn wrapped_height(text: &[Line], width: u16) -> usize {
+    let width = usize::from(width.max(1));
+    text.iter()
+        .map(|l| match l.width() {
+            0 => 1,
+            w if w <= width => 1,
+            w => w.div_ceil(width) + 1,
+        })
+        .sum()
 }
 
 const HELP: &[(&str, &str)] = &[
