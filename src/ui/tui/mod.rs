@@ -17,7 +17,9 @@ pub use app::{Action, App};
 use crate::bus::{unix_now, Control, Record};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crossterm::event::{self as term_event, Event as TermEvent};
-use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
+use crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen,
+};
 use crossterm::{cursor, execute};
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
@@ -44,7 +46,7 @@ impl TerminalGuard {
         enable_raw_mode()?;
         // From here on the guard exists, so a failure below still restores raw mode.
         let guard = TerminalGuard;
-        execute!(stdout(), EnterAlternateScreen, cursor::Hide)?;
+        execute!(stdout(), EnterAlternateScreen, Clear(ClearType::All), cursor::Hide)?;
         Ok(guard)
     }
 }
@@ -81,8 +83,9 @@ pub fn run_dashboard(
     app.ui.controllable = controls.is_some();
     app.ui.quit = false;
     let _guard = TerminalGuard::enter()?;
+    // No `terminal.clear()`: it asks the terminal for the cursor position, which some
+    // terminals and pty wrappers never answer; the guard already cleared the screen.
     let mut terminal = Terminal::new(CrosstermBackend::new(stdout()))?;
-    terminal.clear()?;
     let mut producer_open = true;
     loop {
         if producer_open {
