@@ -251,11 +251,51 @@ pub struct StageProgress {
     pub total: Option<u64>,
     pub unit: String,
     pub phase: Option<String>,
+    /// Seconds spent in each phase so far (closed spans only). Generation usually dominates
+    /// an RL step; this shows by how much (anchors.md §2, rows 2–3).
+    pub phase_secs: BTreeMap<String, f64>,
+    /// When the current phase span began; `None` while paused or between phases.
+    phase_since: Option<f64>,
     /// (time, done) observations, oldest first, for the rate.
     window: VecDeque<(f64, u64)>,
 }
 
 impl StageProgress {
+    /// A progress event names the phase the worker is in now: the time since the previous
+    /// event belongs to the previous phase.
+    fn enter_phase(&mut self, t: f64, phase: Option<String>) {
+        self.close_phase_span(t);
+        self.phase = phase;
+        self.phase_since = self.phase.as_ref().map(|_| t);
+    }
+
+    fn close_phase_span(&mut self, t: f64) {
+        if let (Some(p), Some(t0)) = (&self.phase, self.phase_since) {
+            *self.phase_secs.entry(p.clone()).or_default() += (t - t0).max(0.0);
+        }
+        self.phase_since = None;
+    }
+
+    /// Pausing stops the phase clock; resuming restarts it in the same phase.
+    fn set_paused(&mut self, t: f64, paused: bool) {
+        if paused {
+            self.close_phase_span(t);
+        } else if self.phase.is_some() && self.phase_since.is_none() {
+            self.phase_since = Some(t);
+        }
+    }
+
+    /// Each phase's share of the measured time, largest first.
+    pub fn phase_shares(&self) -> Vec<(&str, f64)> {
+        let total: f64 = self.phase_secs.values().sum();
+        if total <= 0.0 {
+            return Vec::new();
+        }
+        let mut shares: Vec<(&str, f64)> = self.phase_secs.iter().map(|(k, v)| (k.as_str(), v / total)).collect();
+        shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+        shares
+    }
+
     fn observe(&mut self, t: f64, done: u64) {
         if self.window.back().is_some_and(|&(_, d)| done < d) {
             // The counter went backwards (a resumed stage): old observations say nothing.
@@ -359,6 +399,8 @@ pub struct App {
     /// Latest time known: the newest record, or the wall clock via [`App::tick`].
     pub now: f64,
     pub finished_at: Option<f64>,
+    /// Time of the newest record, to notice a worker that went quiet.
+    pub last_event_at: f64,
     pub progress: BTreeMap<String, StageProgress>,
     /// stage → metric name → series.
     pub metrics: BTreeMap<String, BTreeMap<String, Series>>,
@@ -444,6 +486,7 @@ impl App {
         if rec.t > self.now {
             self.now = rec.t;
         }
+        self.last_event_at = self.last_event_at.max(rec.t);
         match &rec.event {
             Event::RunStarted { run, profile, stages, device, seed, resumed } => {
                 self.run = run.clone();
@@ -472,6 +515,8 @@ impl App {
                 p.total = *total;
                 p.unit = unit.clone();
                 p.phase = None;
+                p.phase_since = None;
+                p.phase_secs.clear();
                 // Setup (loading a model, building a dataset) is not part of the work rate.
                 p.window.clear();
                 if self.status == Status::Waiting {
@@ -483,7 +528,7 @@ impl App {
                 p.done = *done;
                 p.total = *total;
                 p.unit = unit.clone();
-                p.phase = phase.clone();
+                p.enter_phase(rec.t, phase.clone());
                 p.observe(rec.t, *done);
             }
             Event::Metrics { stage, step, values } => {
@@ -523,6 +568,11 @@ impl App {
             }
             Event::State { state } => {
                 self.ui.requested = None;
+                if let Some(c) = &self.current {
+                    if let Some(p) = self.progress.get_mut(&c.name) {
+                        p.set_paused(rec.t, *state == RunState::Paused);
+                    }
+                }
                 if !self.status.is_over() {
                     self.status = match state {
                         RunState::Running => Status::Running,
@@ -604,6 +654,15 @@ impl App {
         let start = self.started_at?;
         let end = self.finished_at.unwrap_or(self.now);
         Some((end - start).max(0.0))
+    }
+
+    /// Seconds since the last record while the run should be busy: a step can legitimately
+    /// take minutes, but a long silence is worth showing (a hang looks exactly like this).
+    pub fn quiet_secs(&self) -> Option<f64> {
+        if self.status != Status::Running {
+            return None;
+        }
+        Some((self.now - self.last_event_at).max(0.0))
     }
 
     /// Progress of the current stage.
@@ -828,6 +887,36 @@ pub(crate) mod tests {
         assert_eq!(app.status, Status::Interrupted);
         app.tick(50.0);
         assert_eq!(app.elapsed_secs(), Some(3.0), "the clock stops when the run ends");
+    }
+
+    #[test]
+    fn phase_time_is_attributed_to_the_phase_in_progress_and_pause_stops_the_clock() {
+        let mut app = fold(&[
+            run_started(0.0),
+            stage_started(0.0, "rl", "grpo", 1, 10),
+            progress(10.0, "rl", 0, 10, Some("generate")),
+            progress(16.0, "rl", 0, 10, Some("update")),
+            progress(18.0, "rl", 1, 10, Some("generate")),
+        ]);
+        // generate 10→16, update 16→18: 6 s and 2 s.
+        app.apply(&rec(20.0, Event::State { state: RunState::Paused }));
+        app.apply(&rec(100.0, Event::State { state: RunState::Running }));
+        app.apply(&progress(101.0, "rl", 1, 10, Some("update")));
+        // generate also 18→20 and 100→101 (the pause 20→100 is not counted): 9 s in all.
+        let (_, p) = app.current_progress().unwrap();
+        assert_eq!(p.phase_secs["generate"], 9.0);
+        assert_eq!(p.phase_secs["update"], 2.0);
+        assert_eq!(p.phase_shares(), vec![("generate", 9.0 / 11.0), ("update", 2.0 / 11.0)]);
+    }
+
+    #[test]
+    fn a_quiet_worker_is_noticed_only_while_running() {
+        let mut app = fold(&[run_started(0.0), stage_started(5.0, "rl", "grpo", 1, 10)]);
+        app.tick(95.0);
+        assert_eq!(app.quiet_secs(), Some(90.0));
+        app.apply(&rec(96.0, Event::State { state: RunState::Paused }));
+        app.tick(500.0);
+        assert_eq!(app.quiet_secs(), None, "a paused run is quiet on purpose");
     }
 
     #[test]

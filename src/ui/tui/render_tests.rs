@@ -101,7 +101,7 @@ fn rl_running() -> Vec<Record> {
         let x = step as f64;
         let t = 1030.0 + 3.0 * x;
         let mean = 0.2 + 0.5 * (1.0 - (-x / 20.0).exp());
-        recs.push(progress(t - 1.5, "rl", step - 1, 200, Some("generate")));
+        recs.push(progress(t - 2.0, "rl", step - 1, 200, Some("generate")));
         recs.push(progress(t, "rl", step, 200, Some("update")));
         recs.push(metrics(
             t,
@@ -146,13 +146,17 @@ fn running_rl_stage() {
     assert!(text.contains("stage 2/3 rl (grpo)"), "{text}");
     assert!(text.contains("RUNNING"), "{text}");
     assert!(text.contains("rl 60/200 step 30%"), "{text}");
-    // Rate over the last 20 progress events: steps 50→60 between t=1181.5 and t=1210,
-    // 10/28.5 step/s; 140 steps left → 399 s.
-    assert!(text.contains("ETA 0:06:39"), "{text}");
+    // Rate over the last 20 progress events: steps 50→60 between t=1181 and t=1210,
+    // 10/29 step/s; 140 steps left → 406 s.
+    assert!(text.contains("ETA 0:06:46"), "{text}");
     // Newest record at t=1210, run started at t=1000.
     assert!(text.contains("elapsed 0:03:30"), "{text}");
     // 0.2 + 0.5·(1 − e^−3) = 0.67511
     assert!(text.contains("score/mean 0.6751"), "{text}");
+    // Each step generates for 2 s, then updates for 1 s; the 60th update is still open:
+    // 120 s vs 59 s → 67% and 33%.
+    let wide = buffer_text(&render(&app, 160, 48));
+    assert!(wide.contains("time: generate 67% · update 33%"), "{wide}");
     snapshot_both_sizes("running_rl", &app);
 }
 

@@ -15,6 +15,10 @@ pub const MIN_HEIGHT: u16 = 24;
 
 const LINE_COLORS: [Color; 4] = [Color::Cyan, Color::Yellow, Color::Magenta, Color::LightBlue];
 const BAND_COLOR: Color = Color::DarkGray;
+/// Silence longer than this is flagged in the header (a step of a small model takes seconds).
+const QUIET_WARN_SECS: f64 = 60.0;
+/// Width from which the progress row also shows where the stage's time goes.
+const PHASES_MIN_WIDTH: u16 = 120;
 
 /// Draw the whole dashboard into the frame.
 pub fn draw(frame: &mut Frame, app: &App) {
@@ -40,7 +44,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         ChartTab::Summary => draw_summary(frame, chart, app),
         tab => draw_chart(frame, chart, app, tab),
     }
-    draw_gauge(frame, gauge, app);
+    draw_progress_row(frame, gauge, app);
     let [samples, log] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(panes);
     draw_samples(frame, samples, app);
     draw_log(frame, log, app);
@@ -159,6 +163,9 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
             Control::CheckpointNow => " checkpoint requested…",
         };
         bottom.push(Span::styled(pending, Style::new().fg(Color::Yellow)));
+    }
+    if let Some(q) = app.quiet_secs().filter(|&q| q >= QUIET_WARN_SECS) {
+        bottom.push(Span::styled(format!(" no events for {}", fmt_duration(q)), Style::new().fg(Color::Yellow)));
     }
     if app.skipped > 0 {
         bottom.push(Span::styled(format!(" ({} unreadable events skipped)", app.skipped), dim()));
@@ -349,6 +356,20 @@ fn draw_summary(frame: &mut Frame, area: Rect, app: &App) {
         text.push(Line::from(Span::styled(format!("last checkpoint: {} step {} → {}", c.stage, c.step, c.path), dim())));
     }
     frame.render_widget(Paragraph::new(text).block(block).wrap(Wrap { trim: false }), area);
+}
+
+fn draw_progress_row(frame: &mut Frame, area: Rect, app: &App) {
+    let shares = app.current_progress().map(|(_, p)| p.phase_shares()).unwrap_or_default();
+    if area.width < PHASES_MIN_WIDTH || shares.is_empty() {
+        draw_gauge(frame, area, app);
+        return;
+    }
+    let parts: Vec<String> = shares.iter().map(|(name, f)| format!("{name} {:.0}%", f * 100.0)).collect();
+    let text = format!(" time: {}", parts.join(" · "));
+    let width = u16::try_from(text.chars().count()).unwrap_or(u16::MAX).min(area.width / 2);
+    let [gauge, phases] = Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(area);
+    draw_gauge(frame, gauge, app);
+    frame.render_widget(Paragraph::new(text).style(dim()), phases);
 }
 
 fn draw_gauge(frame: &mut Frame, area: Rect, app: &App) {
