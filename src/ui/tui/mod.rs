@@ -101,15 +101,18 @@ pub fn run_dashboard(
     }
 }
 
-/// Fold every pending record. Returns false once the producer is gone for good.
+/// Fold the records pending at the start of the tick. Returns false once the producer is
+/// gone for good. Only what was already queued is taken, so a producer faster than the fold
+/// cannot keep the loop from drawing and reading keys.
 fn drain(records: &Receiver<Record>, app: &mut App) -> bool {
-    loop {
+    for _ in 0..records.len().max(1) {
         match records.try_recv() {
             Ok(rec) => app.apply(&rec),
             Err(TryRecvError::Empty) => return true,
             Err(TryRecvError::Disconnected) => return false,
         }
     }
+    true
 }
 
 /// Handle keys and resizes until `deadline` (the next frame) or until the user quits.
@@ -163,8 +166,12 @@ mod tests {
         tx.send(stage_started(2.0, "sft", "sft", 0, 10)).unwrap();
         assert!(drain(&rx, &mut app), "producer still there");
         assert_eq!(app.current.as_ref().map(|c| c.name.as_str()), Some("sft"));
+        assert!(rx.is_empty(), "everything pending was folded");
         assert!(drain(&rx, &mut app), "an empty channel does not block");
+        tx.send(run_started(3.0)).unwrap();
         drop(tx);
+        assert!(drain(&rx, &mut app), "the last record is folded first");
+        assert_eq!(app.now, 3.0);
         assert!(!drain(&rx, &mut app));
     }
 
