@@ -33,3 +33,4 @@ pub fn ui_restore_terminal() {
 pub mod train;
 pub mod model;
 pub mod generate;
+pub mod ui;
