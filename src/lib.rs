@@ -5,19 +5,23 @@
 pub mod bus;
 pub mod cli;
 pub mod device;
+pub mod eval;
+pub mod eval_code;
 pub mod fsutil;
+pub mod generate;
 pub mod headless;
 pub mod hub;
+pub mod model;
 pub mod pipeline;
 pub mod profile;
-pub mod eval;
 pub mod rng;
 pub mod run;
-pub mod stages;
-pub mod eval_code;
 pub mod sandbox;
+pub mod stages;
 pub mod tasks;
 pub mod text;
+pub mod train;
+pub mod ui;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 /// Set while the full-screen dashboard owns the terminal.
@@ -30,7 +34,3 @@ pub fn ui_restore_terminal() {
         let _ = crossterm::execute!(std::io::stdout(), crossterm::terminal::LeaveAlternateScreen, crossterm::cursor::Show);
     }
 }
-pub mod train;
-pub mod model;
-pub mod generate;
-pub mod ui;
