@@ -286,7 +286,7 @@ fn save_load_round_trip_preserves_logits_exactly() {
 fn python_with_transformers() -> Option<String> {
     let candidates: Vec<String> = match std::env::var("RETORT_PYTHON") {
         Ok(p) => vec![p],
-        Err(_) => vec!["/work/venv/bin/python".into(), "python3".into()],
+        Err(_) => vec![".venv/bin/python".into(), "python3".into()],
     };
     candidates.into_iter().find(|py| {
         std::process::Command::new(py)
