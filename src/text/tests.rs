@@ -237,9 +237,9 @@ fn model_eos_ids_prefer_generation_config() {
 }
 
 /// A Python with transformers, when this machine has one: `RETORT_PYTHON`,
-/// else /work/venv/bin/python, else python3.
+/// else .venv/bin/python (what .ci/run installs), else python3.
 fn python_with_transformers() -> Option<String> {
-    let candidates = [std::env::var("RETORT_PYTHON").ok(), Some("/work/venv/bin/python".into()), Some("python3".into())];
+    let candidates = [std::env::var("RETORT_PYTHON").ok(), Some(".venv/bin/python".into()), Some("python3".into())];
     candidates.into_iter().flatten().find(|python| {
         std::process::Command::new(python)
             .args(["-c", "import transformers"])
