@@ -121,7 +121,7 @@ fn overfits_a_handful_of_examples_and_lora_trains_adapters_only() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let model = dir.join("base");
-    let out = retort().args(["run", "sft-countdown-tiny", "--headless", "--set", "stage.sft.steps=1", "--set", "stage.sft.eval_samples=0", "--set", "stage.sft.data.train=20", "--set", "stage.sft.data.test=4"]).current_dir(dir).output().unwrap();
+    let out = retort().args(["run", "sft-countdown-tiny", "--headless", "--name", "setup", "--set", "stage.sft.steps=1", "--set", "stage.sft.eval_samples=0", "--set", "stage.sft.data.train=20", "--set", "stage.sft.data.test=4"]).current_dir(dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let init = std::fs::read_dir(dir.join("runs")).unwrap().next().unwrap().unwrap().path().join("init/model");
     std::fs::rename(&init, &model).unwrap();
@@ -138,7 +138,7 @@ fn overfits_a_handful_of_examples_and_lora_trains_adapters_only() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let run = std::fs::read_dir(dir.join("runs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("sft-")).unwrap();
+    let run = std::fs::read_dir(dir.join("runs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("sft-2")).unwrap();
     let final_loss = manifest(&run)["stages"][0]["summary"]["loss"].as_f64().unwrap();
     assert!(final_loss < 0.05, "did not overfit: loss {final_loss}");
 
@@ -153,7 +153,7 @@ fn overfits_a_handful_of_examples_and_lora_trains_adapters_only() {
     let lora_run = std::fs::read_dir(dir.join("runs"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("sft-"))
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("sft-2"))
         .find(|p| p.join("sft/adapter").exists())
         .expect("a LoRA run folder with adapters");
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lora_run.join("sft/adapter/adapter_config.json")).unwrap()).unwrap();
