@@ -162,11 +162,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
 }
 
 fn load_profile(name: &str, sets: &[String]) -> Result<Profile> {
-    let mut profile = Profile::load(name)?;
-    for s in sets {
-        profile = profile.apply_set(s)?;
-    }
-    Ok(profile)
+    Ok(Profile::load(name)?.apply_sets(sets)?)
 }
 
 fn cmd_run(args: RunArgs) -> Result<i32> {
@@ -414,10 +410,8 @@ fn cmd_sft(args: SftArgs) -> Result<i32> {
         "[run]\nname = \"sft\"\n\n[[stage]]\nkind = \"sft\"\nname = \"sft\"\nmodel = {}\n\n[stage.data]\n{data}\n",
         toml_string(&args.model)
     );
-    let mut profile = Profile::parse(&text, "retort sft")?;
-    for s in &args.set {
-        profile = profile.apply_set(&format!("stage.sft.{s}"))?;
-    }
+    let sets: Vec<String> = args.set.iter().map(|s| format!("stage.sft.{s}")).collect();
+    let profile = Profile::parse(&text, "retort sft")?.apply_sets(&sets)?;
     let launch = pipeline::prepare_new(profile, &args.runs_dir, None)?;
     eprintln!("retort: run folder {}", launch.dir.path.display());
     let interactive = !args.headless && std::io::stdout().is_terminal();

@@ -274,41 +274,69 @@ impl Profile {
         s
     }
 
-    /// Apply one `--set key.path=value` override. The value is read as TOML (`7`, `1e-4`,
-    /// `true`, `"text"`, `[1, 2]`); anything that does not parse as TOML is taken as a string.
-    /// Stages are addressed by name or position: `stage.sft.lr` or `stage.1.lr`.
-    pub fn apply_set(self, assignment: &str) -> Result<Profile, ProfileError> {
-        let origin = format!("--set {assignment}");
-        let fail = |key: Option<String>, message: String| ProfileError { origin: origin.clone(), at: None, key, message };
-        let Some((path, raw)) = assignment.split_once('=') else {
-            return Err(fail(None, "expected key.path=value, e.g. --set run.seed=7".into()));
-        };
-        let path = path.trim();
-        let new_value = parse_override_value(raw.trim());
-        let mut parts: Vec<String> = path.split('.').map(str::to_string).collect();
-        if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
-            return Err(fail(Some(path.into()), "expected a path like run.seed or stage.<name>.<key>".into()));
-        }
-        // Resolve a stage name to its index so the override reaches the right table.
-        if parts[0] == "stage" {
-            let idx = match parts[1].parse::<usize>() {
-                Ok(i) if i < self.stages.len() => i,
-                _ => self.stages.iter().position(|s| s.name == parts[1]).ok_or_else(|| {
-                    let names: Vec<_> = self.stages.iter().map(|s| s.name.as_str()).collect();
-                    let mut msg = format!("no stage named `{}` (stages: {})", parts[1], names.join(", "));
-                    if let Some(s) = suggest(&parts[1], names.iter().copied()) {
-                        msg.push_str(&format!("; did you mean `{s}`?"));
-                    }
-                    fail(Some(path.into()), msg)
-                })?,
-            };
-            parts[1] = idx.to_string();
-        } else if parts[0] != "run" {
-            return Err(fail(Some(path.into()), format!("paths start with `run.` or `stage.`, not `{}`", parts[0])));
+    /// Apply `--set key.path=value` overrides, then validate the result once (so overrides
+    /// that only make sense together, like a task's option pairs, can be given together).
+    /// The value is read as TOML (`7`, `1e-4`, `true`, `"text"`, `[1, 2]`); anything that does
+    /// not parse as TOML is taken as a string. Stages are addressed by name or position:
+    /// `stage.sft.lr` or `stage.1.lr`.
+    pub fn apply_sets(self, assignments: &[String]) -> Result<Profile, ProfileError> {
+        if assignments.is_empty() {
+            return Ok(self);
         }
         let mut value = self.to_value();
-        set_path(&mut value, &parts, new_value).map_err(|m| fail(Some(path.into()), m))?;
-        Profile::from_value(value, &|p, msg| fail(Some(display_path(p, &self)), msg))
+        let mut paths: Vec<(String, &str)> = Vec::new();
+        for assignment in assignments {
+            let origin = format!("--set {assignment}");
+            let fail = |key: Option<String>, message: String| ProfileError { origin: origin.clone(), at: None, key, message };
+            let Some((path, raw)) = assignment.split_once('=') else {
+                return Err(fail(None, "expected key.path=value, e.g. --set run.seed=7".into()));
+            };
+            let path = path.trim();
+            let new_value = parse_override_value(raw.trim());
+            let mut parts: Vec<String> = path.split('.').map(str::to_string).collect();
+            if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+                return Err(fail(Some(path.into()), "expected a path like run.seed or stage.<name>.<key>".into()));
+            }
+            // Resolve a stage name to its index so the override reaches the right table.
+            if parts[0] == "stage" {
+                let idx = match parts[1].parse::<usize>() {
+                    Ok(i) if i < self.stages.len() => i,
+                    _ => self.stages.iter().position(|s| s.name == parts[1]).ok_or_else(|| {
+                        let names: Vec<_> = self.stages.iter().map(|s| s.name.as_str()).collect();
+                        let mut msg = format!("no stage named `{}` (stages: {})", parts[1], names.join(", "));
+                        if let Some(s) = suggest(&parts[1], names.iter().copied()) {
+                            msg.push_str(&format!("; did you mean `{s}`?"));
+                        }
+                        fail(Some(path.into()), msg)
+                    })?,
+                };
+                parts[1] = idx.to_string();
+            } else if parts[0] != "run" {
+                return Err(fail(Some(path.into()), format!("paths start with `run.` or `stage.`, not `{}`", parts[0])));
+            }
+            set_path(&mut value, &parts, new_value).map_err(|m| fail(Some(path.into()), m))?;
+            paths.push((display_path(&parts.join("."), &self), assignment.as_str()));
+        }
+        Profile::from_value(value, &|p, msg| {
+            let key = display_path(p, &self);
+            // Name the override that touched the failing key (or its table), else all of them.
+            let origin = paths
+                .iter()
+                .filter(|(set_path, _)| *set_path == key || set_path.starts_with(&format!("{key}.")) || key.starts_with(&format!("{set_path}.")))
+                .map(|(_, a)| format!("--set {a}"))
+                .collect::<Vec<_>>();
+            let origin = if origin.is_empty() {
+                paths.iter().map(|(_, a)| format!("--set {a}")).collect::<Vec<_>>().join(" ")
+            } else {
+                origin.join(" ")
+            };
+            ProfileError { origin, at: None, key: Some(key), message: msg }
+        })
+    }
+
+    /// One override; see [`Profile::apply_sets`].
+    pub fn apply_set(self, assignment: &str) -> Result<Profile, ProfileError> {
+        self.apply_sets(&[assignment.to_string()])
     }
 }
 

@@ -257,6 +257,12 @@ fn profiles_runs_doctor_and_tasks_commands_work() {
     let p = write(d.path(), "resolved.toml", &shown);
     let again = run_ok(&["profiles", "show", &p], d.path());
     assert_eq!(String::from_utf8_lossy(&again.stdout), shown);
+    // Overrides that only make sense together are validated together.
+    let out = run_ok(
+        &["profiles", "show", "tasks-demo", "--set", "stage.data.options.min_numbers=3", "--set", "stage.data.options.max_numbers=3", "--set", "stage.data.options.min_solutions=2"],
+        d.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("min_numbers = 3"));
     let out = run_ok(&["doctor"], d.path());
     let doc = String::from_utf8_lossy(&out.stdout);
     assert!(doc.contains("cpu:") && doc.contains("hugging face cache"), "{doc}");
