@@ -220,7 +220,11 @@ fn cmd_runs(runs_dir: &Path) -> Result<()> {
         };
         let started_s = started.map(|s| s.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
         let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        println!("{name:<40} {:<20} {:<12} {started_s:<20} {duration:>9}  {}", m.profile, status.as_str(), last_metrics_line(&path));
+        let last = match (&m.error, status) {
+            (Some(e), Status::Failed) => format!("error: {}", e.lines().next().unwrap_or_default()),
+            _ => last_metrics_line(&path),
+        };
+        println!("{name:<40} {:<20} {:<12} {started_s:<20} {duration:>9}  {last}", m.profile, status.as_str());
     }
     Ok(())
 }

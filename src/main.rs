@@ -1,6 +1,11 @@
 use clap::Parser;
 
 fn main() {
+    // Behave like other command-line tools when output goes to `head` or a closed pipe:
+    // end quietly instead of panicking on a failed print.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = retort::cli::Cli::parse();
     match retort::cli::main_with(cli) {
         Ok(code) => std::process::exit(code),
