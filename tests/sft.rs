@@ -45,6 +45,24 @@ fn wait_for(path: &Path, needle: &str) {
     }
 }
 
+/// The folder of run `name` once the process has created it.
+fn wait_for_run(dir: &Path, name: &str) -> PathBuf {
+    let start = Instant::now();
+    loop {
+        let found = std::fs::read_dir(dir.join("runs")).ok().and_then(|mut it| {
+            it.find_map(|e| {
+                let p = e.ok()?.path();
+                p.file_name()?.to_str()?.starts_with(&format!("{name}-")).then_some(p)
+            })
+        });
+        if let Some(p) = found {
+            return p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "run {name} never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn weights(run: &Path) -> Vec<u8> {
     std::fs::read(run.join("sft/model/model.safetensors")).unwrap()
 }
@@ -74,17 +92,7 @@ fn interrupted_and_killed_runs_resume_bit_identically() {
 
     // Graceful stop (SIGTERM) after the first checkpoint: the stage checkpoints and exits.
     let mut child = run_in(dir, "stopped").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let stopped = loop {
-        if let Ok(mut it) = std::fs::read_dir(dir.join("runs")) {
-            if let Some(p) = it.find_map(|e| {
-                let p = e.ok()?.path();
-                p.file_name()?.to_str()?.starts_with("stopped-").then_some(p)
-            }) {
-                break p;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let stopped = wait_for_run(dir, "stopped");
     wait_for(&stopped.join("events.jsonl"), "\"checkpoint_saved\"");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(130));
@@ -95,17 +103,7 @@ fn interrupted_and_killed_runs_resume_bit_identically() {
 
     // Hard kill: at most the steps since the last checkpoint are lost, and the result is the same.
     let mut child = run_in(dir, "killed").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let killed = loop {
-        if let Ok(mut it) = std::fs::read_dir(dir.join("runs")) {
-            if let Some(p) = it.find_map(|e| {
-                let p = e.ok()?.path();
-                p.file_name()?.to_str()?.starts_with("killed-").then_some(p)
-            }) {
-                break p;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let killed = wait_for_run(dir, "killed");
     wait_for(&killed.join("events.jsonl"), "\"step\":5");
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
