@@ -47,6 +47,15 @@ pub enum Command {
     },
     /// Show a run's progress from its events log (live runs are followed like `tail -f`).
     Watch(WatchArgs),
+    /// Evaluate model folders: pass@k to large k, diversity and exploration metrics.
+    Eval(crate::cli_eval::EvalArgs),
+    /// Dry-run a verifier over a JSONL of completions.
+    Reward {
+        #[command(subcommand)]
+        action: crate::cli_eval::RewardAction,
+    },
+    /// Write PNG plots and report.md for a run folder.
+    Report(crate::cli_eval::ReportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +130,9 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Doctor => cmd_doctor().map(|_| 0),
         Command::Tasks { action } => cmd_tasks(action).map(|_| 0),
         Command::Watch(args) => cmd_watch(args),
+        Command::Eval(args) => crate::cli_eval::cmd_eval(args),
+        Command::Reward { action: crate::cli_eval::RewardAction::Test(args) } => crate::cli_eval::cmd_reward_test(args),
+        Command::Report(args) => crate::cli_eval::cmd_report(args),
     }
 }
 
