@@ -120,6 +120,16 @@ fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// A tick label: at most three decimals, trailing zeros dropped ("0.5", not "0.500").
+fn tick_label(v: f64) -> String {
+    if v.abs() >= 1000.0 {
+        return format!("{v:.0}");
+    }
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".to_string() } else { s.to_string() }
+}
+
 /// Draws `chart` as a 900×540 PNG at `path`.
 pub fn line_chart(path: &Path, chart: &Chart) -> Result<()> {
     let text = fonts_available();
@@ -136,13 +146,7 @@ pub fn line_chart(path: &Path, chart: &Chart) -> Result<()> {
     }
     let mut ctx = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(plot_err)?;
     let k_label = |v: &f64| format!("{}", 2f64.powf(*v).round());
-    let plain = |v: &f64| {
-        if v.abs() >= 1000.0 || v.fract().abs() < 1e-9 {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.3}")
-        }
-    };
+    let plain = |v: &f64| tick_label(*v);
     let mut mesh = ctx.configure_mesh();
     mesh.light_line_style(RGBColor(235, 235, 235));
     if text {
@@ -173,7 +177,7 @@ pub fn line_chart(path: &Path, chart: &Chart) -> Result<()> {
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
             .label_font((FONT_FAMILY, 14))
-            .position(SeriesLabelPosition::UpperRight)
+            .position(if chart.log2_x { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
             .draw()
             .map_err(plot_err)?;
     }
@@ -363,13 +367,19 @@ fn markdown(title: &str, stages: &[(String, StageView)], evals: &[(String, Stage
     md.push_str("## Stages\n\n| stage | kind | outcome | summary |\n| --- | --- | --- | --- |\n");
     for (name, v) in stages {
         let outcome = v.outcome.map(|o| format!("{o:?}").to_lowercase()).unwrap_or_else(|| "not finished".into());
-        let summary: Vec<String> = crate::headless::pick_metrics(&v.summary, 6).into_iter().map(|(k, x)| format!("{k} = {}", fmt(x))).collect();
+        // Eval summaries are long (per model); their tables follow, so show pass@1 only.
+        let shown: BTreeMap<String, f64> = if v.kind == "eval" {
+            v.summary.iter().filter(|(k, _)| *k == "pass@1" || k.ends_with("/pass@1")).map(|(k, x)| (k.clone(), *x)).collect()
+        } else {
+            v.summary.clone()
+        };
+        let summary: Vec<String> = crate::headless::pick_metrics(&shown, 6).into_iter().map(|(k, x)| format!("{k} = {}", fmt(x))).collect();
         md.push_str(&format!("| {name} | {} | {outcome} | {} |\n", v.kind, summary.join(", ")));
     }
     for (stage, results) in evals {
         md.push_str(&format!("\n## Evaluation `{stage}`\n\n"));
         if let Some(first) = results.models.first() {
-            md.push_str(&format!("{} , n = {} samples per problem, temperature {}.\n\n", first.report.problem_set, first.report.config.n, first.report.config.temperature));
+            md.push_str(&format!("{}, n = {} samples per problem, temperature {}.\n\n", first.report.problem_set, first.report.config.n, first.report.config.temperature));
         }
         let table = stages.iter().find(|(n, _)| n == stage).and_then(|(_, v)| v.table.clone());
         if let Some(t) = table {
@@ -407,6 +417,16 @@ fn markdown(title: &str, stages: &[(String, StageView)], evals: &[(String, Stage
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tick_labels_drop_trailing_zeros() {
+        assert_eq!(tick_label(4.5), "4.5");
+        assert_eq!(tick_label(0.1), "0.1");
+        assert_eq!(tick_label(2.0), "2");
+        assert_eq!(tick_label(0.0125), "0.013");
+        assert_eq!(tick_label(-0.0001), "0");
+        assert_eq!(tick_label(12345.6), "12346");
+    }
 
     #[test]
     fn ranges_are_padded_and_never_empty() {

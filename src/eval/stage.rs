@@ -146,9 +146,8 @@ fn headline(report: &EvalReport) -> BTreeMap<String, f64> {
         .iter()
         .filter(|(k, _)| {
             k.starts_with("pass@")
-                || k.starts_with("diversity/")
-                || k.starts_with("entropy/")
-                || k.as_str() == "rbf/mean"
+                || ["diversity/distinct_correct", "diversity/coverage", "diversity/solution_entropy", "diversity/distinct_2"].contains(&k.as_str())
+                || ["entropy/mean", "entropy/correct", "entropy/incorrect", "rbf/mean"].contains(&k.as_str())
                 || **k == format!("avg@{n}")
                 || **k == format!("maj@{n}")
                 || **k == format!("unsolvable@{n}")
