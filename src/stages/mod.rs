@@ -86,6 +86,11 @@ pub const KINDS: &[StageKind] = &[
         about: "supervised fine-tuning (full or LoRA) on JSONL or a built-in task's skewed teacher",
         parse: parse_as::<crate::train::sft::SftStage>,
     },
+    StageKind {
+        kind: "eval",
+        about: "pass@k to large k, diversity and exploration metrics of one or more models, side by side",
+        parse: parse_as::<crate::eval::stage::EvalStage>,
+    },
 ];
 
 pub fn find_kind(kind: &str) -> Option<&'static StageKind> {
