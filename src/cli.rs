@@ -47,6 +47,18 @@ pub enum Command {
     },
     /// Show a run's progress from its events log (live runs are followed like `tail -f`).
     Watch(WatchArgs),
+    /// Model folders: create one from a preset, or describe one.
+    Model {
+        #[command(subcommand)]
+        action: crate::cli_model::ModelAction,
+    },
+    /// Print a model's continuation of a prompt (a quick check; sampling with a seed).
+    Generate(crate::cli_model::GenerateArgs),
+    /// Measure generation throughput or a training step on a model folder.
+    Bench {
+        #[command(subcommand)]
+        action: crate::cli_model::BenchAction,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +133,9 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Doctor => cmd_doctor().map(|_| 0),
         Command::Tasks { action } => cmd_tasks(action).map(|_| 0),
         Command::Watch(args) => cmd_watch(args),
+        Command::Model { action } => crate::cli_model::cmd_model(action).map(|_| 0),
+        Command::Generate(args) => crate::cli_model::cmd_generate(&args).map(|_| 0),
+        Command::Bench { action } => crate::cli_model::cmd_bench(action).map(|_| 0),
     }
 }
 
