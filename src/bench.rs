@@ -314,9 +314,11 @@ mod tests {
         let before = model.vars()[1].1.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let opts = BenchOptions { batch: 2, seq_len: 8, repeats: 1, warmup: 0, ..Default::default() };
         let r = bench_train(&model, &opts).unwrap();
-        // Random init with std 0.02 gives near-uniform predictions: loss ≈ ln(40).
+        // Random init with std 0.02 gives near-uniform predictions: logits have a std of about
+        // 0.02·√128 ≈ 0.23 (normalised hidden · tied embedding), so the loss is ln(40) plus
+        // roughly half their variance (0.03), give or take sampling noise.
         let loss = r.loss.unwrap();
-        assert!((loss - 40f64.ln()).abs() < 0.05, "loss {loss}");
+        assert!(loss > 40f64.ln() - 0.05 && loss < 40f64.ln() + 0.15, "loss {loss}");
         assert!(r.step_s > 0.0 && (r.tokens_per_s - 16.0 / r.step_s).abs() < 1e-9);
         let after = model.vars()[1].1.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_ne!(before, after, "AdamW step changed nothing");

@@ -540,7 +540,7 @@ mod tests {
         assert_eq!((s.hidden_size, s.num_hidden_layers, s.intermediate_size, s.max_position_embeddings), (256, 6, 768, 512));
         assert!(ModelConfig::preset("huge", 10).unwrap_err().to_string().contains("tiny, small"));
         // Qwen/Qwen2.5-0.5B's published size: 494,032,768 parameters (tied head).
-        let q = ModelConfig::preset(QWEN25_05B, 99).unwrap();
+        let q = ModelConfig::preset("qwen2.5-0.5b", 99).unwrap();
         assert_eq!((q.vocab_size, q.head_dim, q.rope_theta, q.max_position_embeddings), (151936, 64, 1e6, 32768));
         assert_eq!(q.num_parameters(), 494_032_768);
     }
