@@ -7,7 +7,9 @@
 # WORKLOAD FLAGS (--batch, --prompt-len, --new-tokens, --seq-len, --seed) go to both sides.
 # Environment: RETORT (binary; default target/release/retort, then /work/main/target/release/retort),
 # PYTHON (default /work/venv/bin/python), THREADS (default 2: RAYON_NUM_THREADS for retort,
-# torch.set_num_threads for PyTorch), OUT (folder for the raw JSON; default a temp folder).
+# torch.set_num_threads for PyTorch), OUT (folder for the raw JSON; default a temp folder),
+# OMP_WAIT_POLICY (default PASSIVE for torch: on a shared, oversubscribed machine torch's
+# spinning OpenMP workers get descheduled and a tiny generation took 4 s instead of 0.3 s).
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
@@ -48,7 +50,7 @@ for m in "${MODES[@]}"; do
   echo "== $m: retort ($RETORT, RAYON_NUM_THREADS=$THREADS)" >&2
   RAYON_NUM_THREADS=$THREADS "$RETORT" bench "$m" "$MODEL" --json --repeats "$REPEATS" --warmup "$WARMUP" "${EXTRA[@]}" > "$OUT/retort-$m.json"
   echo "== $m: torch ($PYTHON, $THREADS threads)" >&2
-  "$PYTHON" "$HERE/peer_torch.py" "$MODEL" "$m" --threads "$THREADS" --runs "$REPEATS" --warmup "$WARMUP" "${EXTRA[@]}" > "$OUT/torch-$m.json"
+  OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} "$PYTHON" "$HERE/peer_torch.py" "$MODEL" "$m" --threads "$THREADS" --runs "$REPEATS" --warmup "$WARMUP" "${EXTRA[@]}" > "$OUT/torch-$m.json"
 done
 
 "$PYTHON" - "$OUT" "$MODEL" "${MODES[@]}" <<'PY'
