@@ -11,7 +11,8 @@ train:    batch 8 x 128 random tokens, next-token cross-entropy over all positio
           forward + backward + AdamW(lr 1e-5, weight_decay 0); tokens_per_s = batch * seq / step.
 
 Prints one JSON object: {"mode", "tokens_per_s", "step_s" (median), "runs_s", "peak_rss_mb",
-"threads", "torch", "transformers"}. Per-run times also go to stderr.
+"threads", "torch", "transformers"}, plus for train the median phases "fwd_s" (forward and
+loss), "bwd_s" (backward) and "opt_s" (AdamW step and zero_grad). Per-run times also go to stderr.
 """
 import argparse
 import inspect
@@ -53,13 +54,19 @@ def generate_once(model, prompts, new_tokens, gen):
 
 
 def train_once(model, opt, batch):
+    """One step; returns (loss, fwd_s, bwd_s, opt_s), the phases retort's bench reports."""
+    t0 = time.perf_counter()
     logits = model(input_ids=batch).logits.float()
     loss = torch.nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+    value = loss.item()
+    t1 = time.perf_counter()
     loss.backward()
+    t2 = time.perf_counter()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return loss.item()
+    t3 = time.perf_counter()
+    return value, t1 - t0, t2 - t1, t3 - t2
 
 
 def main():
@@ -83,6 +90,7 @@ def main():
     gen = torch.Generator().manual_seed(args.seed)
 
     times = []
+    phases = {}
     if args.mode == "generate":
         model.eval()
         prompts = torch.randint(0, vocab, (args.batch, args.prompt_len), generator=gen)
@@ -100,15 +108,19 @@ def main():
         batch = torch.randint(0, vocab, (args.batch, args.seq_len), generator=gen)
         for i in range(args.warmup + args.runs):
             t0 = time.perf_counter()
-            loss = train_once(model, opt, batch)
+            loss, fwd, bwd, optim = train_once(model, opt, batch)
             dt = time.perf_counter() - t0
-            print(f"step {i}: {dt:.4f} s loss {loss:.4f}{' (warmup)' if i < args.warmup else ''}", file=sys.stderr)
+            print(f"step {i}: {dt:.4f} s (fwd {fwd:.3f} bwd {bwd:.3f} opt {optim:.3f}) loss {loss:.4f}"
+                  f"{' (warmup)' if i < args.warmup else ''}", file=sys.stderr)
             if i >= args.warmup:
                 times.append(dt)
+                for name, value in (("fwd_s", fwd), ("bwd_s", bwd), ("opt_s", optim)):
+                    phases.setdefault(name, []).append(value)
         tokens = args.batch * args.seq_len
 
     step = statistics.median(times)
     print(json.dumps({
+        **{name: statistics.median(values) for name, values in phases.items()},
         "mode": args.mode,
         "tokens_per_s": tokens / step,
         "step_s": step,

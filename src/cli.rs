@@ -60,6 +60,18 @@ pub enum Command {
     },
     /// Write PNG plots and report.md for a run folder.
     Report(crate::cli_eval::ReportArgs),
+    /// Model folders: create one from a preset, or describe one.
+    Model {
+        #[command(subcommand)]
+        action: crate::cli_model::ModelAction,
+    },
+    /// Print a model's continuation of a prompt (a quick check; sampling with a seed).
+    Generate(crate::cli_model::GenerateArgs),
+    /// Measure generation throughput or a training step on a model folder.
+    Bench {
+        #[command(subcommand)]
+        action: crate::cli_model::BenchAction,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -170,6 +182,9 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Eval(args) => crate::cli_eval::cmd_eval(args),
         Command::Reward { action: crate::cli_eval::RewardAction::Test(args) } => crate::cli_eval::cmd_reward_test(args),
         Command::Report(args) => crate::cli_eval::cmd_report(args),
+        Command::Model { action } => crate::cli_model::cmd_model(action).map(|_| 0),
+        Command::Generate(args) => crate::cli_model::cmd_generate(&args).map(|_| 0),
+        Command::Bench { action } => crate::cli_model::cmd_bench(action).map(|_| 0),
     }
 }
 

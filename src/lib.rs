@@ -2,9 +2,11 @@
 //!
 //! See DESIGN.md in the shared folder for the map; each module's doc says its one job.
 
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod cli_eval;
+pub mod cli_model;
 pub mod device;
 pub mod eval;
 pub mod eval_code;

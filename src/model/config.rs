@@ -84,6 +84,12 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
 }
 
+/// Preset name of the Qwen2.5-0.5B shape.
+pub const QWEN25_05B: &str = "qwen2.5-0.5b";
+
+/// Every name `ModelConfig::preset` accepts.
+pub const PRESETS: [&str; 3] = ["tiny", "small", QWEN25_05B];
+
 /// Reads typed keys from a JSON object and turns absence/mistyping into errors naming the file.
 struct Keys<'a> {
     obj: &'a Map<String, Value>,
@@ -295,15 +301,21 @@ impl ModelConfig {
 
     /// Built-in shapes for models retort trains from scratch. `tiny` has about 1M parameters
     /// with a small vocabulary; `small` is the next step up. Both are tied qwen2.
+    ///
+    /// `qwen2.5-0.5b` is the exact shape of Qwen/Qwen2.5-0.5B (494,032,768 parameters) for
+    /// benchmarks with random weights; it keeps its own vocabulary of 151,936 whatever
+    /// `vocab_size` says (a smaller tokenizer simply never produces the high ids).
     pub fn preset(name: &str, vocab_size: usize) -> Result<ModelConfig> {
         let (hidden, layers, heads, kv_heads, inter, max_pos) = match name {
             "tiny" => (128, 4, 4, 2, 384, 256),
             "small" => (256, 6, 8, 4, 768, 512),
+            QWEN25_05B => (896, 24, 14, 2, 4864, 32768),
             other => return Err(ModelError::UnknownPreset(other.to_string())),
         };
+        let is_qwen = name == QWEN25_05B;
         Ok(ModelConfig {
             model_type: ModelType::Qwen2,
-            vocab_size,
+            vocab_size: if is_qwen { 151936 } else { vocab_size },
             hidden_size: hidden,
             intermediate_size: inter,
             num_hidden_layers: layers,
@@ -311,7 +323,7 @@ impl ModelConfig {
             num_key_value_heads: kv_heads,
             head_dim: hidden / heads,
             rms_norm_eps: 1e-6,
-            rope_theta: 10000.0,
+            rope_theta: if is_qwen { 1_000_000.0 } else { 10000.0 },
             rope_scaling: None,
             max_position_embeddings: max_pos,
             tie_word_embeddings: true,
@@ -527,5 +539,9 @@ mod tests {
         let s = ModelConfig::preset("small", 512).unwrap();
         assert_eq!((s.hidden_size, s.num_hidden_layers, s.intermediate_size, s.max_position_embeddings), (256, 6, 768, 512));
         assert!(ModelConfig::preset("huge", 10).unwrap_err().to_string().contains("tiny, small"));
+        // Qwen/Qwen2.5-0.5B's published size: 494,032,768 parameters (tied head).
+        let q = ModelConfig::preset("qwen2.5-0.5b", 99).unwrap();
+        assert_eq!((q.vocab_size, q.head_dim, q.rope_theta, q.max_position_embeddings), (151936, 64, 1e6, 32768));
+        assert_eq!(q.num_parameters(), 494_032_768);
     }
 }

@@ -1,0 +1,498 @@
+//! `retort model init|info`, `retort generate` and `retort bench`: the quick checks a
+//! researcher runs on a model folder before training on it (issue 3).
+
+use crate::bench::{self, BenchOptions};
+use crate::generate::{generate, FinishReason, SamplingParams};
+use crate::model::config::{config_path, PRESETS};
+use crate::model::{Model, ModelConfig};
+use crate::rng::Rng;
+use crate::text::{model_eos_ids, Message, Tokenizer};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use clap::{Args, Subcommand};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand, Debug)]
+pub enum ModelAction {
+    /// Write a complete model folder (config, character tokenizer, random weights) from a preset.
+    Init(InitArgs),
+    /// Print a model folder's shape, parameter count, dtype on disk and memory estimates.
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Shape: tiny (~1M parameters), small, or qwen2.5-0.5b (the exact Qwen2.5-0.5B shape).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
+    pub preset: String,
+    /// Folder to write; must be empty or absent unless --force.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write into a non-empty folder, replacing the model files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// A model folder (with config.json).
+    pub model: PathBuf,
+    /// Batch size for the inference (KV cache) estimate.
+    #[arg(long, default_value_t = 1)]
+    pub infer_batch: usize,
+    /// Context length for the inference estimate (default: min(max_position_embeddings, 4096)).
+    #[arg(long)]
+    pub context: Option<usize>,
+    /// Batch size for the training estimates.
+    #[arg(long, default_value_t = 8)]
+    pub train_batch: usize,
+    /// Sequence length for the training estimates.
+    #[arg(long, default_value_t = 512)]
+    pub train_seq: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// A model folder (config.json, weights, tokenizer.json).
+    pub model: PathBuf,
+    /// The prompt text.
+    #[arg(long)]
+    pub prompt: String,
+    /// Wrap the prompt as a user message with the tokenizer's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// Take the most likely token each step.
+    #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
+    pub greedy: bool,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// 0 = off.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop once the decoded continuation contains this text (repeatable); it is kept.
+    #[arg(long = "stop", value_name = "STR")]
+    pub stop: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchAction {
+    /// Batched sampling throughput (default: batch 8, 32-token prompts, 64 new tokens).
+    Generate(BenchArgs),
+    /// One training step: forward + backward + AdamW (default: batch 8 × 128 tokens).
+    Train(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// A model folder.
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 32)]
+    pub prompt_len: usize,
+    #[arg(long, default_value_t = 64)]
+    pub new_tokens: usize,
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Measured runs; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Discarded runs before measuring.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+// ---------------------------------------------------------------- model init / info
+
+pub fn cmd_model(action: ModelAction) -> Result<()> {
+    match action {
+        ModelAction::Init(args) => cmd_init(&args),
+        ModelAction::Info(args) => cmd_info(&args),
+    }
+}
+
+fn cmd_init(args: &InitArgs) -> Result<()> {
+    let non_empty = std::fs::read_dir(&args.out).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if non_empty && !args.force {
+        bail!("{} exists and is not empty; choose another --out or pass --force to overwrite its model files", args.out.display());
+    }
+    let config = crate::model::init::init_folder(&args.preset, &args.out, args.seed)?;
+    println!(
+        "wrote {}: {} preset {}, {} parameters, seed {}",
+        args.out.display(),
+        config.model_type.as_str(),
+        args.preset,
+        config.num_parameters(),
+        args.seed
+    );
+    Ok(())
+}
+
+fn require_model_folder(dir: &Path) -> Result<ModelConfig> {
+    let path = config_path(dir);
+    if !path.exists() {
+        bail!(
+            "{} has no config.json: not a model folder (make one with `retort model init --preset tiny --out DIR`)",
+            dir.display()
+        );
+    }
+    Ok(ModelConfig::from_file(&path)?)
+}
+
+/// Per dtype on disk: (tensor count, element count), read from the safetensors headers only.
+pub fn checkpoint_dtypes(dir: &Path) -> Result<BTreeMap<String, (usize, usize)>> {
+    let single = dir.join("model.safetensors");
+    let files: Vec<PathBuf> = if single.exists() {
+        vec![single]
+    } else {
+        let index = dir.join("model.safetensors.index.json");
+        let text = std::fs::read_to_string(&index)
+            .with_context(|| format!("no weights in {}: expected model.safetensors or {}", dir.display(), index.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index.display()))?;
+        let mut shards: Vec<String> = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .with_context(|| format!("{}: no `weight_map`", index.display()))?
+            .values()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        shards.sort();
+        shards.dedup();
+        shards.into_iter().map(|s| dir.join(s)).collect()
+    };
+    let mut out = BTreeMap::new();
+    for file in files {
+        for (dtype, elements) in safetensors_header(&file)? {
+            let e = out.entry(dtype).or_insert((0, 0));
+            e.0 += 1;
+            e.1 += elements;
+        }
+    }
+    Ok(out)
+}
+
+/// (dtype, element count) of every tensor in a safetensors file, from its JSON header: an
+/// 8-byte little-endian length followed by that many bytes of JSON.
+fn safetensors_header(path: &Path) -> Result<Vec<(String, usize)>> {
+    use std::io::Read;
+    let corrupt = || format!("{} is truncated or corrupt (bad safetensors header)", path.display());
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).with_context(corrupt)?;
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 {
+        bail!(corrupt());
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).with_context(corrupt)?;
+    let json: serde_json::Value = serde_json::from_slice(&header).with_context(corrupt)?;
+    let obj = json.as_object().with_context(corrupt)?;
+    let mut out = Vec::new();
+    for (name, entry) in obj.iter().filter(|(n, _)| n.as_str() != "__metadata__") {
+        let dtype = entry.get("dtype").and_then(|d| d.as_str()).with_context(|| format!("{}: tensor `{name}` has no dtype", path.display()))?;
+        let shape = entry.get("shape").and_then(|s| s.as_array()).with_context(|| format!("{}: tensor `{name}` has no shape", path.display()))?;
+        let elements = shape.iter().map(|d| d.as_u64().unwrap_or(0) as usize).product();
+        out.push((dtype.to_string(), elements));
+    }
+    Ok(out)
+}
+
+/// Sizes for the memory estimates.
+#[derive(Clone, Copy, Debug)]
+pub struct EstimateShape {
+    pub infer_batch: usize,
+    pub context: usize,
+    pub train_batch: usize,
+    pub train_seq: usize,
+}
+
+/// One memory estimate: named parts in bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Estimate {
+    pub parts: Vec<(&'static str, f64)>,
+}
+
+impl Estimate {
+    pub fn total(&self) -> f64 {
+        self.parts.iter().map(|(_, b)| b).sum()
+    }
+}
+
+/// Parameters that LoRA with rank `r` on all seven projections (q, k, v, o, gate, up, down)
+/// adds: each (out × in) projection gets A (r × in) and B (out × r), i.e. r·(in + out).
+pub fn lora_parameters(cfg: &ModelConfig, r: usize) -> usize {
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let (q, kv) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+    let per_layer = r * ((h + q) + (h + kv) + (h + kv) + (q + h) + (h + i) + (h + i) + (i + h));
+    cfg.num_hidden_layers * per_layer
+}
+
+/// Activation memory (elements) that a `Mode::Train` forward keeps for backward, for a batch
+/// of `b` sequences of `s` tokens. A coarse count of the tensors our unfused decoder builds:
+/// per layer and token, about 16 hidden-sized tensors (two RMSNorms with their intermediates,
+/// q/k/v and their RoPE halves, attention output, o_proj, residuals) and 5 intermediate-sized
+/// ones (gate, up, silu, product, and silu's internal); plus per layer 3 score tensors of
+/// a·s² per sequence (scores, masked scores, softmax); plus about 8 (B, S, V) f32 copies for
+/// the logits and the log-softmax and its gradient (rust-probe.md §5: "several copies kept").
+pub fn train_activation_elements(cfg: &ModelConfig, b: usize, s: usize) -> f64 {
+    let (bs, h, i, a, v) = (
+        (b * s) as f64,
+        cfg.hidden_size as f64,
+        cfg.intermediate_size as f64,
+        cfg.num_attention_heads as f64,
+        cfg.vocab_size as f64,
+    );
+    let per_layer = bs * (16.0 * h + 5.0 * i) + 3.0 * b as f64 * a * (s * s) as f64;
+    cfg.num_hidden_layers as f64 * per_layer + 8.0 * bs * v
+}
+
+/// Memory estimates (bytes), with P parameters:
+/// - inference, f32: weights 4P + KV cache 2 (K and V) · layers · kv_heads · head_dim ·
+///   batch · context · 4 bytes;
+/// - full fine-tuning with AdamW in f32: weights 4P + gradients 4P + two moments 8P +
+///   retort's gradient accumulator 4P (see `train::optim::AdamW`) + activations
+///   (`train_activation_elements` · 4 bytes);
+/// - LoRA r = 16 on all projections: frozen base in bf16 2P + adapters, their gradients, two
+///   moments and accumulator in f32 (20 bytes per adapter parameter) + activations, the
+///   decoder ones in bf16 (2 bytes) and the (B, S, V) logit copies in f32 (the decoder casts
+///   logits to f32).
+pub fn estimate_memory(cfg: &ModelConfig, shape: EstimateShape) -> (Estimate, Estimate, Estimate) {
+    let p = cfg.num_parameters() as f64;
+    let kv = 2.0
+        * (cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * shape.infer_batch * shape.context) as f64
+        * 4.0;
+    let inference = Estimate { parts: vec![("weights (f32)", 4.0 * p), ("KV cache (f32)", kv)] };
+    let act = train_activation_elements(cfg, shape.train_batch, shape.train_seq);
+    let full = Estimate {
+        parts: vec![
+            ("weights (f32)", 4.0 * p),
+            ("gradients (f32)", 4.0 * p),
+            ("AdamW moments m, v (f32)", 8.0 * p),
+            ("AdamW gradient accumulator (f32)", 4.0 * p),
+            ("activations (f32)", 4.0 * act),
+        ],
+    };
+    let lora_p = lora_parameters(cfg, 16) as f64;
+    let logits = 8.0 * (shape.train_batch * shape.train_seq * cfg.vocab_size) as f64;
+    let lora = Estimate {
+        parts: vec![
+            ("frozen base (bf16)", 2.0 * p),
+            ("adapters r=16 + grads + AdamW state (f32)", 20.0 * lora_p),
+            ("activations (bf16; logits f32)", 2.0 * (act - logits) + 4.0 * logits),
+        ],
+    };
+    (inference, full, lora)
+}
+
+/// Bytes as GiB or MiB, whichever reads better.
+pub fn human_bytes(b: f64) -> String {
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+    if b >= GIB {
+        format!("{:.2} GiB", b / GIB)
+    } else {
+        format!("{:.1} MiB", b / 1024.0 / 1024.0)
+    }
+}
+
+/// The text `retort model info` prints.
+pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize, usize)>, shape: EstimateShape) -> String {
+    let mut s = String::new();
+    s += &format!("model folder   {}\n", dir.display());
+    s += &format!("architecture   {}\n", cfg.model_type.architecture());
+    s += &format!("model_type     {}\n", cfg.model_type.as_str());
+    s += &format!(
+        "shape          layers {}, heads {}, kv heads {}, head_dim {}, hidden {}, intermediate {}, vocab {}, context {}\n",
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+        cfg.max_position_embeddings
+    );
+    s += &format!(
+        "details        tied embeddings {}, qkv bias {}, qk norm {}, rope_theta {}\n",
+        cfg.tie_word_embeddings, cfg.qkv_bias, cfg.qk_norm, cfg.rope_theta
+    );
+    s += &format!("parameters     {}\n", cfg.num_parameters());
+    let on_disk: Vec<String> =
+        dtypes.iter().map(|(d, (n, e))| format!("{d} ({n} tensors, {e} elements)")).collect();
+    s += &format!("dtype on disk  {}\n", if on_disk.is_empty() { "no tensors".to_string() } else { on_disk.join(", ") });
+    let (inf, full, lora) = estimate_memory(cfg, shape);
+    let mut block = |title: String, e: &Estimate| {
+        s += &format!("{title}: {}\n", human_bytes(e.total()));
+        for (name, b) in &e.parts {
+            s += &format!("    {name:<44} {}\n", human_bytes(*b));
+        }
+    };
+    block(format!("memory, inference (batch {} × context {})", shape.infer_batch, shape.context), &inf);
+    block(format!("memory, full fine-tuning AdamW f32 (batch {} × seq {})", shape.train_batch, shape.train_seq), &full);
+    block(format!("memory, LoRA r=16 all projections (batch {} × seq {})", shape.train_batch, shape.train_seq), &lora);
+    s += "(estimates; activations are a coarse count for retort's unfused training forward)\n";
+    s
+}
+
+fn cmd_info(args: &InfoArgs) -> Result<()> {
+    let cfg = require_model_folder(&args.model)?;
+    let dtypes = checkpoint_dtypes(&args.model)?;
+    let shape = EstimateShape {
+        infer_batch: args.infer_batch,
+        context: args.context.unwrap_or(cfg.max_position_embeddings.min(4096)),
+        train_batch: args.train_batch,
+        train_seq: args.train_seq,
+    };
+    print!("{}", info_text(&args.model, &cfg, &dtypes, shape));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- generate
+
+/// Byte offset just past the first occurrence of any stop string in `text`.
+fn stop_end(text: &str, stops: &[String]) -> Option<usize> {
+    stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str()).map(|at| at + s.len())).min()
+}
+
+/// The prompt's token ids: rendered with the chat template when `chat`, otherwise encoded as
+/// is (with the tokenizer's own special tokens, as transformers does by default).
+fn prompt_ids(tok: &Tokenizer, dir: &Path, prompt: &str, chat: bool) -> Result<Vec<u32>> {
+    if chat {
+        let text = tok
+            .apply_chat_template(&[Message::user(prompt)], true)
+            .with_context(|| format!("cannot render the chat template of {}", dir.display()))?;
+        Ok(tok.encode(&text, false)?)
+    } else {
+        Ok(tok.encode(prompt, true)?)
+    }
+}
+
+pub fn cmd_generate(args: &GenerateArgs) -> Result<()> {
+    let cfg = require_model_folder(&args.model)?;
+    let eos = model_eos_ids(&args.model)?;
+    let tok = Tokenizer::load(&args.model)?.with_model_eos(&eos);
+    let mut ids = prompt_ids(&tok, &args.model, &args.prompt, args.chat)?;
+    if ids.is_empty() {
+        match tok.bos_id() {
+            Some(bos) => ids.push(bos),
+            None => bail!("the prompt encodes to no tokens (the tokenizer has no token for its characters and no BOS)"),
+        }
+    }
+    let context = cfg.max_position_embeddings;
+    if ids.len() >= context {
+        bail!("the prompt is {} tokens, longer than the model's context of {context} positions; shorten it", ids.len());
+    }
+    let mut max_new = args.max_new_tokens;
+    if ids.len() + max_new > context {
+        max_new = context - ids.len();
+        eprintln!("retort: --max-new-tokens lowered to {max_new} to fit the context of {context} positions");
+    }
+    let model = Model::load(&args.model, &Device::Cpu, DType::F32, false)?;
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        greedy: args.greedy,
+        max_new_tokens: max_new,
+        stop_token_ids: tok.eos_ids(),
+    };
+    let stops = args.stop.clone();
+    let decode = |t: &[u32]| tok.decode(t, false).unwrap_or_default();
+    let stop_check = |t: &[u32]| stop_end(&decode(t), &stops).is_some();
+    let mut rng = Rng::derive(args.seed, "generate-cli");
+    let stop_fn: Option<crate::generate::StopCheck> = if stops.is_empty() { None } else { Some(&stop_check) };
+    let out = generate(&model.decoder, &[ids], &params, &mut rng, stop_fn)?;
+    let completion = out.into_iter().next().context("generate returned no row for the one prompt")?;
+    let mut text = tok.decode(&completion.tokens, true)?;
+    if let Some(end) = stop_end(&text, &stops) {
+        text.truncate(end);
+    }
+    println!("{text}");
+    let reason = match completion.finish {
+        FinishReason::Eos => "end-of-sequence token",
+        FinishReason::Stop => "stop string",
+        FinishReason::Length => "max new tokens",
+    };
+    eprintln!("retort: {} tokens, stopped by {reason}", completion.tokens.len());
+    Ok(())
+}
+
+// ---------------------------------------------------------------- bench
+
+pub fn cmd_bench(action: BenchAction) -> Result<()> {
+    let (args, train) = match action {
+        BenchAction::Generate(a) => (a, false),
+        BenchAction::Train(a) => (a, true),
+    };
+    require_model_folder(&args.model)?;
+    let opts = BenchOptions {
+        batch: args.batch,
+        prompt_len: args.prompt_len,
+        new_tokens: args.new_tokens,
+        seq_len: args.seq_len,
+        repeats: args.repeats,
+        warmup: args.warmup,
+        seed: args.seed,
+    };
+    let model = Model::load(&args.model, &Device::Cpu, DType::F32, train)?;
+    let report = if train { bench::bench_train(&model, &opts)? } else { bench::bench_generate(&model, &opts)? };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", bench::format_report(&report));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_end_finds_the_earliest_stop_string() {
+        let stops = vec!["END".to_string(), "\n".to_string()];
+        assert_eq!(stop_end("ab\ncdEND", &stops), Some(3));
+        assert_eq!(stop_end("abEND\n", &stops), Some(5));
+        assert_eq!(stop_end("abc", &stops), None);
+        assert_eq!(stop_end("abc", &[String::new()]), None);
+    }
+
+    #[test]
+    fn lora_parameter_count_by_hand() {
+        // tiny: h 128, q 128, kv 64, i 384, 4 layers, r 16.
+        let cfg = ModelConfig::preset("tiny", 99).unwrap();
+        let per_layer = 16 * ((128 + 128) + 2 * (128 + 64) + (128 + 128) + 2 * (128 + 384) + (384 + 128));
+        assert_eq!(lora_parameters(&cfg, 16), 4 * per_layer);
+        // Qwen2.5-0.5B with r=16 on all projections: 8,798,208 adapter parameters (peft's count).
+        let q = ModelConfig::preset("qwen2.5-0.5b", 0).unwrap();
+        assert_eq!(lora_parameters(&q, 16), 8_798_208);
+    }
+
+    #[test]
+    fn memory_estimate_parts_follow_the_formulas() {
+        let cfg = ModelConfig::preset("tiny", 99).unwrap();
+        let p = cfg.num_parameters() as f64;
+        let shape = EstimateShape { infer_batch: 2, context: 100, train_batch: 8, train_seq: 128 };
+        let (inf, full, lora) = estimate_memory(&cfg, shape);
+        // KV: 2 · 4 layers · 2 kv heads · 32 head_dim · 2 · 100 · 4 bytes.
+        assert_eq!(inf.parts[1].1, (2 * 4 * 2 * 32 * 2 * 100 * 4) as f64);
+        assert_eq!(inf.total(), 4.0 * p + inf.parts[1].1);
+        let act = train_activation_elements(&cfg, 8, 128);
+        assert_eq!(full.total(), 20.0 * p + 4.0 * act);
+        assert!(lora.total() < full.total());
+        assert_eq!(lora.parts[0].1, 2.0 * p);
+    }
+}
