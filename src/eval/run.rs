@@ -490,6 +490,8 @@ fn encode_prompts(set: &ProblemSet, tok: &Tokenizer, chat: bool) -> Result<Vec<V
 /// Per-step RBF (and entropy) of each response under softmax(z/T), from one teacher-forced
 /// forward pass over prompt + response (see the module doc). Rows are right-padded.
 pub fn rescore(decoder: &Decoder, rows: &[(&[u32], &[u32])], temperature: f64, top_p: f64) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+    // Trainable weights (an RL stage evaluating its policy) must not grow an autograd graph.
+    let decoder = &decoder.detached();
     let mut out = Vec::with_capacity(rows.len());
     let width_all = rows.iter().map(|(p, r)| p.len() + r.len()).max().unwrap_or(1).max(1);
     // Rows per pass: as many as keep the (rows, width, vocab) f32 logits near 64 MiB.
