@@ -97,7 +97,7 @@ pub struct EvalArgs {
     /// Rows per generation batch.
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
-    /// Skip the rollout branching factor (saves one forward pass per batch).
+    /// Skip the rollout branching factor (its extra forward pass about doubles sampling time).
     #[arg(long)]
     pub no_rbf: bool,
     /// auto, cpu, cuda:N or metal.

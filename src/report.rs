@@ -177,7 +177,7 @@ pub fn line_chart(path: &Path, chart: &Chart) -> Result<()> {
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
             .label_font((FONT_FAMILY, 14))
-            .position(if chart.log2_x { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
+            .position(if chart.log2_x { SeriesLabelPosition::UpperLeft } else { SeriesLabelPosition::UpperRight })
             .draw()
             .map_err(plot_err)?;
     }

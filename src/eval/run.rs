@@ -10,8 +10,11 @@
 //! chunk `c` draws from `Rng::derive(seed, "eval/chunk/c")`, so a seed and a config fix every
 //! sample. `generate` reports each token's entropy but not the whole distribution, so the
 //! rollout branching factor (RBF, §6.1) comes from a second, teacher-forced forward pass over
-//! prompt + response (one pass per chunk of rows, no KV cache): it costs about one extra
-//! decoding step per response, and leaves `generate` untouched. That pass also recomputes the
+//! prompt + response (no KV cache), which leaves `generate` untouched. It runs as many
+//! token-forwards as generation's prefill plus decoding did, so it about doubles the
+//! sampling time (tiny model, n = 256: 249 → 129 samples/s in a debug build); `--no-rbf` /
+//! `rbf = false` skips it. A per-step hook in `generate` would make RBF free; this pass
+//! keeps `generate` unchanged until one exists. That pass also recomputes the
 //! entropies, which a test compares with `generate`'s as a check that both see the same
 //! distributions. RBF is measured on softmax(z/T), the distribution sampled from before top-p.
 
@@ -488,8 +491,13 @@ fn encode_prompts(set: &ProblemSet, tok: &Tokenizer, chat: bool) -> Result<Vec<V
 /// Per-step RBF (and entropy) of each response under softmax(z/T), from one teacher-forced
 /// forward pass over prompt + response (see the module doc). Rows are right-padded.
 pub fn rescore(decoder: &Decoder, rows: &[(&[u32], &[u32])], temperature: f64, top_p: f64) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+    // Trainable weights (an RL stage evaluating its policy) must not grow an autograd graph.
+    let decoder = &decoder.detached();
     let mut out = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(16) {
+    let width_all = rows.iter().map(|(p, r)| p.len() + r.len()).max().unwrap_or(1).max(1);
+    // Rows per pass: as many as keep the (rows, width, vocab) f32 logits near 64 MiB.
+    let per_pass = (16_000_000 / (width_all * decoder.vocab_size()).max(1)).clamp(1, 128);
+    for chunk in rows.chunks(per_pass) {
         let width = chunk.iter().map(|(p, r)| p.len() + r.len()).max().unwrap_or(1).max(1);
         let mut ids = vec![0u32; chunk.len() * width];
         let mut valid = vec![vec![false; width]; chunk.len()];
@@ -503,17 +511,16 @@ pub fn rescore(decoder: &Decoder, rows: &[(&[u32], &[u32])], temperature: f64, t
         let input = Tensor::from_vec(ids, (chunk.len(), width), device)?;
         let mask = AttnMask::new(&valid, width, device)?;
         let hidden = decoder.forward_hidden(&input, &mask, None, Mode::Infer)?;
+        let logits = decoder.logits(&hidden)?.to_dtype(DType::F32)?.to_vec3::<f32>()?;
         for (b, (p, r)) in chunk.iter().enumerate() {
             if r.is_empty() {
                 out.push((Vec::new(), Vec::new()));
                 continue;
             }
-            // Position p.len() - 1 + t predicts response token t.
-            let h = hidden.get(b)?.narrow(0, p.len() - 1, r.len())?;
-            let logits = decoder.logits(&h)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             let mut rbf = Vec::with_capacity(r.len());
             let mut ent = Vec::with_capacity(r.len());
-            for step in &logits {
+            // Position p.len() - 1 + t predicts response token t.
+            for step in &logits[b][p.len() - 1..p.len() - 1 + r.len()] {
                 let scaled: Vec<f32> = step.iter().map(|&z| (z as f64 / temperature) as f32).collect();
                 let s = explore::step_stats(&scaled, top_p);
                 rbf.push(s.rbf);
