@@ -80,6 +80,11 @@ pub const KINDS: &[StageKind] = &[
         about: "supervised fine-tuning (full or LoRA) on JSONL or a built-in task's skewed teacher",
         parse: parse_as::<crate::train::sft::SftStage>,
     },
+    StageKind {
+        kind: "rl",
+        about: "RL with verifiable rewards: GRPO, PPO or FlowRL on a task's verifier, with exploration shapings",
+        parse: parse_as::<crate::train::rl::stage::RlStage>,
+    },
 ];
 
 pub fn find_kind(kind: &str) -> Option<&'static StageKind> {
