@@ -47,6 +47,41 @@ pub enum Command {
     },
     /// Show a run's progress from its events log (live runs are followed like `tail -f`).
     Watch(WatchArgs),
+    /// Download a model from the Hugging Face hub into the standard cache.
+    Pull(PullArgs),
+    /// Fine-tune a model folder on a JSONL file or a built-in task (a one-stage run).
+    Sft(SftArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// `org/name` or `org/name@revision`.
+    pub repo: String,
+    /// Only files matching these globs (`*`, `?`, `**`), e.g. `--include '*.json'`.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Resolve from the cache only (also: HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SftArgs {
+    /// Model folder (or a hub snapshot folder from `retort pull`).
+    pub model: String,
+    /// JSONL of {"prompt","response"}, {"messages"} or {"text"} rows.
+    #[arg(long, conflicts_with = "task")]
+    pub jsonl: Option<String>,
+    /// A built-in task (`retort tasks list`), taught by the skewed teacher.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Any other key of the sft stage, e.g. `--set steps=200 --set lora.rank=8`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[arg(long)]
+    pub headless: bool,
+    #[arg(long, env = "RETORT_RUNS_DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +156,8 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Doctor => cmd_doctor().map(|_| 0),
         Command::Tasks { action } => cmd_tasks(action).map(|_| 0),
         Command::Watch(args) => cmd_watch(args),
+        Command::Pull(args) => cmd_pull(args).map(|_| 0),
+        Command::Sft(args) => cmd_sft(args),
     }
 }
 
@@ -142,14 +179,11 @@ fn cmd_run(args: RunArgs) -> Result<i32> {
         }
     };
     eprintln!("retort: run folder {}", launch.dir.path.display());
-    let _interactive = !args.headless && !args.json && std::io::stdout().is_terminal();
-    let mut sink: Box<dyn Sink> = Box::new(HeadlessSink { quiet: args.json });
+    let interactive = !args.headless && !args.json && std::io::stdout().is_terminal();
+    let mut sink: Box<dyn Sink> =
+        if interactive { Box::new(crate::ui::sink::TuiSink) } else { Box::new(HeadlessSink { quiet: args.json }) };
     let outcome = pipeline::execute(launch, sink.as_mut(), args.json)?;
-    Ok(match outcome {
-        crate::bus::Outcome::Finished => 0,
-        crate::bus::Outcome::Failed => 1,
-        crate::bus::Outcome::Interrupted => 130,
-    })
+    Ok(outcome_code(outcome))
 }
 
 fn cmd_profiles(action: Option<ProfilesAction>) -> Result<()> {
@@ -335,15 +369,71 @@ fn cmd_watch(args: WatchArgs) -> Result<i32> {
         },
     };
     let dir = run::RunDir::open(&dir)?;
-    let (records, skipped) = run::read_events(&dir.events_path())?;
-    let mut folder = crate::headless::LineFolder::new();
-    for r in &records {
-        for l in folder.fold(r) {
-            println!("{l}");
-        }
-    }
-    if skipped > 0 {
-        eprintln!("retort: skipped {skipped} lines of {} that this version does not understand", dir.events_path().display());
+    if !args.headless && std::io::stdout().is_terminal() {
+        crate::ui::sink::watch_dashboard(&dir.path)?;
+    } else {
+        crate::ui::sink::watch_lines(&dir.path)?;
     }
     Ok(0)
+}
+
+fn cmd_pull(args: PullArgs) -> Result<()> {
+    let mut req = crate::hub::PullRequest::parse(&args.repo)?;
+    req.include = args.include;
+    req.offline = args.offline;
+    let config = crate::hub::HubConfig::from_env();
+    let show_bar = std::io::stderr().is_terminal();
+    let mut on_progress = |p: crate::hub::PullProgress| match p {
+        crate::hub::PullProgress::Resolved { repo, commit, files } => eprintln!("{repo} at {commit}: {} files", files.len()),
+        crate::hub::PullProgress::FileStarted { file, index, count } => eprintln!("[{}/{count}] {file}", index + 1),
+        crate::hub::PullProgress::FileBytes { done, total, .. } if show_bar => {
+            let pct = if total > 0 { 100.0 * done as f64 / total as f64 } else { 100.0 };
+            let filled = (pct / 5.0) as usize;
+            eprint!("\r  [{}{}] {pct:5.1}% {:.1}/{:.1} MB", "#".repeat(filled), " ".repeat(20 - filled.min(20)), done as f64 / 1e6, total as f64 / 1e6);
+        }
+        crate::hub::PullProgress::FileBytes { .. } => {}
+        crate::hub::PullProgress::FileDone { cached, .. } => {
+            if show_bar && !cached {
+                eprintln!();
+            }
+        }
+    };
+    let snapshot = crate::hub::pull(&config, &req, &mut on_progress)?;
+    println!("{}", snapshot.display());
+    Ok(())
+}
+
+/// `retort sft MODEL --jsonl F` is a one-stage profile; `--set` keys address the stage.
+fn cmd_sft(args: SftArgs) -> Result<i32> {
+    let data = match (&args.jsonl, &args.task) {
+        (Some(j), None) => format!("jsonl = {}", toml_string(j)),
+        (None, Some(t)) => format!("task = {}", toml_string(t)),
+        _ => bail!("give the training data: --jsonl FILE or --task NAME"),
+    };
+    let text = format!(
+        "[run]\nname = \"sft\"\n\n[[stage]]\nkind = \"sft\"\nname = \"sft\"\nmodel = {}\n\n[stage.data]\n{data}\n",
+        toml_string(&args.model)
+    );
+    let mut profile = Profile::parse(&text, "retort sft")?;
+    for s in &args.set {
+        profile = profile.apply_set(&format!("stage.sft.{s}"))?;
+    }
+    let launch = pipeline::prepare_new(profile, &args.runs_dir, None)?;
+    eprintln!("retort: run folder {}", launch.dir.path.display());
+    let interactive = !args.headless && std::io::stdout().is_terminal();
+    let mut sink: Box<dyn Sink> = if interactive { Box::new(crate::ui::sink::TuiSink) } else { Box::new(HeadlessSink { quiet: false }) };
+    let outcome = pipeline::execute(launch, sink.as_mut(), false)?;
+    Ok(outcome_code(outcome))
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn outcome_code(o: crate::bus::Outcome) -> i32 {
+    match o {
+        crate::bus::Outcome::Finished => 0,
+        crate::bus::Outcome::Failed => 1,
+        crate::bus::Outcome::Interrupted => 130,
+    }
 }

@@ -114,7 +114,7 @@ impl PullRequest {
     pub fn parse(spec: &str) -> Result<Self, HubError> {
         let bad = |reason: &str| HubError::BadRepoSpec { spec: spec.to_string(), reason: reason.to_string() };
         let (repo, revision) = match spec.split_once('@') {
-            Some((_, revision)) if revision.is_empty() => return Err(bad("nothing after `@`; write org/name@revision")),
+            Some((_, "")) => return Err(bad("nothing after `@`; write org/name@revision")),
             Some((repo, revision)) => (repo, Some(revision.to_string())),
             None => (spec, None),
         };
@@ -498,7 +498,8 @@ fn collect_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), 
 /// Match a `/`-separated path against a glob: `*` is any run of characters
 /// within one segment, `?` one character, and a `**` segment any number of
 /// whole segments (none included). So `*.json` matches top-level JSON files
-/// only and `**/*.json` every JSON file.
+/// only and `**/*.json` every JSON file. (huggingface_hub's `allow_patterns`
+/// use fnmatch, where `*` also crosses `/`; write `**/` to get that here.)
 pub fn glob_match(pattern: &str, path: &str) -> bool {
     let pattern: Vec<&str> = pattern.split('/').collect();
     let path: Vec<&str> = path.split('/').collect();

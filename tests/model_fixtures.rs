@@ -281,12 +281,12 @@ fn save_load_round_trip_preserves_logits_exactly() {
     }
 }
 
-/// Python with transformers, if available: $RETORT_PYTHON, else /work/venv/bin/python if it
+/// Python with transformers, if available: $RETORT_PYTHON, else .venv/bin/python if it
 /// exists, else `python3`. None when it cannot import transformers.
 fn python_with_transformers() -> Option<String> {
     let candidates: Vec<String> = match std::env::var("RETORT_PYTHON") {
         Ok(p) => vec![p],
-        Err(_) => vec!["/work/venv/bin/python".into(), "python3".into()],
+        Err(_) => vec![".venv/bin/python".into(), "python3".into()],
     };
     candidates.into_iter().find(|py| {
         std::process::Command::new(py)

@@ -14,6 +14,7 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
 pub mod model_init;
+pub mod pull;
 pub mod tasks;
 
 /// What a finished stage leaves behind.
@@ -74,6 +75,11 @@ pub const KINDS: &[StageKind] = &[
         kind: "model-init",
         about: "build a tiny model folder (config, character tokenizer, random weights)",
         parse: parse_as::<model_init::ModelInitStage>,
+    },
+    StageKind {
+        kind: "pull",
+        about: "download a model from the Hugging Face hub into the standard cache",
+        parse: parse_as::<pull::PullStage>,
     },
     StageKind {
         kind: "sft",

@@ -156,6 +156,12 @@ mod tests {
     }
 
     #[test]
+    fn drops_one_trailing_newline_like_jinja2_default() {
+        // jinja2's keep_trailing_newline=False, which transformers keeps.
+        assert_eq!(render("{{ bos_token }}x\n\n", &[], false).unwrap(), "<s>x\n");
+    }
+
+    #[test]
     fn python_string_methods_and_tojson() {
         let source = "{{ messages[0].content.strip().split(',') | tojson }}|{{ messages[0].role.startswith('us') }}|{{ messages[0] | tojson }}|{{ tools | tojson }}";
         let text = render(source, &[Message::user("  a,b <c> ")], false).unwrap();

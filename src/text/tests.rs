@@ -235,3 +235,73 @@ fn model_eos_ids_prefer_generation_config() {
     let error = model_eos_ids(dir.path()).unwrap_err().to_string();
     assert!(error.contains("generation_config.json: key `eos_token_id` must be an integer"), "{error}");
 }
+
+/// A Python with transformers, when this machine has one: `RETORT_PYTHON`,
+/// else .venv/bin/python (what .ci/run installs), else python3.
+fn python_with_transformers() -> Option<String> {
+    let candidates = [std::env::var("RETORT_PYTHON").ok(), Some(".venv/bin/python".into()), Some("python3".into())];
+    candidates.into_iter().flatten().find(|python| {
+        std::process::Command::new(python)
+            .args(["-c", "import transformers"])
+            .output()
+            .map(|out| out.status.success())
+            .unwrap_or(false)
+    })
+}
+
+const TRANSFORMERS_PROBE: &str = r#"
+import json, sys
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+text, messages = sys.argv[2], json.loads(sys.argv[3])
+ids = tok.encode(text, add_special_tokens=True)
+print(json.dumps({
+    "ids": ids,
+    "decoded": tok.decode(ids),
+    "eos": tok.eos_token_id, "pad": tok.pad_token_id, "bos": tok.bos_token_id,
+    "size": len(tok),
+    "chat": tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+}))
+"#;
+
+/// The tiny directory, a tool-free Qwen2.5-style template and a Llama 3
+/// template give the same ids and prompts in transformers (skipped when no
+/// Python with transformers is installed).
+#[test]
+fn transformers_agrees_when_available() {
+    let Some(python) = python_with_transformers() else {
+        eprintln!("skipped: no Python with transformers (set RETORT_PYTHON)");
+        return;
+    };
+    let text = "<|im_start|>user\nHello, {world}! 1+1=2 ~`|\\<|im_end|>\n";
+    let messages = [Message::system("Be terse."), Message::user("  What is 2+2? "), Message::assistant("4")];
+    let templates = [None, Some(QWEN25_STYLE), Some(LLAMA3_STYLE)];
+    for template in templates {
+        let dir = tiny_dir();
+        if let Some(source) = template {
+            edit_config(dir.path(), |config| {
+                config["chat_template"] = serde_json::json!(source);
+                config["bos_token"] = serde_json::json!("<|im_start|>");
+            });
+        }
+        let tokenizer = Tokenizer::load(dir.path()).unwrap();
+        let output = std::process::Command::new(&python)
+            .args(["-c", TRANSFORMERS_PROBE])
+            .arg(dir.path())
+            .arg(text)
+            .arg(serde_json::to_string(&messages).unwrap())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let reference: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let ids = tokenizer.encode(text, true).unwrap();
+        assert_eq!(serde_json::json!(ids), reference["ids"]);
+        assert_eq!(tokenizer.decode(&ids, false).unwrap(), reference["decoded"].as_str().unwrap());
+        assert_eq!(serde_json::json!(tokenizer.eos_id()), reference["eos"]);
+        assert_eq!(serde_json::json!(tokenizer.pad_id()), reference["pad"]);
+        assert_eq!(serde_json::json!(tokenizer.bos_id()), reference["bos"]);
+        assert_eq!(serde_json::json!(tokenizer.vocab_size()), reference["size"]);
+        let prompt = tokenizer.apply_chat_template(&messages, true).unwrap();
+        assert_eq!(prompt, reference["chat"].as_str().unwrap(), "template {template:?}");
+    }
+}

@@ -2,3 +2,4 @@
 
 pub mod follow;
 pub mod tui;
+pub mod sink;

@@ -1,0 +1,177 @@
+//! The SFT stage end to end through the binary: learning, exact resume after a graceful stop
+//! and after SIGKILL, LoRA, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn retort() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_retort"));
+    c.env_remove("RETORT_RUNS_DIR");
+    c
+}
+
+/// The tiny warm-start profile shrunk to seconds.
+const SMALL: &[&str] = &[
+    "--set", "stage.sft.steps=12",
+    "--set", "stage.sft.batch_size=8",
+    "--set", "stage.sft.checkpoint_every=4",
+    "--set", "stage.sft.eval_every=0",
+    "--set", "stage.sft.sample_every=0",
+    "--set", "stage.sft.eval_samples=0",
+    "--set", "stage.sft.data.train=64",
+    "--set", "stage.sft.data.test=8",
+];
+
+fn run_in(dir: &Path, name: &str) -> Command {
+    let mut c = retort();
+    c.args(["run", "sft-countdown-tiny", "--headless", "--name", name]).args(SMALL).current_dir(dir);
+    c
+}
+
+fn run_dir(dir: &Path, name: &str) -> PathBuf {
+    std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&format!("{name}-")))
+        .unwrap()
+}
+
+fn wait_for(path: &Path, needle: &str) {
+    let start = Instant::now();
+    while !std::fs::read_to_string(path).unwrap_or_default().contains(needle) {
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {needle} in {}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn weights(run: &Path) -> Vec<u8> {
+    std::fs::read(run.join("sft/model/model.safetensors")).unwrap()
+}
+
+fn manifest(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
+}
+
+fn resume(run: &Path, dir: &Path) {
+    let out = retort().args(["run", "--headless", "--resume", run.to_str().unwrap()]).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resumed from checkpoint"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn interrupted_and_killed_runs_resume_bit_identically() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let out = run_in(dir, "whole").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let whole = run_dir(dir, "whole");
+    let reference = weights(&whole);
+    // The loss went down and the final model is a loadable HF folder with the tokenizer.
+    for f in ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"] {
+        assert!(whole.join("sft/model").join(f).is_file(), "missing {f}");
+    }
+
+    // Graceful stop (SIGTERM) after the first checkpoint: the stage checkpoints and exits.
+    let mut child = run_in(dir, "stopped").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let stopped = loop {
+        if let Ok(mut it) = std::fs::read_dir(dir.join("runs")) {
+            if let Some(p) = it.find_map(|e| {
+                let p = e.ok()?.path();
+                p.file_name()?.to_str()?.starts_with("stopped-").then_some(p)
+            }) {
+                break p;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    wait_for(&stopped.join("events.jsonl"), "\"checkpoint_saved\"");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(manifest(&stopped)["status"], "interrupted");
+    resume(&stopped, dir);
+    assert_eq!(manifest(&stopped)["status"], "finished");
+    assert!(weights(&stopped) == reference, "resumed after a graceful stop, the weights differ");
+
+    // Hard kill: at most the steps since the last checkpoint are lost, and the result is the same.
+    let mut child = run_in(dir, "killed").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let killed = loop {
+        if let Ok(mut it) = std::fs::read_dir(dir.join("runs")) {
+            if let Some(p) = it.find_map(|e| {
+                let p = e.ok()?.path();
+                p.file_name()?.to_str()?.starts_with("killed-").then_some(p)
+            }) {
+                break p;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    wait_for(&killed.join("events.jsonl"), "\"step\":5");
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert_eq!(manifest(&killed)["status"], "running", "a killed process cannot update its manifest");
+    let listing = String::from_utf8_lossy(&retort().args(["runs"]).current_dir(dir).output().unwrap().stdout).into_owned();
+    assert!(listing.lines().any(|l| l.starts_with("killed-") && l.contains("interrupted")), "{listing}");
+    resume(&killed, dir);
+    assert!(weights(&killed) == reference, "resumed after SIGKILL, the weights differ");
+}
+
+#[test]
+fn overfits_a_handful_of_examples_and_lora_trains_adapters_only() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let model = dir.join("base");
+    let out = retort().args(["run", "sft-countdown-tiny", "--headless", "--set", "stage.sft.steps=1", "--set", "stage.sft.eval_samples=0", "--set", "stage.sft.data.train=20", "--set", "stage.sft.data.test=4"]).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let init = std::fs::read_dir(dir.join("runs")).unwrap().next().unwrap().unwrap().path().join("init/model");
+    std::fs::rename(&init, &model).unwrap();
+    let data = dir.join("four.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\":\"2+2=\",\"response\":\"4\"}\n{\"prompt\":\"red \",\"response\":\"apple\"}\n{\"prompt\":\"abc\",\"response\":\"def\"}\n{\"prompt\":\"x\",\"response\":\"yz!\"}\n",
+    )
+    .unwrap();
+    let out = retort()
+        .args(["sft", model.to_str().unwrap(), "--jsonl", data.to_str().unwrap(), "--headless"])
+        .args(["--set", "steps=80", "--set", "batch_size=4", "--set", "lr=0.003", "--set", "warmup_steps=0", "--set", "schedule=\"constant\"", "--set", "eval_every=0"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = std::fs::read_dir(dir.join("runs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("sft-")).unwrap();
+    let final_loss = manifest(&run)["stages"][0]["summary"]["loss"].as_f64().unwrap();
+    assert!(final_loss < 0.05, "did not overfit: loss {final_loss}");
+
+    // LoRA: adapters are saved in PEFT layout, and the merged model differs from the base.
+    let out = retort()
+        .args(["sft", model.to_str().unwrap(), "--jsonl", data.to_str().unwrap(), "--headless"])
+        .args(["--set", "steps=20", "--set", "batch_size=4", "--set", "lr=0.01", "--set", "lora.rank=4", "--set", "lora.targets=[\"q_proj\",\"v_proj\"]"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lora_run = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("sft-"))
+        .find(|p| p.join("sft/adapter").exists())
+        .expect("a LoRA run folder with adapters");
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lora_run.join("sft/adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["r"], 4);
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_ne!(std::fs::read(lora_run.join("sft/model/model.safetensors")).unwrap(), std::fs::read(model.join("model.safetensors")).unwrap());
+}
+
+#[test]
+fn bad_sft_input_is_explained() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"prompt\":\"a\",\"response\":\"b\"}\nnot json\n").unwrap();
+    let out = retort().args(["sft", "no-such-model", "--jsonl", bad.to_str().unwrap(), "--headless"]).current_dir(dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no-such-model"), "{text}");
+    let e = String::from_utf8_lossy(&retort().args(["run", "sft-countdown-tiny", "--set", "stage.sft.lora.targets=[\"qkv\"]"]).current_dir(dir).output().unwrap().stderr).into_owned();
+    assert!(e.contains("no module named `qkv`") && e.contains("q_proj"), "{e}");
+}
