@@ -51,6 +51,15 @@ pub enum Command {
     Pull(PullArgs),
     /// Fine-tune a model folder on a JSONL file or a built-in task (a one-stage run).
     Sft(SftArgs),
+    /// Evaluate model folders: pass@k to large k, diversity and exploration metrics.
+    Eval(crate::cli_eval::EvalArgs),
+    /// Dry-run a verifier over a JSONL of completions.
+    Reward {
+        #[command(subcommand)]
+        action: crate::cli_eval::RewardAction,
+    },
+    /// Write PNG plots and report.md for a run folder.
+    Report(crate::cli_eval::ReportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +167,9 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Watch(args) => cmd_watch(args),
         Command::Pull(args) => cmd_pull(args).map(|_| 0),
         Command::Sft(args) => cmd_sft(args),
+        Command::Eval(args) => crate::cli_eval::cmd_eval(args),
+        Command::Reward { action: crate::cli_eval::RewardAction::Test(args) } => crate::cli_eval::cmd_reward_test(args),
+        Command::Report(args) => crate::cli_eval::cmd_report(args),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod cli;
+pub mod cli_eval;
 pub mod device;
 pub mod eval;
 pub mod eval_code;
@@ -14,6 +15,7 @@ pub mod hub;
 pub mod model;
 pub mod pipeline;
 pub mod profile;
+pub mod report;
 pub mod rng;
 pub mod run;
 pub mod sandbox;

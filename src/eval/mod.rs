@@ -10,11 +10,15 @@
 //! - [`diversity`]: distinct-correct@k, coverage, solution entropy, Eq.-14 diversity,
 //!   distinct-n (§4.8, §8.3).
 //! - [`math`]: a rule-based verifier for GSM8K/MATH/AIME-style final answers (§7.2).
+//! - [`run`]: the engine that samples a model and computes all of the above;
+//!   [`stage`]: the `eval` stage kind around it.
 
 pub mod diversity;
 pub mod explore;
 pub mod math;
 pub mod passk;
+pub mod run;
+pub mod stage;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,432 @@
+//! `retort eval`, `retort reward test` and `retort report`: clap definitions and handlers.
+//!
+//! # `retort eval MODEL --task NAME --json`
+//!
+//! Prints ONE JSON document to stdout (progress goes to stderr). Scripts may rely on it; keys
+//! are only ever added:
+//!
+//! ```text
+//! {
+//!   "model": "path/to/model",
+//!   "problem_set": "100 instances of countdown",
+//!   "config": {"n": 64, "ks": [1, 2, 4, ...], "temperature": 1.0, "top_p": 1.0,
+//!              "max_new_tokens": 24, "seed": 0, "chat": false, "batch_size": 128,
+//!              "rbf": true, "position_bins": 10},
+//!   "aggregate": {"problems": 100, "n": 64, "pass@1": 0.31, "pass@4": ..., "avg@64": ...,
+//!                 "maj@64": ..., "entropy/mean": ..., "entropy/correct": ...,
+//!                 "entropy/incorrect": ..., "rbf/mean": ..., "diversity/distinct_correct": ...,
+//!                 "diversity/distinct_correct@4": ..., "diversity/coverage": ...,
+//!                 "diversity/solution_entropy": ..., "diversity/distinct_2": ...,
+//!                 "unsolvable@64": 12, "samples_per_s": ..., ...},
+//!   "entropy_by_position": [1.2, 0.9, ..., 1.1],      // 10 relative-position bins
+//!   "unsolvable": ["countdown-17", ...],              // no correct sample among n
+//!   "problems": [{"id": "countdown-0", "n": 64, "correct": 20, "pass@1": 0.3125, ...,
+//!                 "avg@64": ..., "maj@64": 1.0, "distinct_correct": 3, "solutions": 5,
+//!                 "coverage": 0.6, "solution_entropy": 0.8, "majority": "3+4*5",
+//!                 "entropy_mean": 0.7, "rbf_mean": 2.1, "mean_tokens": 9.0,
+//!                 "example": "3+4*5"}, ...]
+//! }
+//! ```
+//! Every key of `aggregate` is listed in [`crate::eval::run::aggregate_keys_doc`]. With
+//! `--compare A B ...` the document is `{"models": [{"label": "A", "report": {…as above…}},
+//! …], "overlaps": [{"first", "other", "only_first", "only_other", "both", "jaccard"}, …]}`,
+//! the same shape as an eval stage's `results.json`.
+//!
+//! # `retort reward test FILE --json`
+//!
+//! One JSON object per input line, in input order: `{"line", "verifier", "correct",
+//! "reward", "reason", …}`; math adds `extracted`, `method`, `canonical`; code adds `status`
+//! (pass / fail / timeout / crash / memory / error) and `output` (truncated).
+
+use crate::eval::math::{verify_math, MathOptions};
+use crate::eval::run::{self, EvalConfig, EvalModel, EvalReport, ProblemSet};
+use crate::eval::stage::{model_labels, ModelResult, StageResults};
+use crate::sandbox::Limits;
+use crate::tasks::Instance;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Model folder(s); several need --compare.
+    #[arg(required = true)]
+    pub models: Vec<PathBuf>,
+    /// Put several models side by side (pass@k, diversity, unsolvable-set overlap).
+    #[arg(long)]
+    pub compare: bool,
+    /// A built-in task (`retort tasks list`); problems are generated from --seed.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Task generator option, e.g. `--option min_solutions=3`.
+    #[arg(long = "option", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// Problems generated for --task.
+    #[arg(long, default_value_t = 100)]
+    pub problems: usize,
+    /// Task instances from a JSONL (a tasks stage's test.jsonl, or its folder).
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// A math (`{"prompt","answer"}`) or code (`{"prompt","tests"}`) JSONL; needs --verifier.
+    #[arg(long, value_name = "FILE")]
+    pub jsonl: Option<PathBuf>,
+    /// Verifier for --jsonl: math or code.
+    #[arg(long)]
+    pub verifier: Option<String>,
+    /// Samples per problem.
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// ks of pass@k, e.g. 1,4,16 (default: powers of two up to n).
+    #[arg(long, value_delimiter = ',')]
+    pub k: Vec<usize>,
+    /// Evaluate the first P problems.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 24)]
+    pub max_new_tokens: usize,
+    /// Render prompts with the model's chat template (HF chat models).
+    #[arg(long)]
+    pub chat: bool,
+    /// Rows per generation batch.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Skip the rollout branching factor (saves one forward pass per batch).
+    #[arg(long)]
+    pub no_rbf: bool,
+    /// auto, cpu, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print one JSON document (see the module doc) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON document to this file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RewardAction {
+    /// Run a verifier over a JSONL of completions and print each verdict with its reason.
+    Test(RewardTestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RewardTestArgs {
+    /// JSONL of {"prompt","completion","gold"} (math), {"prompt","completion","tests"} (code)
+    /// or task instances {"task","id","prompt","data"} with a "completion".
+    pub file: PathBuf,
+    /// math, code or a task name; default: guessed per row from its fields.
+    #[arg(long)]
+    pub verifier: Option<String>,
+    /// One JSON object per input line, in input order.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The run folder.
+    pub run_dir: PathBuf,
+}
+
+fn parse_options(options: &[String]) -> Result<toml::Table> {
+    let mut table = toml::Table::new();
+    for o in options {
+        let (k, v) = o.split_once('=').with_context(|| format!("--option {o}: expected KEY=VALUE"))?;
+        let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(v.to_string()));
+        table.insert(k.trim().to_string(), value);
+    }
+    Ok(table)
+}
+
+fn problem_set(args: &EvalArgs) -> Result<ProblemSet> {
+    let chosen = [args.task.is_some(), args.from.is_some(), args.jsonl.is_some()].iter().filter(|&&b| b).count();
+    if chosen != 1 {
+        bail!("choose the problems with exactly one of --task NAME, --from TEST_JSONL or --jsonl FILE --verifier math|code");
+    }
+    let mut set = if let Some(task) = &args.task {
+        ProblemSet::from_task(task, &parse_options(&args.options)?, args.problems.min(args.limit), args.seed)?
+    } else if let Some(from) = &args.from {
+        let file = if from.is_dir() { from.join("test.jsonl") } else { from.clone() };
+        ProblemSet::from_instances(&file)?
+    } else {
+        let path = args.jsonl.as_ref().context("--jsonl")?;
+        let verifier = args
+            .verifier
+            .as_deref()
+            .with_context(|| format!("--jsonl needs --verifier ({})", run::JSONL_VERIFIERS.join(" or ")))?;
+        ProblemSet::from_jsonl(path, verifier)?
+    };
+    set.truncate(args.limit);
+    Ok(set)
+}
+
+pub fn cmd_eval(args: EvalArgs) -> Result<i32> {
+    if args.models.len() > 1 && !args.compare {
+        bail!("{} models given: add --compare to evaluate them side by side", args.models.len());
+    }
+    let cfg = EvalConfig {
+        n: args.n,
+        ks: args.k.clone(),
+        temperature: args.temperature,
+        top_p: args.top_p,
+        max_new_tokens: args.max_new_tokens,
+        seed: args.seed,
+        chat: args.chat,
+        batch_size: args.batch_size.max(1),
+        rbf: !args.no_rbf,
+        position_bins: 10,
+    };
+    cfg.check()?;
+    let set = problem_set(&args)?;
+    let device = crate::device::DeviceSpec::parse(&args.device).map_err(anyhow::Error::msg)?.open()?;
+    let names: Vec<String> = args.models.iter().map(|m| m.display().to_string()).collect();
+    let labels = model_labels(&names);
+    let mut results: Vec<ModelResult> = Vec::new();
+    for (dir, label) in args.models.iter().zip(&labels) {
+        let model = EvalModel::load(dir, &device)?;
+        eprintln!("retort eval: {label}: {} × n = {}", set.describe(), cfg.n);
+        let mut last = std::time::Instant::now();
+        let mut progress = |p: run::Progress| -> Result<()> {
+            if last.elapsed().as_secs_f64() >= 2.0 || p.done == p.total {
+                eprintln!("  {label}: {}/{} samples, {:.1} samples/s", p.done, p.total, p.samples_per_s);
+                last = std::time::Instant::now();
+            }
+            Ok(())
+        };
+        let report = run::evaluate(&model, &set, &cfg, &mut progress)?;
+        results.push(ModelResult { label: label.clone(), report });
+    }
+    let overlaps: Vec<run::Overlap> = results
+        .iter()
+        .skip(1)
+        .map(|r| run::overlap((&results[0].label, &results[0].report), (&r.label, &r.report)))
+        .collect();
+    let doc = if args.compare {
+        serde_json::to_value(StageResults { models: results.clone(), overlaps })?
+    } else {
+        serde_json::to_value(&results[0].report)?
+    };
+    let text = serde_json::to_string_pretty(&doc)?;
+    if let Some(out) = &args.out {
+        crate::fsutil::write_atomic(out, text.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    if args.json {
+        println!("{text}");
+    } else {
+        for r in &results {
+            println!("{} ({})\n{}\n", r.label, r.report.problem_set, run::pass_at_k_table(&r.report));
+        }
+        if results.len() > 1 {
+            let pairs: Vec<(String, &EvalReport)> = results.iter().map(|r| (r.label.clone(), &r.report)).collect();
+            println!("{}", run::comparison_table(&pairs));
+        }
+    }
+    Ok(0)
+}
+
+/// Which verifier a row goes to.
+#[derive(Debug, Clone, PartialEq)]
+enum RowVerifier {
+    Math,
+    Code,
+    Task(String),
+}
+
+/// One validated row of a reward-test file.
+#[derive(Debug)]
+enum RewardRow {
+    Math { completion: String, gold: String },
+    Code { completion: String, tests: String },
+    Task { instance: Instance, completion: String },
+}
+
+fn guess_verifier(row: &serde_json::Map<String, serde_json::Value>) -> Option<RowVerifier> {
+    if row.contains_key("tests") || row.contains_key("test") {
+        Some(RowVerifier::Code)
+    } else if row.contains_key("gold") || row.contains_key("answer") {
+        Some(RowVerifier::Math)
+    } else {
+        row.get("task").and_then(|t| t.as_str()).map(|t| RowVerifier::Task(t.to_string()))
+    }
+}
+
+fn read_reward_rows(path: &Path, verifier: Option<&str>) -> Result<Vec<(usize, RewardRow)>> {
+    let forced = match verifier {
+        None => None,
+        Some("math") => Some(RowVerifier::Math),
+        Some("code") => Some(RowVerifier::Code),
+        Some(name) => {
+            if crate::tasks::build(name, &toml::Table::new()).is_err() {
+                let mut known: Vec<&str> = run::JSONL_VERIFIERS.to_vec();
+                known.extend(crate::tasks::names().into_iter().map(|(n, _)| n));
+                bail!(run::EvalError::UnknownVerifier { name: name.to_string(), known: known.join(", ") });
+            }
+            Some(RowVerifier::Task(name.to_string()))
+        }
+    };
+    let mut rows = Vec::new();
+    for (line, row) in run::read_json_lines(path)? {
+        let kind = match forced.clone().or_else(|| guess_verifier(&row)) {
+            Some(k) => k,
+            None => bail!(
+                "{}:{line}: cannot tell which verifier applies: the row has no \"gold\"/\"answer\" (math), \"tests\" (code) or \"task\" field; add one or pass --verifier",
+                path.display()
+            ),
+        };
+        let completion = |expected: &str| run::required(&row, &["completion", "response"], path, line, expected);
+        let parsed = match &kind {
+            RowVerifier::Math => {
+                let expected = "\"completion\" and \"gold\"";
+                RewardRow::Math { completion: completion(expected)?, gold: run::required(&row, &["gold", "answer"], path, line, expected)? }
+            }
+            RowVerifier::Code => {
+                let expected = "\"completion\" and \"tests\"";
+                RewardRow::Code { completion: completion(expected)?, tests: run::required(&row, &["tests", "test"], path, line, expected)? }
+            }
+            RowVerifier::Task(name) => {
+                let expected = "\"completion\" and the instance's \"data\"";
+                let source = row.get("instance").and_then(|v| v.as_object()).unwrap_or(&row);
+                let data = source.get("data").cloned().ok_or_else(|| run::EvalError::MissingField {
+                    path: path.display().to_string(),
+                    line,
+                    field: "data".into(),
+                    expected: expected.into(),
+                })?;
+                let instance = Instance {
+                    task: name.clone(),
+                    id: run::text_field(source, &["id"]).unwrap_or_else(|| format!("line-{line}")),
+                    prompt: run::text_field(source, &["prompt"]).unwrap_or_default(),
+                    data,
+                };
+                RewardRow::Task { instance, completion: completion(expected)? }
+            }
+        };
+        rows.push((line, parsed));
+    }
+    Ok(rows)
+}
+
+/// Output longer than this (in chars) is cut in the middle for the verdict line.
+const OUTPUT_CHARS: usize = 600;
+
+fn cut_middle(text: &str, max: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= max {
+        return text.to_string();
+    }
+    let half = max / 2;
+    let head: String = chars[..half].iter().collect();
+    let tail: String = chars[chars.len() - half..].iter().collect();
+    format!("{head}…[{} chars cut]…{tail}", chars.len() - 2 * half)
+}
+
+/// The verdict of one row as the JSON object `--json` prints.
+fn judge(row: &RewardRow, line: usize, limits: &Limits) -> Result<serde_json::Value> {
+    Ok(match row {
+        RewardRow::Math { completion, gold } => {
+            let v = verify_math(completion, gold, &MathOptions::default());
+            serde_json::json!({
+                "line": line, "verifier": "math", "correct": v.correct, "reward": f64::from(u8::from(v.correct)),
+                "reason": v.reason, "extracted": v.extracted, "method": format!("{:?}", v.method), "canonical": v.canonical(),
+            })
+        }
+        RewardRow::Code { completion, tests } => {
+            let v = crate::eval_code::verify_code(completion, tests, limits);
+            let status = v.status.map_or("error".to_string(), |s| format!("{s:?}").to_lowercase());
+            let output = cut_middle(&v.output, OUTPUT_CHARS);
+            let reason = if v.status.is_some() && !matches!(v.status, Some(crate::sandbox::ExecStatus::Pass)) {
+                format!("{status}: {}", v.reason)
+            } else if v.status.is_some() {
+                "pass".to_string()
+            } else {
+                format!("error: {}", v.reason)
+            };
+            serde_json::json!({
+                "line": line, "verifier": "code", "correct": v.correct, "reward": v.reward,
+                "reason": reason, "status": status, "output": output,
+            })
+        }
+        RewardRow::Task { instance, completion } => {
+            let task = crate::tasks::build(&instance.task, &toml::Table::new())?;
+            let v = task.verify(instance, completion);
+            serde_json::json!({
+                "line": line, "verifier": instance.task, "correct": v.correct, "reward": v.reward,
+                "reason": v.reason, "canonical": v.canonical,
+            })
+        }
+    })
+}
+
+pub fn cmd_reward_test(args: RewardTestArgs) -> Result<i32> {
+    let rows = read_reward_rows(&args.file, args.verifier.as_deref())?;
+    let limits = Limits::default();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut correct = 0usize;
+    for (line, row) in &rows {
+        let v = judge(row, *line, &limits)?;
+        let ok = v["correct"].as_bool().unwrap_or(false);
+        correct += usize::from(ok);
+        if args.json {
+            writeln!(out, "{v}")?;
+        } else {
+            let reason = v["reason"].as_str().unwrap_or("");
+            writeln!(out, "{}:{line}: {} reward {} [{}] {reason}", args.file.display(), if ok { "correct" } else { "wrong  " }, v["reward"], v["verifier"].as_str().unwrap_or(""))?;
+        }
+    }
+    if !args.json {
+        writeln!(out, "{} rows: {correct} correct", rows.len())?;
+    }
+    Ok(0)
+}
+
+pub fn cmd_report(args: ReportArgs) -> Result<i32> {
+    let written = crate::report::write_report(&args.run_dir)?;
+    for p in &written.files {
+        println!("{}", p.display());
+    }
+    if !written.notes.is_empty() {
+        for n in &written.notes {
+            eprintln!("retort report: {n}");
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn middle_cut_keeps_both_ends() {
+        let s = "a".repeat(10) + &"b".repeat(100) + &"c".repeat(10);
+        let cut = cut_middle(&s, 20);
+        assert!(cut.starts_with("aaaaaaaaaa") && cut.ends_with("cccccccccc"), "{cut}");
+        assert!(cut.contains("[100 chars cut]"), "{cut}");
+        assert_eq!(cut_middle("short", 20), "short");
+    }
+
+    #[test]
+    fn rows_are_routed_by_their_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.jsonl");
+        std::fs::write(&p, "{\"prompt\":\"q\",\"completion\":\"\\\\boxed{2}\",\"gold\":\"2\"}\n{\"prompt\":\"q\",\"completion\":\"x=1\",\"tests\":\"assert x==1\"}\n{\"prompt\":\"q\"}\n").unwrap();
+        let err = read_reward_rows(&p, None).unwrap_err().to_string();
+        assert!(err.contains("r.jsonl:3: cannot tell which verifier"), "{err}");
+        let err = read_reward_rows(&p, Some("math")).unwrap_err().to_string();
+        assert!(err.contains("r.jsonl:2: missing field `gold`"), "{err}");
+        let err = read_reward_rows(&p, Some("nosuch")).unwrap_err().to_string();
+        assert!(err.contains("unknown verifier `nosuch`; known verifiers: math, code, countdown"), "{err}");
+    }
+}

@@ -1,0 +1,352 @@
+//! Stage `kind = "eval"`: pass@k to large k, diversity and exploration metrics of one or more
+//! models on one problem set, side by side.
+//!
+//! ```toml
+//! [[stage]]
+//! kind = "eval"
+//! name = "eval"
+//! models = ["@sft", "@grpo"]   # model folders or earlier stages' outputs
+//! from = "@data"               # a tasks stage's test.jsonl; or task = "countdown" (+ options,
+//!                              # problems); or jsonl = "file.jsonl" + verifier = "math" | "code"
+//! n = 64                       # samples per problem
+//! k = [1, 4, 16, 64]           # default: powers of two up to n
+//! temperature = 1.0
+//! top_p = 1.0
+//! max_new_tokens = 24
+//! limit = 100                  # first problems only
+//! ```
+//! Output: `<run>/<name>/results.json` ([`StageResults`]: each model's [`EvalReport`] and the
+//! unsolvable-set overlaps with the first model) and `samples-<model>.jsonl` (every response
+//! with its verdict). The stage summary holds the headline metrics (prefixed `<model>/` when
+//! several models are compared) and its table is the pass@k table or the comparison.
+
+use super::run::{self, EvalConfig, EvalModel, EvalReport, Overlap, ProblemSet, JSONL_VERIFIERS};
+use crate::fsutil::write_atomic;
+use crate::stages::{refs, table_of, StageConfig, StageCtx, StageOutput};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalStage {
+    /// Model folders or `@stage` references; the first is the reference for overlaps.
+    pub models: Vec<String>,
+    /// A tasks stage (`@data`) whose test.jsonl holds the problems, or a JSONL of instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A built-in task whose problems are generated from the run's seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub options: toml::Table,
+    /// Problems generated for `task`.
+    #[serde(default = "d_problems")]
+    pub problems: usize,
+    /// A math or code JSONL (`{"prompt","answer"}` / `{"prompt","tests"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonl: Option<String>,
+    /// Verifier for `jsonl`: "math" or "code".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<String>,
+    #[serde(default = "d_n")]
+    pub n: usize,
+    /// ks of pass@k; empty = powers of two up to n.
+    #[serde(default)]
+    pub k: Vec<usize>,
+    #[serde(default = "d_one")]
+    pub temperature: f64,
+    #[serde(default = "d_one")]
+    pub top_p: f64,
+    #[serde(default = "d_new_tokens")]
+    pub max_new_tokens: usize,
+    /// Evaluate the first `limit` problems.
+    #[serde(default = "d_problems")]
+    pub limit: usize,
+    /// Render prompts with the chat template (HF chat models).
+    #[serde(default)]
+    pub chat: bool,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Compute the rollout branching factor (one extra forward pass per batch).
+    #[serde(default = "d_true")]
+    pub rbf: bool,
+}
+
+fn d_problems() -> usize {
+    100
+}
+fn d_n() -> usize {
+    64
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_new_tokens() -> usize {
+    24
+}
+fn d_batch() -> usize {
+    128
+}
+fn d_true() -> bool {
+    true
+}
+
+/// One model's result in `results.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelResult {
+    pub label: String,
+    pub report: EvalReport,
+}
+
+/// `results.json` of an eval stage (read by `retort report`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageResults {
+    pub models: Vec<ModelResult>,
+    /// The first model's unsolvable set against each other model's.
+    pub overlaps: Vec<Overlap>,
+}
+
+pub const RESULTS_FILE: &str = "results.json";
+
+/// Short, distinct labels for models: `@sft` → "sft", a path → its folder name (the parent's
+/// when the folder is called `model`), with "-2", "-3" appended to repeats.
+pub fn model_labels(models: &[String]) -> Vec<String> {
+    let mut labels: Vec<String> = Vec::new();
+    for m in models {
+        let base = match m.strip_prefix('@') {
+            Some(stage) => stage.to_string(),
+            None => {
+                let p = Path::new(m.trim_end_matches('/'));
+                let name = |q: &Path| q.file_name().map(|s| s.to_string_lossy().into_owned());
+                match name(p) {
+                    Some(n) if n == "model" => p.parent().and_then(name).unwrap_or(n),
+                    Some(n) => n,
+                    None => m.clone(),
+                }
+            }
+        };
+        let mut label = base.clone();
+        let mut i = 2;
+        while labels.contains(&label) {
+            label = format!("{base}-{i}");
+            i += 1;
+        }
+        labels.push(label);
+    }
+    labels
+}
+
+/// The metrics a stage summary carries (the dashboard shows them; the rest is in results.json).
+fn headline(report: &EvalReport) -> BTreeMap<String, f64> {
+    let n = report.config.n;
+    report
+        .aggregate
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("pass@")
+                || k.starts_with("diversity/")
+                || k.starts_with("entropy/")
+                || k.as_str() == "rbf/mean"
+                || **k == format!("avg@{n}")
+                || **k == format!("maj@{n}")
+                || **k == format!("unsolvable@{n}")
+                || k.as_str() == "samples_per_s"
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+impl EvalStage {
+    fn eval_config(&self, seed: u64) -> EvalConfig {
+        EvalConfig {
+            n: self.n,
+            ks: self.k.clone(),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_new_tokens: self.max_new_tokens,
+            seed,
+            chat: self.chat,
+            batch_size: self.batch_size,
+            rbf: self.rbf,
+            position_bins: 10,
+        }
+    }
+
+    fn problem_set(&self, ctx: &StageCtx) -> Result<ProblemSet> {
+        let mut set = if let Some(from) = &self.from {
+            let p = ctx.resolve(from)?;
+            let file = if p.is_dir() { p.join("test.jsonl") } else { p };
+            ProblemSet::from_instances(&file)?
+        } else if let Some(task) = &self.task {
+            ProblemSet::from_task(task, &self.options, self.problems, ctx.rng("problems").next_u64())?
+        } else if let Some(jsonl) = &self.jsonl {
+            let verifier = self.verifier.as_deref().unwrap_or("");
+            ProblemSet::from_jsonl(&ctx.resolve(jsonl)?, verifier)?
+        } else {
+            bail!("set one of `from`, `task` or `jsonl`");
+        };
+        set.truncate(self.limit);
+        Ok(set)
+    }
+}
+
+impl StageConfig for EvalStage {
+    fn to_table(&self) -> toml::Table {
+        table_of(self)
+    }
+
+    fn references(&self) -> Vec<String> {
+        refs(self.models.iter().map(String::as_str).chain(self.from.as_deref()).chain(self.jsonl.as_deref()))
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: String| Err((k.to_string(), m));
+        if self.models.is_empty() {
+            return err("models", "list at least one model folder or `@stage`".into());
+        }
+        let sources = [self.from.is_some(), self.task.is_some(), self.jsonl.is_some()].iter().filter(|&&b| b).count();
+        if sources != 1 {
+            return err("from", "set exactly one of `from` (a tasks stage), `task` (a built-in task) or `jsonl` (+ `verifier`)".into());
+        }
+        if self.jsonl.is_some() {
+            match self.verifier.as_deref() {
+                Some(v) if JSONL_VERIFIERS.contains(&v) => {}
+                Some(v) => return err("verifier", run::unknown_verifier(v).to_string()),
+                None => return err("verifier", format!("`jsonl` needs a verifier: one of {}", JSONL_VERIFIERS.join(", "))),
+            }
+        } else if self.verifier.is_some() {
+            return err("verifier", "`verifier` applies to `jsonl` problems only; tasks bring their own".into());
+        }
+        if let Some(task) = &self.task {
+            if let Err(e) = crate::tasks::build(task, &self.options) {
+                return err("task", e.to_string());
+            }
+        }
+        if let Err(e) = self.eval_config(0).check() {
+            let key = match e {
+                run::EvalError::BadTemperature(_) => "temperature",
+                run::EvalError::BadTopP(_) => "top_p",
+                run::EvalError::ZeroN => "n",
+                _ => "k",
+            };
+            return err(key, e.to_string());
+        }
+        if self.batch_size == 0 {
+            return err("batch_size", "batch_size must be ≥ 1".into());
+        }
+        Ok(())
+    }
+
+    fn total_units(&self) -> (Option<u64>, &'static str) {
+        let problems = if self.task.is_some() { Some(self.problems.min(self.limit)) } else { None };
+        (problems.map(|p| (p * self.n * self.models.len()) as u64), "samples")
+    }
+
+    fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput> {
+        let set = self.problem_set(ctx)?;
+        let cfg = self.eval_config(ctx.rng("sampling").next_u64());
+        let labels = model_labels(&self.models);
+        let per_model = (set.len() * self.n) as u64;
+        let total = per_model * self.models.len() as u64;
+        ctx.events.info(format!("evaluating {} model(s) on {}, n = {} samples each", self.models.len(), set.describe(), self.n));
+        let mut results: Vec<ModelResult> = Vec::new();
+        for (i, (reference, label)) in self.models.iter().zip(&labels).enumerate() {
+            let dir = ctx.resolve(reference)?;
+            let model = EvalModel::load(&dir, &ctx.device)?;
+            let offset = i as u64 * per_model;
+            let events = ctx.events.clone();
+            let control = &mut *ctx.control;
+            let mut on_progress = |p: run::Progress| -> Result<()> {
+                events.progress(offset + p.done, Some(total), "samples", Some(label));
+                if control.poll().stop {
+                    return Err(crate::stages::Interrupted.into());
+                }
+                Ok(())
+            };
+            let mut report = run::evaluate(&model, &set, &cfg, &mut on_progress)?;
+            report.model = reference.clone();
+            write_samples(&ctx.dir.join(format!("samples-{label}.jsonl")), &set, &report)?;
+            ctx.events.info(format!(
+                "{label}: pass@1 {:.3}, {:.1} samples/s",
+                report.aggregate.get("pass@1").copied().unwrap_or(f64::NAN),
+                report.aggregate.get("samples_per_s").copied().unwrap_or(0.0)
+            ));
+            results.push(ModelResult { label: label.clone(), report });
+        }
+        let overlaps: Vec<Overlap> = results
+            .iter()
+            .skip(1)
+            .map(|r| run::overlap((&results[0].label, &results[0].report), (&r.label, &r.report)))
+            .collect();
+        let mut summary = BTreeMap::new();
+        let table = if results.len() == 1 {
+            summary = headline(&results[0].report);
+            run::pass_at_k_table(&results[0].report)
+        } else {
+            for r in &results {
+                for (k, v) in headline(&r.report) {
+                    summary.insert(format!("{}/{k}", r.label), v);
+                }
+            }
+            let pairs: Vec<(String, &EvalReport)> = results.iter().map(|r| (r.label.clone(), &r.report)).collect();
+            run::comparison_table(&pairs)
+        };
+        let doc = StageResults { models: results, overlaps };
+        let path = ctx.dir.join(RESULTS_FILE);
+        write_atomic(&path, serde_json::to_string_pretty(&doc)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(StageOutput { output: Some(ctx.dir.clone()), summary, table: Some(table) })
+    }
+}
+
+/// Every response with its problem id and verdict, one JSON object a line.
+fn write_samples(path: &Path, set: &ProblemSet, report: &EvalReport) -> Result<()> {
+    let mut text = String::new();
+    for (i, recs) in report.samples.iter().enumerate() {
+        for r in recs {
+            let line = serde_json::json!({
+                "id": set.id(i), "response": r.response, "correct": r.correct, "reward": r.reward,
+                "canonical": r.canonical, "reason": r.reason, "tokens": r.tokens, "entropy": r.entropy, "rbf": r.rbf,
+            });
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+    }
+    write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> EvalStage {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn labels_are_short_and_distinct() {
+        let labels = model_labels(&["@sft".into(), "runs/x/grpo/model".into(), "/m/base".into(), "@sft".into()]);
+        assert_eq!(labels, vec!["sft", "grpo", "base", "sft-2"]);
+    }
+
+    #[test]
+    fn validation_names_the_key_and_explains() {
+        let s = parse("models = [\"@sft\"]\ntask = \"countdown\"\nn = 8\nk = [1, 16]");
+        let (key, msg) = s.validate().unwrap_err();
+        assert_eq!(key, "k");
+        assert!(msg.contains("k = 16 is larger than n = 8"), "{msg}");
+        let s = parse("models = [\"@sft\"]\njsonl = \"x.jsonl\"\nverifier = \"regex\"");
+        let (key, msg) = s.validate().unwrap_err();
+        assert_eq!(key, "verifier");
+        assert!(msg.contains("known verifiers: math, code"), "{msg}");
+        let s = parse("models = [\"@sft\"]\ntask = \"countdown\"\nfrom = \"@data\"");
+        assert_eq!(s.validate().unwrap_err().0, "from");
+        let s = parse("models = [\"@sft\"]\ntask = \"nosuchtask\"");
+        assert!(s.validate().unwrap_err().1.contains("unknown task"));
+        let s = parse("models = [\"@a\", \"@b\"]\nfrom = \"@data\"");
+        assert!(s.validate().is_ok());
+        assert_eq!(s.references(), vec!["@a", "@b", "@data"]);
+        assert_eq!(s.n, 64);
+    }
+}

@@ -1,0 +1,431 @@
+//! `retort report RUN_DIR`: PNG plots of a run's curves and a Markdown summary.
+//!
+//! Reads `events.jsonl` (metrics by stage and step, stage summaries and tables) and each eval
+//! stage's `results.json`, then writes into `RUN_DIR/report/`:
+//! - `loss.png`, `reward.png`, `entropy.png`, `diversity.png`: every metric whose name holds
+//!   that word (diversity: also "distinct" and "coverage"), against the step, one line per
+//!   `stage/metric`; a group without data gets no file;
+//! - `passk-<stage>.png`: pass@k against k on a log2 axis, one line per evaluated model (the
+//!   curves crossing is the capability-boundary diagnostic of rl-spec.md §6.1);
+//! - `entropy-position-<stage>.png`: mean token entropy by relative position (§6.2);
+//!
+//! and `RUN_DIR/report.md` with the stage summaries, the eval tables and the images.
+//!
+//! Plots are drawn with `plotters` into bitmaps, text with `ab_glyph` (pure Rust: no
+//! fontconfig or freetype). It needs a TrueType font file: `RETORT_FONT` names one, else
+//! common system locations are tried (DejaVu, Liberation, Noto, FreeFont, macOS Helvetica/
+//! Arial). Without one, the plots are drawn without any text (axes, lines and grid only) and
+//! report.md says so; `RETORT_FONT=none` forces that mode.
+
+use crate::bus::{Event, Outcome};
+use crate::eval::stage::{StageResults, RESULTS_FILE};
+use anyhow::{anyhow, Context, Result};
+use plotters::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// What `write_report` produced.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub files: Vec<PathBuf>,
+    /// Things the user should know (no font found, unreadable results).
+    pub notes: Vec<String>,
+}
+
+const FONT_FAMILY: &str = "sans-serif";
+
+const FONT_CANDIDATES: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
+    "/usr/share/fonts/noto/NotoSans-Regular.ttf",
+    "/usr/share/fonts/truetype/freefont/FreeSans.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+    "/Library/Fonts/Arial.ttf",
+];
+
+/// Registers a TrueType font with plotters once per process; false when none is usable.
+fn fonts_available() -> bool {
+    static FONT: OnceLock<bool> = OnceLock::new();
+    *FONT.get_or_init(|| {
+        let chosen: Vec<PathBuf> = match std::env::var("RETORT_FONT") {
+            Ok(v) if v == "none" => return false,
+            Ok(v) => vec![PathBuf::from(v)],
+            Err(_) => FONT_CANDIDATES.iter().map(PathBuf::from).collect(),
+        };
+        for path in chosen {
+            if let Ok(bytes) = std::fs::read(&path) {
+                // plotters keeps fonts as &'static; this runs once per process (OnceLock),
+                // so exactly one font file is leaked.
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("drawing the plot: {e}")
+}
+
+/// One named line of (x, y) points.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+pub struct Chart<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub series: &'a [Series],
+    /// x values are log2 k; ticks are labelled with k.
+    pub log2_x: bool,
+}
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+
+/// The data range padded by 5% (and widened when flat, so a constant series is visible).
+fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    if hi - lo < 1e-12 {
+        let pad = if lo.abs() > 1e-12 { lo.abs() * 0.1 } else { 0.5 };
+        return (lo - pad, hi + pad);
+    }
+    let pad = (hi - lo) * 0.05;
+    (lo - pad, hi + pad)
+}
+
+/// Draws `chart` as a 900×540 PNG at `path`.
+pub fn line_chart(path: &Path, chart: &Chart) -> Result<()> {
+    let text = fonts_available();
+    let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let xs = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let ys = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let (x0, x1) = padded_range(xs);
+    let (y0, y1) = padded_range(ys);
+    let mut builder = ChartBuilder::on(&root);
+    builder.margin(20).x_label_area_size(if text { 48 } else { 8 }).y_label_area_size(if text { 70 } else { 8 });
+    if text {
+        builder.caption(chart.title, (FONT_FAMILY, 24));
+    }
+    let mut ctx = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(plot_err)?;
+    let k_label = |v: &f64| format!("{}", 2f64.powf(*v).round());
+    let plain = |v: &f64| {
+        if v.abs() >= 1000.0 || v.fract().abs() < 1e-9 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.3}")
+        }
+    };
+    let mut mesh = ctx.configure_mesh();
+    mesh.light_line_style(RGBColor(235, 235, 235));
+    if text {
+        mesh.x_desc(chart.x_label).y_desc(chart.y_label).label_style((FONT_FAMILY, 15)).axis_desc_style((FONT_FAMILY, 17));
+        mesh.y_label_formatter(&plain);
+        if chart.log2_x {
+            mesh.x_label_formatter(&k_label).x_labels(((x1 - x0).ceil() as usize + 1).clamp(2, 12));
+        } else {
+            mesh.x_label_formatter(&plain);
+        }
+    } else {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw().map_err(plot_err)?;
+    for (i, s) in chart.series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let drawn = ctx.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2))).map_err(plot_err)?;
+        if text {
+            drawn.label(s.name.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+        }
+        // Markers where the points are few, so a single point or a short curve is visible.
+        if s.points.len() <= 40 {
+            ctx.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(plot_err)?;
+        }
+    }
+    if text && !chart.series.is_empty() {
+        ctx.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .label_font((FONT_FAMILY, 14))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(plot_err)?;
+    }
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// Metric groups plotted against the step: file name and which metric names belong.
+const GROUPS: &[(&str, &[&str])] = &[
+    ("loss", &["loss"]),
+    ("reward", &["reward", "score"]),
+    ("entropy", &["entropy"]),
+    ("diversity", &["diversity", "distinct", "coverage"]),
+];
+
+/// What the events say about each stage.
+#[derive(Default)]
+struct StageView {
+    kind: String,
+    outcome: Option<Outcome>,
+    summary: BTreeMap<String, f64>,
+    table: Option<String>,
+    /// metric → (step, value) in event order.
+    metrics: BTreeMap<String, Vec<(f64, f64)>>,
+}
+
+fn read_stages(run_dir: &Path) -> Result<(Vec<(String, StageView)>, String)> {
+    let path = run_dir.join(crate::run::EVENTS);
+    let (records, _) = crate::run::read_events(&path).with_context(|| format!("{} is not a run folder (no readable events.jsonl)", run_dir.display()))?;
+    let mut order: Vec<String> = Vec::new();
+    let mut stages: BTreeMap<String, StageView> = BTreeMap::new();
+    let mut title = String::new();
+    let touch = |name: &str, order: &mut Vec<String>| {
+        if !order.iter().any(|n| n == name) {
+            order.push(name.to_string());
+        }
+    };
+    for r in records {
+        match r.event {
+            Event::RunStarted { run, profile, stages: infos, .. } => {
+                title = format!("{run} (profile {profile})");
+                for s in infos {
+                    touch(&s.name, &mut order);
+                    stages.entry(s.name).or_default().kind = s.kind;
+                }
+            }
+            Event::StageStarted { stage, kind, .. } => {
+                touch(&stage, &mut order);
+                stages.entry(stage).or_default().kind = kind;
+            }
+            Event::Metrics { stage, step, values } => {
+                touch(&stage, &mut order);
+                let view = stages.entry(stage).or_default();
+                for (k, v) in values {
+                    if v.is_finite() {
+                        view.metrics.entry(k).or_default().push((step as f64, v));
+                    }
+                }
+            }
+            Event::StageFinished { stage, outcome, summary, table } => {
+                touch(&stage, &mut order);
+                let view = stages.entry(stage).or_default();
+                view.outcome = Some(outcome);
+                view.summary = summary;
+                view.table = table;
+            }
+            _ => {}
+        }
+    }
+    let list = order.into_iter().map(|n| {
+        let v = stages.remove(&n).unwrap_or_default();
+        (n, v)
+    });
+    Ok((list.collect(), title))
+}
+
+fn safe_name(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+fn fmt(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e12 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// Writes the plots and report.md; returns the files written.
+pub fn write_report(run_dir: &Path) -> Result<Written> {
+    let (stages, title) = read_stages(run_dir)?;
+    let out_dir = run_dir.join("report");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let mut written = Written::default();
+    if !fonts_available() {
+        written.notes.push("no TrueType font found (set RETORT_FONT=/path/to/font.ttf): plots have no text".into());
+    }
+    let mut images: Vec<(String, String)> = Vec::new(); // (caption, file name)
+
+    for (group, words) in GROUPS {
+        let mut series = Vec::new();
+        for (stage, view) in &stages {
+            for (metric, points) in &view.metrics {
+                if words.iter().any(|w| metric.contains(w)) && !points.is_empty() {
+                    series.push(Series { name: format!("{stage}/{metric}"), points: points.clone() });
+                }
+            }
+        }
+        if series.is_empty() {
+            continue;
+        }
+        let file = format!("{group}.png");
+        let title = format!("{group} vs step");
+        line_chart(&out_dir.join(&file), &Chart { title: &title, x_label: "step", y_label: group, series: &series, log2_x: false })?;
+        images.push((title, file));
+    }
+
+    let mut eval_sections: Vec<(String, StageResults)> = Vec::new();
+    for (stage, view) in &stages {
+        if view.kind != "eval" {
+            continue;
+        }
+        let path = run_dir.join(stage).join(RESULTS_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            written.notes.push(format!("{}: missing, so no pass@k plot for stage {stage}", path.display()));
+            continue;
+        };
+        let results: StageResults = match serde_json::from_str(&text) {
+            Ok(r) => r,
+            Err(e) => {
+                written.notes.push(format!("{}: unreadable ({e}); skipped", path.display()));
+                continue;
+            }
+        };
+        let curves: Vec<Series> = results
+            .models
+            .iter()
+            .map(|m| Series {
+                name: m.label.clone(),
+                points: m
+                    .report
+                    .config
+                    .ks
+                    .iter()
+                    .filter_map(|&k| m.report.aggregate.get(&format!("pass@{k}")).map(|&v| ((k as f64).log2(), v)))
+                    .collect(),
+            })
+            .collect();
+        let file = format!("passk-{}.png", safe_name(stage));
+        let title = format!("pass@k ({stage})");
+        line_chart(&out_dir.join(&file), &Chart { title: &title, x_label: "k (log2 scale)", y_label: "pass@k", series: &curves, log2_x: true })?;
+        images.push((title, file));
+        let positions: Vec<Series> = results
+            .models
+            .iter()
+            .map(|m| {
+                let bins = m.report.entropy_by_position.len().max(1) as f64;
+                let points = m
+                    .report
+                    .entropy_by_position
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.map(|v| ((i as f64 + 0.5) / bins, v)))
+                    .collect();
+                Series { name: m.label.clone(), points }
+            })
+            .collect();
+        if positions.iter().any(|s| !s.points.is_empty()) {
+            let file = format!("entropy-position-{}.png", safe_name(stage));
+            let title = format!("token entropy by relative position ({stage})");
+            line_chart(&out_dir.join(&file), &Chart { title: &title, x_label: "relative position in response", y_label: "entropy (nats)", series: &positions, log2_x: false })?;
+            images.push((title, file));
+        }
+        eval_sections.push((stage.clone(), results));
+    }
+
+    let md = markdown(&title, &stages, &eval_sections, &images, &written.notes);
+    let md_path = run_dir.join("report.md");
+    crate::fsutil::write_atomic(&md_path, md.as_bytes()).with_context(|| format!("cannot write {}", md_path.display()))?;
+    written.files.extend(images.iter().map(|(_, f)| out_dir.join(f)));
+    written.files.push(md_path);
+    Ok(written)
+}
+
+fn markdown(title: &str, stages: &[(String, StageView)], evals: &[(String, StageResults)], images: &[(String, String)], notes: &[String]) -> String {
+    let mut md = format!("# Run report: {title}\n\n");
+    md.push_str("## Stages\n\n| stage | kind | outcome | summary |\n| --- | --- | --- | --- |\n");
+    for (name, v) in stages {
+        let outcome = v.outcome.map(|o| format!("{o:?}").to_lowercase()).unwrap_or_else(|| "not finished".into());
+        let summary: Vec<String> = crate::headless::pick_metrics(&v.summary, 6).into_iter().map(|(k, x)| format!("{k} = {}", fmt(x))).collect();
+        md.push_str(&format!("| {name} | {} | {outcome} | {} |\n", v.kind, summary.join(", ")));
+    }
+    for (stage, results) in evals {
+        md.push_str(&format!("\n## Evaluation `{stage}`\n\n"));
+        if let Some(first) = results.models.first() {
+            md.push_str(&format!("{} , n = {} samples per problem, temperature {}.\n\n", first.report.problem_set, first.report.config.n, first.report.config.temperature));
+        }
+        let table = stages.iter().find(|(n, _)| n == stage).and_then(|(_, v)| v.table.clone());
+        if let Some(t) = table {
+            md.push_str(&format!("```text\n{t}\n```\n\n"));
+        }
+        for o in &results.overlaps {
+            md.push_str(&format!(
+                "Unsolvable sets, {} vs {}: {} only {}, {} only {}, {} both (Jaccard {:.3}).\n\n",
+                o.first,
+                o.other,
+                o.only_first.len(),
+                o.first,
+                o.only_other.len(),
+                o.other,
+                o.both.len(),
+                o.jaccard
+            ));
+        }
+    }
+    if !images.is_empty() {
+        md.push_str("\n## Plots\n\n");
+        for (caption, file) in images {
+            md.push_str(&format!("### {caption}\n\n![{caption}](report/{file})\n\n"));
+        }
+    }
+    if !notes.is_empty() {
+        md.push_str("\n## Notes\n\n");
+        for n in notes {
+            md.push_str(&format!("- {n}\n"));
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_padded_and_never_empty() {
+        assert_eq!(padded_range([0.0, 10.0].into_iter()), (-0.5, 10.5));
+        assert_eq!(padded_range([2.0, 2.0].into_iter()), (1.8, 2.2));
+        assert_eq!(padded_range(std::iter::empty()), (0.0, 1.0));
+        assert_eq!(padded_range([f64::NAN, 0.0].into_iter()), (-0.5, 0.5));
+    }
+
+    #[test]
+    fn chart_is_a_png_of_the_requested_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.png");
+        let s = [Series { name: "a".into(), points: vec![(0.0, 0.1), (1.0, 0.4), (2.0, 0.5)] }];
+        line_chart(&p, &Chart { title: "t", x_label: "k", y_label: "pass@k", series: &s, log2_x: true }).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        // IHDR: width and height big-endian at bytes 16..24.
+        assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 900);
+        assert_eq!(u32::from_be_bytes(bytes[20..24].try_into().unwrap()), 540);
+    }
+}
