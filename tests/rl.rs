@@ -102,7 +102,7 @@ fn grpo_improves_reward_on_an_easy_task() {
     let base_cfg = rl_cfg(&format!("algorithm = \"grpo\"\nlr = 1e-12\nsteps = 1\n"));
     let (out, _) = run_stage("rl", &base_cfg, run.path(), "base", &w.outputs);
     let before = out.unwrap().summary["eval/avg@16"];
-    let cfg = rl_cfg(&format!("algorithm = \"grpo\"\nlr = 5e-4\nsteps = 16\n"));
+    let cfg = rl_cfg("algorithm = \"grpo\"\nlr = 5e-4\nsteps = 16\nprompts_per_step = 8\n");
     let (out, events) = run_stage("rl", &cfg, run.path(), "grpo", &w.outputs);
     let out = out.unwrap();
     let after = out.summary["eval/avg@16"];
