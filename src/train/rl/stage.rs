@@ -381,7 +381,7 @@ impl RlStage {
     }
 
     fn needs_reference(&self) -> bool {
-        self.algorithm == Algorithm::Flowrl || self.kl_coef > 0.0 || self.kl_anneal.is_some() || self.log_ref_kl
+        self.algorithm == Algorithm::Flowrl || self.kl_coef > 0.0 || self.kl_in_reward || self.kl_anneal.is_some() || self.log_ref_kl
     }
 }
 
