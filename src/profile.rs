@@ -16,6 +16,13 @@ use std::path::Path;
 pub const PRESETS: &[(&str, &str)] = &[
     ("tasks-demo", include_str!("../profiles/tasks-demo.toml")),
     ("sft-countdown-tiny", include_str!("../profiles/sft-countdown-tiny.toml")),
+    ("grpo-tiny", include_str!("../profiles/grpo-tiny.toml")),
+    ("ppo-tiny", include_str!("../profiles/ppo-tiny.toml")),
+    ("flowrl-tiny", include_str!("../profiles/flowrl-tiny.toml")),
+    ("entropy-adv-tiny", include_str!("../profiles/entropy-adv-tiny.toml")),
+    ("flowrl-vs-grpo-tiny", include_str!("../profiles/flowrl-vs-grpo-tiny.toml")),
+    ("flowrl-qwen2.5-7b", include_str!("../profiles/flowrl-qwen2.5-7b.toml")),
+    ("grpo-qwen2.5-7b", include_str!("../profiles/grpo-qwen2.5-7b.toml")),
 ];
 
 /// The profile a bare `retort run` starts.

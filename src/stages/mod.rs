@@ -87,6 +87,11 @@ pub const KINDS: &[StageKind] = &[
         parse: parse_as::<crate::train::sft::SftStage>,
     },
     StageKind {
+        kind: "rl",
+        about: "RL with verifiable rewards: GRPO, PPO or FlowRL on a task's verifier, with exploration shapings",
+        parse: parse_as::<crate::train::rl::stage::RlStage>,
+    },
+    StageKind {
         kind: "eval",
         about: "pass@k to large k, diversity and exploration metrics of one or more models, side by side",
         parse: parse_as::<crate::eval::stage::EvalStage>,

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Speed peer for retort's `grpo-tiny`: TRL's GRPOTrainer on the same tiny model and prompts.
+
+Usage (after a retort run of grpo-tiny, or any run with a `tasks` stage and an `sft` stage):
+    /work/venv/bin/python tools/trl_grpo_peer.py --model runs/<run>/sft/model \
+        --data runs/<run>/data/train.jsonl --steps 8 --prompts 8 --n 8 --max-new 24 --threads 2
+
+It trains on the same countdown prompts with the same shape of step as the retort stage:
+`--prompts` prompts x `--n` completions per step, one optimizer step per generation batch
+(on-policy), temperature 1.0, `--max-new` completion tokens, no KL (beta = 0, so no reference
+model), lr 2e-4, and prints the wall-clock seconds of every step and their median (the first
+step, which warms up, is left out of the median). The countdown check below is a short
+re-implementation for the reward signal only; it is not used to compare accuracy.
+"""
+
+import argparse
+import ast
+import json
+import statistics
+import sys
+import time
+
+
+def countdown_reward(numbers, target, text):
+    """1.0 when `text` is an expression over + - * and parentheses that uses each given
+    number at most once and evaluates to `target`, else 0.0."""
+    expr = text.strip().split("\n")[0]
+    if not expr or any(c not in "0123456789+-*() " for c in expr):
+        return 0.0
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return 0.0
+    used = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)]
+    pool = list(numbers)
+    for u in used:
+        if u not in pool:
+            return 0.0
+        pool.remove(u)
+    try:
+        value = eval(compile(tree, "<expr>", "eval"), {"__builtins__": {}})
+    except Exception:
+        return 0.0
+    return 1.0 if value == target else 0.0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="HF model folder (an sft stage's model/)")
+    ap.add_argument("--data", required=True, help="train.jsonl of a countdown tasks stage")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--prompts", type=int, default=8, help="prompts per step")
+    ap.add_argument("--n", type=int, default=8, help="completions per prompt")
+    ap.add_argument("--max-new", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="/tmp/trl_grpo_peer")
+    args = ap.parse_args()
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = [json.loads(line) for line in open(args.data) if line.strip()]
+    rows = [r for r in rows if r["task"] == "countdown"]
+    if not rows:
+        sys.exit(f"{args.data}: no countdown instances")
+    ds = Dataset.from_list(
+        [{"prompt": r["prompt"], "numbers": r["data"]["numbers"], "target": r["data"]["target"]} for r in rows]
+    )
+
+    tok = AutoTokenizer.from_pretrained(args.model)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32)
+
+    def reward(prompts, completions, numbers, target, **_):
+        return [countdown_reward(n, t, c) for n, t, c in zip(numbers, target, completions)]
+
+    config = GRPOConfig(
+        output_dir=args.out,
+        per_device_train_batch_size=args.prompts * args.n,
+        gradient_accumulation_steps=1,
+        num_generations=args.n,
+        max_completion_length=args.max_new,
+        temperature=1.0,
+        top_p=1.0,
+        learning_rate=2e-4,
+        beta=0.0,
+        num_iterations=1,
+        max_steps=args.steps,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        dataloader_num_workers=0,
+    )
+
+    times = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *_a, **_k):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, *_a, **_k):
+            times.append(time.perf_counter() - self.t)
+            print(f"step {len(times)}: {times[-1]:.3f} s", flush=True)
+
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
+    trainer.train()
+    steady = times[1:] or times
+    print(json.dumps({"trl_seconds_per_step_median": statistics.median(steady), "steps": len(times), "threads": args.threads,
+                      "prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new}))
+
+
+if __name__ == "__main__":
+    main()
