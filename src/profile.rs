@@ -26,7 +26,7 @@ pub const PRESETS: &[(&str, &str)] = &[
 ];
 
 /// The profile a bare `retort run` starts.
-pub const DEFAULT_PROFILE: &str = "tasks-demo";
+pub const DEFAULT_PROFILE: &str = "flowrl-vs-grpo-tiny";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

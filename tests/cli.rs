@@ -40,9 +40,9 @@ fn manifest(run: &Path) -> serde_json::Value {
 const SMALL: &[&str] = &["--set", "stage.data.train=60", "--set", "stage.data.test=20"];
 
 #[test]
-fn default_run_writes_a_complete_run_folder() {
+fn a_run_writes_a_complete_run_folder() {
     let d = tempfile::tempdir().unwrap();
-    let mut args = vec!["run", "--headless"];
+    let mut args = vec!["run", "tasks-demo", "--headless"];
     args.extend(SMALL);
     let out = run_ok(&args, d.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -81,7 +81,7 @@ fn default_run_writes_a_complete_run_folder() {
 #[test]
 fn json_mode_prints_parseable_events_and_same_seed_gives_identical_data() {
     let d = tempfile::tempdir().unwrap();
-    let mut args = vec!["run", "--json", "--name", "a"];
+    let mut args = vec!["run", "tasks-demo", "--json", "--name", "a"];
     args.extend(SMALL);
     let out = run_ok(&args, d.path());
     let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
@@ -90,7 +90,7 @@ fn json_mode_prints_parseable_events_and_same_seed_gives_identical_data() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
         assert!(v["event"].is_string() && v["t"].is_number());
     }
-    let mut args_b = vec!["run", "--headless", "--name", "b"];
+    let mut args_b = vec!["run", "tasks-demo", "--headless", "--name", "b"];
     args_b.extend(SMALL);
     run_ok(&args_b, d.path());
     let runs: Vec<PathBuf> = std::fs::read_dir(d.path().join("runs")).unwrap().map(|e| e.unwrap().path()).collect();
@@ -100,7 +100,7 @@ fn json_mode_prints_parseable_events_and_same_seed_gives_identical_data() {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
     }
     // A different seed gives different data.
-    let mut args_c = vec!["run", "--headless", "--name", "c", "--set", "run.seed=5"];
+    let mut args_c = vec!["run", "tasks-demo", "--headless", "--name", "c", "--set", "run.seed=5"];
     args_c.extend(SMALL);
     run_ok(&args_c, d.path());
     let c = std::fs::read_dir(d.path().join("runs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("c-")).unwrap();
@@ -169,7 +169,7 @@ fn unwritable_runs_dir_and_bad_resume_targets_are_refused() {
     let e = run_err(&["run", "--resume", d.path().to_str().unwrap()], d.path());
     assert!(e.contains("not a retort run folder"), "{e}");
 
-    let mut args = vec!["run", "--headless"];
+    let mut args = vec!["run", "tasks-demo", "--headless"];
     args.extend(SMALL);
     run_ok(&args, d.path());
     let run = only_run(&d.path().join("runs"));
@@ -249,7 +249,10 @@ fn a_failing_stage_marks_the_run_failed() {
 fn profiles_runs_doctor_and_tasks_commands_work() {
     let d = tempfile::tempdir().unwrap();
     let out = run_ok(&["profiles"], d.path());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("tasks-demo"));
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(listing.contains("tasks-demo"));
+    assert!(listing.lines().any(|l| l.starts_with("flowrl-vs-grpo-tiny") && l.contains("(default)")), "{listing}");
+    assert!(listing.lines().any(|l| l.starts_with("flowrl-qwen2.5-7b") && l.contains("paper scale")), "{listing}");
     let out = run_ok(&["profiles", "show", "tasks-demo"], d.path());
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(shown.contains("seed = 0") && shown.contains("device = \"auto\""), "defaults are filled in: {shown}");
