@@ -98,7 +98,7 @@ impl ChartTab {
     /// The metric names drawn as lines in this tab, in legend order.
     pub fn lines(self) -> &'static [&'static str] {
         match self {
-            ChartTab::Loss => &["loss", "eval_loss", "actor/pg_loss"],
+            ChartTab::Loss => &["loss", "eval_loss", "actor/pg_loss", "actor/tb_loss", "critic/vf_loss"],
             ChartTab::Reward => &["critic/score/mean"],
             ChartTab::Entropy => &["actor/entropy", "actor/entropy_correct", "actor/entropy_incorrect"],
             ChartTab::Diversity => &["diversity/distinct_correct", "diversity/coverage"],
