@@ -263,7 +263,7 @@ fn empty_state_draws_without_data() {
     let app = App::new(false);
     let text = buffer_text(&render(&app, 80, 24));
     assert!(text.contains("WAITING"), "{text}");
-    assert!(text.contains("no data yet (waiting for loss, eval_loss, actor/pg_loss)"), "{text}");
+    assert!(text.contains("no data yet (waiting for loss, eval_loss, actor/pg_loss, actor/tb_loss,"), "{text}");
     assert!(text.contains("waiting for the first stage"), "{text}");
 }
 
