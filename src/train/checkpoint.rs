@@ -2,8 +2,30 @@
 //! temporary folder and renamed into place, so a checkpoint is either complete or absent;
 //! only the newest `keep` are kept.
 
+use crate::train::optim::Param;
 use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// Save trainable parameters by name (safetensors).
+pub fn save_params(params: &[Param], path: &Path) -> Result<()> {
+    let tensors: HashMap<String, Tensor> = params.iter().map(|p| (p.name.clone(), p.var.as_tensor().detach())).collect();
+    candle_core::safetensors::save(&tensors, path)?;
+    Ok(())
+}
+
+/// Restore trainable parameters saved by [`save_params`], converting device and dtype.
+pub fn load_params(params: &[Param], path: &Path) -> Result<()> {
+    let saved = candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("cannot read {}", path.display()))?;
+    for p in params {
+        let t = saved
+            .get(&p.name)
+            .with_context(|| format!("{}: missing `{}` (was the checkpoint written by another stage or algorithm?)", path.display(), p.name))?;
+        p.var.set(&t.to_device(p.var.device())?.to_dtype(p.var.dtype())?)?;
+    }
+    Ok(())
+}
 
 pub struct Checkpoints {
     pub dir: PathBuf,

@@ -39,6 +39,14 @@ pub struct Param {
     pub decay: bool,
 }
 
+/// Every variable of a model as a parameter, with the usual transformers rule: no weight
+/// decay on norm weights and biases.
+pub fn params_with_decay_rule(vars: Vec<(String, Var)>) -> Vec<Param> {
+    vars.into_iter()
+        .map(|(n, v)| Param { decay: !(n.ends_with("norm.weight") || n.ends_with(".bias")), name: n, var: v, lr_scale: 1.0 })
+        .collect()
+}
+
 pub struct AdamW {
     pub config: AdamWConfig,
     params: Vec<Param>,

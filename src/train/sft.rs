@@ -23,14 +23,14 @@ use crate::model::{token_logprobs, AttnMask, Mode, Model};
 use crate::stages::{refs, table_of, Interrupted, StageConfig, StageCtx, StageOutput};
 use crate::tasks::{self, Instance, Task};
 use crate::text::Tokenizer;
-use crate::train::checkpoint::Checkpoints;
+use crate::train::checkpoint::{load_params, save_params, Checkpoints};
 use crate::train::data::{self, Example, Teacher};
 use crate::train::optim::{AdamW, AdamWConfig, Param};
 use crate::train::schedule::{Decay, Schedule};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -396,21 +396,6 @@ pub fn task_accuracy(
     Ok((sampled, greedy))
 }
 
-fn save_params(params: &[Param], path: &Path) -> Result<()> {
-    let tensors: HashMap<String, Tensor> = params.iter().map(|p| (p.name.clone(), p.var.as_tensor().detach())).collect();
-    candle_core::safetensors::save(&tensors, path)?;
-    Ok(())
-}
-
-fn load_params(params: &[Param], path: &Path) -> Result<()> {
-    let saved = candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("cannot read {}", path.display()))?;
-    for p in params {
-        let t = saved.get(&p.name).with_context(|| format!("{}: missing `{}`", path.display(), p.name))?;
-        p.var.set(&t.to_device(p.var.device())?.to_dtype(p.var.dtype())?)?;
-    }
-    Ok(())
-}
-
 #[derive(Serialize, Deserialize)]
 struct TrainState {
     step: u64,
@@ -434,12 +419,7 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     };
     let params: Vec<Param> = match &adapters {
         Some(a) => a.vars.iter().map(|(n, v)| Param { name: n.clone(), var: v.clone(), lr_scale: 1.0, decay: true }).collect(),
-        None => model
-            .vars()
-            .into_iter()
-            // Norm weights and biases are not decayed (the usual transformers recipe).
-            .map(|(n, v)| Param { decay: !(n.ends_with("norm.weight") || n.ends_with(".bias")), name: n, var: v, lr_scale: 1.0 })
-            .collect(),
+        None => crate::train::optim::params_with_decay_rule(model.vars()),
     };
     let trainable: usize = params.iter().map(|p| p.var.elem_count()).sum();
     ctx.events.info(format!(

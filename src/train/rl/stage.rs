@@ -34,7 +34,7 @@ use crate::model::{Mode, Model};
 use crate::stages::{refs, table_of, Interrupted, StageConfig, StageCtx, StageOutput};
 use crate::tasks::{self, Instance, Task, Verdict};
 use crate::text::Tokenizer;
-use crate::train::checkpoint::Checkpoints;
+use crate::train::checkpoint::{load_params, save_params, Checkpoints};
 use crate::train::optim::{AdamW, AdamWConfig, Param};
 use crate::train::rl::advantage::{self as adv, AdvantageEstimator, Mat, StepWindow};
 use crate::train::rl::loss::{self, IsMode, KlEstimator, LossAgg, PpoClip, ZHead};
@@ -617,26 +617,7 @@ fn seed_params(params: &[Param], seed: u64) -> Result<()> {
 }
 
 fn policy_params(model: &Model) -> Vec<Param> {
-    model
-        .vars()
-        .into_iter()
-        .map(|(n, v)| Param { decay: !(n.ends_with("norm.weight") || n.ends_with(".bias")), name: n, var: v, lr_scale: 1.0 })
-        .collect()
-}
-
-fn save_params(params: &[Param], path: &Path) -> Result<()> {
-    let tensors: HashMap<String, Tensor> = params.iter().map(|p| (p.name.clone(), p.var.as_tensor().detach())).collect();
-    candle_core::safetensors::save(&tensors, path)?;
-    Ok(())
-}
-
-fn load_params(params: &[Param], path: &Path) -> Result<()> {
-    let saved = candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("cannot read {}", path.display()))?;
-    for p in params {
-        let t = saved.get(&p.name).with_context(|| format!("{}: missing `{}` (was the checkpoint written by another algorithm?)", path.display(), p.name))?;
-        p.var.set(&t.to_device(p.var.device())?.to_dtype(p.var.dtype())?)?;
-    }
-    Ok(())
+    crate::train::optim::params_with_decay_rule(model.vars())
 }
 
 #[derive(Serialize, Deserialize)]
