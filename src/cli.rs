@@ -4,7 +4,7 @@ use crate::headless::HeadlessSink;
 use crate::pipeline::{self, Sink};
 use crate::profile::{Profile, DEFAULT_PROFILE, PRESETS};
 use crate::run::{self, Status};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -358,15 +358,7 @@ fn cmd_tasks(action: TasksAction) -> Result<()> {
             Ok(())
         }
         TasksAction::Sample { name, n, seed, options } => {
-            let mut table = toml::Table::new();
-            for o in &options {
-                let (k, v) = o.split_once('=').with_context(|| format!("--option {o}: expected KEY=VALUE"))?;
-                let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
-                    .ok()
-                    .and_then(|mut t| t.remove("v"))
-                    .unwrap_or_else(|| toml::Value::String(v.to_string()));
-                table.insert(k.trim().to_string(), value);
-            }
+            let table = crate::profile::parse_key_values(&options, "--option").map_err(anyhow::Error::msg)?;
             let task = crate::tasks::build(&name, &table)?;
             let mut rng = crate::rng::Rng::derive(seed, "tasks-sample");
             let items = crate::tasks::generate_split(task.as_ref(), &mut rng, n, &Default::default())?;

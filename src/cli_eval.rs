@@ -137,16 +137,7 @@ pub struct ReportArgs {
 }
 
 fn parse_options(options: &[String]) -> Result<toml::Table> {
-    let mut table = toml::Table::new();
-    for o in options {
-        let (k, v) = o.split_once('=').with_context(|| format!("--option {o}: expected KEY=VALUE"))?;
-        let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(v.to_string()));
-        table.insert(k.trim().to_string(), value);
-    }
-    Ok(table)
+    crate::profile::parse_key_values(options, "--option").map_err(anyhow::Error::msg)
 }
 
 fn problem_set(args: &EvalArgs) -> Result<ProblemSet> {

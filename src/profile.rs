@@ -360,7 +360,9 @@ fn display_path(path: &str, profile: &Profile) -> String {
     path.to_string()
 }
 
-fn parse_override_value(raw: &str) -> toml::Value {
+/// A command-line value read as TOML (`7`, `1e-4`, `true`, `"text"`, `[1, 2]`); anything that
+/// does not parse as TOML is taken as a plain string.
+pub fn parse_override_value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
         Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
@@ -538,4 +540,15 @@ mod tests {
         assert_eq!(line_col("a\nbc\n", 3), (2, 2));
         assert_eq!(line_col("abc", 0), (1, 1));
     }
+}
+
+/// `KEY=VALUE` pairs (e.g. `--option min_solutions=4`) as a TOML table, values read by
+/// [`parse_override_value`]; `flag` names the option in errors.
+pub fn parse_key_values(pairs: &[String], flag: &str) -> Result<toml::Table, String> {
+    let mut table = toml::Table::new();
+    for pair in pairs {
+        let (k, v) = pair.split_once('=').ok_or_else(|| format!("{flag} {pair}: expected KEY=VALUE"))?;
+        table.insert(k.trim().to_string(), parse_override_value(v.trim()));
+    }
+    Ok(table)
 }
