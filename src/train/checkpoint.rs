@@ -2,11 +2,49 @@
 //! temporary folder and renamed into place, so a checkpoint is either complete or absent;
 //! only the newest `keep` are kept.
 
-use crate::train::optim::Param;
+use crate::train::optim::{AdamW, Param};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// A trainer's part of a checkpoint: its weights as `<name>.safetensors` and its AdamW
+/// moments as `<name>_optimizer.safetensors` (the policy uses the plain names
+/// `params.safetensors` / `optimizer.safetensors`).
+fn trainer_files(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    if name == "params" {
+        (dir.join("params.safetensors"), dir.join("optimizer.safetensors"))
+    } else {
+        (dir.join(format!("{name}.safetensors")), dir.join(format!("{name}_optimizer.safetensors")))
+    }
+}
+
+/// Write an optimizer's parameters and state into checkpoint folder `dir`.
+pub fn save_trainer(dir: &Path, name: &str, opt: &AdamW) -> Result<()> {
+    let (params, state) = trainer_files(dir, name);
+    save_params(opt.params(), &params)?;
+    opt.save(&state)
+}
+
+/// Restore what [`save_trainer`] wrote.
+pub fn load_trainer(dir: &Path, name: &str, opt: &mut AdamW) -> Result<()> {
+    let (params, state) = trainer_files(dir, name);
+    load_params(opt.params(), &params)?;
+    opt.load(&state)
+}
+
+/// Write the stage's own resume state as `state.json`.
+pub fn save_state<T: serde::Serialize>(dir: &Path, state: &T) -> Result<()> {
+    crate::fsutil::write_atomic(&dir.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+    Ok(())
+}
+
+/// Read what [`save_state`] wrote.
+pub fn load_state<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T> {
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a valid checkpoint state", path.display()))
+}
 
 /// Save trainable parameters by name (safetensors).
 pub fn save_params(params: &[Param], path: &Path) -> Result<()> {

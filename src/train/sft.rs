@@ -23,7 +23,7 @@ use crate::model::{token_logprobs, AttnMask, Mode, Model};
 use crate::stages::{refs, table_of, Interrupted, StageConfig, StageCtx, StageOutput};
 use crate::tasks::{self, Instance, Task};
 use crate::text::Tokenizer;
-use crate::train::checkpoint::{load_params, save_params, Checkpoints};
+use crate::train::checkpoint::{self, Checkpoints};
 use crate::train::data::{self, Example, Teacher};
 use crate::train::optim::{AdamW, AdamWConfig, Param};
 use crate::train::schedule::{Decay, Schedule};
@@ -436,9 +436,8 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
 
     let mut state = TrainState { step: 0, examples_seen: 0, last_loss: f64::NAN };
     if let Some((step, dir)) = ckpts.latest() {
-        load_params(opt.params(), &dir.join("params.safetensors"))?;
-        opt.load(&dir.join("optimizer.safetensors"))?;
-        state = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json"))?)?;
+        checkpoint::load_trainer(&dir, "params", &mut opt)?;
+        state = checkpoint::load_state(&dir)?;
         ctx.events.info(format!("resumed from checkpoint at step {step} ({})", dir.display()));
     }
 
@@ -466,10 +465,8 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
 
     let save = |state: &TrainState, opt: &AdamW, ctx: &StageCtx| -> Result<PathBuf> {
         let dir = ckpts.save(state.step, |d| {
-            save_params(opt.params(), &d.join("params.safetensors"))?;
-            opt.save(&d.join("optimizer.safetensors"))?;
-            crate::fsutil::write_atomic(&d.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
-            Ok(())
+            checkpoint::save_trainer(d, "params", opt)?;
+            checkpoint::save_state(d, state)
         })?;
         ctx.events.checkpoint(state.step, &dir);
         Ok(dir)

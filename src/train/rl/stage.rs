@@ -34,7 +34,7 @@ use crate::model::{Mode, Model};
 use crate::stages::{refs, table_of, Interrupted, StageConfig, StageCtx, StageOutput};
 use crate::tasks::{self, Instance, Task, Verdict};
 use crate::text::Tokenizer;
-use crate::train::checkpoint::{load_params, save_params, Checkpoints};
+use crate::train::checkpoint::{self, Checkpoints};
 use crate::train::optim::{AdamW, AdamWConfig, Param};
 use crate::train::rl::advantage::{self as adv, AdvantageEstimator, Mat, StepWindow};
 use crate::train::rl::loss::{self, IsMode, KlEstimator, LossAgg, PpoClip, ZHead};
@@ -1069,25 +1069,20 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
 
     let mut state = TrainState { step: 0, last_score: f64::NAN };
     if let Some((step, dir)) = ckpts.latest() {
-        load_params(opts.actor.params(), &dir.join("params.safetensors"))?;
-        opts.actor.load(&dir.join("optimizer.safetensors"))?;
+        checkpoint::load_trainer(&dir, "params", &mut opts.actor)?;
         if let Some(c) = opts.critic.as_mut() {
-            load_params(c.params(), &dir.join("critic.safetensors"))?;
-            c.load(&dir.join("critic_optimizer.safetensors"))?;
+            checkpoint::load_trainer(&dir, "critic", c)?;
         }
-        state = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json"))?)?;
+        state = checkpoint::load_state(&dir)?;
         ctx.events.info(format!("resumed from checkpoint at step {step} ({})", dir.display()));
     }
     let save = |state: &TrainState, opts: &Optimizers, ctx: &StageCtx| -> Result<PathBuf> {
         let dir = ckpts.save(state.step, |d| {
-            save_params(opts.actor.params(), &d.join("params.safetensors"))?;
-            opts.actor.save(&d.join("optimizer.safetensors"))?;
+            checkpoint::save_trainer(d, "params", &opts.actor)?;
             if let Some(c) = &opts.critic {
-                save_params(c.params(), &d.join("critic.safetensors"))?;
-                c.save(&d.join("critic_optimizer.safetensors"))?;
+                checkpoint::save_trainer(d, "critic", c)?;
             }
-            crate::fsutil::write_atomic(&d.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
-            Ok(())
+            checkpoint::save_state(d, state)
         })?;
         ctx.events.checkpoint(state.step, &dir);
         Ok(dir)
