@@ -28,8 +28,10 @@ pub mod train;
 pub mod ui;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
 /// Set while the full-screen dashboard owns the terminal.
 pub static TUI_ACTIVE: AtomicBool = AtomicBool::new(false);
+
 /// Give the terminal back (raw mode off, main screen) if the dashboard had it. Called on
 /// paths that exit without unwinding (a second Ctrl-C).
 pub fn ui_restore_terminal() {
