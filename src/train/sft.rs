@@ -372,14 +372,11 @@ pub fn task_accuracy(
         let params = SamplingParams { temperature, greedy, max_new_tokens, stop_token_ids: eos.clone(), ..Default::default() };
         let mut correct = 0usize;
         let mut total = 0usize;
-        let rows: Vec<(usize, Vec<u32>)> = problems
-            .iter()
-            .enumerate()
-            .flat_map(|(i, p)| {
-                let ids = tok.encode(&p.prompt, false).unwrap_or_default();
-                std::iter::repeat_n((i, ids), n)
-            })
-            .collect();
+        let mut rows: Vec<(usize, Vec<u32>)> = Vec::with_capacity(problems.len() * n);
+        for (i, p) in problems.iter().enumerate() {
+            let ids = tok.encode(&p.prompt, false)?;
+            rows.extend(std::iter::repeat_n((i, ids), n));
+        }
         for chunk in rows.chunks(64) {
             let prompts: Vec<Vec<u32>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
             let outs = generate(&model.decoder, &prompts, &params, rng, None)?;
