@@ -32,6 +32,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Set while the full-screen dashboard owns the terminal.
 pub static TUI_ACTIVE: AtomicBool = AtomicBool::new(false);
 
+/// Set when a signal (Ctrl-C, SIGTERM, SIGHUP) asked the run to stop. The dashboard then
+/// leaves by itself once the run has checkpointed and ended, instead of waiting for a key
+/// that nobody may be there to press (SIGHUP: the terminal is gone).
+pub static SIGNAL_STOP: AtomicBool = AtomicBool::new(false);
+
 /// Give the terminal back (raw mode off, main screen) if the dashboard had it. Called on
 /// paths that exit without unwinding (a second Ctrl-C).
 pub fn ui_restore_terminal() {

@@ -327,6 +327,7 @@ fn spawn_signal_watcher(ctl: Sender<Control>, run_dir: PathBuf) -> Result<signal
         for _sig in signals.forever() {
             count += 1;
             if count == 1 {
+                crate::SIGNAL_STOP.store(true, Ordering::SeqCst);
                 let _ = ctl.send(Control::Stop);
             } else {
                 if let Ok(mut m) = run::read_manifest(&run_dir) {

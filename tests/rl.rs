@@ -297,3 +297,53 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     assert!(err.contains(&format!("checkpoint (step {latest})")), "{err}");
     assert!(!run.path().join("nan/model").exists());
 }
+
+#[test]
+fn rl_on_a_math_jsonl_with_a_format_reward() {
+    // Math problems from a file, scored by the math verifier, with STILL-3's boxed format
+    // reward on top: +1 correct, -1 wrong, -2 without a \boxed answer.
+    let w = warm();
+    let run = tempfile::tempdir().unwrap();
+    let rows: String = (0..8).map(|i| format!("{{\"prompt\": \"subset 1 2 {i} -> {}\\n\", \"answer\": \"{}\"}}\n", i + 3, i + 3)).collect();
+    std::fs::write(run.path().join("train.jsonl"), &rows).unwrap();
+    std::fs::write(run.path().join("test.jsonl"), &rows[..rows.find('\n').unwrap() + 1]).unwrap();
+    let mut t: toml::Table = toml::from_str(BASE).unwrap();
+    t.remove("from");
+    t.extend(toml::from_str::<toml::Table>(&format!(
+        "jsonl = {:?}\ntest_jsonl = {:?}\nverifier = \"math\"\nsteps = 2\nsamples_per_step = 4\neval_problems = 1\neval_n = 16\nformat_reward = {{ kind = \"boxed\" }}\n",
+        run.path().join("train.jsonl"),
+        run.path().join("test.jsonl")
+    ))
+    .unwrap());
+    let (out, events) = run_stage("rl", &toml::to_string(&t).unwrap(), run.path(), "math", &w.outputs);
+    out.unwrap();
+    let m = metrics(&events);
+    assert_eq!(m.len(), 2);
+    assert!(m[1].contains_key("eval/pass@1"), "quick eval on test_jsonl: {:?}", m[1].keys());
+    let mut seen = 0;
+    for e in &events {
+        if let Event::Sample { prompt, response, reward: Some(r), correct: Some(c), .. } = e {
+            // The verdict is the math verifier's on this prompt's gold answer...
+            let gold: u32 = prompt.trim().rsplit(' ').next().unwrap().parse().unwrap();
+            let v = retort::eval::math::verify_math(response, &gold.to_string(), &Default::default());
+            assert_eq!(v.correct, *c, "{prompt:?} {response:?}");
+            // ...and the score is the format rule applied to it.
+            let want = if !response.contains("\\boxed") { -2.0 } else if *c { 1.0 } else { -1.0 };
+            assert_eq!(*r, want, "{response:?}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 8);
+    assert!(m.iter().all(|s| (-2.0..=1.0).contains(&s["critic/score/mean"])), "{m:?}");
+}
+
+#[test]
+fn jsonl_problem_sources_are_checked() {
+    rejects("model = \"@sft\"\njsonl = \"p.jsonl\"", "verifier", &["need a verifier", "math", "code"]);
+    rejects("model = \"@sft\"\njsonl = \"p.jsonl\"\nverifier = \"regex\"", "verifier", &["regex", "math, code"]);
+    rejects("model = \"@sft\"\nfrom = \"@data\"\ntest_jsonl = \"t.jsonl\"", "test_jsonl", &["goes with `jsonl`"]);
+    rejects("model = \"@sft\"\nfrom = \"@data\"\njsonl = \"p.jsonl\"\nverifier = \"math\"", "from", &["exactly one of"]);
+    let value: toml::Value = toml::from_str("model = \"@sft\"\nfrom = \"@data\"\nformat_reward = { kind = \"xml\" }").unwrap();
+    let err = (find_kind("rl").unwrap().parse)(value).unwrap_err().to_string();
+    assert!(err.contains("xml") && err.contains("think_answer") && err.contains("boxed"), "{err}");
+}

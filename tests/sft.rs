@@ -173,3 +173,47 @@ fn bad_sft_input_is_explained() {
     let e = String::from_utf8_lossy(&retort().args(["run", "sft-countdown-tiny", "--set", "stage.sft.lora.targets=[\"qkv\"]"]).current_dir(dir).output().unwrap().stderr).into_owned();
     assert!(e.contains("no module named `qkv`") && e.contains("q_proj"), "{e}");
 }
+
+/// Append one control request the way `retort watch` does (one JSON string per line).
+fn send_control(run: &Path, control: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(run.join("control.jsonl")).unwrap();
+    writeln!(f, "\"{control}\"").unwrap();
+}
+
+#[test]
+fn control_file_pauses_checkpoints_and_stops_a_headless_run() {
+    // What `retort watch` does to a run started headless elsewhere: pause, checkpoint now,
+    // resume, then stop with a checkpoint.
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut child = retort()
+        .args(["run", "sft-countdown-tiny", "--headless", "--name", "ctl"])
+        .args(SMALL)
+        .args(["--set", "stage.sft.steps=400", "--set", "stage.sft.checkpoint_every=1000"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = wait_for_run(dir, "ctl");
+    let events = run.join("events.jsonl");
+    wait_for(&events, "\"stage\":\"sft\",\"step\":2");
+    send_control(&run, "pause");
+    wait_for(&events, "\"state\":\"paused\"");
+    // Paused means no optimizer step happens: the step count stays put.
+    let steps = |text: &str| text.matches("\"event\":\"metrics\",\"stage\":\"sft\"").count();
+    let before = steps(&std::fs::read_to_string(&events).unwrap());
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(steps(&std::fs::read_to_string(&events).unwrap()), before, "a paused run kept training");
+    send_control(&run, "checkpoint_now");
+    send_control(&run, "resume");
+    wait_for(&events, "\"checkpoint_saved\"");
+    wait_for(&events, "\"state\":\"running\"");
+    send_control(&run, "stop");
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(manifest(&run)["status"], "interrupted");
+    let text = std::fs::read_to_string(&events).unwrap();
+    assert!(text.matches("\"checkpoint_saved\"").count() >= 2, "stop did not checkpoint: {text}");
+    assert!(text.contains("\"state\":\"stopping\""), "{text}");
+}

@@ -208,6 +208,15 @@ impl ProblemSet {
         }
     }
 
+    /// No problems, graded like a `from_jsonl(_, verifier)` set (an RL stage without a
+    /// test file).
+    pub fn from_jsonl_rows_empty(verifier: &str) -> ProblemSet {
+        match verifier {
+            "code" => ProblemSet::Code { rows: Vec::new(), limits: Limits::default() },
+            _ => ProblemSet::Math { rows: Vec::new(), options: MathOptions::default() },
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             ProblemSet::Task { instances, .. } => instances.len(),
@@ -472,16 +481,18 @@ pub fn aggregate_keys_doc() -> &'static str {
      problems with no correct sample), response_tokens/mean, samples_per_s, tokens_per_s, seconds"
 }
 
+/// The token ids of one prompt, rendered through the chat template as one user turn when
+/// `chat` is set (the same rendering for evaluation and RL rollouts).
+pub fn encode_prompt(tok: &Tokenizer, prompt: &str, chat: bool) -> Result<Vec<u32>> {
+    let text = if chat { tok.apply_chat_template(&[Message::user(prompt)], true)? } else { prompt.to_string() };
+    Ok(tok.encode(&text, false)?)
+}
+
 /// The prompt token ids of each problem.
 fn encode_prompts(set: &ProblemSet, tok: &Tokenizer, chat: bool) -> Result<Vec<Vec<u32>>> {
     (0..set.len())
         .map(|i| {
-            let text = if chat {
-                tok.apply_chat_template(&[Message::user(set.prompt(i))], true)?
-            } else {
-                set.prompt(i).to_string()
-            };
-            let ids = tok.encode(&text, false)?;
+            let ids = encode_prompt(tok, set.prompt(i), chat)?;
             anyhow::ensure!(!ids.is_empty(), "problem {}: the prompt encodes to no tokens", set.id(i));
             Ok(ids)
         })

@@ -3,5 +3,6 @@
 //! tensors so that gradients flow.
 
 pub mod advantage;
+pub mod format;
 pub mod loss;
 pub mod stage;

@@ -32,11 +32,13 @@ use crate::eval::{diversity, passk, Sample};
 use crate::generate::{generate, Completion, FinishReason, SamplingParams};
 use crate::model::{Mode, Model};
 use crate::stages::{refs, table_of, Interrupted, StageConfig, StageCtx, StageOutput};
-use crate::tasks::{self, Instance, Task, Verdict};
+use crate::eval::run::{encode_prompt, ProblemSet, JSONL_VERIFIERS};
+use crate::tasks::{self, Verdict};
 use crate::text::Tokenizer;
 use crate::train::checkpoint::{self, Checkpoints};
 use crate::train::optim::{AdamW, AdamWConfig, Param};
 use crate::train::rl::advantage::{self as adv, AdvantageEstimator, Mat, StepWindow};
+use crate::train::rl::format::FormatReward;
 use crate::train::rl::loss::{self, IsMode, KlEstimator, LossAgg, PpoClip, ZHead};
 use crate::train::schedule::{Decay, Schedule};
 use anyhow::{bail, Context, Result};
@@ -138,6 +140,18 @@ pub struct RlStage {
     /// Or a built-in task generated from the run's seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// Or a JSONL of problems (`{"prompt", "answer"}` for math, `{"prompt", "tests"}` for
+    /// code) scored by `verifier`; `test_jsonl` holds the quick-eval problems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonl: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_jsonl: Option<String>,
+    /// "math" or "code", for `jsonl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<String>,
+    /// Render prompts through the tokenizer's chat template as one user turn (HF chat models).
+    #[serde(default)]
+    pub chat: bool,
     #[serde(default)]
     pub task_options: toml::Table,
     #[serde(default = "d_train")]
@@ -181,6 +195,10 @@ pub struct RlStage {
     pub position_shaping: Option<PositionShaping>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlong: Option<Overlong>,
+    /// A format rule folded into the score: `{ kind = "think_answer" }` (STILL-Zero) or
+    /// `{ kind = "boxed", correct = 1, wrong = -1, missing = -2 }` (STILL-3-1.5B).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format_reward: Option<FormatReward>,
 
     #[serde(default = "d_prompts")]
     pub prompts_per_step: usize,
@@ -393,16 +411,25 @@ fn invalid(key: &str, msg: impl Into<String>) -> Invalid {
 
 impl RlStage {
     fn validate_data(&self) -> Result<(), Invalid> {
-        match (&self.from, &self.task) {
-            (Some(_), Some(_)) | (None, None) => {
-                return Err(invalid("from", "set exactly one of `from` (a tasks stage, e.g. \"@data\") or `task` (a built-in task name)"))
-            }
-            (None, Some(t)) => {
-                tasks::build(t, &self.task_options).map_err(|e| {
-                    invalid("task", format!("{e}. RL needs a task with a built-in verifier to score responses"))
-                })?;
-            }
+        let sources = [self.from.is_some(), self.task.is_some(), self.jsonl.is_some()].iter().filter(|&&b| b).count();
+        if sources != 1 {
+            return Err(invalid(
+                "from",
+                "set exactly one of `from` (a tasks stage, e.g. \"@data\"), `task` (a built-in task name) or `jsonl` (a file of problems, with `verifier`)",
+            ));
+        }
+        if let Some(t) = &self.task {
+            tasks::build(t, &self.task_options)
+                .map_err(|e| invalid("task", format!("{e}. RL needs a task with a built-in verifier to score responses")))?;
+        }
+        match (&self.jsonl, self.verifier.as_deref()) {
+            (Some(_), Some(v)) if !JSONL_VERIFIERS.contains(&v) => return Err(invalid("verifier", crate::eval::run::unknown_verifier(v).to_string())),
+            (Some(_), None) => return Err(invalid("verifier", format!("`jsonl` problems need a verifier to score responses: one of {}", JSONL_VERIFIERS.join(", ")))),
+            (None, Some(_)) => return Err(invalid("verifier", "`verifier` applies to `jsonl` problems only; tasks bring their own")),
             _ => {}
+        }
+        if self.test_jsonl.is_some() && self.jsonl.is_none() {
+            return Err(invalid("test_jsonl", "`test_jsonl` goes with `jsonl`; a tasks stage brings its own test split"));
         }
         Ok(())
     }
@@ -523,7 +550,7 @@ impl StageConfig for RlStage {
     }
 
     fn references(&self) -> Vec<String> {
-        refs([Some(self.model.as_str()), self.reference.as_deref(), self.from.as_deref()].into_iter().flatten())
+        refs([Some(self.model.as_str()), self.reference.as_deref(), self.from.as_deref(), self.jsonl.as_deref(), self.test_jsonl.as_deref()].into_iter().flatten())
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
@@ -545,10 +572,16 @@ impl StageConfig for RlStage {
 // ------------------------------------------------------------------------------------------
 // Setup
 
+/// The rollout problems and the quick-eval problems, each with its verifier.
 struct Problems {
-    task: Box<dyn Task>,
-    train: Vec<Instance>,
-    test: Vec<Instance>,
+    train: ProblemSet,
+    test: ProblemSet,
+}
+
+fn task_set(task: &str, options: &toml::Table, instances: Vec<tasks::Instance>) -> Result<ProblemSet> {
+    let mut map = BTreeMap::new();
+    map.insert(task.to_string(), tasks::build(task, options)?);
+    Ok(ProblemSet::Task { tasks: map, instances })
 }
 
 fn load_problems(cfg: &RlStage, ctx: &StageCtx) -> Result<Problems> {
@@ -558,7 +591,16 @@ fn load_problems(cfg: &RlStage, ctx: &StageCtx) -> Result<Problems> {
         let test = tasks::generate_split(task.as_ref(), &mut rng, cfg.test_problems, &Default::default())?;
         let seen = test.iter().map(|i| i.prompt.clone()).collect();
         let train = tasks::generate_split(task.as_ref(), &mut rng, cfg.train_problems, &seen)?;
-        return Ok(Problems { task, train, test });
+        return Ok(Problems { train: task_set(name, &cfg.task_options, train)?, test: task_set(name, &cfg.task_options, test)? });
+    }
+    if let Some(jsonl) = &cfg.jsonl {
+        let verifier = cfg.verifier.as_deref().unwrap_or_default();
+        let train = ProblemSet::from_jsonl(&ctx.resolve(jsonl)?, verifier)?;
+        let test = match &cfg.test_jsonl {
+            Some(t) => ProblemSet::from_jsonl(&ctx.resolve(t)?, verifier)?,
+            None => ProblemSet::from_jsonl_rows_empty(verifier),
+        };
+        return Ok(Problems { train, test });
     }
     let dir = ctx.resolve(cfg.from.as_deref().unwrap_or_default())?;
     let train_path = dir.join("train.jsonl");
@@ -566,13 +608,14 @@ fn load_problems(cfg: &RlStage, ctx: &StageCtx) -> Result<Problems> {
         .with_context(|| format!("`from = {:?}` must be a tasks stage (train.jsonl of task instances)", cfg.from.as_deref().unwrap_or_default()))?;
     let test = crate::stages::tasks::read_instances(&dir.join("test.jsonl")).unwrap_or_default();
     let first = train.first().with_context(|| format!("{} holds no instances", train_path.display()))?;
-    let task = tasks::build(&first.task, &cfg.task_options).map_err(|e| {
-        anyhow::anyhow!("{}: task `{}` has no verifier in retort ({e}); RL scores every response with the task's verifier", train_path.display(), first.task)
+    let task = first.task.clone();
+    tasks::build(&task, &cfg.task_options).map_err(|e| {
+        anyhow::anyhow!("{}: task `{task}` has no verifier in retort ({e}); RL scores every response with the task's verifier", train_path.display())
     })?;
-    if let Some(other) = train.iter().find(|i| i.task != first.task) {
-        bail!("{}: mixes tasks `{}` and `{}`; one RL stage trains on one task", train_path.display(), first.task, other.task);
+    if let Some(other) = train.iter().find(|i| i.task != task) {
+        bail!("{}: mixes tasks `{task}` and `{}`; one RL stage trains on one task", train_path.display(), other.task);
     }
-    Ok(Problems { task, train, test })
+    Ok(Problems { train: task_set(&task, &cfg.task_options, train)?, test: task_set(&task, &cfg.task_options, test)? })
 }
 
 /// KL and FlowRL compare log-probs token by token, so the reference must tokenize alike.
@@ -661,7 +704,7 @@ fn rollout(
     for slot in 0..cfg.prompts_per_step {
         let k = (step - 1) * cfg.prompts_per_step as u64 + slot as u64;
         let (_, i) = crate::train::data::stream_position(data_seed, k, n_train);
-        let ids = tok.encode(&problems.train[i].prompt, false)?;
+        let ids = encode_prompt(tok, problems.train.prompt(i), cfg.chat)?;
         for _ in 0..cfg.group_size {
             problem.push(i);
             groups.push(slot);
@@ -688,8 +731,15 @@ fn reward(cfg: &RlStage, tok: &Tokenizer, problems: &Problems, problem: Vec<usiz
     let mut responses = Vec::new();
     for (i, c) in completions.into_iter().enumerate() {
         let text = tok.decode(&c.tokens, true)?;
-        let v = problems.task.verify(&problems.train[problem[i]], &text);
+        let mut v = problems.train.verify(problem[i], &text);
         let mut score = v.reward;
+        if let Some(f) = &cfg.format_reward {
+            let formatted = f.score(&text, v.correct);
+            score = formatted.score;
+            if let Some(why) = formatted.reason {
+                v.reason = format!("{}; format: {why}", v.reason);
+            }
+        }
         if let Some(o) = &cfg.overlong {
             let expected = (cfg.max_new_tokens - o.buffer) as f64;
             score += (-(c.tokens.len() as f64 - expected) / o.buffer as f64 * o.penalty).min(0.0);
@@ -841,7 +891,7 @@ fn rollout_metrics(cfg: &RlStage, ro: &Rollout, sc: &Scored, adv: &Mat, problems
         distinct += diversity::distinct_correct_at_k(&samples, usize::MAX) as f64;
         entropy += diversity::normalized_solution_entropy(&samples);
         let i = ro.problem[rows[0]];
-        let all = solutions.entry(i).or_insert_with(|| problems.task.solutions(&problems.train[i]));
+        let all = solutions.entry(i).or_insert_with(|| problems.train.solutions(i));
         if let Some(c) = all.as_deref().and_then(|a| diversity::coverage(&samples, a)) {
             cover += c;
             n_cover += 1;
@@ -860,30 +910,34 @@ fn rollout_metrics(cfg: &RlStage, ro: &Rollout, sc: &Scored, adv: &Mat, problems
 /// Quick eval on the first `eval_problems` test problems: avg@n, pass@k, distinct correct,
 /// coverage and entropy over correct solutions (rl-spec §8.1, §8.3).
 fn quick_eval(cfg: &RlStage, policy: &Model, tok: &Tokenizer, problems: &Problems, seed: u64, step: u64) -> Result<Vec<(String, f64)>> {
-    let set = &problems.test[..problems.test.len().min(cfg.eval_problems)];
-    if set.is_empty() {
+    let set = &problems.test;
+    let count = set.len().min(cfg.eval_problems);
+    if count == 0 {
         return Ok(vec![]);
     }
     let params = SamplingParams { temperature: cfg.temperature, top_p: cfg.top_p, max_new_tokens: cfg.max_new_tokens, stop_token_ids: tok.eos_ids(), ..Default::default() };
     let mut rng = crate::rng::Rng::derive(seed, &format!("eval/{step}"));
-    let mut per_problem: Vec<Vec<Sample>> = vec![Vec::new(); set.len()];
-    let rows: Vec<(usize, Vec<u32>)> =
-        set.iter().enumerate().map(|(i, p)| Ok((i, tok.encode(&p.prompt, false)?))).collect::<Result<Vec<_>>>()?.into_iter().flat_map(|(i, ids)| std::iter::repeat_n((i, ids), cfg.eval_n)).collect();
+    let mut per_problem: Vec<Vec<Sample>> = vec![Vec::new(); count];
+    let mut rows: Vec<(usize, Vec<u32>)> = Vec::with_capacity(count * cfg.eval_n);
+    for i in 0..count {
+        let ids = encode_prompt(tok, set.prompt(i), cfg.chat)?;
+        rows.extend(std::iter::repeat_n((i, ids), cfg.eval_n));
+    }
     for chunk in rows.chunks(256) {
         let prompts: Vec<Vec<u32>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
         let outs = generate(&policy.decoder, &prompts, &params, &mut rng, None)?;
         for ((i, _), out) in chunk.iter().zip(outs) {
             let text = tok.decode(&out.tokens, true)?;
-            per_problem[*i].push(Sample::from(&problems.task.verify(&set[*i], &text)));
+            per_problem[*i].push(Sample::from(&set.verify(*i, &text)));
         }
     }
     let summary = passk::summarize(&per_problem, &cfg.eval_k)?;
     let mut m: Vec<(String, f64)> = summary.scores.iter().map(|(k, v)| (format!("eval/{k}"), *v)).collect();
-    let n = set.len() as f64;
+    let n = count as f64;
     let mut cover = (0.0, 0usize);
     let (mut distinct, mut entropy) = (0.0, 0.0);
-    for (p, samples) in set.iter().zip(&per_problem) {
-        let all = problems.task.solutions(p);
+    for (i, samples) in per_problem.iter().enumerate() {
+        let all = set.solutions(i);
         let s = diversity::summarize_problem(samples, all.as_deref());
         distinct += s.distinct_correct as f64;
         entropy += s.solution_entropy;
@@ -1246,7 +1300,7 @@ fn send_samples(cfg: &RlStage, ro: &Rollout, problems: &Problems, advantages: &M
         ctx.events.send(Event::Sample {
             stage: ctx.events.stage().to_string(),
             step,
-            prompt: problems.train[ro.problem[r]].prompt.clone(),
+            prompt: problems.train.prompt(ro.problem[r]).to_string(),
             response: ro.texts[r].clone(),
             reward: Some(ro.scores[r] as f64),
             advantage: Some(advantage),

@@ -3,7 +3,8 @@
 //!
 //! The loop never blocks the producer: it drains whatever is pending each frame from an
 //! unbounded channel (producers may also drop display-only events, `Event::is_droppable`).
-//! Signals belong to the caller; this only returns when the user quits.
+//! Signals belong to the caller; this returns when the user quits, or when a signal stopped
+//! the run (`crate::SIGNAL_STOP`) and the run has ended.
 
 pub mod app;
 pub mod input;
@@ -70,7 +71,7 @@ fn install_panic_hook() {
     });
 }
 
-/// Run the dashboard until the user quits.
+/// Run the dashboard until the user quits (or a signal stopped the run and it has ended).
 ///
 /// `controls` is `None` when watching a file: then pause/stop/checkpoint keys are inert and
 /// quitting never asks. On "stop and quit" a [`Control::Stop`] is sent before returning.
@@ -95,7 +96,7 @@ pub fn run_dashboard(
         terminal.draw(|f| view::draw(f, &app))?;
         let frame_end = Instant::now() + FRAME;
         handle_input_until(frame_end, &mut terminal, &mut app, controls.as_ref())?;
-        if app.ui.quit {
+        if app.ui.quit || (!producer_open && crate::SIGNAL_STOP.load(std::sync::atomic::Ordering::SeqCst)) {
             return Ok(());
         }
     }
