@@ -261,3 +261,72 @@ fn partial_download_resumes_with_a_range_request() {
     });
     assert!(first_real.unwrap() >= half as u64);
 }
+
+/// The binary with a private Hugging Face home, cache and endpoint.
+fn retort_with_hub(home: &Path, endpoint: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_retort"));
+    for v in ["HF_TOKEN", "HF_TOKEN_PATH", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "RETORT_RUNS_DIR"] {
+        c.env_remove(v);
+    }
+    c.env("HF_HOME", home).env("HF_ENDPOINT", endpoint).current_dir(home);
+    c
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_pulled_model_is_the_model_that_was_served_and_runs_in_a_profile() {
+    // A real tiny model made by `model init`, served by the mock hub, pulled by the binary
+    // (command and profile stage), then used like a downloaded checkpoint.
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    ok(retort_with_hub(d.path(), "http://127.0.0.1:9")
+        .args(["model", "init", "--preset", "tiny", "--out", src.to_str().unwrap(), "--seed", "3"])
+        .output()
+        .unwrap());
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    let hub = MockHub::start(vec![MockRepo::new("acme/tiny-countdown", COMMIT, files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect())]);
+
+    let snapshot = PathBuf::from(
+        ok(retort_with_hub(d.path(), &hub.endpoint()).args(["pull", "acme/tiny-countdown"]).output().unwrap()).trim(),
+    );
+    assert!(snapshot.starts_with(d.path().join("hub/models--acme--tiny-countdown/snapshots")), "{}", snapshot.display());
+    for (name, bytes) in &files {
+        assert_eq!(&std::fs::read(snapshot.join(name)).unwrap(), bytes, "{name} differs after the pull");
+    }
+    // The pulled folder is the same model: same greedy continuation as the source folder.
+    let generate = |model: &Path| {
+        ok(retort_with_hub(d.path(), &hub.endpoint())
+            .args(["generate", model.to_str().unwrap(), "--prompt", "countdown 2 3 4 -> 14\n", "--greedy", "--max-new-tokens", "12"])
+            .output()
+            .unwrap())
+    };
+    assert_eq!(generate(&snapshot), generate(&src));
+
+    // A profile whose pull stage feeds an eval stage, with per-file progress events.
+    let profile = d.path().join("pulled.toml");
+    std::fs::write(
+        &profile,
+        "[run]\nname = \"pulled\"\n\n[[stage]]\nkind = \"pull\"\nname = \"base\"\nrepo = \"acme/tiny-countdown\"\n\n\
+         [[stage]]\nkind = \"eval\"\nname = \"eval\"\nmodels = [\"@base\"]\ntask = \"countdown\"\nn = 4\nk = [1, 4]\nlimit = 3\nmax_new_tokens = 12\n",
+    )
+    .unwrap();
+    ok(retort_with_hub(d.path(), &hub.endpoint()).args(["run", profile.to_str().unwrap(), "--headless"]).output().unwrap());
+    let run = std::fs::read_dir(d.path().join("runs")).unwrap().next().unwrap().unwrap().path();
+    let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    assert!(events.contains("\"event\":\"progress\",\"stage\":\"base\""), "no pull progress in the run's log");
+    assert!(run.join("eval/results.json").is_file());
+
+    // Offline, with the hub gone: the cached snapshot is found without any request.
+    drop(hub);
+    let offline = ok(retort_with_hub(d.path(), "http://127.0.0.1:9").env("HF_HUB_OFFLINE", "1").args(["pull", "acme/tiny-countdown"]).output().unwrap());
+    assert_eq!(PathBuf::from(offline.trim()), snapshot);
+}
