@@ -39,6 +39,9 @@ pub struct Launch {
 
 /// Create a run folder for `profile` with its resolved profile and a fresh manifest.
 pub fn prepare_new(profile: Profile, runs_dir: &std::path::Path, name: Option<&str>) -> Result<Launch> {
+    for s in &profile.stages {
+        s.config.preflight().with_context(|| format!("stage `{}`", s.name))?;
+    }
     let dir = RunDir::create(runs_dir, name.unwrap_or(&profile.run.name))?;
     let toml_text = profile.to_toml();
     crate::fsutil::write_atomic(&dir.path.join(run::PROFILE), toml_text.as_bytes())

@@ -166,10 +166,27 @@ fn bad_sft_input_is_explained() {
     let dir = d.path();
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"prompt\":\"a\",\"response\":\"b\"}\nnot json\n").unwrap();
-    let out = retort().args(["sft", "no-such-model", "--jsonl", bad.to_str().unwrap(), "--headless"]).current_dir(dir).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("no-such-model"), "{text}");
+    // A malformed line is reported with file and line before any run folder exists.
+    let model = dir.join("m");
+    assert!(retort().args(["model", "init", "--preset", "tiny", "--out", model.to_str().unwrap()]).output().unwrap().status.success());
+    let out = retort().args(["sft", model.to_str().unwrap(), "--jsonl", bad.to_str().unwrap(), "--headless"]).current_dir(dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("bad.jsonl:2") && text.contains("not a valid row"), "{text}");
+    std::fs::write(&bad, "{\"prompt\":\"a\"}\n").unwrap();
+    let text = String::from_utf8_lossy(&retort().args(["sft", model.to_str().unwrap(), "--jsonl", bad.to_str().unwrap()]).current_dir(dir).output().unwrap().stderr).into_owned();
+    assert!(text.contains("bad.jsonl:1") && text.contains("without \"response\""), "{text}");
+    // The same for a problems file of an eval (or rl) stage in a profile.
+    let problems = dir.join("problems.jsonl");
+    std::fs::write(&problems, "{\"prompt\":\"1+1\",\"answer\":\"2\"}\n{\"prompt\":\"2+2\"}\n").unwrap();
+    let profile = dir.join("p.toml");
+    std::fs::write(&profile, format!("[run]\nname = \"bad\"\n\n[[stage]]\nkind = \"eval\"\nmodels = [{:?}]\njsonl = {:?}\nverifier = \"math\"\n", model, problems)).unwrap();
+    let out = retort().args(["run", profile.to_str().unwrap()]).current_dir(dir).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("problems.jsonl") && text.contains('2') && text.contains("answer"), "{text}");
+    assert!(!dir.join("runs").exists(), "a run folder was created for bad data");
+    let out = retort().args(["sft", "no-such-model", "--jsonl", model.join("config.json").to_str().unwrap(), "--headless"]).current_dir(dir).output().unwrap();
+    assert!(!out.status.success());
     let e = String::from_utf8_lossy(&retort().args(["run", "sft-countdown-tiny", "--set", "stage.sft.lora.targets=[\"qkv\"]"]).current_dir(dir).output().unwrap().stderr).into_owned();
     assert!(e.contains("no module named `qkv`") && e.contains("q_proj"), "{e}");
 }

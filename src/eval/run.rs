@@ -165,6 +165,20 @@ pub fn read_code_jsonl(path: &Path) -> Result<Vec<CodeRow>> {
     Ok(rows)
 }
 
+/// Parse a problems JSONL for `verifier` without loading anything else (a run's preflight):
+/// bad rows and missing fields are reported with file and line before the run starts.
+pub fn check_jsonl(path: &Path, verifier: &str) -> Result<()> {
+    let n = match verifier {
+        "math" => read_math_jsonl(path)?.len(),
+        "code" => read_code_jsonl(path)?.len(),
+        other => return Err(unknown_verifier(other).into()),
+    };
+    if n == 0 {
+        return Err(EvalError::NoProblems(path.display().to_string()).into());
+    }
+    Ok(())
+}
+
 /// An unknown verifier name as the error users see.
 pub fn unknown_verifier(name: &str) -> EvalError {
     EvalError::UnknownVerifier { name: name.to_string(), known: JSONL_VERIFIERS.join(", ") }

@@ -200,6 +200,15 @@ impl StageConfig for EvalStage {
         refs(self.models.iter().map(String::as_str).chain(self.from.as_deref()).chain(self.jsonl.as_deref()))
     }
 
+    fn preflight(&self) -> Result<()> {
+        if let (Some(file), Some(verifier)) = (&self.jsonl, &self.verifier) {
+            if !file.starts_with('@') {
+                run::check_jsonl(std::path::Path::new(file), verifier)?;
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, m: String| Err((k.to_string(), m));
         if self.models.is_empty() {

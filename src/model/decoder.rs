@@ -168,6 +168,35 @@ struct LoraDelta {
     a: Tensor,
     b: Tensor,
     scale: f64,
+    dropout: Option<LoraDropout>,
+}
+
+/// Dropout on the adapter's input, `B·A·dropout(x)` as PEFT does. The mask is drawn from
+/// `(seed, module path)`, where the trainer sets the seed for each forward pass, so a resumed
+/// run redraws the same masks; with no seed set (evaluation, sampling) nothing is dropped.
+#[derive(Clone, Debug)]
+pub(crate) struct LoraDropout {
+    p: f64,
+    path: String,
+    seed: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
+}
+
+impl LoraDropout {
+    #[cfg(test)]
+    pub(crate) fn for_test(p: f64, seed: u64) -> LoraDropout {
+        LoraDropout { p, path: "test".into(), seed: std::sync::Arc::new(std::sync::Mutex::new(Some(seed))) }
+    }
+
+    pub(crate) fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        // A poisoned lock only means another thread panicked mid-set; the value is a u64.
+        let seed = *self.seed.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(seed) = seed else { return Ok(x.clone()) };
+        let mut rng = crate::rng::Rng::derive(seed, &self.path);
+        let keep = 1.0 - self.p;
+        let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.f64() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
 }
 
 impl Linear {
@@ -189,6 +218,10 @@ impl Linear {
         let y = match &self.lora {
             Some(l) => {
                 let x2 = x.reshape((rows, in_dim))?;
+                let x2 = match &l.dropout {
+                    Some(d) => d.apply(&x2)?,
+                    None => x2,
+                };
                 (y + (x2.matmul(&l.a.t()?)?.matmul(&l.b.t()?)? * l.scale)?)?
             }
             None => y,
@@ -209,7 +242,8 @@ impl Linear {
         Linear {
             weight: self.weight.detach(),
             bias: self.bias.as_ref().map(Tensor::detach),
-            lora: self.lora.as_ref().map(|l| LoraDelta { a: l.a.detach(), b: l.b.detach(), scale: l.scale }),
+            // A detached copy samples and scores: no dropout there.
+            lora: self.lora.as_ref().map(|l| LoraDelta { a: l.a.detach(), b: l.b.detach(), scale: l.scale, dropout: None }),
         }
     }
 
@@ -520,6 +554,8 @@ pub struct Decoder {
     lm_head: Option<Tensor>,
     /// (1, 1, D/2) f32 inverse frequencies.
     inv_freq: Tensor,
+    /// Shared by the LoRA dropouts of this decoder (see [`LoraDropout`]).
+    lora_dropout_seed: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 /// Every parameter the config implies, with its Hugging Face name and shape, in model order.
@@ -578,7 +614,7 @@ impl Decoder {
         let inv_freq = rope_inv_freq(cfg);
         let half = inv_freq.len();
         let inv_freq = Tensor::from_vec(inv_freq, (1, 1, half), vb.device())?;
-        Ok(Decoder { cfg: cfg.clone(), embed, blocks, norm, lm_head, inv_freq })
+        Ok(Decoder { cfg: cfg.clone(), embed, blocks, norm, lm_head, inv_freq, lora_dropout_seed: Default::default() })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -621,6 +657,7 @@ impl Decoder {
             norm: self.norm.detach(),
             lm_head: self.lm_head.as_ref().map(Tensor::detach),
             inv_freq: self.inv_freq.clone(),
+            lora_dropout_seed: Default::default(),
         }
     }
 
@@ -631,6 +668,7 @@ impl Decoder {
         &mut self,
         targets: &[String],
         scale: f64,
+        dropout: f64,
         make: &mut dyn FnMut(&str, usize, usize) -> Result<(Tensor, Tensor)>,
     ) -> Result<usize> {
         let mut attached = 0;
@@ -641,12 +679,19 @@ impl Decoder {
                     let prefix = if ["q_proj", "k_proj", "v_proj", "o_proj"].contains(&name) { "self_attn" } else { "mlp" };
                     let path = format!("model.layers.{n}.{prefix}.{name}");
                     let (a, b) = make(&path, out_dim, in_dim)?;
-                    lin.lora = Some(LoraDelta { a, b, scale });
+                    let dropout = (dropout > 0.0).then(|| LoraDropout { p: dropout, path: path.clone(), seed: self.lora_dropout_seed.clone() });
+                    lin.lora = Some(LoraDelta { a, b, scale, dropout });
                     attached += 1;
                 }
             }
         }
         Ok(attached)
+    }
+
+    /// The seed of the LoRA dropout masks for the next forward passes (`None`: no dropout).
+    /// Training sets a fresh seed for each micro-batch and clears it afterwards.
+    pub fn set_lora_dropout_seed(&self, seed: Option<u64>) {
+        *self.lora_dropout_seed.lock().unwrap_or_else(|e| e.into_inner()) = seed;
     }
 
     /// A copy with every LoRA update folded into its base weight (what a merged save writes).

@@ -25,7 +25,7 @@ pub struct LoraConfig {
     pub rank: usize,
     #[serde(default = "default_alpha")]
     pub alpha: f64,
-    /// Must be 0 for now: dropout on the adapter input is not implemented.
+    /// Dropout probability on the adapter input during training (PEFT's `lora_dropout`).
     #[serde(default)]
     pub dropout: f64,
     #[serde(default = "default_targets")]
@@ -48,8 +48,8 @@ impl LoraConfig {
         if self.rank == 0 {
             return Err(("rank".into(), "LoRA rank must be at least 1".into()));
         }
-        if self.dropout != 0.0 {
-            return Err(("dropout".into(), "LoRA dropout is not implemented yet; set dropout = 0".into()));
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(("dropout".into(), format!("LoRA dropout is a probability in [0, 1), got {}", self.dropout)));
         }
         if self.targets.is_empty() {
             return Err(("targets".into(), format!("name at least one module: {}", TARGETS.join(", "))));
@@ -94,7 +94,7 @@ pub fn attach(model: &mut Model, config: &LoraConfig, seed: u64) -> Result<Adapt
         vars.push((peft_name(module, "B"), b.clone()));
         Ok((a.as_tensor().clone(), b.as_tensor().clone()))
     };
-    let n = model.decoder.attach_lora(&config.targets, config.scale(), &mut make)?;
+    let n = model.decoder.attach_lora(&config.targets, config.scale(), config.dropout, &mut make)?;
     if n == 0 {
         bail!("LoRA attached to no module");
     }
@@ -225,5 +225,40 @@ mod tests {
         let l3 = fresh.decoder.forward(&ids, &mask, None, Mode::Infer).unwrap().logits;
         let l1 = model.decoder.forward(&ids, &mask, None, Mode::Infer).unwrap().logits;
         assert_eq!(l1.flatten_all().unwrap().to_vec1::<f32>().unwrap(), l3.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+
+    #[test]
+    fn dropout_is_seeded_scaled_and_off_without_a_seed() {
+        let (ids, mask) = (Tensor::new(&[[1u32, 5, 9, 3, 7]], &Device::Cpu).unwrap(), AttnMask::causal(1, 5, &Device::Cpu).unwrap());
+        let logits = |m: &Model| m.decoder.forward(&ids, &mask, None, Mode::Train).unwrap().logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let with = |p: f64| {
+            let mut m = tiny();
+            let a = attach(&mut m, &LoraConfig { rank: 4, alpha: 8.0, dropout: p, targets: vec!["q_proj".into(), "up_proj".into()] }, 1).unwrap();
+            // B starts at zero, which would hide any dropout; give it values.
+            for (n, v) in &a.vars {
+                if n.ends_with("lora_B.weight") {
+                    v.set(&Tensor::ones(v.shape(), DType::F32, &Device::Cpu).unwrap()).unwrap();
+                }
+            }
+            m
+        };
+        let plain = logits(&with(0.0));
+        let model = with(0.5);
+        assert_eq!(logits(&model), plain, "no seed set: no dropout (evaluation, sampling)");
+        model.decoder.set_lora_dropout_seed(Some(7));
+        let a = logits(&model);
+        assert_eq!(logits(&model), a, "the same seed draws the same masks");
+        assert_ne!(a, plain);
+        model.decoder.set_lora_dropout_seed(Some(8));
+        assert_ne!(logits(&model), a, "another seed, other masks");
+        model.decoder.set_lora_dropout_seed(None);
+        assert_eq!(logits(&model), plain);
+        // The mask keeps each input with probability 1 - p and scales it by 1 / (1 - p).
+        let d = crate::model::decoder::LoraDropout::for_test(0.3, 11);
+        let kept = d.apply(&Tensor::ones(20_000, DType::F32, &Device::Cpu).unwrap()).unwrap().to_vec1::<f32>().unwrap();
+        let zeros = kept.iter().filter(|&&v| v == 0.0).count() as f64 / kept.len() as f64;
+        assert!(kept.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
+        assert!((zeros - 0.3).abs() < 0.01, "dropped share {zeros}"); // 3 sigma = 0.0097
+        assert!(LoraConfig { rank: 4, alpha: 8.0, dropout: 1.0, targets: vec!["q_proj".into()] }.check().is_err());
     }
 }

@@ -43,6 +43,11 @@ pub trait StageConfig: Debug + Send + Sync {
     fn validate(&self) -> Result<(), (String, String)> {
         Ok(())
     }
+    /// Checks of the files a stage reads from outside the run (a JSONL of examples or
+    /// problems), made before the run folder exists, so bad data never starts a run.
+    fn preflight(&self) -> Result<()> {
+        Ok(())
+    }
     /// Units of work and their name, for progress bars (`None` when unknown up front).
     fn total_units(&self) -> (Option<u64>, &'static str);
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput>;

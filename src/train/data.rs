@@ -119,8 +119,16 @@ struct JsonlRow {
     text: Option<String>,
 }
 
-/// Read a JSONL file of prompt/response, messages or text rows. Errors name the file and line.
-pub fn read_jsonl(path: &Path, tok: &Tokenizer, chat: bool, eos: u32) -> Result<Vec<Example>> {
+/// One training row of a JSONL file, checked for shape but not yet tokenized.
+pub enum Row {
+    Pair { prompt: String, response: String },
+    Chat(Vec<Message>),
+    Text(String),
+}
+
+/// Parse and shape-check every row of a JSONL file (no tokenizer needed, so a run can check
+/// its data before it starts). Errors name the file and line and say what a row looks like.
+pub fn read_rows(path: &Path) -> Result<Vec<(usize, Row)>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -131,29 +139,42 @@ pub fn read_jsonl(path: &Path, tok: &Tokenizer, chat: bool, eos: u32) -> Result<
         let row: JsonlRow = serde_json::from_str(line).with_context(|| {
             format!("{}: not a valid row (expected {{\"prompt\",\"response\"}}, {{\"messages\"}} or {{\"text\"}})", at())
         })?;
-        let ex = match row {
-            JsonlRow { prompt: Some(p), response: Some(r), messages: None, text: None } => {
-                if r.trim().is_empty() {
+        let row = match row {
+            JsonlRow { prompt: Some(prompt), response: Some(response), messages: None, text: None } => {
+                if response.trim().is_empty() {
                     bail!("{}: empty \"response\"; every example needs something to learn", at());
                 }
-                encode_pair(tok, &p, &r, chat, eos)
+                Row::Pair { prompt, response }
             }
             JsonlRow { prompt: Some(_), response: None, .. } => bail!("{}: \"prompt\" without \"response\"", at()),
-            JsonlRow { messages: Some(m), prompt: None, response: None, text: None } => encode_chat(tok, &m),
-            JsonlRow { text: Some(t), prompt: None, response: None, messages: None } => {
-                let mut ids = tok.encode(&t, false)?;
-                ids.push(eos);
-                let mut targets = vec![true; ids.len()];
-                targets[0] = false; // nothing predicts the first token
-                Ok(Example { ids, targets })
-            }
+            JsonlRow { messages: Some(m), prompt: None, response: None, text: None } => Row::Chat(m),
+            JsonlRow { text: Some(t), prompt: None, response: None, messages: None } => Row::Text(t),
             _ => bail!("{}: a row must have exactly one of prompt+response, messages or text", at()),
-        }
-        .with_context(at)?;
-        out.push(ex);
+        };
+        out.push((i + 1, row));
     }
     if out.is_empty() {
         bail!("{} has no examples", path.display());
+    }
+    Ok(out)
+}
+
+/// Read a JSONL file of prompt/response, messages or text rows. Errors name the file and line.
+pub fn read_jsonl(path: &Path, tok: &Tokenizer, chat: bool, eos: u32) -> Result<Vec<Example>> {
+    let mut out = Vec::new();
+    for (line, row) in read_rows(path)? {
+        let ex = match row {
+            Row::Pair { prompt, response } => encode_pair(tok, &prompt, &response, chat, eos),
+            Row::Chat(m) => encode_chat(tok, &m),
+            Row::Text(t) => tok.encode(&t, false).map_err(anyhow::Error::from).map(|mut ids| {
+                ids.push(eos);
+                let mut targets = vec![true; ids.len()];
+                targets[0] = false; // nothing predicts the first token
+                Example { ids, targets }
+            }),
+        }
+        .with_context(|| format!("{}:{line}", path.display()))?;
+        out.push(ex);
     }
     Ok(out)
 }

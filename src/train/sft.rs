@@ -174,6 +174,13 @@ impl StageConfig for SftStage {
         refs([Some(self.model.as_str()), self.data.from.as_deref()].into_iter().flatten())
     }
 
+    fn preflight(&self) -> Result<()> {
+        for file in [&self.data.jsonl, &self.data.eval_jsonl].into_iter().flatten().filter(|f| !f.starts_with('@')) {
+            data::read_rows(std::path::Path::new(file))?;
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         let d = &self.data;
         let sources = [d.task.is_some(), d.from.is_some(), d.jsonl.is_some()].iter().filter(|&&b| b).count();
@@ -501,8 +508,13 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         let n_targets: usize = batches.iter().map(|b| b.n_targets).sum();
         let n_tokens: usize = batches.iter().map(|b| b.n_tokens).sum();
         let mut step_nll = 0.0;
-        for b in &batches {
-            let nll = batch_nll(&model, b, Mode::Train)?;
+        for (i, b) in batches.iter().enumerate() {
+            // LoRA dropout masks are a function of (seed, step, micro-batch): resumable.
+            let mask_seed = crate::rng::Rng::derive(seed, &format!("lora-dropout/{}/{i}", state.step)).next_u64();
+            model.decoder.set_lora_dropout_seed(Some(mask_seed));
+            let nll = batch_nll(&model, b, Mode::Train);
+            model.decoder.set_lora_dropout_seed(None);
+            let nll = nll?;
             let loss = (nll / n_targets.max(1) as f64)?;
             step_nll += loss.to_scalar::<f32>()? as f64;
             opt.accumulate(&loss.backward()?)?;
@@ -535,6 +547,8 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         if cfg.sample_every > 0 && (state.step % cfg.sample_every == 0 || last_step) {
             if let Some((task, problems)) = &prep.task {
                 send_samples(&model, &prep.tok, task.as_ref(), &problems[..problems.len().min(3)], state.step, cfg.max_new_tokens, ctx)?;
+            } else {
+                send_heldout_samples(&model, &prep.tok, &eval_set[..eval_set.len().min(3)], state.step, cfg.max_new_tokens, ctx)?;
             }
         }
         if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 && !last_step {
@@ -575,6 +589,36 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         summary.insert("greedy_accuracy".into(), greedy);
     }
     Ok(StageOutput { output: Some(out), summary, table: None })
+}
+
+/// Greedy continuations of held-out JSONL examples, beside the reference response, so a
+/// watcher sees the model learn on data without a verifier. The prompt is the untrained
+/// prefix (for `text` rows, the first half).
+fn send_heldout_samples(model: &Model, tok: &Tokenizer, examples: &[Example], step: u64, max_new: usize, ctx: &StageCtx) -> Result<()> {
+    let split = |e: &Example| match e.targets.iter().position(|&t| t) {
+        Some(i) if i > 1 => i,
+        _ => (e.ids.len() / 2).max(1),
+    };
+    let prompts: Vec<Vec<u32>> = examples.iter().map(|e| e.ids[..split(e)].to_vec()).collect();
+    if prompts.is_empty() {
+        return Ok(());
+    }
+    let params = SamplingParams { greedy: true, max_new_tokens: max_new, stop_token_ids: tok.eos_ids(), ..Default::default() };
+    let outs = generate(&model.decoder, &prompts, &params, &mut crate::rng::Rng::new(0), None)?;
+    for (e, o) in examples.iter().zip(outs) {
+        let cut = split(e);
+        ctx.events.send(Event::Sample {
+            stage: ctx.events.stage().to_string(),
+            step,
+            prompt: tok.decode(&e.ids[..cut], false)?,
+            response: tok.decode(&o.tokens, true)?,
+            reward: None,
+            advantage: None,
+            correct: None,
+            extra: serde_json::json!({"reference": tok.decode(&e.ids[cut..], true)?}),
+        });
+    }
+    Ok(())
 }
 
 fn send_samples(model: &Model, tok: &Tokenizer, task: &dyn Task, problems: &[Instance], step: u64, max_new: usize, ctx: &StageCtx) -> Result<()> {

@@ -553,6 +553,14 @@ impl StageConfig for RlStage {
         refs([Some(self.model.as_str()), self.reference.as_deref(), self.from.as_deref(), self.jsonl.as_deref(), self.test_jsonl.as_deref()].into_iter().flatten())
     }
 
+    fn preflight(&self) -> Result<()> {
+        let verifier = self.verifier.as_deref().unwrap_or_default();
+        for file in [&self.jsonl, &self.test_jsonl].into_iter().flatten().filter(|f| !f.starts_with('@')) {
+            crate::eval::run::check_jsonl(Path::new(file), verifier)?;
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         self.validate_data()?;
         self.validate_batches()?;
