@@ -281,6 +281,15 @@ max_new_tokens = 12
     assert_eq!(results["models"][0]["report"]["problems"].as_array().unwrap().len(), 3);
     let samples = std::fs::read_to_string(run_dir.join("eval/samples-sft.jsonl")).unwrap();
     assert_eq!(samples.lines().count(), 3 * 4);
+    // The saved samples are an input for `retort reward test`: graded again, same verdicts.
+    let path = run_dir.join("eval/samples-sft.jsonl");
+    let regraded = json_lines(&stdout_of(&retort(&["reward", "test", path.to_str().unwrap(), "--json"])));
+    let saved = json_lines(&samples);
+    assert_eq!(regraded.len(), saved.len());
+    for (again, first) in regraded.iter().zip(&saved) {
+        assert_eq!(again["correct"], first["correct"], "{first}");
+        assert_eq!(again["reward"], first["reward"], "{first}");
+    }
 
     let listed = stdout_of(&retort(&["report", run_dir.to_str().unwrap()]));
     for name in ["loss.png", "passk-eval.png", "entropy-position-eval.png"] {

@@ -291,6 +291,27 @@ impl ProblemSet {
         }
     }
 
+    /// What a verifier needs to grade a response to problem `i` again, as JSON fields that
+    /// `retort reward test` reads: `task` + `data` for a built-in task, `gold` for math,
+    /// `tests` for code (and the `prompt` for all).
+    pub fn grading_fields(&self, i: usize) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("prompt".into(), self.prompt(i).into());
+        match self {
+            ProblemSet::Task { instances, .. } => {
+                m.insert("task".into(), instances[i].task.clone().into());
+                m.insert("data".into(), instances[i].data.clone());
+            }
+            ProblemSet::Math { rows, .. } => {
+                m.insert("gold".into(), rows[i].answer.clone().into());
+            }
+            ProblemSet::Code { rows, .. } => {
+                m.insert("tests".into(), rows[i].tests.clone().into());
+            }
+        }
+        m
+    }
+
     /// Every valid canonical solution of problem `i`, when the task can enumerate them.
     pub fn solutions(&self, i: usize) -> Option<Vec<String>> {
         match self {

@@ -308,15 +308,20 @@ impl StageConfig for EvalStage {
     }
 }
 
-/// Every response with its problem id and verdict, one JSON object a line.
+/// Every response with its problem id, verdict and what a verifier needs to grade it again
+/// (so the file is an input for `retort reward test`), one JSON object a line.
 fn write_samples(path: &Path, set: &ProblemSet, report: &EvalReport) -> Result<()> {
     let mut text = String::new();
     for (i, recs) in report.samples.iter().enumerate() {
+        let grading = set.grading_fields(i);
         for r in recs {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "id": set.id(i), "response": r.response, "correct": r.correct, "reward": r.reward,
                 "canonical": r.canonical, "reason": r.reason, "tokens": r.tokens, "entropy": r.entropy, "rbf": r.rbf,
             });
+            if let Some(obj) = line.as_object_mut() {
+                obj.extend(grading.clone());
+            }
             text.push_str(&line.to_string());
             text.push('\n');
         }
