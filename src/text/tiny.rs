@@ -31,13 +31,7 @@ pub const VOCAB_SIZE: usize = SPECIAL_TOKENS.len() + 1 + (126 - 32 + 1);
 /// ChatML without a default system prompt (Qwen2.5's template minus tools
 /// and its default system message), written with whitespace control so that
 /// trim_blocks/lstrip_blocks matter.
-pub const CHATML_TEMPLATE: &str = "{% for message in messages %}
-{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}
-{%- endfor %}
-{% if add_generation_prompt %}
-{{ '<|im_start|>assistant\\n' }}
-{%- endif %}
-";
+pub const CHATML_TEMPLATE: &str = include_str!("../../assets/tiny-chatml.jinja");
 
 /// Every token string in id order.
 pub fn vocabulary() -> Vec<String> {
