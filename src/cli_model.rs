@@ -264,7 +264,8 @@ pub fn train_activation_elements(cfg: &ModelConfig, b: usize, s: usize) -> f64 {
 /// - inference, f32: weights 4P + KV cache 2 (K and V) · layers · kv_heads · head_dim ·
 ///   batch · context · 4 bytes;
 /// - full fine-tuning with AdamW in f32: weights 4P + gradients 4P + two moments 8P +
-///   retort's gradient accumulator 4P (see `train::optim::AdamW`) + activations
+///   retort's gradient accumulator 4P (see `train::optim::AdamW`; only allocated when a step
+///   sums several micro-batches, so an upper bound) + activations
 ///   (`train_activation_elements` · 4 bytes);
 /// - LoRA r = 16 on all projections: frozen base in bf16 2P + adapters, their gradients, two
 ///   moments and accumulator in f32 (20 bytes per adapter parameter) + activations, the

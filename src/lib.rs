@@ -7,6 +7,7 @@ pub mod bus;
 pub mod cli;
 pub mod cli_eval;
 pub mod cli_model;
+pub mod cpu_threads;
 pub mod device;
 pub mod eval;
 pub mod eval_code;

@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() {
+    retort::cpu_threads::configure();
     // Behave like other command-line tools when output goes to `head` or a closed pipe:
     // end quietly instead of panicking on a failed print.
     unsafe {

@@ -5,7 +5,8 @@
 //! Two execution modes exist because candle's fast RMSNorm, softmax and RoPE kernels have no
 //! backward pass: a model trained through them silently updates only its embedding
 //! (rust-probe.md §2.1). `Mode::Train` builds every op from differentiable primitives;
-//! `Mode::Infer` uses the fused kernels. Both compute the same function.
+//! `Mode::Infer` uses the fused kernels. Both compute the same function. (Train-mode RMSNorm
+//! is retort's own fused op with a backward, `model::rms_norm`.)
 
 use super::config::ModelConfig;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
@@ -259,7 +260,7 @@ impl Linear {
 
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
     match mode {
-        Mode::Train => candle_nn::ops::rms_norm_slow(x, weight, eps as f32),
+        Mode::Train => super::rms_norm::rms_norm_train(x, weight, eps as f32),
         Mode::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
     }
 }

@@ -1,0 +1,42 @@
+//! How candle's CPU elementwise ops use threads in this process.
+//!
+//! candle 0.11 runs unary/binary maps of 64k+ elements on its own "barrier pool": the calling
+//! thread busy-waits (no yield, no limit) for workers that themselves spin before parking.
+//! On a machine with more runnable threads than cores — the 2-core boxes this lab runs on,
+//! shared with builds and other runs — a worker is often descheduled, and the caller burns
+//! its time slice waiting. Measured (perf, `bench train` on the `small` preset, 2 threads,
+//! load ≈ 3): 46 % of samples in `BarrierGuard::drop`, and 3.1–3.5 s/step against
+//! 0.87–1.28 s with the pool off. Matmul (gemm) and retort's own fused ops use rayon, whose
+//! workers sleep, so they keep every thread.
+//!
+//! Default: the barrier pool is off (`CANDLE_NUM_THREADS=1`) unless the user set
+//! `CANDLE_NUM_THREADS` themselves (e.g. `CANDLE_NUM_THREADS=2` on an idle machine).
+//! The real fix belongs upstream (a bounded spin, then yield/park, in `BarrierGuard::drop`).
+
+/// The `CANDLE_NUM_THREADS` value to set, given the one in the environment (None: leave it).
+fn candle_threads_to_set(current: Option<std::ffi::OsString>) -> Option<&'static str> {
+    match current {
+        Some(_) => None,
+        None => Some("1"),
+    }
+}
+
+/// Apply the default. Call first thing in `main`, before any thread exists and before candle
+/// initialises its pool (it reads the variable once).
+pub fn configure() {
+    if let Some(v) = candle_threads_to_set(std::env::var_os("CANDLE_NUM_THREADS")) {
+        // Setting the environment is sound here: no other thread is running yet.
+        std::env::set_var("CANDLE_NUM_THREADS", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_setting_wins() {
+        assert_eq!(candle_threads_to_set(None), Some("1"));
+        assert_eq!(candle_threads_to_set(Some("2".into())), None);
+    }
+}
