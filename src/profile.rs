@@ -21,6 +21,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("flowrl-tiny", include_str!("../profiles/flowrl-tiny.toml")),
     ("entropy-adv-tiny", include_str!("../profiles/entropy-adv-tiny.toml")),
     ("flowrl-vs-grpo-tiny", include_str!("../profiles/flowrl-vs-grpo-tiny.toml")),
+    ("rl-compare-tiny", include_str!("../profiles/rl-compare-tiny.toml")),
     ("flowrl-qwen2.5-7b", include_str!("../profiles/flowrl-qwen2.5-7b.toml")),
     ("grpo-qwen2.5-7b", include_str!("../profiles/grpo-qwen2.5-7b.toml")),
 ];
