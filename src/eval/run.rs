@@ -168,12 +168,7 @@ pub fn read_code_jsonl(path: &Path) -> Result<Vec<CodeRow>> {
 /// Parse a problems JSONL for `verifier` without loading anything else (a run's preflight):
 /// bad rows and missing fields are reported with file and line before the run starts.
 pub fn check_jsonl(path: &Path, verifier: &str) -> Result<()> {
-    let n = match verifier {
-        "math" => read_math_jsonl(path)?.len(),
-        "code" => read_code_jsonl(path)?.len(),
-        other => return Err(unknown_verifier(other).into()),
-    };
-    if n == 0 {
+    if ProblemSet::from_jsonl(path, verifier)?.is_empty() {
         return Err(EvalError::NoProblems(path.display().to_string()).into());
     }
     Ok(())
@@ -190,6 +185,13 @@ impl ProblemSet {
         let task = tasks::build(name, options)?;
         let mut rng = Rng::derive(seed, "eval/problems");
         let instances = tasks::generate_split(task.as_ref(), &mut rng, count, &Default::default())?;
+        ProblemSet::of_task(name, options, instances)
+    }
+
+    /// `instances` of the one built-in task `name`, graded by that task built with `options`.
+    pub fn of_task(name: &str, options: &toml::Table, instances: Vec<Instance>) -> Result<ProblemSet> {
+        let task = tasks::build(name, options)?;
+        // Instances name their task canonically; key the verifier the same way.
         let mut map = BTreeMap::new();
         map.insert(task.name().to_string(), task);
         Ok(ProblemSet::Task { tasks: map, instances })
@@ -224,7 +226,7 @@ impl ProblemSet {
 
     /// No problems, graded like a `from_jsonl(_, verifier)` set (an RL stage without a
     /// test file).
-    pub fn from_jsonl_rows_empty(verifier: &str) -> ProblemSet {
+    pub fn empty_for(verifier: &str) -> ProblemSet {
         match verifier {
             "code" => ProblemSet::Code { rows: Vec::new(), limits: Limits::default() },
             _ => ProblemSet::Math { rows: Vec::new(), options: MathOptions::default() },

@@ -586,12 +586,6 @@ struct Problems {
     test: ProblemSet,
 }
 
-fn task_set(task: &str, options: &toml::Table, instances: Vec<tasks::Instance>) -> Result<ProblemSet> {
-    let mut map = BTreeMap::new();
-    map.insert(task.to_string(), tasks::build(task, options)?);
-    Ok(ProblemSet::Task { tasks: map, instances })
-}
-
 fn load_problems(cfg: &RlStage, ctx: &StageCtx) -> Result<Problems> {
     if let Some(name) = &cfg.task {
         let task = tasks::build(name, &cfg.task_options)?;
@@ -599,14 +593,15 @@ fn load_problems(cfg: &RlStage, ctx: &StageCtx) -> Result<Problems> {
         let test = tasks::generate_split(task.as_ref(), &mut rng, cfg.test_problems, &Default::default())?;
         let seen = test.iter().map(|i| i.prompt.clone()).collect();
         let train = tasks::generate_split(task.as_ref(), &mut rng, cfg.train_problems, &seen)?;
-        return Ok(Problems { train: task_set(name, &cfg.task_options, train)?, test: task_set(name, &cfg.task_options, test)? });
+        let opts = &cfg.task_options;
+        return Ok(Problems { train: ProblemSet::of_task(name, opts, train)?, test: ProblemSet::of_task(name, opts, test)? });
     }
     if let Some(jsonl) = &cfg.jsonl {
         let verifier = cfg.verifier.as_deref().unwrap_or_default();
         let train = ProblemSet::from_jsonl(&ctx.resolve(jsonl)?, verifier)?;
         let test = match &cfg.test_jsonl {
             Some(t) => ProblemSet::from_jsonl(&ctx.resolve(t)?, verifier)?,
-            None => ProblemSet::from_jsonl_rows_empty(verifier),
+            None => ProblemSet::empty_for(verifier),
         };
         return Ok(Problems { train, test });
     }
@@ -617,13 +612,13 @@ fn load_problems(cfg: &RlStage, ctx: &StageCtx) -> Result<Problems> {
     let test = crate::stages::tasks::read_instances(&dir.join("test.jsonl")).unwrap_or_default();
     let first = train.first().with_context(|| format!("{} holds no instances", train_path.display()))?;
     let task = first.task.clone();
-    tasks::build(&task, &cfg.task_options).map_err(|e| {
-        anyhow::anyhow!("{}: task `{task}` has no verifier in retort ({e}); RL scores every response with the task's verifier", train_path.display())
-    })?;
     if let Some(other) = train.iter().find(|i| i.task != task) {
         bail!("{}: mixes tasks `{task}` and `{}`; one RL stage trains on one task", train_path.display(), other.task);
     }
-    Ok(Problems { train: task_set(&task, &cfg.task_options, train)?, test: task_set(&task, &cfg.task_options, test)? })
+    let train = ProblemSet::of_task(&task, &cfg.task_options, train).map_err(|e| {
+        anyhow::anyhow!("{}: task `{task}` has no verifier in retort ({e}); RL scores every response with the task's verifier", train_path.display())
+    })?;
+    Ok(Problems { train, test: ProblemSet::of_task(&task, &cfg.task_options, test)? })
 }
 
 /// KL and FlowRL compare log-probs token by token, so the reference must tokenize alike.
