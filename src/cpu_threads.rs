@@ -12,6 +12,14 @@
 //! Default: the barrier pool is off (`CANDLE_NUM_THREADS=1`) unless the user set
 //! `CANDLE_NUM_THREADS` themselves (e.g. `CANDLE_NUM_THREADS=2` on an idle machine).
 //! The real fix belongs upstream (a bounded spin, then yield/park, in `BarrierGuard::drop`).
+//!
+//! Second: candle asks for its thread count on every matmul, and when `RAYON_NUM_THREADS` is
+//! unset it counts physical cores by parsing `/proc/cpuinfo`, uncached — each call. Measured
+//! (perf, `bench generate` on the `tiny` preset, variable unset): about 20 % of samples in
+//! `show_cpuinfo`, `vsnprintf` and the parsing around them. So `RAYON_NUM_THREADS` defaults to
+//! the number of CPUs this process may use (what rayon's own pool uses when it is unset),
+//! which candle then reads as a plain variable. A user setting wins. Upstream fix: cache the
+//! count in a `OnceLock` like candle's CPU-mask lookups.
 
 /// The `CANDLE_NUM_THREADS` value to set, given the one in the environment (None: leave it).
 fn candle_threads_to_set(current: Option<std::ffi::OsString>) -> Option<&'static str> {
@@ -21,12 +29,26 @@ fn candle_threads_to_set(current: Option<std::ffi::OsString>) -> Option<&'static
     }
 }
 
+/// The `RAYON_NUM_THREADS` value to set, given the one in the environment and the CPUs this
+/// process may run on (None: leave it).
+fn rayon_threads_to_set(current: Option<std::ffi::OsString>, available: usize) -> Option<String> {
+    match current {
+        Some(_) => None,
+        None => Some(available.max(1).to_string()),
+    }
+}
+
 /// Apply the default. Call first thing in `main`, before any thread exists and before candle
 /// initialises its pool (it reads the variable once).
 pub fn configure() {
     if let Some(v) = candle_threads_to_set(std::env::var_os("CANDLE_NUM_THREADS")) {
         // Setting the environment is sound here: no other thread is running yet.
         std::env::set_var("CANDLE_NUM_THREADS", v);
+    }
+    let available = std::thread::available_parallelism().map_or(1, usize::from);
+    if let Some(v) = rayon_threads_to_set(std::env::var_os("RAYON_NUM_THREADS"), available) {
+        // As above: no other thread exists yet.
+        std::env::set_var("RAYON_NUM_THREADS", v);
     }
 }
 
@@ -38,5 +60,8 @@ mod tests {
     fn a_user_setting_wins() {
         assert_eq!(candle_threads_to_set(None), Some("1"));
         assert_eq!(candle_threads_to_set(Some("2".into())), None);
+        assert_eq!(rayon_threads_to_set(None, 6).as_deref(), Some("6"));
+        assert_eq!(rayon_threads_to_set(None, 0).as_deref(), Some("1"));
+        assert_eq!(rayon_threads_to_set(Some("1".into()), 6), None);
     }
 }

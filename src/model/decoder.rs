@@ -4,12 +4,14 @@
 //!
 //! Two execution modes exist because candle's fast RMSNorm, softmax and RoPE kernels have no
 //! backward pass: a model trained through them silently updates only its embedding
-//! (rust-probe.md §2.1). `Mode::Train` builds every op from differentiable primitives;
-//! `Mode::Infer` uses the fused kernels. Both compute the same function. (Train-mode RMSNorm
-//! is retort's own fused op with a backward, `model::rms_norm`.)
+//! (rust-probe.md §2.1). `Mode::Train` uses only ops with a backward: retort's own fused CPU
+//! kernels (`model::fused`: RMSNorm, RoPE, masked softmax, SwiGLU) for f32 on the CPU, their
+//! candle-primitive references elsewhere. `Mode::Infer` may use candle's kernels without
+//! backward. Both compute the same function.
 
 use super::config::ModelConfig;
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use super::fused;
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// Large finite negative used for masked attention scores. `-inf` makes fully masked rows
@@ -130,21 +132,80 @@ impl AttnMask {
 }
 
 /// Keys and values of past tokens, one entry per layer, owned by the caller so that one set of
-/// weights can serve many sequences (rust-probe.md §2.6). Stored after RoPE, before GQA repeat.
-#[derive(Clone, Debug)]
+/// weights can serve many sequences (rust-probe.md §2.6). Stored after RoPE, before the GQA
+/// grouping, as (B, kv heads, positions, D).
+///
+/// New positions are written in place into buffers that grow by doubling, so a decoding step
+/// copies only its own keys rather than the whole cache (as a `cat` would). Keys that carry an
+/// autograd graph (a `Mode::Train` forward on trainable weights) are concatenated instead, so
+/// gradients still reach them. Not `Clone`: two caches must never share a buffer.
+#[derive(Debug)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<LayerCache>>,
+}
+
+#[derive(Debug)]
+struct LayerCache {
+    /// (B, n_kv, capacity, D) buffers; positions `0..len` hold data.
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl LayerCache {
+    fn capacity(&self) -> usize {
+        self.k.dim(2).unwrap_or(0)
+    }
+
+    /// The cached keys and values, (B, n_kv, len, D) views into the buffers.
+    fn view(&self) -> Result<(Tensor, Tensor)> {
+        Ok((self.k.narrow(2, 0, self.len)?, self.v.narrow(2, 0, self.len)?))
+    }
+}
+
+/// Appends `k`, `v` (B, n_kv, n, D) to one layer's cache and returns all its keys and values.
+fn cache_append(slot: &mut Option<LayerCache>, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+    let tracked = k.track_op() || v.track_op();
+    let Some(layer) = slot.as_mut() else {
+        let len = k.dim(2)?;
+        *slot = Some(LayerCache { k: k.clone(), v: v.clone(), len });
+        return Ok((k, v));
+    };
+    if tracked || layer.k.track_op() {
+        let (past_k, past_v) = layer.view()?;
+        let (k, v) = (Tensor::cat(&[&past_k, &k], 2)?, Tensor::cat(&[&past_v, &v], 2)?);
+        *layer = LayerCache { k: k.clone(), v: v.clone(), len: k.dim(2)? };
+        return Ok((k, v));
+    }
+    let n = k.dim(2)?;
+    if layer.len + n > layer.capacity() {
+        // Grow to twice the need (at least 64 positions), copying what is there once.
+        let (b, kv_heads, _, d) = k.dims4()?;
+        let capacity = (2 * (layer.len + n)).max(64);
+        let (old_k, old_v) = layer.view()?;
+        let grown = |old: &Tensor| -> Result<Tensor> {
+            let buf = Tensor::zeros((b, kv_heads, capacity, d), old.dtype(), old.device())?;
+            buf.slice_set(&old.contiguous()?, 2, 0)?;
+            Ok(buf)
+        };
+        layer.k = grown(&old_k)?;
+        layer.v = grown(&old_v)?;
+    }
+    layer.k.slice_set(&k.contiguous()?, 2, layer.len)?;
+    layer.v.slice_set(&v.contiguous()?, 2, layer.len)?;
+    layer.len += n;
+    layer.view()
 }
 
 impl KvCache {
     pub fn new(num_layers: usize) -> KvCache {
-        KvCache { layers: vec![None; num_layers] }
+        KvCache { layers: (0..num_layers).map(|_| None).collect() }
     }
 
     /// Number of cached positions (0 when empty).
     pub fn seq_len(&self) -> usize {
         match self.layers.first() {
-            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
+            Some(Some(layer)) => layer.len,
             _ => 0,
         }
     }
@@ -260,33 +321,31 @@ impl Linear {
 
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
     match mode {
-        Mode::Train => super::rms_norm::rms_norm_train(x, weight, eps as f32),
+        Mode::Train => fused::rms_norm::rms_norm_train(x, weight, eps as f32),
         Mode::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
     }
 }
 
-fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
-    match mode {
-        Mode::Train => candle_nn::ops::softmax(x, D::Minus1),
-        Mode::Infer => candle_nn::ops::softmax_last_dim(x),
+/// Attention probabilities `softmax(scale · scores + mask)` in f32 (as transformers' eager
+/// attention computes them, so bf16 weights stay accurate), returned in the scores' dtype.
+fn attention_probs(scores: &Tensor, mask: &Tensor, scale: f64, mode: Mode) -> Result<Tensor> {
+    let dtype = scores.dtype();
+    if mode == Mode::Train || fused::fusable(&[scores]) {
+        // Fused on the CPU in f32; the differentiable reference elsewhere.
+        return fused::softmax::masked_softmax(&scores.to_dtype(DType::F32)?, mask, scale)?.to_dtype(dtype);
     }
+    let scores = (scores * scale)?.to_dtype(DType::F32)?.broadcast_add(mask)?;
+    candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)
 }
 
-/// Rotates the (first half, second half) pairs of the last dim (the transformers convention).
-/// `cos`/`sin` are (B, L, D/2).
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
-    match mode {
-        Mode::Infer => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
-        Mode::Train => {
-            let half = x.dim(D::Minus1)? / 2;
-            let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
-            let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
-            let x1 = x.narrow(D::Minus1, 0, half)?;
-            let x2 = x.narrow(D::Minus1, half, half)?;
-            let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-            x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
-        }
+/// Rotates the (first half, second half) pairs of each head (the transformers convention) and
+/// moves heads before tokens: (B, L, n, D) → (B, n, L, D). `cos`/`sin` are (B, L, D/2).
+fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
+    if mode == Mode::Infer && !fused::fusable(&[x, cos, sin]) {
+        // candle's fast kernel has no backward but is the quickest for sampling on a GPU.
+        return candle_nn::rotary_emb::rope(&x.transpose(1, 2)?.contiguous()?, cos, sin);
     }
+    fused::rope::rope_heads(x, cos, sin)
 }
 
 /// Inverse RoPE frequencies `theta^(-2i/d)`, with the Llama-3 rescaling when configured:
@@ -368,21 +427,10 @@ impl Attention {
             Some(w) => rms_norm(&x, w, self.eps, mode)?,
             None => x,
         };
-        let x = x.transpose(1, 2)?;
         match rope {
-            Some((cos, sin)) => apply_rope(&x, cos, sin, mode),
-            None => x.contiguous(),
+            Some((cos, sin)) => rope_heads(&x, cos, sin, mode),
+            None => x.transpose(1, 2)?.contiguous(),
         }
-    }
-
-    /// (B, n_kv, S, D) → (B, n_kv * rep, S, D), each kv head serving `rep` query heads.
-    fn repeat_kv(&self, x: Tensor) -> Result<Tensor> {
-        let rep = self.n_heads / self.n_kv_heads;
-        if rep == 1 {
-            return Ok(x);
-        }
-        let (b, n_kv, s, d) = x.dims4()?;
-        x.unsqueeze(2)?.broadcast_as((b, n_kv, rep, s, d))?.reshape((b, n_kv * rep, s, d))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -392,29 +440,28 @@ impl Attention {
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut Option<LayerCache>>,
         mode: Mode,
     ) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
-        let q = self.heads(&self.q.forward(x)?, self.n_heads, self.q_norm.as_ref(), Some((cos, sin)), mode)?;
-        let mut k = self.heads(&self.k.forward(x)?, self.n_kv_heads, self.k_norm.as_ref(), Some((cos, sin)), mode)?;
-        let mut v = self.heads(&self.v.forward(x)?, self.n_kv_heads, None, None, mode)?;
-        if let Some(slot) = cache {
-            if let Some((past_k, past_v)) = slot.as_ref() {
-                k = Tensor::cat(&[past_k, &k], 2)?;
-                v = Tensor::cat(&[past_v, &v], 2)?;
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
-        let k = self.repeat_kv(k)?;
-        let v = self.repeat_kv(v)?;
-        let dtype = q.dtype();
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        // Softmax in f32 (as transformers' eager attention does) so bf16 weights stay accurate.
-        let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
-        let probs = softmax_last(&scores, mode)?.to_dtype(dtype)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, self.n_heads * self.head_dim))?;
+        let (n, n_kv, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let q = self.heads(&self.q.forward(x)?, n, self.q_norm.as_ref(), Some((cos, sin)), mode)?;
+        let k = self.heads(&self.k.forward(x)?, n_kv, self.k_norm.as_ref(), Some((cos, sin)), mode)?;
+        let v = self.heads(&self.v.forward(x)?, n_kv, None, None, mode)?;
+        let (k, v) = match cache {
+            Some(slot) => cache_append(slot, k, v)?,
+            None => (k, v),
+        };
+        let s = k.dim(2)?;
+        // Grouped-query attention without repeating k and v: query heads j·rep … (j+1)·rep − 1
+        // share kv head j (transformers' `repeat_kv`), so they are the rows of one matrix per
+        // kv head. The reshapes are free (q and the scores are contiguous).
+        let rep = n / n_kv;
+        let grouped_q = q.reshape((b, n_kv, rep * l, d))?;
+        let scores = grouped_q.matmul(&k.t()?)?.reshape((b, n, l, s))?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let probs = attention_probs(&scores, mask, scale, mode)?.reshape((b, n_kv, rep * l, s))?;
+        let out = probs.matmul(&v)?.reshape((b, n, l, d))?.transpose(1, 2)?.reshape((b, l, n * d))?;
         self.o.forward(&out)
     }
 
@@ -463,7 +510,7 @@ impl Mlp {
 
     /// SwiGLU: down(silu(gate(x)) * up(x)).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gated = (candle_nn::Activation::Silu.forward(&self.gate.forward(x)?)? * self.up.forward(x)?)?;
+        let gated = fused::swiglu::swiglu(&self.gate.forward(x)?, &self.up.forward(x)?)?;
         self.down.forward(&gated)
     }
 }
@@ -494,7 +541,7 @@ impl Block {
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut Option<LayerCache>>,
         mode: Mode,
     ) -> Result<Tensor> {
         let attn = self.attn.forward(&rms_norm(x, &self.input_norm, self.eps, mode)?, cos, sin, mask, cache, mode)?;

@@ -9,7 +9,7 @@ pub mod decoder;
 pub mod init;
 pub mod logprobs;
 pub mod lora;
-pub mod rms_norm;
+pub mod fused;
 pub mod weights;
 
 pub use config::{ModelConfig, ModelType, RopeScaling};

@@ -11,12 +11,11 @@
 //! dx = (g·w − x̂ · mean(g·w·x̂)) / s          dw = Σ_rows g · x̂
 //! ```
 
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use super::{contiguous_f32, fusable, rows_per_task};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Elements per rayon task at least (hidden sizes of 128–896 would otherwise be one row each).
-const MIN_ELEMS_PER_TASK: usize = 16 * 1024;
+const KERNEL: &str = "rms_norm";
 
 /// Rows per block of the dw sum: fixed, so the summation order is the same on any pool.
 const DW_BLOCK_ROWS: usize = 32;
@@ -24,7 +23,7 @@ const DW_BLOCK_ROWS: usize = 32;
 /// `x / sqrt(mean(x²) + eps) · weight` over the last dim, differentiable in x and weight.
 /// Fused on the CPU for f32; `candle_nn::ops::rms_norm_slow` (the reference) elsewhere.
 pub fn rms_norm_train(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+    if !fusable(&[x, weight]) {
         return candle_nn::ops::rms_norm_slow(x, weight, eps);
     }
     let h = x.dim(candle_core::D::Minus1)?;
@@ -34,21 +33,10 @@ pub fn rms_norm_train(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&weight.contiguous()?, RmsNorm { eps })
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
-        _ => bail!("fused rms_norm: {what} must be contiguous f32, got {:?}", s.dtype()),
-    }
-}
-
 /// `1 / sqrt(mean(x²) + eps)` of one row, the sum in f64.
 fn inv_rms(row: &[f32], eps: f32) -> f32 {
     let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
     1.0 / ((ss / row.len() as f64) as f32 + eps).sqrt()
-}
-
-fn rows_per_task(h: usize) -> usize {
-    (MIN_ELEMS_PER_TASK / h.max(1)).max(1)
 }
 
 struct RmsNorm {
@@ -61,7 +49,7 @@ impl CustomOp2 for RmsNorm {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = (contiguous_f32(s1, l1, "x")?, contiguous_f32(s2, l2, "weight")?);
+        let (x, w) = (contiguous_f32(s1, l1, KERNEL, "x")?, contiguous_f32(s2, l2, KERNEL, "weight")?);
         let h = w.len();
         let mut y = vec![0.0f32; x.len()];
         y.par_chunks_mut(h).zip(x.par_chunks(h)).with_min_len(rows_per_task(h)).for_each(|(y, x)| {
@@ -97,7 +85,7 @@ impl CustomOp3 for RmsNormDx {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, g) = (contiguous_f32(s1, l1, "x")?, contiguous_f32(s2, l2, "weight")?, contiguous_f32(s3, l3, "grad")?);
+        let (x, w, g) = (contiguous_f32(s1, l1, KERNEL, "x")?, contiguous_f32(s2, l2, KERNEL, "weight")?, contiguous_f32(s3, l3, KERNEL, "grad")?);
         let h = w.len();
         if g.len() != x.len() {
             bail!("fused rms_norm backward: gradient has {} elements, x {}", g.len(), x.len());
@@ -127,7 +115,7 @@ impl CustomOp2 for RmsNormDw {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, g) = (contiguous_f32(s1, l1, "x")?, contiguous_f32(s2, l2, "grad")?);
+        let (x, g) = (contiguous_f32(s1, l1, KERNEL, "x")?, contiguous_f32(s2, l2, KERNEL, "grad")?);
         let h = self.h;
         if g.len() != x.len() || h == 0 || x.len() % h != 0 {
             bail!("fused rms_norm backward: x has {} elements, gradient {}, hidden size {h}", x.len(), g.len());
@@ -156,15 +144,8 @@ impl CustomOp2 for RmsNormDw {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use super::super::test_support::close;
     use candle_core::{Device, Var};
-
-    fn close(got: &Tensor, want: &Tensor, what: &str) {
-        let (g, w) = (got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
-        assert_eq!(g.len(), w.len(), "{what}");
-        for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-            assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{what}[{i}]: fused {a} vs reference {b}");
-        }
-    }
 
     #[test]
     fn matches_rms_norm_slow_values_and_gradients() {
