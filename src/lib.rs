@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod generate;
 pub mod headless;
 pub mod hub;
+pub mod malloc_tuning;
 pub mod model;
 pub mod pipeline;
 pub mod profile;

@@ -2,6 +2,7 @@ use clap::Parser;
 
 fn main() {
     retort::cpu_threads::configure();
+    retort::malloc_tuning::configure();
     // Behave like other command-line tools when output goes to `head` or a closed pipe:
     // end quietly instead of panicking on a failed print.
     unsafe {
