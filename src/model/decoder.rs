@@ -269,28 +269,18 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let in_dim = dims[dims.len() - 1];
-        let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let y = match &self.lora {
+        let y = fused::linear::linear(x, &self.weight, self.bias.as_ref())?;
+        match &self.lora {
             Some(l) => {
-                let x2 = x.reshape((rows, in_dim))?;
-                let x2 = match &l.dropout {
-                    Some(d) => d.apply(&x2)?,
-                    None => x2,
+                let x = match &l.dropout {
+                    Some(d) => d.apply(x)?,
+                    None => x.clone(),
                 };
-                (y + (x2.matmul(&l.a.t()?)?.matmul(&l.b.t()?)? * l.scale)?)?
+                let delta = fused::linear::linear(&fused::linear::linear(&x, &l.a, None)?, &l.b, None)?;
+                y + (delta * l.scale)?
             }
-            None => y,
-        };
-        let mut out_dims = dims;
-        *out_dims.last_mut().expect("x has at least one dim: reshape above succeeded") = y.dim(1)?;
-        y.reshape(out_dims)
+            None => Ok(y),
+        }
     }
 
     fn named(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
@@ -791,12 +781,7 @@ impl Decoder {
     /// Logits (…, V) in f32 from final hidden states (…, H).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let dims = hidden.dims().to_vec();
-        let rows: usize = dims[..dims.len() - 1].iter().product();
-        let logits = hidden.reshape((rows, self.cfg.hidden_size))?.matmul(&head.t()?)?;
-        let mut out_dims = dims;
-        *out_dims.last_mut().expect("hidden has a last dim: the reshape above succeeded") = self.cfg.vocab_size;
-        logits.reshape(out_dims)?.to_dtype(DType::F32)
+        fused::linear::linear(hidden, head, None)?.to_dtype(DType::F32)
     }
 
     /// Logits for every position of a (possibly padded) batch. `input_ids` is (B, L) u32.

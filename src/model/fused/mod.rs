@@ -1,5 +1,6 @@
 //! Fused, multi-threaded CPU kernels with backward passes for the decoder's hot elementwise
-//! paths: RMSNorm, RoPE (with the head transpose), the masked attention softmax and SwiGLU.
+//! paths: the dense projection, RMSNorm, RoPE (with the head transpose), the masked attention
+//! softmax and SwiGLU.
 //!
 //! Why: candle's CPU elementwise, unary, binary and reduce ops run on one thread and each
 //! allocates a full activation; its fast RMSNorm / softmax / RoPE kernels have no backward.
@@ -11,6 +12,7 @@
 //! The kernels run for contiguous f32 tensors on the CPU; every public function falls back to
 //! the reference expression elsewhere (GPU devices, bf16/f16), so callers need not care.
 
+pub mod linear;
 pub mod rms_norm;
 pub mod rope;
 pub mod softmax;
