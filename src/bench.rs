@@ -175,8 +175,8 @@ struct StepTimes {
 fn next_token_nll(model: &Model, ids: &Tensor) -> Result<Tensor> {
     let (b, l) = ids.dims2()?;
     let mask = AttnMask::causal(b, l, ids.device())?;
-    let out = model.decoder.forward(ids, &mask, None, Mode::Train)?;
-    let logits = out.logits.narrow(1, 0, l - 1)?;
+    let hidden = model.decoder.forward_hidden(ids, &mask, None, Mode::Train)?;
+    let logits = model.decoder.logits(&hidden.narrow(1, 0, l - 1)?)?;
     let targets = ids.narrow(1, 1, l - 1)?.contiguous()?;
     let (logp, _entropy) = token_logprobs(&logits, &targets, 1.0)?;
     Ok(logp.mean_all()?.neg()?)

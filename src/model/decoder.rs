@@ -822,6 +822,33 @@ mod tests {
     }
 
     #[test]
+    fn cache_appends_equal_one_concatenation_across_growth() {
+        // 1 + 70 single-position appends cross the first capacity (64) and a doubling; the
+        // cached view must equal the concatenation of everything appended, for plain tensors
+        // (written in place) and for tracked ones (concatenated, gradients kept).
+        let dev = Device::Cpu;
+        for tracked in [false, true] {
+            let mut slot = None;
+            let mut all_k = vec![];
+            let mut last = None;
+            for step in 0..71 {
+                let n = if step == 0 { 3 } else { 1 };
+                let k = Tensor::arange((step * 100) as f32, (step * 100 + 2 * 2 * n * 4) as f32, &dev).unwrap().reshape((2, 2, n, 4)).unwrap();
+                let k = if tracked { candle_core::Var::from_tensor(&k).unwrap().as_tensor().clone() } else { k };
+                let v = (&k * 2.0).unwrap();
+                all_k.push(k.detach());
+                last = Some(cache_append(&mut slot, k, v).unwrap());
+            }
+            let (k, v) = last.unwrap();
+            let want = Tensor::cat(&all_k, 2).unwrap();
+            assert_eq!(k.dims(), [2, 2, 73, 4]);
+            assert_eq!(k.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.flatten_all().unwrap().to_vec1::<f32>().unwrap(), "tracked {tracked}");
+            assert_eq!(v.flatten_all().unwrap().to_vec1::<f32>().unwrap(), (want * 2.0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            assert_eq!(k.track_op(), tracked, "a tracked key keeps its graph");
+        }
+    }
+
+    #[test]
     fn llama3_inv_freq_matches_hand_computation() {
         let mut cfg = ModelConfig::preset("tiny", 10).unwrap();
         cfg.head_dim = 8;

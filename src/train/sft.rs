@@ -344,9 +344,10 @@ fn make_batch(examples: &[Example], pad: u32, device: &Device) -> Result<Batch> 
 
 /// Summed negative log-likelihood of the batch's target tokens (a scalar tensor).
 fn batch_nll(model: &Model, batch: &Batch, mode: Mode) -> Result<Tensor> {
-    let out = model.decoder.forward(&batch.ids, &batch.mask, None, mode)?;
-    let len = out.logits.dim(1)?;
-    let logits = out.logits.narrow(1, 0, len - 1)?;
+    let hidden = model.decoder.forward_hidden(&batch.ids, &batch.mask, None, mode)?;
+    // Logits for the positions that predict a target only (all but the last).
+    let len = hidden.dim(1)?;
+    let logits = model.decoder.logits(&hidden.narrow(1, 0, len - 1)?)?;
     let (logp, _) = token_logprobs(&logits, &batch.targets, 1.0)?;
     Ok((logp * &batch.weights)?.sum_all()?.neg()?)
 }

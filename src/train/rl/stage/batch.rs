@@ -86,10 +86,13 @@ pub fn build(
 /// Log-probs and entropies `(B, T)` of the response tokens under `softmax(z / temperature)`
 /// (rl-spec §0), plus the final hidden states `(B, P + T, H)`.
 pub fn score(decoder: &Decoder, batch: &SeqBatch, temperature: f64, mode: Mode) -> Result<(Tensor, Tensor, Tensor)> {
-    let out = decoder.forward(&batch.ids, &batch.attn, None, mode)?;
-    let logits = out.logits.narrow(1, batch.prompt_width - 1, batch.response_width)?;
+    let hidden = decoder.forward_hidden(&batch.ids, &batch.attn, None, mode)?;
+    // Logits only where a response token is predicted: the LM head and the (B, T, V) logits
+    // (and their gradient) are the largest tensors of a step at a real vocabulary.
+    let scored = hidden.narrow(1, batch.prompt_width - 1, batch.response_width)?;
+    let logits = decoder.logits(&scored)?;
     let (logp, entropy) = token_logprobs(&logits, &batch.targets, temperature)?;
-    Ok((logp, entropy, out.hidden))
+    Ok((logp, entropy, hidden))
 }
 
 /// Rows `rows` of a `(B, T)` matrix as an f32 tensor.
