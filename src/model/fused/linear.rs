@@ -9,13 +9,14 @@
 //! into the store instead of adding it to zeros; until then, fewer nodes is the lever.
 //!
 //! Forward is one gemm call (W read transposed through its strides, no copy; the bias
-//! pre-filled into the output). Backward is the textbook
+//! pre-filled into the output), or for up to 16 rows (decoding) the streaming kernel in
+//! [`super::skinny`]. Backward is the textbook
 //! ```text
 //! dx = g · W        dW = gᵀ · x        db = Σ_rows g
 //! ```
 //! with candle's matmul on detached tensors.
 
-use super::{contiguous_f32, fusable};
+use super::{contiguous_f32, fusable, skinny};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 
 const KERNEL: &str = "linear";
@@ -121,14 +122,25 @@ impl Linear {
         let (x, w) = (contiguous_f32(sx, lx, KERNEL, "input")?, contiguous_f32(sw, lw, KERNEL, "weight")?);
         let (out_dim, in_dim) = lw.shape().dims2()?;
         let rows = x.len() / in_dim.max(1);
-        let mut y = match bias {
-            Some((sb, lb)) => contiguous_f32(sb, lb, KERNEL, "bias")?.repeat(rows),
-            None => vec![0.0f32; rows * out_dim],
+        let bias = bias.map(|(sb, lb)| contiguous_f32(sb, lb, KERNEL, "bias")).transpose()?;
+        let y = if rows <= skinny::MAX_ROWS && x.len() == rows * in_dim && w.len() == out_dim * in_dim {
+            // Decoding: a few rows, bound by reading W once (see `skinny`).
+            let mut y = skinny::matmul_wt(x, w, rows, in_dim, out_dim);
+            if let Some(b) = bias {
+                y.chunks_exact_mut(out_dim).for_each(|row| row.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+            }
+            y
+        } else {
+            let mut y = match bias {
+                Some(b) => b.repeat(rows),
+                None => vec![0.0f32; rows * out_dim],
+            };
+            let lhs = MatRef { data: x, rows, cols: in_dim, row_stride: in_dim, col_stride: 1 };
+            // Wᵀ through strides: element (i, j) of Wᵀ is w[j·in + i].
+            let rhs = MatRef { data: w, rows: in_dim, cols: out_dim, row_stride: 1, col_stride: in_dim };
+            sgemm(&mut y, &lhs, &rhs, bias.is_some())?;
+            y
         };
-        let lhs = MatRef { data: x, rows, cols: in_dim, row_stride: in_dim, col_stride: 1 };
-        // Wᵀ through strides: element (i, j) of Wᵀ is w[j·in + i].
-        let rhs = MatRef { data: w, rows: in_dim, cols: out_dim, row_stride: 1, col_stride: in_dim };
-        sgemm(&mut y, &lhs, &rhs, bias.is_some())?;
         let mut dims = lx.dims().to_vec();
         *dims.last_mut().expect("linear input has a last dim") = out_dim;
         Ok((CpuStorage::F32(y), Shape::from(dims)))

@@ -1,0 +1,139 @@
+//! `y = x · Wᵀ` for a handful of rows of x (decoding: one row per sequence of the batch).
+//!
+//! Why: with 1–16 rows the product is bound by reading W, not by arithmetic (at the
+//! Qwen2.5-0.5B shape, 2 GB of f32 weights per decoded token). gemm packs W into blocks
+//! before multiplying, which reads it twice and writes it once; here each row of W is read
+//! once, straight from memory, and dotted with every row of x (which stays in cache). Rows
+//! of W are split over rayon's threads. Measured: see `Linear` and benches/README.md.
+
+use rayon::prelude::*;
+
+/// At most this many rows of x take this path; more go to gemm.
+pub const MAX_ROWS: usize = 16;
+
+/// Rows of W per rayon task: 64 rows of a 896-wide W are 229 KB, enough to amortise a task.
+const W_ROWS_PER_TASK: usize = 64;
+
+/// `y[r·out + j] = Σ_k x[r·in + k] · w[j·in + k]` for `rows ≤ MAX_ROWS` rows of x.
+pub fn matmul_wt(x: &[f32], w: &[f32], rows: usize, in_dim: usize, out_dim: usize) -> Vec<f32> {
+    assert!(rows <= MAX_ROWS && x.len() == rows * in_dim && w.len() == out_dim * in_dim, "skinny matmul: bad sizes");
+    let mut yt = vec![0.0f32; out_dim * rows]; // (out, rows): each task writes whole rows of it
+    yt.par_chunks_mut(rows * W_ROWS_PER_TASK).zip(w.par_chunks(in_dim * W_ROWS_PER_TASK)).for_each(|(yt, w)| dots(x, w, rows, in_dim, yt));
+    // Back to (rows, out); `rows` is small, so this is a cheap pass over the output.
+    let mut y = vec![0.0f32; rows * out_dim];
+    for (j, col) in yt.chunks_exact(rows).enumerate() {
+        for (r, &v) in col.iter().enumerate() {
+            y[r * out_dim + j] = v;
+        }
+    }
+    y
+}
+
+/// Dispatches to a body compiled for the best instruction set this CPU has.
+fn dots(x: &[f32], w: &[f32], rows: usize, in_dim: usize, yt: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { dots_avx512(x, w, rows, in_dim, yt) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
+            return unsafe { dots_avx2(x, w, rows, in_dim, yt) };
+        }
+    }
+    dots_body::<false>(x, w, rows, in_dim, yt)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn dots_avx512(x: &[f32], w: &[f32], rows: usize, in_dim: usize, yt: &mut [f32]) {
+    dots_body::<true>(x, w, rows, in_dim, yt)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_avx2(x: &[f32], w: &[f32], rows: usize, in_dim: usize, yt: &mut [f32]) {
+    dots_body::<true>(x, w, rows, in_dim, yt)
+}
+
+/// For each row of this block of W: its dot products with every row of x, the rows of x taken
+/// 8, 4, 2 or 1 at a time. The W row comes from memory once and from L1 for the later groups.
+/// `FMA`: use fused multiply-adds (only where the CPU has them; elsewhere `mul_add` would be
+/// a slow library call).
+#[inline(always)]
+fn dots_body<const FMA: bool>(x: &[f32], w: &[f32], rows: usize, in_dim: usize, yt: &mut [f32]) {
+    for (w_row, out) in w.chunks_exact(in_dim).zip(yt.chunks_exact_mut(rows)) {
+        let mut r = 0;
+        while r + 8 <= rows {
+            out[r..r + 8].copy_from_slice(&dot_rows::<8, 16, FMA>(x, in_dim, r, w_row));
+            r += 8;
+        }
+        if r + 4 <= rows {
+            out[r..r + 4].copy_from_slice(&dot_rows::<4, 32, FMA>(x, in_dim, r, w_row));
+            r += 4;
+        }
+        if r + 2 <= rows {
+            out[r..r + 2].copy_from_slice(&dot_rows::<2, 64, FMA>(x, in_dim, r, w_row));
+            r += 2;
+        }
+        if r < rows {
+            out[r] = dot_rows::<1, 64, FMA>(x, in_dim, r, w_row)[0];
+        }
+    }
+}
+
+/// Dot products of `w_row` with rows `first .. first + R` of x. Each keeps L partial sums
+/// (R·L/16 independent AVX-512 accumulators: enough to hide the add latency, few enough to
+/// stay in registers), then adds the tail past the last full L-chunk.
+#[inline(always)]
+fn dot_rows<const R: usize, const L: usize, const FMA: bool>(x: &[f32], in_dim: usize, first: usize, w_row: &[f32]) -> [f32; R] {
+    assert!(w_row.len() == in_dim && x.len() >= (first + R) * in_dim, "skinny matmul: rows out of range");
+    let full = in_dim / L * L;
+    let mut acc = [[0.0f32; L]; R];
+    let (xp, wp) = (x[first * in_dim..].as_ptr(), w_row.as_ptr());
+    for k in (0..full).step_by(L) {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            for (i, a) in acc.iter_mut().enumerate() {
+                // SAFETY: k + i < full ≤ in_dim, so w_row[k + i] is in bounds, and row r < R of
+                // x starts at (first + r)·in_dim with (first + R)·in_dim ≤ x.len() (asserted).
+                // Unchecked reads keep the index arithmetic out of the registers the
+                // accumulators need (with checks, they spilled to the stack).
+                let (xv, wv) = unsafe { (*xp.add(r * in_dim + k + i), *wp.add(k + i)) };
+                *a = if FMA { xv.mul_add(wv, *a) } else { *a + xv * wv };
+            }
+        }
+    }
+    let mut out = [0.0f32; R];
+    for (r, o) in out.iter_mut().enumerate() {
+        let x_row = &x[(first + r) * in_dim..(first + r + 1) * in_dim];
+        let tail: f32 = w_row[full..].iter().zip(&x_row[full..]).map(|(w, x)| w * x).sum();
+        *o = acc[r].iter().sum::<f32>() + tail;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::uniform;
+    use super::*;
+
+    #[test]
+    fn matches_a_float64_reference() {
+        let mut rng = crate::rng::Rng::new(31);
+        // Every row grouping (8 + 4 + 2 + 1 = 15), widths below / at / off the chunk widths, a W
+        // that does not fill the last task.
+        for &(rows, inp, out) in &[(1, 5, 3), (16, 32, 130), (8, 37, 64), (3, 896, 200), (15, 70, 65), (1, 200, 9)] {
+            let x = uniform(&mut rng, rows * inp, -1.0, 1.0);
+            let w = uniform(&mut rng, out * inp, -1.0, 1.0);
+            let y = matmul_wt(&x, &w, rows, inp, out);
+            for r in 0..rows {
+                for j in 0..out {
+                    let want: f64 = (0..inp).map(|k| x[r * inp + k] as f64 * w[j * inp + k] as f64).sum();
+                    let got = y[r * out + j] as f64;
+                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "({rows}, {inp}, {out}) y[{r}, {j}] = {got}, want {want}");
+                }
+            }
+        }
+    }
+}
