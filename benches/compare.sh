@@ -6,7 +6,7 @@
 #
 # WORKLOAD FLAGS (--batch, --prompt-len, --new-tokens, --seq-len, --seed) go to both sides.
 # Environment: RETORT (binary; default target/release/retort, then /work/main/target/release/retort),
-# PYTHON (default /work/venv/bin/python), THREADS (default 2: RAYON_NUM_THREADS for retort,
+# PYTHON (default: the repository's .venv/bin/python, which .ci/run creates, else python3), THREADS (default 2: RAYON_NUM_THREADS for retort,
 # torch.set_num_threads for PyTorch), OUT (folder for the raw JSON; default a temp folder),
 # OMP_WAIT_POLICY (default PASSIVE for torch: on a shared, oversubscribed machine torch's
 # spinning OpenMP workers get descheduled and a tiny generation took 4 s instead of 0.3 s).
@@ -35,7 +35,9 @@ if [ -z "${RETORT:-}" ]; then
   done
 fi
 [ -x "${RETORT:-}" ] || { echo "compare.sh: no retort binary; build with cargo build --release or set RETORT" >&2; exit 2; }
-PYTHON=${PYTHON:-/work/venv/bin/python}
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$HERE/../.venv/bin/python" ]; then PYTHON="$HERE/../.venv/bin/python"; else PYTHON=python3; fi
+fi
 THREADS=${THREADS:-2}
 OUT=${OUT:-$(mktemp -d)}
 [ -f "$MODEL/config.json" ] || { echo "compare.sh: $MODEL has no config.json" >&2; exit 2; }

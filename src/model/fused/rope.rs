@@ -26,7 +26,7 @@ pub fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     if !fusable(&[x, cos, sin]) {
         return rope_heads_reference(x, cos, sin);
     }
-    x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { dims })
+    x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { dims, inverse: false })
 }
 
 /// The same function from candle primitives (differentiable everywhere, slow on the CPU).
@@ -104,13 +104,39 @@ fn inputs<'a>(
     Ok((x, cos, sin))
 }
 
+/// The rotation as a kernel. Forward (`inverse: false`): (B, L, n, D) input → (B, n, L, D)
+/// rotated heads. Inverse (`inverse: true`, the backward): (B, n, L, D) gradient → (B, L, n, D)
+/// gradient of the input, rotated back.
 struct Rope {
     dims: Dims,
+    inverse: bool,
+}
+
+impl Rope {
+    /// For output row `r`: (start of the source row, batch index, token index).
+    fn source(&self, r: usize) -> (usize, usize, usize) {
+        let Dims { l, n, d, .. } = self.dims;
+        if self.inverse {
+            // Output row r = (bi·L + li)·n + h reads gradient row (bi·n + h)·L + li.
+            let (bl, h) = (r / n, r % n);
+            let (bi, li) = (bl / l, bl % l);
+            (((bi * n + h) * l + li) * d, bi, li)
+        } else {
+            // Output row r = (bi·n + h)·L + li reads input row (bi·L + li)·n + h.
+            let (bh, li) = (r / l, r % l);
+            let (bi, h) = (bh / n, bh % n);
+            (((bi * l + li) * n + h) * d, bi, li)
+        }
+    }
 }
 
 impl CustomOp3 for Rope {
     fn name(&self) -> &'static str {
-        "rope-heads"
+        if self.inverse {
+            "rope-heads-backward"
+        } else {
+            "rope-heads"
+        }
     }
 
     fn cpu_fwd(
@@ -124,57 +150,23 @@ impl CustomOp3 for Rope {
     ) -> Result<(CpuStorage, Shape)> {
         let Dims { b, l, n, d } = self.dims;
         let (x, cos, sin) = inputs(&self.dims, (s1, l1), (s2, l2), (s3, l3))?;
+        let (half, sign) = (self.dims.half(), if self.inverse { -1.0 } else { 1.0 });
         let mut y = vec![0.0f32; x.len()];
-        // Output row r is head h of token (bi, li), r = (bi·n + h)·L + li.
         y.par_chunks_mut(d).enumerate().with_min_len(rows_per_task(d)).for_each(|(r, out)| {
-            let (bh, li) = (r / l, r % l);
-            let (bi, h) = (bh / n, bh % n);
-            let src = ((bi * l + li) * n + h) * d;
+            let (src, bi, li) = self.source(r);
             let t = self.dims.table_row(bi, li);
-            let half = self.dims.half();
-            rotate(&x[src..src + d], &cos[t..t + half], &sin[t..t + half], 1.0, out);
+            rotate(&x[src..src + d], &cos[t..t + half], &sin[t..t + half], sign, out);
         });
-        Ok((CpuStorage::F32(y), Shape::from((b, n, l, d))))
+        let shape = if self.inverse { Shape::from((b, l, n, d)) } else { Shape::from((b, n, l, d)) };
+        Ok((CpuStorage::F32(y), shape))
     }
 
     fn bwd(&self, _x: &Tensor, cos: &Tensor, sin: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dx = g.contiguous()?.apply_op3_no_bwd(cos, sin, &RopeBackward { dims: self.dims })?;
+        if self.inverse {
+            bail!("fused rope: the backward kernel has no backward of its own");
+        }
+        let dx = g.contiguous()?.apply_op3_no_bwd(cos, sin, &Rope { dims: self.dims, inverse: true })?;
         Ok((Some(dx), None, None))
-    }
-}
-
-/// (B, n, L, D) gradient of the output → (B, L, n, D) gradient of the input.
-struct RopeBackward {
-    dims: Dims,
-}
-
-impl CustomOp3 for RopeBackward {
-    fn name(&self) -> &'static str {
-        "rope-heads-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let Dims { b, l, n, d } = self.dims;
-        let (g, cos, sin) = inputs(&self.dims, (s1, l1), (s2, l2), (s3, l3))?;
-        let mut dx = vec![0.0f32; g.len()];
-        // Input row r is head h of token (bi, li), r = (bi·L + li)·n + h.
-        dx.par_chunks_mut(d).enumerate().with_min_len(rows_per_task(d)).for_each(|(r, out)| {
-            let (bl, h) = (r / n, r % n);
-            let (bi, li) = (bl / l, bl % l);
-            let src = ((bi * n + h) * l + li) * d;
-            let t = self.dims.table_row(bi, li);
-            let half = self.dims.half();
-            rotate(&g[src..src + d], &cos[t..t + half], &sin[t..t + half], -1.0, out);
-        });
-        Ok((CpuStorage::F32(dx), Shape::from((b, l, n, d))))
     }
 }
 
@@ -230,7 +222,7 @@ mod tests {
         let sin = Tensor::from_vec(angles.iter().map(|a| a.sin()).collect::<Vec<_>>(), (b, l, d / 2), &dev).unwrap();
         let x = Tensor::from_slice(&xs, (b, l, n, d), &dev).unwrap();
         let y = rope_heads(&x, &cos, &sin).unwrap();
-        let back = y.apply_op3_no_bwd(&cos, &sin, &RopeBackward { dims: Dims { b, l, n, d } }).unwrap();
+        let back = y.apply_op3_no_bwd(&cos, &sin, &Rope { dims: Dims { b, l, n, d }, inverse: true }).unwrap();
         close(&back, &x, "inverse rotation");
         let pair_norms = |t: &Tensor| {
             let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
