@@ -2,7 +2,7 @@
 """Speed peer for retort's `grpo-tiny`: TRL's GRPOTrainer on the same tiny model and prompts.
 
 Usage (after a retort run of grpo-tiny, or any run with a `tasks` stage and an `sft` stage):
-    /work/venv/bin/python tools/trl_grpo_peer.py --model runs/<run>/sft/model \
+    .venv/bin/python tools/trl_grpo_peer.py --model runs/<run>/sft/model \
         --data runs/<run>/data/train.jsonl --steps 8 --prompts 8 --n 8 --max-new 24 --threads 2
 
 It trains on the same countdown prompts with the same shape of step as the retort stage:

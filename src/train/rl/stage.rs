@@ -3,8 +3,8 @@
 //!
 //! One iteration (rl-spec §1): rollout (the batched sampler, `prompts_per_step × group_size`
 //! responses) → reward (the task's verifier, score at the last valid token, optional DAPO
-//! overlong penalty) → old/reference log-probs and critic values (`Mode::Infer`, the sampling
-//! temperature) → advantages (+ shapings) → `ppo_epochs` passes over mini-batches of
+//! overlong penalty) → old log-probs and entropies (the sampler's own), reference log-probs and
+//! critic values (`Mode::Infer`, the sampling temperature) → advantages (+ shapings) → `ppo_epochs` passes over mini-batches of
 //! `mini_batch` prompts, each one AdamW step with clipping by global norm.
 //!
 //! Determinism: the prompts of step s and the sampling stream of step s are pure functions
@@ -687,6 +687,10 @@ struct Rollout {
     verdicts: Vec<Verdict>,
     truncated: Vec<bool>,
     scores: Vec<f32>,
+    /// Per-token log-probs and entropies of each response under the rollout policy at the
+    /// sampling temperature, as the sampler computed them: the "old" policy of the update.
+    logprobs: Vec<Vec<f32>>,
+    entropies: Vec<Vec<f32>>,
     mask: Mat,
     widths: (usize, usize),
 }
@@ -732,6 +736,7 @@ fn reward(cfg: &RlStage, tok: &Tokenizer, problems: &Problems, problem: Vec<usiz
     let mut truncated = Vec::new();
     let mut scores = Vec::new();
     let mut responses = Vec::new();
+    let (mut logprobs, mut entropies) = (Vec::new(), Vec::new());
     for (i, c) in completions.into_iter().enumerate() {
         let text = tok.decode(&c.tokens, true)?;
         let mut v = problems.train.verify(problem[i], &text);
@@ -752,14 +757,16 @@ fn reward(cfg: &RlStage, tok: &Tokenizer, problems: &Problems, problem: Vec<usiz
         texts.push(text);
         verdicts.push(v);
         responses.push(c.tokens);
+        logprobs.push(c.logprobs);
+        entropies.push(c.entropies);
     }
     let widths = batch::widths(&prompts, &responses);
     let mask = batch::response_mask(&responses, widths.1);
-    Ok(Rollout { problem, groups, prompts, responses, texts, verdicts, truncated, scores, mask, widths })
+    Ok(Rollout { problem, groups, prompts, responses, texts, verdicts, truncated, scores, logprobs, entropies, mask, widths })
 }
 
-/// Old (and reference) log-probs, entropies and critic values of every response, in
-/// chunks of `micro_batch` rows, without gradients.
+/// Old (and reference) log-probs, entropies and critic values of every response, without
+/// gradients.
 struct Scored {
     old: Mat,
     reference: Option<Mat>,
@@ -767,29 +774,44 @@ struct Scored {
     values: Option<Mat>,
 }
 
-fn score_rollout(cfg: &RlStage, ro: &Rollout, policy: &Model, reference: Option<&Model>, critic: Option<&Critic>, pad: u32, device: &Device) -> Result<Scored> {
+/// The old policy's log-probs and entropies are the sampler's own (the same weights, the same
+/// temperature, computed over the full distribution before any top-k / top-p cut; the model
+/// tests check they equal a full forward pass), so no second pass of the policy is needed —
+/// as TRL does for on-policy updates. The reference model and the critic score the rollout
+/// in chunks of `micro_batch` rows.
+fn score_rollout(cfg: &RlStage, ro: &Rollout, reference: Option<&Model>, critic: Option<&Critic>, pad: u32, device: &Device) -> Result<Scored> {
     let b = ro.prompts.len();
     let t = ro.widths.1;
-    let mut old = Mat::zeros(b, t);
-    let mut entropy = Mat::zeros(b, t);
+    let old = per_token_mat(&ro.logprobs, t)?;
+    let entropy = per_token_mat(&ro.entropies, t)?;
     let mut refm = reference.map(|_| Mat::zeros(b, t));
     let mut values = critic.map(|_| Mat::zeros(b, t));
-    let frozen = policy.decoder.detached();
-    for start in (0..b).step_by(cfg.micro_batch) {
-        let rows = start..(start + cfg.micro_batch).min(b);
-        let sb = batch::build(&ro.prompts, &ro.responses, rows, ro.widths, pad, device)?;
-        let (logp, ent, _) = batch::score(&frozen, &sb, cfg.temperature, Mode::Infer)?;
-        batch::put_rows(&mut old, start, &(logp * &sb.mask)?)?;
-        batch::put_rows(&mut entropy, start, &(ent * &sb.mask)?)?;
-        if let (Some(r), Some(m)) = (reference, refm.as_mut()) {
-            let (logp, _, _) = batch::score(&r.decoder, &sb, cfg.temperature, Mode::Infer)?;
-            batch::put_rows(m, start, &(logp * &sb.mask)?)?;
-        }
-        if let (Some(c), Some(m)) = (critic, values.as_mut()) {
-            batch::put_rows(m, start, &(c.values(&sb, Mode::Infer)? * &sb.mask)?)?;
+    if reference.is_some() || critic.is_some() {
+        for start in (0..b).step_by(cfg.micro_batch) {
+            let rows = start..(start + cfg.micro_batch).min(b);
+            let sb = batch::build(&ro.prompts, &ro.responses, rows, ro.widths, pad, device)?;
+            if let (Some(r), Some(m)) = (reference, refm.as_mut()) {
+                let (logp, _, _) = batch::score(&r.decoder, &sb, cfg.temperature, Mode::Infer)?;
+                batch::put_rows(m, start, &(logp * &sb.mask)?)?;
+            }
+            if let (Some(c), Some(m)) = (critic, values.as_mut()) {
+                batch::put_rows(m, start, &(c.values(&sb, Mode::Infer)? * &sb.mask)?)?;
+            }
         }
     }
     Ok(Scored { old, reference: refm, entropy, values })
+}
+
+/// Ragged per-token rows as a (rows, width) matrix, zero past each row's end (like the mask).
+fn per_token_mat(rows: &[Vec<f32>], width: usize) -> Result<Mat> {
+    let mut m = Mat::zeros(rows.len(), width);
+    for (i, row) in rows.iter().enumerate() {
+        if row.len() > width {
+            bail!("rollout row {i} has {} per-token values for a response width of {width}", row.len());
+        }
+        m.data[i * width..i * width + row.len()].copy_from_slice(row);
+    }
+    Ok(m)
 }
 
 /// Per-token advantages and returns with the configured shapings (§0.3, §3, §6.4). The
@@ -1176,7 +1198,7 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
 
         phase(ctx, "logprob");
         let t0 = Instant::now();
-        let sc = score_rollout(cfg, &ro, &policy, reference.as_ref(), critic.as_ref(), pad, &device)?;
+        let sc = score_rollout(cfg, &ro, reference.as_ref(), critic.as_ref(), pad, &device)?;
         let (a, reward_kl) = advantages(cfg, &ro, &sc, step, &device)?;
         if let Some(bad) = a.advantages.data.iter().find(|v| !v.is_finite()) {
             return Err(nan_error("critic/advantages", *bad as f64, step, &ckpts));
@@ -1310,5 +1332,36 @@ fn send_samples(cfg: &RlStage, ro: &Rollout, problems: &Problems, advantages: &M
             correct: Some(v.correct),
             extra: serde_json::json!({"reason": v.reason, "canonical": v.canonical}),
         });
+    }
+}
+
+#[cfg(test)]
+mod old_logprob_tests {
+    use super::*;
+    use crate::model::ModelConfig;
+
+    #[test]
+    fn sampler_logprobs_equal_a_scoring_pass_of_the_policy() {
+        // The update's "old" log-probs and entropies now come from the sampler; they must equal
+        // what the separate scoring pass (a full forward of prompt + response) gave.
+        let dev = Device::Cpu;
+        let model = Model::init_random(ModelConfig::preset("tiny", 20).unwrap(), 3, &dev).unwrap();
+        let prompts = vec![vec![1u32, 2, 3], vec![4, 5], vec![6, 7, 8, 9, 10]];
+        let params = SamplingParams { temperature: 0.7, max_new_tokens: 7, stop_token_ids: vec![0], ..Default::default() };
+        let completions = generate(&model.decoder, &prompts, &params, &mut crate::rng::Rng::new(5), None).unwrap();
+        let responses: Vec<Vec<u32>> = completions.iter().map(|c| c.tokens.clone()).collect();
+        let widths = batch::widths(&prompts, &responses);
+        let sb = batch::build(&prompts, &responses, 0..prompts.len(), widths, 0, &dev).unwrap();
+        let (logp, ent, _) = batch::score(&model.decoder.detached(), &sb, 0.7, Mode::Infer).unwrap();
+        let masked = |t: Tensor| (t * &sb.mask).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let lp: Vec<Vec<f32>> = completions.iter().map(|c| c.logprobs.clone()).collect();
+        let en: Vec<Vec<f32>> = completions.iter().map(|c| c.entropies.clone()).collect();
+        for (name, got, want) in [("logp", per_token_mat(&lp, widths.1).unwrap().data, masked(logp)), ("entropy", per_token_mat(&en, widths.1).unwrap().data, masked(ent))] {
+            assert_eq!(got.len(), want.len());
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{name}[{i}]: sampler {a} vs scoring pass {b}");
+            }
+        }
+        assert!(per_token_mat(&[vec![0.0; 9]], 8).unwrap_err().to_string().contains("width of 8"));
     }
 }
