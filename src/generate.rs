@@ -7,6 +7,7 @@
 //! weights, so no autograd graph stays alive during rollouts (rust-probe.md §2.7).
 
 use crate::model::{AttnMask, Decoder, KvCache, Mode};
+use rayon::prelude::*;
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
 
@@ -54,6 +55,10 @@ pub struct Completion {
     pub finish: FinishReason,
 }
 
+/// Below this many logits per step (batch × vocabulary) rows are sampled on the calling
+/// thread: handing a tiny vocabulary to the pool costs more than it saves.
+const PARALLEL_SAMPLING_MIN: usize = 1 << 16;
+
 /// Log-sum-exp, entropy and log-probs of softmax(logits / t), computed in f64.
 struct Distribution {
     z: Vec<f64>,
@@ -87,8 +92,9 @@ impl Distribution {
         best
     }
 
-    /// Draws from the distribution restricted by top-k then top-p and renormalised.
-    fn sample(&self, top_k: usize, top_p: f64, rng: &mut Rng) -> usize {
+    /// Draws from the distribution restricted by top-k then top-p and renormalised, with `u`
+    /// a uniform draw in [0, 1).
+    fn sample(&self, top_k: usize, top_p: f64, u: f64) -> usize {
         let probs: Vec<f64> = self.z.iter().map(|&v| (v - self.lse).exp()).collect();
         let candidates: Vec<usize> = if top_k == 0 && top_p >= 1.0 {
             (0..probs.len()).collect()
@@ -113,7 +119,7 @@ impl Distribution {
             order
         };
         let total: f64 = candidates.iter().map(|&i| probs[i]).sum();
-        let mut u = rng.f64() * total;
+        let mut u = u * total;
         for &i in &candidates {
             u -= probs[i];
             if u < 0.0 {
@@ -181,17 +187,36 @@ pub fn generate(
         let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?;
         let logits = model.logits(&last)?.squeeze(1)?.to_vec2::<f32>()?;
 
+        // One uniform draw per live row, in row order (the stream is the same as drawing inside
+        // the loop); then the rows' softmax work, which at a 152k vocabulary is a few ms per
+        // row, runs in parallel.
+        // Per row: None when finished, Some(None) for greedy, Some(Some(u)) to sample with u.
+        let draws: Vec<Option<Option<f64>>> =
+            (0..batch).map(|row| (!done[row]).then(|| (!params.greedy).then(|| rng.f64()))).collect();
+        let pick = |(row_logits, draw): (&Vec<f32>, &Option<Option<f64>>)| -> Option<(usize, f32, f32)> {
+            let draw = (*draw)?;
+            let dist = Distribution::new(row_logits, t);
+            let token = match draw {
+                Some(u) => dist.sample(params.top_k, params.top_p, u),
+                None => dist.argmax(),
+            };
+            Some((token, dist.logp(token) as f32, dist.entropy() as f32))
+        };
+        let picks: Vec<Option<(usize, f32, f32)>> = if batch * decoder.vocab_size() >= PARALLEL_SAMPLING_MIN {
+            logits.par_iter().zip(draws.par_iter()).map(pick).collect()
+        } else {
+            logits.iter().zip(draws.iter()).map(pick).collect()
+        };
         let mut next = vec![0u32; batch];
         for row in 0..batch {
             if done[row] {
                 continue;
             }
-            let dist = Distribution::new(&logits[row], t);
-            let token = if params.greedy { dist.argmax() } else { dist.sample(params.top_k, params.top_p, rng) };
+            let Some((token, logp, entropy)) = picks[row] else { continue };
             let c = &mut out[row];
             c.tokens.push(token as u32);
-            c.logprobs.push(dist.logp(token) as f32);
-            c.entropies.push(dist.entropy() as f32);
+            c.logprobs.push(logp);
+            c.entropies.push(entropy);
             next[row] = token as u32;
             if params.stop_token_ids.contains(&(token as u32)) {
                 c.finish = FinishReason::Eos;
@@ -233,20 +258,20 @@ mod tests {
         let mut rng = Rng::new(1);
         let mut counts = [0usize; 4];
         for _ in 0..4000 {
-            counts[d.sample(2, 1.0, &mut rng)] += 1;
+            counts[d.sample(2, 1.0, rng.f64())] += 1;
         }
         assert_eq!(counts[0] + counts[1], 0, "top_k=2 keeps ids 3 and 2: {counts:?}");
         // 0.4/0.7 of draws should be id 3.
         assert!((counts[3] as f64 / 4000.0 - 0.4 / 0.7).abs() < 0.03, "{counts:?}");
         let mut counts = [0usize; 4];
         for _ in 0..4000 {
-            counts[d.sample(0, 0.65, &mut rng)] += 1;
+            counts[d.sample(0, 0.65, rng.f64())] += 1;
         }
         // 0.4 < 0.65 ≤ 0.4 + 0.3: nucleus is {3, 2}.
         assert_eq!(counts[0] + counts[1], 0, "{counts:?}");
         let mut counts = [0usize; 4];
         for _ in 0..8000 {
-            counts[d.sample(0, 1.0, &mut rng)] += 1;
+            counts[d.sample(0, 1.0, rng.f64())] += 1;
         }
         for (i, p) in [0.1, 0.2, 0.3, 0.4].iter().enumerate() {
             assert!((counts[i] as f64 / 8000.0 - p).abs() < 0.02, "{counts:?}");
