@@ -7,9 +7,9 @@
 //! weights, so no autograd graph stays alive during rollouts (rust-probe.md §2.7).
 
 use crate::model::{AttnMask, Decoder, KvCache, Mode};
-use rayon::prelude::*;
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
+use rayon::prelude::*;
 
 /// Per-row stop check on the tokens generated so far (e.g. "a stop string was decoded").
 pub type StopCheck<'a> = &'a dyn Fn(&[u32]) -> bool;
@@ -189,8 +189,8 @@ pub fn generate(
 
         // One uniform draw per live row, in row order (the stream is the same as drawing inside
         // the loop); then the rows' softmax work, which at a 152k vocabulary is a few ms per
-        // row, runs in parallel.
-        // Per row: None when finished, Some(None) for greedy, Some(Some(u)) to sample with u.
+        // row, runs in parallel. Per row: None when finished, Some(None) for greedy,
+        // Some(Some(u)) to sample with u.
         let draws: Vec<Option<Option<f64>>> =
             (0..batch).map(|row| (!done[row]).then(|| (!params.greedy).then(|| rng.f64()))).collect();
         let pick = |(row_logits, draw): (&Vec<f32>, &Option<Option<f64>>)| -> Option<(usize, f32, f32)> {
@@ -209,9 +209,7 @@ pub fn generate(
         };
         let mut next = vec![0u32; batch];
         for row in 0..batch {
-            if done[row] {
-                continue;
-            }
+            // None: the row had finished before this step.
             let Some((token, logp, entropy)) = picks[row] else { continue };
             let c = &mut out[row];
             c.tokens.push(token as u32);

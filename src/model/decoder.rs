@@ -5,9 +5,9 @@
 //! Two execution modes exist because candle's fast RMSNorm, softmax and RoPE kernels have no
 //! backward pass: a model trained through them silently updates only its embedding
 //! (rust-probe.md §2.1). `Mode::Train` uses only ops with a backward: retort's own fused CPU
-//! kernels (`model::fused`: RMSNorm, RoPE, masked softmax, SwiGLU) for f32 on the CPU, their
-//! candle-primitive references elsewhere. `Mode::Infer` may use candle's kernels without
-//! backward. Both compute the same function.
+//! kernels (`model::fused`: dense projections, RMSNorm, RoPE, masked softmax, SwiGLU) for f32
+//! on the CPU, their candle-primitive references elsewhere. `Mode::Infer` may use candle's
+//! kernels without backward. Both compute the same function.
 
 use super::config::ModelConfig;
 use super::fused;

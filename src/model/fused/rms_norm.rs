@@ -144,7 +144,7 @@ impl CustomOp2 for RmsNormDw {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use super::super::test_support::close;
+    use super::super::test_support::{close, uniform};
     use candle_core::{Device, Var};
 
     #[test]
@@ -152,9 +152,9 @@ mod tests {
         let mut rng = crate::rng::Rng::new(5);
         // Odd hidden sizes, one row, many rows (several dw blocks), a transposed input.
         for &(b, l, h, transpose) in &[(3, 5, 13, false), (1, 1, 7, false), (2, 40, 96, false), (3, 4, 10, true)] {
-            let xs: Vec<f32> = (0..b * l * h).map(|_| rng.f32() * 4.0 - 2.0).collect();
-            let ws: Vec<f32> = (0..h).map(|_| rng.f32() + 0.5).collect();
-            let gs: Vec<f32> = (0..b * l * h).map(|_| rng.f32() * 2.0 - 1.0).collect();
+            let xs = uniform(&mut rng, b * l * h, -2.0, 2.0);
+            let ws = uniform(&mut rng, h, 0.5, 1.5);
+            let gs = uniform(&mut rng, b * l * h, -1.0, 1.0);
             let dev = Device::Cpu;
             let run = |fused: bool| {
                 let x = if transpose {

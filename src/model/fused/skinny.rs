@@ -17,6 +17,10 @@ const W_ROWS_PER_TASK: usize = 64;
 /// `y[r·out + j] = Σ_k x[r·in + k] · w[j·in + k]` for `rows ≤ MAX_ROWS` rows of x.
 pub fn matmul_wt(x: &[f32], w: &[f32], rows: usize, in_dim: usize, out_dim: usize) -> Vec<f32> {
     assert!(rows <= MAX_ROWS && x.len() == rows * in_dim && w.len() == out_dim * in_dim, "skinny matmul: bad sizes");
+    if rows == 0 || in_dim == 0 || out_dim == 0 {
+        // Nothing to multiply (and zero-sized chunks would panic below).
+        return vec![0.0; rows * out_dim];
+    }
     let mut yt = vec![0.0f32; out_dim * rows]; // (out, rows): each task writes whole rows of it
     yt.par_chunks_mut(rows * W_ROWS_PER_TASK).zip(w.par_chunks(in_dim * W_ROWS_PER_TASK)).for_each(|(yt, w)| dots(x, w, rows, in_dim, yt));
     // Back to (rows, out); `rows` is small, so this is a cheap pass over the output.

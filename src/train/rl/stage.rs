@@ -4,8 +4,9 @@
 //! One iteration (rl-spec §1): rollout (the batched sampler, `prompts_per_step × group_size`
 //! responses) → reward (the task's verifier, score at the last valid token, optional DAPO
 //! overlong penalty) → old log-probs and entropies (the sampler's own), reference log-probs and
-//! critic values (`Mode::Infer`, the sampling temperature) → advantages (+ shapings) → `ppo_epochs` passes over mini-batches of
-//! `mini_batch` prompts, each one AdamW step with clipping by global norm.
+//! critic values (`Mode::Infer`, the sampling temperature) → advantages (+ shapings) →
+//! `ppo_epochs` passes over mini-batches of `mini_batch` prompts, each one AdamW step with
+//! clipping by global norm.
 //!
 //! Determinism: the prompts of step s and the sampling stream of step s are pure functions
 //! of (seed, s), so a run resumed from a checkpoint (policy, Z head, critic, optimizer
