@@ -170,6 +170,7 @@ pub enum TasksAction {
 }
 
 pub fn main_with(cli: Cli) -> Result<i32> {
+    use crate::cpu_threads::on_compute_pool;
     match cli.command {
         Command::Run(args) => cmd_run(args),
         Command::Profiles { action } => cmd_profiles(action).map(|_| 0),
@@ -178,13 +179,14 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Tasks { action } => cmd_tasks(action).map(|_| 0),
         Command::Watch(args) => cmd_watch(args),
         Command::Pull(args) => cmd_pull(args).map(|_| 0),
+        // The compute commands run on rayon's pool (see `cpu_threads::on_compute_pool`).
         Command::Sft(args) => cmd_sft(args),
-        Command::Eval(args) => crate::cli_eval::cmd_eval(args),
+        Command::Eval(args) => on_compute_pool(|| crate::cli_eval::cmd_eval(args)),
         Command::Reward { action: crate::cli_eval::RewardAction::Test(args) } => crate::cli_eval::cmd_reward_test(args),
         Command::Report(args) => crate::cli_eval::cmd_report(args),
         Command::Model { action } => crate::cli_model::cmd_model(action).map(|_| 0),
-        Command::Generate(args) => crate::cli_model::cmd_generate(&args).map(|_| 0),
-        Command::Bench { action } => crate::cli_model::cmd_bench(action).map(|_| 0),
+        Command::Generate(args) => on_compute_pool(|| crate::cli_model::cmd_generate(&args)).map(|_| 0),
+        Command::Bench { action } => on_compute_pool(|| crate::cli_model::cmd_bench(action)).map(|_| 0),
     }
 }
 

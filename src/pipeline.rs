@@ -160,7 +160,7 @@ pub fn execute(launch: Launch, sink: &mut dyn Sink, echo_json: bool) -> Result<O
     let worker = std::thread::Builder::new().name("worker".into()).spawn(move || {
         let mut control = ControlRx::new(ctl_rx, emitter.clone());
         let dir = RunDir { path: worker_dir };
-        run_stages(&profile, &dir, &mut manifest, &emitter, &mut control, device, dtype, resumed)
+        crate::cpu_threads::on_compute_pool(|| run_stages(&profile, &dir, &mut manifest, &emitter, &mut control, device, dtype, resumed))
     })?;
 
     let sink_result = sink.drive(sink_rx, ctl_tx);

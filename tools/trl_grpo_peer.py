@@ -9,7 +9,8 @@ It trains on the same countdown prompts with the same shape of step as the retor
 `--prompts` prompts x `--n` completions per step, one optimizer step per generation batch
 (on-policy), temperature 1.0, `--max-new` completion tokens, no KL (beta = 0, so no reference
 model), lr 2e-4, and prints the wall-clock seconds of every step and their median (the first
-step, which warms up, is left out of the median). The countdown check below is a short
+step, which warms up, is left out of the median), and the median of each phase: generation,
+rewards + advantages, and the update (forward + backward + AdamW). The countdown check below is a short
 re-implementation for the reward signal only; it is not used to compare accuracy.
 """
 
@@ -111,10 +112,33 @@ def main():
             print(f"step {len(times)}: {times[-1]:.3f} s", flush=True)
 
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
+
+    # Per-phase wall clock, by wrapping the trainer's own phases: `_generate` (sampling),
+    # `_generate_and_score_completions` (sampling + rewards + advantages; it would also hold the
+    # reference / old log-prob passes, which beta = 0 and num_iterations = 1 switch off), and the
+    # rest of the step (forward + backward + AdamW) as the update.
+    phase = {"generate": [], "generate_and_score": []}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            phase[name].append(time.perf_counter() - t)
+            return out
+        return wrapper
+
+    trainer._generate = timed("generate", trainer._generate)
+    trainer._generate_and_score_completions = timed("generate_and_score", trainer._generate_and_score_completions)
     trainer.train()
     steady = times[1:] or times
+    gen = phase["generate"][1:] or phase["generate"]
+    score = [gs - g for gs, g in zip(phase["generate_and_score"], phase["generate"])][1:]
+    update = [t - gs for t, gs in zip(times, phase["generate_and_score"])][1:]
     print(json.dumps({"trl_seconds_per_step_median": statistics.median(steady), "steps": len(times), "threads": args.threads,
-                      "prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new}))
+                      "prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new,
+                      "phase_median_s": {"generate": statistics.median(gen),
+                                         "score_and_advantages": statistics.median(score) if score else None,
+                                         "update": statistics.median(update) if update else None}}))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@
 pub mod linear;
 pub mod rms_norm;
 pub mod rope;
+pub mod simd;
 pub mod skinny;
 pub mod softmax;
 pub mod swiglu;

@@ -11,7 +11,7 @@
 //! dx = scale · y ⊙ (g − Σ_j g_j y_j)          (the bias is a constant)
 //! ```
 
-use super::{contiguous_f32, fusable, rows_per_task};
+use super::{contiguous_f32, fusable, rows_per_task, simd};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -60,18 +60,16 @@ impl CustomOp2 for MaskedSoftmax {
         y.par_chunks_mut(keys).zip(x.par_chunks(keys)).enumerate().with_min_len(rows_per_task(keys)).for_each(|(r, (y, x))| {
             let (bi, qi) = (r / (h * q), r % q);
             let bias = &bias[(bi * q + qi) * keys..][..keys];
-            let mut max = f32::NEG_INFINITY;
-            for ((y, &x), &m) in y.iter_mut().zip(x).zip(bias) {
-                *y = x * self.scale + m;
-                max = max.max(*y);
-            }
-            let mut sum = 0.0f64;
-            for y in y.iter_mut() {
-                *y = (*y - max).exp();
-                sum += *y as f64;
-            }
-            let inv = (1.0 / sum) as f32;
-            y.iter_mut().for_each(|y| *y *= inv);
+            simd::with_best_isa(|| {
+                for ((y, &x), &m) in y.iter_mut().zip(x).zip(bias) {
+                    *y = x * self.scale + m;
+                }
+                let max = simd::max(y);
+                // Masked scores sit far below the max; `simd::exp` returns 0 for them.
+                y.iter_mut().for_each(|y| *y = simd::exp(*y - max));
+                let inv = 1.0 / simd::sum(y);
+                y.iter_mut().for_each(|y| *y *= inv);
+            })
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -101,8 +99,10 @@ impl CustomOp2 for SoftmaxBackward {
         let mut dx = vec![0.0f32; y.len()];
         dx.par_chunks_mut(keys).zip(y.par_chunks(keys).zip(g.par_chunks(keys))).with_min_len(rows_per_task(keys)).for_each(
             |(dx, (y, g))| {
-                let dot = y.iter().zip(g).map(|(&y, &g)| y as f64 * g as f64).sum::<f64>() as f32;
-                dx.iter_mut().zip(y.iter().zip(g)).for_each(|(d, (&y, &g))| *d = self.scale * y * (g - dot));
+                simd::with_best_isa(|| {
+                    let dot = simd::dot(y, g);
+                    dx.iter_mut().zip(y.iter().zip(g)).for_each(|(d, (&y, &g))| *d = self.scale * y * (g - dot));
+                })
             },
         );
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
