@@ -379,3 +379,55 @@ fn checkpoints_saved_by_retort_load_in_transformers_with_same_logits() {
         }
     }
 }
+
+#[test]
+fn transformers_tokenizes_a_retort_made_model_folder_as_retort_does() {
+    let Some(python) = python_with_transformers() else {
+        eprintln!("SKIPPED: no python with torch+transformers (set RETORT_PYTHON)");
+        return;
+    };
+    // A whole model folder (config.json says qwen2, which is what makes transformers choose
+    // its tokenizer class), as `retort model init` writes it.
+    let dir = tempfile::tempdir().unwrap();
+    retort::model::init::init_folder("tiny", dir.path(), 1).unwrap();
+    let tok = retort::text::Tokenizer::load(dir.path()).unwrap();
+    let texts = [
+        "countdown 2 3 5 6 -> 30\n",
+        "  two  spaces, a tab\tand\n\nnewlines ",
+        "(4 + 8) * 9 - 8 = 100<|endoftext|>",
+        "<|im_start|>user\nhi<|im_end|>\n",
+        "'s 're don't ~!@#$%^&*_+{}|:\"<>?`-=[]\\;',./",
+    ];
+    let messages = [("user", "2 + 2 = ?"), ("assistant", "4"), ("user", "and 3 + 3?")];
+    let request = serde_json::json!({
+        "texts": texts,
+        "messages": messages.iter().map(|(r, c)| serde_json::json!({"role": r, "content": c})).collect::<Vec<_>>(),
+    });
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/hf_tokenize.py");
+    let mut child = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let v: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (i, text) in texts.iter().enumerate() {
+        let ours = tok.encode(text, false).unwrap();
+        let theirs: Vec<u32> = v["ids"][i].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        assert_eq!(ours, theirs, "{text:?}: retort vs transformers ({})", v["class"]);
+        assert_eq!(tok.decode(&ours, false).unwrap(), v["decoded"][i].as_str().unwrap(), "{text:?} decoded");
+    }
+    // The tab has no token (documented): both sides drop it, nothing else.
+    assert_eq!(tok.decode(&tok.encode(texts[1], false).unwrap(), false).unwrap(), texts[1].replace('\t', ""));
+    let msgs: Vec<retort::text::Message> = messages
+        .iter()
+        .map(|(r, c)| if *r == "user" { retort::text::Message::user(*c) } else { retort::text::Message::assistant(*c) })
+        .collect();
+    assert_eq!(tok.apply_chat_template(&msgs, true).unwrap(), v["chat"].as_str().unwrap());
+}

@@ -39,7 +39,14 @@ fn tiny_round_trips_printable_text_one_token_per_char() {
         let ids = tokenizer.encode(&text, true).unwrap();
         assert_eq!(ids.len(), text.chars().count(), "{text:?}");
         for (id, ch) in ids.iter().zip(text.chars()) {
-            assert_eq!(vocabulary[*id as usize], ch.to_string());
+            // The vocabulary is written in the byte-level alphabet (space `Ġ`, newline `Ċ`).
+            let written = match ch {
+                ' ' => "Ġ".to_string(),
+                '\n' => "Ċ".to_string(),
+                c => c.to_string(),
+            };
+            assert_eq!(vocabulary[*id as usize], written, "{ch:?}");
+            assert_eq!(tokenizer.decode(&[*id], false).unwrap(), ch.to_string());
         }
         assert_eq!(tokenizer.decode(&ids, false).unwrap(), text);
     }
@@ -52,8 +59,11 @@ fn tiny_ids_follow_the_documented_order() {
     assert_eq!(tokenizer.token_to_id("<|endoftext|>"), Some(0));
     assert_eq!(tokenizer.token_to_id("<|im_start|>"), Some(1));
     assert_eq!(tokenizer.token_to_id("<|im_end|>"), Some(2));
-    assert_eq!(tokenizer.token_to_id("\n"), Some(3));
-    assert_eq!(tokenizer.token_to_id(" "), Some(4));
+    assert_eq!(tokenizer.token_to_id("Ċ"), Some(3));
+    assert_eq!(tokenizer.token_to_id("Ġ"), Some(4));
+    assert_eq!(tokenizer.encode("\n", false).unwrap(), vec![3]);
+    assert_eq!(tokenizer.encode(" ", false).unwrap(), vec![4]);
+    assert_eq!(tokenizer.encode("  \n\n x", false).unwrap(), vec![4, 4, 3, 3, 4, tokenizer.token_to_id("x").unwrap()]);
     assert_eq!(tokenizer.token_to_id("A"), Some(4 + 65 - 32));
     assert_eq!(tokenizer.token_to_id("~"), Some(98));
 }

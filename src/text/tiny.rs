@@ -1,23 +1,36 @@
 //! A tiny, real tokenizer directory for tests and tiny profiles.
 //!
 //! `build_char_tokenizer(dir)` writes a `tokenizer.json` in the format of the
-//! `tokenizers` library (a BPE model with no merges, so every character is
-//! one token; no normalizer or pre-tokenizer; a `Fuse` decoder so decoding
-//! concatenates and is lossless) and a `tokenizer_config.json` naming the
-//! special tokens and a ChatML chat template. The same directory loads in
-//! Python with `transformers.AutoTokenizer.from_pretrained(dir)`
-//! (`PreTrainedTokenizerFast`), so both sides can share fixtures.
+//! `tokenizers` library and a `tokenizer_config.json` naming the special tokens and a
+//! ChatML chat template. The tokenizer is Qwen2's pipeline with a character vocabulary: an
+//! NFC normalizer, Qwen2's split regex and a byte-level pre-tokenizer, a BPE model with no
+//! merges (so every character is one token) and a byte-level decoder (decoding is lossless).
+//!
+//! Why Qwen2's pipeline: the tiny presets are `model_type = "qwen2"`, and transformers 5
+//! builds a `Qwen2Tokenizer` for such a folder from the vocabulary and merges alone, with
+//! its own normalizer and pre-tokenizer, whatever `tokenizer.json` says. With any other
+//! pipeline, transformers (and TRL, vLLM…) would tokenize text differently from retort —
+//! with a plain character model it dropped every space and newline.
 //!
 //! Vocabulary (ids in this order): `<|endoftext|>`, `<|im_start|>`,
-//! `<|im_end|>`, then `'\n'`, then the printable ASCII characters 32..=126.
+//! `<|im_end|>`, then `'\n'`, then the printable ASCII characters 32..=126, each written in
+//! the byte-level alphabet (`Ċ` for the newline, `Ġ` for the space; the printable
+//! characters from `!` to `~` are themselves).
 //! Characters outside it (tabs, non-ASCII) have no token and are dropped by
 //! encode: the tokenizer is meant for synthetic ASCII tasks.
 
 use super::{Result, TextError};
 use std::path::Path;
-use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::byte_level::ByteLevel;
 use tokenizers::models::bpe::BPE;
-use tokenizers::AddedToken;
+use tokenizers::normalizers::unicode::NFC;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, SplitDelimiterBehavior};
+
+/// Qwen2's pre-tokenizer split (transformers' `PRETOKENIZE_REGEX`).
+const QWEN2_SPLIT_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The special tokens, in id order.
 pub const SPECIAL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
@@ -36,9 +49,21 @@ pub const CHATML_TEMPLATE: &str = include_str!("../../assets/tiny-chatml.jinja")
 /// Every token string in id order.
 pub fn vocabulary() -> Vec<String> {
     let mut tokens: Vec<String> = SPECIAL_TOKENS.iter().map(|t| t.to_string()).collect();
-    tokens.push("\n".to_string());
-    tokens.extend(PRINTABLE.map(|byte| char::from(byte).to_string()));
+    tokens.push(byte_level_char(b'\n').to_string());
+    tokens.extend(PRINTABLE.map(|byte| byte_level_char(byte).to_string()));
     tokens
+}
+
+/// The character GPT-2's byte-level alphabet writes `byte` as, for the bytes the vocabulary
+/// holds: printable ASCII but the space is itself; the space and the control bytes are
+/// shifted to U+0100 + their rank among the unprintable bytes (space → `Ġ`, `\n` → `Ċ`).
+fn byte_level_char(byte: u8) -> char {
+    match byte {
+        b'!'..=b'~' => char::from(byte),
+        // Bytes 0..=32 are the first 33 unprintable bytes, in order.
+        0..=32 => char::from_u32(0x100 + byte as u32).expect("U+0100..U+0120 are characters"),
+        _ => unreachable!("the tiny vocabulary holds only '\\n' and printable ASCII"),
+    }
 }
 
 /// Write `tokenizer.json`, `tokenizer_config.json` and
@@ -61,7 +86,12 @@ fn write_tokenizer_json(dir: &Path) -> Result<()> {
     let model_json = serde_json::json!({"type": "BPE", "vocab": vocab, "merges": []});
     let model: BPE = serde_json::from_str(&model_json.to_string()).map_err(|e| as_error(e.into()))?;
     let mut tokenizer = tokenizers::Tokenizer::new(model);
-    tokenizer.with_decoder(Some(Fuse::new()));
+    let split = Split::new(SplitPattern::Regex(QWEN2_SPLIT_REGEX.into()), SplitDelimiterBehavior::Isolated, false).map_err(as_error)?;
+    // As transformers' Qwen2Tokenizer: no prefix space, the regex split done above.
+    let byte_level = tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, false);
+    tokenizer.with_normalizer(Some(NFC)).map_err(as_error)?;
+    tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![split.into(), byte_level.into()])));
+    tokenizer.with_decoder(Some(ByteLevel::default()));
     let specials = SPECIAL_TOKENS.iter().map(|token| AddedToken::from(*token, true));
     tokenizer.add_special_tokens(specials.collect::<Vec<_>>()).map_err(as_error)?;
     tokenizer.save(&path, true).map_err(as_error)
@@ -80,7 +110,7 @@ fn tokenizer_config() -> serde_json::Value {
         })
         .collect();
     serde_json::json!({
-        "tokenizer_class": "PreTrainedTokenizerFast",
+        "tokenizer_class": "Qwen2Tokenizer",
         "added_tokens_decoder": added_tokens_decoder,
         "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
         "bos_token": null,
