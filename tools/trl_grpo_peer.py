@@ -7,10 +7,13 @@ Usage (after a retort run of grpo-tiny, or any run with a `tasks` stage and an `
 
 It trains on the same countdown prompts with the same shape of step as the retort stage:
 `--prompts` prompts x `--n` completions per step, one optimizer step per generation batch
-(on-policy), temperature 1.0, `--max-new` completion tokens, no KL (beta = 0, so no reference
-model), lr 2e-4, and prints the wall-clock seconds of every step and their median (the first
+(on-policy), temperature 1.0, `--max-new` completion tokens, no KL by default (beta = 0, so no
+reference model; `--beta 0.04` adds TRL's k3 KL loss and a reference pass per rollout), lr 2e-4, and prints the wall-clock seconds of every step and their median (the first
 step, which warms up, is left out of the median), and the median of each phase: generation,
-rewards + advantages, and the update (forward + backward + AdamW). The countdown check below is a short
+rewards + advantages (with the reference pass, also given alone), and the update (forward +
+backward + AdamW). retort's counterpart: `python3 tools/rl_phase_times.py RUN_DIR` after
+`retort run grpo-tiny` (with `--set stage.grpo.log_ref_kl=false` for the no-reference case,
+or `--set stage.grpo.kl_coef=0.04` against `--beta 0.04`). The countdown check below is a short
 re-implementation for the reward signal only; it is not used to compare accuracy.
 """
 
@@ -54,6 +57,8 @@ def main():
     ap.add_argument("--n", type=int, default=8, help="completions per prompt")
     ap.add_argument("--max-new", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--beta", type=float, default=0.0,
+                    help="KL coefficient; > 0 loads a reference model and scores every rollout with it")
     ap.add_argument("--out", default="/tmp/trl_grpo_peer")
     args = ap.parse_args()
 
@@ -89,7 +94,7 @@ def main():
         temperature=1.0,
         top_p=1.0,
         learning_rate=2e-4,
-        beta=0.0,
+        beta=args.beta,
         num_iterations=1,
         max_steps=args.steps,
         logging_steps=1,
@@ -117,7 +122,8 @@ def main():
     # `_generate_and_score_completions` (sampling + rewards + advantages; it would also hold the
     # reference / old log-prob passes, which beta = 0 and num_iterations = 1 switch off), and the
     # rest of the step (forward + backward + AdamW) as the update.
-    phase = {"generate": [], "generate_and_score": []}
+    phase = {"generate": [], "generate_and_score": [], "reference": []}
+    scoring = [False]
 
     def timed(name, fn):
         def wrapper(*a, **k):
@@ -127,17 +133,41 @@ def main():
             return out
         return wrapper
 
+    def scoring_phase(fn):
+        def wrapper(*a, **k):
+            scoring[0] = True
+            try:
+                return fn(*a, **k)
+            finally:
+                scoring[0] = False
+        return wrapper
+
+    # Log-prob passes made while scoring a rollout are the reference model's (beta > 0; with
+    # num_iterations = 1 TRL takes no separate old-policy pass); the update's own pass is not.
+    get_logps = trainer._get_per_token_logps_and_entropies
+
+    def logps(*a, **k):
+        if not scoring[0]:
+            return get_logps(*a, **k)
+        t = time.perf_counter()
+        out = get_logps(*a, **k)
+        phase["reference"].append(time.perf_counter() - t)
+        return out
+
+    trainer._get_per_token_logps_and_entropies = logps
     trainer._generate = timed("generate", trainer._generate)
-    trainer._generate_and_score_completions = timed("generate_and_score", trainer._generate_and_score_completions)
+    trainer._generate_and_score_completions = timed("generate_and_score", scoring_phase(trainer._generate_and_score_completions))
     trainer.train()
     steady = times[1:] or times
     gen = phase["generate"][1:] or phase["generate"]
     score = [gs - g for gs, g in zip(phase["generate_and_score"], phase["generate"])][1:]
     update = [t - gs for t, gs in zip(times, phase["generate_and_score"])][1:]
+    ref = phase["reference"][1:]
     print(json.dumps({"trl_seconds_per_step_median": statistics.median(steady), "steps": len(times), "threads": args.threads,
-                      "prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new,
+                      "prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new, "beta": args.beta,
                       "phase_median_s": {"generate": statistics.median(gen),
                                          "score_and_advantages": statistics.median(score) if score else None,
+                                         "of_which_reference": statistics.median(ref) if ref else 0.0,
                                          "update": statistics.median(update) if update else None}}))
 
 
