@@ -15,7 +15,7 @@
 //! high-water RSS (`VmHWM`), which includes loading the model.
 
 use crate::generate::{generate, SamplingParams};
-use crate::model::{token_logprobs, AttnMask, Mode, Model};
+use crate::model::{AttnMask, Mode, Model};
 use crate::rng::Rng;
 use crate::train::optim::{AdamW, AdamWConfig, Param};
 use anyhow::{bail, Context, Result};
@@ -176,9 +176,8 @@ fn next_token_nll(model: &Model, ids: &Tensor) -> Result<Tensor> {
     let (b, l) = ids.dims2()?;
     let mask = AttnMask::causal(b, l, ids.device())?;
     let hidden = model.decoder.forward_hidden(ids, &mask, None, Mode::Train)?;
-    let logits = model.decoder.logits(&hidden.narrow(1, 0, l - 1)?)?;
     let targets = ids.narrow(1, 1, l - 1)?.contiguous()?;
-    let (logp, _entropy) = token_logprobs(&logits, &targets, 1.0)?;
+    let (logp, _entropy) = model.decoder.token_logprobs(&hidden.narrow(1, 0, l - 1)?, &targets, 1.0)?;
     Ok(logp.mean_all()?.neg()?)
 }
 

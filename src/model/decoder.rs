@@ -780,8 +780,19 @@ impl Decoder {
 
     /// Logits (…, V) in f32 from final hidden states (…, H).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        fused::linear::linear(hidden, head, None)?.to_dtype(DType::F32)
+        fused::linear::linear(hidden, self.head_weight(), None)?.to_dtype(DType::F32)
+    }
+
+    /// Log-probs and entropies (B, L) of `targets` under `softmax(logits(hidden) / T)`, without
+    /// keeping the (B, L, V) logits (see [`crate::model::logprobs::head_token_logprobs`]):
+    /// what every loss over next-token predictions should call.
+    pub fn token_logprobs(&self, hidden: &Tensor, targets: &Tensor, temperature: f64) -> Result<(Tensor, Tensor)> {
+        crate::model::logprobs::head_token_logprobs(hidden, self.head_weight(), targets, temperature)
+    }
+
+    /// The LM head's (V, H) weight: its own, or the embedding when they are tied.
+    fn head_weight(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
     /// Logits for every position of a (possibly padded) batch. `input_ids` is (B, L) u32.

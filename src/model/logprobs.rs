@@ -6,6 +6,7 @@
 //! the unfused candle expression, which is also the reference the fused op is tested against.
 
 mod fused;
+mod head;
 
 use candle_core::{DType, Result, Tensor, D};
 
@@ -25,6 +26,35 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Re
     let inv_t = (1.0 / temperature) as f32;
     let out = logits.apply_op2(targets, fused::TokenLogprobs { inv_t })?; // (2, B, L)
     Ok((out.get(0)?, out.get(1)?))
+}
+
+/// [`token_logprobs`] of the logits `hidden · weightᵀ` (the LM head), without keeping the
+/// (B, L, V) logits: on the CPU in f32 the product and the log-softmax run fused in row
+/// chunks, forward and backward ([`head`]); elsewhere, the product then [`token_logprobs`].
+///
+/// `hidden` is (B, L, H), `weight` (V, H), `targets` (B, L) u32. Differentiable with respect to
+/// `hidden` and `weight`.
+pub fn head_token_logprobs(hidden: &Tensor, weight: &Tensor, targets: &Tensor, temperature: f64) -> Result<(Tensor, Tensor)> {
+    let (b, l, h) = hidden.dims3()?;
+    let (v, hw) = weight.dims2()?;
+    if hw != h {
+        candle_core::bail!("head_token_logprobs: hidden {:?} does not end in the weight's input size (weight {:?})", hidden.dims(), weight.dims());
+    }
+    if targets.dims() != [b, l] {
+        candle_core::bail!("head_token_logprobs: targets shape {:?} does not match hidden {:?}", targets.dims(), hidden.dims());
+    }
+    if temperature.is_nan() || temperature <= 0.0 {
+        candle_core::bail!("token_logprobs: temperature must be positive, got {temperature}");
+    }
+    let fusable = [hidden, weight].iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32) && targets.dtype() == DType::U32;
+    if !fusable {
+        let logits = crate::model::fused::linear::linear(hidden, weight, None)?.to_dtype(DType::F32)?;
+        return token_logprobs(&logits, targets, temperature);
+    }
+    let inv_t = (1.0 / temperature) as f32;
+    let rows = hidden.contiguous()?.reshape((b * l, h))?;
+    let out = rows.apply_op3(&weight.contiguous()?, &targets.contiguous()?.reshape(b * l)?, head::HeadLogprobs::new(inv_t, v))?; // (2, B·L)
+    Ok((out.get(0)?.reshape((b, l))?, out.get(1)?.reshape((b, l))?))
 }
 
 fn check_args(logits: &Tensor, targets: &Tensor, temperature: f64) -> Result<()> {

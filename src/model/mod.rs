@@ -14,7 +14,7 @@ pub mod weights;
 
 pub use config::{ModelConfig, ModelType, RopeScaling};
 pub use decoder::{AttnMask, Decoder, ForwardOut, KvCache, Mode};
-pub use logprobs::token_logprobs;
+pub use logprobs::{head_token_logprobs, token_logprobs};
 pub use weights::Model;
 
 use std::path::PathBuf;

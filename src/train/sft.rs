@@ -19,7 +19,7 @@
 use crate::bus::Event;
 use crate::generate::{generate, SamplingParams};
 use crate::model::lora::{self, Adapters, LoraConfig};
-use crate::model::{token_logprobs, AttnMask, Mode, Model};
+use crate::model::{AttnMask, Mode, Model};
 use crate::stages::{refs, table_of, Interrupted, StageConfig, StageCtx, StageOutput};
 use crate::tasks::{self, Instance, Task};
 use crate::text::Tokenizer;
@@ -347,8 +347,7 @@ fn batch_nll(model: &Model, batch: &Batch, mode: Mode) -> Result<Tensor> {
     let hidden = model.decoder.forward_hidden(&batch.ids, &batch.mask, None, mode)?;
     // Logits for the positions that predict a target only (all but the last).
     let len = hidden.dim(1)?;
-    let logits = model.decoder.logits(&hidden.narrow(1, 0, len - 1)?)?;
-    let (logp, _) = token_logprobs(&logits, &batch.targets, 1.0)?;
+    let (logp, _) = model.decoder.token_logprobs(&hidden.narrow(1, 0, len - 1)?, &batch.targets, 1.0)?;
     Ok((logp * &batch.weights)?.sum_all()?.neg()?)
 }
 

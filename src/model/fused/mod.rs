@@ -12,6 +12,7 @@
 //! The kernels run for contiguous f32 tensors on the CPU; every public function falls back to
 //! the reference expression elsewhere (GPU devices, bf16/f16), so callers need not care.
 
+pub(crate) mod gemm;
 pub mod linear;
 pub mod rms_norm;
 pub mod rope;

@@ -90,13 +90,13 @@ fn f32_data<'a>(storage: &'a CpuStorage, what: &str) -> Result<&'a [f32]> {
 
 /// Per-row statistics of `z = x · inv_t`: the max m, ln S and A (see the module doc).
 #[derive(Debug, Clone, Copy)]
-struct RowStats {
-    max: f32,
-    ln_s: f64,
-    mean_shifted: f64,
+pub(super) struct RowStats {
+    pub max: f32,
+    pub ln_s: f64,
+    pub mean_shifted: f64,
 }
 
-fn row_stats(x: &[f32], inv_t: f32) -> RowStats {
+pub(super) fn row_stats(x: &[f32], inv_t: f32) -> RowStats {
     simd::with_best_isa(|| {
         // The max of z = x·inv_t is max(x)·inv_t for inv_t > 0 (the temperature is positive).
         let max = simd::max(x) * inv_t;
@@ -117,6 +117,31 @@ fn row_stats(x: &[f32], inv_t: f32) -> RowStats {
         }
         RowStats { max, ln_s: s.ln(), mean_shifted: a / s }
     })
+}
+
+/// (logp, H) of one row of logits `x` for target `t`.
+pub(super) fn row_logp_entropy(x: &[f32], t: usize, inv_t: f32) -> (f32, f32) {
+    let st = row_stats(x, inv_t);
+    let zt_shifted = (x[t] * inv_t - st.max) as f64;
+    ((zt_shifted - st.ln_s) as f32, (st.ln_s - st.mean_shifted) as f32)
+}
+
+/// Replaces one row of logits (target `t`) by the gradient of `gl·logp + gh·H` with respect
+/// to it (the row statistics are taken first).
+pub(super) fn row_grad_in_place(row: &mut [f32], t: usize, (gl, gh): (f32, f32), inv_t: f32) {
+    let st = row_stats(row, inv_t);
+    let a = st.mean_shifted as f32;
+    // p_j = exp(z_j − m − ln S); folding ln S into the shift keeps one exp per element.
+    let shift = st.max + st.ln_s as f32;
+    simd::with_best_isa(|| {
+        for o in row.iter_mut() {
+            let z = *o * inv_t;
+            let p = simd::exp(z - shift);
+            let d = z - st.max;
+            *o = (-gl * p - gh * p * (d - a)) * inv_t;
+        }
+    });
+    row[t] += gl * inv_t;
 }
 
 /// Forward: (logits (B, L, V) f32, targets (B, L) u32) → (2, B, L) f32 holding logp then H.
@@ -141,11 +166,7 @@ impl CustomOp2 for TokenLogprobs {
             .enumerate()
             .with_min_len(rows.min_rows_per_task())
             .for_each(|(r, (lp, h))| {
-                let row = rows.row(x, r);
-                let st = row_stats(row, self.inv_t);
-                let zt_shifted = (row[targets[r]] * self.inv_t - st.max) as f64;
-                *lp = (zt_shifted - st.ln_s) as f32;
-                *h = (st.ln_s - st.mean_shifted) as f32;
+                (*lp, *h) = row_logp_entropy(rows.row(x, r), targets[r], self.inv_t);
             });
         Ok((CpuStorage::F32(out), Shape::from((2, rows.b, rows.l))))
     }
@@ -188,21 +209,8 @@ impl CustomOp3 for TokenLogprobsBackward {
         let mut dx = vec![0.0f32; n * rows.v];
         let inv_t = self.inv_t;
         dx.par_chunks_mut(rows.v.max(1)).enumerate().with_min_len(rows.min_rows_per_task()).for_each(|(r, out)| {
-            let row = rows.row(x, r);
-            let st = row_stats(row, inv_t);
-            let (gl, gh) = (g_logp[r], g_ent[r]);
-            let a = st.mean_shifted as f32;
-            // p_j = exp(z_j − m − ln S); folding ln S into the shift keeps one exp per element.
-            let shift = st.max + st.ln_s as f32;
-            simd::with_best_isa(|| {
-                for (o, &xi) in out.iter_mut().zip(row) {
-                    let z = xi * inv_t;
-                    let p = simd::exp(z - shift);
-                    let d = z - st.max;
-                    *o = (-gl * p - gh * p * (d - a)) * inv_t;
-                }
-            });
-            out[targets[r]] += gl * inv_t;
+            out.copy_from_slice(rows.row(x, r));
+            row_grad_in_place(out, targets[r], (g_logp[r], g_ent[r]), inv_t);
         });
         Ok((CpuStorage::F32(dx), Shape::from((rows.b, rows.l, rows.v))))
     }

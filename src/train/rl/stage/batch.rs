@@ -5,7 +5,7 @@
 //! rows lines up as `(B, T)` matrices. The log-prob of response token `j` comes from the
 //! logits at position `P − 1 + j` (verl slices `logits[:, -T-1:-1]`).
 
-use crate::model::{token_logprobs, AttnMask, Decoder, Mode};
+use crate::model::{AttnMask, Decoder, Mode};
 use crate::train::rl::advantage::Mat;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -90,8 +90,7 @@ pub fn score(decoder: &Decoder, batch: &SeqBatch, temperature: f64, mode: Mode) 
     // Logits only where a response token is predicted: the LM head and the (B, T, V) logits
     // (and their gradient) are the largest tensors of a step at a real vocabulary.
     let scored = hidden.narrow(1, batch.prompt_width - 1, batch.response_width)?;
-    let logits = decoder.logits(&scored)?;
-    let (logp, entropy) = token_logprobs(&logits, &batch.targets, temperature)?;
+    let (logp, entropy) = decoder.token_logprobs(&scored, &batch.targets, temperature)?;
     Ok((logp, entropy, hidden))
 }
 
