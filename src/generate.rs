@@ -6,7 +6,7 @@
 //! fixes the output. The forward passes use fused kernels (`Mode::Infer`) on detached
 //! weights, so no autograd graph stays alive during rollouts (rust-probe.md §2.7).
 
-use crate::model::{AttnMask, Decoder, KvCache, Mode};
+use crate::model::{distinct_rows, AttnMask, Decoder, KvCache, Mode};
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
@@ -176,16 +176,32 @@ pub fn generate(
         return Ok(out);
     }
     let mut done = vec![false; batch];
-    let mut key_valid: Vec<Vec<bool>> = prompts.iter().map(|p| (0..width).map(|j| j + p.len() >= width).collect()).collect();
-    let padded: Vec<u32> = prompts.iter().flat_map(|p| std::iter::repeat_n(0, width - p.len()).chain(p.iter().copied())).collect();
-    let mut input = Tensor::from_vec(padded, (batch, width), &device)?;
+    let valid = |p: &Vec<u32>| -> Vec<bool> { (0..width).map(|j| j + p.len() >= width).collect() };
+    let mut key_valid: Vec<Vec<bool>> = prompts.iter().map(valid).collect();
+    // The prefill runs once per distinct prompt (a group of n samples shares one); the cache
+    // is then spread to every row.
+    let (distinct, of_row) = distinct_rows(prompts);
+    let padded: Vec<u32> =
+        distinct.iter().flat_map(|&i| std::iter::repeat_n(0, width - prompts[i].len()).chain(prompts[i].iter().copied())).collect();
+    let mut input = Tensor::from_vec(padded, (distinct.len(), width), &device)?;
     let mut cache = KvCache::new(model.config().num_hidden_layers);
 
-    for _step in 0..params.max_new_tokens {
-        let mask = AttnMask::new(&key_valid, input.dim(1)?, &device)?;
-        let hidden = model.forward_hidden(&input, &mask, Some(&mut cache), Mode::Infer)?;
-        let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?;
-        let logits = model.logits(&last)?.squeeze(1)?.to_vec2::<f32>()?;
+    for step in 0..params.max_new_tokens {
+        let logits = if step == 0 {
+            let prefill_valid: Vec<Vec<bool>> = distinct.iter().map(|&i| valid(&prompts[i])).collect();
+            let mask = AttnMask::new(&prefill_valid, width, &device)?;
+            let hidden = model.forward_hidden(&input, &mask, Some(&mut cache), Mode::Infer)?;
+            let last = hidden.narrow(1, width - 1, 1)?;
+            let per_prompt = model.logits(&last)?.squeeze(1)?.to_vec2::<f32>()?;
+            if distinct.len() < batch {
+                cache.select_rows(&of_row)?;
+            }
+            of_row.iter().map(|&u| per_prompt[u as usize].clone()).collect::<Vec<Vec<f32>>>()
+        } else {
+            let mask = AttnMask::new(&key_valid, 1, &device)?;
+            let hidden = model.forward_hidden(&input, &mask, Some(&mut cache), Mode::Infer)?;
+            model.logits(&hidden)?.squeeze(1)?.to_vec2::<f32>()?
+        };
 
         // One uniform draw per live row, in row order (the stream is the same as drawing inside
         // the loop); then the rows' softmax work, which at a 152k vocabulary is a few ms per

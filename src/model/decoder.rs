@@ -213,6 +213,36 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);
     }
+
+    /// Keeps row `rows[i]` of the cache as row `i` (rows may repeat): after a prefill of the
+    /// distinct prompts of a batch, this gives every sequence its prompt's keys and values.
+    pub fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
+        for layer in self.layers.iter_mut().flatten() {
+            let index = Tensor::new(rows, layer.k.device())?;
+            layer.k = layer.k.contiguous()?.index_select(&index, 0)?;
+            layer.v = layer.v.contiguous()?.index_select(&index, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// The distinct sequences of `rows` in order of first appearance, and for each row the index
+/// of its sequence among them: GRPO groups and pass@k samples repeat each prompt n times, and
+/// a prompt needs its forward pass only once.
+pub fn distinct_rows(rows: &[Vec<u32>]) -> (Vec<usize>, Vec<u32>) {
+    let mut first: std::collections::HashMap<&[u32], u32> = std::collections::HashMap::new();
+    let mut distinct = Vec::new();
+    let of_row = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            *first.entry(r.as_slice()).or_insert_with(|| {
+                distinct.push(i);
+                (distinct.len() - 1) as u32
+            })
+        })
+        .collect();
+    (distinct, of_row)
 }
 
 /// A dense projection `x @ W^T (+ b)` with the weight stored as (out, in) like PyTorch.

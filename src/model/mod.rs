@@ -13,7 +13,7 @@ pub mod fused;
 pub mod weights;
 
 pub use config::{ModelConfig, ModelType, RopeScaling};
-pub use decoder::{AttnMask, Decoder, ForwardOut, KvCache, Mode};
+pub use decoder::{distinct_rows, AttnMask, Decoder, ForwardOut, KvCache, Mode};
 pub use logprobs::{head_token_logprobs, token_logprobs};
 pub use weights::Model;
 

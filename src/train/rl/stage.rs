@@ -779,7 +779,7 @@ struct Scored {
 /// temperature, computed over the full distribution before any top-k / top-p cut; the model
 /// tests check they equal a full forward pass), so no second pass of the policy is needed —
 /// as TRL does for on-policy updates. The reference model and the critic score the rollout
-/// in chunks of `micro_batch` rows.
+/// in chunks of `micro_batch` rows; the reference runs each distinct prompt once.
 fn score_rollout(cfg: &RlStage, ro: &Rollout, reference: Option<&Model>, critic: Option<&Critic>, pad: u32, device: &Device) -> Result<Scored> {
     let b = ro.prompts.len();
     let t = ro.widths.1;
@@ -790,9 +790,9 @@ fn score_rollout(cfg: &RlStage, ro: &Rollout, reference: Option<&Model>, critic:
     if reference.is_some() || critic.is_some() {
         for start in (0..b).step_by(cfg.micro_batch) {
             let rows = start..(start + cfg.micro_batch).min(b);
-            let sb = batch::build(&ro.prompts, &ro.responses, rows, ro.widths, pad, device)?;
+            let sb = batch::build(&ro.prompts, &ro.responses, rows.clone(), ro.widths, pad, device)?;
             if let (Some(r), Some(m)) = (reference, refm.as_mut()) {
-                let (logp, _, _) = batch::score(&r.decoder, &sb, cfg.temperature, Mode::Infer)?;
+                let (logp, _, _) = batch::score_shared_prompts(&r.decoder, (&ro.prompts, &ro.responses), rows, ro.widths, pad, cfg.temperature, Mode::Infer)?;
                 batch::put_rows(m, start, &(logp * &sb.mask)?)?;
             }
             if let (Some(c), Some(m)) = (critic, values.as_mut()) {
@@ -1015,7 +1015,8 @@ impl Learner<'_> {
         let cfg = self.cfg;
         let dev = self.device;
         let sb = batch::build(&ro.prompts, &ro.responses, rows.clone(), ro.widths, self.pad, dev)?;
-        let (logp, entropy, hidden) = batch::score(&self.policy.decoder, &sb, cfg.temperature, Mode::Train)?;
+        let (logp, entropy, prompt_hidden) =
+            batch::score_shared_prompts(&self.policy.decoder, (&ro.prompts, &ro.responses), rows.clone(), ro.widths, self.pad, cfg.temperature, Mode::Train)?;
         let old = batch::rows_tensor(&sc.old, rows.clone(), dev)?;
         let mask = &sb.mask;
         let mut adv_mat = Mat::new(rows.len(), a.advantages.cols, a.advantages.data[rows.start * a.advantages.cols..rows.end * a.advantages.cols].to_vec())?;
@@ -1038,7 +1039,8 @@ impl Learner<'_> {
             Algorithm::Flowrl => {
                 let z = self.z_head.context("FlowRL needs its Z head")?;
                 let reference = reference.as_ref().context("FlowRL needs reference log-probs")?;
-                let log_z = z.forward(&loss::pool_prompt(&hidden.to_dtype(DType::F32)?, &sb.prompt_mask)?)?;
+                let prompt_mask = sb.prompt_mask.narrow(1, 0, sb.prompt_width)?;
+                let log_z = z.forward(&loss::pool_prompt(&prompt_hidden.to_dtype(DType::F32)?, &prompt_mask)?)?;
                 let r_hat = loss::masked_row_mean(&advantages, mask)?;
                 let (l, fm) = loss::flowrl_loss(&logp, &old, reference, mask, &r_hat, &log_z, cfg.beta, cfg.is_mode)?;
                 for (k, v) in [
