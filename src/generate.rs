@@ -176,8 +176,7 @@ pub fn generate(
         return Ok(out);
     }
     let mut done = vec![false; batch];
-    let valid = |p: &Vec<u32>| -> Vec<bool> { (0..width).map(|j| j + p.len() >= width).collect() };
-    let mut key_valid: Vec<Vec<bool>> = prompts.iter().map(valid).collect();
+    let mut key_valid: Vec<Vec<bool>> = prompts.iter().map(|p| (0..width).map(|j| j + p.len() >= width).collect()).collect();
     // The prefill runs once per distinct prompt (a group of n samples shares one); the cache
     // is then spread to every row.
     let (distinct, of_row) = distinct_rows(prompts);
@@ -188,7 +187,7 @@ pub fn generate(
 
     for step in 0..params.max_new_tokens {
         let logits = if step == 0 {
-            let prefill_valid: Vec<Vec<bool>> = distinct.iter().map(|&i| valid(&prompts[i])).collect();
+            let prefill_valid: Vec<Vec<bool>> = distinct.iter().map(|&i| key_valid[i].clone()).collect();
             let mask = AttnMask::new(&prefill_valid, width, &device)?;
             let hidden = model.forward_hidden(&input, &mask, Some(&mut cache), Mode::Infer)?;
             let last = hidden.narrow(1, width - 1, 1)?;

@@ -217,8 +217,11 @@ impl KvCache {
     /// Keeps row `rows[i]` of the cache as row `i` (rows may repeat): after a prefill of the
     /// distinct prompts of a batch, this gives every sequence its prompt's keys and values.
     pub fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
+        let Some(device) = self.layers.iter().flatten().next().map(|l| l.k.device().clone()) else {
+            return Ok(());
+        };
+        let index = Tensor::new(rows, &device)?;
         for layer in self.layers.iter_mut().flatten() {
-            let index = Tensor::new(rows, layer.k.device())?;
             layer.k = layer.k.contiguous()?.index_select(&index, 0)?;
             layer.v = layer.v.contiguous()?.index_select(&index, 0)?;
         }

@@ -29,12 +29,12 @@ use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
 const MIN_ELEMS_PER_TASK: usize = 16 * 1024;
 
 /// Rows of `row_len` elements that make one rayon task at least.
-fn rows_per_task(row_len: usize) -> usize {
+pub(crate) fn rows_per_task(row_len: usize) -> usize {
     (MIN_ELEMS_PER_TASK / row_len.max(1)).max(1)
 }
 
 /// The elements of a contiguous f32 storage, or an error naming the kernel and the argument.
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, kernel: &str, what: &str) -> Result<&'a [f32]> {
+pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, kernel: &str, what: &str) -> Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
         (CpuStorage::F32(_), None) => bail!("fused {kernel}: {what} must be contiguous"),

@@ -16,6 +16,7 @@
 
 use super::fused::{row_grad_in_place, row_logp_entropy};
 use crate::model::fused::gemm::{sgemm, MatRef};
+use crate::model::fused::{contiguous_f32, rows_per_task};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -46,13 +47,7 @@ struct Operands<'a> {
     v: usize,
 }
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
-        (CpuStorage::F32(_), None) => bail!("fused head_token_logprobs: {what} must be contiguous"),
-        _ => bail!("fused head_token_logprobs: {what} must be f32, got {:?}", s.dtype()),
-    }
-}
+const KERNEL: &str = "head_token_logprobs";
 
 fn operands<'a>(
     (sh, lh): (&'a CpuStorage, &Layout),
@@ -71,7 +66,7 @@ fn operands<'a>(
     if let Some(&bad) = targets.iter().find(|&&t| t as usize >= v) {
         bail!("fused head_token_logprobs: target {bad} is outside the vocabulary of {v}");
     }
-    Ok(Operands { hidden: contiguous(sh, lh, "hidden")?, weight: contiguous(sw, lw, "weight")?, targets, n, h, v })
+    Ok(Operands { hidden: contiguous_f32(sh, lh, KERNEL, "hidden")?, weight: contiguous_f32(sw, lw, KERNEL, "weight")?, targets, n, h, v })
 }
 
 impl Operands<'_> {
@@ -87,11 +82,6 @@ impl Operands<'_> {
         let (n, c) = (self.n, chunk_rows.max(1));
         (0..n).step_by(c).map(move |s| s..(s + c).min(n))
     }
-}
-
-/// Rows of a chunk per rayon task at least (one row is a full vocabulary: small ones share).
-fn rows_per_task(v: usize) -> usize {
-    (16 * 1024 / v.max(1)).max(1)
 }
 
 impl CustomOp3 for HeadLogprobs {
@@ -126,7 +116,7 @@ impl CustomOp3 for HeadLogprobs {
                 bail!("fused head_token_logprobs: backward on a non-CPU tensor");
             };
             let op = operands((sh, lh), (sw, lw), (st, lt))?;
-            let g = contiguous(sg, lg, "output gradient")?;
+            let g = contiguous_f32(sg, lg, KERNEL, "output gradient")?;
             if g.len() != 2 * op.n {
                 bail!("fused head_token_logprobs: output gradient has {} elements, expected {}", g.len(), 2 * op.n);
             }

@@ -790,12 +790,12 @@ fn score_rollout(cfg: &RlStage, ro: &Rollout, reference: Option<&Model>, critic:
     if reference.is_some() || critic.is_some() {
         for start in (0..b).step_by(cfg.micro_batch) {
             let rows = start..(start + cfg.micro_batch).min(b);
-            let sb = batch::build(&ro.prompts, &ro.responses, rows.clone(), ro.widths, pad, device)?;
             if let (Some(r), Some(m)) = (reference, refm.as_mut()) {
-                let (logp, _, _) = batch::score_shared_prompts(&r.decoder, (&ro.prompts, &ro.responses), rows, ro.widths, pad, cfg.temperature, Mode::Infer)?;
-                batch::put_rows(m, start, &(logp * &sb.mask)?)?;
+                let s = batch::score_shared_prompts(&r.decoder, (&ro.prompts, &ro.responses), rows.clone(), ro.widths, pad, cfg.temperature, Mode::Infer)?;
+                batch::put_rows(m, start, &(s.logp * &s.mask)?)?;
             }
             if let (Some(c), Some(m)) = (critic, values.as_mut()) {
+                let sb = batch::build(&ro.prompts, &ro.responses, rows, ro.widths, pad, device)?;
                 batch::put_rows(m, start, &(c.values(&sb, Mode::Infer)? * &sb.mask)?)?;
             }
         }
@@ -1014,11 +1014,10 @@ impl Learner<'_> {
     fn actor_micro(&self, ro: &Rollout, sc: &Scored, a: &adv::Advantages, rows: std::ops::Range<usize>, step: u64, acc: &mut Acc) -> Result<Tensor> {
         let cfg = self.cfg;
         let dev = self.device;
-        let sb = batch::build(&ro.prompts, &ro.responses, rows.clone(), ro.widths, self.pad, dev)?;
-        let (logp, entropy, prompt_hidden) =
-            batch::score_shared_prompts(&self.policy.decoder, (&ro.prompts, &ro.responses), rows.clone(), ro.widths, self.pad, cfg.temperature, Mode::Train)?;
+        let scored = batch::score_shared_prompts(&self.policy.decoder, (&ro.prompts, &ro.responses), rows.clone(), ro.widths, self.pad, cfg.temperature, Mode::Train)?;
+        let (logp, entropy) = (&scored.logp, &scored.entropy);
         let old = batch::rows_tensor(&sc.old, rows.clone(), dev)?;
-        let mask = &sb.mask;
+        let mask = &scored.mask;
         let mut adv_mat = Mat::new(rows.len(), a.advantages.cols, a.advantages.data[rows.start * a.advantages.cols..rows.end * a.advantages.cols].to_vec())?;
         if let Some(e) = &cfg.entropy_adv {
             let m = Mat::new(rows.len(), a.advantages.cols, ro.mask.data[rows.start * ro.mask.cols..rows.end * ro.mask.cols].to_vec())?;
@@ -1039,8 +1038,7 @@ impl Learner<'_> {
             Algorithm::Flowrl => {
                 let z = self.z_head.context("FlowRL needs its Z head")?;
                 let reference = reference.as_ref().context("FlowRL needs reference log-probs")?;
-                let prompt_mask = sb.prompt_mask.narrow(1, 0, sb.prompt_width)?;
-                let log_z = z.forward(&loss::pool_prompt(&prompt_hidden.to_dtype(DType::F32)?, &prompt_mask)?)?;
+                let log_z = z.forward(&loss::pool_prompt(&scored.prompt_hidden.to_dtype(DType::F32)?, &scored.prompt_mask)?)?;
                 let r_hat = loss::masked_row_mean(&advantages, mask)?;
                 let (l, fm) = loss::flowrl_loss(&logp, &old, reference, mask, &r_hat, &log_z, cfg.beta, cfg.is_mode)?;
                 for (k, v) in [

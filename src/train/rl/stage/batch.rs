@@ -22,8 +22,6 @@ pub struct SeqBatch {
     pub targets: Tensor,
     /// (B, T) f32 response mask m.
     pub mask: Tensor,
-    /// (B, P + T) f32: 1 on real prompt tokens (for FlowRL's pooled prompt state, §4.2).
-    pub prompt_mask: Tensor,
     pub prompt_width: usize,
     pub response_width: usize,
 }
@@ -58,14 +56,12 @@ pub fn build(
     let mut valid = vec![vec![false; len]; b];
     let mut targets = vec![pad; b * t];
     let mut mask = vec![0f32; b * t];
-    let mut prompt_mask = vec![0f32; b * len];
     for (i, row) in rows.enumerate() {
         let (prompt, resp) = (&prompts[row], &responses[row]);
         let start = p - prompt.len();
         for (j, &tok) in prompt.iter().enumerate() {
             ids[i * len + start + j] = tok;
             valid[i][start + j] = true;
-            prompt_mask[i * len + start + j] = 1.0;
         }
         for (j, &tok) in resp.iter().enumerate() {
             ids[i * len + p + j] = tok;
@@ -79,7 +75,6 @@ pub fn build(
         attn: AttnMask::new(&valid, len, device)?,
         targets: Tensor::from_vec(targets, (b, t), device)?,
         mask: Tensor::from_vec(mask, (b, t), device)?,
-        prompt_mask: Tensor::from_vec(prompt_mask, (b, len), device)?,
         prompt_width: p,
         response_width: t,
     })
@@ -105,10 +100,8 @@ pub fn score(decoder: &Decoder, batch: &SeqBatch, temperature: f64, mode: Mode) 
 /// tokens. Differentiable in `Mode::Train` (the prompt's keys, values and last hidden state
 /// collect the gradients of all the rows that share it).
 ///
-/// Returns (B, T) log-probs and entropies and the (B, P, H) hidden states of the prompt
-/// positions (FlowRL pools them). Response token j is predicted at position P − 1 + j (see
-/// the module doc): j = 0 by the prompt's last position, j ≥ 1 by the response's position
-/// j − 1.
+/// Response token j is predicted at position P − 1 + j (see the module doc): j = 0 by the
+/// prompt's last position, j ≥ 1 by the response's position j − 1.
 pub fn score_shared_prompts(
     decoder: &Decoder,
     (prompts, responses): (&[Vec<u32>], &[Vec<u32>]),
@@ -117,16 +110,15 @@ pub fn score_shared_prompts(
     pad: u32,
     temperature: f64,
     mode: Mode,
-) -> Result<(Tensor, Tensor, Tensor)> {
+) -> Result<SharedScore> {
     let device = decoder.device();
     let b = rows.len();
-    let (distinct, of_row) = crate::model::distinct_rows(&prompts[rows.clone()]);
-    let prompt_valid = |i: usize| -> Vec<bool> { (0..p).map(|j| j + prompts[rows.start + i].len() >= p).collect() };
-    let ids: Vec<u32> = distinct
-        .iter()
-        .flat_map(|&i| std::iter::repeat_n(pad, p - prompts[rows.start + i].len()).chain(prompts[rows.start + i].iter().copied()))
-        .collect();
-    let valid: Vec<Vec<bool>> = distinct.iter().map(|&i| prompt_valid(i)).collect();
+    let (prompts, responses) = (&prompts[rows.clone()], &responses[rows]);
+    let (distinct, of_row) = crate::model::distinct_rows(prompts);
+    // Left padding: key j of a prompt row is real when j ≥ P − its length.
+    let prompt_valid: Vec<Vec<bool>> = prompts.iter().map(|q| (0..p).map(|j| j + q.len() >= p).collect()).collect();
+    let ids: Vec<u32> = distinct.iter().flat_map(|&i| std::iter::repeat_n(pad, p - prompts[i].len()).chain(prompts[i].iter().copied())).collect();
+    let valid: Vec<Vec<bool>> = distinct.iter().map(|&i| prompt_valid[i].clone()).collect();
     let mut cache = KvCache::new(decoder.config().num_hidden_layers);
     let prefill = decoder.forward_hidden(&Tensor::from_vec(ids, (distinct.len(), p), device)?, &AttnMask::new(&valid, p, device)?, Some(&mut cache), mode)?;
     let index = Tensor::new(of_row.as_slice(), device)?;
@@ -137,12 +129,11 @@ pub fn score_shared_prompts(
         // Responses 0..T−1 as queries after the cached prompt; padding past a row's end.
         let mut ids = vec![pad; b * (t - 1)];
         let mut valid = Vec::with_capacity(b);
-        for (i, row) in rows.clone().enumerate() {
-            let resp = &responses[row];
+        for (i, resp) in responses.iter().enumerate() {
             for (j, &tok) in resp.iter().take(t - 1).enumerate() {
                 ids[i * (t - 1) + j] = tok;
             }
-            let mut v = prompt_valid(i);
+            let mut v = prompt_valid[i].clone();
             v.extend((0..t - 1).map(|j| j < resp.len()));
             valid.push(v);
         }
@@ -152,11 +143,33 @@ pub fn score_shared_prompts(
         first
     };
     let mut targets = vec![pad; b * t];
-    for (i, row) in rows.enumerate() {
-        targets[i * t..i * t + responses[row].len()].copy_from_slice(&responses[row]);
+    let mut mask = vec![0f32; b * t];
+    for (i, resp) in responses.iter().enumerate() {
+        targets[i * t..i * t + resp.len()].copy_from_slice(resp);
+        mask[i * t..i * t + resp.len()].iter_mut().for_each(|m| *m = 1.0);
     }
     let (logp, entropy) = decoder.token_logprobs(&scored, &Tensor::from_vec(targets, (b, t), device)?, temperature)?;
-    Ok((logp, entropy, prompt_hidden))
+    let prompt_mask: Vec<f32> = prompt_valid.iter().flatten().map(|&v| v as u8 as f32).collect();
+    Ok(SharedScore {
+        logp,
+        entropy,
+        prompt_hidden,
+        mask: Tensor::from_vec(mask, (b, t), device)?,
+        prompt_mask: Tensor::from_vec(prompt_mask, (b, p), device)?,
+    })
+}
+
+/// What [`score_shared_prompts`] returns for B rows.
+pub struct SharedScore {
+    /// (B, T) log-probs and entropies of the response tokens.
+    pub logp: Tensor,
+    pub entropy: Tensor,
+    /// (B, P, H) final hidden states of the prompt positions (FlowRL pools them).
+    pub prompt_hidden: Tensor,
+    /// (B, T) f32: 1 on response tokens (as [`SeqBatch::mask`]).
+    pub mask: Tensor,
+    /// (B, P) f32: 1 on real prompt tokens (for FlowRL's pooled prompt state, §4.2).
+    pub prompt_mask: Tensor,
 }
 
 /// Rows `rows` of a `(B, T)` matrix as an f32 tensor.
@@ -196,8 +209,12 @@ mod tests {
                 let weights: Vec<f32> = (0..rows.len() * widths.1).map(|i| ((i * 7 % 5) as f32 - 2.0) / 3.0).collect();
                 let sb = build(&prompts, &responses, rows.clone(), widths, 0, &dev).unwrap();
                 let (logp, ent) = if shared {
-                    let (l, e, _) = score_shared_prompts(&model.decoder, (&prompts, &responses), rows.clone(), widths, 0, 0.8, Mode::Train).unwrap();
-                    (l, e)
+                    let s = score_shared_prompts(&model.decoder, (&prompts, &responses), rows.clone(), widths, 0, 0.8, Mode::Train).unwrap();
+                    assert_eq!(s.mask.to_vec2::<f32>().unwrap(), sb.mask.to_vec2::<f32>().unwrap());
+                    let left_padded: Vec<Vec<f32>> =
+                        prompts[rows.clone()].iter().map(|q| (0..widths.0).map(|j| (j + q.len() >= widths.0) as u8 as f32).collect()).collect();
+                    assert_eq!(s.prompt_mask.to_vec2::<f32>().unwrap(), left_padded);
+                    (s.logp, s.entropy)
                 } else {
                     let (l, e, _) = score(&model.decoder, &sb, 0.8, Mode::Train).unwrap();
                     (l, e)
@@ -236,7 +253,6 @@ mod tests {
         assert_eq!(b.ids.to_vec2::<u32>().unwrap(), vec![vec![5, 6, 7, 1, 0], vec![0, 0, 8, 2, 3]]);
         assert_eq!(b.mask.to_vec2::<f32>().unwrap(), vec![vec![1.0, 0.0], vec![1.0, 1.0]]);
         assert_eq!(b.targets.to_vec2::<u32>().unwrap(), vec![vec![1, 0], vec![2, 3]]);
-        assert_eq!(b.prompt_mask.to_vec2::<f32>().unwrap(), vec![vec![1.0, 1.0, 1.0, 0.0, 0.0], vec![0.0, 0.0, 1.0, 0.0, 0.0]]);
         assert_eq!(response_mask(&responses, 2).data, vec![1.0, 0.0, 1.0, 1.0]);
         // A sub-range keeps the step's widths.
         let one = build(&prompts, &responses, 1..2, w, 0, &Device::Cpu).unwrap();
