@@ -109,6 +109,10 @@ pub struct EvalArgs {
     /// Also write the JSON document to this file.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// A problem whose prompt + max-new-tokens exceeds the model's context: error (refuse
+    /// before sampling) or skip (leave it out).
+    #[arg(long, value_enum, default_value = "error")]
+    pub too_long: run::TooLong,
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,7 +183,14 @@ pub fn cmd_eval(args: EvalArgs) -> Result<i32> {
         position_bins: 10,
     };
     cfg.check()?;
-    let set = problem_set(&args)?;
+    if let Some(out) = &args.out {
+        crate::fsutil::check_writable(out)?;
+    }
+    let mut set = problem_set(&args)?;
+    let skipped = run::fit_models_context(&mut set, &args.models, args.chat, args.max_new_tokens, args.too_long)?;
+    if skipped > 0 {
+        eprintln!("retort eval: left out {skipped} problem(s) too long for the context (--too-long skip)");
+    }
     let device = crate::device::DeviceSpec::parse(&args.device).map_err(anyhow::Error::msg)?.open()?;
     let names: Vec<String> = args.models.iter().map(|m| m.display().to_string()).collect();
     let labels = model_labels(&names);

@@ -3,7 +3,7 @@
 
 use crate::bench::{self, BenchOptions};
 use crate::generate::{generate, FinishReason, SamplingParams};
-use crate::model::config::{config_path, PRESETS};
+use crate::model::config::PRESETS;
 use crate::model::{Model, ModelConfig};
 use crate::rng::Rng;
 use crate::text::{model_eos_ids, Message, Tokenizer};
@@ -143,72 +143,7 @@ fn cmd_init(args: &InitArgs) -> Result<()> {
 }
 
 fn require_model_folder(dir: &Path) -> Result<ModelConfig> {
-    let path = config_path(dir);
-    if !path.exists() {
-        bail!(
-            "{} has no config.json: not a model folder (make one with `retort model init --preset tiny --out DIR`)",
-            dir.display()
-        );
-    }
-    Ok(ModelConfig::from_file(&path)?)
-}
-
-/// Per dtype on disk: (tensor count, element count), read from the safetensors headers only.
-pub fn checkpoint_dtypes(dir: &Path) -> Result<BTreeMap<String, (usize, usize)>> {
-    let single = dir.join("model.safetensors");
-    let files: Vec<PathBuf> = if single.exists() {
-        vec![single]
-    } else {
-        let index = dir.join("model.safetensors.index.json");
-        let text = std::fs::read_to_string(&index)
-            .with_context(|| format!("no weights in {}: expected model.safetensors or {}", dir.display(), index.display()))?;
-        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index.display()))?;
-        let mut shards: Vec<String> = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .with_context(|| format!("{}: no `weight_map`", index.display()))?
-            .values()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
-        shards.sort();
-        shards.dedup();
-        shards.into_iter().map(|s| dir.join(s)).collect()
-    };
-    let mut out = BTreeMap::new();
-    for file in files {
-        for (dtype, elements) in safetensors_header(&file)? {
-            let e = out.entry(dtype).or_insert((0, 0));
-            e.0 += 1;
-            e.1 += elements;
-        }
-    }
-    Ok(out)
-}
-
-/// (dtype, element count) of every tensor in a safetensors file, from its JSON header: an
-/// 8-byte little-endian length followed by that many bytes of JSON.
-fn safetensors_header(path: &Path) -> Result<Vec<(String, usize)>> {
-    use std::io::Read;
-    let corrupt = || format!("{} is truncated or corrupt (bad safetensors header)", path.display());
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).with_context(corrupt)?;
-    let len = u64::from_le_bytes(len);
-    if len > 100_000_000 {
-        bail!(corrupt());
-    }
-    let mut header = vec![0u8; len as usize];
-    f.read_exact(&mut header).with_context(corrupt)?;
-    let json: serde_json::Value = serde_json::from_slice(&header).with_context(corrupt)?;
-    let obj = json.as_object().with_context(corrupt)?;
-    let mut out = Vec::new();
-    for (name, entry) in obj.iter().filter(|(n, _)| n.as_str() != "__metadata__") {
-        let dtype = entry.get("dtype").and_then(|d| d.as_str()).with_context(|| format!("{}: tensor `{name}` has no dtype", path.display()))?;
-        let shape = entry.get("shape").and_then(|s| s.as_array()).with_context(|| format!("{}: tensor `{name}` has no shape", path.display()))?;
-        let elements = shape.iter().map(|d| d.as_u64().unwrap_or(0) as usize).product();
-        out.push((dtype.to_string(), elements));
-    }
-    Ok(out)
+    crate::model::inspect::model_folder_config(dir)
 }
 
 /// Sizes for the memory estimates.
@@ -350,7 +285,7 @@ pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize
 
 fn cmd_info(args: &InfoArgs) -> Result<()> {
     let cfg = require_model_folder(&args.model)?;
-    let dtypes = checkpoint_dtypes(&args.model)?;
+    let dtypes = crate::model::inspect::dtype_counts(&crate::model::inspect::inspect_checkpoint(&args.model, &cfg)?);
     let shape = EstimateShape {
         infer_batch: args.infer_batch,
         context: args.context.unwrap_or(cfg.max_position_embeddings.min(4096)),

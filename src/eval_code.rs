@@ -2,8 +2,12 @@
 //!
 //! The program is the completion's last fenced ```python block (or, when there is none, its
 //! last untagged ``` block, or else the whole text), followed by the tests (plain `assert`
-//! statements), run once in the [`crate::sandbox`]. It passes iff the process exits with 0,
-//! which is the usual unit-test reward of code RL (1 for pass, 0 otherwise).
+//! statements), run once in the [`crate::sandbox`]. It passes iff the tests ran to their end:
+//! the process exits with 0 **and** prints the run's end-of-tests marker, a random token that
+//! a small harness writes after the last test ([`harness`]). Exit status 0 alone is not
+//! enough: `sys.exit(0)` before the tests, `os._exit(0)` in an `atexit` hook after a failed
+//! assertion or in a daemon thread all exit with 0 without the tests having passed.
+//! (1 for pass, 0 otherwise: the usual unit-test reward of code RL.)
 
 use crate::sandbox::{run_python, ExecResult, ExecStatus, Limits, SandboxError};
 use serde::{Deserialize, Serialize};
@@ -89,6 +93,78 @@ pub fn assemble(completion: &str, tests: &str) -> String {
     format!("{}\n\n{}\n", program.trim_end(), tests.trim_end())
 }
 
+/// The file name tracebacks show for the program and its tests.
+const SOLUTION_FILE: &str = "solution.py";
+
+/// The script the sandbox runs: it reads the end-of-tests marker from stdin, runs `source`
+/// (program + tests) with `__name__ == "__main__"`, and only when that returns normally
+/// writes the marker on its own line. Any exit before the end of the tests (SystemExit,
+/// `os._exit`, a signal) therefore leaves the marker out. The source travels as a JSON
+/// string literal (valid Python) so that no program text can break out of the harness, and
+/// it is registered with `linecache`; an exception is printed by the `traceback` module
+/// (which reads `linecache`, unlike the interpreter's own printer) without the harness's
+/// frame, so a failing assert is quoted as if the program had run alone.
+/// What this cannot stop: a program that deliberately digs the marker out of the harness's
+/// frame and prints it (docs/SANDBOX.md).
+pub fn harness(source: &str) -> String {
+    let literal = serde_json::to_string(source).expect("a string always serialises");
+    let file = SOLUTION_FILE;
+    [
+        "def _retort_run_tests():".to_string(),
+        "    import linecache, os, sys".to_string(),
+        "    marker = sys.stdin.readline().strip()".to_string(),
+        format!("    source = {literal}"),
+        format!("    linecache.cache[{file:?}] = (len(source), None, source.splitlines(True), {file:?})"),
+        "    try:".to_string(),
+        format!("        exec(compile(source, {file:?}, \"exec\"), {{\"__name__\": \"__main__\"}})"),
+        "    except SystemExit:".to_string(),
+        "        raise".to_string(),
+        "    except BaseException as error:".to_string(),
+        "        import traceback".to_string(),
+        "        traceback.print_exception(type(error), error, error.__traceback__.tb_next)".to_string(),
+        "        sys.exit(1)".to_string(),
+        "    sys.stdout.flush()".to_string(),
+        "    os.write(1, (\"\\n\" + marker + \"\\n\").encode())".to_string(),
+        "_retort_run_tests()".to_string(),
+        String::new(),
+    ]
+    .join("\n")
+}
+
+/// A fresh marker per run, so a program cannot print it by guessing.
+fn end_marker() -> String {
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if read.is_err() {
+        // No /dev/urandom: the clock, the process and a counter still differ per run.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u128;
+        bytes = (nanos ^ (n << 64) ^ ((std::process::id() as u128) << 96)).to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("retort-tests-done-{hex}")
+}
+
+/// Removes the marker line from stdout; says whether it was there.
+fn take_marker(stdout: &str, marker: &str) -> (bool, String) {
+    let mut found = false;
+    let kept: Vec<&str> = stdout
+        .split_inclusive('\n')
+        .filter(|line| {
+            let is_marker = line.trim_end() == marker;
+            found |= is_marker;
+            !is_marker
+        })
+        .collect();
+    let mut text = kept.concat();
+    if found && text.ends_with('\n') {
+        // The harness wrote a newline before the marker in case the output lacked one.
+        text.pop();
+    }
+    (found, text)
+}
+
 /// The last `n` informative lines of `text` (not blank, not Python 3.11's `^^^~~~` markers),
 /// joined by " | ": for a failed assert, the assert statement and the AssertionError.
 fn last_lines(text: &str, n: usize) -> String {
@@ -110,18 +186,29 @@ fn reason_for(result: &ExecResult, limits: &Limits) -> String {
 /// Like [`verify_code`], but setup problems (no Python, no temp dir) are errors, so that a
 /// caller can stop at the first one instead of scoring every sample 0.
 pub fn try_verify_code(completion: &str, tests: &str, limits: &Limits) -> Result<CodeVerdict, SandboxError> {
-    let result = run_python(&assemble(completion, tests), "", limits)?;
+    let marker = end_marker();
+    let mut result = run_python(&harness(&assemble(completion, tests)), &format!("{marker}\n"), limits)?;
+    let (finished, stdout) = take_marker(&result.stdout, &marker);
+    result.stdout = stdout;
+    let mut reason = reason_for(&result, limits);
+    if result.status == ExecStatus::Pass && !finished {
+        result.status = ExecStatus::Fail;
+        reason = "the program exited before its tests finished (status 0 without the end-of-tests marker: \
+                  sys.exit, os._exit or a thread ended it early)"
+            .to_string();
+    }
     let correct = result.status == ExecStatus::Pass;
     Ok(CodeVerdict {
         correct,
         reward: if correct { 1.0 } else { 0.0 },
         status: Some(result.status),
-        reason: reason_for(&result, limits),
+        reason,
         output: format!("{}{}", result.stdout, result.stderr),
     })
 }
 
-/// Runs the completion's program followed by `tests`; correct iff it exits with 0.
+/// Runs the completion's program followed by `tests`; correct iff the tests ran to their end
+/// (exit 0 and the end-of-tests marker, see the module doc).
 /// When the program cannot be run at all, the verdict is wrong with the error as reason
 /// (e.g. "python3 not found: install Python 3 ...").
 pub fn verify_code(completion: &str, tests: &str, limits: &Limits) -> CodeVerdict {
@@ -171,6 +258,22 @@ mod tests {
     fn assemble_appends_tests_after_the_program() {
         let program = assemble("```python\ndef f(x):\n    return x\n```", "assert f(1) == 1\n\n");
         assert_eq!(program, "def f(x):\n    return x\n\nassert f(1) == 1\n");
+    }
+
+    #[test]
+    fn harness_carries_any_source_as_a_literal_and_marker_lines_are_removed() {
+        let source = "print(\"a\\\\b\")\n'''\n\u{0}\u{e9}\n";
+        let script = harness(source);
+        let literal = serde_json::to_string(source).unwrap();
+        assert!(script.contains(&format!("    source = {literal}\n")), "{script}");
+        assert!(script.ends_with("_retort_run_tests()\n"));
+        let (found, rest) = take_marker("out\nretort-tests-done-ab\n", "retort-tests-done-ab");
+        assert!(found);
+        assert_eq!(rest, "out");
+        let (found, rest) = take_marker("retort-tests-done-abc\n", "retort-tests-done-ab");
+        assert!(!found, "a longer token is not the marker");
+        assert_eq!(rest, "retort-tests-done-abc\n");
+        assert_ne!(end_marker(), end_marker());
     }
 
     #[test]

@@ -7,17 +7,52 @@ use std::path::{Path, PathBuf};
 /// Write `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
 /// A reader sees either the old file or the new one, never a torn write.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, |tmp| {
+        let mut f = fs::File::create(tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })
+}
+
+/// The temporary name `path` is written under before the rename: hidden, in the same
+/// folder (so the rename is atomic), ending in the real file name so that writers that go
+/// by the extension (PNG encoders) still see it.
+pub fn temp_path(path: &Path) -> PathBuf {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file_name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path).inspect_err(|_| {
+    dir.join(format!(".{}.tmp.{file_name}", std::process::id()))
+}
+
+/// Let `write` produce the file at a temporary path, then rename it to `path`. On any
+/// failure the temporary file is removed, so nothing half-written is left behind.
+pub fn write_atomic_with<E>(path: &Path, write: impl FnOnce(&Path) -> Result<(), E>) -> Result<(), E>
+where
+    E: From<std::io::Error>,
+{
+    let tmp = temp_path(path);
+    let result = write(&tmp).and_then(|()| fs::rename(&tmp, path).map_err(E::from));
+    if result.is_err() {
         let _ = fs::remove_file(&tmp);
-    })
+    }
+    result
+}
+
+/// Check, before any work, that `path` can be written later: its folder exists (or can be
+/// made) and accepts a new file. Nothing is left behind, and an existing `path` is untouched.
+pub fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if path.is_dir() {
+        anyhow::bail!("cannot write {}: it is a folder; give a file name", path.display());
+    }
+    let created = !dir.exists();
+    ensure_dir(dir)?;
+    let probe = dir.join(format!(".retort-write-check.{}", std::process::id()));
+    let result = fs::File::create(&probe).map(drop);
+    let _ = fs::remove_file(&probe);
+    if created {
+        let _ = fs::remove_dir(dir);
+    }
+    result.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
 /// Create `dir` and everything above it, with an error that names the folder.

@@ -163,6 +163,16 @@ pub fn generate(
     stop: Option<StopCheck>,
 ) -> Result<Vec<Completion>> {
     validate(params, prompts, decoder.vocab_size())?;
+    // A last line of defence (callers check their data first, naming the row): positions
+    // past the context were never trained, and the cost of attention grows with the square.
+    let context = decoder.config().max_position_embeddings;
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if longest + params.max_new_tokens > context {
+        candle_core::bail!(
+            "generate: a prompt of {longest} tokens plus max_new_tokens = {} exceeds the model's context of {context} tokens",
+            params.max_new_tokens
+        );
+    }
     let model = decoder.detached();
     let device = model.device().clone();
     let batch = prompts.len();

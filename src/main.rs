@@ -1,6 +1,14 @@
 use clap::Parser;
 
 fn main() {
+    // A user's mistake is not a crash: with RUST_BACKTRACE=1 set, candle and anyhow would
+    // append a stack backtrace to every error message (candle even puts it in the message).
+    // RUST_LIB_BACKTRACE=0 turns off those library backtraces while panics still print
+    // theirs; set RUST_LIB_BACKTRACE=1 yourself to get them back. Done first, before any
+    // thread exists or any error is made.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     retort::cpu_threads::configure();
     retort::malloc_tuning::configure();
     // Behave like other command-line tools when output goes to `head` or a closed pipe:

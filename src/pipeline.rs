@@ -9,7 +9,7 @@
 
 use crate::bus::{Control, ControlRx, Emitter, Event, Level, Outcome, Record, StageInfo};
 use crate::profile::Profile;
-use crate::run::{self, EventLog, Manifest, RunDir, StageRecord, Status};
+use crate::run::{self, EventLog, Manifest, RunDir, RunLock, StageRecord, Status};
 use crate::stages::{Interrupted, StageCtx};
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{Receiver, Sender};
@@ -35,6 +35,8 @@ pub struct Launch {
     pub profile: Profile,
     pub dir: RunDir,
     pub resumed: bool,
+    /// Held until the run ends, so no second process runs the same folder.
+    pub lock: RunLock,
 }
 
 /// Create a run folder for `profile` with its resolved profile and a fresh manifest.
@@ -43,6 +45,7 @@ pub fn prepare_new(profile: Profile, runs_dir: &std::path::Path, name: Option<&s
         s.config.preflight().with_context(|| format!("stage `{}`", s.name))?;
     }
     let dir = RunDir::create(runs_dir, name.unwrap_or(&profile.run.name))?;
+    let lock = RunLock::acquire(&dir.path)?;
     let toml_text = profile.to_toml();
     crate::fsutil::write_atomic(&dir.path.join(run::PROFILE), toml_text.as_bytes())
         .with_context(|| format!("cannot write {}", dir.path.join(run::PROFILE).display()))?;
@@ -74,13 +77,16 @@ pub fn prepare_new(profile: Profile, runs_dir: &std::path::Path, name: Option<&s
             .collect(),
     };
     dir.write_manifest(&manifest)?;
-    Ok(Launch { profile, dir, resumed: false })
+    Ok(Launch { profile, dir, resumed: false, lock })
 }
 
 /// Reopen an interrupted or failed run: finished stages are skipped, the stage that was
 /// running restarts (from its last checkpoint when it keeps them).
 pub fn prepare_resume(path: &std::path::Path) -> Result<Launch> {
     let dir = RunDir::open(path)?;
+    // Lock before reading the status: two resumes started at the same moment both see
+    // "interrupted", but only one of them gets the lock.
+    let lock = RunLock::acquire(&dir.path)?;
     let manifest = dir.read_manifest()?;
     let status = run::effective_status(&manifest);
     match status {
@@ -100,12 +106,12 @@ pub fn prepare_resume(path: &std::path::Path) -> Result<Launch> {
     {
         bail!("{}: profile.toml and manifest.json disagree about the stages; the folder was edited by hand", path.display());
     }
-    Ok(Launch { profile, dir, resumed: true })
+    Ok(Launch { profile, dir, resumed: true, lock })
 }
 
 /// Run to the end, feeding `sink`. Returns how the run ended.
 pub fn execute(launch: Launch, sink: &mut dyn Sink, echo_json: bool) -> Result<Outcome> {
-    let Launch { profile, dir, resumed } = launch;
+    let Launch { profile, dir, resumed, lock: _lock } = launch;
     let mut manifest = dir.read_manifest()?;
     let device_spec = crate::device::DeviceSpec::parse(&profile.run.device).map_err(anyhow::Error::msg)?;
     let device = device_spec.open()?;

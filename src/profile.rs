@@ -232,19 +232,35 @@ impl Profile {
         Ok(profile)
     }
 
-    /// `@name` references must name an earlier stage.
+    /// `@name` references must name an earlier stage whose output is what the key needs.
     fn check_references(&self) -> Result<(), (usize, String)> {
         for (i, stage) in self.stages.iter().enumerate() {
             for r in stage.config.references() {
-                let target = r.trim_start_matches('@');
-                if !self.stages[..i].iter().any(|s| s.name == target) {
+                let target = r.value.trim_start_matches('@');
+                let Some(found) = self.stages[..i].iter().find(|s| s.name == target) else {
                     let earlier: Vec<_> = self.stages[..i].iter().map(|s| s.name.as_str()).collect();
                     return Err((
                         i,
                         format!(
-                            "stage `{}` refers to `{r}`, but no earlier stage is named `{target}` (earlier stages: {})",
+                            "stage `{}` refers to `{}`, but no earlier stage is named `{target}` (earlier stages: {})",
                             stage.name,
+                            r.value,
                             if earlier.is_empty() { "none".to_string() } else { earlier.join(", ") }
+                        ),
+                    ));
+                };
+                let made = found.config.produces();
+                if made != Some(r.wants) {
+                    return Err((
+                        i,
+                        format!(
+                            "stage `{}`: {} = \"{}\" needs {}, but stage `{target}` ({}) makes {}",
+                            stage.name,
+                            r.key,
+                            r.value,
+                            r.wants.describe(),
+                            found.kind,
+                            made.map_or("no output", |a| a.describe())
                         ),
                     ));
                 }

@@ -73,7 +73,7 @@ fn fonts_available() -> bool {
 }
 
 fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow!("drawing the plot: {e}")
+    anyhow!("{e}")
 }
 
 /// One named line of (x, y) points.
@@ -130,8 +130,13 @@ fn tick_label(v: f64) -> String {
     if s == "-0" { "0".to_string() } else { s.to_string() }
 }
 
-/// Draws `chart` as a 900×540 PNG at `path`.
+/// Draws `chart` as a 900×540 PNG at `path`, written atomically (a failed or interrupted
+/// drawing leaves no file behind, not even an empty one). The error names the file once.
 pub fn line_chart(path: &Path, chart: &Chart) -> Result<()> {
+    crate::fsutil::write_atomic_with(path, |tmp| draw_line_chart(tmp, chart)).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
+}
+
+fn draw_line_chart(path: &Path, chart: &Chart) -> Result<()> {
     let text = fonts_available();
     let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;

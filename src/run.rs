@@ -6,6 +6,7 @@
 //!   manifest.json     version, seed, device, times, status, per-stage status and outputs
 //!   events.jsonl      append-only event log (the contract `retort watch` reads)
 //!   control.jsonl     controls sent by `retort watch` (pause, resume, stop, checkpoint)
+//!   .lock             held (flock) by the process running the run; see [`RunLock`]
 //!   <stage>/          each stage's outputs (data, model folders, checkpoints/, samples)
 //! ```
 //! Everything except the two append-only logs is written atomically.
@@ -23,6 +24,49 @@ pub const MANIFEST: &str = "manifest.json";
 pub const EVENTS: &str = "events.jsonl";
 pub const PROFILE: &str = "profile.toml";
 pub const CONTROL: &str = "control.jsonl";
+pub const LOCK: &str = ".lock";
+
+/// An exclusive advisory lock on a run folder, held by the process that runs it for as long
+/// as it runs. The kernel drops it when that process dies (even on `kill -9`), so a stale
+/// lock cannot outlive its holder; a second `retort run --resume` of the same folder is
+/// refused while the first one lives. The holder's PID is written into the lock file so the
+/// refusal can name it.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    pub fn acquire(run: &Path) -> Result<RunLock> {
+        use std::os::fd::AsRawFd;
+        let path = run.join(LOCK);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: flock on an fd we own; LOCK_NB makes it return at once.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let holder = fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok());
+                let who = holder.map_or("another process".to_string(), |pid| format!("process {pid}"));
+                bail!(
+                    "{} is in use by {who} (a run or a resume of it is live); wait for it to end, or stop it first{}",
+                    run.display(),
+                    holder.map_or(String::new(), |pid| format!(" (`retort watch {}` then s, or kill {pid})", run.display()))
+                );
+            }
+            return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+        }
+        // Only the holder writes, so no one reads a half-written PID for long; a reader that
+        // does simply names "another process".
+        file.set_len(0).and_then(|_| file.write_all(std::process::id().to_string().as_bytes())).ok();
+        Ok(RunLock { _file: file })
+    }
+}
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -259,6 +303,16 @@ mod tests {
         let b = RunDir::create(d.path(), "x").unwrap();
         assert_ne!(a.path, b.path);
         assert!(a.path.is_dir() && b.path.is_dir());
+    }
+
+    #[test]
+    fn a_run_folder_is_locked_by_one_holder_at_a_time() {
+        let d = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(d.path()).unwrap();
+        let e = format!("{:#}", RunLock::acquire(d.path()).unwrap_err());
+        assert!(e.contains(&format!("in use by process {}", std::process::id())), "{e}");
+        drop(first);
+        RunLock::acquire(d.path()).expect("free again once the holder let go");
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! Integration tests of the Python sandbox. Each test skips (with a printed reason) when no
-//! python3 is installed, and each is bounded by a wall-clock limit of a few seconds.
+//! python3 is installed, and each run is bounded by a wall-clock limit.
+//!
+//! These tests run beside builds on loaded machines, so nothing here asserts how fast
+//! something happened: a program is shown to have been stopped by a limit through the signal
+//! and status that only that limit produces, and wall-clock limits are far above what the
+//! programs need so that a slow machine never trips them by accident.
 
 use retort::eval_code::verify_code;
 use retort::sandbox::tool::run_tool_call;
@@ -8,7 +13,9 @@ use std::net::TcpListener;
 use std::time::Instant;
 
 fn limits() -> Limits {
-    Limits { wall_s: 4.0, cpu_s: 3, ..Limits::default() }
+    // Programs meant to pass take well under a second; 30 s leaves room for any load. Tests
+    // that want the wall clock to fire set a short one themselves.
+    Limits { wall_s: 30.0, cpu_s: 3, ..Limits::default() }
 }
 
 /// The default limits, or `None` (after saying why) when python3 is missing.
@@ -48,25 +55,32 @@ fn infinite_loop_times_out_within_the_limit() {
     let Some(mut limits) = python_or_skip("infinite_loop") else { return };
     limits.wall_s = 1.0;
     limits.cpu_s = 10;
-    let start = Instant::now();
     let result = run_python("while True:\n    pass\n", "", &limits).unwrap();
-    let elapsed = start.elapsed().as_secs_f64();
     assert_eq!(result.status, ExecStatus::Timeout, "{result:?}");
-    assert_eq!(result.signal, Some(libc::SIGKILL));
-    assert!(result.wall_s >= 1.0 && elapsed < 2.5, "wall {} elapsed {elapsed}", result.wall_s);
+    // Our SIGKILL, not SIGXCPU (10 CPU seconds cannot fit in 1 s of wall clock), proves the
+    // wall clock ended it, and not before the limit. How soon after the limit the run came
+    // back depends on the load, so it is not asserted.
+    assert_eq!(result.signal, Some(libc::SIGKILL), "{result:?}");
+    assert!(result.wall_s >= limits.wall_s, "{result:?}");
 }
 
 #[test]
 fn cpu_limit_stops_a_busy_loop_before_the_wall_clock() {
     let Some(mut limits) = python_or_skip("cpu_limit") else { return };
-    // A generous wall clock: on a loaded machine one CPU second can take several.
-    limits.wall_s = 15.0;
+    // On a loaded machine one CPU second can take many wall-clock seconds; the wall clock
+    // must not be what ends the loop.
+    limits.wall_s = 60.0;
     limits.cpu_s = 1;
     let result = run_python("while True:\n    pass\n", "", &limits).unwrap();
     assert_eq!(result.status, ExecStatus::Timeout, "{result:?}");
-    // SIGXCPU (not our SIGKILL) proves the CPU limit, not the wall clock, ended it.
-    assert_eq!(result.signal, Some(libc::SIGXCPU));
-    assert!(result.cpu_s >= 0.9, "{result:?}");
+    // SIGXCPU, which only the soft CPU limit sends (the wall clock sends SIGKILL), proves the
+    // CPU limit ended it.
+    assert_eq!(result.signal, Some(libc::SIGXCPU), "{result:?}");
+    // The CPU time wait4 reports is not the figure the kernel checked against the limit (on a
+    // loaded machine it came out at 0.897 s for 1 s), so it is not compared with the limit
+    // from below. From above it is bounded whatever the scheduling: at the hard limit,
+    // cpu_s + 1, the kernel would have sent SIGKILL instead.
+    assert!(result.cpu_s > 0.0 && result.cpu_s < (limits.cpu_s + 1) as f64, "{result:?}");
 }
 
 /// Processes on the host whose command line contains `marker`.
@@ -95,7 +109,13 @@ fn forks_are_capped_and_nothing_outlives_the_run() {
     assert!(forks < limits.max_processes, "{forks} forks under a cap of {}", limits.max_processes);
     assert_eq!(words[2], libc::EAGAIN.to_string());
     // The sleepers must be gone with the run (pid namespace teardown or process-group kill).
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Killed processes leave the process table once scheduled, which on a loaded machine can
+    // take a while: wait for that, but not for as long as the 29 s they would sleep if they
+    // had escaped.
+    let start = Instant::now();
+    while processes_with(&marker) > 0 && start.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(processes_with(&marker), 0, "sleepers outlived the sandbox");
 }
 
@@ -104,19 +124,19 @@ fn fork_bomb_is_contained_and_bounded() {
     let Some(mut limits) = python_or_skip("fork_bomb") else { return };
     limits.wall_s = 3.0;
     limits.max_processes = 16;
-    let start = Instant::now();
+    // Returning at all shows the bomb was bounded (the wall clock kills the whole group); how
+    // long that took depends on the load, so it is not asserted.
     let result = run_python("import os\nwhile True:\n    os.fork()\n", "", &limits).unwrap();
-    let elapsed = start.elapsed().as_secs_f64();
     assert_ne!(result.status, ExecStatus::Pass, "{result:?}");
-    assert!(elapsed < 5.0, "fork bomb took {elapsed} s");
     // Reported: either the cap (BlockingIOError, EAGAIN) shows in stderr or it timed out.
     assert!(
         result.stderr.contains("Resource temporarily unavailable") || result.status == ExecStatus::Timeout,
         "{result:?}"
     );
-    // The machine is fine: a normal program runs right after.
-    let after = run_python("print('still fine')", "", &limits).unwrap();
-    assert_eq!(after.stdout, "still fine\n");
+    // The machine is fine: a normal program runs right after (under the usual wall clock,
+    // not the short one meant for the bomb).
+    let after = run_python("print('still fine')", "", &self::limits()).unwrap();
+    assert_eq!(after.stdout, "still fine\n", "{after:?}");
 }
 
 #[test]
@@ -235,10 +255,10 @@ fn large_stdin_is_delivered_and_an_unread_one_does_not_block() {
     let input: String = (0..200_000).map(|i| format!("{}\n", i % 10)).collect();
     let result = run_python("import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))\n", &input, &limits).unwrap();
     assert_eq!(result.stdout, format!("{}\n", 45 * 20_000));
-    let start = Instant::now();
+    // Pass, not Timeout: the run ended with the program, not at the wall clock, although most
+    // of its input was never read.
     let result = run_python("print('ignored stdin')\n", &input, &limits).unwrap();
-    assert_eq!((result.status, result.stdout.as_str()), (ExecStatus::Pass, "ignored stdin\n"));
-    assert!(start.elapsed().as_secs_f64() < 3.0);
+    assert_eq!((result.status, result.stdout.as_str()), (ExecStatus::Pass, "ignored stdin\n"), "{result:?}");
 }
 
 #[test]

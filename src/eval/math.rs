@@ -27,6 +27,22 @@ use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 
+#[cfg(test)]
+thread_local! {
+    static WORK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts, in tests only, the bytes handed to each scanning pass and the tokens the parser
+/// reads. The verifier must stay linear in its input (a deeply nested completion once took
+/// 20 s), and a count checks that deterministically where a timing would flake.
+#[inline]
+fn tally(work: usize) {
+    #[cfg(test)]
+    WORK.with(|w| w.set(w.get() + work));
+    #[cfg(not(test))]
+    let _ = work;
+}
+
 /// How the final answer was found in a completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Extraction {
@@ -159,57 +175,73 @@ pub fn extract_gold(gold: &str) -> String {
     gold.trim().to_string()
 }
 
-/// Content of the balanced `{…}` group starting at byte `open` (which must be '{'); returns
-/// the content and the byte index just past the closing brace.
-fn balanced_group(s: &str, open: usize) -> Option<(&str, usize)> {
-    let mut depth = 0usize;
-    for (i, c) in s[open..].char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return Some((&s[open + 1..open + i], open + i + 1));
+/// Where every `{` of a string closes, found in one pass with a stack. Callers look groups up
+/// here instead of scanning forward from each brace: a scan per brace costs O(depth · n) on
+/// nested input and O(n²) on a run of unclosed braces (`\boxed{\boxed{…`, `{{{…`).
+struct Braces {
+    /// `close[i]`: byte index of the `}` matching a `{` at byte `i`; `usize::MAX` for bytes
+    /// that are not a `{` or whose group never closes.
+    close: Vec<usize>,
+}
+
+impl Braces {
+    fn new(s: &str) -> Self {
+        tally(s.len());
+        let mut close = vec![usize::MAX; s.len()];
+        let mut open = Vec::new();
+        for (i, b) in s.bytes().enumerate() {
+            match b {
+                b'{' => open.push(i),
+                // A `}` with nothing open closes nothing, as for a forward scan from any `{`.
+                b'}' => {
+                    if let Some(o) = open.pop() {
+                        close[o] = i;
+                    }
                 }
+                _ => {}
             }
-            _ => {}
         }
+        Braces { close }
     }
-    None
+
+    /// Content of the balanced `{…}` group that opens at byte `open` of `s` (the string the
+    /// table was built from), and the byte index just past its closing brace.
+    fn group<'a>(&self, s: &'a str, open: usize) -> Option<(&'a str, usize)> {
+        let close = *self.close.get(open)?;
+        (close != usize::MAX).then(|| (&s[open + 1..close], close + 1))
+    }
 }
 
 /// The last `\boxed{…}` / `\fbox{…}` (or `\boxed 5`), by position; unterminated ones skipped.
 fn last_boxed(text: &str) -> Option<String> {
-    let mut best: Option<(usize, String)> = None;
-    for name in ["\\boxed", "\\fbox"] {
-        for (pos, _) in text.match_indices(name) {
-            let after = pos + name.len();
-            let rest = &text[after..];
-            if rest.starts_with(|c: char| c.is_ascii_alphabetic()) {
-                continue; // a longer command such as \boxedx
-            }
-            let skipped = rest.len() - rest.trim_start().len();
-            let content = if rest[skipped..].starts_with('{') {
-                balanced_group(text, after + skipped).map(|(c, _)| c.to_string())
-            } else if skipped > 0 {
-                // "\boxed 5": the token up to whitespace or '$'.
-                let tok: String = rest[skipped..].chars().take_while(|c| !c.is_whitespace() && *c != '$').collect();
-                Some(tok)
-            } else {
-                None
-            };
-            if let Some(c) = content {
-                if best.as_ref().is_none_or(|(p, _)| pos > *p) {
-                    best = Some((pos, c));
-                }
-            }
+    let mut starts: Vec<(usize, &str)> =
+        ["\\boxed", "\\fbox"].into_iter().flat_map(|name| text.match_indices(name)).collect();
+    // Latest first: the first one with content wins, and only its content is copied.
+    starts.sort_unstable_by_key(|&(pos, _)| std::cmp::Reverse(pos));
+    let mut braces: Option<Braces> = None;
+    starts.into_iter().find_map(|(pos, name)| {
+        let after = pos + name.len();
+        let rest = &text[after..];
+        if rest.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            return None; // a longer command such as \boxedx
         }
-    }
-    best.map(|(_, c)| c.trim().to_string())
+        let skipped = rest.len() - rest.trim_start().len();
+        if rest[skipped..].starts_with('{') {
+            let braces = braces.get_or_insert_with(|| Braces::new(text));
+            braces.group(text, after + skipped).map(|(c, _)| c.trim().to_string())
+        } else if skipped > 0 {
+            // "\boxed 5": the token up to whitespace or '$'.
+            let tok: String = rest[skipped..].chars().take_while(|c| !c.is_whitespace() && *c != '$').collect();
+            Some(tok)
+        } else {
+            None
+        }
+    })
 }
 
 /// The rest of the line after the last answer marker.
 fn answer_line(text: &str) -> Option<String> {
+    tally(text.len());
     let lower = text.to_ascii_lowercase(); // ASCII lowering keeps byte offsets
     const MARKERS: [&str; 6] =
         ["final answer is", "final answer:", "the answer is", "answer is:", "answer:", "####"];
@@ -235,13 +267,24 @@ fn first_clause(line: &str) -> &str {
     }
     let chars: Vec<(usize, char)> = line.char_indices().collect();
     let mut depth = 0i32;
+    // End of the last word found free of prose. A later comma inside that word sees only
+    // the rest of it, which is prose-free too, so the word is not read again: re-reading it
+    // at every comma made "a,a,a,…" quadratic.
+    let mut prose_free_until = 0;
     for (k, &(i, c)) in chars.iter().enumerate() {
         match c {
             '(' | '[' | '{' => depth += 1,
             ')' | ']' | '}' => depth -= 1,
             '.' if chars.get(k + 1).is_some_and(|(_, n)| n.is_whitespace()) => return &line[..i],
-            ',' if depth == 0 && has_prose_word(line[i + 1..].split_whitespace().next().unwrap_or("")) => {
-                return &line[..i];
+            ',' if depth == 0 && i + 1 >= prose_free_until => {
+                // The first whitespace-separated word after the comma.
+                let after = &line[i + 1..];
+                let start = line.len() - after.trim_start().len();
+                let end = line[start..].find(char::is_whitespace).map_or(line.len(), |e| start + e);
+                if has_prose_word(&line[start..end]) {
+                    return &line[..i];
+                }
+                prose_free_until = end;
             }
             _ => {}
         }
@@ -255,6 +298,7 @@ const KNOWN_WORDS: [&str; 9] = ["sqrt", "pi", "sin", "cos", "tan", "log", "ln", 
 /// True when `s` has a run of three or more letters that is not a LaTeX command or a known
 /// function name, i.e. prose rather than a formula.
 fn has_prose_word(s: &str) -> bool {
+    tally(s.len());
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;
     while i < chars.len() {
@@ -294,6 +338,7 @@ fn bare_answer(text: &str) -> Option<String> {
 
 /// The last `$…$`, `$$…$$` or `\(…\)` span whose normalised content parses as an answer.
 fn last_math_span(text: &str) -> Option<String> {
+    tally(text.len());
     let mut spans: Vec<&str> = Vec::new();
     let mut rest = text;
     while let Some(open) = rest.find('$') {
@@ -321,6 +366,7 @@ fn last_math_span(text: &str) -> Option<String> {
 
 /// The last number: `-?digits(,ddd)*(.digits)?(/digits)?`, commas dropped.
 fn last_number(text: &str) -> Option<String> {
+    tally(text.len());
     let b = text.as_bytes();
     let mut last: Option<(usize, usize)> = None;
     let mut i = 0;
@@ -373,6 +419,7 @@ pub struct Normalized {
 /// after a number, "x =" prefixes, thousands separators, whitespace; `\dfrac`/`\tfrac` become
 /// `\frac` and `\frac12`/`\sqrt2` get explicit braces.
 pub fn normalize_answer(raw: &str) -> Normalized {
+    tally(raw.len());
     let mut s = raw.trim().to_string();
     for (from, to) in [
         ("\\left.", ""),
@@ -420,10 +467,7 @@ pub fn normalize_answer(raw: &str) -> Normalized {
     s = strip_trailing_units(&s);
     s = strip_thousands(&s);
     s = expand_repeating_decimals(&s);
-    let mut text = canonical_latex_args(&squeeze_spaces(&s));
-    while let Some(inner) = strip_outer_braces(&text) {
-        text = inner;
-    }
+    let mut text = strip_outer_braces(&canonical_latex_args(&squeeze_spaces(&s))).to_string();
     if let Some(rest) = text.strip_prefix('+') {
         text = rest.to_string();
     }
@@ -452,51 +496,75 @@ fn number_word(s: &str) -> Option<u32> {
 
 /// "0.1\overline{6}" → "(15)/(90)": a repeating decimal I.F(R) becomes the exact fraction
 /// (IFR − IF) / (10^|F| · (10^|R| − 1)). Left as is when the digits do not fit in u128.
+/// Occurrences are expanded from left to right until one does not qualify; that one and the
+/// rest stay as they are.
 fn expand_repeating_decimals(s: &str) -> String {
     const MARK: &str = "\\overline{";
-    let Some(pos) = s.find(MARK) else { return s.to_string() };
-    let Some((repeat, end)) = balanced_group(s, pos + MARK.len() - 1) else { return s.to_string() };
-    let head = &s[..pos];
-    let digits_start = head.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.').len();
-    let number = &head[digits_start..];
-    let Some((int_part, frac_part)) = number.split_once('.') else { return s.to_string() };
-    if repeat.is_empty() || !repeat.chars().all(|c| c.is_ascii_digit()) {
+    tally(s.len());
+    if !s.contains(MARK) {
         return s.to_string();
     }
-    let fraction = || -> Option<String> {
-        let whole: u128 = format!("0{int_part}{frac_part}{repeat}").parse().ok()?;
-        let prefix: u128 = format!("0{int_part}{frac_part}").parse().ok()?;
-        let scale = 10u128.checked_pow(frac_part.len() as u32)?;
-        let period = 10u128.checked_pow(repeat.len() as u32)?.checked_sub(1)?;
-        Some(format!("({})/({})", whole.checked_sub(prefix)?, scale.checked_mul(period)?))
-    };
-    match fraction() {
-        Some(f) => format!("{}{}{}", &head[..digits_start], f, expand_repeating_decimals(&s[end..])),
-        None => s.to_string(),
+    let braces = Braces::new(s);
+    let mut out = String::with_capacity(s.len());
+    // `s[..done]` is in `out`. A loop rather than recursion on the tail: many occurrences
+    // neither copy the tail once each (quadratic) nor nest one stack frame each.
+    let mut done = 0;
+    while let Some(found) = s[done..].find(MARK) {
+        let pos = done + found;
+        let Some((repeat, end)) = braces.group(s, pos + MARK.len() - 1) else { break };
+        let head = &s[done..pos];
+        let digits_start = head.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.').len();
+        let number = &head[digits_start..];
+        let Some((int_part, frac_part)) = number.split_once('.') else { break };
+        if repeat.is_empty() || !repeat.chars().all(|c| c.is_ascii_digit()) {
+            break;
+        }
+        let fraction = || -> Option<String> {
+            let whole: u128 = format!("0{int_part}{frac_part}{repeat}").parse().ok()?;
+            let prefix: u128 = format!("0{int_part}{frac_part}").parse().ok()?;
+            let scale = 10u128.checked_pow(frac_part.len() as u32)?;
+            let period = 10u128.checked_pow(repeat.len() as u32)?.checked_sub(1)?;
+            Some(format!("({})/({})", whole.checked_sub(prefix)?, scale.checked_mul(period)?))
+        };
+        let Some(f) = fraction() else { break };
+        out.push_str(&head[..digits_start]);
+        out.push_str(&f);
+        done = end;
     }
+    out.push_str(&s[done..]);
+    out
 }
 
 /// Replace `\text{…}`, `\textbf{…}`, `\mathrm{…}`, … by their content.
 fn unwrap_text_commands(s: &str) -> String {
     const WRAPPERS: [&str; 10] =
         ["text", "textbf", "textit", "textrm", "mathrm", "mathbf", "mathit", "mbox", "operatorname", "textnormal"];
+    tally(s.len());
+    let braces = Braces::new(s);
     let mut out = String::with_capacity(s.len());
+    // Closing braces of the wrappers being unwrapped, the innermost (nearest) last. Content is
+    // unwrapped in place in the same pass: recursing into it re-scanned each level's content
+    // (quadratic in the nesting) and took a stack frame per level.
+    let mut closes: Vec<usize> = Vec::new();
     let mut i = 0;
     while i < s.len() {
+        if closes.last() == Some(&i) {
+            closes.pop();
+            i += 1;
+            continue;
+        }
         let rest = &s[i..];
         if let Some(after_slash) = rest.strip_prefix('\\') {
-            let name: String = after_slash.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
-            if WRAPPERS.contains(&name.as_str()) {
-                let mut open = i + 1 + name.len();
+            let name_len = after_slash.bytes().take_while(u8::is_ascii_alphabetic).count();
+            if WRAPPERS.contains(&&after_slash[..name_len]) {
+                let mut open = i + 1 + name_len;
                 while s[open..].starts_with(' ') {
                     open += 1;
                 }
-                if s[open..].starts_with('{') {
-                    if let Some((content, end)) = balanced_group(s, open) {
-                        out.push_str(&unwrap_text_commands(content));
-                        i = end;
-                        continue;
-                    }
+                if let Some((_, end)) = braces.group(s, open) {
+                    closes.push(end - 1);
+                    i = open + 1;
+                    continue;
                 }
             }
         }
@@ -538,6 +606,7 @@ const UNITS: [&str; 48] = [
 /// True when `s` contains no letters other than LaTeX command names: a number or formula in
 /// constants only, after which trailing words must be units or labels.
 fn letters_only_in_commands(s: &str) -> bool {
+    tally(s.len());
     let mut prev_backslash_run = false;
     for c in s.chars() {
         if c == '\\' {
@@ -612,95 +681,132 @@ fn strip_thousands(s: &str) -> String {
 /// Remove whitespace, except one space between a command name and a following letter
 /// (`\pi r` must not become `\pir`).
 fn squeeze_spaces(s: &str) -> String {
+    tally(s.len());
     let mut out = String::with_capacity(s.len());
     let mut pending_space = false;
+    // Whether `out` ends with a command name (a backslash and one or more letters), kept up to
+    // date as characters are pushed: reading the end of `out` back at each space made
+    // "a a a …" quadratic.
+    let (mut after_backslash, mut in_command) = (false, false);
     for c in s.chars() {
         if c.is_whitespace() {
             pending_space = true;
             continue;
         }
-        if pending_space && c.is_ascii_alphabetic() && ends_with_command(&out) {
+        if pending_space && c.is_ascii_alphabetic() && in_command {
             out.push(' ');
+            (after_backslash, in_command) = (false, false);
         }
         pending_space = false;
         out.push(c);
+        in_command = c.is_ascii_alphabetic() && (in_command || after_backslash);
+        after_backslash = c == '\\';
     }
     out
 }
 
-fn ends_with_command(s: &str) -> bool {
-    let trimmed = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    trimmed.len() < s.len() && trimmed.ends_with('\\')
-}
-
 /// Give `\frac` and `\sqrt` explicit brace arguments: `\frac12` → `\frac{1}{2}`,
 /// `\frac\pi2` → `\frac{\pi}{2}`, `\sqrt2` → `\sqrt{2}`.
+///
+/// Each argument is rewritten the same way, as if it were a text of its own: a `\frac` at
+/// its end takes empty arguments rather than reaching past it.
 fn canonical_latex_args(s: &str) -> String {
+    tally(s.len());
+    let braces = Braces::new(s);
     let mut out = String::with_capacity(s.len() + 8);
-    let mut i = 0;
-    while i < s.len() {
-        let rest = &s[i..];
+    // The text and the arguments being rewritten, innermost last, each with the command
+    // arguments it still has to take. A stack rather than recursion into each argument: the
+    // recursion re-scanned every level of `\frac{\frac{…}}` (quadratic in the depth) and took a
+    // stack frame per level.
+    struct Span {
+        pos: usize,
+        end: usize,
+        args_left: u8,
+    }
+    let mut stack = vec![Span { pos: 0, end: s.len(), args_left: 0 }];
+    // The first `]` at or after `.0` is at `.1` (`s.len()` if none). Searches start at
+    // increasing positions, so one answer serves until passed: one scan of the text in all,
+    // not one to its end per `\sqrt[`.
+    let mut bracket = (usize::MAX, 0);
+    while let Some(top) = stack.last_mut() {
+        if top.args_left > 0 {
+            top.args_left -= 1;
+            let (start, end, next) = latex_arg(s, top.pos, top.end, &braces);
+            top.pos = next;
+            out.push('{');
+            stack.push(Span { pos: start, end, args_left: 0 });
+            continue;
+        }
+        if top.pos >= top.end {
+            stack.pop();
+            if !stack.is_empty() {
+                out.push('}'); // the end of an argument
+            }
+            continue;
+        }
+        let rest = &s[top.pos..top.end];
         let cmd = ["\\frac", "\\sqrt"].into_iter().find(|c| {
             rest.starts_with(c) && !rest[c.len()..].starts_with(|ch: char| ch.is_ascii_alphabetic())
         });
         let Some(cmd) = cmd else {
             let c = rest.chars().next().unwrap_or(' ');
             out.push(c);
-            i += c.len_utf8();
+            top.pos += c.len_utf8();
             continue;
         };
         out.push_str(cmd);
-        i += cmd.len();
-        if cmd == "\\sqrt" && s[i..].starts_with('[') {
-            if let Some(close) = s[i..].find(']') {
-                out.push_str(&s[i..i + close + 1]);
-                i += close + 1;
+        top.pos += cmd.len();
+        if cmd == "\\sqrt" && s[top.pos..top.end].starts_with('[') {
+            if !(bracket.0 <= top.pos && top.pos <= bracket.1) {
+                bracket = (top.pos, s[top.pos..].find(']').map_or(s.len(), |k| top.pos + k));
+            }
+            if bracket.1 < top.end {
+                out.push_str(&s[top.pos..=bracket.1]);
+                top.pos = bracket.1 + 1;
             }
         }
-        let args = if cmd == "\\frac" { 2 } else { 1 };
-        for _ in 0..args {
-            let (arg, next) = latex_arg(s, i);
-            out.push('{');
-            out.push_str(&canonical_latex_args(arg));
-            out.push('}');
-            i = next;
-        }
+        top.args_left = if cmd == "\\frac" { 2 } else { 1 };
     }
     out
 }
 
-/// One LaTeX argument at byte `i`: a `{…}` group, a `\command`, or a single character.
-fn latex_arg(s: &str, mut i: usize) -> (&str, usize) {
-    while s[i..].starts_with(' ') {
+/// One LaTeX argument at byte `i`, not reaching past byte `end`: a `{…}` group, a `\command`,
+/// or a single character. Returns where its text starts and ends and where the next one begins.
+fn latex_arg(s: &str, mut i: usize, end: usize, braces: &Braces) -> (usize, usize, usize) {
+    while s[i..end].starts_with(' ') {
         i += 1;
     }
-    let rest = &s[i..];
+    let rest = &s[i..end];
     if rest.starts_with('{') {
-        if let Some((content, end)) = balanced_group(s, i) {
-            return (content, end);
+        if let Some((content, next)) = braces.group(s, i).filter(|&(_, next)| next <= end) {
+            return (i + 1, i + 1 + content.len(), next);
         }
     }
     if let Some(after) = rest.strip_prefix('\\') {
         let name_len = after.chars().take_while(|c| c.is_ascii_alphabetic()).count();
         // A command name, or else the single (possibly multi-byte) symbol after the backslash.
         let len = 1 + if name_len > 0 { name_len } else { after.chars().next().map_or(0, char::len_utf8) };
-        return (&rest[..len], i + len);
+        return (i, i + len, i + len);
     }
     match rest.chars().next() {
-        Some(c) => (&rest[..c.len_utf8()], i + c.len_utf8()),
-        None => ("", i),
+        Some(c) => (i, i + c.len_utf8(), i + c.len_utf8()),
+        None => (i, i, i),
     }
 }
 
-/// "{5}" → "5" when one balanced group spans the whole text.
-fn strip_outer_braces(s: &str) -> Option<String> {
+/// "{{5}}" → "5": peel balanced groups that span the whole text, as long as there are any.
+/// One brace table serves every layer (a fresh scan and copy per layer was quadratic).
+fn strip_outer_braces(s: &str) -> &str {
     if !s.starts_with('{') {
-        return None;
+        return s;
     }
-    match balanced_group(s, 0) {
-        Some((inner, end)) if end == s.len() => Some(inner.to_string()),
-        _ => None,
+    let braces = Braces::new(s);
+    let (mut start, mut end) = (0, s.len());
+    while start < end && s.as_bytes()[start] == b'{' && braces.close[start] == end - 1 {
+        start += 1;
+        end -= 1;
     }
+    &s[start..end]
 }
 
 // ───────────────────────────── answer structure ─────────────────────────────
@@ -1081,8 +1187,10 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
             let name: String = chars[start..i].iter().collect();
             toks.push(command_token(&name)?);
         } else if c.is_ascii_alphabetic() {
-            let word: String = chars[i..].iter().take_while(|c| c.is_ascii_alphabetic()).collect();
-            let known = ["sqrt", "pi", "sin", "cos", "tan", "ln", "exp"].into_iter().find(|w| word.starts_with(w));
+            // A known name at i, compared in place: collecting the rest of the word at every
+            // letter was quadratic in the length of the word.
+            let at_i = |w: &&str| w.chars().enumerate().all(|(k, wc)| chars.get(i + k) == Some(&wc));
+            let known = ["sqrt", "pi", "sin", "cos", "tan", "ln", "exp"].into_iter().find(at_i);
             if let Some(w) = known {
                 toks.push(command_token(w)?);
                 i += w.len();
@@ -1129,11 +1237,15 @@ fn command_token(name: &str) -> Result<Tok, String> {
 }
 
 fn parse_expr(s: &str) -> Result<Expr, String> {
+    tally(s.len());
     let toks = tokenize(s)?;
     if toks.is_empty() {
         return Err("empty expression".into());
     }
-    let mut p = Parser { toks, pos: 0, depth: 0 };
+    if toks.len() > MAX_TOKENS {
+        return Err(format!("longer than {MAX_TOKENS} tokens"));
+    }
+    let mut p = Parser { toks, pos: 0, depth: 0, mixed_attempt: None };
     let e = p.sum()?;
     match p.peek() {
         None => Ok(e),
@@ -1146,13 +1258,22 @@ fn parse_expr(s: &str) -> Result<Expr, String> {
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
-    /// Current nesting of sums and unary signs, bounded so hostile input cannot overflow the
-    /// stack (model outputs can contain thousands of brackets).
+    /// Current nesting of sums, unary signs and unbraced command arguments, bounded so hostile
+    /// input cannot overflow the stack (model outputs can contain thousands of brackets).
     depth: usize,
+    /// The arguments of the `\frac` at token `.0`, parsed (ending at token `.3`) when reading it
+    /// as the fraction part of a mixed number failed. Parsing them again from scratch when the
+    /// `\frac` is then read on its own doubled the work per level of `2\frac{2\frac{…}}{…}`.
+    mixed_attempt: Option<(usize, Expr, Expr, usize)>,
 }
 
 /// Deepest nesting the parser accepts; real answers stay far below.
 const MAX_DEPTH: usize = 200;
+
+/// Longest expression the parser accepts. Evaluating and dropping an expression recurse over
+/// its tree, whose height can reach its length (`1+1+…+1` is a chain), so length is bounded
+/// too; real answers stay far below.
+const MAX_TOKENS: usize = 1000;
 
 impl Parser {
     fn peek(&self) -> Option<&Tok> {
@@ -1160,6 +1281,7 @@ impl Parser {
     }
 
     fn next(&mut self) -> Option<Tok> {
+        tally(1);
         let t = self.toks.get(self.pos).cloned();
         self.pos += 1;
         t
@@ -1173,11 +1295,16 @@ impl Parser {
         Ok(())
     }
 
-    fn sum(&mut self) -> Result<Expr, String> {
+    /// `parse` one level deeper.
+    fn nested(&mut self, parse: impl FnOnce(&mut Self) -> Result<Expr, String>) -> Result<Expr, String> {
         self.enter()?;
-        let result = self.sum_inner();
+        let result = parse(self);
         self.depth -= 1;
         result
+    }
+
+    fn sum(&mut self) -> Result<Expr, String> {
+        self.nested(Self::sum_inner)
     }
 
     fn sum_inner(&mut self) -> Result<Expr, String> {
@@ -1222,10 +1349,7 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Expr, String> {
-        self.enter()?;
-        let result = self.unary_inner();
-        self.depth -= 1;
-        result
+        self.nested(Self::unary_inner)
     }
 
     fn unary_inner(&mut self) -> Result<Expr, String> {
@@ -1257,9 +1381,13 @@ impl Parser {
     }
 
     /// A LaTeX argument: a braced group (an atom that starts with `{`) or a single atom, as
-    /// in `\frac12` (normalisation has already braced most of these).
+    /// in `\frac12` (normalisation has already braced most of these). A braced group counts
+    /// its nesting in `sum`; an unbraced one (`\frac\frac\frac…`) is counted here.
     fn latex_argument(&mut self) -> Result<Expr, String> {
-        self.atom()
+        match self.peek() {
+            Some(Tok::Open(_)) => self.atom(),
+            _ => self.nested(Self::atom),
+        }
     }
 
     fn atom(&mut self) -> Result<Expr, String> {
@@ -1274,6 +1402,9 @@ impl Parser {
                     if let (Expr::Num(n), Expr::Num(d)) = (&num, &den) {
                         return Ok(Expr::Num(v + n / d));
                     }
+                    // Not a mixed number: the \frac is read next as a factor of its own, with
+                    // these same arguments.
+                    self.mixed_attempt = Some((save, num, den, self.pos));
                     self.pos = save;
                 }
                 Ok(Expr::Num(v))
@@ -1281,6 +1412,11 @@ impl Parser {
             Some(Tok::Var(name)) => Ok(Expr::Var(name)),
             Some(Tok::Const(v)) => Ok(Expr::Num(v)),
             Some(Tok::Frac) => {
+                let frac = self.pos - 1;
+                if let Some((_, num, den, end)) = self.mixed_attempt.take_if(|(at, ..)| *at == frac) {
+                    self.pos = end;
+                    return Ok(Expr::Div(Box::new(num), Box::new(den)));
+                }
                 let num = self.latex_argument()?;
                 let den = self.latex_argument()?;
                 Ok(Expr::Div(Box::new(num), Box::new(den)))
@@ -1296,9 +1432,10 @@ impl Parser {
                 Ok(Expr::Call(Func::Sqrt, Box::new(self.latex_argument()?)))
             }
             Some(Tok::Func(f)) => {
+                // As for `latex_argument`: `\sin\sin\sin…` nests without brackets.
                 let arg = match self.peek() {
                     Some(Tok::Open(_)) => self.atom()?,
-                    _ => self.power()?,
+                    _ => self.nested(Self::power)?,
                 };
                 Ok(Expr::Call(f, Box::new(arg)))
             }
@@ -1547,6 +1684,97 @@ mod tests {
         let minus = format!("{}1", "-".repeat(5000));
         assert!(parse_expr(&minus).is_err());
         assert!(!verify_math(&format!("\\boxed{{{deep}}}"), "1", &opts).correct);
+    }
+
+    /// The work (see `tally`) `verify_math` does on one completion.
+    fn work_for(completion: &str) -> usize {
+        let before = WORK.with(|w| w.get());
+        verify_math(completion, "1", &MathOptions::default());
+        WORK.with(|w| w.get()) - before
+    }
+
+    /// Shapes that cost quadratic (or exponential) work — nested braces, `\frac`, `\text` or
+    /// boxes, runs of unclosed groups, commas inside one word, spaced letters, nested mixed
+    /// numbers — now cost a bounded amount per input byte (about 12 here). Counted rather than
+    /// timed, so the check cannot flake; the old code, counted the same way, scored ≈ 2 500 to
+    /// 10 000 per byte on the first eight shapes and ≈ 60 000 on the mixed numbers.
+    #[test]
+    fn verification_work_is_linear_in_the_input() {
+        let n = 10_000;
+        let r = |s: &str, k: usize| s.repeat(k);
+        let boxed = |s: String| format!("\\boxed{{{s}}}");
+        let shapes = [
+            ("nested braces", boxed(format!("{}1{}", r("{", n), r("}", n)))),
+            ("nested fractions", boxed(format!("{}1{}", r("\\frac{", n), r("}{2}", n)))),
+            ("nested boxes", format!("{}1{}", r("\\boxed{", n), r("}", n))),
+            ("unclosed boxes", r("\\boxed{", n)),
+            ("nested text", boxed(format!("{}1{}", r("\\text{", n), r("}", n)))),
+            ("repeating decimals", boxed(r("0.\\overline{3}", n))),
+            ("commas in one word", format!("Answer: {}", r("a,", n))),
+            ("spaced letters", boxed(r("x ", n))),
+            // The old parser read the arguments of every level twice: 2^20 token reads.
+            ("nested mixed numbers", boxed(format!("{}x{}", r("2\\frac{", 20), r("}{1}", 20)))),
+            ("nested parentheses", boxed(format!("{}1{}", r("(", n), r(")", n)))),
+            ("unclosed braces", r("{", n)),
+            ("unclosed square roots", boxed(r("\\sqrt[", n))),
+            ("long sum", boxed(format!("{}1", r("1+", n)))),
+        ];
+        for (name, completion) in shapes {
+            let per_byte = work_for(&completion) as f64 / completion.len() as f64;
+            assert!(per_byte < 32.0, "{name}: {per_byte:.0} units of work per input byte");
+        }
+    }
+
+    /// 100 000 levels of nesting and a megabyte of unclosed braces are verified, with the
+    /// verdicts below, on a thread with the default 2 MiB stack (set explicitly, so that
+    /// RUST_MIN_STACK cannot change the outcome). Before the fix the nested braces took ≈ 15 s
+    /// and the nested fractions, `\text`, `\sin`, sums and factorials overflowed the stack.
+    #[test]
+    fn deep_and_huge_inputs_are_verified() {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(deep_and_huge_inputs)
+            .unwrap()
+            .join()
+            .expect("verifying deep inputs panicked");
+    }
+
+    fn deep_and_huge_inputs() {
+        let n = 100_000;
+        let r = |s: &str, k: usize| s.repeat(k);
+        let opts = MathOptions::default();
+        let braces = format!("{}1{}", r("{", n), r("}", n));
+        let v = verify_math(&format!("\\boxed{{{braces}}}"), "1", &opts);
+        assert!(v.correct && v.method == Extraction::Boxed, "{}", v.reason);
+        assert_eq!(v.extracted.as_deref(), Some(braces.as_str()));
+        assert_eq!(v.canonical().as_deref(), Some("1"));
+        let v = verify_math(&format!("{}1{}", r("\\boxed{", n), r("}", n)), "1", &opts);
+        assert!(v.correct && v.extracted.as_deref() == Some("1"), "{v:?}");
+        let v = verify_math(&format!("\\boxed{{{}1{}}}", r("\\text{", n), r("}", n)), "1", &opts);
+        assert!(v.correct, "{}", v.reason);
+        // Too long to evaluate: refused with a reason, not a stack overflow.
+        for too_long in [
+            format!("{}1{}", r("\\frac{", n), r("}{2}", n)),
+            format!("{}1{}", r("(", n), r(")", n)),
+            format!("{}2", r("\\sin", n)),
+            format!("{}1", r("1+", n)),
+            format!("3{}", r("!", n)),
+        ] {
+            let v = verify_math(&format!("\\boxed{{{too_long}}}"), "1", &opts);
+            assert!(!v.correct && v.method == Extraction::Boxed, "{v:?}");
+            assert!(v.reason.contains("longer than 1000 tokens"), "{}", v.reason);
+        }
+        // Short but deep: the nesting guard refuses `\sin\sin…` (no brackets) too.
+        assert_eq!(parse_expr(&format!("{}2", r("\\sin", 300))).unwrap_err(), "nested deeper than 200 levels");
+        assert!(parse_expr(&format!("{}2", r("\\sin", 150))).is_ok());
+        // A megabyte of `{` that never closes: nothing to extract.
+        let unclosed = r("{", 1 << 20);
+        for completion in [unclosed.clone(), format!("\\boxed{{{unclosed}")] {
+            let v = verify_math(&completion, "1", &opts);
+            assert_eq!((v.correct, v.method), (false, Extraction::NotFound));
+        }
+        // Not a mixed number: the \frac's arguments, parsed once, make a product.
+        assert!(verify_math("\\boxed{2\\frac{x}{4}}", "x/2", &opts).correct);
     }
 
     #[derive(Deserialize)]

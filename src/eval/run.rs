@@ -30,12 +30,26 @@ use crate::sandbox::Limits;
 use crate::tasks::{self, Instance, Task, Verdict};
 use crate::text::Message;
 use crate::text::Tokenizer;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// No tokenizer here makes tokens longer than this on average, so a prompt with more bytes
+/// than this many times the context cannot fit, whatever its tokens.
+const MAX_BYTES_PER_TOKEN: usize = 64;
+
+/// What to do with a problem (or row) whose prompt and response cannot fit the model's
+/// context: refuse the run naming the row (default), or leave it out and count it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TooLong {
+    #[default]
+    Error,
+    Skip,
+}
 
 /// Verifier names accepted for JSONL problem files (`verifier = ...`).
 pub const JSONL_VERIFIERS: &[&str] = &["math", "code"];
@@ -72,6 +86,9 @@ pub struct MathRow {
     pub id: String,
     pub prompt: String,
     pub answer: String,
+    /// "file:line" of the row, for errors.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 /// One row of a code JSONL: the prompt and the tests appended to the program.
@@ -80,6 +97,9 @@ pub struct CodeRow {
     pub id: String,
     pub prompt: String,
     pub tests: String,
+    /// "file:line" of the row, for errors.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 /// What is evaluated and how each response is judged.
@@ -92,16 +112,13 @@ pub enum ProblemSet {
 
 /// A JSONL file's non-blank lines as JSON objects with their 1-based line numbers.
 pub fn read_json_lines(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, serde_json::Value>)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |message: String| EvalError::BadRow { path: path.display().to_string(), line: i + 1, message };
-        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    for item in crate::text::jsonl::open(path)? {
+        let (line_no, line) = item?;
+        let bad = |message: String| EvalError::BadRow { path: path.display().to_string(), line: line_no, message };
+        let value: serde_json::Value = serde_json::from_str(&line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
         match value {
-            serde_json::Value::Object(map) => out.push((i + 1, map)),
+            serde_json::Value::Object(map) => out.push((line_no, map)),
             _ => return Err(bad("expected a JSON object".to_string()).into()),
         }
     }
@@ -148,7 +165,7 @@ pub fn read_math_jsonl(path: &Path) -> Result<Vec<MathRow>> {
     for (line, row) in read_json_lines(path)? {
         let prompt = required(&row, &["prompt", "problem", "question"], path, line, EXPECTED)?;
         let answer = required(&row, &["answer", "gold"], path, line, EXPECTED)?;
-        rows.push(MathRow { id: row_id(&row, line), prompt, answer });
+        rows.push(MathRow { id: row_id(&row, line), prompt, answer, source: format!("{}:{line}", path.display()) });
     }
     Ok(rows)
 }
@@ -160,7 +177,7 @@ pub fn read_code_jsonl(path: &Path) -> Result<Vec<CodeRow>> {
     for (line, row) in read_json_lines(path)? {
         let prompt = required(&row, &["prompt"], path, line, EXPECTED)?;
         let tests = required(&row, &["tests", "test"], path, line, EXPECTED)?;
-        rows.push(CodeRow { id: row_id(&row, line), prompt, tests });
+        rows.push(CodeRow { id: row_id(&row, line), prompt, tests, source: format!("{}:{line}", path.display()) });
     }
     Ok(rows)
 }
@@ -243,6 +260,70 @@ impl ProblemSet {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Where problem `i` comes from: "file:line" for a JSONL row, else "problem ID".
+    pub fn location(&self, i: usize) -> String {
+        let source = match self {
+            ProblemSet::Task { .. } => "",
+            ProblemSet::Math { rows, .. } => &rows[i].source,
+            ProblemSet::Code { rows, .. } => &rows[i].source,
+        };
+        if source.is_empty() {
+            format!("problem {}", self.id(i))
+        } else {
+            source.to_string()
+        }
+    }
+
+    /// Keep the problems whose `keep` entry is true, in order.
+    fn retain(&mut self, keep: &[bool]) {
+        fn filter<T>(items: &mut Vec<T>, keep: &[bool]) {
+            let mut i = 0;
+            items.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+        }
+        match self {
+            ProblemSet::Task { instances, .. } => filter(instances, keep),
+            ProblemSet::Math { rows, .. } => filter(rows, keep),
+            ProblemSet::Code { rows, .. } => filter(rows, keep),
+        }
+    }
+
+    /// Check that every prompt (as the model will see it, chat template included) plus
+    /// `max_new_tokens` fits in the model's `context`, before any sampling: the attention of
+    /// an over-long row grows with its length squared and runs past the positions the model
+    /// was trained on. Too-long problems are an error naming the first one, or are left out
+    /// (`TooLong::Skip`), returning how many. Prompts far longer than any context are judged
+    /// by their size alone, so a multi-megabyte row is never tokenized.
+    pub fn fit_context(&mut self, tok: &Tokenizer, chat: bool, max_new_tokens: usize, context: usize, policy: TooLong) -> Result<usize> {
+        let mut keep = vec![true; self.len()];
+        for (i, kept) in keep.iter_mut().enumerate() {
+            let prompt = self.prompt(i);
+            let tokens = if prompt.len() > MAX_BYTES_PER_TOKEN * context { None } else { Some(encode_prompt(tok, prompt, chat)?.len()) };
+            if tokens.is_some_and(|n| n + max_new_tokens <= context) {
+                continue;
+            }
+            if policy == TooLong::Skip {
+                *kept = false;
+                continue;
+            }
+            let size = match tokens {
+                Some(n) => format!("{n} tokens"),
+                None => format!("{} bytes, far more than {context} tokens", prompt.len()),
+            };
+            bail!(
+                "{}: the prompt is {size}; with max_new_tokens = {max_new_tokens} it does not fit the model's context of \
+                 {context} tokens (max_position_embeddings in config.json). Shorten the prompt, lower max_new_tokens, \
+                 or set too_long = \"skip\" to leave such problems out",
+                self.location(i)
+            );
+        }
+        let skipped = keep.iter().filter(|k| !**k).count();
+        self.retain(&keep);
+        Ok(skipped)
     }
 
     /// Keep the first `limit` problems.
@@ -516,6 +597,22 @@ pub fn aggregate_keys_doc() -> &'static str {
      solution set), diversity/solution_entropy (mean over solved problems), diversity/eq14, \
      diversity/distinct_1, diversity/distinct_2 (mean over problems); unsolvable@N (count of \
      problems with no correct sample), response_tokens/mean, samples_per_s, tokens_per_s, seconds"
+}
+
+/// Fit `set` to the context of every model in `models` (their tokenizers and config.json
+/// only; no weights are read), so that a comparison samples the same problems for each and
+/// a too-long prompt stops the run before any model samples. Returns how many were skipped.
+pub fn fit_models_context(set: &mut ProblemSet, models: &[PathBuf], chat: bool, max_new_tokens: usize, policy: TooLong) -> Result<usize> {
+    let mut skipped = 0;
+    for dir in models {
+        let tok = Tokenizer::load(dir)?;
+        let config = crate::model::ModelConfig::from_file(&crate::model::config::config_path(dir))?;
+        skipped += set.fit_context(&tok, chat, max_new_tokens, config.max_position_embeddings, policy)?;
+    }
+    if set.is_empty() {
+        bail!("every problem is too long for the model's context (too_long = \"skip\" left none)");
+    }
+    Ok(skipped)
 }
 
 /// The token ids of one prompt, rendered through the chat template as one user turn when
@@ -904,7 +1001,7 @@ mod tests {
     }
 
     fn math_set(ids: &[&str]) -> ProblemSet {
-        let rows = ids.iter().map(|id| MathRow { id: id.to_string(), prompt: "p".into(), answer: "1".into() }).collect();
+        let rows = ids.iter().map(|id| MathRow { id: id.to_string(), prompt: "p".into(), answer: "1".into(), source: String::new() }).collect();
         ProblemSet::Math { rows, options: MathOptions::default() }
     }
 

@@ -20,9 +20,9 @@
 //! with its verdict). The stage summary holds the headline metrics (prefixed `<model>/` when
 //! several models are compared) and its table is the pass@k table or the comparison.
 
-use super::run::{self, EvalConfig, EvalModel, EvalReport, Overlap, ProblemSet, JSONL_VERIFIERS};
+use super::run::{self, EvalConfig, EvalModel, EvalReport, Overlap, ProblemSet, TooLong, JSONL_VERIFIERS};
 use crate::fsutil::write_atomic;
-use crate::stages::{refs, table_of, StageConfig, StageCtx, StageOutput};
+use crate::stages::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -72,6 +72,10 @@ pub struct EvalStage {
     /// Compute the rollout branching factor (one extra forward pass per batch).
     #[serde(default = "d_true")]
     pub rbf: bool,
+    /// A problem whose prompt + max_new_tokens exceeds a model's context: "error" (the
+    /// run does not start sampling) or "skip" (left out, counted in the log).
+    #[serde(default)]
+    pub too_long: TooLong,
 }
 
 fn d_problems() -> usize {
@@ -196,11 +200,20 @@ impl StageConfig for EvalStage {
         table_of(self)
     }
 
-    fn references(&self) -> Vec<String> {
-        refs(self.models.iter().map(String::as_str).chain(self.from.as_deref()).chain(self.jsonl.as_deref()))
+    fn references(&self) -> Vec<Reference> {
+        let mut r = refs(Artifact::Model, self.models.iter().map(|m| ("models", Some(m.as_str()))));
+        r.extend(refs(Artifact::Data, [("from", self.from.as_deref()), ("jsonl", self.jsonl.as_deref())]));
+        r
+    }
+
+    fn produces(&self) -> Option<Artifact> {
+        Some(Artifact::Results)
     }
 
     fn preflight(&self) -> Result<()> {
+        for m in self.models.iter().filter(|m| !m.starts_with('@')) {
+            crate::model::inspect::model_folder_config(Path::new(m)).context("models")?;
+        }
         if let (Some(file), Some(verifier)) = (&self.jsonl, &self.verifier) {
             if !file.starts_with('@') {
                 run::check_jsonl(std::path::Path::new(file), verifier)?;
@@ -253,7 +266,12 @@ impl StageConfig for EvalStage {
     }
 
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput> {
-        let set = self.problem_set(ctx)?;
+        let mut set = self.problem_set(ctx)?;
+        let dirs = self.models.iter().map(|m| ctx.resolve(m)).collect::<Result<Vec<_>>>()?;
+        let skipped = run::fit_models_context(&mut set, &dirs, self.chat, self.max_new_tokens, self.too_long)?;
+        if skipped > 0 {
+            ctx.events.warn(format!("left out {skipped} problem(s) too long for the context (too_long = \"skip\")"));
+        }
         let cfg = self.eval_config(ctx.rng("sampling").next_u64());
         let labels = model_labels(&self.models);
         let per_model = (set.len() * self.n) as u64;
@@ -359,7 +377,7 @@ mod tests {
         assert!(s.validate().unwrap_err().1.contains("unknown task"));
         let s = parse("models = [\"@a\", \"@b\"]\nfrom = \"@data\"");
         assert!(s.validate().is_ok());
-        assert_eq!(s.references(), vec!["@a", "@b", "@data"]);
+        assert_eq!(s.references().iter().map(|r| r.value.as_str()).collect::<Vec<_>>(), vec!["@a", "@b", "@data"]);
         assert_eq!(s.n, 64);
     }
 }

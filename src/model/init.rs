@@ -21,10 +21,18 @@ pub fn init_folder(preset: &str, out: &Path, seed: u64) -> Result<ModelConfig> {
     let mut config = ModelConfig::preset(preset, tiny::VOCAB_SIZE)?;
     let eos = tiny::vocabulary().iter().position(|t| t == tiny::EOS_TOKEN).context("tiny vocabulary has no eos")? as u32;
     config.eos_token_ids = vec![eos];
+    let existed = out.exists();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    tiny::build_char_tokenizer(out)?;
-    let model = Model::init_random(config.clone(), seed, &candle_core::Device::Cpu)?;
-    model.save(out)?;
+    let written = tiny::build_char_tokenizer(out)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(Model::init_random(config.clone(), seed, &candle_core::Device::Cpu)?.save(out)?));
+    if let Err(e) = written {
+        // A folder with a tokenizer and no weights would look like a model; remove what we made.
+        if !existed {
+            let _ = std::fs::remove_dir_all(out);
+        }
+        return Err(e);
+    }
     Ok(config)
 }
 

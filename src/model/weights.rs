@@ -31,7 +31,7 @@ struct Loaded {
 }
 
 /// Tensors some checkpoints carry that the decoder recomputes or shares.
-fn ignorable(name: &str, cfg: &ModelConfig) -> bool {
+pub(crate) fn ignorable(name: &str, cfg: &ModelConfig) -> bool {
     name.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && name == "lm_head.weight")
 }
 
@@ -50,10 +50,22 @@ fn read_safetensors(path: &Path, device: &Device, out: &mut HashMap<String, Load
 /// listed in `model.safetensors.index.json`.
 fn read_checkpoint(dir: &Path, device: &Device) -> Result<HashMap<String, Loaded>> {
     let mut out = HashMap::new();
+    for file in checkpoint_files(dir)? {
+        read_safetensors(&file, device, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The safetensors files of the checkpoint in `dir`: `model.safetensors`, else the shards
+/// that `model.safetensors.index.json` lists.
+pub(crate) fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     let index = dir.join("model.safetensors.index.json");
+    if !dir.is_dir() {
+        return Err(ModelError::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such model folder") });
+    }
     if single.exists() {
-        read_safetensors(&single, device, &mut out)?;
+        Ok(vec![single])
     } else if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io { path: index.clone(), source })?;
         let json: serde_json::Value =
@@ -65,13 +77,10 @@ fn read_checkpoint(dir: &Path, device: &Device) -> Result<HashMap<String, Loaded
         let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
         shards.sort_unstable();
         shards.dedup();
-        for shard in shards {
-            read_safetensors(&dir.join(shard), device, &mut out)?;
-        }
+        Ok(shards.into_iter().map(|s| dir.join(s)).collect())
     } else {
-        return Err(ModelError::MissingWeights { dir: dir.to_path_buf() });
+        Err(ModelError::MissingWeights { dir: dir.to_path_buf() })
     }
-    Ok(out)
 }
 
 /// Checks names and shapes against the config and converts to `dtype`, in model order.
@@ -102,14 +111,7 @@ fn validate(cfg: &ModelConfig, mut loaded: HashMap<String, Loaded>, dtype: DType
 /// Writes `bytes` to `path` through a temporary file in the same folder, so a crash never
 /// leaves a half-written file under the real name.
 fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
-    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(source) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ModelError::Write { path: path.to_path_buf(), source });
-    }
-    Ok(())
+    crate::fsutil::write_atomic_with(path, write).map_err(|source| ModelError::Write { path: path.to_path_buf(), source })
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {

@@ -26,6 +26,44 @@ pub struct StageOutput {
     pub table: Option<String>,
 }
 
+/// What a stage leaves as its output, so that an `@name` reference can be checked against
+/// what the referring key needs before the run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Artifact {
+    /// A data folder of task instances (`train.jsonl`, `test.jsonl`), as a `tasks` stage writes.
+    Data,
+    /// A model folder (config.json, weights, tokenizer).
+    Model,
+    /// Evaluation results (`results.json`, samples).
+    Results,
+}
+
+impl Artifact {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Artifact::Data => "a data folder (a `tasks` stage)",
+            Artifact::Model => "a model folder (a `model-init`, `pull`, `sft` or `rl` stage)",
+            Artifact::Results => "evaluation results (an `eval` stage)",
+        }
+    }
+}
+
+/// One `@name` reference in a stage's config: the key it sits under and what it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    pub key: &'static str,
+    pub value: String,
+    pub wants: Artifact,
+}
+
+/// The `@name` values among `(key, value)` pairs, each needing `wants`.
+pub fn refs<'a>(wants: Artifact, fields: impl IntoIterator<Item = (&'static str, Option<&'a str>)>) -> Vec<Reference> {
+    fields
+        .into_iter()
+        .filter_map(|(key, v)| v.filter(|s| s.starts_with('@')).map(|s| Reference { key, value: s.to_string(), wants }))
+        .collect()
+}
+
 /// Returned (as an error) by a stage that stopped because the user asked it to, after it
 /// saved what it needs to resume.
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +73,13 @@ pub struct Interrupted;
 pub trait StageConfig: Debug + Send + Sync {
     /// The resolved config (defaults filled in), for `profile.toml` and `profiles show`.
     fn to_table(&self) -> toml::Table;
-    /// `@name` references to earlier stages' outputs, checked when the profile loads.
-    fn references(&self) -> Vec<String> {
+    /// `@name` references to earlier stages' outputs, checked when the profile loads (the
+    /// stage must exist, come earlier and make the kind of output the key needs).
+    fn references(&self) -> Vec<Reference> {
         Vec::new()
     }
+    /// What this stage's output is (`None`: it has none to refer to).
+    fn produces(&self) -> Option<Artifact>;
     /// Checks beyond types (a task name that exists, sizes that divide): `Err((key, message))`.
     fn validate(&self) -> Result<(), (String, String)> {
         Ok(())
@@ -119,10 +160,6 @@ pub fn table_of<T: serde::Serialize>(config: &T) -> toml::Table {
     }
 }
 
-/// `@name` references found in string fields (helper for `StageConfig::references`).
-pub fn refs<'a>(fields: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    fields.into_iter().filter(|s| s.starts_with('@')).map(str::to_string).collect()
-}
 
 /// What a running stage can see and use.
 pub struct StageCtx<'a> {

@@ -24,6 +24,10 @@ fn default_preset() -> String {
 }
 
 impl StageConfig for ModelInitStage {
+    fn produces(&self) -> Option<super::Artifact> {
+        Some(super::Artifact::Model)
+    }
+
     fn to_table(&self) -> toml::Table {
         table_of(self)
     }

@@ -26,6 +26,10 @@ pub struct PullStage {
 }
 
 impl StageConfig for PullStage {
+    fn produces(&self) -> Option<super::Artifact> {
+        Some(super::Artifact::Model)
+    }
+
     fn to_table(&self) -> toml::Table {
         table_of(self)
     }

@@ -44,6 +44,10 @@ fn default_test() -> usize {
 const CHUNK: usize = 100;
 
 impl StageConfig for TasksStage {
+    fn produces(&self) -> Option<super::Artifact> {
+        Some(super::Artifact::Data)
+    }
+
     fn to_table(&self) -> toml::Table {
         table_of(self)
     }
@@ -101,14 +105,12 @@ impl StageConfig for TasksStage {
 
 /// Read a split written by this stage (or any JSONL of instances), naming the line on error.
 pub fn read_instances(path: &std::path::Path) -> Result<Vec<Instance>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let inst: Instance = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a task instance (expected {{\"task\",\"id\",\"prompt\",\"data\"}})", path.display(), i + 1))?;
+    for item in crate::text::jsonl::open(path)? {
+        let (line_no, line) = item?;
+        let inst: Instance = serde_json::from_str(&line).with_context(|| {
+            format!("{}:{line_no}: not a task instance (expected {{\"task\",\"id\",\"prompt\",\"data\"}})", path.display())
+        })?;
         out.push(inst);
     }
     Ok(out)

@@ -6,10 +6,12 @@
 //!   `tokenizer_config.json` / `special_tokens_map.json` when present).
 //! - [`ChatTemplate`] renders a Jinja chat template with minijinja, configured
 //!   like transformers' sandboxed jinja2 environment.
+//! - [`jsonl`] reads JSONL files line by line with bounded memory (every user JSONL).
 //! - [`tiny`] writes a small, real, character-level tokenizer directory for
 //!   tests and tiny profiles.
 
 mod chat;
+pub mod jsonl;
 mod pyjson;
 pub mod tiny;
 mod tokenizer;
@@ -32,6 +34,8 @@ pub enum TextError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: no such model folder (give a folder with config.json, model.safetensors and tokenizer.json; `retort model init` builds one, `retort pull ORG/NAME` downloads one)")]
+    NoModelFolder { path: PathBuf },
     #[error("{path} is not a valid tokenizer.json: {message}; re-download it (`retort pull`) or point at a directory with a tokenizers-format tokenizer.json")]
     TokenizerJson { path: PathBuf, message: String },
     #[error("{path}: invalid JSON: {source}")]

@@ -37,6 +37,9 @@ impl Tokenizer {
     /// (transformers lets the map override the config's values), and the
     /// chat template from `tokenizer_config.json`.
     pub fn load(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(TextError::NoModelFolder { path: dir.to_path_buf() });
+        }
         let tokenizer_path = dir.join("tokenizer.json");
         let text = read_text(&tokenizer_path)?;
         let inner = tokenizers::Tokenizer::from_bytes(text.as_bytes()).map_err(|error| TextError::TokenizerJson {

@@ -105,12 +105,20 @@ impl Checkpoints {
         let final_dir = self.dir.join(Self::name(step));
         let tmp = self.dir.join(format!(".{}.tmp", Self::name(step)));
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
-        write(&tmp)?;
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir)?;
+        let written = std::fs::create_dir_all(&tmp)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| write(&tmp))
+            .and_then(|()| {
+                if final_dir.exists() {
+                    std::fs::remove_dir_all(&final_dir)?;
+                }
+                Ok(std::fs::rename(&tmp, &final_dir)?)
+            });
+        if let Err(e) = written {
+            // Nothing half-written stays: the previous checkpoints are intact and a resume uses them.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e.context(format!("cannot write checkpoint {}", final_dir.display())));
         }
-        std::fs::rename(&tmp, &final_dir).with_context(|| format!("cannot move checkpoint into {}", final_dir.display()))?;
         let all = self.list();
         if all.len() > self.keep {
             for (_, old) in &all[..all.len() - self.keep] {

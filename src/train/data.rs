@@ -129,14 +129,11 @@ pub enum Row {
 /// Parse and shape-check every row of a JSONL file (no tokenizer needed, so a run can check
 /// its data before it starts). Errors name the file and line and say what a row looks like.
 pub fn read_rows(path: &Path) -> Result<Vec<(usize, Row)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let at = || format!("{}:{}", path.display(), i + 1);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let row: JsonlRow = serde_json::from_str(line).with_context(|| {
+    for item in crate::text::jsonl::open(path)? {
+        let (line_no, line) = item?;
+        let at = || format!("{}:{}", path.display(), line_no);
+        let row: JsonlRow = serde_json::from_str(&line).with_context(|| {
             format!("{}: not a valid row (expected {{\"prompt\",\"response\"}}, {{\"messages\"}} or {{\"text\"}})", at())
         })?;
         let row = match row {
@@ -151,7 +148,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<(usize, Row)>> {
             JsonlRow { text: Some(t), prompt: None, response: None, messages: None } => Row::Text(t),
             _ => bail!("{}: a row must have exactly one of prompt+response, messages or text", at()),
         };
-        out.push((i + 1, row));
+        out.push((line_no, row));
     }
     if out.is_empty() {
         bail!("{} has no examples", path.display());
@@ -159,10 +156,58 @@ pub fn read_rows(path: &Path) -> Result<Vec<(usize, Row)>> {
     Ok(out)
 }
 
-/// Read a JSONL file of prompt/response, messages or text rows. Errors name the file and line.
-pub fn read_jsonl(path: &Path, tok: &Tokenizer, chat: bool, eos: u32) -> Result<Vec<Example>> {
+/// How long a training example may be, and what happens to a longer one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LengthLimit {
+    pub max_len: usize,
+    pub policy: TooLongRow,
+}
+
+/// `too_long` of the sft stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TooLongRow {
+    /// Cut to `max_len` tokens (counted in the log).
+    Truncate,
+    /// Refuse the file, naming the first row that does not fit.
+    Error,
+    /// Leave such rows out (counted in the log).
+    Skip,
+}
+
+/// No tokenizer makes tokens longer than this on average: a row with more bytes than this
+/// many times `max_len` is too long without tokenizing it.
+const MAX_BYTES_PER_TOKEN: usize = 64;
+
+fn row_bytes(row: &Row) -> usize {
+    match row {
+        Row::Pair { prompt, response } => prompt.len() + response.len(),
+        Row::Chat(m) => m.iter().map(|m| m.content.len()).sum(),
+        Row::Text(t) => t.len(),
+    }
+}
+
+/// Read a JSONL file of prompt/response, messages or text rows, applying `limit` while
+/// reading. Errors name the file and line. Returns the examples and how many rows were
+/// skipped or truncated for length.
+pub fn read_jsonl(path: &Path, tok: &Tokenizer, chat: bool, eos: u32, limit: LengthLimit) -> Result<(Vec<Example>, usize)> {
     let mut out = Vec::new();
+    let mut cut = 0;
     for (line, row) in read_rows(path)? {
+        let hopeless = row_bytes(&row) > MAX_BYTES_PER_TOKEN * limit.max_len;
+        if hopeless && limit.policy != TooLongRow::Truncate {
+            if limit.policy == TooLongRow::Skip {
+                cut += 1;
+                continue;
+            }
+            bail!(
+                "{}:{line}: the row has {} bytes, far more than max_len = {} tokens; shorten it, raise max_len, \
+                 or set too_long = \"skip\" or \"truncate\"",
+                path.display(),
+                row_bytes(&row),
+                limit.max_len
+            );
+        }
         let ex = match row {
             Row::Pair { prompt, response } => encode_pair(tok, &prompt, &response, chat, eos),
             Row::Chat(m) => encode_chat(tok, &m),
@@ -174,9 +219,31 @@ pub fn read_jsonl(path: &Path, tok: &Tokenizer, chat: bool, eos: u32) -> Result<
             }),
         }
         .with_context(|| format!("{}:{line}", path.display()))?;
+        let mut ex = ex;
+        if ex.ids.len() > limit.max_len {
+            match limit.policy {
+                TooLongRow::Error => bail!(
+                    "{}:{line}: the example is {} tokens, longer than max_len = {}; shorten it, raise max_len, \
+                     or set too_long = \"skip\" or \"truncate\"",
+                    path.display(),
+                    ex.ids.len(),
+                    limit.max_len
+                ),
+                TooLongRow::Skip => {
+                    cut += 1;
+                    continue;
+                }
+                TooLongRow::Truncate => {
+                    cut += truncate(std::slice::from_mut(&mut ex), limit.max_len);
+                }
+            }
+        }
         out.push(ex);
     }
-    Ok(out)
+    if out.is_empty() {
+        bail!("{}: every row is longer than max_len = {} (too_long = \"skip\" left none)", path.display(), limit.max_len);
+    }
+    Ok((out, cut))
 }
 
 /// Greedy packing: concatenate examples into rows of at most `max_len` tokens. Examples see
@@ -222,6 +289,29 @@ pub fn stream_position(seed: u64, k: u64, n: usize) -> (u64, usize) {
 mod tests {
     use super::*;
 
+    const WIDE: LengthLimit = LengthLimit { max_len: 1000, policy: TooLongRow::Error };
+
+    #[test]
+    fn too_long_rows_are_refused_skipped_or_truncated_while_reading() {
+        let (d, t) = tok();
+        let p = d.path().join("data.jsonl");
+        // Row 1: 2 + 3 + eos = 6 tokens; row 3: 2 + 9 + eos = 12 tokens; row 4: far too long by size alone.
+        let huge = "x".repeat(64 * 8 + 1);
+        std::fs::write(&p, format!("{{\"prompt\":\"ab\",\"response\":\"xyz\"}}\n\n{{\"prompt\":\"ab\",\"response\":\"123456789\"}}\n{{\"text\":\"{huge}\"}}\n")).unwrap();
+        let limit = |policy| LengthLimit { max_len: 8, policy };
+        let e = format!("{:#}", read_jsonl(&p, &t, false, 0, limit(TooLongRow::Error)).unwrap_err());
+        assert!(e.contains("data.jsonl:3: the example is 12 tokens, longer than max_len = 8"), "{e}");
+        let (ex, skipped) = read_jsonl(&p, &t, false, 0, limit(TooLongRow::Skip)).unwrap();
+        assert_eq!((ex.len(), skipped), (1, 2));
+        assert_eq!(ex[0].ids.len(), 6);
+        let (ex, cut) = read_jsonl(&p, &t, false, 0, limit(TooLongRow::Truncate)).unwrap();
+        assert_eq!((ex.len(), cut), (3, 2));
+        assert!(ex.iter().all(|e| e.ids.len() <= 8));
+        std::fs::write(&p, format!("{{\"text\":\"{huge}\"}}\n")).unwrap();
+        let e = format!("{:#}", read_jsonl(&p, &t, false, 0, limit(TooLongRow::Error)).unwrap_err());
+        assert!(e.contains("data.jsonl:1: the row has 513 bytes, far more than max_len = 8"), "{e}");
+    }
+
     fn tok() -> (tempfile::TempDir, Tokenizer) {
         let d = tempfile::tempdir().unwrap();
         crate::text::tiny::build_char_tokenizer(d.path()).unwrap();
@@ -243,15 +333,15 @@ mod tests {
         let (d, t) = tok();
         let p = d.path().join("data.jsonl");
         std::fs::write(&p, "{\"prompt\":\"a\",\"response\":\"b\"}\n{\"prompt\": \"a\"\n").unwrap();
-        let e = format!("{:#}", read_jsonl(&p, &t, false, 0).unwrap_err());
+        let e = format!("{:#}", read_jsonl(&p, &t, false, 0, WIDE).unwrap_err());
         assert!(e.contains("data.jsonl:2") && e.contains("not a valid row"), "{e}");
         std::fs::write(&p, "{\"prompt\":\"a\"}\n").unwrap();
-        let e = format!("{:#}", read_jsonl(&p, &t, false, 0).unwrap_err());
+        let e = format!("{:#}", read_jsonl(&p, &t, false, 0, WIDE).unwrap_err());
         assert!(e.contains("data.jsonl:1") && e.contains("without \"response\""), "{e}");
         std::fs::write(&p, "\n\n").unwrap();
-        assert!(format!("{:#}", read_jsonl(&p, &t, false, 0).unwrap_err()).contains("no examples"));
+        assert!(format!("{:#}", read_jsonl(&p, &t, false, 0, WIDE).unwrap_err()).contains("no examples"));
         std::fs::write(&p, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]}\n{\"text\":\"abc\"}\n").unwrap();
-        let ex = read_jsonl(&p, &t, true, 0).unwrap();
+        let (ex, _) = read_jsonl(&p, &t, true, 0, WIDE).unwrap();
         // The assistant turn "yo<|im_end|>\n" is the target; the user turn is not.
         let decoded: String = t.decode(&ex[0].ids.iter().zip(&ex[0].targets).filter(|(_, &m)| m).map(|(i, _)| *i).collect::<Vec<_>>(), false).unwrap();
         assert!(decoded.starts_with("yo<|im_end|>"), "{decoded:?}");

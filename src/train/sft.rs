@@ -20,11 +20,11 @@ use crate::bus::Event;
 use crate::generate::{generate, SamplingParams};
 use crate::model::lora::{self, Adapters, LoraConfig};
 use crate::model::{AttnMask, Mode, Model};
-use crate::stages::{refs, table_of, Interrupted, StageConfig, StageCtx, StageOutput};
+use crate::stages::{refs, table_of, Artifact, Interrupted, Reference, StageConfig, StageCtx, StageOutput};
 use crate::tasks::{self, Instance, Task};
 use crate::text::Tokenizer;
 use crate::train::checkpoint::{self, Checkpoints};
-use crate::train::data::{self, Example, Teacher};
+use crate::train::data::{self, Example, LengthLimit, Teacher, TooLongRow};
 use crate::train::optim::{AdamW, AdamWConfig, Param};
 use crate::train::schedule::{Decay, Schedule};
 use anyhow::{bail, Context, Result};
@@ -62,9 +62,10 @@ pub struct SftStage {
     /// Longest sequence (prompt + response) in tokens.
     #[serde(default = "d_max_len")]
     pub max_len: usize,
-    /// What to do with longer examples: "truncate" (with a warning count) or "error".
+    /// What to do with longer JSONL rows: "truncate" (counted in the log), "skip" (left
+    /// out, counted) or "error" (the row is named and the stage stops before training).
     #[serde(default = "d_truncate")]
-    pub too_long: String,
+    pub too_long: TooLongRow,
     /// Concatenate short examples into rows of `max_len` (JSONL data only).
     #[serde(default)]
     pub pack: bool,
@@ -143,8 +144,8 @@ fn d_wd() -> f64 {
 fn d_max_len() -> usize {
     256
 }
-fn d_truncate() -> String {
-    "truncate".into()
+fn d_truncate() -> TooLongRow {
+    TooLongRow::Truncate
 }
 fn d_every() -> u64 {
     100
@@ -170,11 +171,20 @@ impl StageConfig for SftStage {
         table_of(self)
     }
 
-    fn references(&self) -> Vec<String> {
-        refs([Some(self.model.as_str()), self.data.from.as_deref()].into_iter().flatten())
+    fn references(&self) -> Vec<Reference> {
+        let mut r = refs(Artifact::Model, [("model", Some(self.model.as_str()))]);
+        r.extend(refs(Artifact::Data, [("data.from", self.data.from.as_deref())]));
+        r
+    }
+
+    fn produces(&self) -> Option<Artifact> {
+        Some(Artifact::Model)
     }
 
     fn preflight(&self) -> Result<()> {
+        if !self.model.starts_with('@') {
+            crate::model::inspect::model_folder_config(Path::new(&self.model)).context("model")?;
+        }
         for file in [&self.data.jsonl, &self.data.eval_jsonl].into_iter().flatten().filter(|f| !f.starts_with('@')) {
             data::read_rows(std::path::Path::new(file))?;
         }
@@ -196,8 +206,26 @@ impl StageConfig for SftStage {
         if !(0.0..1.0).contains(&d.teacher.wrong) {
             return Err(("data.teacher.wrong".into(), "the wrong-target share must be in [0, 1)".into()));
         }
-        if self.too_long != "truncate" && self.too_long != "error" {
-            return Err(("too_long".into(), "expected \"truncate\" or \"error\"".into()));
+        if self.steps == 0 {
+            return Err(("steps".into(), "steps must be at least 1".into()));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(("lr".into(), format!("the learning rate must be finite and > 0 (got {})", self.lr)));
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err(("min_lr_ratio".into(), "min_lr_ratio must be in [0, 1]".into()));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(("weight_decay".into(), "weight_decay must be finite and ≥ 0".into()));
+        }
+        if !(self.max_grad_norm > 0.0) {
+            return Err(("max_grad_norm".into(), "max_grad_norm must be > 0 (use a large value such as 1e9 to turn clipping off)".into()));
+        }
+        if self.max_len < 2 {
+            return Err(("max_len".into(), "max_len must be at least 2 tokens".into()));
+        }
+        if !(self.eval_temperature > 0.0 && self.eval_temperature.is_finite()) {
+            return Err(("eval_temperature".into(), "eval_temperature must be finite and > 0".into()));
         }
         if let Some(l) = &self.lora {
             l.check().map_err(|(k, m)| (format!("lora.{k}"), m))?;
@@ -254,13 +282,26 @@ struct Prepared {
 
 fn prepare(cfg: &SftStage, ctx: &StageCtx, model_dir: &Path) -> Result<Prepared> {
     let tok = Tokenizer::load(model_dir)?;
+    let context = crate::model::ModelConfig::from_file(&crate::model::config::config_path(model_dir))?.max_position_embeddings;
+    if cfg.max_len > context {
+        bail!(
+            "max_len = {} is longer than the model's context of {context} tokens (max_position_embeddings in {}); lower max_len",
+            cfg.max_len,
+            crate::model::config::config_path(model_dir).display()
+        );
+    }
     let eos = *tok.eos_ids().first().with_context(|| format!("{}: the tokenizer defines no end-of-sequence token", model_dir.display()))?;
     let d = &cfg.data;
     let (source, eval, task) = if let Some(path) = &d.jsonl {
         let path = ctx.resolve(path)?;
-        let mut all = data::read_jsonl(&path, &tok, d.chat, eos)?;
+        let limit = LengthLimit { max_len: cfg.max_len, policy: cfg.too_long };
+        let (mut all, cut) = data::read_jsonl(&path, &tok, d.chat, eos, limit)?;
+        if cut > 0 {
+            let what = if cfg.too_long == TooLongRow::Skip { "left out" } else { "truncated" };
+            ctx.events.warn(format!("{cut} rows of {} were longer than max_len = {} and were {what}", path.display(), cfg.max_len));
+        }
         let eval = match &d.eval_jsonl {
-            Some(e) => data::read_jsonl(&ctx.resolve(e)?, &tok, d.chat, eos)?,
+            Some(e) => data::read_jsonl(&ctx.resolve(e)?, &tok, d.chat, eos, limit)?.0,
             None if all.len() >= 20 => all.split_off(all.len() - all.len() / 20),
             None => Vec::new(),
         };
@@ -449,9 +490,8 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let mut fixed_cut = 0;
     let source = match prep.source {
         TrainSource::Fixed(mut v) => {
-            if cfg.too_long == "error" && v.iter().any(|e| e.ids.len() > cfg.max_len) {
-                bail!("an example is longer than max_len = {} tokens (set too_long = \"truncate\" or raise max_len)", cfg.max_len);
-            }
+            // Rows were fitted to max_len while reading; this only catches a checkpointed
+            // config edited by hand.
             fixed_cut = data::truncate(&mut v, cfg.max_len);
             if cfg.pack {
                 v = data::pack(&v, cfg.max_len);
@@ -495,7 +535,7 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
                 let mut e = source.example(seed, state.examples_seen, &prep.tok, prep.eos)?;
                 state.examples_seen += 1;
                 if e.ids.len() > cfg.max_len {
-                    if cfg.too_long == "error" {
+                    if cfg.too_long == TooLongRow::Error {
                         bail!("an example is longer than max_len = {} tokens", cfg.max_len);
                     }
                     long_cut += data::truncate(std::slice::from_mut(&mut e), cfg.max_len);

@@ -38,8 +38,12 @@ pub struct Follower {
     partial: Vec<u8>,
     lines_seen: usize,
     skipped: usize,
-    last_skipped: Option<Skipped>,
+    /// The first [`KEEP_SKIPPED`] lines that could not be read, for the message.
+    first_skipped: Vec<Skipped>,
 }
+
+/// How many unreadable lines are remembered with their numbers.
+const KEEP_SKIPPED: usize = 5;
 
 impl Follower {
     pub fn open(path: &Path) -> Result<Self, FollowError> {
@@ -51,7 +55,7 @@ impl Follower {
             partial: Vec::new(),
             lines_seen: 0,
             skipped: 0,
-            last_skipped: None,
+            first_skipped: Vec::new(),
         })
     }
 
@@ -60,8 +64,24 @@ impl Follower {
         self.skipped
     }
 
-    pub fn last_skipped(&self) -> Option<&Skipped> {
-        self.last_skipped.as_ref()
+    /// The first few unreadable lines, with their numbers and why.
+    pub fn first_skipped(&self) -> &[Skipped] {
+        &self.first_skipped
+    }
+
+    /// Lines read so far (parsed or not).
+    pub fn lines_seen(&self) -> usize {
+        self.lines_seen
+    }
+
+    /// What to tell a user about the unreadable lines, one line per problem (empty if none).
+    pub fn skipped_report(&self) -> Vec<String> {
+        let mut out: Vec<String> =
+            self.first_skipped.iter().map(|s| format!("{}:{}: skipped: {}", self.path.display(), s.line, s.reason)).collect();
+        if self.skipped > self.first_skipped.len() {
+            out.push(format!("{}: … and {} more unreadable lines", self.path.display(), self.skipped - self.first_skipped.len()));
+        }
+        out
     }
 
     /// Every complete record appended since the last call (possibly none).
@@ -73,6 +93,8 @@ impl Follower {
             self.offset = 0;
             self.partial.clear();
             self.lines_seen = 0;
+            self.skipped = 0;
+            self.first_skipped.clear();
         }
         if len == self.offset {
             return Ok(Vec::new());
@@ -95,16 +117,21 @@ impl Follower {
         let rest = self.partial.split_off(last_newline + 1);
         let complete = std::mem::replace(&mut self.partial, rest);
         let mut out = Vec::new();
-        for raw in complete.split(|&b| b == b'\n') {
-            if raw.is_empty() {
+        // `complete` ends with a newline, so the last piece of the split is empty, not a line.
+        let pieces = complete.split(|&b| b == b'\n');
+        let count = complete.iter().filter(|&&b| b == b'\n').count();
+        for raw in pieces.take(count) {
+            self.lines_seen += 1;
+            if raw.is_empty() || raw == b"\r" {
                 continue;
             }
-            self.lines_seen += 1;
             match parse_line(raw) {
                 Ok(rec) => out.push(rec),
                 Err(reason) => {
                     self.skipped += 1;
-                    self.last_skipped = Some(Skipped { line: self.lines_seen, reason });
+                    if self.first_skipped.len() < KEEP_SKIPPED {
+                        self.first_skipped.push(Skipped { line: self.lines_seen, reason });
+                    }
                 }
             }
         }
@@ -113,12 +140,16 @@ impl Follower {
 }
 
 fn parse_line(raw: &[u8]) -> Result<Record, String> {
-    let text = std::str::from_utf8(raw).map_err(|e| format!("not UTF-8: {e}"))?;
+    let text = std::str::from_utf8(raw).map_err(|e| format!("not UTF-8 ({e}); the log is damaged"))?;
     let text = text.trim_end_matches('\r');
     if text.trim().is_empty() {
         return Err("blank line".into());
     }
-    serde_json::from_str(text).map_err(|e| e.to_string())
+    serde_json::from_str(text).map_err(|e| match serde_json::from_str::<serde_json::Value>(text) {
+        // Valid JSON that is no record this version knows: written by a newer retort.
+        Ok(_) => format!("an event this version of retort does not know ({e}); a newer retort wrote it"),
+        Err(_) => format!("not valid JSON ({e}); the log is damaged"),
+    })
 }
 
 /// Fold a whole events log into a dashboard state, as it stands now.
@@ -247,7 +278,11 @@ mod tests {
         let got = f.poll().unwrap();
         assert_eq!(got, vec![run_started(1.0), stage_started(3.0, "rl", "grpo", 1, 5)]);
         assert_eq!(f.skipped(), 2, "blank lines are not counted as skipped");
-        assert_eq!(f.last_skipped().unwrap().line, 3);
+        let lines: Vec<usize> = f.first_skipped().iter().map(|s| s.line).collect();
+        assert_eq!(lines, vec![2, 3], "line numbers count every non-blank line");
+        let report = f.skipped_report().join("\n");
+        assert!(report.contains("events.jsonl:2: skipped: an event this version of retort does not know"), "{report}");
+        assert!(report.contains("events.jsonl:3: skipped: not valid JSON"), "{report}");
         let (app, skipped) = replay(&path).unwrap();
         assert_eq!(skipped, 2);
         assert_eq!(app.skipped, 2);

@@ -78,8 +78,11 @@ pub fn watch_lines(run_dir: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    if follower.skipped() > 0 {
-        eprintln!("retort: skipped {} lines of {} that this version does not understand", follower.skipped(), events.display());
+    if follower.lines_seen() == 0 {
+        eprintln!("retort: {} is empty: the run wrote no event (it never started, or was killed before its first event)", events.display());
+    }
+    for line in follower.skipped_report() {
+        eprintln!("retort: {line}");
     }
     Ok(())
 }

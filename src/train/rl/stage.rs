@@ -32,7 +32,7 @@ use crate::bus::Event;
 use crate::eval::{diversity, passk, Sample};
 use crate::generate::{generate, Completion, FinishReason, SamplingParams};
 use crate::model::{Mode, Model};
-use crate::stages::{refs, table_of, Interrupted, StageConfig, StageCtx, StageOutput};
+use crate::stages::{refs, table_of, Artifact, Interrupted, Reference, StageConfig, StageCtx, StageOutput};
 use crate::eval::run::{encode_prompt, ProblemSet, JSONL_VERIFIERS};
 use crate::tasks::{self, Verdict};
 use crate::text::Tokenizer;
@@ -153,6 +153,10 @@ pub struct RlStage {
     /// Render prompts through the tokenizer's chat template as one user turn (HF chat models).
     #[serde(default)]
     pub chat: bool,
+    /// A problem whose prompt + max_new_tokens exceeds the model's context: "error" (the
+    /// stage refuses before any rollout) or "skip" (left out, counted in the log).
+    #[serde(default)]
+    pub too_long: crate::eval::run::TooLong,
     #[serde(default)]
     pub task_options: toml::Table,
     #[serde(default = "d_train")]
@@ -532,8 +536,8 @@ impl RlStage {
             return Err(invalid("eval_k", format!("every k must be between 1 and eval_n = {}", self.eval_n)));
         }
         for (key, v) in [("lr", self.lr), ("critic_lr", self.critic_lr), ("z_lr", self.z_lr)] {
-            if !(v > 0.0) {
-                return Err(invalid(key, "learning rates must be > 0"));
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(invalid(key, "learning rates must be finite and > 0"));
             }
         }
         Ok(())
@@ -550,11 +554,22 @@ impl StageConfig for RlStage {
         table_of(self)
     }
 
-    fn references(&self) -> Vec<String> {
-        refs([Some(self.model.as_str()), self.reference.as_deref(), self.from.as_deref(), self.jsonl.as_deref(), self.test_jsonl.as_deref()].into_iter().flatten())
+    fn references(&self) -> Vec<Reference> {
+        let mut r = refs(Artifact::Model, [("model", Some(self.model.as_str())), ("reference", self.reference.as_deref())]);
+        r.extend(refs(Artifact::Data, [("from", self.from.as_deref()), ("jsonl", self.jsonl.as_deref()), ("test_jsonl", self.test_jsonl.as_deref())]));
+        r
+    }
+
+    fn produces(&self) -> Option<Artifact> {
+        Some(Artifact::Model)
     }
 
     fn preflight(&self) -> Result<()> {
+        for (key, m) in [("model", Some(&self.model)), ("reference", self.reference.as_ref())] {
+            if let Some(m) = m.filter(|m| !m.starts_with('@')) {
+                crate::model::inspect::model_folder_config(Path::new(m)).context(key)?;
+            }
+        }
         let verifier = self.verifier.as_deref().unwrap_or_default();
         for file in [&self.jsonl, &self.test_jsonl].into_iter().flatten().filter(|f| !f.starts_with('@')) {
             crate::eval::run::check_jsonl(Path::new(file), verifier)?;
@@ -1103,7 +1118,14 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     if ref_dir != model_dir {
         check_same_tokenizer(&tok, &Tokenizer::load(&ref_dir)?, &model_dir, &ref_dir)?;
     }
-    let problems = load_problems(cfg, ctx)?;
+    let mut problems = load_problems(cfg, ctx)?;
+    let context = crate::model::ModelConfig::from_file(&crate::model::config::config_path(&model_dir))?.max_position_embeddings;
+    for (split, set) in [("training", &mut problems.train), ("quick-eval", &mut problems.test)] {
+        let skipped = set.fit_context(&tok, cfg.chat, cfg.max_new_tokens, context, cfg.too_long).with_context(|| format!("the {split} problems"))?;
+        if skipped > 0 {
+            ctx.events.warn(format!("left out {skipped} {split} problem(s) too long for the context (too_long = \"skip\")"));
+        }
+    }
     if problems.train.is_empty() {
         bail!("the training split is empty");
     }

@@ -4,10 +4,13 @@
 //! The loop never blocks the producer: it drains whatever is pending each frame from an
 //! unbounded channel (producers may also drop display-only events, `Event::is_droppable`).
 //! Signals belong to the caller; this returns when the user quits, or when a signal stopped
-//! the run (`crate::SIGNAL_STOP`) and the run has ended.
+//! the run (`crate::SIGNAL_STOP`) and the run has ended. When the terminal itself goes away
+//! (end of file, an I/O error, a hang-up), the dashboard stops the run (it checkpoints),
+//! waits for it to end without drawing, and returns.
 
 pub mod app;
 pub mod input;
+pub mod terminal_input;
 pub mod view;
 
 #[cfg(test)]
@@ -17,7 +20,8 @@ pub use app::{Action, App};
 
 use crate::bus::{unix_now, Control, Record};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use crossterm::event::{self as term_event, Event as TermEvent};
+use crossterm::event::Event as TermEvent;
+use terminal_input::Input;
 use crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen,
 };
@@ -87,16 +91,41 @@ pub fn run_dashboard(
     // No `terminal.clear()`: it asks the terminal for the cursor position, which some
     // terminals and pty wrappers never answer; the guard already cleared the screen.
     let mut terminal = Terminal::new(CrosstermBackend::new(stdout()))?;
+    let reader = terminal_input::spawn_reader()?;
+    let tty = terminal_input::tty_fd();
     let mut producer_open = true;
+    let mut lost: Option<String> = None;
     loop {
         if producer_open {
             producer_open = drain(&records, &mut app);
         }
-        app.tick(unix_now());
-        terminal.draw(|f| view::draw(f, &app))?;
-        let frame_end = Instant::now() + FRAME;
-        handle_input_until(frame_end, &mut terminal, &mut app, controls.as_ref())?;
-        if app.ui.quit || (!producer_open && crate::SIGNAL_STOP.load(std::sync::atomic::Ordering::SeqCst)) {
+        if lost.is_none() && tty.is_some_and(terminal_input::hung_up) {
+            lost = Some("the terminal hung up".into());
+            send_controls(Action::StopAndQuit, controls.as_ref());
+        }
+        if lost.is_none() {
+            app.tick(unix_now());
+            if let Err(e) = terminal.draw(|f| view::draw(f, &app)) {
+                lost = Some(format!("cannot draw on the terminal: {e}"));
+                send_controls(Action::StopAndQuit, controls.as_ref());
+            }
+        }
+        if lost.is_none() {
+            lost = handle_input_until(Instant::now() + FRAME, &reader.keys, &mut terminal, &mut app, controls.as_ref())?;
+            if lost.is_some() {
+                // Nobody is there to press a key: stop the run so it checkpoints and ends.
+                send_controls(Action::StopAndQuit, controls.as_ref());
+            }
+        } else {
+            std::thread::sleep(FRAME);
+        }
+        let stopped_without_keys = lost.is_some() || crate::SIGNAL_STOP.load(std::sync::atomic::Ordering::SeqCst);
+        if app.ui.quit || (!producer_open && stopped_without_keys) || (lost.is_some() && controls.is_none()) {
+            if lost.is_some() {
+                // ratatui's Terminal restores the cursor on drop and `eprintln!`s when it
+                // cannot, which panics on a dead terminal: there is nothing to restore.
+                std::mem::forget(terminal);
+            }
             return Ok(());
         }
     }
@@ -117,28 +146,36 @@ fn drain(records: &Receiver<Record>, app: &mut App) -> bool {
 }
 
 /// Handle keys and resizes until `deadline` (the next frame) or until the user quits.
+/// Returns why the terminal was lost, if it was.
 fn handle_input_until(
     deadline: Instant,
+    keys: &Receiver<Input>,
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
     app: &mut App,
     controls: Option<&Sender<Control>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<String>> {
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || !term_event::poll(left)? {
-            return Ok(());
-        }
-        match term_event::read()? {
-            TermEvent::Key(key) => {
+        let input = match keys.recv_deadline(deadline) {
+            Ok(input) => input,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Ok(None),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(Some("the key reader ended".into())),
+        };
+        match input {
+            Input::Lost(reason) => return Ok(Some(reason)),
+            Input::Event(TermEvent::Key(key)) => {
                 let action = input::handle_key(app, key);
                 send_controls(action, controls);
                 app.perform(action);
                 if app.ui.quit {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
-            TermEvent::Resize(..) => terminal.autoresize()?,
-            _ => {}
+            Input::Event(TermEvent::Resize(..)) => {
+                if let Err(e) = terminal.autoresize() {
+                    return Ok(Some(format!("cannot resize: {e}")));
+                }
+            }
+            Input::Event(_) => {}
         }
     }
 }
