@@ -23,6 +23,7 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod sandbox;
+pub mod stage;
 pub mod stages;
 pub mod tasks;
 pub mod text;

@@ -10,7 +10,7 @@
 use crate::bus::{Control, ControlRx, Emitter, Event, Level, Outcome, Record, StageInfo};
 use crate::profile::Profile;
 use crate::run::{self, EventLog, Manifest, RunDir, RunLock, StageRecord, Status};
-use crate::stages::{Interrupted, StageCtx};
+use crate::stage::{Interrupted, StageCtx};
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::BTreeMap;

@@ -5,7 +5,8 @@
 //! the table. Every error names the file, line and column, the key path and what is expected;
 //! unknown keys get a "did you mean" suggestion. Presets are embedded from `profiles/*.toml`.
 
-use crate::stages::{self, StageConfig};
+use crate::stage::StageConfig;
+use crate::stages;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;

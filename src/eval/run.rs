@@ -217,7 +217,7 @@ impl ProblemSet {
     /// Task instances from a JSONL (a `tasks` stage's `test.jsonl`); each instance carries
     /// what its verifier needs, so the task is built with default options.
     pub fn from_instances(path: &Path) -> Result<ProblemSet> {
-        let instances = crate::stages::tasks::read_instances(path)?;
+        let instances = crate::tasks::stage::read_instances(path)?;
         let mut map: BTreeMap<String, Box<dyn Task>> = BTreeMap::new();
         for inst in &instances {
             if !map.contains_key(&inst.task) {

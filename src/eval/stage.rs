@@ -22,7 +22,7 @@
 
 use super::run::{self, EvalConfig, EvalModel, EvalReport, Overlap, ProblemSet, TooLong, JSONL_VERIFIERS};
 use crate::fsutil::write_atomic;
-use crate::stages::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
+use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -287,7 +287,7 @@ impl StageConfig for EvalStage {
             let mut on_progress = |p: run::Progress| -> Result<()> {
                 events.progress(offset + p.done, Some(total), "samples", Some(label));
                 if control.poll().stop {
-                    return Err(crate::stages::Interrupted.into());
+                    return Err(crate::stage::Interrupted.into());
                 }
                 Ok(())
             };

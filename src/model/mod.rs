@@ -8,6 +8,7 @@ pub mod config;
 pub mod decoder;
 pub mod init;
 pub mod inspect;
+pub mod stage;
 pub mod logprobs;
 pub mod lora;
 pub mod fused;

@@ -9,6 +9,8 @@
 //! [`build`] and draw non-overlapping train/test splits with [`generate_split`]. Prompts end
 //! in `\n`; responses carry no trailing newline (the trainer appends its end token).
 
+pub mod stage;
+
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 

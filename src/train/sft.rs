@@ -20,7 +20,7 @@ use crate::bus::Event;
 use crate::generate::{generate, SamplingParams};
 use crate::model::lora::{self, Adapters, LoraConfig};
 use crate::model::{AttnMask, Mode, Model};
-use crate::stages::{refs, table_of, Artifact, Interrupted, Reference, StageConfig, StageCtx, StageOutput};
+use crate::stage::{refs, table_of, Artifact, Interrupted, Reference, StageConfig, StageCtx, StageOutput};
 use crate::tasks::{self, Instance, Task};
 use crate::text::Tokenizer;
 use crate::train::checkpoint::{self, Checkpoints};
@@ -316,8 +316,8 @@ fn prepare(cfg: &SftStage, ctx: &StageCtx, model_dir: &Path) -> Result<Prepared>
             (task, train, test)
         } else {
             let dir = ctx.resolve(d.from.as_deref().unwrap_or_default())?;
-            let train = crate::stages::tasks::read_instances(&dir.join("train.jsonl"))?;
-            let test = crate::stages::tasks::read_instances(&dir.join("test.jsonl"))?;
+            let train = crate::tasks::stage::read_instances(&dir.join("train.jsonl"))?;
+            let test = crate::tasks::stage::read_instances(&dir.join("test.jsonl"))?;
             let name = train.first().map(|i| i.task.clone()).with_context(|| format!("{} is empty", dir.join("train.jsonl").display()))?;
             (tasks::build(&name, &d.options)?, train, test)
         };

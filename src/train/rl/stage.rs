@@ -32,7 +32,7 @@ use crate::bus::Event;
 use crate::eval::{diversity, passk, Sample};
 use crate::generate::{generate, Completion, FinishReason, SamplingParams};
 use crate::model::{Mode, Model};
-use crate::stages::{refs, table_of, Artifact, Interrupted, Reference, StageConfig, StageCtx, StageOutput};
+use crate::stage::{refs, table_of, Artifact, Interrupted, Reference, StageConfig, StageCtx, StageOutput};
 use crate::eval::run::{encode_prompt, ProblemSet, JSONL_VERIFIERS};
 use crate::tasks::{self, Verdict};
 use crate::text::Tokenizer;
@@ -623,9 +623,9 @@ fn load_problems(cfg: &RlStage, ctx: &StageCtx) -> Result<Problems> {
     }
     let dir = ctx.resolve(cfg.from.as_deref().unwrap_or_default())?;
     let train_path = dir.join("train.jsonl");
-    let train = crate::stages::tasks::read_instances(&train_path)
+    let train = crate::tasks::stage::read_instances(&train_path)
         .with_context(|| format!("`from = {:?}` must be a tasks stage (train.jsonl of task instances)", cfg.from.as_deref().unwrap_or_default()))?;
-    let test = crate::stages::tasks::read_instances(&dir.join("test.jsonl")).unwrap_or_default();
+    let test = crate::tasks::stage::read_instances(&dir.join("test.jsonl")).unwrap_or_default();
     let first = train.first().with_context(|| format!("{} holds no instances", train_path.display()))?;
     let task = first.task.clone();
     if let Some(other) = train.iter().find(|i| i.task != task) {

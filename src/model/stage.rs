@@ -8,7 +8,7 @@
 //! preset = "tiny"     # tiny (~1M params) | small
 //! ```
 
-use super::{table_of, StageConfig, StageCtx, StageOutput};
+use crate::stage::{table_of, StageConfig, StageCtx, StageOutput};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
@@ -24,8 +24,8 @@ fn default_preset() -> String {
 }
 
 impl StageConfig for ModelInitStage {
-    fn produces(&self) -> Option<super::Artifact> {
-        Some(super::Artifact::Model)
+    fn produces(&self) -> Option<crate::stage::Artifact> {
+        Some(crate::stage::Artifact::Model)
     }
 
     fn to_table(&self) -> toml::Table {

@@ -20,6 +20,8 @@
 //! configs): `HF_ENDPOINT`, `HF_HUB_CACHE`, `HF_HOME`, `XDG_CACHE_HOME`,
 //! `HF_TOKEN`, `HF_TOKEN_PATH`, `HF_HUB_OFFLINE`.
 
+pub mod stage;
+
 use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
 use hf_hub::api::{Progress, RepoInfo};
 use hf_hub::{Cache, Repo, RepoType};

@@ -10,7 +10,7 @@
 //! ```
 //! `HF_ENDPOINT`, `HF_HOME` / `HF_HUB_CACHE`, `HF_TOKEN` and `HF_HUB_OFFLINE=1` apply.
 
-use super::{table_of, StageConfig, StageCtx, StageOutput};
+use crate::stage::{table_of, StageConfig, StageCtx, StageOutput};
 use crate::hub::{self, HubConfig, PullProgress, PullRequest};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -26,8 +26,8 @@ pub struct PullStage {
 }
 
 impl StageConfig for PullStage {
-    fn produces(&self) -> Option<super::Artifact> {
-        Some(super::Artifact::Model)
+    fn produces(&self) -> Option<crate::stage::Artifact> {
+        Some(crate::stage::Artifact::Model)
     }
 
     fn to_table(&self) -> toml::Table {

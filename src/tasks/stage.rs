@@ -14,7 +14,7 @@
 //! The test split is drawn first and the train split excludes its prompts, so the test set
 //! does not change when the train size does.
 
-use super::{table_of, StageConfig, StageCtx, StageOutput};
+use crate::stage::{table_of, StageConfig, StageCtx, StageOutput};
 use crate::fsutil::write_atomic;
 use crate::tasks::{self, Instance};
 use anyhow::{Context, Result};
@@ -44,8 +44,8 @@ fn default_test() -> usize {
 const CHUNK: usize = 100;
 
 impl StageConfig for TasksStage {
-    fn produces(&self) -> Option<super::Artifact> {
-        Some(super::Artifact::Data)
+    fn produces(&self) -> Option<crate::stage::Artifact> {
+        Some(crate::stage::Artifact::Data)
     }
 
     fn to_table(&self) -> toml::Table {

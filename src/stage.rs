@@ -1,9 +1,11 @@
-//! Stage kinds: how a `[[stage]]` table becomes work.
+//! The stage contract: what every `[[stage]]` kind implements and what it is given.
 //!
-//! A kind registers a typed config (serde, `deny_unknown_fields`, defaults filled in) and a
-//! runner. The runner gets a [`StageCtx`]: its folder in the run directory, the seed, the
-//! device, an [`Emitter`] for events and the control receiver it polls between units of work.
-//! To add a kind: write the config struct, implement [`StageConfig`], add a line to [`KINDS`].
+//! A kind has a typed config (serde, `deny_unknown_fields`, defaults filled in) that
+//! implements [`StageConfig`]; its runner gets a [`StageCtx`]: its folder in the run
+//! directory, the seed, the device, an [`Emitter`] for events and the control receiver it
+//! polls between units of work. This module imports no stage: each domain keeps its own
+//! stage beside its code, and [`crate::stages`] (the registry) is the one place that names
+//! them all.
 
 use crate::bus::{ControlRx, Emitter};
 use crate::rng::Rng;
@@ -13,9 +15,6 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
-pub mod model_init;
-pub mod pull;
-pub mod tasks;
 
 /// What a finished stage leaves behind.
 #[derive(Debug, Default, Clone)]
@@ -92,64 +91,6 @@ pub trait StageConfig: Debug + Send + Sync {
     /// Units of work and their name, for progress bars (`None` when unknown up front).
     fn total_units(&self) -> (Option<u64>, &'static str);
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput>;
-}
-
-pub type ParseFn = fn(toml::Value) -> Result<Box<dyn StageConfig>, serde_path_to_error::Error<toml::de::Error>>;
-
-pub struct StageKind {
-    pub kind: &'static str,
-    pub about: &'static str,
-    pub parse: ParseFn,
-}
-
-fn parse_as<T>(v: toml::Value) -> Result<Box<dyn StageConfig>, serde_path_to_error::Error<toml::de::Error>>
-where
-    T: StageConfig + serde::de::DeserializeOwned + 'static,
-{
-    let config: T = serde_path_to_error::deserialize(v)?;
-    Ok(Box::new(config))
-}
-
-/// Every stage kind retort knows.
-pub const KINDS: &[StageKind] = &[
-    StageKind {
-        kind: "tasks",
-        about: "generate train/test splits of a built-in verifiable task as JSONL",
-        parse: parse_as::<tasks::TasksStage>,
-    },
-    StageKind {
-        kind: "model-init",
-        about: "build a tiny model folder (config, character tokenizer, random weights)",
-        parse: parse_as::<model_init::ModelInitStage>,
-    },
-    StageKind {
-        kind: "pull",
-        about: "download a model from the Hugging Face hub into the standard cache",
-        parse: parse_as::<pull::PullStage>,
-    },
-    StageKind {
-        kind: "sft",
-        about: "supervised fine-tuning (full or LoRA) on JSONL or a built-in task's skewed teacher",
-        parse: parse_as::<crate::train::sft::SftStage>,
-    },
-    StageKind {
-        kind: "rl",
-        about: "RL with verifiable rewards: GRPO, PPO or FlowRL on a task's verifier, with exploration shapings",
-        parse: parse_as::<crate::train::rl::stage::RlStage>,
-    },
-    StageKind {
-        kind: "eval",
-        about: "pass@k to large k, diversity and exploration metrics of one or more models, side by side",
-        parse: parse_as::<crate::eval::stage::EvalStage>,
-    },
-];
-
-pub fn find_kind(kind: &str) -> Option<&'static StageKind> {
-    KINDS.iter().find(|k| k.kind == kind)
-}
-
-pub fn kind_names() -> Vec<&'static str> {
-    KINDS.iter().map(|k| k.kind).collect()
 }
 
 /// Serialize a config struct into a TOML table (helper for `StageConfig::to_table`).
