@@ -25,9 +25,9 @@ pub struct Model {
 }
 
 /// A tensor read from disk, remembering its file for error messages.
-struct Loaded {
-    tensor: Tensor,
-    file: PathBuf,
+pub(crate) struct Loaded {
+    pub(crate) tensor: Tensor,
+    pub(crate) file: PathBuf,
 }
 
 /// Tensors some checkpoints carry that the decoder recomputes or shares.
@@ -46,14 +46,13 @@ fn read_safetensors(path: &Path, device: &Device, out: &mut HashMap<String, Load
     Ok(())
 }
 
-/// Every tensor of the checkpoint in `dir`: `model.safetensors` if present, else the shards
-/// listed in `model.safetensors.index.json`.
-fn read_checkpoint(dir: &Path, device: &Device) -> Result<HashMap<String, Loaded>> {
-    let mut out = HashMap::new();
+/// The safetensors files of the checkpoint in `dir`: `model.safetensors` if present, else the
+/// shards listed in `model.safetensors.index.json`.
+pub(crate) fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     let index = dir.join("model.safetensors.index.json");
     if single.exists() {
-        read_safetensors(&single, device, &mut out)?;
+        Ok(vec![single])
     } else if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io { path: index.clone(), source })?;
         let json: serde_json::Value =
@@ -65,11 +64,17 @@ fn read_checkpoint(dir: &Path, device: &Device) -> Result<HashMap<String, Loaded
         let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
         shards.sort_unstable();
         shards.dedup();
-        for shard in shards {
-            read_safetensors(&dir.join(shard), device, &mut out)?;
-        }
+        Ok(shards.into_iter().map(|s| dir.join(s)).collect())
     } else {
-        return Err(ModelError::MissingWeights { dir: dir.to_path_buf() });
+        Err(ModelError::MissingWeights { dir: dir.to_path_buf() })
+    }
+}
+
+/// Every tensor of the checkpoint in `dir` (see [`checkpoint_files`]).
+pub(crate) fn read_checkpoint(dir: &Path, device: &Device) -> Result<HashMap<String, Loaded>> {
+    let mut out = HashMap::new();
+    for file in checkpoint_files(dir)? {
+        read_safetensors(&file, device, &mut out)?;
     }
     Ok(out)
 }
