@@ -349,6 +349,13 @@ pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize
 }
 
 fn cmd_info(args: &InfoArgs) -> Result<()> {
+    // Encoders (bert, roberta) have their own description; everything else is a decoder.
+    if args.model.join("config.json").exists() {
+        if let crate::model::registry::Family::Encoder(_) = crate::model::registry::family_of(&args.model)? {
+            print!("{}", crate::cli_embed::encoder_info_text(&args.model)?);
+            return Ok(());
+        }
+    }
     let cfg = require_model_folder(&args.model)?;
     let dtypes = checkpoint_dtypes(&args.model)?;
     let shape = EstimateShape {

@@ -157,3 +157,67 @@ fn a_bad_shape_on_disk_is_named_with_file_and_shapes() {
     assert!(err.contains("`roberta.encoder.layer.1.output.dense.bias`"), "{err}");
     assert!(err.contains("[31]") && err.contains("[32]") && err.contains("model.safetensors"), "{err}");
 }
+
+fn retort(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_retort")).args(args).env("RAYON_NUM_THREADS", "2").output().unwrap()
+}
+
+#[test]
+fn embed_command_prints_what_the_library_computes() {
+    use retort::model::encoder::{embed_texts, Pooling};
+    let dir = fixture_dir("roberta");
+    let texts = ["A dog ran.", "Is this a test? Yes, it is."];
+    let out = retort(&["embed", dir.to_str().unwrap(), "--text", texts[0], "--text", texts[1], "--json", "--pooling", "cls", "--normalize"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Vec<Vec<f32>> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let m = EncoderModel::load(&dir, &Device::Cpu, DType::F32, false).unwrap();
+    let tok = EncoderTokenizer::load(&dir, &m.config, None).unwrap();
+    let want = embed_texts(&m.encoder, &tok, &texts, Pooling::Cls, true, 8).unwrap();
+    assert_eq!(got, want);
+    let norm: f32 = got[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5);
+
+    // Preview mode: one line per text with its norm.
+    let out = retort(&["embed", dir.to_str().unwrap(), "--text", texts[0]]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("   0  norm ") && text.contains("\"A dog ran.\""), "{text}");
+}
+
+#[test]
+fn embed_command_explains_bad_inputs() {
+    let dir = fixture_dir("bert_bare");
+    let tmp = tempfile::tempdir().unwrap();
+    let jsonl = tmp.path().join("t.jsonl");
+    std::fs::write(&jsonl, "{\"text\": \"fine\"}\n\n{\"body\": \"no text key\"}\n").unwrap();
+    let out = retort(&["embed", dir.to_str().unwrap(), "--jsonl", jsonl.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("t.jsonl:3") && err.contains("`text`"), "{err}");
+    let ok = retort(&["embed", dir.to_str().unwrap(), "--jsonl", jsonl.to_str().unwrap(), "--text-key", "body"]);
+    let err = String::from_utf8_lossy(&ok.stderr);
+    assert!(!ok.status.success() && err.contains("t.jsonl:1"), "{err}");
+
+    let decoder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/qwen2_tied");
+    let out = retort(&["embed", decoder.to_str().unwrap(), "--text", "hi"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("decoder (qwen2)") && err.contains("bert or roberta"), "{err}");
+}
+
+#[test]
+fn model_info_describes_encoder_folders() {
+    let out = retort(&["model", "info", fixture_dir("bert").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info = String::from_utf8(out.stdout).unwrap();
+    let (_, layout) = retort::model::encoder::inspect(&fixture_dir("bert")).unwrap();
+    for want in [
+        "BertForPreTraining (encoder; base BertModel)",
+        "layers 2, heads 4, head_dim 8, hidden 32, intermediate 64, vocab 120, positions 48",
+        &format!("parameters     {}", layout.num_parameters()),
+        "pooler yes, masked-LM yes; tensor prefix `bert.`",
+        "F32 (44 tensors",
+        "cls.seq_relationship.bias, cls.seq_relationship.weight",
+    ] {
+        assert!(info.contains(want), "missing {want:?} in\n{info}");
+    }
+    let info = String::from_utf8(retort(&["model", "info", fixture_dir("roberta").to_str().unwrap()]).stdout).unwrap();
+    assert!(info.contains("pooler no, masked-LM yes; tensor prefix `roberta.`") && info.contains("at most 46 tokens"), "{info}");
+}

@@ -2,7 +2,7 @@
 
 use super::config::{EncoderConfig, EncoderType};
 use super::inputs;
-use super::layers::{load_parts, Embeddings, Layer, MlmHead, Pooler};
+use super::layers::{Embeddings, Layer, MlmHead, Pooler};
 use candle_core::{bail, DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -30,7 +30,12 @@ impl Encoder {
     /// `pooler.dense.weight`), the MLM head's as in transformers (`cls.predictions...`,
     /// `lm_head...`). `EncoderModel::load` maps a checkpoint's names onto these.
     pub fn new(cfg: &EncoderConfig, heads: Heads, vb: VarBuilder) -> Result<Encoder> {
-        let (embeddings, layers, pooler, mlm) = load_parts(cfg, &vb, heads.pooler, heads.mlm)?;
+        let embeddings = Embeddings::load(cfg, &vb.pp("embeddings"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|n| Layer::load(cfg, &vb.pp("encoder").pp("layer").pp(n)))
+            .collect::<Result<Vec<_>>>()?;
+        let pooler = if heads.pooler { Some(Pooler::load(cfg, &vb.pp("pooler"))?) } else { None };
+        let mlm = if heads.mlm { Some(MlmHead::load(cfg, &vb, &embeddings.word)?) } else { None };
         Ok(Encoder { cfg: cfg.clone(), embeddings, layers, pooler, mlm })
     }
 

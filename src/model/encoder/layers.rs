@@ -70,7 +70,7 @@ pub(crate) struct Embeddings {
 }
 
 impl Embeddings {
-    fn load(cfg: &EncoderConfig, vb: &VarBuilder) -> Result<Embeddings> {
+    pub(crate) fn load(cfg: &EncoderConfig, vb: &VarBuilder) -> Result<Embeddings> {
         let h = cfg.hidden_size;
         Ok(Embeddings {
             word: vb.pp("word_embeddings").get((cfg.vocab_size, h), "weight")?,
@@ -118,7 +118,7 @@ pub(crate) struct Layer {
 }
 
 impl Layer {
-    fn load(cfg: &EncoderConfig, vb: &VarBuilder) -> Result<Layer> {
+    pub(crate) fn load(cfg: &EncoderConfig, vb: &VarBuilder) -> Result<Layer> {
         let (h, i, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
         let attn = vb.pp("attention");
         let this = attn.pp("self");
@@ -217,21 +217,4 @@ impl MlmHead {
         let x = self.norm.forward(&activate(&self.dense.forward(hidden)?, self.act)?)?;
         fused::linear::linear(&x, &self.decoder, Some(&self.bias))
     }
-}
-
-/// Embeddings, layers and optional heads, loaded from a `VarBuilder` over canonical names
-/// (the base model's without prefix; heads at the top level).
-pub(crate) fn load_parts(
-    cfg: &EncoderConfig,
-    vb: &VarBuilder,
-    pooler: bool,
-    mlm: bool,
-) -> Result<(Embeddings, Vec<Layer>, Option<Pooler>, Option<MlmHead>)> {
-    let embeddings = Embeddings::load(cfg, &vb.pp("embeddings"))?;
-    let layers = (0..cfg.num_hidden_layers)
-        .map(|n| Layer::load(cfg, &vb.pp("encoder").pp("layer").pp(n)))
-        .collect::<Result<Vec<_>>>()?;
-    let pooler = if pooler { Some(Pooler::load(cfg, &vb.pp("pooler"))?) } else { None };
-    let mlm = if mlm { Some(MlmHead::load(cfg, vb, &embeddings.word)?) } else { None };
-    Ok((embeddings, layers, pooler, mlm))
 }
