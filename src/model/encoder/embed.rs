@@ -57,6 +57,12 @@ impl EncoderTokenizer {
             Some(n) => n.min(limit),
             None => sentence_transformers_max_len(dir)?.unwrap_or(limit).min(limit),
         };
+        if max_len < 2 {
+            return Err(EmbedError::Config {
+                path: dir.to_path_buf(),
+                message: format!("a text needs room for its two special tokens; max length {max_len} is too short"),
+            });
+        }
         let mut inner = tok.inner().clone();
         inner.with_padding(None);
         inner
