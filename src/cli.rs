@@ -72,6 +72,8 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::cli_model::BenchAction,
     },
+    /// Sentence embeddings from an encoder folder (BERT, RoBERTa), one line per text.
+    Embed(crate::cli_embed::EmbedArgs),
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +189,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Model { action } => crate::cli_model::cmd_model(action).map(|_| 0),
         Command::Generate(args) => on_compute_pool(|| crate::cli_model::cmd_generate(&args)).map(|_| 0),
         Command::Bench { action } => on_compute_pool(|| crate::cli_model::cmd_bench(action)).map(|_| 0),
+        Command::Embed(args) => on_compute_pool(|| crate::cli_embed::cmd_embed(&args)).map(|_| 0),
     }
 }
 

@@ -284,6 +284,13 @@ pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize
 }
 
 fn cmd_info(args: &InfoArgs) -> Result<()> {
+    // Encoders (bert, roberta) have their own description; everything else is a decoder.
+    if args.model.join("config.json").exists() {
+        if let crate::model::registry::Family::Encoder(_) = crate::model::registry::family_of(&args.model)? {
+            print!("{}", crate::cli_embed::encoder_info_text(&args.model)?);
+            return Ok(());
+        }
+    }
     let cfg = require_model_folder(&args.model)?;
     let dtypes = crate::model::inspect::dtype_counts(&crate::model::inspect::inspect_checkpoint(&args.model, &cfg)?);
     let shape = EstimateShape {

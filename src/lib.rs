@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bus;
 pub mod cli;
+pub mod cli_embed;
 pub mod cli_eval;
 pub mod cli_model;
 pub mod cpu_threads;

@@ -91,17 +91,17 @@ pub const QWEN25_05B: &str = "qwen2.5-0.5b";
 pub const PRESETS: [&str; 3] = ["tiny", "small", QWEN25_05B];
 
 /// Reads typed keys from a JSON object and turns absence/mistyping into errors naming the file.
-struct Keys<'a> {
-    obj: &'a Map<String, Value>,
-    path: &'a Path,
+pub(crate) struct Keys<'a> {
+    pub(crate) obj: &'a Map<String, Value>,
+    pub(crate) path: &'a Path,
 }
 
 impl<'a> Keys<'a> {
-    fn present(&self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn present(&self, key: &str) -> Option<&'a Value> {
         self.obj.get(key).filter(|v| !v.is_null())
     }
 
-    fn bad(&self, key: &str, expected: &str, found: &Value) -> ModelError {
+    pub(crate) fn bad(&self, key: &str, expected: &str, found: &Value) -> ModelError {
         ModelError::BadKey {
             path: self.path.to_path_buf(),
             key: key.to_string(),
@@ -110,26 +110,26 @@ impl<'a> Keys<'a> {
         }
     }
 
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+    pub(crate) fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.present(key) {
             None => Ok(None),
             Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| self.bad(key, "a non-negative integer", v)),
         }
     }
 
-    fn usize(&self, key: &str) -> Result<usize> {
+    pub(crate) fn usize(&self, key: &str) -> Result<usize> {
         self.opt_usize(key)?
             .ok_or_else(|| ModelError::MissingKey { path: self.path.to_path_buf(), key: key.to_string() })
     }
 
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+    pub(crate) fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.present(key) {
             None => Ok(None),
             Some(v) => v.as_f64().map(Some).ok_or_else(|| self.bad(key, "a number", v)),
         }
     }
 
-    fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+    pub(crate) fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.present(key) {
             None => Ok(None),
             Some(v) => v.as_bool().map(Some).ok_or_else(|| self.bad(key, "true or false", v)),
@@ -137,7 +137,7 @@ impl<'a> Keys<'a> {
     }
 
     /// Token ids appear as `2`, `[2, 3]` or `null` depending on the model.
-    fn token_ids(&self, key: &str) -> Result<Vec<u32>> {
+    pub(crate) fn token_ids(&self, key: &str) -> Result<Vec<u32>> {
         match self.present(key) {
             None => Ok(vec![]),
             Some(Value::Array(items)) => items

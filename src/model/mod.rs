@@ -1,4 +1,6 @@
-//! The causal language model: configuration, decoder, checkpoints and per-token log-probs.
+//! The causal language model: configuration, decoder, checkpoints and per-token log-probs;
+//! the bidirectional encoders (BERT, RoBERTa) in [`encoder`]; [`registry`] says which family
+//! a model folder holds.
 //!
 //! Our own decoder on candle (not candle-transformers): differentiable ops when training,
 //! fast ops when sampling, a KV cache owned by the caller, and a causal + left-padding mask
@@ -6,12 +8,14 @@
 
 pub mod config;
 pub mod decoder;
+pub mod encoder;
 pub mod init;
 pub mod inspect;
 pub mod stage;
 pub mod logprobs;
 pub mod lora;
 pub mod fused;
+pub mod registry;
 pub mod weights;
 
 pub use config::{ModelConfig, ModelType, RopeScaling};

@@ -25,9 +25,9 @@ pub struct Model {
 }
 
 /// A tensor read from disk, remembering its file for error messages.
-struct Loaded {
-    tensor: Tensor,
-    file: PathBuf,
+pub(crate) struct Loaded {
+    pub(crate) tensor: Tensor,
+    pub(crate) file: PathBuf,
 }
 
 /// Tensors some checkpoints carry that the decoder recomputes or shares.
@@ -46,18 +46,8 @@ fn read_safetensors(path: &Path, device: &Device, out: &mut HashMap<String, Load
     Ok(())
 }
 
-/// Every tensor of the checkpoint in `dir`: `model.safetensors` if present, else the shards
-/// listed in `model.safetensors.index.json`.
-fn read_checkpoint(dir: &Path, device: &Device) -> Result<HashMap<String, Loaded>> {
-    let mut out = HashMap::new();
-    for file in checkpoint_files(dir)? {
-        read_safetensors(&file, device, &mut out)?;
-    }
-    Ok(out)
-}
-
-/// The safetensors files of the checkpoint in `dir`: `model.safetensors`, else the shards
-/// that `model.safetensors.index.json` lists.
+/// The safetensors files of the checkpoint in `dir`: `model.safetensors` if present, else the
+/// shards listed in `model.safetensors.index.json`.
 pub(crate) fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     let index = dir.join("model.safetensors.index.json");
@@ -81,6 +71,15 @@ pub(crate) fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     } else {
         Err(ModelError::MissingWeights { dir: dir.to_path_buf() })
     }
+}
+
+/// Every tensor of the checkpoint in `dir` (see [`checkpoint_files`]).
+pub(crate) fn read_checkpoint(dir: &Path, device: &Device) -> Result<HashMap<String, Loaded>> {
+    let mut out = HashMap::new();
+    for file in checkpoint_files(dir)? {
+        read_safetensors(&file, device, &mut out)?;
+    }
+    Ok(out)
 }
 
 /// Checks names and shapes against the config and converts to `dtype`, in model order.
