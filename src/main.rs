@@ -20,7 +20,7 @@ fn main() {
     match retort::cli::main_with(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            retort::ui_restore_terminal();
+            retort::ui::tui::restore_if_active();
             eprintln!("error: {e:#}");
             std::process::exit(2);
         }

@@ -24,10 +24,21 @@ use std::time::Duration;
 /// How many display updates may queue for a slow sink before they are dropped.
 const SINK_BACKLOG: usize = 4096;
 
+/// Set when a signal (Ctrl-C, SIGTERM, SIGHUP) asked the run to stop. A sink that waits for
+/// keys (the dashboard) then leaves by itself once the run has checkpointed and ended,
+/// instead of waiting for a key that nobody may be there to press (SIGHUP: the terminal is
+/// gone).
+pub static SIGNAL_STOP: AtomicBool = AtomicBool::new(false);
+
 /// Where a run's events go besides `events.jsonl`.
 pub trait Sink {
     /// Consume records until the run finishes (a `RunFinished` record or a closed channel).
     fn drive(&mut self, records: Receiver<Record>, controls: Sender<Control>) -> Result<()>;
+    /// What to do right before the process exits without unwinding (a second Ctrl-C): e.g.
+    /// give the terminal back. Called from the signal thread.
+    fn hard_exit_hook(&self) -> fn() {
+        || {}
+    }
 }
 
 /// A run ready to start: a new folder or one being resumed.
@@ -158,7 +169,7 @@ pub fn execute(launch: Launch, sink: &mut dyn Sink, echo_json: bool) -> Result<O
         Ok(())
     })?;
 
-    let signals = spawn_signal_watcher(ctl_tx.clone(), dir.path.clone())?;
+    let signals = spawn_signal_watcher(ctl_tx.clone(), dir.path.clone(), sink.hard_exit_hook())?;
     let poller = spawn_control_file_poller(dir.path.join(run::CONTROL), ctl_tx.clone(), finished.clone())?;
 
     let worker_dir = dir.path.clone();
@@ -327,7 +338,7 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 
 /// First SIGINT/SIGTERM/SIGHUP: graceful stop (checkpoint, status `interrupted`). A second
 /// one means the user does not want to wait: mark the run interrupted and exit now.
-fn spawn_signal_watcher(ctl: Sender<Control>, run_dir: PathBuf) -> Result<signal_hook::iterator::Handle> {
+fn spawn_signal_watcher(ctl: Sender<Control>, run_dir: PathBuf, before_exit: fn()) -> Result<signal_hook::iterator::Handle> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
     let handle = signals.handle();
@@ -336,7 +347,7 @@ fn spawn_signal_watcher(ctl: Sender<Control>, run_dir: PathBuf) -> Result<signal
         for _sig in signals.forever() {
             count += 1;
             if count == 1 {
-                crate::SIGNAL_STOP.store(true, Ordering::SeqCst);
+                SIGNAL_STOP.store(true, Ordering::SeqCst);
                 let _ = ctl.send(Control::Stop);
             } else {
                 if let Ok(mut m) = run::read_manifest(&run_dir) {
@@ -344,7 +355,7 @@ fn spawn_signal_watcher(ctl: Sender<Control>, run_dir: PathBuf) -> Result<signal
                     m.ended = Some(run::now_rfc3339());
                     let _ = RunDir { path: run_dir.clone() }.write_manifest(&m);
                 }
-                crate::ui_restore_terminal();
+                before_exit();
                 eprintln!("retort: second interrupt, exiting without waiting for a checkpoint");
                 std::process::exit(130);
             }

@@ -378,7 +378,7 @@ fn markdown(title: &str, stages: &[(String, StageView)], evals: &[(String, Stage
         } else {
             v.summary.clone()
         };
-        let summary: Vec<String> = crate::headless::pick_metrics(&shown, 6).into_iter().map(|(k, x)| format!("{k} = {}", fmt(x))).collect();
+        let summary: Vec<String> = crate::ui::headless::pick_metrics(&shown, 6).into_iter().map(|(k, x)| format!("{k} = {}", fmt(x))).collect();
         md.push_str(&format!("| {name} | {} | {outcome} | {} |\n", v.kind, summary.join(", ")));
     }
     for (stage, results) in evals {

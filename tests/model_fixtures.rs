@@ -403,9 +403,11 @@ fn transformers_tokenizes_a_retort_made_model_folder_as_retort_does() {
         "'s 're don't ~!@#$%^&*_+{}|:\"<>?`-=[]\\;',./",
     ];
     let messages = [("user", "2 + 2 = ?"), ("assistant", "4"), ("user", "and 3 + 3?")];
+    let saved = tempfile::tempdir().unwrap();
     let request = serde_json::json!({
         "texts": texts,
         "messages": messages.iter().map(|(r, c)| serde_json::json!({"role": r, "content": c})).collect::<Vec<_>>(),
+        "save_to": saved.path(),
     });
     let v = run_python_tool(&python, "hf_tokenize.py", dir.path(), &request, "hf_tokenize");
     for (i, text) in texts.iter().enumerate() {
@@ -421,4 +423,10 @@ fn transformers_tokenizes_a_retort_made_model_folder_as_retort_does() {
         .map(|(r, c)| if *r == "user" { retort::text::Message::user(*c) } else { retort::text::Message::assistant(*c) })
         .collect();
     assert_eq!(tok.apply_chat_template(&msgs, true).unwrap(), v["chat"].as_str().unwrap());
+    // The folder transformers saved back keeps its template in chat_template.jinja only
+    // (transformers ≥ 4.44); retort renders the same prompt from it.
+    assert!(saved.path().join("chat_template.jinja").is_file());
+    let resaved = retort::text::Tokenizer::load(saved.path()).unwrap();
+    assert_eq!(resaved.apply_chat_template(&msgs, true).unwrap(), v["chat"].as_str().unwrap());
+    assert_eq!(resaved.encode(texts[0], false).unwrap(), tok.encode(texts[0], false).unwrap());
 }

@@ -3,7 +3,8 @@
 tests that retort and transformers agree on a retort-made tokenizer).
 
 Usage:  python tools/hf_tokenize.py DIR < request.json
-request.json: {"texts": ["...", ...], "messages": [{"role": ..., "content": ...}, ...]}
+request.json: {"texts": ["...", ...], "messages": [{"role": ..., "content": ...}, ...],
+               "save_to": "DIR" (optional: save the tokenizer there as transformers does)}
 Output:       {"class": "...", "ids": [[...], ...], "decoded": ["...", ...],
                "chat": "..." (the chat template with add_generation_prompt, if messages given)}
 Texts are encoded without added special tokens, as retort encodes a prompt.
@@ -23,6 +24,8 @@ def main():
     out = {"class": type(tok).__name__, "ids": ids, "decoded": [tok.decode(i) for i in ids]}
     if request.get("messages"):
         out["chat"] = tok.apply_chat_template(request["messages"], tokenize=False, add_generation_prompt=True)
+    if request.get("save_to"):
+        tok.save_pretrained(request["save_to"])
     json.dump(out, sys.stdout)
 
 

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod decoder;
 pub mod encoder;
+pub mod estimate;
 pub mod init;
 pub mod inspect;
 pub mod stage;

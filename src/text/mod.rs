@@ -17,7 +17,7 @@ pub mod tiny;
 mod tokenizer;
 
 pub use chat::{ChatTemplate, Message};
-pub use tokenizer::{eos_ids_from_config, model_eos_ids, SpecialToken, Tokenizer};
+pub use tokenizer::{eos_ids_from_config, model_eos_ids, SpecialToken, Tokenizer, CHAT_TEMPLATE_FILE};
 
 use std::path::PathBuf;
 
@@ -59,7 +59,7 @@ pub enum TextError {
     Encode(String),
     #[error("cannot decode token ids: {0}")]
     Decode(String),
-    #[error("{path} has no `chat_template`; use a chat/instruct model or supply a template")]
+    #[error("{path} has no `chat_template` and there is no chat_template.jinja beside it; use a chat/instruct model or supply a template")]
     NoChatTemplate { path: PathBuf },
     #[error("chat template error{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
     Template { line: Option<usize>, message: String },

@@ -110,6 +110,24 @@ fn tiny_chat_template_renders_chatml() {
     assert_eq!(ids.iter().filter(|&&id| id == 1).count(), 4);
 }
 
+#[test]
+fn a_template_in_chat_template_jinja_is_used_when_the_config_has_none() {
+    let dir = tiny_dir();
+    let expected = Tokenizer::load(dir.path()).unwrap().apply_chat_template(&[Message::user("hi")], true).unwrap();
+    let mut template = String::new();
+    edit_config(dir.path(), |c| template = c.as_object_mut().unwrap().remove("chat_template").unwrap().as_str().unwrap().to_string());
+    let e = Tokenizer::load(dir.path()).unwrap().apply_chat_template(&[Message::user("hi")], true).unwrap_err().to_string();
+    assert!(e.contains("no `chat_template` and there is no chat_template.jinja"), "{e}");
+    // As transformers ≥ 4.44 saves it: the template alone in chat_template.jinja.
+    std::fs::write(dir.path().join(CHAT_TEMPLATE_FILE), &template).unwrap();
+    let got = Tokenizer::load(dir.path()).unwrap().apply_chat_template(&[Message::user("hi")], true).unwrap();
+    assert_eq!(got, expected);
+    // The config's own key wins over the file.
+    edit_config(dir.path(), |c| c["chat_template"] = serde_json::json!("{{ 'from config' }}"));
+    let got = Tokenizer::load(dir.path()).unwrap().apply_chat_template(&[Message::user("hi")], true).unwrap();
+    assert_eq!(got, "from config");
+}
+
 const QWEN25_STYLE: &str = "{%- if messages[0]['role'] == 'system' %}
     {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}
 {%- else %}

@@ -72,7 +72,17 @@ impl Tokenizer {
         }
         let [bos, eos, pad, unk] = tokens;
 
-        let chat_template = match config.as_ref().map(|c| chat_template_source(c, &config_path)).transpose()?.flatten() {
+        // transformers ≥ 4.44 saves the template beside the config as chat_template.jinja
+        // (and then leaves it out of tokenizer_config.json); the config's own key wins, as in
+        // transformers' loading order for older folders that have both.
+        let jinja_path = dir.join(CHAT_TEMPLATE_FILE);
+        let from_config = config.as_ref().map(|c| chat_template_source(c, &config_path)).transpose()?.flatten();
+        let source = match from_config {
+            Some(s) => Some(s),
+            None if jinja_path.is_file() => Some(read_text(&jinja_path)?),
+            None => None,
+        };
+        let chat_template = match source {
             Some(source) => Some(ChatTemplate::new(&source, texts)?),
             None => None,
         };
@@ -190,6 +200,9 @@ fn special_token_text(json: &Json, key: &str, path: &Path) -> Result<Option<Stri
         Some(_) => Err(key_error(path, key, "must be a string, an object with `content`, or null")),
     }
 }
+
+/// Where transformers ≥ 4.44 writes a tokenizer's chat template.
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 
 /// `chat_template` is a string, or a list of `{name, template}` of which
 /// transformers uses the one named "default".

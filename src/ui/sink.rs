@@ -16,10 +16,14 @@ pub struct TuiSink;
 
 impl Sink for TuiSink {
     fn drive(&mut self, records: Receiver<Record>, controls: Sender<Control>) -> Result<()> {
-        crate::TUI_ACTIVE.store(true, Ordering::SeqCst);
+        crate::ui::tui::TUI_ACTIVE.store(true, Ordering::SeqCst);
         let result = run_dashboard(records, Some(controls), App::new(true));
-        crate::TUI_ACTIVE.store(false, Ordering::SeqCst);
+        crate::ui::tui::TUI_ACTIVE.store(false, Ordering::SeqCst);
         result
+    }
+
+    fn hard_exit_hook(&self) -> fn() {
+        crate::ui::tui::restore_if_active
     }
 }
 
@@ -50,9 +54,9 @@ pub fn watch_dashboard(run_dir: &Path) -> Result<()> {
     } else {
         None
     };
-    crate::TUI_ACTIVE.store(true, Ordering::SeqCst);
+    crate::ui::tui::TUI_ACTIVE.store(true, Ordering::SeqCst);
     let result = run_dashboard(records, controls, App::new(live));
-    crate::TUI_ACTIVE.store(false, Ordering::SeqCst);
+    crate::ui::tui::TUI_ACTIVE.store(false, Ordering::SeqCst);
     result
 }
 
@@ -60,7 +64,7 @@ pub fn watch_dashboard(run_dir: &Path) -> Result<()> {
 pub fn watch_lines(run_dir: &Path) -> Result<()> {
     let events = run_dir.join(run::EVENTS);
     let mut follower = crate::ui::follow::Follower::open(&events)?;
-    let mut folder = crate::headless::LineFolder::new();
+    let mut folder = crate::ui::headless::LineFolder::new();
     loop {
         let batch = follower.poll()?;
         let mut finished = false;

@@ -4,7 +4,7 @@
 //! The loop never blocks the producer: it drains whatever is pending each frame from an
 //! unbounded channel (producers may also drop display-only events, `Event::is_droppable`).
 //! Signals belong to the caller; this returns when the user quits, or when a signal stopped
-//! the run (`crate::SIGNAL_STOP`) and the run has ended. When the terminal itself goes away
+//! the run (`crate::pipeline::SIGNAL_STOP`) and the run has ended. When the terminal itself goes away
 //! (end of file, an I/O error, a hang-up), the dashboard stops the run (it checkpoints),
 //! waits for it to end without drawing, and returns.
 
@@ -34,6 +34,17 @@ use std::time::{Duration, Instant};
 
 /// At most ten frames a second: smooth enough to watch, cheap enough to leave running.
 const FRAME: Duration = Duration::from_millis(100);
+
+/// Set while the full-screen dashboard owns the terminal.
+pub static TUI_ACTIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Give the terminal back (raw mode off, main screen) if the dashboard has it. For paths that
+/// exit without unwinding (a second Ctrl-C, an error in `main`).
+pub fn restore_if_active() {
+    if TUI_ACTIVE.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        restore_terminal();
+    }
+}
 
 /// Puts the terminal back (cooked mode, main screen, visible cursor). Safe to call twice.
 fn restore_terminal() {
@@ -119,7 +130,7 @@ pub fn run_dashboard(
         } else {
             std::thread::sleep(FRAME);
         }
-        let stopped_without_keys = lost.is_some() || crate::SIGNAL_STOP.load(std::sync::atomic::Ordering::SeqCst);
+        let stopped_without_keys = lost.is_some() || crate::pipeline::SIGNAL_STOP.load(std::sync::atomic::Ordering::SeqCst);
         if app.ui.quit || (!producer_open && stopped_without_keys) || (lost.is_some() && controls.is_none()) {
             if lost.is_some() {
                 // ratatui's Terminal restores the cursor on drop and `eprintln!`s when it

@@ -4,6 +4,7 @@
 use crate::bench::{self, BenchOptions};
 use crate::generate::{generate, FinishReason, SamplingParams};
 use crate::model::config::PRESETS;
+use crate::model::estimate::{estimate_memory, human_bytes, EstimateShape, Estimate};
 use crate::model::{Model, ModelConfig};
 use crate::rng::Rng;
 use crate::text::{model_eos_ids, Message, Tokenizer};
@@ -146,104 +147,6 @@ fn require_model_folder(dir: &Path) -> Result<ModelConfig> {
     crate::model::inspect::model_folder_config(dir)
 }
 
-/// Sizes for the memory estimates.
-#[derive(Clone, Copy, Debug)]
-pub struct EstimateShape {
-    pub infer_batch: usize,
-    pub context: usize,
-    pub train_batch: usize,
-    pub train_seq: usize,
-}
-
-/// One memory estimate: named parts in bytes.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Estimate {
-    pub parts: Vec<(&'static str, f64)>,
-}
-
-impl Estimate {
-    pub fn total(&self) -> f64 {
-        self.parts.iter().map(|(_, b)| b).sum()
-    }
-}
-
-/// Parameters that LoRA with rank `r` on all seven projections (q, k, v, o, gate, up, down)
-/// adds: each (out × in) projection gets A (r × in) and B (out × r), i.e. r·(in + out).
-pub fn lora_parameters(cfg: &ModelConfig, r: usize) -> usize {
-    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-    let (q, kv) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
-    let per_layer = r * ((h + q) + (h + kv) + (h + kv) + (q + h) + (h + i) + (h + i) + (i + h));
-    cfg.num_hidden_layers * per_layer
-}
-
-/// Activation memory (elements) that a `Mode::Train` forward keeps for backward, for a batch
-/// of `b` sequences of `s` tokens. A coarse count of the tensors our unfused decoder builds:
-/// per layer and token, about 16 hidden-sized tensors (two RMSNorms with their intermediates,
-/// q/k/v and their RoPE halves, attention output, o_proj, residuals) and 5 intermediate-sized
-/// ones (gate, up, silu, product, and silu's internal); plus per layer 3 score tensors of
-/// a·s² per sequence (scores, masked scores, softmax); plus about 8 (B, S, V) f32 copies for
-/// the logits and the log-softmax and its gradient (rust-probe.md §5: "several copies kept").
-pub fn train_activation_elements(cfg: &ModelConfig, b: usize, s: usize) -> f64 {
-    let (bs, h, i, a, v) = (
-        (b * s) as f64,
-        cfg.hidden_size as f64,
-        cfg.intermediate_size as f64,
-        cfg.num_attention_heads as f64,
-        cfg.vocab_size as f64,
-    );
-    let per_layer = bs * (16.0 * h + 5.0 * i) + 3.0 * b as f64 * a * (s * s) as f64;
-    cfg.num_hidden_layers as f64 * per_layer + 8.0 * bs * v
-}
-
-/// Memory estimates (bytes), with P parameters:
-/// - inference, f32: weights 4P + KV cache 2 (K and V) · layers · kv_heads · head_dim ·
-///   batch · context · 4 bytes;
-/// - full fine-tuning with AdamW in f32: weights 4P + gradients 4P + two moments 8P +
-///   retort's gradient accumulator 4P (see `train::optim::AdamW`; only allocated when a step
-///   sums several micro-batches, so an upper bound) + activations
-///   (`train_activation_elements` · 4 bytes);
-/// - LoRA r = 16 on all projections: frozen base in bf16 2P + adapters, their gradients, two
-///   moments and accumulator in f32 (20 bytes per adapter parameter) + activations, the
-///   decoder ones in bf16 (2 bytes) and the (B, S, V) logit copies in f32 (the decoder casts
-///   logits to f32).
-pub fn estimate_memory(cfg: &ModelConfig, shape: EstimateShape) -> (Estimate, Estimate, Estimate) {
-    let p = cfg.num_parameters() as f64;
-    let kv = 2.0
-        * (cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * shape.infer_batch * shape.context) as f64
-        * 4.0;
-    let inference = Estimate { parts: vec![("weights (f32)", 4.0 * p), ("KV cache (f32)", kv)] };
-    let act = train_activation_elements(cfg, shape.train_batch, shape.train_seq);
-    let full = Estimate {
-        parts: vec![
-            ("weights (f32)", 4.0 * p),
-            ("gradients (f32)", 4.0 * p),
-            ("AdamW moments m, v (f32)", 8.0 * p),
-            ("AdamW gradient accumulator (f32)", 4.0 * p),
-            ("activations (f32)", 4.0 * act),
-        ],
-    };
-    let lora_p = lora_parameters(cfg, 16) as f64;
-    let logits = 8.0 * (shape.train_batch * shape.train_seq * cfg.vocab_size) as f64;
-    let lora = Estimate {
-        parts: vec![
-            ("frozen base (bf16)", 2.0 * p),
-            ("adapters r=16 + grads + AdamW state (f32)", 20.0 * lora_p),
-            ("activations (bf16; logits f32)", 2.0 * (act - logits) + 4.0 * logits),
-        ],
-    };
-    (inference, full, lora)
-}
-
-/// Bytes as GiB or MiB, whichever reads better.
-pub fn human_bytes(b: f64) -> String {
-    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
-    if b >= GIB {
-        format!("{:.2} GiB", b / GIB)
-    } else {
-        format!("{:.1} MiB", b / 1024.0 / 1024.0)
-    }
-}
-
 /// The text `retort model info` prints.
 pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize, usize)>, shape: EstimateShape) -> String {
     let mut s = String::new();
@@ -287,7 +190,7 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
     // Encoders (bert, roberta) have their own description; everything else is a decoder.
     if args.model.join("config.json").exists() {
         if let crate::model::registry::Family::Encoder(_) = crate::model::registry::family_of(&args.model)? {
-            print!("{}", crate::cli_embed::encoder_info_text(&args.model)?);
+            print!("{}", super::embed::encoder_info_text(&args.model)?);
             return Ok(());
         }
     }
@@ -411,31 +314,5 @@ mod tests {
         assert_eq!(stop_end("abEND\n", &stops), Some(5));
         assert_eq!(stop_end("abc", &stops), None);
         assert_eq!(stop_end("abc", &[String::new()]), None);
-    }
-
-    #[test]
-    fn lora_parameter_count_by_hand() {
-        // tiny: h 128, q 128, kv 64, i 384, 4 layers, r 16.
-        let cfg = ModelConfig::preset("tiny", 99).unwrap();
-        let per_layer = 16 * ((128 + 128) + 2 * (128 + 64) + (128 + 128) + 2 * (128 + 384) + (384 + 128));
-        assert_eq!(lora_parameters(&cfg, 16), 4 * per_layer);
-        // Qwen2.5-0.5B with r=16 on all projections: 8,798,208 adapter parameters (peft's count).
-        let q = ModelConfig::preset("qwen2.5-0.5b", 0).unwrap();
-        assert_eq!(lora_parameters(&q, 16), 8_798_208);
-    }
-
-    #[test]
-    fn memory_estimate_parts_follow_the_formulas() {
-        let cfg = ModelConfig::preset("tiny", 99).unwrap();
-        let p = cfg.num_parameters() as f64;
-        let shape = EstimateShape { infer_batch: 2, context: 100, train_batch: 8, train_seq: 128 };
-        let (inf, full, lora) = estimate_memory(&cfg, shape);
-        // KV: 2 · 4 layers · 2 kv heads · 32 head_dim · 2 · 100 · 4 bytes.
-        assert_eq!(inf.parts[1].1, (2 * 4 * 2 * 32 * 2 * 100 * 4) as f64);
-        assert_eq!(inf.total(), 4.0 * p + inf.parts[1].1);
-        let act = train_activation_elements(&cfg, 8, 128);
-        assert_eq!(full.total(), 20.0 * p + 4.0 * act);
-        assert!(lora.total() < full.total());
-        assert_eq!(lora.parts[0].1, 2.0 * p);
     }
 }

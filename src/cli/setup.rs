@@ -1,0 +1,190 @@
+//! `retort profiles`, `retort tasks`, `retort doctor` and `retort pull`: looking at what
+//! retort has and setting up a machine.
+
+use super::load_profile;
+use crate::profile::{Profile, DEFAULT_PROFILE, PRESETS};
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand, Debug)]
+pub enum ProfilesAction {
+    /// Print a profile with every default filled in.
+    Show {
+        /// Preset name or TOML path.
+        name: String,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TasksAction {
+    /// List task families.
+    List,
+    /// Print example instances with their full solution sets.
+    Sample {
+        /// Task name (`retort tasks list`).
+        name: String,
+        #[arg(short = 'n', long, default_value_t = 5)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Generator option, e.g. `--option min_solutions=4`.
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// `org/name` or `org/name@revision`.
+    pub repo: String,
+    /// Only files matching these globs (`*`, `?`, `**`), e.g. `--include '*.json'`.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Resolve from the cache only (also: HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+pub fn cmd_profiles(action: Option<ProfilesAction>) -> Result<()> {
+    match action {
+        None => {
+            for (name, text) in PRESETS {
+                let p = Profile::parse(text, &format!("preset {name}"))?;
+                let mark = if p.run.paper_scale { " [paper scale: needs a GPU and hub checkpoints]" } else { "" };
+                let default = if *name == DEFAULT_PROFILE { " (default)" } else { "" };
+                println!("{name:<24} {}{default}{mark}", p.run.description);
+            }
+            Ok(())
+        }
+        Some(ProfilesAction::Show { name, set }) => {
+            print!("{}", load_profile(&name, &set)?.to_toml());
+            Ok(())
+        }
+    }
+}
+
+pub fn cmd_tasks(action: TasksAction) -> Result<()> {
+    match action {
+        TasksAction::List => {
+            for (name, about) in crate::tasks::names() {
+                println!("{name:<14} {about}");
+            }
+            Ok(())
+        }
+        TasksAction::Sample { name, n, seed, options } => {
+            let table = crate::profile::parse_key_values(&options, "--option").map_err(anyhow::Error::msg)?;
+            let task = crate::tasks::build(&name, &table)?;
+            let mut rng = crate::rng::Rng::derive(seed, "tasks-sample");
+            let items = crate::tasks::generate_split(task.as_ref(), &mut rng, n, &Default::default())?;
+            for inst in items {
+                println!("{} {}", inst.id, serde_json::to_string(&inst.data)?);
+                println!("  prompt:   {:?}", inst.prompt);
+                match task.solutions(&inst) {
+                    Some(sols) => {
+                        let shown: Vec<String> = sols.iter().take(12).map(|s| format!("{:?}", task.render_solution(&inst, s))).collect();
+                        let more = if sols.len() > 12 { format!(" ... ({} more)", sols.len() - 12) } else { String::new() };
+                        println!("  {} solutions: {}{more}", sols.len(), shown.join(", "));
+                    }
+                    None => println!("  (solutions not enumerable)"),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn cmd_doctor() -> Result<()> {
+    println!("retort {}{}", env!("CARGO_PKG_VERSION"), option_env!("RETORT_GIT_DESCRIBE").map(|g| format!(" ({g})")).unwrap_or_default());
+    let features: Vec<&str> = [("cuda", cfg!(feature = "cuda")), ("metal", cfg!(feature = "metal"))]
+        .into_iter()
+        .filter_map(|(n, on)| on.then_some(n))
+        .collect();
+    println!("build features: {}", if features.is_empty() { "cpu only (default)".to_string() } else { features.join(", ") });
+    println!("cpu: {} threads (rayon), {} logical cores", rayon::current_num_threads(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if cfg!(feature = "cuda") {
+        match candle_core::Device::new_cuda(0) {
+            Ok(_) => println!("cuda: device 0 available"),
+            Err(e) => println!("cuda: compiled in, but no device: {e}"),
+        }
+    } else {
+        println!("cuda: not compiled in (build with --features cuda)");
+    }
+    if cfg!(feature = "metal") {
+        match candle_core::Device::new_metal(0) {
+            Ok(_) => println!("metal: device 0 available"),
+            Err(e) => println!("metal: compiled in, but no device: {e}"),
+        }
+    } else {
+        println!("metal: not compiled in (build with --features metal)");
+    }
+    if let Some((total, avail)) = meminfo() {
+        println!("memory: {:.1} GiB total, {:.1} GiB available", total / 1024.0 / 1024.0, avail / 1024.0 / 1024.0);
+    }
+    let cache = hub_cache_dir();
+    let writable = probe_writable(&cache);
+    println!("hugging face cache: {} ({})", cache.display(), if writable { "writable" } else { "NOT writable: set HF_HOME or HF_HUB_CACHE" });
+    println!("offline mode (HF_HUB_OFFLINE): {}", if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") { "on" } else { "off" });
+    Ok(())
+}
+
+/// The standard Hugging Face hub cache: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub.
+pub fn hub_cache_dir() -> PathBuf {
+    if let Ok(p) = std::env::var("HF_HUB_CACHE") {
+        return PathBuf::from(p);
+    }
+    if let Ok(p) = std::env::var("HF_HOME") {
+        return PathBuf::from(p).join("hub");
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    PathBuf::from(home).join(".cache").join("huggingface").join("hub")
+}
+
+fn probe_writable(dir: &Path) -> bool {
+    if std::fs::create_dir_all(dir).is_err() {
+        return false;
+    }
+    let probe = dir.join(format!(".retort-probe-{}", std::process::id()));
+    let ok = std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+/// (total, available) in KiB from /proc/meminfo.
+fn meminfo() -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| {
+        text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok())
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+pub fn cmd_pull(args: PullArgs) -> Result<()> {
+    let mut req = crate::hub::PullRequest::parse(&args.repo)?;
+    req.include = args.include;
+    req.offline = args.offline;
+    let config = crate::hub::HubConfig::from_env();
+    let show_bar = std::io::stderr().is_terminal();
+    let mut on_progress = |p: crate::hub::PullProgress| match p {
+        crate::hub::PullProgress::Resolved { repo, commit, files } => eprintln!("{repo} at {commit}: {} files", files.len()),
+        crate::hub::PullProgress::FileStarted { file, index, count } => eprintln!("[{}/{count}] {file}", index + 1),
+        crate::hub::PullProgress::FileBytes { done, total, .. } if show_bar => {
+            let pct = if total > 0 { 100.0 * done as f64 / total as f64 } else { 100.0 };
+            let filled = (pct / 5.0) as usize;
+            eprint!("\r  [{}{}] {pct:5.1}% {:.1}/{:.1} MB", "#".repeat(filled), " ".repeat(20 - filled.min(20)), done as f64 / 1e6, total as f64 / 1e6);
+        }
+        crate::hub::PullProgress::FileBytes { .. } => {}
+        crate::hub::PullProgress::FileDone { cached, .. } => {
+            if show_bar && !cached {
+                eprintln!();
+            }
+        }
+    };
+    let snapshot = crate::hub::pull(&config, &req, &mut on_progress)?;
+    println!("{}", snapshot.display());
+    Ok(())
+}
+
