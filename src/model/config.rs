@@ -338,7 +338,7 @@ impl ModelConfig {
 
     /// Number of scalar parameters the decoder holds for this config.
     pub fn num_parameters(&self) -> usize {
-        super::decoder::parameter_shapes(self).iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+        parameter_shapes(self).iter().map(|(_, s)| s.iter().product::<usize>()).sum()
     }
 }
 
@@ -406,6 +406,42 @@ fn parse_rope(keys: &Keys) -> Result<(f64, Option<RopeScaling>)> {
 /// Path of `config.json` inside a model folder.
 pub fn config_path(dir: &Path) -> PathBuf {
     dir.join("config.json")
+}
+
+/// Every parameter the config implies, with its Hugging Face name and shape, in model order.
+pub fn parameter_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, d, i) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
+    let q_out = cfg.num_attention_heads * d;
+    let kv_out = cfg.num_key_value_heads * d;
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h])];
+    for n in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{n}");
+        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        for (name, rows, cols, bias) in [
+            ("q_proj", q_out, h, cfg.qkv_bias),
+            ("k_proj", kv_out, h, cfg.qkv_bias),
+            ("v_proj", kv_out, h, cfg.qkv_bias),
+            ("o_proj", h, q_out, cfg.o_bias),
+        ] {
+            out.push((format!("{p}.self_attn.{name}.weight"), vec![rows, cols]));
+            if bias {
+                out.push((format!("{p}.self_attn.{name}.bias"), vec![rows]));
+            }
+        }
+        if cfg.qk_norm {
+            out.push((format!("{p}.self_attn.q_norm.weight"), vec![d]));
+            out.push((format!("{p}.self_attn.k_norm.weight"), vec![d]));
+        }
+        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
+        out.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
+        out.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
+    }
+    out.push(("model.norm.weight".to_string(), vec![h]));
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h]));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -629,42 +629,6 @@ pub struct Decoder {
     lora_dropout_seed: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
 }
 
-/// Every parameter the config implies, with its Hugging Face name and shape, in model order.
-pub fn parameter_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, d, i) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
-    let q_out = cfg.num_attention_heads * d;
-    let kv_out = cfg.num_key_value_heads * d;
-    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h])];
-    for n in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{n}");
-        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
-        for (name, rows, cols, bias) in [
-            ("q_proj", q_out, h, cfg.qkv_bias),
-            ("k_proj", kv_out, h, cfg.qkv_bias),
-            ("v_proj", kv_out, h, cfg.qkv_bias),
-            ("o_proj", h, q_out, cfg.o_bias),
-        ] {
-            out.push((format!("{p}.self_attn.{name}.weight"), vec![rows, cols]));
-            if bias {
-                out.push((format!("{p}.self_attn.{name}.bias"), vec![rows]));
-            }
-        }
-        if cfg.qk_norm {
-            out.push((format!("{p}.self_attn.q_norm.weight"), vec![d]));
-            out.push((format!("{p}.self_attn.k_norm.weight"), vec![d]));
-        }
-        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-        out.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
-        out.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
-        out.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
-    }
-    out.push(("model.norm.weight".to_string(), vec![h]));
-    if !cfg.tie_word_embeddings {
-        out.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h]));
-    }
-    out
-}
-
 impl Decoder {
     /// Builds the decoder from a `VarBuilder` rooted at the checkpoint's top level (names like
     /// `model.layers.0.self_attn.q_proj.weight`). With `VarBuilder::from_varmap` the parameters

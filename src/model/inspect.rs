@@ -4,7 +4,7 @@
 //! `retort model info` uses it, so a truncated or mismatched folder is an error there too.
 
 use super::config::ModelConfig;
-use super::decoder::parameter_shapes;
+use super::config::parameter_shapes;
 use super::weights::{checkpoint_files, ignorable};
 use super::{ModelError, Result};
 use std::collections::BTreeMap;

@@ -7,7 +7,8 @@
 //! reports extra tensors (rust-probe.md §2.8).
 
 use super::config::ModelConfig;
-use super::decoder::{parameter_shapes, Decoder};
+use super::config::parameter_shapes;
+use super::decoder::Decoder;
 use super::{ModelError, Result};
 use crate::rng::Rng;
 use candle_core::safetensors::Load;
