@@ -7,6 +7,7 @@ pub mod bus;
 pub mod cli;
 pub mod cpu_threads;
 pub mod device;
+pub mod error_text;
 pub mod eval;
 pub mod eval_code;
 pub mod fsutil;

@@ -21,7 +21,7 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             retort::ui::tui::restore_if_active();
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", retort::error_text::describe(&e));
             std::process::exit(2);
         }
     }

@@ -214,7 +214,7 @@ fn run_stages(
     });
     let save = |m: &Manifest| {
         if let Err(e) = dir.write_manifest(m) {
-            emitter.log(Level::Error, format!("{e:#}"));
+            emitter.log(Level::Error, crate::error_text::describe(&e));
         }
     };
     let mut outputs: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -237,7 +237,7 @@ fn run_stages(
         let stage_dir = dir.stage_dir(&stage.name);
         let resuming = stage_dir.exists();
         if let Err(e) = crate::fsutil::ensure_dir(&stage_dir) {
-            error = Some(format!("{e:#}"));
+            error = Some(crate::error_text::describe(&e));
             outcome = Outcome::Failed;
             break;
         }
@@ -300,11 +300,11 @@ fn run_stages(
                 break;
             }
             Err(e) => {
-                let msg = format!("stage {}: {e:#}", stage.name);
+                let msg = format!("stage {}: {}", stage.name, crate::error_text::describe(&e));
                 rec.status = Status::Failed;
-                rec.error = Some(format!("{e:#}"));
+                rec.error = Some(crate::error_text::describe(&e));
                 save(manifest);
-                stage_emitter.log(Level::Error, format!("{e:#}"));
+                stage_emitter.log(Level::Error, crate::error_text::describe(&e));
                 emitter.send(Event::StageFinished {
                     stage: stage.name.clone(),
                     outcome: Outcome::Failed,

@@ -565,6 +565,9 @@ fn a_failed_checkpoint_or_report_leaves_nothing_half_written() {
     assert!(!o.status.success(), "{text}");
     let run = std::fs::read_dir(d.path().join("runs")).unwrap().next().unwrap().unwrap().path();
     assert!(text.contains("cannot write checkpoint") && text.contains("step-00000001"), "{text}");
+    // Said once: not repeated by the error's own causes, nor by the run's closing line.
+    assert_eq!(text.matches("os error 27").count(), 1, "{text}");
+    assert_eq!(text.matches("cannot write checkpoint").count(), 1, "{text}");
     assert_eq!(leftovers(&run), Vec::<String>::new());
     // The report of a run cannot be written under a 1 KiB limit: no empty PNG stays.
     let o = run_with_file_limit(&["report", run.to_str().unwrap()], d.path(), 1);

@@ -42,6 +42,8 @@ pub struct LineFolder {
     stages: HashMap<String, StageClock>,
     total_stages: usize,
     run_started_t: Option<f64>,
+    /// Error messages already printed, so the run's closing line need not repeat them.
+    errors_shown: Vec<String>,
 }
 
 pub fn fmt_duration(secs: f64) -> String {
@@ -152,6 +154,9 @@ impl LineFolder {
                     Level::Error => "error: ",
                 };
                 let who = stage.as_ref().map(|s| format!("{s}: ")).unwrap_or_default();
+                if *level == Level::Error {
+                    self.errors_shown.push(message.clone());
+                }
                 line(format!("{tag}{who}{message}"))
             }
             Event::CheckpointSaved { stage, step, path } => line(format!("{stage}: checkpoint at step {step} -> {path}")),
@@ -186,7 +191,11 @@ impl LineFolder {
                 let took = self.run_started_t.map(|s| fmt_duration(t - s)).unwrap_or_default();
                 let mut s = format!("run {} in {took}", outcome_word(*outcome));
                 if let Some(e) = error {
-                    s.push_str(&format!(": {e}"));
+                    // "stage X: <message>" whose message was just printed: say where, once.
+                    match self.errors_shown.iter().find(|m| e.ends_with(m.as_str())) {
+                        Some(m) => s.push_str(&format!(" ({}, error above)", e[..e.len() - m.len()].trim_end_matches([':', ' ']))),
+                        None => s.push_str(&format!(": {e}")),
+                    }
                 }
                 line(s)
             }
