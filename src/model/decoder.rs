@@ -56,6 +56,18 @@ impl AttnMask {
     /// All rows must have the same length S; the queries are the last `query_len` of the S
     /// tokens (S for a full forward or prefill, 1 for a decoding step after a cache of S-1).
     pub fn new(key_valid: &[Vec<bool>], query_len: usize, device: &Device) -> Result<AttnMask> {
+        AttnMask::build(key_valid, query_len, true, device)
+    }
+
+    /// Like [`AttnMask::new`] for a full forward, but every query may attend to every valid
+    /// key, before and after it: the mask of an encoder, or of a denoiser that reconstructs a
+    /// whole noised sequence at once. Padding keys stay masked.
+    pub fn bidirectional(key_valid: &[Vec<bool>], device: &Device) -> Result<AttnMask> {
+        let len = key_valid.first().map_or(0, Vec::len);
+        AttnMask::build(key_valid, len, false, device)
+    }
+
+    fn build(key_valid: &[Vec<bool>], query_len: usize, causal: bool, device: &Device) -> Result<AttnMask> {
         let batch = key_valid.len();
         if batch == 0 {
             candle_core::bail!("AttnMask::new: empty batch");
@@ -81,7 +93,7 @@ impl AttnMask {
                 .collect();
             for (q, &position) in valid_before.iter().enumerate().skip(first_query) {
                 positions.push(position);
-                bias.extend(row.iter().enumerate().map(|(k, &v)| if v && k <= q { 0.0 } else { MASK_VALUE }));
+                bias.extend(row.iter().enumerate().map(|(k, &v)| if v && (k <= q || !causal) { 0.0 } else { MASK_VALUE }));
             }
         }
         Ok(AttnMask {
@@ -745,8 +757,26 @@ impl Decoder {
 
     /// Final hidden states (B, L, H) after the final norm. `cache`, when given, supplies the
     /// past keys/values and receives the new ones; the mask must then cover past + new keys.
-    pub fn forward_hidden(&self, input_ids: &Tensor, mask: &AttnMask, mut cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
+    pub fn forward_hidden(&self, input_ids: &Tensor, mask: &AttnMask, cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
+        self.forward_embeds(&self.embed_tokens(input_ids)?, mask, cache, mode)
+    }
+
+    /// The token embeddings (B, L, H) of `input_ids` (B, L): what [`Decoder::forward_hidden`]
+    /// feeds the blocks.
+    pub fn embed_tokens(&self, input_ids: &Tensor) -> Result<Tensor> {
         let (b, l) = input_ids.dims2()?;
+        self.embed.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, l, self.cfg.hidden_size))
+    }
+
+    /// Final hidden states from embeddings (B, L, H) instead of ids (transformers'
+    /// `inputs_embeds`): the way in for image features from a vision projector or a noised
+    /// embedding sequence. The mask may be causal ([`AttnMask::new`]) or bidirectional
+    /// ([`AttnMask::bidirectional`]); positions come from the mask as for ids.
+    pub fn forward_embeds(&self, embeds: &Tensor, mask: &AttnMask, mut cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
+        let (b, l, h) = embeds.dims3()?;
+        if h != self.cfg.hidden_size {
+            candle_core::bail!("inputs_embeds have width {h}, the model's hidden size is {}", self.cfg.hidden_size);
+        }
         let past = cache.as_ref().map_or(0, |c| c.seq_len());
         if mask.batch != b || mask.query_len != l || mask.key_len != past + l {
             candle_core::bail!(
@@ -767,7 +797,7 @@ impl Decoder {
             }
         }
         let (cos, sin) = self.rope_tables(&mask.positions)?;
-        let mut x = self.embed.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, l, self.cfg.hidden_size))?;
+        let mut x = embeds.to_dtype(self.dtype())?;
         for (n, block) in self.blocks.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[n]);
             x = block.forward(&x, &cos, &sin, &mask.bias, slot, mode)?;
@@ -814,6 +844,45 @@ mod tests {
         assert_eq!(bias[0], vec![vec![0.0, n, n], vec![0.0, 0.0, n], vec![0.0, 0.0, 0.0]]);
         // Row 1: only the last token is real; pad queries see nothing (all MASK_VALUE, finite).
         assert_eq!(bias[1], vec![vec![n, n, n], vec![n, n, n], vec![n, n, 0.0]]);
+    }
+
+    #[test]
+    fn bidirectional_mask_sees_every_valid_key_both_ways() {
+        let dev = Device::Cpu;
+        let m = AttnMask::bidirectional(&[vec![true, false, true]], &dev).unwrap();
+        let n = MASK_VALUE;
+        let bias = m.bias().squeeze(1).unwrap().to_vec3::<f32>().unwrap();
+        assert_eq!(bias[0], vec![vec![0.0, n, 0.0]; 3], "every query sees keys 0 and 2, never the pad");
+        assert_eq!(m.positions().to_vec2::<u32>().unwrap(), vec![vec![0, 1, 1]]);
+    }
+
+    #[test]
+    fn embeddings_in_equal_ids_in_and_the_mask_decides_what_is_seen() {
+        let dev = Device::Cpu;
+        let mut cfg = ModelConfig::preset("tiny", 50).unwrap();
+        cfg.num_hidden_layers = 2;
+        let model = crate::model::Model::init_random(cfg, 3, &dev).unwrap();
+        let d = &model.decoder;
+        let run = |ids: &[u32], mask: &AttnMask, via_embeds: bool| -> Vec<Vec<f32>> {
+            let input = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &dev).unwrap();
+            let h = if via_embeds {
+                d.forward_embeds(&d.embed_tokens(&input).unwrap(), mask, None, Mode::Infer).unwrap()
+            } else {
+                d.forward_hidden(&input, mask, None, Mode::Infer).unwrap()
+            };
+            h.squeeze(0).unwrap().to_vec2::<f32>().unwrap()
+        };
+        let causal = AttnMask::causal(1, 4, &dev).unwrap();
+        let both = AttnMask::bidirectional(&[vec![true; 4]], &dev).unwrap();
+        let (a, b) = ([5u32, 7, 9, 11], [5u32, 7, 9, 12]);
+        assert_eq!(run(&a, &causal, true), run(&a, &causal, false), "inputs_embeds = embed(ids) gives the same states");
+        // Causal: changing the last token leaves the first three positions alone.
+        assert_eq!(run(&a, &causal, true)[..3], run(&b, &causal, true)[..3]);
+        // Bidirectional: it reaches every position.
+        let (x, y) = (run(&a, &both, true), run(&b, &both, true));
+        assert!((0..3).all(|i| x[i] != y[i]), "bidirectional attention sees the future");
+        let wrong = Tensor::zeros((1, 4, 7), DType::F32, &dev).unwrap();
+        assert!(d.forward_embeds(&wrong, &causal, None, Mode::Infer).is_err());
     }
 
     #[test]
