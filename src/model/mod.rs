@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod logprobs;
 pub mod lora;
 pub mod fused;
+pub mod heads;
 pub mod weights;
 
 pub use config::{ModelConfig, ModelType, RopeScaling};
