@@ -206,29 +206,37 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn resume_from_a_checkpoint_is_bit_exact() {
     let w = warm();
-    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // FlowRL exercises the most state: policy, Z head, their AdamW moments, the step.
-    // The stage keeps its name: its random streams derive from (seed, stage name).
-    let cfg = rl_cfg("algorithm = \"flowrl\"\nlr = 3e-4\nz_lr = 10\nsteps = 4\ncheckpoint_every = 2\nkeep = 10\neval_problems = 2\n");
-    let (out, _) = run_stage("rl", &cfg, one.path(), "rl", &w.outputs);
-    let full = out.unwrap().output.unwrap();
-    // Pretend the run stopped after the step-2 checkpoint: drop everything later, rerun.
-    let b = two.path().join("rl");
-    copy_dir(&one.path().join("rl"), &b);
-    std::fs::remove_dir_all(b.join("model")).unwrap();
-    std::fs::remove_dir_all(b.join("checkpoints/step-00000004")).unwrap();
-    assert!(b.join("checkpoints/step-00000002").is_dir());
-    let (out, events) = run_stage("rl", &cfg, two.path(), "rl", &w.outputs);
-    let resumed = out.unwrap().output.unwrap();
-    assert!(events.iter().any(|e| matches!(e, Event::Log { message, .. } if message.contains("resumed from checkpoint at step 2"))));
-    assert_eq!(metrics(&events).len(), 2, "only steps 3 and 4 run again");
-    let same = |a: &Path, b: &Path| file_bytes(a) == file_bytes(b);
-    assert!(same(&full.join("model.safetensors"), &resumed.join("model.safetensors")), "final weights differ after resume");
-    let opt = |d: &Path| d.join("rl/checkpoints/step-00000004/optimizer.safetensors");
-    assert!(same(&opt(one.path()), &opt(two.path())), "optimizer state (incl. the Z head's moments) differs after resume");
-    // And the check has teeth: a run with another seed-derived stream ends elsewhere.
-    let (out, _) = run_stage("rl", &cfg, one.path(), "other-name", &w.outputs);
-    assert!(!same(&full.join("model.safetensors"), &out.unwrap().output.unwrap().join("model.safetensors")));
+    // FlowRL exercises the most policy-side state: policy, Z head, their AdamW moments, the
+    // step; PPO adds a second trainer, the critic, with its own optimizer and checkpoint files.
+    for (algo, extra) in [("flowrl", "z_lr = 10\n"), ("ppo", "critic_lr = 1e-3\ncritic_warmup = 1\n")] {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // The stage keeps its name: its random streams derive from (seed, stage name).
+        let cfg = rl_cfg(&format!("algorithm = \"{algo}\"\nlr = 3e-4\n{extra}steps = 4\ncheckpoint_every = 2\nkeep = 10\neval_problems = 2\n"));
+        let (out, _) = run_stage("rl", &cfg, one.path(), "rl", &w.outputs);
+        let full = out.unwrap().output.unwrap();
+        // Pretend the run stopped after the step-2 checkpoint: drop everything later, rerun.
+        let b = two.path().join("rl");
+        copy_dir(&one.path().join("rl"), &b);
+        std::fs::remove_dir_all(b.join("model")).unwrap();
+        std::fs::remove_dir_all(b.join("checkpoints/step-00000004")).unwrap();
+        assert!(b.join("checkpoints/step-00000002").is_dir());
+        let (out, events) = run_stage("rl", &cfg, two.path(), "rl", &w.outputs);
+        let resumed = out.unwrap().output.unwrap();
+        assert!(events.iter().any(|e| matches!(e, Event::Log { message, .. } if message.contains("resumed from checkpoint at step 2"))));
+        assert_eq!(metrics(&events).len(), 2, "{algo}: only steps 3 and 4 run again");
+        let same = |a: &Path, b: &Path| file_bytes(a) == file_bytes(b);
+        assert!(same(&full.join("model.safetensors"), &resumed.join("model.safetensors")), "{algo}: final weights differ after resume");
+        let last = |d: &Path, file: &str| d.join("rl/checkpoints/step-00000004").join(file);
+        let files: &[&str] = if algo == "ppo" { &["optimizer.safetensors", "critic.safetensors", "critic_optimizer.safetensors"] } else { &["optimizer.safetensors"] };
+        for file in files {
+            assert!(same(&last(one.path(), file), &last(two.path(), file)), "{algo}: {file} differs after resume");
+        }
+        if algo == "flowrl" {
+            // And the check has teeth: a run with another seed-derived stream ends elsewhere.
+            let (out, _) = run_stage("rl", &cfg, one.path(), "other-name", &w.outputs);
+            assert!(!same(&full.join("model.safetensors"), &out.unwrap().output.unwrap().join("model.safetensors")));
+        }
+    }
 }
 
 fn rejects(text: &str, key: &str, needles: &[&str]) {
