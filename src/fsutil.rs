@@ -60,6 +60,27 @@ pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create folder {}: {e}", dir.display()))
 }
 
+/// Move the finished folder `from` to `to` (same parent), replacing any folder already
+/// there: the old one is renamed aside first and removed last, so `to` is always either the
+/// old folder or the new one, each complete (and absent only between two renames).
+pub fn replace_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let rename = |a: &Path, b: &Path| fs::rename(a, b).map_err(|e| anyhow::anyhow!("cannot move {} to {}: {e}", a.display(), b.display()));
+    if !to.exists() {
+        return rename(from, to);
+    }
+    let name = to.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let aside = to.with_file_name(format!(".{name}.old.{}", std::process::id()));
+    let _ = fs::remove_dir_all(&aside);
+    rename(to, &aside)?;
+    if let Err(e) = rename(from, to) {
+        // Put the old folder back: the caller keeps what it had.
+        let _ = fs::rename(&aside, to);
+        return Err(e);
+    }
+    let _ = fs::remove_dir_all(&aside);
+    Ok(())
+}
+
 /// Copy a folder's regular files (one level deep) atomically into another folder.
 pub fn copy_files(from: &Path, to: &Path, names: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
     ensure_dir(to)?;

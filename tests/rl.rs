@@ -5,7 +5,8 @@
 //! One warm start (model-init → tasks → a short SFT on subset-sum) is built once and shared.
 
 use retort::bus::{ControlRx, Emitter, Event};
-use retort::stages::{find_kind, StageConfig, StageCtx, StageOutput};
+use retort::stage::{StageConfig, StageCtx, StageOutput};
+use retort::stages::find_kind;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -112,7 +113,7 @@ fn grpo_improves_reward_on_an_easy_task() {
     let easy = "task = \"subset-sum\"\ntrain = 12\ntest = 4\n[options]\nmin_len = 3\nmax_len = 3\nmax_value = 9\nmin_target = 5\nmax_target = 15\nmin_solutions = 1";
     let (out, _) = run_stage("tasks", easy, run.path(), "easy", &outputs);
     outputs.insert("easy".into(), out.unwrap().output.unwrap());
-    let problems = retort::stages::tasks::read_instances(&outputs["easy"].join("train.jsonl")).unwrap();
+    let problems = retort::tasks::stage::read_instances(&outputs["easy"].join("train.jsonl")).unwrap();
     let before = accuracy(&outputs["sft"], &problems);
     let cfg = rl_cfg("algorithm = \"grpo\"\nfrom = \"@easy\"\nlr = 5e-4\nsteps = 16\neval_problems = 4\neval_n = 16\n");
     let (out, events) = run_stage("rl", &cfg, run.path(), "grpo", &outputs);
@@ -206,29 +207,37 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn resume_from_a_checkpoint_is_bit_exact() {
     let w = warm();
-    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // FlowRL exercises the most state: policy, Z head, their AdamW moments, the step.
-    // The stage keeps its name: its random streams derive from (seed, stage name).
-    let cfg = rl_cfg("algorithm = \"flowrl\"\nlr = 3e-4\nz_lr = 10\nsteps = 4\ncheckpoint_every = 2\nkeep = 10\neval_problems = 2\n");
-    let (out, _) = run_stage("rl", &cfg, one.path(), "rl", &w.outputs);
-    let full = out.unwrap().output.unwrap();
-    // Pretend the run stopped after the step-2 checkpoint: drop everything later, rerun.
-    let b = two.path().join("rl");
-    copy_dir(&one.path().join("rl"), &b);
-    std::fs::remove_dir_all(b.join("model")).unwrap();
-    std::fs::remove_dir_all(b.join("checkpoints/step-00000004")).unwrap();
-    assert!(b.join("checkpoints/step-00000002").is_dir());
-    let (out, events) = run_stage("rl", &cfg, two.path(), "rl", &w.outputs);
-    let resumed = out.unwrap().output.unwrap();
-    assert!(events.iter().any(|e| matches!(e, Event::Log { message, .. } if message.contains("resumed from checkpoint at step 2"))));
-    assert_eq!(metrics(&events).len(), 2, "only steps 3 and 4 run again");
-    let same = |a: &Path, b: &Path| file_bytes(a) == file_bytes(b);
-    assert!(same(&full.join("model.safetensors"), &resumed.join("model.safetensors")), "final weights differ after resume");
-    let opt = |d: &Path| d.join("rl/checkpoints/step-00000004/optimizer.safetensors");
-    assert!(same(&opt(one.path()), &opt(two.path())), "optimizer state (incl. the Z head's moments) differs after resume");
-    // And the check has teeth: a run with another seed-derived stream ends elsewhere.
-    let (out, _) = run_stage("rl", &cfg, one.path(), "other-name", &w.outputs);
-    assert!(!same(&full.join("model.safetensors"), &out.unwrap().output.unwrap().join("model.safetensors")));
+    // FlowRL exercises the most policy-side state: policy, Z head, their AdamW moments, the
+    // step; PPO adds a second trainer, the critic, with its own optimizer and checkpoint files.
+    for (algo, extra) in [("flowrl", "z_lr = 10\n"), ("ppo", "critic_lr = 1e-3\ncritic_warmup = 1\n")] {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // The stage keeps its name: its random streams derive from (seed, stage name).
+        let cfg = rl_cfg(&format!("algorithm = \"{algo}\"\nlr = 3e-4\n{extra}steps = 4\ncheckpoint_every = 2\nkeep = 10\neval_problems = 2\n"));
+        let (out, _) = run_stage("rl", &cfg, one.path(), "rl", &w.outputs);
+        let full = out.unwrap().output.unwrap();
+        // Pretend the run stopped after the step-2 checkpoint: drop everything later, rerun.
+        let b = two.path().join("rl");
+        copy_dir(&one.path().join("rl"), &b);
+        std::fs::remove_dir_all(b.join("model")).unwrap();
+        std::fs::remove_dir_all(b.join("checkpoints/step-00000004")).unwrap();
+        assert!(b.join("checkpoints/step-00000002").is_dir());
+        let (out, events) = run_stage("rl", &cfg, two.path(), "rl", &w.outputs);
+        let resumed = out.unwrap().output.unwrap();
+        assert!(events.iter().any(|e| matches!(e, Event::Log { message, .. } if message.contains("resumed from checkpoint at step 2"))));
+        assert_eq!(metrics(&events).len(), 2, "{algo}: only steps 3 and 4 run again");
+        let same = |a: &Path, b: &Path| file_bytes(a) == file_bytes(b);
+        assert!(same(&full.join("model.safetensors"), &resumed.join("model.safetensors")), "{algo}: final weights differ after resume");
+        let last = |d: &Path, file: &str| d.join("rl/checkpoints/step-00000004").join(file);
+        let files: &[&str] = if algo == "ppo" { &["optimizer.safetensors", "critic.safetensors", "critic_optimizer.safetensors"] } else { &["optimizer.safetensors"] };
+        for file in files {
+            assert!(same(&last(one.path(), file), &last(two.path(), file)), "{algo}: {file} differs after resume");
+        }
+        if algo == "flowrl" {
+            // And the check has teeth: a run with another seed-derived stream ends elsewhere.
+            let (out, _) = run_stage("rl", &cfg, one.path(), "other-name", &w.outputs);
+            assert!(!same(&full.join("model.safetensors"), &out.unwrap().output.unwrap().join("model.safetensors")));
+        }
+    }
 }
 
 fn rejects(text: &str, key: &str, needles: &[&str]) {

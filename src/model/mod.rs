@@ -16,6 +16,7 @@ pub mod stage;
 pub mod logprobs;
 pub mod lora;
 pub mod fused;
+pub mod heads;
 pub mod registry;
 pub mod weights;
 

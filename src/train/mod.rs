@@ -1,8 +1,15 @@
-//! Training algorithms. `rl` holds the pure RL maths (advantages and losses).
+//! Training stages and what they share.
+//!
+//! - `scaffold` — the trainer scaffold every training stage uses: controls between steps,
+//!   checkpoints and resume, the non-finite stop, progress, the atomic final model folder;
+//! - `sft` — supervised fine-tuning (full or LoRA);
+//! - `rl` — RL with verifiable rewards (GRPO, PPO, FlowRL; see `rl/mod.rs` for its map);
+//! - `checkpoint`, `optim` (AdamW), `schedule` (learning rates), `data` (SFT examples).
 
 pub mod rl;
 pub mod optim;
 pub mod schedule;
 pub mod checkpoint;
 pub mod data;
+pub mod scaffold;
 pub mod sft;

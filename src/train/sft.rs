@@ -6,6 +6,8 @@
 //! clipping by global norm (a non-finite norm skips the step with a warning). Checkpoints
 //! hold the trainable weights, the AdamW moments and the step; the data stream is a pure
 //! function of (seed, example index), so a resumed run continues bit-identically on the CPU.
+//! Controls, checkpoints, resume, the non-finite stop and the final model folder are the
+//! trainer scaffold's (`train/scaffold.rs`).
 //!
 //! ```toml
 //! [[stage]]
@@ -20,18 +22,18 @@ use crate::bus::Event;
 use crate::generate::{generate, SamplingParams};
 use crate::model::lora::{self, Adapters, LoraConfig};
 use crate::model::{AttnMask, Mode, Model};
-use crate::stage::{refs, table_of, Artifact, Interrupted, Reference, StageConfig, StageCtx, StageOutput};
+use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
 use crate::tasks::{self, Instance, Task};
 use crate::text::Tokenizer;
-use crate::train::checkpoint::{self, Checkpoints};
 use crate::train::data::{self, Example, LengthLimit, Teacher, TooLongRow};
 use crate::train::optim::{AdamW, AdamWConfig, Param};
+use crate::train::scaffold::{Scaffold, TrainState};
 use crate::train::schedule::{Decay, Schedule};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -441,11 +443,18 @@ pub fn task_accuracy(
     Ok((sampled, greedy))
 }
 
+/// What a checkpoint keeps besides the optimizer (`state.json`).
 #[derive(Serialize, Deserialize)]
-struct TrainState {
+struct SftState {
     step: u64,
     examples_seen: u64,
     last_loss: f64,
+}
+
+impl TrainState for SftState {
+    fn step(&self) -> u64 {
+        self.step
+    }
 }
 
 fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
@@ -477,14 +486,8 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     ));
     let mut opt = AdamW::new(params, AdamWConfig { weight_decay: cfg.weight_decay, ..Default::default() });
     let schedule = Schedule { peak_lr: cfg.lr, warmup_steps: cfg.warmup_steps, total_steps: cfg.steps, decay: cfg.schedule, min_ratio: cfg.min_lr_ratio };
-    let ckpts = Checkpoints::new(&ctx.dir, cfg.keep_checkpoints);
-
-    let mut state = TrainState { step: 0, examples_seen: 0, last_loss: f64::NAN };
-    if let Some((step, dir)) = ckpts.latest() {
-        checkpoint::load_trainer(&dir, "params", &mut opt)?;
-        state = checkpoint::load_state(&dir)?;
-        ctx.events.info(format!("resumed from checkpoint at step {step} ({})", dir.display()));
-    }
+    let run = Scaffold::new(&ctx.dir, cfg.steps, cfg.checkpoint_every, cfg.keep_checkpoints, "Lower lr or check the data");
+    let mut state = run.resume(ctx, &mut [("params", &mut opt)])?.unwrap_or(SftState { step: 0, examples_seen: 0, last_loss: f64::NAN });
 
     // Fixed JSONL data can be packed or must fit; task examples are short by construction.
     let mut fixed_cut = 0;
@@ -507,26 +510,10 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     data::truncate(&mut eval_set, cfg.max_len);
     eval_set.truncate(256);
 
-    let save = |state: &TrainState, opt: &AdamW, ctx: &StageCtx| -> Result<PathBuf> {
-        let dir = ckpts.save(state.step, |d| {
-            checkpoint::save_trainer(d, "params", opt)?;
-            checkpoint::save_state(d, state)
-        })?;
-        ctx.events.checkpoint(state.step, &dir);
-        Ok(dir)
-    };
-
     let seed = ctx.rng("data").next_u64();
     let mut long_cut = 0usize;
     while state.step < cfg.steps {
-        let pending = ctx.control.poll();
-        if pending.stop {
-            save(&state, &opt, ctx)?;
-            return Err(Interrupted.into());
-        }
-        if pending.checkpoint {
-            save(&state, &opt, ctx)?;
-        }
+        run.poll(ctx, &state, &[("params", &opt)])?;
         let started = Instant::now();
         let mut micro: Vec<Vec<Example>> = Vec::with_capacity(cfg.grad_accum);
         for _ in 0..cfg.grad_accum {
@@ -560,8 +547,7 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
             opt.accumulate(&loss.backward()?)?;
         }
         if !step_nll.is_finite() {
-            let last = ckpts.latest().map(|(s, _)| format!("step {s}")).unwrap_or_else(|| "none yet".into());
-            bail!("loss is {step_nll} at step {} (metric `loss`); stopped. The last good checkpoint ({last}) stays the latest; lower lr or check the data", state.step + 1);
+            return Err(run.non_finite("loss", step_nll, state.step + 1));
         }
         let lr = schedule.lr(state.step);
         let report = opt.apply(lr, cfg.max_grad_norm)?;
@@ -583,7 +569,7 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
             metrics.push(("eval_loss", eval_loss(&model, &eval_set, pad, cfg.batch_size * 2)?));
         }
         ctx.events.metrics(state.step, metrics);
-        ctx.events.progress(state.step, Some(cfg.steps), "step", None);
+        run.progress(ctx, state.step, None);
         if cfg.sample_every > 0 && (state.step % cfg.sample_every == 0 || last_step) {
             if let Some((task, problems)) = &prep.task {
                 send_samples(&model, &prep.tok, task.as_ref(), &problems[..problems.len().min(3)], state.step, cfg.max_new_tokens, ctx)?;
@@ -591,28 +577,24 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
                 send_heldout_samples(&model, &prep.tok, &eval_set[..eval_set.len().min(3)], state.step, cfg.max_new_tokens, ctx)?;
             }
         }
-        if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 && !last_step {
-            save(&state, &opt, ctx)?;
-        }
+        run.after_step(ctx, &state, &[("params", &opt)])?;
     }
     if long_cut > 0 {
         ctx.events.warn(format!("{long_cut} examples were longer than max_len = {} and were truncated", cfg.max_len));
     }
-    save(&state, &opt, ctx)?;
+    run.save(ctx, &state, &[("params", &opt)])?;
 
     // The final model: a full Hugging Face folder (merged when LoRA), plus the adapters alone.
-    let out = ctx.dir.join("model");
-    let _ = std::fs::remove_dir_all(&out);
-    match &adapters {
-        Some(a) => {
-            lora::merged(&model)?.save(&out)?;
-            lora::save_adapters(a, &ctx.dir.join("adapter"), &model_dir.display().to_string())?;
-        }
-        None => model.save(&out)?,
+    if let Some(a) = &adapters {
+        lora::save_adapters(a, &ctx.dir.join("adapter"), &model_dir.display().to_string())?;
     }
-    crate::model::init::copy_side_files(&model_dir, &out)?;
-    // The copied side files may carry an older generation_config.json; the model's own wins.
-    crate::fsutil::write_atomic(&out.join("generation_config.json"), serde_json::to_string_pretty(&model.config.generation_config_json())?.as_bytes())?;
+    let out = run.write_model(&model_dir, &model.config, |dir| {
+        match &adapters {
+            Some(_) => lora::merged(&model)?.save(dir)?,
+            None => model.save(dir)?,
+        }
+        Ok(())
+    })?;
 
     let mut summary: BTreeMap<String, f64> = BTreeMap::new();
     summary.insert("loss".into(), state.last_loss);

@@ -1,6 +1,7 @@
-//! Format rewards: the response-shape checks some recipes fold into the score
-//! (research/rl-spec.md §1 step 3, §7.1, §7.2). Each is a pure function of the response
-//! text and the verifier's verdict.
+//! Reward shaping beyond the verifier, as pure functions: the format rewards some recipes
+//! fold into the score (research/rl-spec.md §1 step 3, §7.1, §7.2), each a function of the
+//! response text and the verifier's verdict, and DAPO's overlong penalty (§2.2), a function
+//! of the response length.
 //!
 //! - `think_answer` — STILL-Zero (`VERL-STILL/.../reward_manager/still.py`): the score is 1
 //!   only if the answer is correct **and** the text is `<think>…</think><answer>…</answer>`:
@@ -10,6 +11,41 @@
 //!   no `\boxed` at all (unfinished); the three values are configurable.
 
 use serde::{Deserialize, Serialize};
+
+/// DAPO overlong penalty (§2.2): `min(−(len − (L − buffer))/buffer · penalty, 0)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overlong {
+    pub buffer: usize,
+    #[serde(default = "d_one")]
+    pub penalty: f64,
+}
+
+fn d_one() -> f64 {
+    1.0
+}
+
+impl Overlong {
+    /// The penalty (≤ 0) added to the score of a response of `len` tokens.
+    pub fn penalty(&self, len: usize, max_new_tokens: usize) -> f64 {
+        overlong_penalty(len, max_new_tokens, self.buffer, self.penalty)
+    }
+
+    /// `Err((key, message))` unless `1 ≤ buffer < max_new_tokens`.
+    pub fn check(&self, max_new_tokens: usize) -> Result<(), (String, String)> {
+        if self.buffer == 0 || self.buffer >= max_new_tokens {
+            return Err(("overlong.buffer".into(), format!("the overlong buffer must be between 1 and max_new_tokens − 1 = {}", max_new_tokens - 1)));
+        }
+        Ok(())
+    }
+}
+
+/// DAPO's soft overlong punishment (§2.2): 0 up to `max_new_tokens − buffer` tokens, then
+/// falling linearly to `−penalty` at `max_new_tokens`.
+pub fn overlong_penalty(len: usize, max_new_tokens: usize, buffer: usize, penalty: f64) -> f64 {
+    let expected = (max_new_tokens - buffer) as f64;
+    (-(len as f64 - expected) / buffer as f64 * penalty).min(0.0)
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -97,6 +133,18 @@ pub fn think_answer_format(text: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlong_penalty_is_zero_then_linear_in_the_buffer() {
+        // L = 24, buffer 4: free up to 20 tokens, then −penalty/4 per token.
+        let o = Overlong { buffer: 4, penalty: 0.5 };
+        for (len, want) in [(1, 0.0), (20, 0.0), (21, -0.125), (22, -0.25), (24, -0.5)] {
+            assert_eq!(o.penalty(len, 24), want, "len {len}");
+        }
+        assert!(o.check(24).is_ok());
+        assert_eq!(o.check(4).unwrap_err().0, "overlong.buffer");
+        assert!(Overlong { buffer: 0, penalty: 1.0 }.check(24).is_err());
+    }
 
     #[test]
     fn think_answer_accepts_only_the_strict_shape() {

@@ -1,4 +1,5 @@
-//! Token layout of one rollout for the scoring and training forwards (rl-spec §0).
+//! Token layout of one rollout for the scoring and training forwards (rl-spec §0), and the
+//! shared-prompt scoring forward the reference pass and the update use.
 //!
 //! Every row is `[left padding; prompt; response; right padding]` with one prompt width `P`
 //! and one response width `T` for the whole step, so that per-token data of any subset of

@@ -1,0 +1,256 @@
+//! One step's data (rl-spec §1): where prompts come from ([`Problems`]), the rollout (the
+//! batched sampler, `prompts_per_step × group_size` responses), the reward (the task's
+//! verifier, then the format rule and the overlong penalty of `rewards.rs`), the scoring of
+//! the rollout (old log-probs and entropies from the sampler, reference log-probs) and the
+//! advantages with their shapings (`advantage.rs`).
+//!
+//! Determinism: the prompts of step s and the sampling stream of step s are pure functions
+//! of (seed, s), so a resumed run draws exactly what an uninterrupted one would.
+
+use crate::eval::run::{encode_prompt, ProblemSet};
+use crate::generate::{generate, Completion, FinishReason, SamplingParams};
+use crate::model::{Mode, Model};
+use crate::stage::StageCtx;
+use crate::tasks::{self, Verdict};
+use crate::text::Tokenizer;
+use crate::train::rl::advantage::{self as adv, Mat};
+use crate::train::rl::batch;
+use crate::train::rl::config::RlStage;
+use crate::train::rl::loss;
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+
+/// The rollout problems and the quick-eval problems, each with its verifier.
+pub struct Problems {
+    pub train: ProblemSet,
+    pub test: ProblemSet,
+}
+
+pub fn load_problems(cfg: &RlStage, ctx: &StageCtx) -> Result<Problems> {
+    if let Some(name) = &cfg.task {
+        let task = tasks::build(name, &cfg.task_options)?;
+        let mut rng = ctx.rng("problems");
+        let test = tasks::generate_split(task.as_ref(), &mut rng, cfg.test_problems, &Default::default())?;
+        let seen = test.iter().map(|i| i.prompt.clone()).collect();
+        let train = tasks::generate_split(task.as_ref(), &mut rng, cfg.train_problems, &seen)?;
+        let opts = &cfg.task_options;
+        return Ok(Problems { train: ProblemSet::of_task(name, opts, train)?, test: ProblemSet::of_task(name, opts, test)? });
+    }
+    if let Some(jsonl) = &cfg.jsonl {
+        let verifier = cfg.verifier.as_deref().unwrap_or_default();
+        let train = ProblemSet::from_jsonl(&ctx.resolve(jsonl)?, verifier)?;
+        let test = match &cfg.test_jsonl {
+            Some(t) => ProblemSet::from_jsonl(&ctx.resolve(t)?, verifier)?,
+            None => ProblemSet::empty_for(verifier),
+        };
+        return Ok(Problems { train, test });
+    }
+    let dir = ctx.resolve(cfg.from.as_deref().unwrap_or_default())?;
+    let train_path = dir.join("train.jsonl");
+    let train = crate::tasks::stage::read_instances(&train_path)
+        .with_context(|| format!("`from = {:?}` must be a tasks stage (train.jsonl of task instances)", cfg.from.as_deref().unwrap_or_default()))?;
+    let test = crate::tasks::stage::read_instances(&dir.join("test.jsonl")).unwrap_or_default();
+    let first = train.first().with_context(|| format!("{} holds no instances", train_path.display()))?;
+    let task = first.task.clone();
+    if let Some(other) = train.iter().find(|i| i.task != task) {
+        bail!("{}: mixes tasks `{task}` and `{}`; one RL stage trains on one task", train_path.display(), other.task);
+    }
+    let train = ProblemSet::of_task(&task, &cfg.task_options, train).map_err(|e| {
+        anyhow::anyhow!("{}: task `{task}` has no verifier in retort ({e}); RL scores every response with the task's verifier", train_path.display())
+    })?;
+    Ok(Problems { train, test: ProblemSet::of_task(&task, &cfg.task_options, test)? })
+}
+
+
+
+/// Everything the rollout, reward and scoring phases produce for one step (B responses).
+pub struct Rollout {
+    /// Index into the training problems, per response.
+    pub problem: Vec<usize>,
+    /// Group (prompt slot within the step), per response.
+    pub groups: Vec<usize>,
+    pub prompts: Vec<Vec<u32>>,
+    pub responses: Vec<Vec<u32>>,
+    pub texts: Vec<String>,
+    pub verdicts: Vec<Verdict>,
+    pub truncated: Vec<bool>,
+    pub scores: Vec<f32>,
+    /// Per-token log-probs and entropies of each response under the rollout policy at the
+    /// sampling temperature, as the sampler computed them: the "old" policy of the update.
+    pub logprobs: Vec<Vec<f32>>,
+    pub entropies: Vec<Vec<f32>>,
+    pub mask: Mat,
+    pub widths: (usize, usize),
+}
+
+pub fn rollout(
+    cfg: &RlStage,
+    policy: &Model,
+    tok: &Tokenizer,
+    problems: &Problems,
+    data_seed: u64,
+    rollout_seed: u64,
+    step: u64,
+) -> Result<(Vec<usize>, Vec<usize>, Vec<Vec<u32>>, Vec<Completion>)> {
+    let n_train = problems.train.len();
+    let mut problem = Vec::new();
+    let mut groups = Vec::new();
+    let mut prompts = Vec::new();
+    for slot in 0..cfg.prompts_per_step {
+        let k = (step - 1) * cfg.prompts_per_step as u64 + slot as u64;
+        let (_, i) = crate::train::data::stream_position(data_seed, k, n_train);
+        let ids = encode_prompt(tok, problems.train.prompt(i), cfg.chat)?;
+        for _ in 0..cfg.group_size {
+            problem.push(i);
+            groups.push(slot);
+            prompts.push(ids.clone());
+        }
+    }
+    let params = SamplingParams {
+        temperature: cfg.temperature,
+        top_p: cfg.top_p,
+        max_new_tokens: cfg.max_new_tokens,
+        stop_token_ids: tok.eos_ids(),
+        ..Default::default()
+    };
+    let mut rng = crate::rng::Rng::derive(rollout_seed, &format!("rollout/{step}"));
+    let completions = generate(&policy.decoder, &prompts, &params, &mut rng, None)?;
+    Ok((problem, groups, prompts, completions))
+}
+
+pub fn reward(cfg: &RlStage, tok: &Tokenizer, problems: &Problems, problem: Vec<usize>, groups: Vec<usize>, prompts: Vec<Vec<u32>>, completions: Vec<Completion>) -> Result<Rollout> {
+    let mut texts = Vec::new();
+    let mut verdicts = Vec::new();
+    let mut truncated = Vec::new();
+    let mut scores = Vec::new();
+    let mut responses = Vec::new();
+    let (mut logprobs, mut entropies) = (Vec::new(), Vec::new());
+    for (i, c) in completions.into_iter().enumerate() {
+        let text = tok.decode(&c.tokens, true)?;
+        let mut v = problems.train.verify(problem[i], &text);
+        let mut score = v.reward;
+        if let Some(f) = &cfg.format_reward {
+            let formatted = f.score(&text, v.correct);
+            score = formatted.score;
+            if let Some(why) = formatted.reason {
+                v.reason = format!("{}; format: {why}", v.reason);
+            }
+        }
+        if let Some(o) = &cfg.overlong {
+            score += o.penalty(c.tokens.len(), cfg.max_new_tokens);
+        }
+        scores.push(score as f32);
+        truncated.push(c.finish == FinishReason::Length);
+        texts.push(text);
+        verdicts.push(v);
+        responses.push(c.tokens);
+        logprobs.push(c.logprobs);
+        entropies.push(c.entropies);
+    }
+    let widths = batch::widths(&prompts, &responses);
+    let mask = batch::response_mask(&responses, widths.1);
+    Ok(Rollout { problem, groups, prompts, responses, texts, verdicts, truncated, scores, logprobs, entropies, mask, widths })
+}
+
+/// Old (and reference) log-probs, entropies and critic values of every response, without
+
+/// Old (and reference) log-probs, entropies and critic values of every response, without
+/// gradients.
+pub struct Scored {
+    pub old: Mat,
+    pub reference: Option<Mat>,
+    pub entropy: Mat,
+    pub values: Option<Mat>,
+}
+
+/// The old policy's log-probs and entropies are the sampler's own (the same weights, the same
+/// temperature, computed over the full distribution before any top-k / top-p cut; the model
+/// tests check they equal a full forward pass), so no second pass of the policy is needed —
+/// as TRL does for on-policy updates. The reference model scores the rollout in chunks of
+/// `micro_batch` rows, running each distinct prompt once; the algorithm adds critic values
+/// (PPO, `algo/ppo.rs`).
+pub fn score_rollout(cfg: &RlStage, ro: &Rollout, reference: Option<&Model>, pad: u32) -> Result<Scored> {
+    let b = ro.prompts.len();
+    let t = ro.widths.1;
+    let old = per_token_mat(&ro.logprobs, t)?;
+    let entropy = per_token_mat(&ro.entropies, t)?;
+    let mut refm = reference.map(|_| Mat::zeros(b, t));
+    if let (Some(r), Some(m)) = (reference, refm.as_mut()) {
+        for start in (0..b).step_by(cfg.micro_batch) {
+            let rows = start..(start + cfg.micro_batch).min(b);
+            let s = batch::score_shared_prompts(&r.decoder, (&ro.prompts, &ro.responses), rows, ro.widths, pad, cfg.temperature, Mode::Infer)?;
+            batch::put_rows(m, start, &(s.logp * &s.mask)?)?;
+        }
+    }
+    Ok(Scored { old, reference: refm, entropy, values: None })
+}
+
+/// Ragged per-token rows as a (rows, width) matrix, zero past each row's end (like the mask).
+pub fn per_token_mat(rows: &[Vec<f32>], width: usize) -> Result<Mat> {
+    let mut m = Mat::zeros(rows.len(), width);
+    for (i, row) in rows.iter().enumerate() {
+        if row.len() > width {
+            bail!("rollout row {i} has {} per-token values for a response width of {width}", row.len());
+        }
+        m.data[i * width..i * width + row.len()].copy_from_slice(row);
+    }
+    Ok(m)
+}
+
+/// Per-token advantages and returns with the configured shapings (§0.3, §3, §6.4). The
+/// entropy shaping of §5 needs the current policy's entropy and is applied in the update.
+pub fn advantages(cfg: &RlStage, ro: &Rollout, sc: &Scored, step: u64, device: &Device) -> Result<(adv::Advantages, Option<f64>)> {
+    let mut rewards = adv::token_rewards_from_scores(&ro.scores, &ro.mask)?;
+    let mut reward_kl = None;
+    if cfg.kl_in_reward {
+        let coef = cfg.kl_coef_at(step);
+        let reference = sc.reference.as_ref().context("KL-in-reward needs reference log-probs")?;
+        let t = |m: &Mat| loss::mat_to_tensor(m, device);
+        let (r, kl) = loss::kl_in_reward(&t(&rewards)?, &t(&sc.old)?, &t(reference)?, &t(&ro.mask)?, coef, cfg.kl_estimator)?;
+        rewards = loss::tensor_to_mat(&r)?;
+        reward_kl = Some(kl);
+    }
+    let batch = adv::AdvantageBatch { token_rewards: &rewards, mask: &ro.mask, groups: &ro.groups, values: sc.values.as_ref() };
+    let mut out = adv::compute_advantages(&cfg.estimator(), &batch)?;
+    if let Some(p) = &cfg.ppl_shaping {
+        out.advantages = adv::ppl_shaped_advantage(&out.advantages, &sc.old, &ro.mask, &ro.groups, p.alpha)?;
+    }
+    if let Some(p) = &cfg.position_shaping {
+        if p.window.map_or(true, |w| w.contains(step)) {
+            out.advantages = adv::position_shaped_advantage(&out.advantages, &ro.mask, p.alpha, p.steepness, p.cap)?;
+        }
+    }
+    Ok((out, reward_kl))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelConfig;
+    use candle_core::Tensor;
+
+    #[test]
+    fn sampler_logprobs_equal_a_scoring_pass_of_the_policy() {
+        // The update's "old" log-probs and entropies now come from the sampler; they must equal
+        // what the separate scoring pass (a full forward of prompt + response) gave.
+        let dev = Device::Cpu;
+        let model = Model::init_random(ModelConfig::preset("tiny", 20).unwrap(), 3, &dev).unwrap();
+        let prompts = vec![vec![1u32, 2, 3], vec![4, 5], vec![6, 7, 8, 9, 10]];
+        let params = SamplingParams { temperature: 0.7, max_new_tokens: 7, stop_token_ids: vec![0], ..Default::default() };
+        let completions = generate(&model.decoder, &prompts, &params, &mut crate::rng::Rng::new(5), None).unwrap();
+        let responses: Vec<Vec<u32>> = completions.iter().map(|c| c.tokens.clone()).collect();
+        let widths = batch::widths(&prompts, &responses);
+        let sb = batch::build(&prompts, &responses, 0..prompts.len(), widths, 0, &dev).unwrap();
+        let (logp, ent, _) = batch::score(&model.decoder.detached(), &sb, 0.7, Mode::Infer).unwrap();
+        let masked = |t: Tensor| (t * &sb.mask).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let lp: Vec<Vec<f32>> = completions.iter().map(|c| c.logprobs.clone()).collect();
+        let en: Vec<Vec<f32>> = completions.iter().map(|c| c.entropies.clone()).collect();
+        for (name, got, want) in [("logp", per_token_mat(&lp, widths.1).unwrap().data, masked(logp)), ("entropy", per_token_mat(&en, widths.1).unwrap().data, masked(ent))] {
+            assert_eq!(got.len(), want.len());
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{name}[{i}]: sampler {a} vs scoring pass {b}");
+            }
+        }
+        assert!(per_token_mat(&[vec![0.0; 9]], 8).unwrap_err().to_string().contains("width of 8"));
+    }
+}
