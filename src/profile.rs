@@ -64,6 +64,8 @@ pub struct StageEntry {
     pub name: String,
     pub kind: &'static str,
     pub config: Box<dyn StageConfig>,
+    /// Keys written under an old name: (as written, current name), relative to the stage.
+    pub deprecated: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -221,12 +223,12 @@ impl Profile {
                 e
             };
             let config = (kind_def.parse)(toml::Value::Table(table)).map_err(|e| {
-                let (path, msg) = describe_serde_error(&e);
-                let full = if path.is_empty() { here.clone() } else { format!("{here}.{path}") };
-                named(&full, msg)
+                let full = if e.path.is_empty() { here.clone() } else { format!("{here}.{}", e.path) };
+                named(&full, e.message)
             })?;
             config.validate().map_err(|(key, msg)| named(&format!("{here}.{key}"), msg))?;
-            stages.push(StageEntry { name, kind: kind_def.kind, config });
+            let deprecated = config.deprecated_keys();
+            stages.push(StageEntry { name, kind: kind_def.kind, config, deprecated });
         }
         let profile = Profile { run, stages };
         profile.check_references().map_err(|(i, msg)| error(&format!("stage.{i}"), msg))?;
@@ -270,6 +272,19 @@ impl Profile {
         Ok(())
     }
 
+    /// One line per key written under an old name ("stage `grpo`: `task_options` is now
+    /// `options`"), for the run's log or `profiles show`.
+    pub fn deprecations(&self) -> Vec<String> {
+        self.stages
+            .iter()
+            .flat_map(|s| {
+                s.deprecated.iter().map(move |(old, new)| {
+                    format!("stage `{}`: `{old}` is a deprecated name of `{new}`; it still works, but write `{new}`", s.name)
+                })
+            })
+            .collect()
+    }
+
     /// The fully resolved profile (defaults filled in) as a TOML value.
     pub fn to_value(&self) -> toml::Value {
         let mut top = toml::Table::new();
@@ -309,6 +324,8 @@ impl Profile {
             return Ok(self);
         }
         let mut value = self.to_value();
+        // The resolved profile writes current names only; warnings about old ones carry over.
+        let mut deprecated: Vec<Vec<(String, String)>> = self.stages.iter().map(|s| s.deprecated.clone()).collect();
         let mut paths: Vec<(String, &str)> = Vec::new();
         for assignment in assignments {
             let origin = format!("--set {assignment}");
@@ -336,13 +353,25 @@ impl Profile {
                     })?,
                 };
                 parts[1] = idx.to_string();
+                // An old key name sets the key it became.
+                let spec = stages::find_kind(self.stages[idx].kind).and_then(|k| k.source);
+                let rest = parts[2..].join(".");
+                let renamed = spec.into_iter().flat_map(|s| s.alias_paths()).find(|(old, _)| rest == *old || rest.starts_with(&format!("{old}.")));
+                if let Some((old, new)) = renamed {
+                    let now = format!("{new}{}", &rest[old.len()..]);
+                    parts.truncate(2);
+                    parts.extend(now.split('.').map(str::to_string));
+                    if !deprecated[idx].iter().any(|(o, _)| *o == old) {
+                        deprecated[idx].push((old, new));
+                    }
+                }
             } else if parts[0] != "run" {
                 return Err(fail(Some(path.into()), format!("paths start with `run.` or `stage.`, not `{}`", parts[0])));
             }
             set_path(&mut value, &parts, new_value).map_err(|m| fail(Some(path.into()), m))?;
             paths.push((display_path(&parts.join("."), &self), assignment.as_str()));
         }
-        Profile::from_value(value, &|p, msg| {
+        let mut profile = Profile::from_value(value, &|p, msg| {
             let key = display_path(p, &self);
             // Name the override that touched the failing key (or its table), else all of them.
             let origin = paths
@@ -356,7 +385,11 @@ impl Profile {
                 origin.join(" ")
             };
             ProfileError { origin, at: None, key: Some(key), message: msg }
-        })
+        })?;
+        for (stage, old) in profile.stages.iter_mut().zip(deprecated) {
+            stage.deprecated = old;
+        }
+        Ok(profile)
     }
 
     /// One override; see [`Profile::apply_sets`].
@@ -429,6 +462,12 @@ fn deserialize_at<T: serde::de::DeserializeOwned>(
 
 /// The key path and a plain message for a serde error, with a suggestion for unknown keys.
 pub fn describe_serde_error(e: &serde_path_to_error::Error<toml::de::Error>) -> (String, String) {
+    describe_serde_error_with(e, &[])
+}
+
+/// [`describe_serde_error`], where the table also takes `extra_keys` (paths from the table
+/// the error is relative to) that serde did not see: they join the suggestions.
+pub fn describe_serde_error_with(e: &serde_path_to_error::Error<toml::de::Error>, extra_keys: &[String]) -> (String, String) {
     let mut path = e.path().to_string();
     if path == "." {
         path.clear();
@@ -437,17 +476,25 @@ pub fn describe_serde_error(e: &serde_path_to_error::Error<toml::de::Error>) -> 
     if let Some(rest) = raw.strip_prefix("unknown field `") {
         // serde: "unknown field `lrr`, expected one of `lr`, `steps`" (or "expected `lr`").
         let unknown = rest.split('`').next().unwrap_or("").to_string();
-        let expected: Vec<&str> = rest.split('`').skip(1).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
+        let mut expected: Vec<&str> = rest.split('`').skip(1).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
+        // serde_path_to_error already ends the path with the unknown key; older versions did not.
+        if !(path == unknown || path.ends_with(&format!(".{unknown}"))) {
+            path = if path.is_empty() { unknown.clone() } else { format!("{path}.{unknown}") };
+        }
+        // Extra keys of the table the unknown key sits in (`data.task` for `data.x`).
+        let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
+        for key in extra_keys {
+            let (key_parent, name) = key.rsplit_once('.').unwrap_or(("", key.as_str()));
+            if key_parent == parent && !expected.contains(&name) {
+                expected.push(name);
+            }
+        }
         let mut msg = format!("unknown key `{unknown}`");
         if let Some(s) = suggest(&unknown, expected.iter().copied()) {
             msg.push_str(&format!("; did you mean `{s}`?"));
         }
         if !expected.is_empty() {
             msg.push_str(&format!(" (expected one of: {})", expected.join(", ")));
-        }
-        // serde_path_to_error already ends the path with the unknown key; older versions did not.
-        if !(path == unknown || path.ends_with(&format!(".{unknown}"))) {
-            path = if path.is_empty() { unknown } else { format!("{path}.{unknown}") };
         }
         return (path, msg);
     }

@@ -29,12 +29,14 @@ mod batch;
 mod critic;
 
 use crate::bus::Event;
-use crate::eval::{diversity, passk, Sample};
+use crate::generate::grade::{sample_and_grade, GradeOptions, Seeds};
 use crate::generate::{generate, Completion, FinishReason, SamplingParams};
+use crate::metrics::{diversity, passk, Sample};
 use crate::model::{Mode, Model};
 use crate::stage::{refs, table_of, Artifact, Interrupted, Reference, StageConfig, StageCtx, StageOutput};
-use crate::eval::run::{encode_prompt, ProblemSet, JSONL_VERIFIERS};
-use crate::tasks::{self, Verdict};
+use crate::tasks::problems::{encode_prompt, ProblemSet, TooLong};
+use crate::tasks::source::{self, ProblemSource};
+use crate::tasks::Verdict;
 use crate::text::Tokenizer;
 use crate::train::checkpoint::{self, Checkpoints};
 use crate::train::optim::{AdamW, AdamWConfig, Param};
@@ -135,34 +137,18 @@ pub struct RlStage {
     /// The frozen reference for KL and FlowRL (default: the starting policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
-    /// An earlier `tasks` stage (`@data`): rollouts from train.jsonl, evals on test.jsonl.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// Or a built-in task generated from the run's seed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<String>,
-    /// Or a JSONL of problems (`{"prompt", "answer"}` for math, `{"prompt", "tests"}` for
-    /// code) scored by `verifier`; `test_jsonl` holds the quick-eval problems.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jsonl: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_jsonl: Option<String>,
-    /// "math" or "code", for `jsonl`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verifier: Option<String>,
-    /// Render prompts through the tokenizer's chat template as one user turn (HF chat models).
-    #[serde(default)]
-    pub chat: bool,
+    /// The problems (keys shared with the sft and eval stages, see [`crate::tasks::source`]):
+    /// `from` (a tasks stage: rollouts from train.jsonl, quick evals on test.jsonl), `task`
+    /// (+ `options`, `train_problems`, `test_problems`, generated from the run's seed) or
+    /// `jsonl` (`{"prompt", "answer"}` math or `{"prompt", "tests"}` code problems scored by
+    /// `verifier`; `test_jsonl` holds the quick-eval problems). `chat` renders prompts through
+    /// the tokenizer's chat template as one user turn (HF chat models).
+    #[serde(flatten, skip_deserializing)]
+    pub source: ProblemSource,
     /// A problem whose prompt + max_new_tokens exceeds the model's context: "error" (the
     /// stage refuses before any rollout) or "skip" (left out, counted in the log).
     #[serde(default)]
-    pub too_long: crate::eval::run::TooLong,
-    #[serde(default)]
-    pub task_options: toml::Table,
-    #[serde(default = "d_train")]
-    pub train_problems: usize,
-    #[serde(default = "d_test")]
-    pub test_problems: usize,
+    pub too_long: TooLong,
 
     #[serde(default = "d_algorithm")]
     pub algorithm: Algorithm,
@@ -297,12 +283,6 @@ fn d_usize_one() -> usize {
 fn d_true() -> bool {
     true
 }
-fn d_train() -> usize {
-    1000
-}
-fn d_test() -> usize {
-    100
-}
 fn d_algorithm() -> Algorithm {
     Algorithm::Grpo
 }
@@ -416,27 +396,10 @@ fn invalid(key: &str, msg: impl Into<String>) -> Invalid {
 
 impl RlStage {
     fn validate_data(&self) -> Result<(), Invalid> {
-        let sources = [self.from.is_some(), self.task.is_some(), self.jsonl.is_some()].iter().filter(|&&b| b).count();
-        if sources != 1 {
-            return Err(invalid(
-                "from",
-                "set exactly one of `from` (a tasks stage, e.g. \"@data\"), `task` (a built-in task name) or `jsonl` (a file of problems, with `verifier`)",
-            ));
-        }
-        if let Some(t) = &self.task {
-            tasks::build(t, &self.task_options)
-                .map_err(|e| invalid("task", format!("{e}. RL needs a task with a built-in verifier to score responses")))?;
-        }
-        match (&self.jsonl, self.verifier.as_deref()) {
-            (Some(_), Some(v)) if !JSONL_VERIFIERS.contains(&v) => return Err(invalid("verifier", crate::eval::run::unknown_verifier(v).to_string())),
-            (Some(_), None) => return Err(invalid("verifier", format!("`jsonl` problems need a verifier to score responses: one of {}", JSONL_VERIFIERS.join(", ")))),
-            (None, Some(_)) => return Err(invalid("verifier", "`verifier` applies to `jsonl` problems only; tasks bring their own")),
-            _ => {}
-        }
-        if self.test_jsonl.is_some() && self.jsonl.is_none() {
-            return Err(invalid("test_jsonl", "`test_jsonl` goes with `jsonl`; a tasks stage brings its own test split"));
-        }
-        Ok(())
+        self.source.validate(&source::RL).map_err(|(key, msg)| match key.as_str() {
+            "task" => (key, format!("{msg}. RL needs a task with a built-in verifier to score responses")),
+            _ => (key, msg),
+        })
     }
 
     fn validate_batches(&self) -> Result<(), Invalid> {
@@ -549,6 +512,13 @@ fn divisor_below(n: usize) -> usize {
     (1..n).rev().find(|d| n % d == 0).unwrap_or(n)
 }
 
+impl crate::stage::Sourced for RlStage {
+    const SOURCE: &'static source::Spec = &source::RL;
+    fn source_mut(&mut self) -> &mut ProblemSource {
+        &mut self.source
+    }
+}
+
 impl StageConfig for RlStage {
     fn to_table(&self) -> toml::Table {
         table_of(self)
@@ -556,8 +526,13 @@ impl StageConfig for RlStage {
 
     fn references(&self) -> Vec<Reference> {
         let mut r = refs(Artifact::Model, [("model", Some(self.model.as_str())), ("reference", self.reference.as_deref())]);
-        r.extend(refs(Artifact::Data, [("from", self.from.as_deref()), ("jsonl", self.jsonl.as_deref()), ("test_jsonl", self.test_jsonl.as_deref())]));
+        let s = &self.source;
+        r.extend(refs(Artifact::Data, [("from", s.from.as_deref()), ("jsonl", s.jsonl.as_deref()), ("test_jsonl", s.test_jsonl.as_deref())]));
         r
+    }
+
+    fn deprecated_keys(&self) -> Vec<(String, String)> {
+        self.source.deprecated.clone()
     }
 
     fn produces(&self) -> Option<Artifact> {
@@ -570,9 +545,9 @@ impl StageConfig for RlStage {
                 crate::model::inspect::model_folder_config(Path::new(m)).context(key)?;
             }
         }
-        let verifier = self.verifier.as_deref().unwrap_or_default();
-        for file in [&self.jsonl, &self.test_jsonl].into_iter().flatten().filter(|f| !f.starts_with('@')) {
-            crate::eval::run::check_jsonl(Path::new(file), verifier)?;
+        let verifier = self.source.verifier.as_deref().unwrap_or_default();
+        for file in self.source.outside_files() {
+            crate::tasks::problems::check_jsonl(file, verifier)?;
         }
         Ok(())
     }
@@ -603,38 +578,8 @@ struct Problems {
 }
 
 fn load_problems(cfg: &RlStage, ctx: &StageCtx) -> Result<Problems> {
-    if let Some(name) = &cfg.task {
-        let task = tasks::build(name, &cfg.task_options)?;
-        let mut rng = ctx.rng("problems");
-        let test = tasks::generate_split(task.as_ref(), &mut rng, cfg.test_problems, &Default::default())?;
-        let seen = test.iter().map(|i| i.prompt.clone()).collect();
-        let train = tasks::generate_split(task.as_ref(), &mut rng, cfg.train_problems, &seen)?;
-        let opts = &cfg.task_options;
-        return Ok(Problems { train: ProblemSet::of_task(name, opts, train)?, test: ProblemSet::of_task(name, opts, test)? });
-    }
-    if let Some(jsonl) = &cfg.jsonl {
-        let verifier = cfg.verifier.as_deref().unwrap_or_default();
-        let train = ProblemSet::from_jsonl(&ctx.resolve(jsonl)?, verifier)?;
-        let test = match &cfg.test_jsonl {
-            Some(t) => ProblemSet::from_jsonl(&ctx.resolve(t)?, verifier)?,
-            None => ProblemSet::empty_for(verifier),
-        };
-        return Ok(Problems { train, test });
-    }
-    let dir = ctx.resolve(cfg.from.as_deref().unwrap_or_default())?;
-    let train_path = dir.join("train.jsonl");
-    let train = crate::tasks::stage::read_instances(&train_path)
-        .with_context(|| format!("`from = {:?}` must be a tasks stage (train.jsonl of task instances)", cfg.from.as_deref().unwrap_or_default()))?;
-    let test = crate::tasks::stage::read_instances(&dir.join("test.jsonl")).unwrap_or_default();
-    let first = train.first().with_context(|| format!("{} holds no instances", train_path.display()))?;
-    let task = first.task.clone();
-    if let Some(other) = train.iter().find(|i| i.task != task) {
-        bail!("{}: mixes tasks `{task}` and `{}`; one RL stage trains on one task", train_path.display(), other.task);
-    }
-    let train = ProblemSet::of_task(&task, &cfg.task_options, train).map_err(|e| {
-        anyhow::anyhow!("{}: task `{task}` has no verifier in retort ({e}); RL scores every response with the task's verifier", train_path.display())
-    })?;
-    Ok(Problems { train, test: ProblemSet::of_task(&task, &cfg.task_options, test)? })
+    let (train, test) = cfg.source.train_and_test(&|r| ctx.resolve(r), ctx.rng("problems"))?;
+    Ok(Problems { train, test })
 }
 
 /// KL and FlowRL compare log-probs token by token, so the reference must tokenize alike.
@@ -727,7 +672,7 @@ fn rollout(
     for slot in 0..cfg.prompts_per_step {
         let k = (step - 1) * cfg.prompts_per_step as u64 + slot as u64;
         let (_, i) = crate::train::data::stream_position(data_seed, k, n_train);
-        let ids = encode_prompt(tok, problems.train.prompt(i), cfg.chat)?;
+        let ids = encode_prompt(tok, problems.train.prompt(i), cfg.source.chat)?;
         for _ in 0..cfg.group_size {
             problem.push(i);
             groups.push(slot);
@@ -956,22 +901,19 @@ fn quick_eval(cfg: &RlStage, policy: &Model, tok: &Tokenizer, problems: &Problem
     if count == 0 {
         return Ok(vec![]);
     }
-    let params = SamplingParams { temperature: cfg.temperature, top_p: cfg.top_p, max_new_tokens: cfg.max_new_tokens, stop_token_ids: tok.eos_ids(), ..Default::default() };
+    // The shared engine, on this stage's own stream: one Rng across chunks of 256 rows.
+    let opts = GradeOptions {
+        n: cfg.eval_n,
+        temperature: cfg.temperature,
+        top_p: cfg.top_p,
+        greedy: false,
+        max_new_tokens: cfg.max_new_tokens,
+        chat: cfg.source.chat,
+        batch_size: 256,
+    };
     let mut rng = crate::rng::Rng::derive(seed, &format!("eval/{step}"));
-    let mut per_problem: Vec<Vec<Sample>> = vec![Vec::new(); count];
-    let mut rows: Vec<(usize, Vec<u32>)> = Vec::with_capacity(count * cfg.eval_n);
-    for i in 0..count {
-        let ids = encode_prompt(tok, set.prompt(i), cfg.chat)?;
-        rows.extend(std::iter::repeat_n((i, ids), cfg.eval_n));
-    }
-    for chunk in rows.chunks(256) {
-        let prompts: Vec<Vec<u32>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
-        let outs = generate(&policy.decoder, &prompts, &params, &mut rng, None)?;
-        for ((i, _), out) in chunk.iter().zip(outs) {
-            let text = tok.decode(&out.tokens, true)?;
-            per_problem[*i].push(Sample::from(&set.verify(*i, &text)));
-        }
-    }
+    let graded = sample_and_grade(&policy.decoder, tok, set, count, &opts, Seeds::Stream(&mut rng), &mut |_| Ok(()))?;
+    let per_problem: Vec<Vec<Sample>> = graded.iter().map(|rows| rows.iter().map(|g| Sample::from(&g.verdict)).collect()).collect();
     let summary = passk::summarize(&per_problem, &cfg.eval_k)?;
     let mut m: Vec<(String, f64)> = summary.scores.iter().map(|(k, v)| (format!("eval/{k}"), *v)).collect();
     let n = count as f64;
@@ -1121,7 +1063,7 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let mut problems = load_problems(cfg, ctx)?;
     let context = crate::model::ModelConfig::from_file(&crate::model::config::config_path(&model_dir))?.max_position_embeddings;
     for (split, set) in [("training", &mut problems.train), ("quick-eval", &mut problems.test)] {
-        let skipped = set.fit_context(&tok, cfg.chat, cfg.max_new_tokens, context, cfg.too_long).with_context(|| format!("the {split} problems"))?;
+        let skipped = set.fit_context(&tok, cfg.source.chat, cfg.max_new_tokens, context, cfg.too_long).with_context(|| format!("the {split} problems"))?;
         if skipped > 0 {
             ctx.events.warn(format!("left out {skipped} {split} problem(s) too long for the context (too_long = \"skip\")"));
         }
