@@ -68,6 +68,17 @@ pub struct StageEntry {
     pub deprecated: Vec<(String, String)>,
 }
 
+impl StageEntry {
+    /// One line per key written under an old name ("stage `grpo`: `task_options` is a
+    /// deprecated name of `options`; …"): the run's log carries them when the stage starts.
+    pub fn deprecation_lines(&self) -> Vec<String> {
+        self.deprecated
+            .iter()
+            .map(|(old, new)| format!("stage `{}`: `{old}` is a deprecated name of `{new}`; it still works, but write `{new}`", self.name))
+            .collect()
+    }
+}
+
 #[derive(Debug)]
 pub struct Profile {
     pub run: RunSection,
@@ -272,17 +283,9 @@ impl Profile {
         Ok(())
     }
 
-    /// One line per key written under an old name ("stage `grpo`: `task_options` is now
-    /// `options`"), for the run's log or `profiles show`.
+    /// One line per key written under an old name, for `profiles show`.
     pub fn deprecations(&self) -> Vec<String> {
-        self.stages
-            .iter()
-            .flat_map(|s| {
-                s.deprecated.iter().map(move |(old, new)| {
-                    format!("stage `{}`: `{old}` is a deprecated name of `{new}`; it still works, but write `{new}`", s.name)
-                })
-            })
-            .collect()
+        self.stages.iter().flat_map(StageEntry::deprecation_lines).collect()
     }
 
     /// The fully resolved profile (defaults filled in) as a TOML value.
@@ -465,9 +468,10 @@ pub fn describe_serde_error(e: &serde_path_to_error::Error<toml::de::Error>) -> 
     describe_serde_error_with(e, &[])
 }
 
-/// [`describe_serde_error`], where the table also takes `extra_keys` (paths from the table
-/// the error is relative to) that serde did not see: they join the suggestions.
-pub fn describe_serde_error_with(e: &serde_path_to_error::Error<toml::de::Error>, extra_keys: &[String]) -> (String, String) {
+/// [`describe_serde_error`], where the table also takes keys that serde did not see:
+/// `extra_keys` holds (path from the table the error is relative to, the name to suggest),
+/// so an old name can be offered as the name it became.
+pub fn describe_serde_error_with(e: &serde_path_to_error::Error<toml::de::Error>, extra_keys: &[(String, String)]) -> (String, String) {
     let mut path = e.path().to_string();
     if path == "." {
         path.clear();
@@ -483,14 +487,20 @@ pub fn describe_serde_error_with(e: &serde_path_to_error::Error<toml::de::Error>
         }
         // Extra keys of the table the unknown key sits in (`data.task` for `data.x`).
         let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
-        for key in extra_keys {
+        let mut candidates: Vec<(&str, &str)> = expected.iter().map(|&k| (k, k)).collect();
+        for (key, shown) in extra_keys {
             let (key_parent, name) = key.rsplit_once('.').unwrap_or(("", key.as_str()));
-            if key_parent == parent && !expected.contains(&name) {
-                expected.push(name);
+            if key_parent == parent {
+                candidates.push((name, shown));
+                if name == shown && !expected.contains(&name) {
+                    expected.push(name);
+                }
             }
         }
+        let best = suggest(&unknown, candidates.iter().map(|(k, _)| *k));
+        let suggestion = best.and_then(|b| candidates.iter().find(|(k, _)| *k == b)).map(|(_, shown)| *shown);
         let mut msg = format!("unknown key `{unknown}`");
-        if let Some(s) = suggest(&unknown, expected.iter().copied()) {
+        if let Some(s) = suggestion {
             msg.push_str(&format!("; did you mean `{s}`?"));
         }
         if !expected.is_empty() {

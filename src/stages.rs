@@ -42,8 +42,8 @@ pub struct StageKind {
 
 /// Deserialize a stage config, errors as (key path, message) with a "did you mean" for
 /// unknown keys; `extra_keys` are keys the table also takes (read apart, e.g. a problem
-/// source), offered as suggestions too.
-fn deserialize_stage<T: serde::de::DeserializeOwned>(v: toml::Value, extra_keys: &[String]) -> Result<T, ParseError> {
+/// source), offered as suggestions too: (path, the name to suggest).
+fn deserialize_stage<T: serde::de::DeserializeOwned>(v: toml::Value, extra_keys: &[(String, String)]) -> Result<T, ParseError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let (path, message) = crate::profile::describe_serde_error_with(&e, extra_keys);
         ParseError { path, message }
@@ -65,8 +65,9 @@ pub fn parse_sourced<T: Sourced>(v: toml::Value) -> Result<T, ParseError> {
     };
     let spec = T::SOURCE;
     let read = source::split(&mut table, spec).map_err(|(path, message)| ParseError { path, message })?;
-    // An unknown key beside the source keys may be a misspelt source key.
-    let extra: Vec<String> = spec.keys.iter().map(|k| spec.path(k)).collect();
+    // An unknown key beside the source keys may be a misspelt source key, or old name.
+    let mut extra: Vec<(String, String)> = spec.keys.iter().map(|k| (spec.path(k), k.to_string())).collect();
+    extra.extend(spec.aliases.iter().map(|(old, new)| (spec.path(old), new.to_string())));
     let mut config: T = deserialize_stage(toml::Value::Table(table), &extra)?;
     *config.source_mut() = read;
     Ok(config)

@@ -353,5 +353,10 @@ mod tests {
         assert!(s.validate().is_ok());
         assert_eq!(s.references().iter().map(|r| r.value.as_str()).collect::<Vec<_>>(), vec!["@a", "@b", "@data"]);
         assert_eq!(s.n, 64);
+        // `problems` is the old name of `test_problems`: same meaning, remembered for a warning.
+        let s = parse("models = [\"@sft\"]\ntask = \"countdown\"\nproblems = 5");
+        assert_eq!(s.source.test_problems, Some(5));
+        assert_eq!(s.deprecated_keys(), vec![("problems".to_string(), "test_problems".to_string())]);
+        assert_eq!(parse("models = [\"@sft\"]\ntask = \"countdown\"").source.test_problems, Some(100));
     }
 }

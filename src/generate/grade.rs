@@ -121,3 +121,78 @@ pub fn sample_and_grade(
     }
     Ok(graded)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Model;
+    use crate::tasks::math::MathOptions;
+    use crate::tasks::problems::MathRow;
+
+    fn tiny() -> (tempfile::TempDir, Model, Tokenizer) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::model::init::init_folder("tiny", dir.path(), 7).unwrap();
+        let model = Model::load(dir.path(), &candle_core::Device::Cpu, candle_core::DType::F32, false).unwrap();
+        let tok = Tokenizer::load(dir.path()).unwrap();
+        (dir, model, tok)
+    }
+
+    fn math(prompts: &[&str]) -> ProblemSet {
+        let rows = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| MathRow { id: format!("p{i}"), prompt: p.to_string(), answer: "2".into(), source: String::new() })
+            .collect();
+        ProblemSet::Math { rows, options: MathOptions::default() }
+    }
+
+    fn opts(n: usize, batch_size: usize, chat: bool) -> GradeOptions {
+        GradeOptions { n, temperature: 1.0, top_p: 1.0, greedy: false, max_new_tokens: 5, chat, batch_size }
+    }
+
+    /// Rows go problem by problem, chunk by chunk; each response is decoded and verified as
+    /// the set would verify it; the seed streams are the ones documented.
+    #[test]
+    fn rows_chunks_verdicts_and_seed_streams() {
+        let (_dir, model, tok) = tiny();
+        let set = math(&["1+1=", "3-1=", "0+2="]);
+        let mut chunks = Vec::new();
+        let graded = sample_and_grade(&model.decoder, &tok, &set, 2, &opts(3, 4, false), Seeds::PerChunk { seed: 9, label: "t" }, &mut |c| {
+            chunks.push((c.index, c.rows.iter().map(|g| g.problem).collect::<Vec<_>>(), c.done, c.total));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(chunks, vec![(0, vec![0, 0, 0, 1], 4, 6), (1, vec![1, 1], 6, 6)], "only the first 2 problems, n = 3 each");
+        assert_eq!(graded.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3]);
+        for g in graded.iter().flatten() {
+            assert_eq!(g.response, tok.decode(&g.completion.tokens, true).unwrap());
+            assert_eq!(g.verdict, set.verify(g.problem, &g.response));
+        }
+        // One chunk: the per-chunk stream of chunk 0 is the caller's stream derived alike.
+        let all = |seeds: Seeds<'_>| sample_and_grade(&model.decoder, &tok, &set, 3, &opts(2, 64, false), seeds, &mut |_| Ok(())).unwrap();
+        let mut rng = Rng::derive(9, "t/0");
+        assert_eq!(all(Seeds::PerChunk { seed: 9, label: "t" }), all(Seeds::Stream(&mut rng)));
+        // A stream continues across chunks: the second chunk does not restart it.
+        let mut a = Rng::new(1);
+        let split = sample_and_grade(&model.decoder, &tok, &set, 1, &opts(4, 2, false), Seeds::Stream(&mut a), &mut |_| Ok(())).unwrap();
+        assert_ne!(split[0][0].completion, split[0][2].completion);
+        // An error from the hook stops the sampling.
+        let err = sample_and_grade(&model.decoder, &tok, &set, 3, &opts(2, 2, false), Seeds::Stream(&mut a), &mut |_| anyhow::bail!("stop"));
+        assert_eq!(err.unwrap_err().to_string(), "stop");
+    }
+
+    /// With `chat`, prompts go through the chat template as one user turn.
+    #[test]
+    fn chat_renders_prompts_with_the_template() {
+        let (_dir, model, tok) = tiny();
+        let set = math(&["1+1="]);
+        let mut seen = Vec::new();
+        sample_and_grade(&model.decoder, &tok, &set, 1, &opts(1, 1, true), Seeds::Stream(&mut Rng::new(0)), &mut |c| {
+            seen = c.prompts.to_vec();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![encode_prompt(&tok, "1+1=", true).unwrap()]);
+        assert_ne!(seen[0], encode_prompt(&tok, "1+1=", false).unwrap());
+    }
+}

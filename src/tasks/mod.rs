@@ -16,8 +16,7 @@
 //!   verifier), the JSONL readers, and the context-length check of prompts.
 //! - [`source`]: [`ProblemSource`], the one set of profile keys by which the sft, rl and eval
 //!   stages say where their problems come from.
-
-pub mod stage;
+//! - [`stage`]: the `tasks` stage kind, which writes train/test splits as JSONL.
 
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -64,6 +63,7 @@ pub mod math;
 pub mod problems;
 pub mod registry;
 pub mod source;
+pub mod stage;
 pub mod subset_sum;
 
 pub use problems::{read_instances, ProblemSet};
