@@ -389,8 +389,15 @@ impl Profile {
             };
             ProfileError { origin, at: None, key: Some(key), message: msg }
         })?;
+        // Old names inside a value set whole (`--set stage.sft.data={ train = 5 }`) were found
+        // by the parse itself; keep those too, once.
         for (stage, old) in profile.stages.iter_mut().zip(deprecated) {
-            stage.deprecated = old;
+            let found = std::mem::replace(&mut stage.deprecated, old);
+            for d in found {
+                if !stage.deprecated.contains(&d) {
+                    stage.deprecated.push(d);
+                }
+            }
         }
         Ok(profile)
     }

@@ -217,6 +217,11 @@ fn old_problem_source_keys_still_load_with_one_warning_each() {
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(shown.contains("test_problems = 3") && shown.contains("max_target = 30"), "{shown}");
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 5);
+    // Old names inside a table set whole are found too.
+    let out = run_ok(&["profiles", "show", &new, "--set", "stage.sft.data={ task = \"countdown\", train = 12 }"], d.path());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("train_problems = 12"));
+    let warnings = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(warnings.lines().count() == 1 && warnings.contains("`data.train` is a deprecated name"), "{warnings}");
     // Errors name the key as written, with file and line.
     let p = write(d.path(), "type.toml", &SOURCE_OLD.replace("problems = 7", "problems = \"x\""));
     let e = run_err(&["profiles", "show", &p], d.path());
