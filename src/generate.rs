@@ -5,6 +5,11 @@
 //! Sampling happens on the CPU from f32 logits with the caller's seeded `Rng`, so a seed
 //! fixes the output. The forward passes use fused kernels (`Mode::Infer`) on detached
 //! weights, so no autograd graph stays alive during rollouts (rust-probe.md §2.7).
+//!
+//! [`grade`]: n samples per problem of a problem set, decoded and verified (the loop the
+//! eval, sft and rl stages share).
+
+pub mod grade;
 
 use crate::model::{distinct_rows, AttnMask, Decoder, KvCache, Mode};
 use crate::rng::Rng;

@@ -254,6 +254,9 @@ fn run_stages(
             unit: unit.to_string(),
         });
         let stage_emitter = emitter.for_stage(&stage.name);
+        for line in stage.deprecation_lines() {
+            stage_emitter.warn(line);
+        }
         let mut ctx = StageCtx {
             run_dir: &dir.path,
             dir: stage_dir,

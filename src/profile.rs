@@ -64,6 +64,19 @@ pub struct StageEntry {
     pub name: String,
     pub kind: &'static str,
     pub config: Box<dyn StageConfig>,
+    /// Keys written under an old name: (as written, current name), relative to the stage.
+    pub deprecated: Vec<(String, String)>,
+}
+
+impl StageEntry {
+    /// One line per key written under an old name ("stage `grpo`: `task_options` is a
+    /// deprecated name of `options`; …"): the run's log carries them when the stage starts.
+    pub fn deprecation_lines(&self) -> Vec<String> {
+        self.deprecated
+            .iter()
+            .map(|(old, new)| format!("stage `{}`: `{old}` is a deprecated name of `{new}`; it still works, but write `{new}`", self.name))
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -221,12 +234,12 @@ impl Profile {
                 e
             };
             let config = (kind_def.parse)(toml::Value::Table(table)).map_err(|e| {
-                let (path, msg) = describe_serde_error(&e);
-                let full = if path.is_empty() { here.clone() } else { format!("{here}.{path}") };
-                named(&full, msg)
+                let full = if e.path.is_empty() { here.clone() } else { format!("{here}.{}", e.path) };
+                named(&full, e.message)
             })?;
             config.validate().map_err(|(key, msg)| named(&format!("{here}.{key}"), msg))?;
-            stages.push(StageEntry { name, kind: kind_def.kind, config });
+            let deprecated = config.deprecated_keys();
+            stages.push(StageEntry { name, kind: kind_def.kind, config, deprecated });
         }
         let profile = Profile { run, stages };
         profile.check_references().map_err(|(i, msg)| error(&format!("stage.{i}"), msg))?;
@@ -270,6 +283,11 @@ impl Profile {
         Ok(())
     }
 
+    /// One line per key written under an old name, for `profiles show`.
+    pub fn deprecations(&self) -> Vec<String> {
+        self.stages.iter().flat_map(StageEntry::deprecation_lines).collect()
+    }
+
     /// The fully resolved profile (defaults filled in) as a TOML value.
     pub fn to_value(&self) -> toml::Value {
         let mut top = toml::Table::new();
@@ -309,6 +327,8 @@ impl Profile {
             return Ok(self);
         }
         let mut value = self.to_value();
+        // The resolved profile writes current names only; warnings about old ones carry over.
+        let mut deprecated: Vec<Vec<(String, String)>> = self.stages.iter().map(|s| s.deprecated.clone()).collect();
         let mut paths: Vec<(String, &str)> = Vec::new();
         for assignment in assignments {
             let origin = format!("--set {assignment}");
@@ -336,13 +356,25 @@ impl Profile {
                     })?,
                 };
                 parts[1] = idx.to_string();
+                // An old key name sets the key it became.
+                let spec = stages::find_kind(self.stages[idx].kind).and_then(|k| k.source);
+                let rest = parts[2..].join(".");
+                let renamed = spec.into_iter().flat_map(|s| s.alias_paths()).find(|(old, _)| rest == *old || rest.starts_with(&format!("{old}.")));
+                if let Some((old, new)) = renamed {
+                    let now = format!("{new}{}", &rest[old.len()..]);
+                    parts.truncate(2);
+                    parts.extend(now.split('.').map(str::to_string));
+                    if !deprecated[idx].iter().any(|(o, _)| *o == old) {
+                        deprecated[idx].push((old, new));
+                    }
+                }
             } else if parts[0] != "run" {
                 return Err(fail(Some(path.into()), format!("paths start with `run.` or `stage.`, not `{}`", parts[0])));
             }
             set_path(&mut value, &parts, new_value).map_err(|m| fail(Some(path.into()), m))?;
             paths.push((display_path(&parts.join("."), &self), assignment.as_str()));
         }
-        Profile::from_value(value, &|p, msg| {
+        let mut profile = Profile::from_value(value, &|p, msg| {
             let key = display_path(p, &self);
             // Name the override that touched the failing key (or its table), else all of them.
             let origin = paths
@@ -356,7 +388,18 @@ impl Profile {
                 origin.join(" ")
             };
             ProfileError { origin, at: None, key: Some(key), message: msg }
-        })
+        })?;
+        // Old names inside a value set whole (`--set stage.sft.data={ train = 5 }`) were found
+        // by the parse itself; keep those too, once.
+        for (stage, old) in profile.stages.iter_mut().zip(deprecated) {
+            let found = std::mem::replace(&mut stage.deprecated, old);
+            for d in found {
+                if !stage.deprecated.contains(&d) {
+                    stage.deprecated.push(d);
+                }
+            }
+        }
+        Ok(profile)
     }
 
     /// One override; see [`Profile::apply_sets`].
@@ -429,6 +472,13 @@ fn deserialize_at<T: serde::de::DeserializeOwned>(
 
 /// The key path and a plain message for a serde error, with a suggestion for unknown keys.
 pub fn describe_serde_error(e: &serde_path_to_error::Error<toml::de::Error>) -> (String, String) {
+    describe_serde_error_with(e, &[])
+}
+
+/// [`describe_serde_error`], where the table also takes keys that serde did not see:
+/// `extra_keys` holds (path from the table the error is relative to, the name to suggest),
+/// so an old name can be offered as the name it became.
+pub fn describe_serde_error_with(e: &serde_path_to_error::Error<toml::de::Error>, extra_keys: &[(String, String)]) -> (String, String) {
     let mut path = e.path().to_string();
     if path == "." {
         path.clear();
@@ -437,17 +487,31 @@ pub fn describe_serde_error(e: &serde_path_to_error::Error<toml::de::Error>) -> 
     if let Some(rest) = raw.strip_prefix("unknown field `") {
         // serde: "unknown field `lrr`, expected one of `lr`, `steps`" (or "expected `lr`").
         let unknown = rest.split('`').next().unwrap_or("").to_string();
-        let expected: Vec<&str> = rest.split('`').skip(1).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
+        let mut expected: Vec<&str> = rest.split('`').skip(1).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
+        // serde_path_to_error already ends the path with the unknown key; older versions did not.
+        if !(path == unknown || path.ends_with(&format!(".{unknown}"))) {
+            path = if path.is_empty() { unknown.clone() } else { format!("{path}.{unknown}") };
+        }
+        // Extra keys of the table the unknown key sits in (`data.task` for `data.x`).
+        let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
+        let mut candidates: Vec<(&str, &str)> = expected.iter().map(|&k| (k, k)).collect();
+        for (key, shown) in extra_keys {
+            let (key_parent, name) = key.rsplit_once('.').unwrap_or(("", key.as_str()));
+            if key_parent == parent {
+                candidates.push((name, shown));
+                if name == shown && !expected.contains(&name) {
+                    expected.push(name);
+                }
+            }
+        }
+        let best = suggest(&unknown, candidates.iter().map(|(k, _)| *k));
+        let suggestion = best.and_then(|b| candidates.iter().find(|(k, _)| *k == b)).map(|(_, shown)| *shown);
         let mut msg = format!("unknown key `{unknown}`");
-        if let Some(s) = suggest(&unknown, expected.iter().copied()) {
+        if let Some(s) = suggestion {
             msg.push_str(&format!("; did you mean `{s}`?"));
         }
         if !expected.is_empty() {
             msg.push_str(&format!(" (expected one of: {})", expected.join(", ")));
-        }
-        // serde_path_to_error already ends the path with the unknown key; older versions did not.
-        if !(path == unknown || path.ends_with(&format!(".{unknown}"))) {
-            path = if path.is_empty() { unknown } else { format!("{path}.{unknown}") };
         }
         return (path, msg);
     }

@@ -79,6 +79,11 @@ pub trait StageConfig: Debug + Send + Sync {
     }
     /// What this stage's output is (`None`: it has none to refer to).
     fn produces(&self) -> Option<Artifact>;
+    /// Keys the config was written with under an old name: (as written, current name), paths
+    /// relative to the stage's table. The profile warns once about each.
+    fn deprecated_keys(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Checks beyond types (a task name that exists, sizes that divide): `Err((key, message))`.
     fn validate(&self) -> Result<(), (String, String)> {
         Ok(())
@@ -91,6 +96,13 @@ pub trait StageConfig: Debug + Send + Sync {
     /// Units of work and their name, for progress bars (`None` when unknown up front).
     fn total_units(&self) -> (Option<u64>, &'static str);
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput>;
+}
+
+/// A stage config with a problem source among its keys ([`crate::tasks::source`]): the
+/// registry reads the source apart and hands it over (see [`crate::stages::parse_sourced`]).
+pub trait Sourced: StageConfig + serde::de::DeserializeOwned + 'static {
+    const SOURCE: &'static crate::tasks::source::Spec;
+    fn source_mut(&mut self) -> &mut crate::tasks::ProblemSource;
 }
 
 /// Serialize a config struct into a TOML table (helper for `StageConfig::to_table`).

@@ -2,23 +2,79 @@
 //! description and how its config is parsed. The contract the kinds implement is in
 //! [`crate::stage`]; each kind lives beside its domain's code. To add a kind: write its
 //! config struct, implement [`StageConfig`], add a line to [`KINDS`].
+//!
+//! The sft, rl and eval kinds share one problem source ([`crate::tasks::source`]): their
+//! configs implement [`Sourced`] and are read by [`parse_sourced`], which splits the source
+//! keys off before serde sees the rest.
 
-use crate::stage::StageConfig;
+use crate::stage::{Sourced, StageConfig};
+use crate::tasks::source::{self, Spec};
 
-pub type ParseFn = fn(toml::Value) -> Result<Box<dyn StageConfig>, serde_path_to_error::Error<toml::de::Error>>;
+pub type ParseFn = fn(toml::Value) -> Result<Box<dyn StageConfig>, ParseError>;
+
+/// Why a stage table does not make a config: the key path (relative to the stage's table,
+/// empty for the table itself) and a plain message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "`{}`: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
 
 pub struct StageKind {
     pub kind: &'static str,
     pub about: &'static str,
     pub parse: ParseFn,
+    /// The problem-source keys of the kind, when it has them (their old names included).
+    pub source: Option<&'static Spec>,
 }
 
-fn parse_as<T>(v: toml::Value) -> Result<Box<dyn StageConfig>, serde_path_to_error::Error<toml::de::Error>>
+/// Deserialize a stage config, errors as (key path, message) with a "did you mean" for
+/// unknown keys; `extra_keys` are keys the table also takes (read apart, e.g. a problem
+/// source), offered as suggestions too: (path, the name to suggest).
+fn deserialize_stage<T: serde::de::DeserializeOwned>(v: toml::Value, extra_keys: &[(String, String)]) -> Result<T, ParseError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let (path, message) = crate::profile::describe_serde_error_with(&e, extra_keys);
+        ParseError { path, message }
+    })
+}
+
+fn parse_as<T>(v: toml::Value) -> Result<Box<dyn StageConfig>, ParseError>
 where
     T: StageConfig + serde::de::DeserializeOwned + 'static,
 {
-    let config: T = serde_path_to_error::deserialize(v)?;
-    Ok(Box::new(config))
+    Ok(Box::new(deserialize_stage::<T>(v, &[])?))
+}
+
+/// Parse a stage with a problem source: the source keys (and their old names) are split off
+/// and read first, then the rest as the stage's own config, each half denying unknown keys.
+pub fn parse_sourced<T: Sourced>(v: toml::Value) -> Result<T, ParseError> {
+    let toml::Value::Table(mut table) = v else {
+        return deserialize_stage(v, &[]);
+    };
+    let spec = T::SOURCE;
+    let read = source::split(&mut table, spec).map_err(|(path, message)| ParseError { path, message })?;
+    // An unknown key beside the source keys may be a misspelt source key, or old name.
+    let mut extra: Vec<(String, String)> = spec.keys.iter().map(|k| (spec.path(k), k.to_string())).collect();
+    extra.extend(spec.aliases.iter().map(|(old, new)| (spec.path(old), new.to_string())));
+    let mut config: T = deserialize_stage(toml::Value::Table(table), &extra)?;
+    *config.source_mut() = read;
+    Ok(config)
+}
+
+fn parse_sourced_boxed<T: Sourced>(v: toml::Value) -> Result<Box<dyn StageConfig>, ParseError> {
+    Ok(Box::new(parse_sourced::<T>(v)?))
 }
 
 /// Every stage kind retort knows.
@@ -27,31 +83,37 @@ pub const KINDS: &[StageKind] = &[
         kind: "tasks",
         about: "generate train/test splits of a built-in verifiable task as JSONL",
         parse: parse_as::<crate::tasks::stage::TasksStage>,
+        source: None,
     },
     StageKind {
         kind: "model-init",
         about: "build a tiny model folder (config, character tokenizer, random weights)",
         parse: parse_as::<crate::model::stage::ModelInitStage>,
+        source: None,
     },
     StageKind {
         kind: "pull",
         about: "download a model from the Hugging Face hub into the standard cache",
         parse: parse_as::<crate::hub::stage::PullStage>,
+        source: None,
     },
     StageKind {
         kind: "sft",
         about: "supervised fine-tuning (full or LoRA) on JSONL or a built-in task's skewed teacher",
-        parse: parse_as::<crate::train::sft::SftStage>,
+        parse: parse_sourced_boxed::<crate::train::sft::SftStage>,
+        source: Some(<crate::train::sft::SftStage as Sourced>::SOURCE),
     },
     StageKind {
         kind: "rl",
         about: "RL with verifiable rewards: GRPO, PPO or FlowRL on a task's verifier, with exploration shapings",
-        parse: parse_as::<crate::train::rl::stage::RlStage>,
+        parse: parse_sourced_boxed::<crate::train::rl::stage::RlStage>,
+        source: Some(<crate::train::rl::stage::RlStage as Sourced>::SOURCE),
     },
     StageKind {
         kind: "eval",
         about: "pass@k to large k, diversity and exploration metrics of one or more models, side by side",
-        parse: parse_as::<crate::eval::stage::EvalStage>,
+        parse: parse_sourced_boxed::<crate::eval::stage::EvalStage>,
+        source: Some(<crate::eval::stage::EvalStage as Sourced>::SOURCE),
     },
 ];
 

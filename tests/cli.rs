@@ -158,6 +158,89 @@ fn profile_errors_name_file_line_key_and_fix() {
     assert!(!dir.join("runs").exists() || std::fs::read_dir(dir.join("runs")).unwrap().count() == 0);
 }
 
+/// Every preset loads, round-trips through its resolved text, and uses current key names only
+/// (no deprecation warnings).
+#[test]
+fn every_preset_shows_and_round_trips() {
+    let d = tempfile::tempdir().unwrap();
+    let listing = String::from_utf8_lossy(&run_ok(&["profiles"], d.path()).stdout).into_owned();
+    let names: Vec<&str> = listing.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(names.len() >= 10, "{listing}");
+    for name in names {
+        let out = run_ok(&["profiles", "show", name], d.path());
+        assert!(out.stderr.is_empty(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        let p = write(d.path(), &format!("{name}.toml"), &shown);
+        assert_eq!(String::from_utf8_lossy(&run_ok(&["profiles", "show", &p], d.path()).stdout), shown, "{name}");
+    }
+}
+
+/// The sft, rl and eval stages name their problems with one set of keys. The names each
+/// stage used before still load, with one warning a key, and mean what the new ones mean.
+const SOURCE_OLD: &str = "[run]\nname = \"t\"\n\n[[stage]]\nkind = \"model-init\"\nname = \"init\"\n\n\
+[[stage]]\nkind = \"sft\"\nname = \"sft\"\nmodel = \"@init\"\n[stage.data]\ntask = \"countdown\"\ntrain = 40\ntest = 9\n\n\
+[[stage]]\nkind = \"sft\"\nname = \"rows\"\nmodel = \"@init\"\n[stage.data]\njsonl = \"a.jsonl\"\neval_jsonl = \"b.jsonl\"\n\n\
+[[stage]]\nkind = \"rl\"\nname = \"grpo\"\nmodel = \"@sft\"\ntask = \"countdown\"\ntask_options = { max_target = 25 }\n\n\
+[[stage]]\nkind = \"eval\"\nname = \"eval\"\nmodels = [\"@grpo\"]\ntask = \"countdown\"\nproblems = 7\n";
+
+#[test]
+fn old_problem_source_keys_still_load_with_one_warning_each() {
+    let d = tempfile::tempdir().unwrap();
+    let new = SOURCE_OLD
+        .replace("train = 40", "train_problems = 40")
+        .replace("test = 9", "test_problems = 9")
+        .replace("eval_jsonl", "test_jsonl")
+        .replace("task_options", "options")
+        .replace("problems = 7", "test_problems = 7");
+    let old = write(d.path(), "old.toml", SOURCE_OLD);
+    let new = write(d.path(), "new.toml", &new);
+    let (a, b) = (run_ok(&["profiles", "show", &old], d.path()), run_ok(&["profiles", "show", &new], d.path()));
+    assert_eq!(String::from_utf8_lossy(&a.stdout), String::from_utf8_lossy(&b.stdout), "old and new names resolve alike");
+    assert!(b.stderr.is_empty(), "{}", String::from_utf8_lossy(&b.stderr));
+    let warnings = String::from_utf8_lossy(&a.stderr).into_owned();
+    let lines: Vec<&str> = warnings.lines().collect();
+    assert_eq!(lines.len(), 5, "{warnings}");
+    for (stage, old_key, new_key) in [
+        ("sft", "data.train", "data.train_problems"),
+        ("sft", "data.test", "data.test_problems"),
+        ("rows", "data.eval_jsonl", "data.test_jsonl"),
+        ("grpo", "task_options", "options"),
+        ("eval", "problems", "test_problems"),
+    ] {
+        let want = format!("stage `{stage}`: `{old_key}` is a deprecated name of `{new_key}`");
+        assert!(lines.iter().any(|l| l.contains(&want)), "{want}\n{warnings}");
+    }
+    let shown = String::from_utf8_lossy(&a.stdout).into_owned();
+    assert!(shown.contains("train_problems = 40") && shown.contains("test_problems = 7") && shown.contains("max_target = 25"), "{shown}");
+    // An old name set by --set sets the new key, and warns once.
+    let out = run_ok(&["profiles", "show", &old, "--set", "stage.eval.problems=3", "--set", "stage.grpo.task_options.max_target=30"], d.path());
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(shown.contains("test_problems = 3") && shown.contains("max_target = 30"), "{shown}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 5);
+    // Old names inside a table set whole are found too.
+    let out = run_ok(&["profiles", "show", &new, "--set", "stage.sft.data={ task = \"countdown\", train = 12 }"], d.path());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("train_problems = 12"));
+    let warnings = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(warnings.lines().count() == 1 && warnings.contains("`data.train` is a deprecated name"), "{warnings}");
+    // Errors name the key as written, with file and line.
+    let p = write(d.path(), "type.toml", &SOURCE_OLD.replace("problems = 7", "problems = \"x\""));
+    let e = run_err(&["profiles", "show", &p], d.path());
+    assert!(e.contains("type.toml:37:") && e.contains("`stage.eval.problems`") && e.contains("invalid type"), "{e}");
+    let p = write(d.path(), "both.toml", &SOURCE_OLD.replace("problems = 7", "problems = 7\ntest_problems = 7"));
+    let e = run_err(&["profiles", "show", &p], d.path());
+    assert!(e.contains("`stage.eval.problems`") && e.contains("keep only `test_problems`"), "{e}");
+    let p = write(d.path(), "typo.toml", &SOURCE_OLD.replace("task_options", "task_optons"));
+    let e = run_err(&["profiles", "show", &p], d.path());
+    assert!(e.contains("typo.toml:30:1") && e.contains("did you mean `options`"), "{e}");
+    let p = write(d.path(), "data.toml", &SOURCE_OLD.replace("train = 40", "trian = 40"));
+    let e = run_err(&["profiles", "show", &p], d.path());
+    assert!(e.contains("data.toml:14:1") && e.contains("`stage.sft.data.trian`") && e.contains("did you mean `train_problems`"), "{e}");
+    // A key the kind does not take is unknown there.
+    let p = write(d.path(), "eval.toml", &SOURCE_OLD.replace("problems = 7", "train_problems = 7"));
+    let e = run_err(&["profiles", "show", &p], d.path());
+    assert!(e.contains("unknown key `train_problems`") && e.contains("did you mean `test_problems`"), "{e}");
+}
+
 #[test]
 fn unwritable_runs_dir_and_bad_resume_targets_are_refused() {
     let d = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 //! terminal that disappears under the dashboard, full disks. Each test names the defect it
 //! guards (issue "Reliability: what a hostile new user found").
 
-use retort::eval_code::verify_code;
+use retort::tasks::code::verify_code;
 use retort::sandbox::{resolve_python, ExecStatus, Limits};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

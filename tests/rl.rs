@@ -99,8 +99,8 @@ fn rl_cfg(overrides: &str) -> String {
 fn accuracy(model_dir: &Path, problems: &[retort::tasks::Instance]) -> f64 {
     let model = retort::model::Model::load(model_dir, &candle_core::Device::Cpu, candle_core::DType::F32, false).unwrap();
     let tok = retort::text::Tokenizer::load(model_dir).unwrap();
-    let task = retort::tasks::build("subset-sum", &toml::Table::new()).unwrap();
-    retort::train::sft::task_accuracy(&model, &tok, task.as_ref(), problems, 32, 1.0, 12, 99).unwrap().0
+    let set = retort::tasks::ProblemSet::of_task("subset-sum", &toml::Table::new(), problems.to_vec()).unwrap();
+    retort::train::sft::task_accuracy(&model, &tok, &set, false, 32, 1.0, 12, 99).unwrap().0
 }
 
 #[test]
@@ -113,7 +113,7 @@ fn grpo_improves_reward_on_an_easy_task() {
     let easy = "task = \"subset-sum\"\ntrain = 12\ntest = 4\n[options]\nmin_len = 3\nmax_len = 3\nmax_value = 9\nmin_target = 5\nmax_target = 15\nmin_solutions = 1";
     let (out, _) = run_stage("tasks", easy, run.path(), "easy", &outputs);
     outputs.insert("easy".into(), out.unwrap().output.unwrap());
-    let problems = retort::tasks::stage::read_instances(&outputs["easy"].join("train.jsonl")).unwrap();
+    let problems = retort::tasks::read_instances(&outputs["easy"].join("train.jsonl")).unwrap();
     let before = accuracy(&outputs["sft"], &problems);
     let cfg = rl_cfg("algorithm = \"grpo\"\nfrom = \"@easy\"\nlr = 5e-4\nsteps = 16\neval_problems = 4\neval_n = 16\n");
     let (out, events) = run_stage("rl", &cfg, run.path(), "grpo", &outputs);
@@ -334,7 +334,7 @@ fn rl_on_a_math_jsonl_with_a_format_reward() {
         if let Event::Sample { prompt, response, reward: Some(r), correct: Some(c), .. } = e {
             // The verdict is the math verifier's on this prompt's gold answer...
             let gold: u32 = prompt.trim().rsplit(' ').next().unwrap().parse().unwrap();
-            let v = retort::eval::math::verify_math(response, &gold.to_string(), &Default::default());
+            let v = retort::tasks::math::verify_math(response, &gold.to_string(), &Default::default());
             assert_eq!(v.correct, *c, "{prompt:?} {response:?}");
             // ...and the score is the format rule applied to it.
             let want = if !response.contains("\\boxed") { -2.0 } else if *c { 1.0 } else { -1.0 };

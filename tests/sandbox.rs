@@ -6,7 +6,7 @@
 //! and status that only that limit produces, and wall-clock limits are far above what the
 //! programs need so that a slow machine never trips them by accident.
 
-use retort::eval_code::verify_code;
+use retort::tasks::code::verify_code;
 use retort::sandbox::tool::run_tool_call;
 use retort::sandbox::{omission_marker, resolve_python, run_python, ExecStatus, Isolation, IsolationMode, Limits};
 use std::net::TcpListener;

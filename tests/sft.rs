@@ -19,8 +19,8 @@ const SMALL: &[&str] = &[
     "--set", "stage.sft.eval_every=0",
     "--set", "stage.sft.sample_every=0",
     "--set", "stage.sft.eval_samples=0",
-    "--set", "stage.sft.data.train=64",
-    "--set", "stage.sft.data.test=8",
+    "--set", "stage.sft.data.train_problems=64",
+    "--set", "stage.sft.data.test_problems=8",
 ];
 
 fn run_in(dir: &Path, name: &str) -> Command {
@@ -119,7 +119,7 @@ fn overfits_a_handful_of_examples_and_lora_trains_adapters_only() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let model = dir.join("base");
-    let out = retort().args(["run", "sft-countdown-tiny", "--headless", "--name", "setup", "--set", "stage.sft.steps=1", "--set", "stage.sft.eval_samples=0", "--set", "stage.sft.data.train=20", "--set", "stage.sft.data.test=4"]).current_dir(dir).output().unwrap();
+    let out = retort().args(["run", "sft-countdown-tiny", "--headless", "--name", "setup", "--set", "stage.sft.steps=1", "--set", "stage.sft.eval_samples=0", "--set", "stage.sft.data.train_problems=20", "--set", "stage.sft.data.test_problems=4"]).current_dir(dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let init = std::fs::read_dir(dir.join("runs")).unwrap().next().unwrap().unwrap().path().join("init/model");
     std::fs::rename(&init, &model).unwrap();

@@ -38,8 +38,9 @@
 //! "reward", "reason", …}`; math adds `extracted`, `method`, `canonical`; code adds `status`
 //! (pass / fail / timeout / crash / memory / error) and `output` (truncated).
 
-use crate::eval::math::{verify_math, MathOptions};
-use crate::eval::run::{self, EvalConfig, EvalModel, EvalReport, ProblemSet};
+use crate::eval::run::{self, EvalConfig, EvalModel, EvalReport};
+use crate::tasks::math::{verify_math, MathOptions};
+use crate::tasks::problems::{self, ProblemError, ProblemSet};
 use crate::eval::stage::{model_labels, ModelResult, StageResults};
 use crate::sandbox::Limits;
 use crate::tasks::Instance;
@@ -112,7 +113,7 @@ pub struct EvalArgs {
     /// A problem whose prompt + max-new-tokens exceeds the model's context: error (refuse
     /// before sampling) or skip (leave it out).
     #[arg(long, value_enum, default_value = "error")]
-    pub too_long: run::TooLong,
+    pub too_long: problems::TooLong,
 }
 
 #[derive(Subcommand, Debug)]
@@ -159,7 +160,7 @@ fn problem_set(args: &EvalArgs) -> Result<ProblemSet> {
         let verifier = args
             .verifier
             .as_deref()
-            .with_context(|| format!("--jsonl needs --verifier ({})", run::JSONL_VERIFIERS.join(" or ")))?;
+            .with_context(|| format!("--jsonl needs --verifier ({})", problems::JSONL_VERIFIERS.join(" or ")))?;
         ProblemSet::from_jsonl(path, verifier)?
     };
     set.truncate(args.limit);
@@ -187,7 +188,7 @@ pub fn cmd_eval(args: EvalArgs) -> Result<i32> {
         crate::fsutil::check_writable(out)?;
     }
     let mut set = problem_set(&args)?;
-    let skipped = run::fit_models_context(&mut set, &args.models, args.chat, args.max_new_tokens, args.too_long)?;
+    let skipped = problems::fit_models_context(&mut set, &args.models, args.chat, args.max_new_tokens, args.too_long)?;
     if skipped > 0 {
         eprintln!("retort eval: left out {skipped} problem(s) too long for the context (--too-long skip)");
     }
@@ -270,15 +271,15 @@ fn read_reward_rows(path: &Path, verifier: Option<&str>) -> Result<Vec<(usize, R
         Some("code") => Some(RowVerifier::Code),
         Some(name) => {
             if crate::tasks::build(name, &toml::Table::new()).is_err() {
-                let mut known: Vec<&str> = run::JSONL_VERIFIERS.to_vec();
+                let mut known: Vec<&str> = problems::JSONL_VERIFIERS.to_vec();
                 known.extend(crate::tasks::names().into_iter().map(|(n, _)| n));
-                bail!(run::EvalError::UnknownVerifier { name: name.to_string(), known: known.join(", ") });
+                bail!(ProblemError::UnknownVerifier { name: name.to_string(), known: known.join(", ") });
             }
             Some(RowVerifier::Task(name.to_string()))
         }
     };
     let mut rows = Vec::new();
-    for (line, row) in run::read_json_lines(path)? {
+    for (line, row) in problems::read_json_lines(path)? {
         let kind = match forced.clone().or_else(|| guess_verifier(&row)) {
             Some(k) => k,
             None => bail!(
@@ -286,20 +287,20 @@ fn read_reward_rows(path: &Path, verifier: Option<&str>) -> Result<Vec<(usize, R
                 path.display()
             ),
         };
-        let completion = |expected: &str| run::required(&row, &["completion", "response"], path, line, expected);
+        let completion = |expected: &str| problems::required(&row, &["completion", "response"], path, line, expected);
         let parsed = match &kind {
             RowVerifier::Math => {
                 let expected = "\"completion\" and \"gold\"";
-                RewardRow::Math { completion: completion(expected)?, gold: run::required(&row, &["gold", "answer"], path, line, expected)? }
+                RewardRow::Math { completion: completion(expected)?, gold: problems::required(&row, &["gold", "answer"], path, line, expected)? }
             }
             RowVerifier::Code => {
                 let expected = "\"completion\" and \"tests\"";
-                RewardRow::Code { completion: completion(expected)?, tests: run::required(&row, &["tests", "test"], path, line, expected)? }
+                RewardRow::Code { completion: completion(expected)?, tests: problems::required(&row, &["tests", "test"], path, line, expected)? }
             }
             RowVerifier::Task(name) => {
                 let expected = "\"completion\" and the instance's \"data\"";
                 let source = row.get("instance").and_then(|v| v.as_object()).unwrap_or(&row);
-                let data = source.get("data").cloned().ok_or_else(|| run::EvalError::MissingField {
+                let data = source.get("data").cloned().ok_or_else(|| ProblemError::MissingField {
                     path: path.display().to_string(),
                     line,
                     field: "data".into(),
@@ -307,8 +308,8 @@ fn read_reward_rows(path: &Path, verifier: Option<&str>) -> Result<Vec<(usize, R
                 })?;
                 let instance = Instance {
                     task: name.clone(),
-                    id: run::text_field(source, &["id"]).unwrap_or_else(|| format!("line-{line}")),
-                    prompt: run::text_field(source, &["prompt"]).unwrap_or_default(),
+                    id: problems::text_field(source, &["id"]).unwrap_or_else(|| format!("line-{line}")),
+                    prompt: problems::text_field(source, &["prompt"]).unwrap_or_default(),
                     data,
                 };
                 RewardRow::Task { instance, completion: completion(expected)? }
@@ -344,7 +345,7 @@ fn judge(row: &RewardRow, line: usize, limits: &Limits) -> Result<serde_json::Va
             })
         }
         RewardRow::Code { completion, tests } => {
-            let v = crate::eval_code::verify_code(completion, tests, limits);
+            let v = crate::tasks::code::verify_code(completion, tests, limits);
             let status = v.status.map_or("error".to_string(), |s| format!("{s:?}").to_lowercase());
             let output = cut_middle(&v.output, OUTPUT_CHARS);
             let reason = if v.status.is_some() && !matches!(v.status, Some(crate::sandbox::ExecStatus::Pass)) {

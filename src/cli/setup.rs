@@ -61,7 +61,11 @@ pub fn cmd_profiles(action: Option<ProfilesAction>) -> Result<()> {
             Ok(())
         }
         Some(ProfilesAction::Show { name, set }) => {
-            print!("{}", load_profile(&name, &set)?.to_toml());
+            let profile = load_profile(&name, &set)?;
+            for line in profile.deprecations() {
+                eprintln!("retort: warning: {line}");
+            }
+            print!("{}", profile.to_toml());
             Ok(())
         }
     }

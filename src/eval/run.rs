@@ -1,58 +1,35 @@
-//! The evaluation engine: n seeded samples per problem from a model folder, verified, then
-//! every metric of research/rl-spec.md §6.1 and §8 per problem and over the set.
+//! Evaluation: n seeded samples per problem from a model folder, verified, then every metric
+//! of research/rl-spec.md §6.1 and §8 per problem and over the set.
 //!
-//! Problems come from a built-in task (generated from a seed, or the `test.jsonl` a `tasks`
-//! stage wrote), a math JSONL (`{"prompt", "answer"}`, graded by [`super::math`]) or a code
-//! JSONL (`{"prompt", "tests"}`, run in the [`crate::sandbox`]).
-//!
-//! Sampling goes through [`crate::generate::generate`] in batches of `batch_size` rows; the
-//! rows of all problems are laid end to end (problem 0's n samples, then problem 1's, …) and
-//! chunk `c` draws from `Rng::derive(seed, "eval/chunk/c")`, so a seed and a config fix every
-//! sample. `generate` reports each token's entropy but not the whole distribution, so the
-//! rollout branching factor (RBF, §6.1) comes from a second, teacher-forced forward pass over
-//! prompt + response (no KV cache), which leaves `generate` untouched. It runs as many
-//! token-forwards as generation's prefill plus decoding did, so it about doubles the
-//! sampling time (tiny model, n = 256: 249 → 129 samples/s in a debug build); `--no-rbf` /
-//! `rbf = false` skips it. A per-step hook in `generate` would make RBF free; this pass
-//! keeps `generate` unchanged until one exists. That pass also recomputes the
-//! entropies, which a test compares with `generate`'s as a check that both see the same
-//! distributions. RBF is measured on softmax(z/T), the distribution sampled from before top-p.
+//! Problems are a [`ProblemSet`] ([`crate::tasks::problems`]: a built-in task, a tasks
+//! stage's `test.jsonl`, a math or a code JSONL). Sampling and grading go through the shared
+//! engine, [`crate::generate::grade`], in batches of `batch_size` rows; the rows of all
+//! problems are laid end to end (problem 0's n samples, then problem 1's, …) and chunk `c`
+//! draws from `Rng::derive(seed, "eval/chunk/c")`, so a seed and a config fix every sample.
+//! `generate` reports each token's entropy but not the whole distribution, so the rollout
+//! branching factor (RBF, §6.1) comes from a second, teacher-forced forward pass over
+//! prompt + response (no KV cache), run on each chunk as it finishes, which leaves
+//! `generate` untouched. It runs as many token-forwards as generation's prefill plus
+//! decoding did, so it about doubles the sampling time (tiny model, n = 256: 249 → 129
+//! samples/s in a debug build); `--no-rbf` / `rbf = false` skips it. A per-step hook in
+//! `generate` would make RBF free; this pass keeps `generate` unchanged until one exists.
+//! That pass also recomputes the entropies, which a test compares with `generate`'s as a
+//! check that both see the same distributions. RBF is measured on softmax(z/T), the
+//! distribution sampled from before top-p.
 
-use super::diversity::{self, NGramUnit};
 use super::explore::{self, ResponseEntropy};
-use super::math::{verify_math, MathOptions};
-use super::passk;
-use super::Sample;
-use crate::generate::{generate, SamplingParams};
+use crate::generate::grade::{sample_and_grade, Chunk, GradeOptions, Seeds};
+use crate::metrics::diversity::{self, NGramUnit};
+use crate::metrics::{passk, Sample};
 use crate::model::{AttnMask, Decoder, Mode, Model};
-use crate::rng::Rng;
-use crate::sandbox::Limits;
-use crate::tasks::{self, Instance, Task, Verdict};
-use crate::text::Message;
+use crate::tasks::problems::{ProblemError, ProblemSet};
 use crate::text::Tokenizer;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// No tokenizer here makes tokens longer than this on average, so a prompt with more bytes
-/// than this many times the context cannot fit, whatever its tokens.
-const MAX_BYTES_PER_TOKEN: usize = 64;
-
-/// What to do with a problem (or row) whose prompt and response cannot fit the model's
-/// context: refuse the run naming the row (default), or leave it out and count it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum TooLong {
-    #[default]
-    Error,
-    Skip,
-}
-
-/// Verifier names accepted for JSONL problem files (`verifier = ...`).
-pub const JSONL_VERIFIERS: &[&str] = &["math", "code"];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EvalError {
@@ -66,362 +43,10 @@ pub enum EvalError {
     ZeroK,
     #[error("n must be ≥ 1 samples per problem")]
     ZeroN,
-    #[error("unknown verifier `{name}`; known verifiers: {known}")]
-    UnknownVerifier { name: String, known: String },
-    #[error("{path}:{line}: missing field `{field}` (each row needs {expected})")]
-    MissingField { path: String, line: usize, field: String, expected: String },
-    #[error("{path}:{line}: {message}")]
-    BadRow { path: String, line: usize, message: String },
-    #[error("{0}: no problems to evaluate (the file is empty or the limit is 0)")]
-    NoProblems(String),
     #[error("sampling temperature must be > 0 (got {0})")]
     BadTemperature(f64),
     #[error("top_p must be in (0, 1] (got {0})")]
     BadTopP(f64),
-}
-
-/// One row of a math JSONL: the prompt and the gold answer (`answer`, or `gold`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MathRow {
-    pub id: String,
-    pub prompt: String,
-    pub answer: String,
-    /// "file:line" of the row, for errors.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub source: String,
-}
-
-/// One row of a code JSONL: the prompt and the tests appended to the program.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CodeRow {
-    pub id: String,
-    pub prompt: String,
-    pub tests: String,
-    /// "file:line" of the row, for errors.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub source: String,
-}
-
-/// What is evaluated and how each response is judged.
-pub enum ProblemSet {
-    /// Built-in task instances; `tasks` maps each instance's task name to its verifier.
-    Task { tasks: BTreeMap<String, Box<dyn Task>>, instances: Vec<Instance> },
-    Math { rows: Vec<MathRow>, options: MathOptions },
-    Code { rows: Vec<CodeRow>, limits: Limits },
-}
-
-/// A JSONL file's non-blank lines as JSON objects with their 1-based line numbers.
-pub fn read_json_lines(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, serde_json::Value>)>> {
-    let mut out = Vec::new();
-    for item in crate::text::jsonl::open(path)? {
-        let (line_no, line) = item?;
-        let bad = |message: String| EvalError::BadRow { path: path.display().to_string(), line: line_no, message };
-        let value: serde_json::Value = serde_json::from_str(&line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        match value {
-            serde_json::Value::Object(map) => out.push((line_no, map)),
-            _ => return Err(bad("expected a JSON object".to_string()).into()),
-        }
-    }
-    Ok(out)
-}
-
-/// A string field of a row, or text made of a list of strings joined by newlines.
-pub fn text_field(row: &serde_json::Map<String, serde_json::Value>, names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| match row.get(*n)? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Array(items) => {
-            let parts: Option<Vec<&str>> = items.iter().map(|v| v.as_str()).collect();
-            parts.map(|p| p.join("\n"))
-        }
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    })
-}
-
-/// The field or a [`EvalError::MissingField`] naming file and line.
-pub fn required(
-    row: &serde_json::Map<String, serde_json::Value>,
-    names: &[&str],
-    path: &Path,
-    line: usize,
-    expected: &str,
-) -> Result<String, EvalError> {
-    text_field(row, names).ok_or_else(|| EvalError::MissingField {
-        path: path.display().to_string(),
-        line,
-        field: names[0].to_string(),
-        expected: expected.to_string(),
-    })
-}
-
-fn row_id(row: &serde_json::Map<String, serde_json::Value>, line: usize) -> String {
-    text_field(row, &["id", "task_id", "problem_id"]).unwrap_or_else(|| format!("line-{line}"))
-}
-
-/// Rows of a math JSONL: `prompt` (or `problem`/`question`) and `answer` (or `gold`).
-pub fn read_math_jsonl(path: &Path) -> Result<Vec<MathRow>> {
-    const EXPECTED: &str = "\"prompt\" and \"answer\"";
-    let mut rows = Vec::new();
-    for (line, row) in read_json_lines(path)? {
-        let prompt = required(&row, &["prompt", "problem", "question"], path, line, EXPECTED)?;
-        let answer = required(&row, &["answer", "gold"], path, line, EXPECTED)?;
-        rows.push(MathRow { id: row_id(&row, line), prompt, answer, source: format!("{}:{line}", path.display()) });
-    }
-    Ok(rows)
-}
-
-/// Rows of a code JSONL: `prompt` and `tests` (a string or a list of assert lines).
-pub fn read_code_jsonl(path: &Path) -> Result<Vec<CodeRow>> {
-    const EXPECTED: &str = "\"prompt\" and \"tests\"";
-    let mut rows = Vec::new();
-    for (line, row) in read_json_lines(path)? {
-        let prompt = required(&row, &["prompt"], path, line, EXPECTED)?;
-        let tests = required(&row, &["tests", "test"], path, line, EXPECTED)?;
-        rows.push(CodeRow { id: row_id(&row, line), prompt, tests, source: format!("{}:{line}", path.display()) });
-    }
-    Ok(rows)
-}
-
-/// Parse a problems JSONL for `verifier` without loading anything else (a run's preflight):
-/// bad rows and missing fields are reported with file and line before the run starts.
-pub fn check_jsonl(path: &Path, verifier: &str) -> Result<()> {
-    if ProblemSet::from_jsonl(path, verifier)?.is_empty() {
-        return Err(EvalError::NoProblems(path.display().to_string()).into());
-    }
-    Ok(())
-}
-
-/// An unknown verifier name as the error users see.
-pub fn unknown_verifier(name: &str) -> EvalError {
-    EvalError::UnknownVerifier { name: name.to_string(), known: JSONL_VERIFIERS.join(", ") }
-}
-
-impl ProblemSet {
-    /// `count` instances of a built-in task generated from `seed` (the same ones for a seed).
-    pub fn from_task(name: &str, options: &toml::Table, count: usize, seed: u64) -> Result<ProblemSet> {
-        let task = tasks::build(name, options)?;
-        let mut rng = Rng::derive(seed, "eval/problems");
-        let instances = tasks::generate_split(task.as_ref(), &mut rng, count, &Default::default())?;
-        ProblemSet::of_task(name, options, instances)
-    }
-
-    /// `instances` of the one built-in task `name`, graded by that task built with `options`.
-    pub fn of_task(name: &str, options: &toml::Table, instances: Vec<Instance>) -> Result<ProblemSet> {
-        let task = tasks::build(name, options)?;
-        // Instances name their task canonically; key the verifier the same way.
-        let mut map = BTreeMap::new();
-        map.insert(task.name().to_string(), task);
-        Ok(ProblemSet::Task { tasks: map, instances })
-    }
-
-    /// Task instances from a JSONL (a `tasks` stage's `test.jsonl`); each instance carries
-    /// what its verifier needs, so the task is built with default options.
-    pub fn from_instances(path: &Path) -> Result<ProblemSet> {
-        let instances = crate::tasks::stage::read_instances(path)?;
-        let mut map: BTreeMap<String, Box<dyn Task>> = BTreeMap::new();
-        for inst in &instances {
-            if !map.contains_key(&inst.task) {
-                let task = tasks::build(&inst.task, &toml::Table::new()).with_context(|| format!("{}: instance {}", path.display(), inst.id))?;
-                map.insert(inst.task.clone(), task);
-            }
-        }
-        Ok(ProblemSet::Task { tasks: map, instances })
-    }
-
-    /// A JSONL graded by `verifier` ("math" or "code").
-    pub fn from_jsonl(path: &Path, verifier: &str) -> Result<ProblemSet> {
-        match verifier {
-            "math" => Ok(ProblemSet::Math { rows: read_math_jsonl(path)?, options: MathOptions::default() }),
-            "code" => {
-                let limits = Limits::default();
-                crate::sandbox::resolve_python(&limits.python)?;
-                Ok(ProblemSet::Code { rows: read_code_jsonl(path)?, limits })
-            }
-            other => Err(unknown_verifier(other).into()),
-        }
-    }
-
-    /// No problems, graded like a `from_jsonl(_, verifier)` set (an RL stage without a
-    /// test file).
-    pub fn empty_for(verifier: &str) -> ProblemSet {
-        match verifier {
-            "code" => ProblemSet::Code { rows: Vec::new(), limits: Limits::default() },
-            _ => ProblemSet::Math { rows: Vec::new(), options: MathOptions::default() },
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        match self {
-            ProblemSet::Task { instances, .. } => instances.len(),
-            ProblemSet::Math { rows, .. } => rows.len(),
-            ProblemSet::Code { rows, .. } => rows.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Where problem `i` comes from: "file:line" for a JSONL row, else "problem ID".
-    pub fn location(&self, i: usize) -> String {
-        let source = match self {
-            ProblemSet::Task { .. } => "",
-            ProblemSet::Math { rows, .. } => &rows[i].source,
-            ProblemSet::Code { rows, .. } => &rows[i].source,
-        };
-        if source.is_empty() {
-            format!("problem {}", self.id(i))
-        } else {
-            source.to_string()
-        }
-    }
-
-    /// Keep the problems whose `keep` entry is true, in order.
-    fn retain(&mut self, keep: &[bool]) {
-        fn filter<T>(items: &mut Vec<T>, keep: &[bool]) {
-            let mut i = 0;
-            items.retain(|_| {
-                i += 1;
-                keep[i - 1]
-            });
-        }
-        match self {
-            ProblemSet::Task { instances, .. } => filter(instances, keep),
-            ProblemSet::Math { rows, .. } => filter(rows, keep),
-            ProblemSet::Code { rows, .. } => filter(rows, keep),
-        }
-    }
-
-    /// Check that every prompt (as the model will see it, chat template included) plus
-    /// `max_new_tokens` fits in the model's `context`, before any sampling: the attention of
-    /// an over-long row grows with its length squared and runs past the positions the model
-    /// was trained on. Too-long problems are an error naming the first one, or are left out
-    /// (`TooLong::Skip`), returning how many. Prompts far longer than any context are judged
-    /// by their size alone, so a multi-megabyte row is never tokenized.
-    pub fn fit_context(&mut self, tok: &Tokenizer, chat: bool, max_new_tokens: usize, context: usize, policy: TooLong) -> Result<usize> {
-        let mut keep = vec![true; self.len()];
-        for (i, kept) in keep.iter_mut().enumerate() {
-            let prompt = self.prompt(i);
-            let tokens = if prompt.len() > MAX_BYTES_PER_TOKEN * context { None } else { Some(encode_prompt(tok, prompt, chat)?.len()) };
-            if tokens.is_some_and(|n| n + max_new_tokens <= context) {
-                continue;
-            }
-            if policy == TooLong::Skip {
-                *kept = false;
-                continue;
-            }
-            let size = match tokens {
-                Some(n) => format!("{n} tokens"),
-                None => format!("{} bytes, far more than {context} tokens", prompt.len()),
-            };
-            bail!(
-                "{}: the prompt is {size}; with max_new_tokens = {max_new_tokens} it does not fit the model's context of \
-                 {context} tokens (max_position_embeddings in config.json). Shorten the prompt, lower max_new_tokens, \
-                 or set too_long = \"skip\" to leave such problems out",
-                self.location(i)
-            );
-        }
-        let skipped = keep.iter().filter(|k| !**k).count();
-        self.retain(&keep);
-        Ok(skipped)
-    }
-
-    /// Keep the first `limit` problems.
-    pub fn truncate(&mut self, limit: usize) {
-        match self {
-            ProblemSet::Task { instances, .. } => instances.truncate(limit),
-            ProblemSet::Math { rows, .. } => rows.truncate(limit),
-            ProblemSet::Code { rows, .. } => rows.truncate(limit),
-        }
-    }
-
-    pub fn id(&self, i: usize) -> &str {
-        match self {
-            ProblemSet::Task { instances, .. } => &instances[i].id,
-            ProblemSet::Math { rows, .. } => &rows[i].id,
-            ProblemSet::Code { rows, .. } => &rows[i].id,
-        }
-    }
-
-    pub fn prompt(&self, i: usize) -> &str {
-        match self {
-            ProblemSet::Task { instances, .. } => &instances[i].prompt,
-            ProblemSet::Math { rows, .. } => &rows[i].prompt,
-            ProblemSet::Code { rows, .. } => &rows[i].prompt,
-        }
-    }
-
-    /// The verdict on `response` to problem `i`; its `canonical` is what diversity counts.
-    /// Code: the canonical form is the extracted program with trailing spaces trimmed.
-    pub fn verify(&self, i: usize, response: &str) -> Verdict {
-        match self {
-            ProblemSet::Task { tasks, instances } => {
-                let inst = &instances[i];
-                match tasks.get(&inst.task) {
-                    Some(task) => task.verify(inst, response),
-                    None => Verdict::wrong(format!("no verifier for task `{}`", inst.task), None),
-                }
-            }
-            ProblemSet::Math { rows, options } => {
-                let v = verify_math(response, &rows[i].answer, options);
-                Verdict { correct: v.correct, reward: f64::from(u8::from(v.correct)), canonical: v.canonical(), reason: v.reason }
-            }
-            ProblemSet::Code { rows, limits } => {
-                let v = crate::eval_code::verify_code(response, &rows[i].tests, limits);
-                let program = crate::eval_code::extract_program(response).trim_end().to_string();
-                Verdict { correct: v.correct, reward: v.reward, canonical: Some(program), reason: v.reason }
-            }
-        }
-    }
-
-    /// What a verifier needs to grade a response to problem `i` again, as JSON fields that
-    /// `retort reward test` reads: `task` + `data` for a built-in task, `gold` for math,
-    /// `tests` for code (and the `prompt` for all).
-    pub fn grading_fields(&self, i: usize) -> serde_json::Map<String, serde_json::Value> {
-        let mut m = serde_json::Map::new();
-        m.insert("prompt".into(), self.prompt(i).into());
-        match self {
-            ProblemSet::Task { instances, .. } => {
-                m.insert("task".into(), instances[i].task.clone().into());
-                m.insert("data".into(), instances[i].data.clone());
-            }
-            ProblemSet::Math { rows, .. } => {
-                m.insert("gold".into(), rows[i].answer.clone().into());
-            }
-            ProblemSet::Code { rows, .. } => {
-                m.insert("tests".into(), rows[i].tests.clone().into());
-            }
-        }
-        m
-    }
-
-    /// Every valid canonical solution of problem `i`, when the task can enumerate them.
-    pub fn solutions(&self, i: usize) -> Option<Vec<String>> {
-        match self {
-            ProblemSet::Task { tasks, instances } => tasks.get(&instances[i].task)?.solutions(&instances[i]),
-            _ => None,
-        }
-    }
-
-    /// Tiny task answers have no spaces, so distinct-n counts characters there; prose and
-    /// code count whitespace-separated words.
-    pub fn ngram_unit(&self) -> NGramUnit {
-        match self {
-            ProblemSet::Task { .. } => NGramUnit::Chars,
-            _ => NGramUnit::Whitespace,
-        }
-    }
-
-    /// One line for reports: what the problems are.
-    pub fn describe(&self) -> String {
-        match self {
-            ProblemSet::Task { tasks, instances } => {
-                format!("{} instances of {}", instances.len(), tasks.keys().cloned().collect::<Vec<_>>().join(", "))
-            }
-            ProblemSet::Math { rows, .. } => format!("{} math problems", rows.len()),
-            ProblemSet::Code { rows, .. } => format!("{} code problems", rows.len()),
-        }
-    }
 }
 
 /// How to sample and what to compute.
@@ -599,40 +224,6 @@ pub fn aggregate_keys_doc() -> &'static str {
      problems with no correct sample), response_tokens/mean, samples_per_s, tokens_per_s, seconds"
 }
 
-/// Fit `set` to the context of every model in `models` (their tokenizers and config.json
-/// only; no weights are read), so that a comparison samples the same problems for each and
-/// a too-long prompt stops the run before any model samples. Returns how many were skipped.
-pub fn fit_models_context(set: &mut ProblemSet, models: &[PathBuf], chat: bool, max_new_tokens: usize, policy: TooLong) -> Result<usize> {
-    let mut skipped = 0;
-    for dir in models {
-        let tok = Tokenizer::load(dir)?;
-        let config = crate::model::ModelConfig::from_file(&crate::model::config::config_path(dir))?;
-        skipped += set.fit_context(&tok, chat, max_new_tokens, config.max_position_embeddings, policy)?;
-    }
-    if set.is_empty() {
-        bail!("every problem is too long for the model's context (too_long = \"skip\" left none)");
-    }
-    Ok(skipped)
-}
-
-/// The token ids of one prompt, rendered through the chat template as one user turn when
-/// `chat` is set (the same rendering for evaluation and RL rollouts).
-pub fn encode_prompt(tok: &Tokenizer, prompt: &str, chat: bool) -> Result<Vec<u32>> {
-    let text = if chat { tok.apply_chat_template(&[Message::user(prompt)], true)? } else { prompt.to_string() };
-    Ok(tok.encode(&text, false)?)
-}
-
-/// The prompt token ids of each problem.
-fn encode_prompts(set: &ProblemSet, tok: &Tokenizer, chat: bool) -> Result<Vec<Vec<u32>>> {
-    (0..set.len())
-        .map(|i| {
-            let ids = encode_prompt(tok, set.prompt(i), chat)?;
-            anyhow::ensure!(!ids.is_empty(), "problem {}: the prompt encodes to no tokens", set.id(i));
-            Ok(ids)
-        })
-        .collect()
-}
-
 /// Per-step RBF (and entropy) of each response under softmax(z/T), from one teacher-forced
 /// forward pass over prompt + response (see the module doc). Rows are right-padded.
 pub fn rescore(decoder: &Decoder, rows: &[(&[u32], &[u32])], temperature: f64, top_p: f64) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
@@ -686,8 +277,9 @@ fn mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     (c > 0).then(|| s / c as f64)
 }
 
-/// Samples n responses per problem and computes every metric. `on_progress` runs after each
-/// chunk; an error from it (a stop request) ends the evaluation.
+/// Samples n responses per problem ([`crate::generate::grade`], chunk `c` drawing from
+/// `Rng::derive(seed, "eval/chunk/c")`) and computes every metric. `on_progress` runs after
+/// each chunk; an error from it (a stop request) ends the evaluation.
 pub fn evaluate(
     m: &EvalModel,
     set: &ProblemSet,
@@ -696,62 +288,73 @@ pub fn evaluate(
 ) -> Result<EvalReport> {
     cfg.check()?;
     if set.is_empty() {
-        return Err(EvalError::NoProblems(set.describe()).into());
+        return Err(ProblemError::NoProblems(set.describe()).into());
     }
-    let prompts = encode_prompts(set, &m.tok, cfg.chat)?;
-    let params = SamplingParams {
+    let opts = GradeOptions {
+        n: cfg.n,
         temperature: cfg.temperature,
         top_p: cfg.top_p,
+        greedy: false,
         max_new_tokens: cfg.max_new_tokens,
-        stop_token_ids: m.tok.eos_ids(),
-        ..Default::default()
+        chat: cfg.chat,
+        batch_size: cfg.batch_size,
     };
-    let rows: Vec<usize> = (0..set.len()).flat_map(|p| std::iter::repeat_n(p, cfg.n)).collect();
-    let total = rows.len() as u64;
-    let mut samples: Vec<Vec<SampleRecord>> = vec![Vec::with_capacity(cfg.n); set.len()];
     let started = Instant::now();
-    let mut tokens_total = 0usize;
-    let eos = m.tok.eos_ids();
-    for (chunk_index, chunk) in rows.chunks(cfg.batch_size.max(1)).enumerate() {
-        let mut rng = Rng::derive(cfg.seed, &format!("eval/chunk/{chunk_index}"));
-        let batch: Vec<Vec<u32>> = chunk.iter().map(|&p| prompts[p].clone()).collect();
-        let outs = generate(&m.model.decoder, &batch, &params, &mut rng, None)?;
-        let rescored = if cfg.rbf {
-            let pairs: Vec<(&[u32], &[u32])> = chunk.iter().zip(&outs).map(|(&p, o)| (prompts[p].as_slice(), o.tokens.as_slice())).collect();
-            Some(rescore(&m.model.decoder, &pairs, cfg.temperature, explore::RBF_TOP_P)?)
-        } else {
-            None
-        };
-        for (row, (&p, out)) in chunk.iter().zip(outs).enumerate() {
-            let response = m.tok.decode(&out.tokens, true)?;
-            let verdict = set.verify(p, &response);
-            // The eos token closes the response; it is not part of what was said.
-            let spoken = out.tokens.iter().filter(|t| !eos.contains(t)).count();
-            tokens_total += out.tokens.len();
-            let rbf = rescored.as_ref().and_then(|r| (!r[row].0.is_empty()).then(|| explore::mean_rbf(&r[row].0)));
-            samples[p].push(SampleRecord {
-                response,
-                correct: verdict.correct,
-                reward: verdict.reward,
-                canonical: verdict.canonical,
-                reason: verdict.reason,
-                tokens: spoken,
-                entropy: mean(out.entropies.iter().map(|&h| h as f64)).unwrap_or(0.0),
-                rbf,
-                entropies: out.entropies,
-            });
+    // Per-row RBF of each chunk, in row order (problem-major, as the engine lays rows out).
+    let mut rbf_rows: Vec<Option<f64>> = Vec::new();
+    let mut on_chunk = |c: &Chunk<'_>| -> Result<()> {
+        if cfg.rbf {
+            let pairs: Vec<(&[u32], &[u32])> = c.rows.iter().map(|g| (c.prompts[g.problem].as_slice(), g.completion.tokens.as_slice())).collect();
+            let scored = rescore(&m.model.decoder, &pairs, cfg.temperature, explore::RBF_TOP_P)?;
+            rbf_rows.extend(scored.iter().map(|(rbf, _)| (!rbf.is_empty()).then(|| explore::mean_rbf(rbf))));
         }
-        let done = chunk_index as u64 * cfg.batch_size.max(1) as u64 + chunk.len() as u64;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        on_progress(Progress { done, total, samples_per_s: done as f64 / secs })?;
-    }
+        on_progress(Progress { done: c.done, total: c.total, samples_per_s: c.done as f64 / secs })
+    };
+    let graded = sample_and_grade(&m.model.decoder, &m.tok, set, set.len(), &opts, Seeds::PerChunk { seed: cfg.seed, label: "eval/chunk" }, &mut on_chunk)?;
+    let eos = m.tok.eos_ids();
+    let mut tokens_total = 0usize;
+    let mut rbf = rbf_rows.into_iter();
+    let samples: Vec<Vec<SampleRecord>> = graded
+        .into_iter()
+        .map(|rows| {
+            rows.into_iter()
+                .map(|g| {
+                    // The eos token closes the response; it is not part of what was said.
+                    let spoken = g.completion.tokens.iter().filter(|t| !eos.contains(t)).count();
+                    tokens_total += g.completion.tokens.len();
+                    SampleRecord {
+                        response: g.response,
+                        correct: g.verdict.correct,
+                        reward: g.verdict.reward,
+                        canonical: g.verdict.canonical,
+                        reason: g.verdict.reason,
+                        tokens: spoken,
+                        entropy: mean(g.completion.entropies.iter().map(|&h| h as f64)).unwrap_or(0.0),
+                        rbf: rbf.next().flatten(),
+                        entropies: g.completion.entropies,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let total = (set.len() * cfg.n) as f64;
     let seconds = started.elapsed().as_secs_f64();
     let mut report = summarize(set, cfg, samples)?;
     report.model = m.dir.display().to_string();
     report.aggregate.insert("seconds".into(), seconds);
-    report.aggregate.insert("samples_per_s".into(), total as f64 / seconds.max(1e-9));
+    report.aggregate.insert("samples_per_s".into(), total / seconds.max(1e-9));
     report.aggregate.insert("tokens_per_s".into(), tokens_total as f64 / seconds.max(1e-9));
     Ok(report)
+}
+
+/// Tiny task answers have no spaces, so distinct-n counts characters there; prose and code
+/// count whitespace-separated words.
+fn ngram_unit(set: &ProblemSet) -> NGramUnit {
+    match set {
+        ProblemSet::Task { .. } => NGramUnit::Chars,
+        _ => NGramUnit::Whitespace,
+    }
 }
 
 /// Every metric from the verified samples (no model needed; unit-tested on hand-built data).
@@ -766,7 +369,7 @@ pub fn summarize(set: &ProblemSet, cfg: &EvalConfig, samples: Vec<Vec<SampleReco
     aggregate.insert("problems".into(), set.len() as f64);
     aggregate.insert("n".into(), n as f64);
 
-    let unit = set.ngram_unit();
+    let unit = ngram_unit(set);
     let mut problems = Vec::with_capacity(set.len());
     let mut unsolvable = Vec::new();
     for (i, (recs, s)) in samples.iter().zip(&as_samples).enumerate() {
@@ -985,6 +588,10 @@ pub fn comparison_table(models: &[(String, &EvalReport)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generate::{generate, SamplingParams};
+    use crate::rng::Rng;
+    use crate::tasks::math::MathOptions;
+    use crate::tasks::problems::MathRow;
 
     fn rec(canonical: Option<&str>, correct: bool, entropies: &[f32]) -> SampleRecord {
         SampleRecord {
@@ -1044,21 +651,6 @@ mod tests {
         assert_eq!(err, EvalError::KExceedsN { k: 8, n: 4 });
         assert!(err.to_string().contains("raise n to at least 8"), "{err}");
         assert_eq!(EvalConfig { ks: vec![], n: 12, ..Default::default() }.resolved_ks(), vec![1, 2, 4, 8, 12]);
-    }
-
-    #[test]
-    fn jsonl_rows_missing_fields_name_file_and_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.jsonl");
-        std::fs::write(&path, "{\"prompt\":\"1+1\",\"answer\":\"2\"}\n\n{\"prompt\":\"2+2\"}\n").unwrap();
-        let err = read_math_jsonl(&path).unwrap_err().downcast::<EvalError>().unwrap();
-        assert_eq!(err.to_string(), format!("{}:3: missing field `answer` (each row needs \"prompt\" and \"answer\")", path.display()));
-        std::fs::write(&path, "{\"prompt\":\"f\",\"tests\":[\"assert f()==1\",\"assert True\"],\"id\":\"t1\"}\n").unwrap();
-        let rows = read_code_jsonl(&path).unwrap();
-        assert_eq!(rows[0].tests, "assert f()==1\nassert True");
-        assert_eq!(rows[0].id, "t1");
-        let err = ProblemSet::from_jsonl(&path, "regex").err().unwrap();
-        assert!(err.to_string().contains("known verifiers: math, code"), "{err}");
     }
 
     /// The teacher-forced pass sees the distributions `generate` sampled from: its entropies

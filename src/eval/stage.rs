@@ -7,7 +7,7 @@
 //! name = "eval"
 //! models = ["@sft", "@grpo"]   # model folders or earlier stages' outputs
 //! from = "@data"               # a tasks stage's test.jsonl; or task = "countdown" (+ options,
-//!                              # problems); or jsonl = "file.jsonl" + verifier = "math" | "code"
+//!                              # test_problems); or jsonl = "file.jsonl" + verifier = "math" | "code"
 //! n = 64                       # samples per problem
 //! k = [1, 4, 16, 64]           # default: powers of two up to n
 //! temperature = 1.0
@@ -15,15 +15,21 @@
 //! max_new_tokens = 24
 //! limit = 100                  # first problems only
 //! ```
+//! The problem keys (`from`, `task`, `options`, `test_problems`, `jsonl`, `verifier`, `chat`)
+//! are the ones the sft and rl stages use too ([`crate::tasks::source`]); `problems` is the
+//! old name of `test_problems`.
+//!
 //! Output: `<run>/<name>/results.json` ([`StageResults`]: each model's [`EvalReport`] and the
 //! unsolvable-set overlaps with the first model) and `samples-<model>.jsonl` (every response
 //! with its verdict). The stage summary holds the headline metrics (prefixed `<model>/` when
 //! several models are compared) and its table is the pass@k table or the comparison.
 
-use super::run::{self, EvalConfig, EvalModel, EvalReport, Overlap, ProblemSet, TooLong, JSONL_VERIFIERS};
+use super::run::{self, EvalConfig, EvalModel, EvalReport, Overlap};
 use crate::fsutil::write_atomic;
 use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
-use anyhow::{bail, Context, Result};
+use crate::tasks::problems::{check_jsonl, fit_models_context, ProblemSet, TooLong};
+use crate::tasks::source::{self, ProblemSource};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,23 +39,11 @@ use std::path::Path;
 pub struct EvalStage {
     /// Model folders or `@stage` references; the first is the reference for overlaps.
     pub models: Vec<String>,
-    /// A tasks stage (`@data`) whose test.jsonl holds the problems, or a JSONL of instances.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// A built-in task whose problems are generated from the run's seed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<String>,
-    #[serde(default)]
-    pub options: toml::Table,
-    /// Problems generated for `task`.
-    #[serde(default = "d_problems")]
-    pub problems: usize,
-    /// A math or code JSONL (`{"prompt","answer"}` / `{"prompt","tests"}`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jsonl: Option<String>,
-    /// Verifier for `jsonl`: "math" or "code".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verifier: Option<String>,
+    /// The problems: `from` (a tasks stage's test.jsonl, or a JSONL of instances), `task`
+    /// (+ `options`, `test_problems`, generated from the run's seed) or `jsonl` + `verifier`;
+    /// `chat` renders prompts with the chat template (see [`crate::tasks::source`]).
+    #[serde(flatten, skip_deserializing)]
+    pub source: ProblemSource,
     #[serde(default = "d_n")]
     pub n: usize,
     /// ks of pass@k; empty = powers of two up to n.
@@ -64,9 +58,6 @@ pub struct EvalStage {
     /// Evaluate the first `limit` problems.
     #[serde(default = "d_problems")]
     pub limit: usize,
-    /// Render prompts with the chat template (HF chat models).
-    #[serde(default)]
-    pub chat: bool,
     #[serde(default = "d_batch")]
     pub batch_size: usize,
     /// Compute the rollout branching factor (one extra forward pass per batch).
@@ -76,6 +67,13 @@ pub struct EvalStage {
     /// run does not start sampling) or "skip" (left out, counted in the log).
     #[serde(default)]
     pub too_long: TooLong,
+}
+
+impl crate::stage::Sourced for EvalStage {
+    const SOURCE: &'static source::Spec = &source::EVAL;
+    fn source_mut(&mut self) -> &mut ProblemSource {
+        &mut self.source
+    }
 }
 
 fn d_problems() -> usize {
@@ -170,7 +168,7 @@ impl EvalStage {
             top_p: self.top_p,
             max_new_tokens: self.max_new_tokens,
             seed,
-            chat: self.chat,
+            chat: self.source.chat,
             batch_size: self.batch_size,
             rbf: self.rbf,
             position_bins: 10,
@@ -178,18 +176,7 @@ impl EvalStage {
     }
 
     fn problem_set(&self, ctx: &StageCtx) -> Result<ProblemSet> {
-        let mut set = if let Some(from) = &self.from {
-            let p = ctx.resolve(from)?;
-            let file = if p.is_dir() { p.join("test.jsonl") } else { p };
-            ProblemSet::from_instances(&file)?
-        } else if let Some(task) = &self.task {
-            ProblemSet::from_task(task, &self.options, self.problems, ctx.rng("problems").next_u64())?
-        } else if let Some(jsonl) = &self.jsonl {
-            let verifier = self.verifier.as_deref().unwrap_or("");
-            ProblemSet::from_jsonl(&ctx.resolve(jsonl)?, verifier)?
-        } else {
-            bail!("set one of `from`, `task` or `jsonl`");
-        };
+        let mut set = self.source.evaluated(&|r| ctx.resolve(r), || ctx.rng("problems").next_u64())?;
         set.truncate(self.limit);
         Ok(set)
     }
@@ -202,8 +189,12 @@ impl StageConfig for EvalStage {
 
     fn references(&self) -> Vec<Reference> {
         let mut r = refs(Artifact::Model, self.models.iter().map(|m| ("models", Some(m.as_str()))));
-        r.extend(refs(Artifact::Data, [("from", self.from.as_deref()), ("jsonl", self.jsonl.as_deref())]));
+        r.extend(refs(Artifact::Data, [("from", self.source.from.as_deref()), ("jsonl", self.source.jsonl.as_deref())]));
         r
+    }
+
+    fn deprecated_keys(&self) -> Vec<(String, String)> {
+        self.source.deprecated.clone()
     }
 
     fn produces(&self) -> Option<Artifact> {
@@ -214,9 +205,9 @@ impl StageConfig for EvalStage {
         for m in self.models.iter().filter(|m| !m.starts_with('@')) {
             crate::model::inspect::model_folder_config(Path::new(m)).context("models")?;
         }
-        if let (Some(file), Some(verifier)) = (&self.jsonl, &self.verifier) {
-            if !file.starts_with('@') {
-                run::check_jsonl(std::path::Path::new(file), verifier)?;
+        if let Some(verifier) = &self.source.verifier {
+            for file in self.source.outside_files() {
+                check_jsonl(file, verifier)?;
             }
         }
         Ok(())
@@ -227,24 +218,7 @@ impl StageConfig for EvalStage {
         if self.models.is_empty() {
             return err("models", "list at least one model folder or `@stage`".into());
         }
-        let sources = [self.from.is_some(), self.task.is_some(), self.jsonl.is_some()].iter().filter(|&&b| b).count();
-        if sources != 1 {
-            return err("from", "set exactly one of `from` (a tasks stage), `task` (a built-in task) or `jsonl` (+ `verifier`)".into());
-        }
-        if self.jsonl.is_some() {
-            match self.verifier.as_deref() {
-                Some(v) if JSONL_VERIFIERS.contains(&v) => {}
-                Some(v) => return err("verifier", run::unknown_verifier(v).to_string()),
-                None => return err("verifier", format!("`jsonl` needs a verifier: one of {}", JSONL_VERIFIERS.join(", "))),
-            }
-        } else if self.verifier.is_some() {
-            return err("verifier", "`verifier` applies to `jsonl` problems only; tasks bring their own".into());
-        }
-        if let Some(task) = &self.task {
-            if let Err(e) = crate::tasks::build(task, &self.options) {
-                return err("task", e.to_string());
-            }
-        }
+        self.source.validate(&source::EVAL)?;
         if let Err(e) = self.eval_config(0).check() {
             let key = match e {
                 run::EvalError::BadTemperature(_) => "temperature",
@@ -261,14 +235,14 @@ impl StageConfig for EvalStage {
     }
 
     fn total_units(&self) -> (Option<u64>, &'static str) {
-        let problems = if self.task.is_some() { Some(self.problems.min(self.limit)) } else { None };
+        let problems = if self.source.task.is_some() { Some(self.source.test_count().min(self.limit)) } else { None };
         (problems.map(|p| (p * self.n * self.models.len()) as u64), "samples")
     }
 
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput> {
         let mut set = self.problem_set(ctx)?;
         let dirs = self.models.iter().map(|m| ctx.resolve(m)).collect::<Result<Vec<_>>>()?;
-        let skipped = run::fit_models_context(&mut set, &dirs, self.chat, self.max_new_tokens, self.too_long)?;
+        let skipped = fit_models_context(&mut set, &dirs, self.source.chat, self.max_new_tokens, self.too_long)?;
         if skipped > 0 {
             ctx.events.warn(format!("left out {skipped} problem(s) too long for the context (too_long = \"skip\")"));
         }
@@ -352,7 +326,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> EvalStage {
-        toml::from_str(text).unwrap()
+        crate::stages::parse_sourced(toml::from_str(text).unwrap()).unwrap()
     }
 
     #[test]
@@ -379,5 +353,10 @@ mod tests {
         assert!(s.validate().is_ok());
         assert_eq!(s.references().iter().map(|r| r.value.as_str()).collect::<Vec<_>>(), vec!["@a", "@b", "@data"]);
         assert_eq!(s.n, 64);
+        // `problems` is the old name of `test_problems`: same meaning, remembered for a warning.
+        let s = parse("models = [\"@sft\"]\ntask = \"countdown\"\nproblems = 5");
+        assert_eq!(s.source.test_problems, Some(5));
+        assert_eq!(s.deprecated_keys(), vec![("problems".to_string(), "test_problems".to_string())]);
+        assert_eq!(parse("models = [\"@sft\"]\ntask = \"countdown\"").source.test_problems, Some(100));
     }
 }

@@ -8,8 +8,15 @@
 //! Built-in families: [`countdown`], [`arithmetic`], [`subset_sum`]. Build one by name with
 //! [`build`] and draw non-overlapping train/test splits with [`generate_split`]. Prompts end
 //! in `\n`; responses carry no trailing newline (the trainer appends its end token).
-
-pub mod stage;
+//!
+//! This module is the home of problems and verifiers:
+//! - [`math`]: the rule-based verifier of final answers (GSM8K, MATH, AIME);
+//!   [`code`]: the unit-test verifier of programs, run in the [`crate::sandbox`].
+//! - [`problems`]: [`ProblemSet`] (task instances, math or code JSONL rows, each with its
+//!   verifier), the JSONL readers, and the context-length check of prompts.
+//! - [`source`]: [`ProblemSource`], the one set of profile keys by which the sft, rl and eval
+//!   stages say where their problems come from.
+//! - [`stage`]: the `tasks` stage kind, which writes train/test splits as JSONL.
 
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -50,11 +57,18 @@ pub trait Task: Send + Sync {
 }
 
 pub mod arithmetic;
+pub mod code;
 pub mod countdown;
+pub mod math;
+pub mod problems;
 pub mod registry;
+pub mod source;
+pub mod stage;
 pub mod subset_sum;
 
+pub use problems::{read_instances, ProblemSet};
 pub use registry::{build, generate_split, names};
+pub use source::ProblemSource;
 
 /// Why a task could not be built or could not produce what was asked.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -12,7 +12,7 @@
 //! ```
 //! Output: `<run>/<name>/{train,test}.jsonl`, one `Instance` per line, identical for a seed.
 //! The test split is drawn first and the train split excludes its prompts, so the test set
-//! does not change when the train size does.
+//! does not change when the train size does. [`crate::tasks::read_instances`] reads a split back.
 
 use crate::stage::{table_of, StageConfig, StageCtx, StageOutput};
 use crate::fsutil::write_atomic;
@@ -101,17 +101,4 @@ impl StageConfig for TasksStage {
         ctx.events.info(format!("wrote {} train and {} test instances of {}", self.train, self.test, self.task));
         Ok(StageOutput { output: Some(ctx.dir.clone()), summary, table: None })
     }
-}
-
-/// Read a split written by this stage (or any JSONL of instances), naming the line on error.
-pub fn read_instances(path: &std::path::Path) -> Result<Vec<Instance>> {
-    let mut out = Vec::new();
-    for item in crate::text::jsonl::open(path)? {
-        let (line_no, line) = item?;
-        let inst: Instance = serde_json::from_str(&line).with_context(|| {
-            format!("{}:{line_no}: not a task instance (expected {{\"task\",\"id\",\"prompt\",\"data\"}})", path.display())
-        })?;
-        out.push(inst);
-    }
-    Ok(out)
 }

@@ -17,13 +17,21 @@
 //! [stage.data]
 //! task = "countdown"       # or: from = "@data" (a tasks stage), or: jsonl = "train.jsonl"
 //! ```
+//! The keys of `[stage.data]` are the problem source the rl and eval stages share
+//! ([`crate::tasks::source`]); `train`, `test` and `eval_jsonl` are the old names of
+//! `train_problems`, `test_problems` and `test_jsonl`.
+//!
+//! Task accuracy (pass@1 over `eval_samples` draws, and greedy) and the sample events go
+//! through the shared sampling-and-grading engine, [`crate::generate::grade`].
 
 use crate::bus::Event;
+use crate::generate::grade::{sample_and_grade, GradeOptions, Seeds};
 use crate::generate::{generate, SamplingParams};
 use crate::model::lora::{self, Adapters, LoraConfig};
 use crate::model::{AttnMask, Mode, Model};
 use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
-use crate::tasks::{self, Instance, Task};
+use crate::tasks::source::{self, ProblemSource};
+use crate::tasks::{Instance, ProblemSet, Task};
 use crate::text::Tokenizer;
 use crate::train::data::{self, Example, LengthLimit, Teacher, TooLongRow};
 use crate::train::optim::{AdamW, AdamWConfig, Param};
@@ -32,7 +40,7 @@ use crate::train::schedule::{Decay, Schedule};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -95,31 +103,25 @@ pub struct SftStage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SftData {
-    /// A built-in task, generated on the fly from the run's seed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<String>,
-    /// An earlier `tasks` stage (`@data`): its train.jsonl / test.jsonl.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// A JSONL file of prompt/response, messages or text rows.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jsonl: Option<String>,
-    /// Held-out JSONL for eval loss (default: the last 5% of `jsonl`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eval_jsonl: Option<String>,
-    /// Task data: number of distinct training and test problems.
-    #[serde(default = "d_train")]
-    pub train: usize,
-    #[serde(default = "d_test")]
-    pub test: usize,
-    /// Task generator options (see `retort tasks sample`).
-    #[serde(default)]
-    pub options: toml::Table,
+    /// Where the data comes from (the keys the rl and eval stages use too, see
+    /// [`crate::tasks::source`]): `task` (a built-in task generated from the run's seed, with
+    /// `options`, `train_problems`, `test_problems`), `from` (a tasks stage: its train.jsonl /
+    /// test.jsonl) or `jsonl` (prompt/response, messages or text rows; `test_jsonl` holds the
+    /// rows of the eval loss, by default the last 5% of `jsonl`). `chat` renders prompts, and
+    /// prompt/response pairs, with the tokenizer's chat template: for training, the eval loss,
+    /// the sample events and the task accuracy alike.
+    #[serde(flatten, skip_deserializing)]
+    pub source: ProblemSource,
+    /// Task data: the teacher that writes the training responses.
     #[serde(default)]
     pub teacher: Teacher,
-    /// Render JSONL prompt/response rows with the tokenizer's chat template.
-    #[serde(default)]
-    pub chat: bool,
+}
+
+impl crate::stage::Sourced for SftStage {
+    const SOURCE: &'static source::Spec = &source::SFT;
+    fn source_mut(&mut self) -> &mut ProblemSource {
+        &mut self.data.source
+    }
 }
 
 fn d_steps() -> u64 {
@@ -161,12 +163,6 @@ fn d_eval_samples() -> usize {
 fn d_new_tokens() -> usize {
     48
 }
-fn d_train() -> usize {
-    1500
-}
-fn d_test() -> usize {
-    200
-}
 
 impl StageConfig for SftStage {
     fn to_table(&self) -> toml::Table {
@@ -175,8 +171,12 @@ impl StageConfig for SftStage {
 
     fn references(&self) -> Vec<Reference> {
         let mut r = refs(Artifact::Model, [("model", Some(self.model.as_str()))]);
-        r.extend(refs(Artifact::Data, [("data.from", self.data.from.as_deref())]));
+        r.extend(refs(Artifact::Data, [("data.from", self.data.source.from.as_deref())]));
         r
+    }
+
+    fn deprecated_keys(&self) -> Vec<(String, String)> {
+        self.data.source.deprecated.clone()
     }
 
     fn produces(&self) -> Option<Artifact> {
@@ -187,21 +187,15 @@ impl StageConfig for SftStage {
         if !self.model.starts_with('@') {
             crate::model::inspect::model_folder_config(Path::new(&self.model)).context("model")?;
         }
-        for file in [&self.data.jsonl, &self.data.eval_jsonl].into_iter().flatten().filter(|f| !f.starts_with('@')) {
-            data::read_rows(std::path::Path::new(file))?;
+        for file in self.data.source.outside_files() {
+            data::read_rows(file)?;
         }
         Ok(())
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
         let d = &self.data;
-        let sources = [d.task.is_some(), d.from.is_some(), d.jsonl.is_some()].iter().filter(|&&b| b).count();
-        if sources != 1 {
-            return Err(("data".into(), "set exactly one of data.task, data.from (e.g. \"@data\") or data.jsonl".into()));
-        }
-        if let Some(t) = &d.task {
-            tasks::build(t, &d.options).map_err(|e| ("data.task".to_string(), e.to_string()))?;
-        }
+        d.source.validate(&source::SFT)?;
         if self.batch_size == 0 || self.grad_accum == 0 {
             return Err(("batch_size".into(), "batch_size and grad_accum must be at least 1".into()));
         }
@@ -247,7 +241,7 @@ impl StageConfig for SftStage {
 /// Where training examples come from.
 enum TrainSource {
     Fixed(Vec<Example>),
-    Teacher { task: Box<dyn Task>, instances: Vec<Instance>, teacher: Teacher },
+    Teacher { task: Box<dyn Task>, instances: Vec<Instance>, teacher: Teacher, chat: bool },
 }
 
 impl TrainSource {
@@ -263,11 +257,11 @@ impl TrainSource {
         let (epoch, i) = data::stream_position(seed, k, self.len());
         match self {
             TrainSource::Fixed(v) => Ok(v[i].clone()),
-            TrainSource::Teacher { task, instances, teacher } => {
+            TrainSource::Teacher { task, instances, teacher, chat } => {
                 let inst = &instances[i];
                 let mut rng = crate::rng::Rng::derive(seed, &format!("teacher/{epoch}/{i}"));
                 let response = data::teacher_response(task.as_ref(), inst, teacher, &mut rng)?;
-                data::encode_pair(tok, &inst.prompt, &response, false, eos)
+                data::encode_pair(tok, &inst.prompt, &response, *chat, eos)
             }
         }
     }
@@ -278,8 +272,8 @@ struct Prepared {
     eos: u32,
     source: TrainSource,
     eval: Vec<Example>,
-    /// Task data only: the task and its held-out problems (for samples and pass@1).
-    task: Option<(Box<dyn Task>, Vec<Instance>)>,
+    /// Task data only: the held-out problems, with their verifier (for samples and pass@1).
+    test: Option<ProblemSet>,
 }
 
 fn prepare(cfg: &SftStage, ctx: &StageCtx, model_dir: &Path) -> Result<Prepared> {
@@ -293,8 +287,8 @@ fn prepare(cfg: &SftStage, ctx: &StageCtx, model_dir: &Path) -> Result<Prepared>
         );
     }
     let eos = *tok.eos_ids().first().with_context(|| format!("{}: the tokenizer defines no end-of-sequence token", model_dir.display()))?;
-    let d = &cfg.data;
-    let (source, eval, task) = if let Some(path) = &d.jsonl {
+    let d = &cfg.data.source;
+    let (source, eval, test) = if let Some(path) = &d.jsonl {
         let path = ctx.resolve(path)?;
         let limit = LengthLimit { max_len: cfg.max_len, policy: cfg.too_long };
         let (mut all, cut) = data::read_jsonl(&path, &tok, d.chat, eos, limit)?;
@@ -302,43 +296,32 @@ fn prepare(cfg: &SftStage, ctx: &StageCtx, model_dir: &Path) -> Result<Prepared>
             let what = if cfg.too_long == TooLongRow::Skip { "left out" } else { "truncated" };
             ctx.events.warn(format!("{cut} rows of {} were longer than max_len = {} and were {what}", path.display(), cfg.max_len));
         }
-        let eval = match &d.eval_jsonl {
+        let eval = match &d.test_jsonl {
             Some(e) => data::read_jsonl(&ctx.resolve(e)?, &tok, d.chat, eos, limit)?.0,
             None if all.len() >= 20 => all.split_off(all.len() - all.len() / 20),
             None => Vec::new(),
         };
         (TrainSource::Fixed(all), eval, None)
     } else {
-        let (task, train_set, test_set) = if let Some(name) = &d.task {
-            let task = tasks::build(name, &d.options)?;
-            let mut rng = ctx.rng("problems");
-            let test = tasks::generate_split(task.as_ref(), &mut rng, d.test, &HashSet::new())?;
-            let seen: HashSet<String> = test.iter().map(|i| i.prompt.clone()).collect();
-            let train = tasks::generate_split(task.as_ref(), &mut rng, d.train, &seen)?;
-            (task, train, test)
-        } else {
-            let dir = ctx.resolve(d.from.as_deref().unwrap_or_default())?;
-            let train = crate::tasks::stage::read_instances(&dir.join("train.jsonl"))?;
-            let test = crate::tasks::stage::read_instances(&dir.join("test.jsonl"))?;
-            let name = train.first().map(|i| i.task.clone()).with_context(|| format!("{} is empty", dir.join("train.jsonl").display()))?;
-            (tasks::build(&name, &d.options)?, train, test)
-        };
+        let (train_set, test_set) = d.train_and_test(&|r| ctx.resolve(r), ctx.rng("problems"))?;
+        let (task, train) = train_set.into_task().context("task data holds the instances of one built-in task")?;
         // Held-out loss is measured against the same teacher, drawn once with a fixed seed.
         let mut rng = ctx.rng("eval-targets");
         let eval = test_set
+            .instances()
             .iter()
             .map(|inst| {
-                let r = data::teacher_response(task.as_ref(), inst, &d.teacher, &mut rng)?;
-                data::encode_pair(&tok, &inst.prompt, &r, false, eos)
+                let r = data::teacher_response(task.as_ref(), inst, &cfg.data.teacher, &mut rng)?;
+                data::encode_pair(&tok, &inst.prompt, &r, d.chat, eos)
             })
             .collect::<Result<Vec<_>>>()?;
-        let source = TrainSource::Teacher { task: tasks::build(task.name(), &d.options)?, instances: train_set, teacher: d.teacher.clone() };
-        (source, eval, Some((task, test_set)))
+        let source = TrainSource::Teacher { task, instances: train, teacher: cfg.data.teacher.clone(), chat: d.chat };
+        (source, eval, Some(test_set))
     };
     if source.len() == 0 {
         bail!("the training set is empty");
     }
-    Ok(Prepared { tok, eos, source, eval, task })
+    Ok(Prepared { tok, eos, source, eval, test })
 }
 
 /// Padded tensors for a list of examples (right padding).
@@ -405,41 +388,29 @@ fn eval_loss(model: &Model, examples: &[Example], pad: u32, batch_size: usize) -
     Ok(if n == 0 { f64::NAN } else { nll / n as f64 })
 }
 
-/// Sampled pass@1 (mean correctness of `samples` draws per problem) and greedy accuracy.
+/// Sampled pass@1 (mean correctness of `samples` draws per problem) and greedy accuracy, both
+/// from one stream (`Rng::derive(seed, "sft-eval")`) through the shared engine.
+#[allow(clippy::too_many_arguments)]
 pub fn task_accuracy(
     model: &Model,
     tok: &Tokenizer,
-    task: &dyn Task,
-    problems: &[Instance],
+    problems: &ProblemSet,
+    chat: bool,
     samples: usize,
     temperature: f64,
     max_new_tokens: usize,
     seed: u64,
 ) -> Result<(f64, f64)> {
-    let eos = tok.eos_ids();
     let mut rng = crate::rng::Rng::derive(seed, "sft-eval");
-    let score = |greedy: bool, n: usize, rng: &mut crate::rng::Rng| -> Result<f64> {
-        let params = SamplingParams { temperature, greedy, max_new_tokens, stop_token_ids: eos.clone(), ..Default::default() };
-        let mut correct = 0usize;
-        let mut total = 0usize;
-        let mut rows: Vec<(usize, Vec<u32>)> = Vec::with_capacity(problems.len() * n);
-        for (i, p) in problems.iter().enumerate() {
-            let ids = tok.encode(&p.prompt, false)?;
-            rows.extend(std::iter::repeat_n((i, ids), n));
-        }
-        for chunk in rows.chunks(64) {
-            let prompts: Vec<Vec<u32>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
-            let outs = generate(&model.decoder, &prompts, &params, rng, None)?;
-            for ((i, _), out) in chunk.iter().zip(outs) {
-                let text = tok.decode(&out.tokens, true)?;
-                correct += usize::from(task.verify(&problems[*i], &text).correct);
-                total += 1;
-            }
-        }
+    let mut score = |greedy: bool, n: usize| -> Result<f64> {
+        let opts = GradeOptions { n, temperature, top_p: 1.0, greedy, max_new_tokens, chat, batch_size: 64 };
+        let graded = sample_and_grade(&model.decoder, tok, problems, problems.len(), &opts, Seeds::Stream(&mut rng), &mut |_| Ok(()))?;
+        let total: usize = graded.iter().map(Vec::len).sum();
+        let correct = graded.iter().flatten().filter(|g| g.verdict.correct).count();
         Ok(correct as f64 / total.max(1) as f64)
     };
-    let sampled = if samples > 0 { score(false, samples, &mut rng)? } else { f64::NAN };
-    let greedy = score(true, 1, &mut rng)?;
+    let sampled = if samples > 0 { score(false, samples)? } else { f64::NAN };
+    let greedy = score(true, 1)?;
     Ok((sampled, greedy))
 }
 
@@ -571,8 +542,8 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         ctx.events.metrics(state.step, metrics);
         run.progress(ctx, state.step, None);
         if cfg.sample_every > 0 && (state.step % cfg.sample_every == 0 || last_step) {
-            if let Some((task, problems)) = &prep.task {
-                send_samples(&model, &prep.tok, task.as_ref(), &problems[..problems.len().min(3)], state.step, cfg.max_new_tokens, ctx)?;
+            if let Some(test) = &prep.test {
+                send_samples(&model, &prep.tok, test, cfg.data.source.chat, state.step, cfg.max_new_tokens, ctx)?;
             } else {
                 send_heldout_samples(&model, &prep.tok, &eval_set[..eval_set.len().min(3)], state.step, cfg.max_new_tokens, ctx)?;
             }
@@ -601,10 +572,10 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     if !eval_set.is_empty() {
         summary.insert("eval_loss".into(), eval_loss(&model, &eval_set, pad, cfg.batch_size * 2)?);
     }
-    if let Some((task, problems)) = &prep.task {
+    if let Some(test) = &prep.test {
         ctx.events.progress(cfg.steps, Some(cfg.steps), "step", Some("pass@1 eval"));
-        let (pass1, greedy) =
-            task_accuracy(&model, &prep.tok, task.as_ref(), problems, cfg.eval_samples, cfg.eval_temperature, cfg.max_new_tokens, ctx.seed)?;
+        let chat = cfg.data.source.chat;
+        let (pass1, greedy) = task_accuracy(&model, &prep.tok, test, chat, cfg.eval_samples, cfg.eval_temperature, cfg.max_new_tokens, ctx.seed)?;
         if cfg.eval_samples > 0 {
             summary.insert("pass@1".into(), pass1);
         }
@@ -643,23 +614,22 @@ fn send_heldout_samples(model: &Model, tok: &Tokenizer, examples: &[Example], st
     Ok(())
 }
 
-fn send_samples(model: &Model, tok: &Tokenizer, task: &dyn Task, problems: &[Instance], step: u64, max_new: usize, ctx: &StageCtx) -> Result<()> {
-    let params = SamplingParams { greedy: true, max_new_tokens: max_new, stop_token_ids: tok.eos_ids(), ..Default::default() };
-    let prompts: Vec<Vec<u32>> = problems.iter().map(|p| tok.encode(&p.prompt, false)).collect::<Result<_, _>>()?;
+/// Greedy responses to the first three held-out problems, with their verdicts.
+fn send_samples(model: &Model, tok: &Tokenizer, problems: &ProblemSet, chat: bool, step: u64, max_new: usize, ctx: &StageCtx) -> Result<()> {
+    const SHOWN: usize = 3;
+    let opts = GradeOptions { n: 1, temperature: 1.0, top_p: 1.0, greedy: true, max_new_tokens: max_new, chat, batch_size: SHOWN };
     let mut rng = crate::rng::Rng::new(0);
-    let outs = generate(&model.decoder, &prompts, &params, &mut rng, None)?;
-    for (p, o) in problems.iter().zip(outs) {
-        let text = tok.decode(&o.tokens, true)?;
-        let v = task.verify(p, &text);
+    let graded = sample_and_grade(&model.decoder, tok, problems, SHOWN, &opts, Seeds::Stream(&mut rng), &mut |_| Ok(()))?;
+    for g in graded.into_iter().flatten() {
         ctx.events.send(Event::Sample {
             stage: ctx.events.stage().to_string(),
             step,
-            prompt: p.prompt.clone(),
-            response: text,
-            reward: Some(v.reward),
+            prompt: problems.prompt(g.problem).to_string(),
+            response: g.response,
+            reward: Some(g.verdict.reward),
             advantage: None,
-            correct: Some(v.correct),
-            extra: serde_json::json!({"reason": v.reason}),
+            correct: Some(g.verdict.correct),
+            extra: serde_json::json!({"reason": g.verdict.reason}),
         });
     }
     Ok(())

@@ -18,8 +18,8 @@
 //! steps = 40
 //! ```
 
-use crate::eval::run::JSONL_VERIFIERS;
-use crate::tasks;
+use crate::tasks::problems::TooLong;
+use crate::tasks::source::{self, ProblemSource};
 use crate::train::rl::advantage::{self as adv, AdvantageEstimator, StepWindow};
 use crate::train::rl::algo::{grpo, Algorithm};
 use crate::train::rl::algo::flowrl::IsMode;
@@ -92,34 +92,18 @@ pub struct RlStage {
     /// The frozen reference for KL and FlowRL (default: the starting policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
-    /// An earlier `tasks` stage (`@data`): rollouts from train.jsonl, evals on test.jsonl.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// Or a built-in task generated from the run's seed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<String>,
-    /// Or a JSONL of problems (`{"prompt", "answer"}` for math, `{"prompt", "tests"}` for
-    /// code) scored by `verifier`; `test_jsonl` holds the quick-eval problems.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jsonl: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_jsonl: Option<String>,
-    /// "math" or "code", for `jsonl`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verifier: Option<String>,
-    /// Render prompts through the tokenizer's chat template as one user turn (HF chat models).
-    #[serde(default)]
-    pub chat: bool,
+    /// The problems (keys shared with the sft and eval stages, see [`crate::tasks::source`]):
+    /// `from` (a tasks stage: rollouts from train.jsonl, quick evals on test.jsonl), `task`
+    /// (+ `options`, `train_problems`, `test_problems`, generated from the run's seed) or
+    /// `jsonl` (`{"prompt", "answer"}` math or `{"prompt", "tests"}` code problems scored by
+    /// `verifier`; `test_jsonl` holds the quick-eval problems). `chat` renders prompts through
+    /// the tokenizer's chat template as one user turn (HF chat models).
+    #[serde(flatten, skip_deserializing)]
+    pub source: ProblemSource,
     /// A problem whose prompt + max_new_tokens exceeds the model's context: "error" (the
     /// stage refuses before any rollout) or "skip" (left out, counted in the log).
     #[serde(default)]
-    pub too_long: crate::eval::run::TooLong,
-    #[serde(default)]
-    pub task_options: toml::Table,
-    #[serde(default = "d_train")]
-    pub train_problems: usize,
-    #[serde(default = "d_test")]
-    pub test_problems: usize,
+    pub too_long: TooLong,
 
     #[serde(default = "d_algorithm")]
     pub algorithm: Algorithm,
@@ -257,12 +241,6 @@ fn d_usize_one() -> usize {
 fn d_true() -> bool {
     true
 }
-fn d_train() -> usize {
-    1000
-}
-fn d_test() -> usize {
-    100
-}
 fn d_algorithm() -> Algorithm {
     Algorithm::Grpo
 }
@@ -386,27 +364,10 @@ impl RlStage {
     }
 
     fn validate_data(&self) -> Result<(), Invalid> {
-        let sources = [self.from.is_some(), self.task.is_some(), self.jsonl.is_some()].iter().filter(|&&b| b).count();
-        if sources != 1 {
-            return Err(invalid(
-                "from",
-                "set exactly one of `from` (a tasks stage, e.g. \"@data\"), `task` (a built-in task name) or `jsonl` (a file of problems, with `verifier`)",
-            ));
-        }
-        if let Some(t) = &self.task {
-            tasks::build(t, &self.task_options)
-                .map_err(|e| invalid("task", format!("{e}. RL needs a task with a built-in verifier to score responses")))?;
-        }
-        match (&self.jsonl, self.verifier.as_deref()) {
-            (Some(_), Some(v)) if !JSONL_VERIFIERS.contains(&v) => return Err(invalid("verifier", crate::eval::run::unknown_verifier(v).to_string())),
-            (Some(_), None) => return Err(invalid("verifier", format!("`jsonl` problems need a verifier to score responses: one of {}", JSONL_VERIFIERS.join(", ")))),
-            (None, Some(_)) => return Err(invalid("verifier", "`verifier` applies to `jsonl` problems only; tasks bring their own")),
-            _ => {}
-        }
-        if self.test_jsonl.is_some() && self.jsonl.is_none() {
-            return Err(invalid("test_jsonl", "`test_jsonl` goes with `jsonl`; a tasks stage brings its own test split"));
-        }
-        Ok(())
+        self.source.validate(&source::RL).map_err(|(key, msg)| match key.as_str() {
+            "task" => (key, format!("{msg}. RL needs a task with a built-in verifier to score responses")),
+            _ => (key, msg),
+        })
     }
 
     fn validate_batches(&self) -> Result<(), Invalid> {

@@ -5,9 +5,9 @@
 //! its file under `algo/`.
 
 use crate::bus::Event;
-use crate::eval::{diversity, passk, Sample};
-use crate::eval::run::encode_prompt;
-use crate::generate::{generate, SamplingParams};
+use crate::generate::grade::{sample_and_grade, GradeOptions, Seeds};
+use crate::metrics::{diversity, passk, Sample};
+
 use crate::model::Model;
 use crate::stage::StageCtx;
 use crate::text::Tokenizer;
@@ -116,22 +116,19 @@ pub fn quick_eval(cfg: &RlStage, policy: &Model, tok: &Tokenizer, problems: &Pro
     if count == 0 {
         return Ok(vec![]);
     }
-    let params = SamplingParams { temperature: cfg.temperature, top_p: cfg.top_p, max_new_tokens: cfg.max_new_tokens, stop_token_ids: tok.eos_ids(), ..Default::default() };
+    // The shared engine, on this stage's own stream: one Rng across chunks of 256 rows.
+    let opts = GradeOptions {
+        n: cfg.eval_n,
+        temperature: cfg.temperature,
+        top_p: cfg.top_p,
+        greedy: false,
+        max_new_tokens: cfg.max_new_tokens,
+        chat: cfg.source.chat,
+        batch_size: 256,
+    };
     let mut rng = crate::rng::Rng::derive(seed, &format!("eval/{step}"));
-    let mut per_problem: Vec<Vec<Sample>> = vec![Vec::new(); count];
-    let mut rows: Vec<(usize, Vec<u32>)> = Vec::with_capacity(count * cfg.eval_n);
-    for i in 0..count {
-        let ids = encode_prompt(tok, set.prompt(i), cfg.chat)?;
-        rows.extend(std::iter::repeat_n((i, ids), cfg.eval_n));
-    }
-    for chunk in rows.chunks(256) {
-        let prompts: Vec<Vec<u32>> = chunk.iter().map(|(_, ids)| ids.clone()).collect();
-        let outs = generate(&policy.decoder, &prompts, &params, &mut rng, None)?;
-        for ((i, _), out) in chunk.iter().zip(outs) {
-            let text = tok.decode(&out.tokens, true)?;
-            per_problem[*i].push(Sample::from(&set.verify(*i, &text)));
-        }
-    }
+    let graded = sample_and_grade(&policy.decoder, tok, set, count, &opts, Seeds::Stream(&mut rng), &mut |_| Ok(()))?;
+    let per_problem: Vec<Vec<Sample>> = graded.iter().map(|rows| rows.iter().map(|g| Sample::from(&g.verdict)).collect()).collect();
     let summary = passk::summarize(&per_problem, &cfg.eval_k)?;
     let mut m: Vec<(String, f64)> = summary.scores.iter().map(|(k, v)| (format!("eval/{k}"), *v)).collect();
     let n = count as f64;

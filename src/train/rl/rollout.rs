@@ -7,11 +7,11 @@
 //! Determinism: the prompts of step s and the sampling stream of step s are pure functions
 //! of (seed, s), so a resumed run draws exactly what an uninterrupted one would.
 
-use crate::eval::run::{encode_prompt, ProblemSet};
+use crate::tasks::problems::{encode_prompt, ProblemSet};
 use crate::generate::{generate, Completion, FinishReason, SamplingParams};
 use crate::model::{Mode, Model};
 use crate::stage::StageCtx;
-use crate::tasks::{self, Verdict};
+use crate::tasks::Verdict;
 use crate::text::Tokenizer;
 use crate::train::rl::advantage::{self as adv, Mat};
 use crate::train::rl::batch;
@@ -27,38 +27,8 @@ pub struct Problems {
 }
 
 pub fn load_problems(cfg: &RlStage, ctx: &StageCtx) -> Result<Problems> {
-    if let Some(name) = &cfg.task {
-        let task = tasks::build(name, &cfg.task_options)?;
-        let mut rng = ctx.rng("problems");
-        let test = tasks::generate_split(task.as_ref(), &mut rng, cfg.test_problems, &Default::default())?;
-        let seen = test.iter().map(|i| i.prompt.clone()).collect();
-        let train = tasks::generate_split(task.as_ref(), &mut rng, cfg.train_problems, &seen)?;
-        let opts = &cfg.task_options;
-        return Ok(Problems { train: ProblemSet::of_task(name, opts, train)?, test: ProblemSet::of_task(name, opts, test)? });
-    }
-    if let Some(jsonl) = &cfg.jsonl {
-        let verifier = cfg.verifier.as_deref().unwrap_or_default();
-        let train = ProblemSet::from_jsonl(&ctx.resolve(jsonl)?, verifier)?;
-        let test = match &cfg.test_jsonl {
-            Some(t) => ProblemSet::from_jsonl(&ctx.resolve(t)?, verifier)?,
-            None => ProblemSet::empty_for(verifier),
-        };
-        return Ok(Problems { train, test });
-    }
-    let dir = ctx.resolve(cfg.from.as_deref().unwrap_or_default())?;
-    let train_path = dir.join("train.jsonl");
-    let train = crate::tasks::stage::read_instances(&train_path)
-        .with_context(|| format!("`from = {:?}` must be a tasks stage (train.jsonl of task instances)", cfg.from.as_deref().unwrap_or_default()))?;
-    let test = crate::tasks::stage::read_instances(&dir.join("test.jsonl")).unwrap_or_default();
-    let first = train.first().with_context(|| format!("{} holds no instances", train_path.display()))?;
-    let task = first.task.clone();
-    if let Some(other) = train.iter().find(|i| i.task != task) {
-        bail!("{}: mixes tasks `{task}` and `{}`; one RL stage trains on one task", train_path.display(), other.task);
-    }
-    let train = ProblemSet::of_task(&task, &cfg.task_options, train).map_err(|e| {
-        anyhow::anyhow!("{}: task `{task}` has no verifier in retort ({e}); RL scores every response with the task's verifier", train_path.display())
-    })?;
-    Ok(Problems { train, test: ProblemSet::of_task(&task, &cfg.task_options, test)? })
+    let (train, test) = cfg.source.train_and_test(&|r| ctx.resolve(r), ctx.rng("problems"))?;
+    Ok(Problems { train, test })
 }
 
 
@@ -99,7 +69,7 @@ pub fn rollout(
     for slot in 0..cfg.prompts_per_step {
         let k = (step - 1) * cfg.prompts_per_step as u64 + slot as u64;
         let (_, i) = crate::train::data::stream_position(data_seed, k, n_train);
-        let ids = encode_prompt(tok, problems.train.prompt(i), cfg.chat)?;
+        let ids = encode_prompt(tok, problems.train.prompt(i), cfg.source.chat)?;
         for _ in 0..cfg.group_size {
             problem.push(i);
             groups.push(slot);

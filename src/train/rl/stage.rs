@@ -31,6 +31,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
+impl crate::stage::Sourced for RlStage {
+    const SOURCE: &'static crate::tasks::source::Spec = &crate::tasks::source::RL;
+    fn source_mut(&mut self) -> &mut crate::tasks::source::ProblemSource {
+        &mut self.source
+    }
+}
+
 impl StageConfig for RlStage {
     fn to_table(&self) -> toml::Table {
         table_of(self)
@@ -38,8 +45,13 @@ impl StageConfig for RlStage {
 
     fn references(&self) -> Vec<Reference> {
         let mut r = refs(Artifact::Model, [("model", Some(self.model.as_str())), ("reference", self.reference.as_deref())]);
-        r.extend(refs(Artifact::Data, [("from", self.from.as_deref()), ("jsonl", self.jsonl.as_deref()), ("test_jsonl", self.test_jsonl.as_deref())]));
+        let s = &self.source;
+        r.extend(refs(Artifact::Data, [("from", s.from.as_deref()), ("jsonl", s.jsonl.as_deref()), ("test_jsonl", s.test_jsonl.as_deref())]));
         r
+    }
+
+    fn deprecated_keys(&self) -> Vec<(String, String)> {
+        self.source.deprecated.clone()
     }
 
     fn produces(&self) -> Option<Artifact> {
@@ -52,9 +64,9 @@ impl StageConfig for RlStage {
                 crate::model::inspect::model_folder_config(Path::new(m)).context(key)?;
             }
         }
-        let verifier = self.verifier.as_deref().unwrap_or_default();
-        for file in [&self.jsonl, &self.test_jsonl].into_iter().flatten().filter(|f| !f.starts_with('@')) {
-            crate::eval::run::check_jsonl(Path::new(file), verifier)?;
+        let verifier = self.source.verifier.as_deref().unwrap_or_default();
+        for file in self.source.outside_files() {
+            crate::tasks::problems::check_jsonl(file, verifier)?;
         }
         Ok(())
     }
@@ -109,7 +121,7 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let mut problems = rollout::load_problems(cfg, ctx)?;
     let context = crate::model::ModelConfig::from_file(&crate::model::config::config_path(&model_dir))?.max_position_embeddings;
     for (split, set) in [("training", &mut problems.train), ("quick-eval", &mut problems.test)] {
-        let skipped = set.fit_context(&tok, cfg.chat, cfg.max_new_tokens, context, cfg.too_long).with_context(|| format!("the {split} problems"))?;
+        let skipped = set.fit_context(&tok, cfg.source.chat, cfg.max_new_tokens, context, cfg.too_long).with_context(|| format!("the {split} problems"))?;
         if skipped > 0 {
             ctx.events.warn(format!("left out {skipped} {split} problem(s) too long for the context (too_long = \"skip\")"));
         }
