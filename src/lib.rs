@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bus;
 pub mod cli;
+pub mod config_keys;
 pub mod cpu_threads;
 pub mod device;
 pub mod error_text;

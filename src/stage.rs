@@ -98,13 +98,6 @@ pub trait StageConfig: Debug + Send + Sync {
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput>;
 }
 
-/// A stage config with a problem source among its keys ([`crate::tasks::source`]): the
-/// registry reads the source apart and hands it over (see [`crate::stages::parse_sourced`]).
-pub trait Sourced: StageConfig + serde::de::DeserializeOwned + 'static {
-    const SOURCE: &'static crate::tasks::source::Spec;
-    fn source_mut(&mut self) -> &mut crate::tasks::ProblemSource;
-}
-
 /// Serialize a config struct into a TOML table (helper for `StageConfig::to_table`).
 pub fn table_of<T: serde::Serialize>(config: &T) -> toml::Table {
     match toml::Value::try_from(config) {

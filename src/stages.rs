@@ -7,7 +7,8 @@
 //! configs implement [`Sourced`] and are read by [`parse_sourced`], which splits the source
 //! keys off before serde sees the rest.
 
-use crate::stage::{Sourced, StageConfig};
+use crate::stage::StageConfig;
+use crate::tasks::source::Sourced;
 use crate::tasks::source::{self, Spec};
 
 pub type ParseFn = fn(toml::Value) -> Result<Box<dyn StageConfig>, ParseError>;
@@ -45,7 +46,7 @@ pub struct StageKind {
 /// source), offered as suggestions too: (path, the name to suggest).
 fn deserialize_stage<T: serde::de::DeserializeOwned>(v: toml::Value, extra_keys: &[(String, String)]) -> Result<T, ParseError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
-        let (path, message) = crate::profile::describe_serde_error_with(&e, extra_keys);
+        let (path, message) = crate::config_keys::describe_serde_error_with(&e, extra_keys);
         ParseError { path, message }
     })
 }

@@ -69,7 +69,7 @@ pub struct EvalStage {
     pub too_long: TooLong,
 }
 
-impl crate::stage::Sourced for EvalStage {
+impl crate::tasks::source::Sourced for EvalStage {
     const SOURCE: &'static source::Spec = &source::EVAL;
     fn source_mut(&mut self) -> &mut ProblemSource {
         &mut self.source

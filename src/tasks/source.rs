@@ -162,7 +162,7 @@ pub fn split(stage: &mut toml::Table, spec: &Spec) -> Result<ProblemSource, KeyE
         }
     }
     let mut source: ProblemSource = serde_path_to_error::deserialize(toml::Value::Table(own)).map_err(|e| {
-        let (path, message) = crate::profile::describe_serde_error(&e);
+        let (path, message) = crate::config_keys::describe_serde_error(&e);
         // Name the key as written: the old name when it was renamed.
         let path = match renamed.iter().find(|(_, new)| path == *new || path.starts_with(&format!("{new}."))) {
             Some((old, new)) => format!("{old}{}", &path[new.len()..]),
@@ -283,6 +283,14 @@ impl ProblemSource {
         [&self.jsonl, &self.test_jsonl].into_iter().flatten().filter(|f| !f.starts_with('@')).map(Path::new)
     }
 }
+
+/// A stage config with a problem source among its keys (this module): the
+/// registry reads the source apart and hands it over (see [`crate::stages::parse_sourced`]).
+pub trait Sourced: crate::stage::StageConfig + serde::de::DeserializeOwned + 'static {
+    const SOURCE: &'static Spec;
+    fn source_mut(&mut self) -> &mut ProblemSource;
+}
+
 
 #[cfg(test)]
 mod tests {

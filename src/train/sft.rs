@@ -117,7 +117,7 @@ pub struct SftData {
     pub teacher: Teacher,
 }
 
-impl crate::stage::Sourced for SftStage {
+impl crate::tasks::source::Sourced for SftStage {
     const SOURCE: &'static source::Spec = &source::SFT;
     fn source_mut(&mut self) -> &mut ProblemSource {
         &mut self.data.source

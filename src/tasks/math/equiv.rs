@@ -3,8 +3,7 @@
 //! within a relative tolerance, or symbolic by evaluating both at seeded random points.
 
 use super::expr::{parse_expr, Expr};
-use super::extract::has_prose_word;
-use super::normalize::normalize_answer;
+use super::normalize::{has_prose_word, normalize_answer};
 use super::{MathOptions, PercentRule};
 use crate::rng::Rng;
 use std::collections::{BTreeSet, HashMap};

@@ -2,7 +2,8 @@
 //! order that finds one ([`Extraction`]), and the gold answer of a reference solution.
 
 use super::equiv::parse_answer;
-use super::normalize::normalize_answer;
+use super::braces::Braces;
+use super::normalize::{has_prose_word, normalize_answer};
 use super::tally;
 use serde::{Deserialize, Serialize};
 
@@ -50,43 +51,6 @@ pub fn extract_gold(gold: &str) -> String {
         return gold[pos + 4..].trim().to_string();
     }
     gold.trim().to_string()
-}
-
-/// Where every `{` of a string closes, found in one pass with a stack. Callers look groups up
-/// here instead of scanning forward from each brace: a scan per brace costs O(depth · n) on
-/// nested input and O(n²) on a run of unclosed braces (`\boxed{\boxed{…`, `{{{…`).
-pub(super) struct Braces {
-    /// `close[i]`: byte index of the `}` matching a `{` at byte `i`; `usize::MAX` for bytes
-    /// that are not a `{` or whose group never closes.
-    pub(super) close: Vec<usize>,
-}
-
-impl Braces {
-    pub(super) fn new(s: &str) -> Self {
-        tally(s.len());
-        let mut close = vec![usize::MAX; s.len()];
-        let mut open = Vec::new();
-        for (i, b) in s.bytes().enumerate() {
-            match b {
-                b'{' => open.push(i),
-                // A `}` with nothing open closes nothing, as for a forward scan from any `{`.
-                b'}' => {
-                    if let Some(o) = open.pop() {
-                        close[o] = i;
-                    }
-                }
-                _ => {}
-            }
-        }
-        Braces { close }
-    }
-
-    /// Content of the balanced `{…}` group that opens at byte `open` of `s` (the string the
-    /// table was built from), and the byte index just past its closing brace.
-    pub(super) fn group<'a>(&self, s: &'a str, open: usize) -> Option<(&'a str, usize)> {
-        let close = *self.close.get(open)?;
-        (close != usize::MAX).then(|| (&s[open + 1..close], close + 1))
-    }
 }
 
 /// The last `\boxed{…}` / `\fbox{…}` (or `\boxed 5`), by position; unterminated ones skipped.
@@ -167,33 +131,6 @@ fn first_clause(line: &str) -> &str {
         }
     }
     line.trim_end_matches('.')
-}
-
-/// Short words allowed in a bare answer: function and constant names the parser knows.
-const KNOWN_WORDS: [&str; 9] = ["sqrt", "pi", "sin", "cos", "tan", "log", "ln", "exp", "infty"];
-
-/// True when `s` has a run of three or more letters that is not a LaTeX command or a known
-/// function name, i.e. prose rather than a formula.
-pub(super) fn has_prose_word(s: &str) -> bool {
-    tally(s.len());
-    let chars: Vec<char> = s.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i].is_ascii_alphabetic() {
-            let start = i;
-            while i < chars.len() && chars[i].is_ascii_alphabetic() {
-                i += 1;
-            }
-            let is_command = start > 0 && chars[start - 1] == '\\';
-            let word: String = chars[start..i].iter().collect::<String>().to_ascii_lowercase();
-            if !is_command && word.len() >= 3 && !KNOWN_WORDS.contains(&word.as_str()) {
-                return true;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    false
 }
 
 /// The whole completion when it is one short line that is itself an answer: a formula,

@@ -28,6 +28,7 @@
 //!   bracketed tuples/intervals compare in order and their brackets must match.
 //! - `\log` is the natural logarithm; `e` and `i` are ordinary variables.
 
+mod braces;
 mod equiv;
 mod expr;
 mod extract;

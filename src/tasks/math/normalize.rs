@@ -1,7 +1,7 @@
 //! Normalisation: LaTeX and prose decorations that do not change an answer's value are
 //! stripped, so that equal answers written alike compare as equal text.
 
-use super::extract::Braces;
+use super::braces::Braces;
 use super::tally;
 
 
@@ -405,6 +405,33 @@ fn strip_outer_braces(s: &str) -> &str {
         end -= 1;
     }
     &s[start..end]
+}
+
+/// Short words allowed in a bare answer: function and constant names the parser knows.
+const KNOWN_WORDS: [&str; 9] = ["sqrt", "pi", "sin", "cos", "tan", "log", "ln", "exp", "infty"];
+
+/// True when `s` has a run of three or more letters that is not a LaTeX command or a known
+/// function name, i.e. prose rather than a formula.
+pub(super) fn has_prose_word(s: &str) -> bool {
+    tally(s.len());
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_ascii_alphabetic() {
+            let start = i;
+            while i < chars.len() && chars[i].is_ascii_alphabetic() {
+                i += 1;
+            }
+            let is_command = start > 0 && chars[start - 1] == '\\';
+            let word: String = chars[start..i].iter().collect::<String>().to_ascii_lowercase();
+            if !is_command && word.len() >= 3 && !KNOWN_WORDS.contains(&word.as_str()) {
+                return true;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

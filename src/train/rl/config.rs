@@ -21,8 +21,6 @@
 use crate::tasks::problems::TooLong;
 use crate::tasks::source::{self, ProblemSource};
 use crate::train::rl::advantage::{self as adv, AdvantageEstimator, StepWindow};
-use crate::train::rl::algo::{grpo, Algorithm};
-use crate::train::rl::algo::flowrl::IsMode;
 use crate::train::rl::loss::{KlEstimator, LossAgg};
 use crate::train::rl::rewards::{FormatReward, Overlong};
 use crate::train::schedule::{Decay, Schedule};
@@ -82,6 +80,37 @@ pub struct KlAnneal {
     pub min: f64,
     #[serde(default = "d_kl_horizon")]
     pub horizon: u64,
+}
+
+/// The `algorithm` key: which loss, and which advantage by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// PPO-clip loss (§2.1) on the group-normalised advantage (§0.3).
+    Grpo,
+    /// PPO-clip loss on GAE advantages from a separate critic (§3.1–§3.2).
+    Ppo,
+    /// FlowRL trajectory-balance loss with a learned log Z (§4).
+    Flowrl,
+}
+
+/// Importance-weight clipping of the FlowRL loss (§4.3; used in `algo/flowrl.rs`); the
+/// weight is always detached.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum IsMode {
+    /// Unclipped `w` (verl 0.4.0 "paper reproduction" code). Can overflow to inf far off-policy.
+    None,
+    /// `clip(w, 1−ε, 1+ε)` (the paper's text).
+    TwoSided { eps: f64 },
+    /// `min(w, W_max)` (the author's current recipe; W_max = 10 is the lab default).
+    Upper { max: f64 },
+}
+
+impl Default for IsMode {
+    fn default() -> Self {
+        IsMode::Upper { max: 10.0 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -441,7 +470,6 @@ impl RlStage {
         if self.max_new_tokens == 0 || self.steps == 0 {
             return Err(invalid("max_new_tokens", "max_new_tokens and steps must be at least 1"));
         }
-        grpo::validate_clip(self)?;
         if let Some(e) = &self.entropy_adv {
             if !(e.alpha > 0.0) || !(e.kappa > 1.0) {
                 return Err(invalid("entropy_adv", "entropy advantage needs alpha > 0 and kappa > 1 (kappa ≤ 1 could flip the sign of a negative advantage, rl-spec §5.1)"));

@@ -6,49 +6,20 @@
 //! shaping of the advantage (§5.1), the entropy bonus and the KL loss (§2.1).
 
 use crate::bus::Emitter;
-use crate::model::{Mode, Model};
+use crate::model::Mode;
 use crate::train::optim::AdamW;
 use crate::train::rl::advantage::{self as adv, Advantages, Mat};
 use crate::train::rl::algo::{Algo, PolicyInputs};
 use crate::train::rl::batch;
-use crate::train::rl::config::RlStage;
+
 use crate::train::rl::loss;
 use crate::train::rl::metrics::Acc;
+use crate::train::rl::minibatch::{Learner, MiniBatch};
 use crate::train::rl::rollout::{Rollout, Scored};
-use crate::train::scaffold::Scaffold;
+
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use std::ops::Range;
-
-/// The rows of one optimizer step, split into micro-batches.
-pub struct MiniBatch {
-    pub rows: Range<usize>,
-    pub micro: Vec<Range<usize>>,
-    /// Valid response tokens in `rows`.
-    pub tokens: f64,
-}
-
-impl MiniBatch {
-    fn new(mask: &Mat, rows: Range<usize>, micro_batch: usize) -> MiniBatch {
-        let micro = rows.clone().step_by(micro_batch).map(|s| s..(s + micro_batch).min(rows.end)).collect();
-        MiniBatch { tokens: MiniBatch::tokens(mask, &rows), rows, micro }
-    }
-
-    /// Valid response tokens of `rows`.
-    pub fn tokens(mask: &Mat, rows: &Range<usize>) -> f64 {
-        mask.data[rows.start * mask.cols..rows.end * mask.cols].iter().map(|&x| x as f64).sum()
-    }
-}
-
-/// What the update reads besides the step's data.
-pub struct Learner<'a> {
-    pub cfg: &'a RlStage,
-    pub policy: &'a Model,
-    pub pad: u32,
-    pub device: &'a Device,
-    /// For the non-finite stop.
-    pub scaffold: &'a Scaffold,
-}
 
 impl Learner<'_> {
     /// The update of step `step` (1-based) at policy learning rate `lr`; metrics go into `acc`.

@@ -20,7 +20,7 @@ use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, S
 use crate::text::Tokenizer;
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::rl::algo::Algo;
-use crate::train::rl::learner::Learner;
+use crate::train::rl::minibatch::Learner;
 use crate::train::rl::metrics::{self, Acc};
 use crate::train::rl::rollout;
 use crate::train::scaffold::{Scaffold, TrainState};
@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
-impl crate::stage::Sourced for RlStage {
+impl crate::tasks::source::Sourced for RlStage {
     const SOURCE: &'static crate::tasks::source::Spec = &crate::tasks::source::RL;
     fn source_mut(&mut self) -> &mut crate::tasks::source::ProblemSource {
         &mut self.source
@@ -72,7 +72,8 @@ impl StageConfig for RlStage {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
-        self.check()
+        self.check()?;
+        crate::train::rl::algo::grpo::validate_clip(self)
     }
 
     fn total_units(&self) -> (Option<u64>, &'static str) {

@@ -23,12 +23,12 @@ use crate::model::Model;
 use crate::stage::StageCtx;
 use crate::train::optim::Param;
 use crate::train::rl::advantage::AdvantageEstimator;
-use crate::train::rl::config::{invalid, Invalid, RlStage};
+use crate::train::rl::config::{invalid, Invalid, IsMode, RlStage};
 use crate::train::rl::loss::{self, expect_shape, masked_mean, masked_row_mean, scalar, LossError, MASKED_MEAN_EPS};
 use crate::train::rl::metrics::Acc;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
+
 
 /// FlowRL's r̂ is the group-normalised GRPO advantage (§4.2 note b).
 pub fn default_estimator(cfg: &RlStage) -> AdvantageEstimator {
@@ -47,24 +47,6 @@ pub fn validate(cfg: &RlStage) -> Result<(), Invalid> {
 
 // ------------------------------------------------------------------------------------------
 // §4.2–§4.4 the loss
-
-/// Importance-weight clipping of the FlowRL loss (§4.3); the weight is always detached.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum IsMode {
-    /// Unclipped `w` (verl 0.4.0 "paper reproduction" code). Can overflow to inf far off-policy.
-    None,
-    /// `clip(w, 1−ε, 1+ε)` (the paper's text).
-    TwoSided { eps: f64 },
-    /// `min(w, W_max)` (the author's current recipe; W_max = 10 is the lab default).
-    Upper { max: f64 },
-}
-
-impl Default for IsMode {
-    fn default() -> Self {
-        IsMode::Upper { max: 10.0 }
-    }
-}
 
 impl IsMode {
     fn apply(self, w: &Tensor) -> loss::Result<Tensor> {

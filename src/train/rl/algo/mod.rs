@@ -19,26 +19,14 @@ use crate::stage::StageCtx;
 use crate::train::optim::{AdamW, Param};
 use crate::train::rl::advantage::{AdvantageEstimator, Advantages, Mat};
 use crate::train::rl::batch::SharedScore;
-use crate::train::rl::config::{Invalid, RlStage};
-use crate::train::rl::learner::{Learner, MiniBatch};
+use crate::train::rl::config::{Algorithm, Invalid, RlStage};
+use crate::train::rl::minibatch::{Learner, MiniBatch};
 use crate::train::rl::metrics::Acc;
 use crate::train::rl::rollout::{Rollout, Scored};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use serde::{Deserialize, Serialize};
-use std::path::Path;
 
-/// The `algorithm` key: which loss, and which advantage by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Algorithm {
-    /// PPO-clip loss (§2.1) on the group-normalised advantage (§0.3).
-    Grpo,
-    /// PPO-clip loss on GAE advantages from a separate critic (§3.1–§3.2).
-    Ppo,
-    /// FlowRL trajectory-balance loss with a learned log Z (§4).
-    Flowrl,
-}
+use std::path::Path;
 
 impl Algorithm {
     /// The advantage estimator when `advantage` is not set.

@@ -23,7 +23,7 @@ use crate::train::optim::{AdamW, AdamWConfig, Param};
 use crate::train::rl::advantage::{AdvantageEstimator, Advantages, Mat};
 use crate::train::rl::batch::{self, SeqBatch};
 use crate::train::rl::config::RlStage;
-use crate::train::rl::learner::{Learner, MiniBatch};
+use crate::train::rl::minibatch::{Learner, MiniBatch};
 use crate::train::rl::loss::{self, agg_loss, expect_shape, masked_mean, scalar, LossAgg};
 use crate::train::rl::metrics::{masked_stats, Acc};
 use crate::train::rl::rollout::{Rollout, Scored};
