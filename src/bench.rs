@@ -36,7 +36,7 @@ pub struct BenchOptions {
 }
 
 impl Default for BenchOptions {
-    /// The workload of issue 3 and of rust-probe.md §5.
+    /// The workload of issue 3 and of docs/ENGINE.md §5.
     fn default() -> Self {
         BenchOptions { batch: 8, prompt_len: 32, new_tokens: 64, seq_len: 128, repeats: 5, warmup: 1, seed: 0 }
     }

@@ -1,10 +1,10 @@
 //! Batched sampling with a KV cache: left-padded prompts of different lengths, per-row
 //! termination, and for every sampled token its log-probability and the entropy of the
-//! distribution it was drawn from (what RL rollouts record; rl-spec.md §8.4 `actor/entropy`).
+//! distribution it was drawn from (what RL rollouts record; docs/METHODS.md §8.4 `actor/entropy`).
 //!
 //! Sampling happens on the CPU from f32 logits with the caller's seeded `Rng`, so a seed
 //! fixes the output. The forward passes use fused kernels (`Mode::Infer`) on detached
-//! weights, so no autograd graph stays alive during rollouts (rust-probe.md §2.7).
+//! weights, so no autograd graph stays alive during rollouts (docs/ENGINE.md §2.7).
 //!
 //! [`grade`]: n samples per problem of a problem set, decoded and verified (the loop the
 //! eval, sft and rl stages share).

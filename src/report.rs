@@ -6,7 +6,7 @@
 //!   that word (diversity: also "distinct" and "coverage"), against the step, one line per
 //!   `stage/metric`; a group without data gets no file;
 //! - `passk-<stage>.png`: pass@k against k on a log2 axis, one line per evaluated model (the
-//!   curves crossing is the capability-boundary diagnostic of rl-spec.md §6.1);
+//!   curves crossing is the capability-boundary diagnostic of docs/METHODS.md §6.1);
 //! - `entropy-position-<stage>.png`: mean token entropy by relative position (§6.2);
 //!
 //! and `RUN_DIR/report.md` with the stage summaries, the eval tables and the images.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent numpy reference for the RL maths in src/train/rl (research/rl-spec.md §0-§7).
+"""Independent numpy reference for the RL maths in src/train/rl (docs/METHODS.md §0-§7).
 
 Writes tests/fixtures/rl/{advantage,loss,zhead}.json: seeded random inputs (rounded to f32,
 so that Rust sees exactly the same numbers) and the expected outputs, computed here in

@@ -1,5 +1,5 @@
 //! Exploration metrics: token entropy, rollout branching factor, unsolvable sets
-//! (research/rl-spec.md §6.1, §6.2, §8.2).
+//! (docs/METHODS.md §6.1, §6.2, §8.2).
 //!
 //! The per-step functions take one step's logits or probabilities so the generator can call
 //! them while sampling; the summaries fold per-token values of whole responses.

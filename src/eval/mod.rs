@@ -1,6 +1,6 @@
 //! Evaluation: how often, how variously and how exploratively a model solves problems.
 //!
-//! Definitions follow research/rl-spec.md §8 (pass@k, entropy, diversity) and §6.1
+//! Definitions follow docs/METHODS.md §8 (pass@k, entropy, diversity) and §6.1
 //! (exploration-space metrics). Every metric here works from verifier output, so nothing
 //! needs an LLM judge.
 //!

@@ -1,5 +1,5 @@
 //! Evaluation: n seeded samples per problem from a model folder, verified, then every metric
-//! of research/rl-spec.md §6.1 and §8 per problem and over the set.
+//! of docs/METHODS.md §6.1 and §8 per problem and over the set.
 //!
 //! Problems are a [`ProblemSet`] ([`crate::tasks::problems`]: a built-in task, a tasks
 //! stage's `test.jsonl`, a math or a code JSONL). Sampling and grading go through the shared

@@ -1,4 +1,4 @@
-//! Verifier-based diversity metrics (research/rl-spec.md §8.3, substitutes for the LLM judge
+//! Verifier-based diversity metrics (docs/METHODS.md §8.3, substitutes for the LLM judge
 //! of §4.8).
 //!
 //! "Distinct" always means distinct canonical answers as the task verifier writes them, so

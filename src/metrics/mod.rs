@@ -1,5 +1,5 @@
 //! Metrics over verified samples that training and evaluation both report: pass@k and its
-//! kin ([`passk`], research/rl-spec.md §8.1) and the diversity of correct answers
+//! kin ([`passk`], docs/METHODS.md §8.1) and the diversity of correct answers
 //! ([`diversity`], §4.8, §8.3). They are pure functions of [`Sample`]s, so the rl stage's
 //! quick evals and the eval stage compute them alike without one importing the other.
 

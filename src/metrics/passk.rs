@@ -1,4 +1,4 @@
-//! pass@k, avg@n and maj@n (research/rl-spec.md §8.1).
+//! pass@k, avg@n and maj@n (docs/METHODS.md §8.1).
 //!
 //! pass@k uses the unbiased estimator of Chen et al. (2021): from n samples with c correct,
 //! the probability that a random size-k subset holds at least one correct sample,

@@ -2,7 +2,7 @@
 //!
 //! Parsing is tolerant of both transformers 4.x and 5.x layouts: `rope_theta` at top level or
 //! inside `rope_parameters`, `rope_scaling` or `rope_parameters` carrying the rope type,
-//! `sliding_window: null`, and token ids given as an int or a list (rust-probe.md §2.9).
+//! `sliding_window: null`, and token ids given as an int or a list (docs/ENGINE.md §2.9).
 
 use super::{ModelError, Result};
 use serde_json::{json, Map, Value};
@@ -473,7 +473,7 @@ mod tests {
         assert_eq!(c.sliding_window, None, "use_sliding_window=false disables the window");
         assert_eq!(c.eos_token_ids, vec![151643]);
         assert_eq!(c.bos_token_id, Some(151643));
-        // 494,032,768 parameters for Qwen2.5-0.5B (its model card; also rust-probe.md §5).
+        // 494,032,768 parameters for Qwen2.5-0.5B (its model card; also docs/ENGINE.md §5).
         assert_eq!(c.num_parameters(), 494_032_768);
     }
 

@@ -4,7 +4,7 @@
 //!
 //! Two execution modes exist because candle's fast RMSNorm, softmax and RoPE kernels have no
 //! backward pass: a model trained through them silently updates only its embedding
-//! (rust-probe.md §2.1). `Mode::Train` uses only ops with a backward: retort's own fused CPU
+//! (docs/ENGINE.md §2.1). `Mode::Train` uses only ops with a backward: retort's own fused CPU
 //! kernels (`model::fused`: dense projections, RMSNorm, RoPE, masked softmax, SwiGLU) for f32
 //! on the CPU, their candle-primitive references elsewhere. `Mode::Infer` may use candle's
 //! kernels without backward. Both compute the same function.
@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// Large finite negative used for masked attention scores. `-inf` makes fully masked rows
-/// (pad queries) NaN, and `0 * NaN` then leaks into real tokens (rust-probe.md §2.5).
+/// (pad queries) NaN, and `0 * NaN` then leaks into real tokens (docs/ENGINE.md §2.5).
 pub const MASK_VALUE: f32 = -1e9;
 
 /// Which kernels the forward pass uses.
@@ -144,7 +144,7 @@ impl AttnMask {
 }
 
 /// Keys and values of past tokens, one entry per layer, owned by the caller so that one set of
-/// weights can serve many sequences (rust-probe.md §2.6). Stored after RoPE, before the GQA
+/// weights can serve many sequences (docs/ENGINE.md §2.6). Stored after RoPE, before the GQA
 /// grouping, as (B, kv heads, positions, D).
 ///
 /// New positions are written in place into buffers that grow by doubling, so a decoding step
@@ -645,7 +645,7 @@ impl Decoder {
     /// Builds the decoder from a `VarBuilder` rooted at the checkpoint's top level (names like
     /// `model.layers.0.self_attn.q_proj.weight`). With `VarBuilder::from_varmap` the parameters
     /// are trainable `Var`s; with `from_tensors` they are frozen. Tying follows the config,
-    /// never the presence of `lm_head.weight` (rust-probe.md §2.3).
+    /// never the presence of `lm_head.weight` (docs/ENGINE.md §2.3).
     pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Decoder> {
         let m = vb.pp("model");
         let embed = m.pp("embed_tokens").get((cfg.vocab_size, cfg.hidden_size), "weight")?;
@@ -694,7 +694,7 @@ impl Decoder {
     }
 
     /// A copy whose weights share storage with this one but carry no autograd link, so a
-    /// rollout on trainable weights keeps no graph alive (rust-probe.md §2.7). Optimizer
+    /// rollout on trainable weights keeps no graph alive (docs/ENGINE.md §2.7). Optimizer
     /// updates (`Var::set`) stay visible because the storage is shared.
     pub fn detached(&self) -> Decoder {
         Decoder {

@@ -40,7 +40,7 @@ pub fn lora_parameters(cfg: &ModelConfig, r: usize) -> usize {
 /// q/k/v and their RoPE halves, attention output, o_proj, residuals) and 5 intermediate-sized
 /// ones (gate, up, silu, product, and silu's internal); plus per layer 3 score tensors of
 /// a·s² per sequence (scores, masked scores, softmax); plus about 8 (B, S, V) f32 copies for
-/// the logits and the log-softmax and its gradient (rust-probe.md §5: "several copies kept").
+/// the logits and the log-softmax and its gradient (docs/ENGINE.md §5: "several copies kept").
 pub fn train_activation_elements(cfg: &ModelConfig, b: usize, s: usize) -> f64 {
     let (bs, h, i, a, v) = (
         (b * s) as f64,

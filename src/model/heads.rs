@@ -1,6 +1,6 @@
 //! Small trainable heads that sit on a decoder's hidden states: FlowRL's partition-function
-//! head ([`ZHead`], rl-spec §4.4) and the PPO critic's scalar value head ([`ValueHead`],
-//! rl-spec §3.1). The algorithms that train them live in `train/rl/algo/{flowrl,ppo}.rs`.
+//! head ([`ZHead`], docs/METHODS.md §4.4) and the PPO critic's scalar value head ([`ValueHead`],
+//! docs/METHODS.md §3.1). The algorithms that train them live in `train/rl/algo/{flowrl,ppo}.rs`.
 //!
 //! Both are written with plain, differentiable tensor ops (candle_nn's fused CPU LayerNorm has
 //! no backward pass) and start from values that a seed fixes, so a run is reproducible.
@@ -32,7 +32,7 @@ impl DifferentiableLayerNorm {
     }
 }
 
-/// The partition-function network Z_φ of rl-spec §4.4 (FlowRL `ProjZModule`):
+/// The partition-function network Z_φ of docs/METHODS.md §4.4 (FlowRL `ProjZModule`):
 /// `[Linear(H,H) → GELU → LayerNorm(H)] × (layers − 1) → Linear(H, 1)`, last bias initialised
 /// to 0 so that log Z starts near 0. Dropout (0.1 in the reference) is omitted: the lab's
 /// runs are small and deterministic. Parameter names: `hidden.{i}.linear.{weight,bias}`,
@@ -62,7 +62,7 @@ impl ZHead {
 
     /// A fresh head whose values are a function of `seed` (candle's own initialisers draw
     /// from an unseeded RNG, which would break run-to-run reproducibility): Kaiming-normal
-    /// linear weights, LayerNorm 1/0, zero biases so that log Z starts near 0 (rl-spec §10.5).
+    /// linear weights, LayerNorm 1/0, zero biases so that log Z starts near 0 (docs/METHODS.md §10.5).
     /// Returns the head and its variables named `z_head.*`, sorted by name.
     pub fn seeded(hidden_size: usize, layers: usize, seed: u64, device: &Device) -> Result<(ZHead, Vec<(String, Var)>)> {
         let varmap = candle_nn::VarMap::new();

@@ -1,5 +1,5 @@
 //! Per-token log-probabilities and entropies from logits: the quantity every policy-gradient
-//! loss (GRPO/PPO/FlowRL, rl-spec.md) and the rollout sampler agree on.
+//! loss (GRPO/PPO/FlowRL, docs/METHODS.md) and the rollout sampler agree on.
 //!
 //! On the CPU with f32 logits this runs a fused, multi-threaded custom op ([`fused`]) that
 //! never materialises a (B, L, V) log-softmax; elsewhere (GPU devices, other dtypes) it runs

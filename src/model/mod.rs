@@ -4,7 +4,7 @@
 //!
 //! Our own decoder on candle (not candle-transformers): differentiable ops when training,
 //! fast ops when sampling, a KV cache owned by the caller, and a causal + left-padding mask
-//! with a large finite negative. Why: research/rust-probe.md §2.
+//! with a large finite negative. Why: docs/ENGINE.md §2.
 
 pub mod config;
 pub mod decoder;

@@ -4,7 +4,7 @@
 //!
 //! Loading checks every tensor against the shapes the config implies and converts dtypes
 //! itself, because `VarMap::load` neither converts (bf16 hub weights into f32 vars fail) nor
-//! reports extra tensors (rust-probe.md §2.8).
+//! reports extra tensors (docs/ENGINE.md §2.8).
 
 use super::config::ModelConfig;
 use super::config::parameter_shapes;

@@ -1,5 +1,5 @@
 //! A sandbox for untrusted Python programs: code rewards and STILL-3-style tool calls
-//! (research/rl-spec.md §7.3: "exec in a fresh process; capture stdout; timeout").
+//! (docs/METHODS.md §7.3: "exec in a fresh process; capture stdout; timeout").
 //!
 //! Each [`run_python`] call runs `python3 -I main.py` in a fresh subprocess with:
 //! - limits: wall clock (the whole process group is SIGKILLed), CPU time (RLIMIT_CPU, SIGXCPU),

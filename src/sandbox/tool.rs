@@ -1,5 +1,5 @@
 //! STILL-3 tool calls: the model writes a ```python block mid-reasoning, the code runs, and
-//! its output goes back into the context (research/rl-spec.md §7.3, `PythonExecutor`).
+//! its output goes back into the context (docs/METHODS.md §7.3, `PythonExecutor`).
 //!
 //! Semantics reproduced: a fresh process per call; the result is stdout; when stdout stays
 //! empty and the last statement is an expression, its value (`str`) is the result, as if
@@ -9,7 +9,7 @@
 
 use super::{run_python, ExecResult, ExecStatus, Limits, SandboxError};
 
-/// Characters kept at each end of a tool result (rl-spec §7.3: 200 + "..." + 200).
+/// Characters kept at each end of a tool result (docs/METHODS.md §7.3: 200 + "..." + 200).
 pub const TOOL_KEEP: usize = 200;
 
 /// Runs the user's code inside `exec` with the last expression split off, tracking whether

@@ -1,4 +1,4 @@
-//! Multi-digit arithmetic with a written scratchpad (research/rl-spec.md §10.1 task 4): one
+//! Multi-digit arithmetic with a written scratchpad (docs/METHODS.md §10.1 task 4): one
 //! right answer reached through many token-level forks, the test bed for the entropy
 //! advantage at large pass@K.
 //!

@@ -1,4 +1,4 @@
-//! Countdown-lite (research/rl-spec.md §10.1 task 1): reach a target from a few numbers.
+//! Countdown-lite (docs/METHODS.md §10.1 task 1): reach a target from a few numbers.
 //!
 //! Prompt: `countdown 3 5 7 -> 22\n` (numbers sorted ascending, so a problem has exactly one
 //! prompt and train/test de-duplication by prompt is sound). Response: one expression such as

@@ -1,7 +1,7 @@
 //! Verifiable tasks: instances with exact verifiers and (usually) many valid answers.
 //!
 //! RL needs rewards it can trust and diversity it can measure without an LLM judge
-//! (research/rl-spec.md §10.1). Each task family generates instances from a seeded [`Rng`],
+//! (docs/METHODS.md §10.1). Each task family generates instances from a seeded [`Rng`],
 //! renders a prompt, verifies a response into a reward and a canonical solution, and, where
 //! it can, enumerates every valid solution so coverage can be measured.
 //!

@@ -1,4 +1,4 @@
-//! Subset sum (research/rl-spec.md §10.1 task 2): pick numbers from a list that add up to a
+//! Subset sum (docs/METHODS.md §10.1 task 2): pick numbers from a list that add up to a
 //! target. Answers have varying length, which exercises FlowRL's length normalisation.
 //!
 //! Prompt: `subset 2 3 5 8 -> 10\n` (list sorted ascending). Response: chosen numbers joined by

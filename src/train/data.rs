@@ -4,7 +4,7 @@
 //! JSONL rows may be `{"prompt", "response"}`, chat `{"messages": [{"role", "content"}...]}`
 //! (the tokenizer's chat template is applied; the last assistant turn is the target) or plain
 //! `{"text"}` for continued pre-training (every token is a target). Task data uses a
-//! **skewed teacher** (rl-spec.md §10.2): each target is one of the instance's valid solutions,
+//! **skewed teacher** (docs/METHODS.md §10.2): each target is one of the instance's valid solutions,
 //! drawn with Zipf weights over the solutions ordered shortest-first then alphabetically, so
 //! the trained model has a dominant mode and rarer valid modes, plus a share of wrong targets
 //! so that its pass@1 stays well below 1 — what the RL experiments need.

@@ -5,7 +5,7 @@
 //! Why: candle's CPU elementwise, unary, binary and reduce ops run on one thread and each
 //! allocates a full activation; its fast RMSNorm / softmax / RoPE kernels have no backward.
 //! A training step through the differentiable primitives is a few thousand such ops, and
-//! their backward adds as many again (rust-probe.md §5, issue 8). Each kernel here is one
+//! their backward adds as many again (docs/ENGINE.md §5, issue 8). Each kernel here is one
 //! pass per row (rows in parallel) forward and one backward, and each has a reference
 //! expression built from candle primitives that it is tested against (values and gradients).
 //!

@@ -1,4 +1,4 @@
-//! A rule-based verifier for GSM8K / MATH / AIME-style final answers (research/rl-spec.md
+//! A rule-based verifier for GSM8K / MATH / AIME-style final answers (docs/METHODS.md
 //! §7.2: +1 correct, −1 wrong, −2 without `\boxed`; the reward mapping lives with the task).
 //!
 //! Three stages, each reported so a wrong reward can be traced, each in its own file:

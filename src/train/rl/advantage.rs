@@ -1,6 +1,6 @@
 //! Advantage estimators and advantage shapings, as pure functions over plain Rust data.
 //!
-//! Shapes follow research/rl-spec.md §0: `B` responses, `T` response positions.
+//! Shapes follow docs/METHODS.md §0: `B` responses, `T` response positions.
 //! - per-response vectors (scores, scalar advantages): `&[f32]` of length `B`;
 //! - per-token matrices (masks, token rewards, values, advantages, entropies): [`Mat`],
 //!   row-major `(B, T)`; masks hold 1.0 for valid response tokens and 0.0 for padding;

@@ -1,4 +1,5 @@
-//! Tests of `advantage.rs` (a sibling file to keep that one readable).
+//! Tests of `advantage.rs` (a sibling file to keep that one readable). Section numbers
+//! (§) refer to docs/METHODS.md.
 
 use super::*;
 use crate::rng::Rng;

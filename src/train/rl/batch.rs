@@ -1,4 +1,4 @@
-//! Token layout of one rollout for the scoring and training forwards (rl-spec §0), and the
+//! Token layout of one rollout for the scoring and training forwards (docs/METHODS.md §0), and the
 //! shared-prompt scoring forward the reference pass and the update use.
 //!
 //! Every row is `[left padding; prompt; response; right padding]` with one prompt width `P`
@@ -82,7 +82,7 @@ pub fn build(
 }
 
 /// Log-probs and entropies `(B, T)` of the response tokens under `softmax(z / temperature)`
-/// (rl-spec §0), plus the final hidden states `(B, P + T, H)`: one forward over every row's
+/// (docs/METHODS.md §0), plus the final hidden states `(B, P + T, H)`: one forward over every row's
 /// full sequence. The reference [`score_shared_prompts`] is tested against.
 #[cfg(test)]
 pub fn score(decoder: &Decoder, batch: &SeqBatch, temperature: f64, mode: Mode) -> Result<(Tensor, Tensor, Tensor)> {

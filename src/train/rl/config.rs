@@ -462,7 +462,7 @@ impl RlStage {
 
     fn validate_numbers(&self) -> Result<(), Invalid> {
         if !(self.temperature > 0.0) {
-            return Err(invalid("temperature", "the rollout temperature must be > 0 (log-probs are taken under the same temperature, rl-spec §0)"));
+            return Err(invalid("temperature", "the rollout temperature must be > 0 (log-probs are taken under the same temperature, docs/METHODS.md §0)"));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(invalid("top_p", "top_p must be in (0, 1]"));
@@ -472,7 +472,7 @@ impl RlStage {
         }
         if let Some(e) = &self.entropy_adv {
             if !(e.alpha > 0.0) || !(e.kappa > 1.0) {
-                return Err(invalid("entropy_adv", "entropy advantage needs alpha > 0 and kappa > 1 (kappa ≤ 1 could flip the sign of a negative advantage, rl-spec §5.1)"));
+                return Err(invalid("entropy_adv", "entropy advantage needs alpha > 0 and kappa > 1 (kappa ≤ 1 could flip the sign of a negative advantage, docs/METHODS.md §5.1)"));
             }
         }
         self.algorithm.validate(self)?;

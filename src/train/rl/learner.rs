@@ -1,4 +1,4 @@
-//! The update of one `rl` step (rl-spec §1 steps 6–7): `ppo_epochs` passes over
+//! The update of one `rl` step (docs/METHODS.md §1 steps 6–7): `ppo_epochs` passes over
 //! mini-batches of `mini_batch` prompts, each one AdamW step with clipping by global norm,
 //! accumulated over micro-batches of `micro_batch` responses. The algorithm (`algo/`) gives
 //! the policy loss of a micro-batch and its weight, and trains what it has besides the

@@ -1,4 +1,4 @@
-//! The loss math the RL algorithms share, on candle tensors (research/rl-spec.md §0.1, §0.2,
+//! The loss math the RL algorithms share, on candle tensors (docs/METHODS.md §0.1, §0.2,
 //! §2.1): masked means, loss aggregation, KL estimators, the PPO-clip policy loss (GRPO's and
 //! PPO's actor), the entropy bonus and the micro-batch weighting of gradient accumulation.
 //! An algorithm's own loss lives in its file: FlowRL's trajectory balance in

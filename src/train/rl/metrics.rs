@@ -1,4 +1,4 @@
-//! What an `rl` step reports (rl-spec §8.4 names, verl's, so a run reads like the papers'
+//! What an `rl` step reports (docs/METHODS.md §8.4 names, verl's, so a run reads like the papers'
 //! logs): score, length, entropy, group and diversity metrics of the rollout, the update's
 //! accumulated metrics ([`Acc`]), the quick eval on the test split (avg@n, pass@k,
 //! diversity, §8.1, §8.3) and the sample events. Each algorithm's own metric names are in
@@ -52,7 +52,7 @@ fn min_mean_max(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
     (v.iter().copied().fold(f64::INFINITY, f64::min), mean, v.iter().copied().fold(f64::NEG_INFINITY, f64::max))
 }
 
-/// Score, length, entropy, group and diversity metrics of one rollout (rl-spec §8.4, §8.3).
+/// Score, length, entropy, group and diversity metrics of one rollout (docs/METHODS.md §8.4, §8.3).
 pub fn rollout_metrics(cfg: &RlStage, ro: &Rollout, sc: &Scored, adv: &Mat, problems: &Problems, solutions: &mut HashMap<usize, Option<Vec<String>>>) -> Vec<(String, f64)> {
     let mut m: Vec<(String, f64)> = Vec::new();
     let (lo, mean, hi) = min_mean_max(ro.scores.iter().map(|&s| s as f64));
@@ -109,7 +109,7 @@ pub fn rollout_metrics(cfg: &RlStage, ro: &Rollout, sc: &Scored, adv: &Mat, prob
 }
 
 /// Quick eval on the first `eval_problems` test problems: avg@n, pass@k, distinct correct,
-/// coverage and entropy over correct solutions (rl-spec §8.1, §8.3).
+/// coverage and entropy over correct solutions (docs/METHODS.md §8.1, §8.3).
 pub fn quick_eval(cfg: &RlStage, policy: &Model, tok: &Tokenizer, problems: &Problems, seed: u64, step: u64) -> Result<Vec<(String, f64)>> {
     let set = &problems.test;
     let count = set.len().min(cfg.eval_problems);

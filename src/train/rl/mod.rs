@@ -1,5 +1,5 @@
 //! RL with verifiable rewards: the `rl` stage and the maths of GRPO, PPO, REINFORCE++,
-//! FlowRL and the exploration shapings (research/rl-spec.md §0–§8).
+//! FlowRL and the exploration shapings (docs/METHODS.md §0–§8).
 //!
 //! Where each thing is:
 //!

@@ -1,5 +1,5 @@
 //! Reward shaping beyond the verifier, as pure functions: the format rewards some recipes
-//! fold into the score (research/rl-spec.md §1 step 3, §7.1, §7.2), each a function of the
+//! fold into the score (docs/METHODS.md §1 step 3, §7.1, §7.2), each a function of the
 //! response text and the verifier's verdict, and DAPO's overlong penalty (§2.2), a function
 //! of the response length.
 //!

@@ -1,4 +1,4 @@
-//! One step's data (rl-spec §1): where prompts come from ([`Problems`]), the rollout (the
+//! One step's data (docs/METHODS.md §1): where prompts come from ([`Problems`]), the rollout (the
 //! batched sampler, `prompts_per_step × group_size` responses), the reward (the task's
 //! verifier, then the format rule and the overlong penalty of `rewards.rs`), the scoring of
 //! the rollout (old log-probs and entropies from the sampler, reference log-probs) and the

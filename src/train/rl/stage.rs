@@ -1,8 +1,8 @@
 //! Stage `kind = "rl"`: RL with verifiable rewards — GRPO, PPO and FlowRL, with the
-//! exploration shapings of the seed papers (research/rl-spec.md §1–§7). This file is the
+//! exploration shapings of the seed papers (docs/METHODS.md §1–§7). This file is the
 //! stage: its [`StageConfig`] and the training loop; `mod.rs` maps where everything else is.
 //!
-//! One iteration (rl-spec §1): rollout (the batched sampler, `prompts_per_step × group_size`
+//! One iteration (docs/METHODS.md §1): rollout (the batched sampler, `prompts_per_step × group_size`
 //! responses) → reward (the task's verifier, score at the last valid token, optional format
 //! rule and DAPO overlong penalty) → old log-probs and entropies (the sampler's own),
 //! reference log-probs and critic values (`Mode::Infer`, the sampling temperature) →
@@ -195,7 +195,7 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         let t_update = t0.elapsed().as_secs_f64();
         let total = started.elapsed().as_secs_f64();
 
-        // Metrics (rl-spec §8.4 names).
+        // Metrics (docs/METHODS.md §8.4 names).
         let mut m = metrics::rollout_metrics(cfg, &ro, &sc, &a.advantages, &problems, &mut solutions);
         m.extend(acc.means().map(|(k, v)| (k.to_string(), v)));
         m.push(("actor/lr".into(), lr));

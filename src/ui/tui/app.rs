@@ -252,7 +252,7 @@ pub struct StageProgress {
     pub unit: String,
     pub phase: Option<String>,
     /// Seconds spent in each phase so far (closed spans only). Generation usually dominates
-    /// an RL step; this shows by how much (anchors.md §2, rows 2–3).
+    /// an RL step; this shows by how much (docs/METHODS.md §A2, rows 2–3).
     pub phase_secs: BTreeMap<String, f64>,
     /// When the current phase span began; `None` while paused or between phases.
     phase_since: Option<f64>,

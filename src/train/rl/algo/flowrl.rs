@@ -1,4 +1,4 @@
-//! FlowRL (rl-spec §4): reward-distribution matching by flow balance. Instead of maximising
+//! FlowRL (docs/METHODS.md §4): reward-distribution matching by flow balance. Instead of maximising
 //! the advantage, the policy is trained so that `Z(x)·π_θ(y|x) ∝ exp(β·r̂)·π_ref(y|x)`: a
 //! length-normalised trajectory-balance loss with a learned log-partition `log Z(x)`, read
 //! by a small head ([`ZHead`]) from the prompt's pooled hidden states, and an importance

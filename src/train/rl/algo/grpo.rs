@@ -1,4 +1,4 @@
-//! GRPO (rl-spec §0.3, §2.1): the PPO-clip policy loss on the group-normalised outcome
+//! GRPO (docs/METHODS.md §0.3, §2.1): the PPO-clip policy loss on the group-normalised outcome
 //! advantage `A = (score − group mean) / group std` (Dr. GRPO: without the std), no critic.
 //! PPO's actor uses the same loss (see `ppo.rs`).
 //!

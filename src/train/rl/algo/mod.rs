@@ -1,6 +1,6 @@
 //! The policy-optimisation algorithms, one file each, read top to bottom:
 //!
-//! - [`grpo`] — the PPO-clip loss on the group-normalised advantage (rl-spec §0.3, §2.1);
+//! - [`grpo`] — the PPO-clip loss on the group-normalised advantage (docs/METHODS.md §0.3, §2.1);
 //! - [`ppo`] — GRPO's clip loss on GAE advantages from a separately trained critic (§3);
 //! - [`flowrl`] — the trajectory-balance loss with a learned log Z (§4).
 //!

@@ -1,4 +1,4 @@
-//! PPO (rl-spec §3): GRPO's clip loss for the actor (`grpo.rs`), on GAE advantages whose
+//! PPO (docs/METHODS.md §3): GRPO's clip loss for the actor (`grpo.rs`), on GAE advantages whose
 //! values come from a critic trained beside it with the clipped value loss (§3.2).
 //!
 //! The critic is a **separate** copy of the starting model with a scalar value head
@@ -66,7 +66,7 @@ impl Critic {
     }
 
     /// Values `(B, T)`: `V_t` is read at the position before response token t, the same
-    /// position whose logits give token t's log-prob (rl-spec §3.1).
+    /// position whose logits give token t's log-prob (docs/METHODS.md §3.1).
     pub fn values(&self, batch: &SeqBatch, mode: Mode) -> Result<Tensor> {
         let hidden = self.model.decoder.forward_hidden(&batch.ids, &batch.attn, None, mode)?;
         let states = hidden.narrow(1, batch.prompt_width - 1, batch.response_width)?.to_dtype(DType::F32)?;
