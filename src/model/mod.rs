@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod stage;
 pub mod logprobs;
 pub mod lora;
+pub mod mask;
 pub mod fused;
 pub mod heads;
 pub mod registry;

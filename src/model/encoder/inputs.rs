@@ -2,7 +2,7 @@
 //! attend to (the padding mask) and the position ids.
 
 use super::config::{EncoderConfig, EncoderType};
-use crate::model::decoder::MASK_VALUE;
+use crate::model::mask::MASK_VALUE;
 use candle_core::{bail, DType, Device, Result, Tensor};
 
 /// Rows of a transformers-style `attention_mask` (B, L), any numeric dtype: nonzero = token.
