@@ -76,16 +76,23 @@ fn ids(v: &Value) -> Vec<Vec<u32>> {
     v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()).collect()
 }
 
+/// Skips with a reason; in CI (`CI=true`), where `.ci/run` installs everything this test
+/// needs, a skip would hide a broken setup, so it fails instead.
+fn skip(reason: &str) {
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI must run this check, but: {reason}");
+    eprintln!("SKIPPED: {reason}");
+}
+
 #[test]
 fn all_minilm_l6_v2_matches_sentence_transformers() {
     let Some(python) = python_with_sentence_transformers() else {
-        eprintln!("SKIPPED: no python with torch + transformers + sentence-transformers (set RETORT_PYTHON; pip install sentence-transformers)");
+        skip("no python with torch + transformers + sentence-transformers (set RETORT_PYTHON; pip install sentence-transformers)");
         return;
     };
     let cache = cache_dir();
     let (ok, out, err) = st_embed(&python, &["fetch", &cache.display().to_string()], "");
     if !ok {
-        eprintln!("SKIPPED: cannot fetch all-MiniLM-L6-v2 into {}: {}", cache.display(), err.trim());
+        skip(&format!("cannot fetch all-MiniLM-L6-v2 into {}: {}", cache.display(), err.trim()));
         return;
     }
     let model_dir = PathBuf::from(out.trim());
