@@ -149,6 +149,16 @@ impl<'a> Keys<'a> {
     }
 }
 
+/// The top-level object of a `config.json`'s text (decoder and encoder configs alike); `path`
+/// only names the file in errors.
+pub(crate) fn json_object(text: &str, path: &Path) -> Result<serde_json::Map<String, Value>> {
+    let value: Value = serde_json::from_str(text).map_err(|source| ModelError::Json { path: path.to_path_buf(), source })?;
+    match value {
+        Value::Object(obj) => Ok(obj),
+        other => Err(ModelError::BadKey { path: path.to_path_buf(), key: "(top level)".into(), expected: "a JSON object".into(), found: other.to_string() }),
+    }
+}
+
 impl ModelConfig {
     /// Reads `config.json` from a file.
     pub fn from_file(path: &Path) -> Result<ModelConfig> {
@@ -158,15 +168,8 @@ impl ModelConfig {
 
     /// Parses the text of a Hugging Face `config.json`; `path` is only used in error messages.
     pub fn from_hf_json(text: &str, path: &Path) -> Result<ModelConfig> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|source| ModelError::Json { path: path.to_path_buf(), source })?;
-        let obj = value.as_object().ok_or_else(|| ModelError::BadKey {
-            path: path.to_path_buf(),
-            key: "(top level)".into(),
-            expected: "a JSON object".into(),
-            found: value.to_string(),
-        })?;
-        let keys = Keys { obj, path };
+        let obj = json_object(text, path)?;
+        let keys = Keys { obj: &obj, path };
         let model_type_str = keys
             .present("model_type")
             .ok_or_else(|| ModelError::MissingKey { path: path.to_path_buf(), key: "model_type".into() })?;

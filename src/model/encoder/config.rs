@@ -1,8 +1,8 @@
 //! `EncoderConfig`: a BERT or RoBERTa shape, read from a Hugging Face `config.json`.
 
-use crate::model::config::Keys;
+use crate::model::config::{json_object, Keys};
 use crate::model::{ModelError, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 
 /// The encoder architectures. They share the layers; they differ in position ids, the MLM
@@ -114,15 +114,8 @@ impl EncoderConfig {
 
     /// Parses the text of a `config.json`; `path` only names the file in errors.
     pub fn from_hf_json(text: &str, path: &Path) -> Result<EncoderConfig> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|source| ModelError::Json { path: path.to_path_buf(), source })?;
-        let obj = value.as_object().ok_or_else(|| ModelError::BadKey {
-            path: path.to_path_buf(),
-            key: "(top level)".into(),
-            expected: "a JSON object".into(),
-            found: value.to_string(),
-        })?;
-        let keys = Keys { obj, path };
+        let obj = json_object(text, path)?;
+        let keys = Keys { obj: &obj, path };
         let found = keys
             .present("model_type")
             .ok_or_else(|| ModelError::MissingKey { path: path.to_path_buf(), key: "model_type".into() })?;
