@@ -24,6 +24,7 @@ pub mod run;
 pub mod sandbox;
 pub mod stage;
 pub mod stages;
+pub mod synth;
 pub mod tasks;
 pub mod text;
 pub mod train;

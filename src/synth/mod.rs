@@ -1,0 +1,4 @@
+//! Data synthesis: one file a method (docs/METHODS.md §S1–§S6), plus, to come, the `synth`
+//! stage and the corpus readers they share. So far: the AdaptLLM miner.
+
+pub mod adaptllm;
