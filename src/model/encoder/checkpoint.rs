@@ -6,6 +6,7 @@
 //! but not used (buffers, duplicates of tied weights, task heads this encoder does not
 //! implement) are listed; anything else is an error naming the tensor and its file.
 
+use crate::model::inspect::{dtype_counts, read_header};
 use super::config::{EncoderConfig, EncoderType};
 use super::forward::{Encoder, Heads};
 use crate::model::weights::{checkpoint_files, read_checkpoint};
@@ -163,41 +164,14 @@ pub fn plan(cfg: &EncoderConfig, found: &HashMap<String, (Vec<usize>, PathBuf)>,
     Ok(CheckpointLayout { prefix: prefix.to_string(), heads, tensors, ignored })
 }
 
-/// Names, shapes and dtypes of a safetensors file from its header alone (8-byte
-/// little-endian length, then that much JSON), without reading the data.
-fn header(path: &Path) -> Result<Vec<(String, Vec<usize>, String)>> {
-    use std::io::Read;
-    let corrupt = |detail: &str| ModelError::CorruptSafetensors { path: path.to_path_buf(), detail: detail.to_string() };
-    let mut f = std::fs::File::open(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|_| corrupt("no header"))?;
-    let len = u64::from_le_bytes(len);
-    if len > 100_000_000 {
-        return Err(corrupt("header length out of range"));
-    }
-    let mut bytes = vec![0u8; len as usize];
-    f.read_exact(&mut bytes).map_err(|_| corrupt("header cut short"))?;
-    let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(&format!("header: {e}")))?;
-    let obj = json.as_object().ok_or_else(|| corrupt("header is not a JSON object"))?;
-    let mut out = Vec::new();
-    for (name, entry) in obj.iter().filter(|(n, _)| n.as_str() != "__metadata__") {
-        let bad = || corrupt(&format!("tensor `{name}` has no valid dtype/shape"));
-        let dtype = entry.get("dtype").and_then(|d| d.as_str()).ok_or_else(bad)?;
-        let shape = entry.get("shape").and_then(|s| s.as_array()).ok_or_else(bad)?;
-        let shape = shape.iter().map(|d| d.as_u64().map(|x| x as usize).ok_or_else(bad)).collect::<Result<Vec<_>>>()?;
-        out.push((name.clone(), shape, dtype.to_string()));
-    }
-    Ok(out)
-}
-
 /// An encoder folder's config and layout from the safetensors headers only (for
 /// `retort model info`): every check of [`EncoderModel::load`] but the data's integrity.
 pub fn inspect(dir: &Path) -> Result<(EncoderConfig, CheckpointLayout)> {
     let cfg = EncoderConfig::from_file(&dir.join("config.json"))?;
     let mut found = HashMap::new();
     for file in checkpoint_files(dir)? {
-        for (name, shape, _) in header(&file)? {
-            found.insert(name, (shape, file.clone()));
+        for t in read_header(&file)? {
+            found.insert(t.name, (t.shape, file.clone()));
         }
     }
     let layout = plan(&cfg, &found, dir)?;
@@ -257,17 +231,11 @@ impl EncoderModel {
 /// Dtype on disk of the tensors the encoder uses: dtype → (tensors, elements).
 pub fn used_dtypes(dir: &Path, layout: &CheckpointLayout) -> Result<BTreeMap<String, (usize, usize)>> {
     let used: std::collections::HashSet<&str> = layout.tensors.iter().map(|(_, n, _)| n.as_str()).collect();
-    let mut out = BTreeMap::new();
+    let mut tensors = Vec::new();
     for file in checkpoint_files(dir)? {
-        for (name, shape, dtype) in header(&file)? {
-            if used.contains(name.as_str()) {
-                let e = out.entry(dtype).or_insert((0, 0));
-                e.0 += 1;
-                e.1 += shape.iter().product::<usize>();
-            }
-        }
+        tensors.extend(read_header(&file)?.into_iter().filter(|t| used.contains(t.name.as_str())));
     }
-    Ok(out)
+    Ok(dtype_counts(&tensors))
 }
 
 #[cfg(test)]
