@@ -251,7 +251,7 @@ impl Profile {
     fn check_references(&self) -> Result<(), (usize, String)> {
         for (i, stage) in self.stages.iter().enumerate() {
             for r in stage.config.references() {
-                let target = r.value.trim_start_matches('@');
+                let (target, _) = crate::stage::split_reference(&r.value).unwrap_or((r.value.as_str(), None));
                 let Some(found) = self.stages[..i].iter().find(|s| s.name == target) else {
                     let earlier: Vec<_> = self.stages[..i].iter().map(|s| s.name.as_str()).collect();
                     return Err((
@@ -265,7 +265,7 @@ impl Profile {
                     ));
                 };
                 let made = found.config.produces();
-                if made != Some(r.wants) {
+                if !made.is_some_and(|m| r.wants.accepts(m)) {
                     return Err((
                         i,
                         format!(

@@ -35,6 +35,9 @@ pub enum Artifact {
     Model,
     /// Evaluation results (`results.json`, samples).
     Results,
+    /// A folder of text data (JSONL, Parquet, text files), as a `synth` stage or a `pull`
+    /// with `dataset = true` writes. A key that wants text also takes a `tasks` folder.
+    Text,
 }
 
 impl Artifact {
@@ -43,8 +46,23 @@ impl Artifact {
             Artifact::Data => "a data folder (a `tasks` stage)",
             Artifact::Model => "a model folder (a `model-init`, `pull`, `sft` or `rl` stage)",
             Artifact::Results => "evaluation results (an `eval` stage)",
+            Artifact::Text => "text data (a `synth` stage, or a `pull` with `dataset = true`)",
         }
     }
+
+    /// Whether a stage that makes `made` satisfies a key that wants `self`.
+    pub fn accepts(self, made: Artifact) -> bool {
+        self == made || (self == Artifact::Text && made == Artifact::Data)
+    }
+}
+
+/// Split `@name` or `@name/sub/path` into the stage name and the path inside its output.
+pub fn split_reference(reference: &str) -> Option<(&str, Option<&str>)> {
+    let rest = reference.strip_prefix('@')?;
+    Some(match rest.split_once('/') {
+        Some((name, sub)) => (name, Some(sub)),
+        None => (rest, None),
+    })
 }
 
 /// One `@name` reference in a stage's config: the key it sits under and what it needs.
@@ -107,6 +125,22 @@ pub fn table_of<T: serde::Serialize>(config: &T) -> toml::Table {
 }
 
 
+/// [`StageCtx::resolve`] over a map of stage outputs.
+pub fn resolve_in(outputs: &BTreeMap<String, PathBuf>, reference: &str) -> Result<PathBuf> {
+    let Some((name, sub)) = split_reference(reference) else {
+        return Ok(PathBuf::from(reference));
+    };
+    let Some(base) = outputs.get(name) else {
+        bail!("`{reference}`: stage `{name}` has no output (did it finish?)");
+    };
+    match sub {
+        None => Ok(base.clone()),
+        // A path inside the stage's folder: no way out of it.
+        Some(sub) if Path::new(sub).components().all(|c| matches!(c, std::path::Component::Normal(_))) => Ok(base.join(sub)),
+        Some(sub) => bail!("`{reference}`: `{sub}` must be a relative path inside stage `{name}`'s output (no `..`, no leading `/`)"),
+    }
+}
+
 /// What a running stage can see and use.
 pub struct StageCtx<'a> {
     pub run_dir: &'a Path,
@@ -126,17 +160,10 @@ pub struct StageCtx<'a> {
 }
 
 impl StageCtx<'_> {
-    /// `@name` → the output of the earlier stage `name`; anything else is a path or a name
-    /// that the stage interprets itself (returned unchanged).
+    /// `@name` → the output of the earlier stage `name`, `@name/file` → a file inside it;
+    /// anything else is a path or a name that the stage interprets itself (returned unchanged).
     pub fn resolve(&self, reference: &str) -> Result<PathBuf> {
-        if let Some(name) = reference.strip_prefix('@') {
-            match self.outputs.get(name) {
-                Some(p) => Ok(p.clone()),
-                None => bail!("`{reference}`: stage `{name}` has no output (did it finish?)"),
-            }
-        } else {
-            Ok(PathBuf::from(reference))
-        }
+        resolve_in(self.outputs, reference)
     }
 
     /// A random stream owned by this stage and `label`, derived from the run's seed.
@@ -151,5 +178,24 @@ impl StageCtx<'_> {
             return Err(Interrupted.into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_reach_into_a_stage_folder_but_not_out_of_it() {
+        let outputs: BTreeMap<String, PathBuf> = [("corpora".to_string(), PathBuf::from("/runs/r/corpora"))].into();
+        assert_eq!(resolve_in(&outputs, "@corpora").unwrap(), PathBuf::from("/runs/r/corpora"));
+        assert_eq!(resolve_in(&outputs, "@corpora/domain.jsonl").unwrap(), PathBuf::from("/runs/r/corpora/domain.jsonl"));
+        assert_eq!(resolve_in(&outputs, "plain/path.jsonl").unwrap(), PathBuf::from("plain/path.jsonl"));
+        let escape = resolve_in(&outputs, "@corpora/../secret").unwrap_err().to_string();
+        assert!(escape.contains("relative path inside stage `corpora`"), "{escape}");
+        let missing = resolve_in(&outputs, "@nope/x").unwrap_err().to_string();
+        assert!(missing.contains("stage `nope` has no output"), "{missing}");
+        assert_eq!(split_reference("@a/b/c"), Some(("a", Some("b/c"))));
+        assert!(Artifact::Text.accepts(Artifact::Data) && !Artifact::Data.accepts(Artifact::Text));
     }
 }
