@@ -2,3 +2,4 @@
 //! stage and the corpus readers they share. So far: the AdaptLLM miner.
 
 pub mod adaptllm;
+pub mod output;
