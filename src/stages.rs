@@ -94,7 +94,7 @@ pub const KINDS: &[StageKind] = &[
     },
     StageKind {
         kind: "pull",
-        about: "download a model from the Hugging Face hub into the standard cache",
+        about: "download a model, or a data set with `dataset = true`, from the Hugging Face hub into the standard cache",
         parse: parse_as::<crate::hub::stage::PullStage>,
         source: None,
     },

@@ -57,7 +57,7 @@ pub enum Command {
     },
     /// Show a run's progress from its events log (live runs are followed like `tail -f`).
     Watch(WatchArgs),
-    /// Download a model from the Hugging Face hub into the standard cache.
+    /// Download a model (or with --dataset a data set) from the Hugging Face hub into the standard cache.
     Pull(PullArgs),
     /// Fine-tune a model folder on a JSONL file or a built-in task (a one-stage run).
     Sft(SftArgs),

@@ -1,8 +1,9 @@
-//! `retort pull`: fetch a model repository from a Hugging Face hub into the
-//! standard cache, or resolve it from that cache when offline.
+//! `retort pull`: fetch a model or data set repository from a Hugging Face hub
+//! into the standard cache, or resolve it from that cache when offline.
 //!
 //! The cache layout is the one Python's `huggingface_hub` uses, so both share
-//! downloads: `{cache}/models--org--name/blobs/{etag}` holds the bytes,
+//! downloads: `{cache}/models--org--name` (or `datasets--org--name` for a data
+//! set, see [`RepoKind`]) with `blobs/{etag}` holding the bytes,
 //! `snapshots/{commit}/{file}` are relative symlinks into `blobs/`, and
 //! `refs/{revision}` holds the commit a branch or tag pointed at.
 //!
@@ -98,10 +99,73 @@ fn is_truthy(value: &str) -> bool {
     matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "on" | "yes" | "true" | "y" | "t")
 }
 
+/// The kind of hub repository. Models and data sets live in separate
+/// namespaces on the hub (`org/name` can be both), under separate API paths
+/// (`/api/models/…` and `/api/datasets/…`, files at `/{repo}/resolve/…` and
+/// `/datasets/{repo}/resolve/…`) and in separate cache folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RepoKind {
+    #[default]
+    Model,
+    Dataset,
+}
+
+impl RepoKind {
+    /// `model` or `dataset`, for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            RepoKind::Model => "model",
+            RepoKind::Dataset => "dataset",
+        }
+    }
+
+    /// The other namespace, to tell a user who asked in the wrong one.
+    fn other(self) -> RepoKind {
+        match self {
+            RepoKind::Model => RepoKind::Dataset,
+            RepoKind::Dataset => RepoKind::Model,
+        }
+    }
+
+    /// The cache folder prefix huggingface_hub uses (`models--org--name`).
+    fn cache_prefix(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        }
+    }
+
+    /// hf-hub's name for it, which decides the API and download URLs.
+    fn repo_type(self) -> RepoType {
+        match self {
+            RepoKind::Model => RepoType::Model,
+            RepoKind::Dataset => RepoType::Dataset,
+        }
+    }
+
+    /// The command that pulls `repo` of this kind.
+    fn pull_command(self, repo: &str) -> String {
+        match self {
+            RepoKind::Model => format!("retort pull {repo}"),
+            RepoKind::Dataset => format!("retort pull --dataset {repo}"),
+        }
+    }
+
+    /// How to ask for this kind instead of the other one.
+    fn how_to_ask(self) -> &'static str {
+        match self {
+            RepoKind::Model => "drop --dataset (in a profile: `dataset = false`)",
+            RepoKind::Dataset => "add --dataset (in a profile: `dataset = true`)",
+        }
+    }
+}
+
 /// What to pull: `org/name`, an optional revision, and file globs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PullRequest {
     pub repo: String,
+    /// A model or a data set repository.
+    pub kind: RepoKind,
     /// Branch, tag or commit; `main` when absent.
     pub revision: Option<String>,
     /// Globs over repo paths (`*`, `?`, `**`); empty means every file.
@@ -121,7 +185,7 @@ impl PullRequest {
             None => (spec, None),
         };
         validate_repo_id(repo).map_err(|reason| bad(&reason))?;
-        Ok(PullRequest { repo: repo.to_string(), revision, include: Vec::new(), offline: false })
+        Ok(PullRequest { repo: repo.to_string(), kind: RepoKind::Model, revision, include: Vec::new(), offline: false })
     }
 
     fn revision(&self) -> &str {
@@ -168,24 +232,42 @@ pub enum HubError {
     BadRepoSpec { spec: String, reason: String },
     #[error("{url} answered {status}: token needed: set HF_TOKEN (or put a token in the token file) with read access to {repo}{gated}")]
     TokenNeeded { url: String, status: u16, repo: String, gated: &'static str },
-    #[error("no such repo {repo} on {endpoint} (if it is private, set HF_TOKEN)")]
-    RepoNotFound { repo: String, endpoint: String },
+    #[error("no such {} {repo} on {endpoint}{}", .kind.noun(), other_kind_hint(*.kind, .other_kind_exists))]
+    RepoNotFound { repo: String, kind: RepoKind, endpoint: String, other_kind_exists: bool },
     #[error("no such revision `{revision}` in {repo}; check the branch, tag or commit after `@`")]
     RevisionNotFound { repo: String, revision: String },
     #[error("no such file `{file}` in {repo}@{revision}")]
     FileNotFound { repo: String, revision: String, file: String },
     #[error("no network: cannot reach {endpoint} ({detail}); {}", cached_hint(.repo, .cached))]
     NoNetwork { endpoint: String, detail: String, repo: String, cached: Option<PathBuf> },
-    #[error("nothing is cached for {repo}@{revision} in {cache_dir}{detail}; pull it while online (`retort pull {repo}`) or unset HF_HUB_OFFLINE")]
-    NotCached { repo: String, revision: String, cache_dir: PathBuf, detail: String },
-    #[error("none of the {count} files of {repo} match --include {include:?}")]
-    NoFilesMatch { repo: String, count: usize, include: Vec<String> },
+    #[error("nothing is cached for {} {repo}@{revision} in {cache_dir}{detail}; pull it while online (`{}`) or unset HF_HUB_OFFLINE", .kind.noun(), .kind.pull_command(.repo))]
+    NotCached { repo: String, kind: RepoKind, revision: String, cache_dir: PathBuf, detail: String },
+    #[error("none of the {count} files of {repo} match --include {include:?}; {}", some_files(.count, .examples))]
+    NoFilesMatch { repo: String, count: usize, include: Vec<String>, examples: Vec<String> },
     #[error("{url} answered HTTP {status}: {body}")]
     Http { url: String, status: u16, body: String },
     #[error("downloading `{file}` of {repo} failed: {message}")]
     Download { repo: String, file: String, message: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+fn other_kind_hint(kind: RepoKind, other_kind_exists: &bool) -> String {
+    if *other_kind_exists {
+        let other = kind.other();
+        format!(", but a {} of that name exists: {} to pull it", other.noun(), other.how_to_ask())
+    } else {
+        " (if it is private, set HF_TOKEN)".to_string()
+    }
+}
+
+/// How many file names a "nothing matched" error shows.
+const EXAMPLE_FILES: usize = 8;
+
+fn some_files(count: &usize, examples: &[String]) -> String {
+    let more = count.saturating_sub(examples.len());
+    let more = if more > 0 { format!(", … ({more} more)") } else { String::new() };
+    format!("the files there are: {}{more}", examples.join(", "))
 }
 
 fn cached_hint(repo: &str, cached: &Option<PathBuf>) -> String {
@@ -211,12 +293,18 @@ pub fn pull(config: &HubConfig, req: &PullRequest, progress: &mut dyn FnMut(Pull
         .with_retries(config.max_retries)
         .build()
         .map_err(|error| HubError::Download { repo: req.repo.clone(), file: String::new(), message: error.to_string() })?;
-    let repo = api.repo(hub_repo(req));
-    let info = fetch_info(config, req, &repo)?;
+    let repo = api.repo(hub_repo(req, req.kind));
+    let info = match fetch_info(config, req, &repo) {
+        Err(HubError::RepoNotFound { repo, kind, endpoint, .. }) => {
+            let other_kind_exists = exists_as(&api.repo(hub_repo(req, kind.other())));
+            return Err(HubError::RepoNotFound { repo, kind, endpoint, other_kind_exists });
+        }
+        other => other?,
+    };
     let files = select_files(req, &info)?;
     progress(PullProgress::Resolved { repo: req.repo.clone(), commit: info.sha.clone(), files: files.clone() });
 
-    let snapshot = repo_folder(config, &req.repo).join("snapshots").join(&info.sha);
+    let snapshot = repo_folder(config, req.kind, &req.repo).join("snapshots").join(&info.sha);
     for (index, file) in files.iter().enumerate() {
         if snapshot.join(file).exists() {
             progress(PullProgress::FileDone { file: file.clone(), cached: true });
@@ -230,13 +318,23 @@ pub fn pull(config: &HubConfig, req: &PullRequest, progress: &mut dyn FnMut(Pull
     Ok(snapshot)
 }
 
-fn hub_repo(req: &PullRequest) -> Repo {
-    Repo::with_revision(req.repo.clone(), RepoType::Model, req.revision().to_string())
+fn hub_repo(req: &PullRequest, kind: RepoKind) -> Repo {
+    Repo::with_revision(req.repo.clone(), kind.repo_type(), req.revision().to_string())
 }
 
-/// `{cache}/models--org--name`, as Python names it.
-pub fn repo_folder(config: &HubConfig, repo: &str) -> PathBuf {
-    config.cache_dir.join(format!("models--{}", repo.replace('/', "--")))
+/// Whether the hub lists `repo` (at its revision, or at least knows the repo):
+/// one small API call, made only to explain a "not found".
+fn exists_as(repo: &ApiRepo) -> bool {
+    match repo.info_request().call() {
+        Ok(_) => true,
+        Err(ureq::Error::Status(_, response)) => response.header("X-Error-Code") == Some("RevisionNotFound"),
+        Err(ureq::Error::Transport(_)) => false,
+    }
+}
+
+/// `{cache}/models--org--name` or `{cache}/datasets--org--name`, as Python names it.
+pub fn repo_folder(config: &HubConfig, kind: RepoKind, repo: &str) -> PathBuf {
+    config.cache_dir.join(format!("{}--{}", kind.cache_prefix(), repo.replace('/', "--")))
 }
 
 fn fetch_info(config: &HubConfig, req: &PullRequest, repo: &ApiRepo) -> Result<RepoInfo, HubError> {
@@ -269,7 +367,13 @@ fn select_files(req: &PullRequest, info: &RepoInfo) -> Result<Vec<String>, HubEr
         }
     }
     if files.is_empty() {
-        return Err(HubError::NoFilesMatch { repo: req.repo.clone(), count: info.siblings.len(), include: req.include.clone() });
+        let examples = info.siblings.iter().take(EXAMPLE_FILES).map(|s| s.rfilename.clone()).collect();
+        return Err(HubError::NoFilesMatch {
+            repo: req.repo.clone(),
+            count: info.siblings.len(),
+            include: req.include.clone(),
+            examples,
+        });
     }
     Ok(files)
 }
@@ -353,7 +457,7 @@ fn download_file(
 /// `refs/{revision}` = commit, as huggingface_hub writes it (hf-hub writes it
 /// too after a download; this covers a pull whose files were all cached).
 fn write_ref(config: &HubConfig, req: &PullRequest, commit: &str) -> Result<(), HubError> {
-    let ref_path = repo_folder(config, &req.repo).join("refs").join(req.revision());
+    let ref_path = repo_folder(config, req.kind, &req.repo).join("refs").join(req.revision());
     let io_error = |source| HubError::Io { path: ref_path.clone(), source };
     if let Some(parent) = ref_path.parent() {
         std::fs::create_dir_all(parent).map_err(io_error)?;
@@ -392,12 +496,15 @@ fn classify_api(config: &HubConfig, req: &PullRequest, file: &str, error: ApiErr
 fn classify_ureq(config: &HubConfig, req: &PullRequest, file: Option<&str>, error: ureq::Error) -> HubError {
     let repo = req.repo.clone();
     let revision = req.revision().to_string();
+    // Whether the other kind exists is asked by `pull`, which holds the API client.
+    let not_found =
+        || HubError::RepoNotFound { repo: req.repo.clone(), kind: req.kind, endpoint: config.endpoint.clone(), other_kind_exists: false };
     match error {
         ureq::Error::Status(status, response) => {
             let url = response.get_url().to_string();
             let code = response.header("X-Error-Code").unwrap_or_default().to_string();
             match (status, code.as_str(), file) {
-                (_, "RepoNotFound", _) => HubError::RepoNotFound { repo, endpoint: config.endpoint.clone() },
+                (_, "RepoNotFound", _) => not_found(),
                 (_, "RevisionNotFound", _) => HubError::RevisionNotFound { repo, revision },
                 (_, "EntryNotFound", Some(file)) => HubError::FileNotFound { repo, revision, file: file.to_string() },
                 (401 | 403, "GatedRepo", _) => {
@@ -405,7 +512,7 @@ fn classify_ureq(config: &HubConfig, req: &PullRequest, file: Option<&str>, erro
                 }
                 (401 | 403, _, _) => HubError::TokenNeeded { url, status, repo, gated: "" },
                 (404, _, Some(file)) => HubError::FileNotFound { repo, revision, file: file.to_string() },
-                (404, _, None) if req.revision.is_none() => HubError::RepoNotFound { repo, endpoint: config.endpoint.clone() },
+                (404, _, None) if req.revision.is_none() => not_found(),
                 (404, _, None) => HubError::RevisionNotFound { repo, revision },
                 _ => {
                     let body: String = response.into_string().unwrap_or_default().chars().take(300).collect();
@@ -442,11 +549,12 @@ fn pull_offline(config: &HubConfig, req: &PullRequest, progress: &mut dyn FnMut(
 pub fn resolve_cached(config: &HubConfig, req: &PullRequest) -> Result<(PathBuf, String), HubError> {
     let not_cached = |detail: String| HubError::NotCached {
         repo: req.repo.clone(),
+        kind: req.kind,
         revision: req.revision().to_string(),
         cache_dir: config.cache_dir.clone(),
         detail,
     };
-    let folder = repo_folder(config, &req.repo);
+    let folder = repo_folder(config, req.kind, &req.repo);
     let ref_path = folder.join("refs").join(req.revision());
     let commit = match std::fs::read_to_string(&ref_path) {
         Ok(text) => text.trim().to_string(),
@@ -469,13 +577,15 @@ fn cached_files(snapshot: &Path, req: &PullRequest) -> Result<Vec<String>, HubEr
     collect_files(snapshot, "", &mut all)?;
     all.sort();
     let matching: Vec<String> =
-        all.into_iter().filter(|f| req.include.is_empty() || req.include.iter().any(|p| glob_match(p, f))).collect();
+        all.iter().filter(|f| req.include.is_empty() || req.include.iter().any(|p| glob_match(p, f))).cloned().collect();
     if matching.is_empty() {
+        let examples: Vec<String> = all.iter().take(EXAMPLE_FILES).cloned().collect();
         return Err(HubError::NotCached {
             repo: req.repo.clone(),
+            kind: req.kind,
             revision: req.revision().to_string(),
             cache_dir: snapshot.to_path_buf(),
-            detail: format!(" matching --include {:?}", req.include),
+            detail: format!(" matching --include {:?} ({})", req.include, some_files(&all.len(), &examples)),
         });
     }
     Ok(matching)

@@ -3,7 +3,11 @@
 //! It speaks just enough HTTP/1.1 for hf-hub 0.4.3's sync client:
 //! - `GET /api/models/{repo}/revision/{rev}` → JSON `{id, sha, siblings}`;
 //! - `GET /{repo}/resolve/{rev}/{file}` with or without `Range: bytes=a-[b]`
-//!   → 206 + `Content-Range` (or 200), `ETag`, `X-Repo-Commit`.
+//!   → 206 + `Content-Range` (or 200), `ETag`, `X-Repo-Commit`;
+//! - the same for data set repos under `/api/datasets/…` and `/datasets/{repo}/resolve/…`.
+//!   As on the hub, models and data sets are separate namespaces;
+//! - `HEAD` on a `resolve` path → the GET's headers without the body (Python's
+//!   huggingface_hub asks for a file's metadata that way).
 //!
 //! Errors carry `X-Error-Code` like the real hub (RepoNotFound,
 //! RevisionNotFound, EntryNotFound). Every response closes its connection.
@@ -36,6 +40,8 @@ pub struct MockRepo {
     pub ghost_files: Vec<String>,
     /// When set, requests must carry `Authorization: Bearer {token}`.
     pub token: Option<String>,
+    /// A data set repository (served under `datasets/`), not a model.
+    pub dataset: bool,
 }
 
 impl MockRepo {
@@ -47,7 +53,13 @@ impl MockRepo {
             files: files.into_iter().map(|(name, bytes)| (name.to_string(), bytes)).collect(),
             ghost_files: Vec::new(),
             token: None,
+            dataset: false,
         }
+    }
+
+    /// A data set repository.
+    pub fn dataset(id: &str, commit: &str, files: Vec<(&str, Vec<u8>)>) -> Self {
+        MockRepo { dataset: true, ..MockRepo::new(id, commit, files) }
     }
 
     fn resolves(&self, revision: &str) -> bool {
@@ -178,19 +190,25 @@ fn serve(stream: TcpStream, repos: &[MockRepo], log: &Mutex<Vec<LoggedRequest>>)
         range: head.headers.get("range").cloned(),
         authorization: head.headers.get("authorization").cloned(),
     });
+    if head.method == "HEAD" && head.path.contains("/resolve/") {
+        return serve_resolve(stream, repos, &head);
+    }
     if head.method != "GET" {
         return respond(stream, 405, &[], b"GET only");
     }
     if let Some(rest) = head.path.strip_prefix("/api/models/") {
-        return serve_info(stream, repos, &head, rest);
+        return serve_info(stream, repos, false, &head, rest);
+    }
+    if let Some(rest) = head.path.strip_prefix("/api/datasets/") {
+        return serve_info(stream, repos, true, &head, rest);
     }
     serve_resolve(stream, repos, &head)
 }
 
-/// Find the repo whose id `path` starts with, followed by `/{marker}/`.
-fn split_repo<'a>(repos: &'a [MockRepo], path: &str, marker: &str) -> Option<(&'a MockRepo, String)> {
+/// Find the repo of the given kind whose id `path` starts with, followed by `/{marker}/`.
+fn split_repo<'a>(repos: &'a [MockRepo], dataset: bool, path: &str, marker: &str) -> Option<(&'a MockRepo, String)> {
     let (repo_id, rest) = path.split_once(&format!("/{marker}/"))?;
-    let repo = repos.iter().find(|r| r.id == repo_id)?;
+    let repo = repos.iter().find(|r| r.id == repo_id && r.dataset == dataset)?;
     Some((repo, rest.to_string()))
 }
 
@@ -205,8 +223,8 @@ fn authorized(repo: &MockRepo, head: &Head) -> bool {
     }
 }
 
-fn serve_info(stream: TcpStream, repos: &[MockRepo], head: &Head, rest: &str) -> std::io::Result<()> {
-    let Some((repo, revision)) = split_repo(repos, rest, "revision") else {
+fn serve_info(stream: TcpStream, repos: &[MockRepo], dataset: bool, head: &Head, rest: &str) -> std::io::Result<()> {
+    let Some((repo, revision)) = split_repo(repos, dataset, rest, "revision") else {
         return respond(stream, 404, &error_code("RepoNotFound"), b"Repository not found");
     };
     if !authorized(repo, head) {
@@ -229,7 +247,11 @@ fn serve_info(stream: TcpStream, repos: &[MockRepo], head: &Head, rest: &str) ->
 
 fn serve_resolve(stream: TcpStream, repos: &[MockRepo], head: &Head) -> std::io::Result<()> {
     let path = head.path.trim_start_matches('/');
-    let Some((repo, rest)) = split_repo(repos, path, "resolve") else {
+    let (dataset, path) = match path.strip_prefix("datasets/") {
+        Some(path) => (true, path),
+        None => (false, path),
+    };
+    let Some((repo, rest)) = split_repo(repos, dataset, path, "resolve") else {
         return respond(stream, 404, &error_code("RepoNotFound"), b"Repository not found");
     };
     if !authorized(repo, head) {
@@ -253,6 +275,7 @@ fn serve_resolve(stream: TcpStream, repos: &[MockRepo], head: &Head) -> std::io:
             headers.push(("Content-Range", "bytes */0".to_string()));
             respond(stream, 200, &headers, bytes)
         }
+        None if head.method == "HEAD" => respond_head(stream, &headers, bytes.len()),
         None => respond(stream, 200, &headers, bytes),
     }
 }
@@ -278,12 +301,22 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn respond(mut stream: TcpStream, status: u16, headers: &[(&str, String)], body: &[u8]) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nConnection: close\r\n", reason(status), body.len());
+    stream.write_all(head_text(status, headers, body.len()).as_bytes())?;
+    stream.write_all(body)?;
+    stream.flush()
+}
+
+/// A 200 to a HEAD request: the length of the body a GET would send, and no body.
+fn respond_head(mut stream: TcpStream, headers: &[(&str, String)], len: usize) -> std::io::Result<()> {
+    stream.write_all(head_text(200, headers, len).as_bytes())?;
+    stream.flush()
+}
+
+fn head_text(status: u16, headers: &[(&str, String)], len: usize) -> String {
+    let mut head = format!("HTTP/1.1 {status} {}\r\nContent-Length: {len}\r\nConnection: close\r\n", reason(status));
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()
+    head
 }
