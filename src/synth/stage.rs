@@ -1,0 +1,234 @@
+//! Stage `kind = "synth"`: run a synthesis method over a corpus (or, for a generator, over
+//! nothing) and write its data set.
+//!
+//! ```toml
+//! [[stage]]
+//! kind = "synth"
+//! name = "rc"
+//! method = "adaptllm"               # `retort synth --help` lists the methods
+//! input = ["@corpora/domain.jsonl"] # files, folders, `@name` or `@name/file`
+//! text_key = "text"                 # the corpus reader's keys (crate::text::corpus)
+//! [stage.options]                   # the method's own options
+//! domain = "biomedicine"
+//! ```
+//!
+//! Output: the stage folder (or `out`), holding the method's files (`data.jsonl`, …) and a
+//! `stats.json` with counts per task type and per skip reason. A killed stage resumes from
+//! its last checkpoint (see [`super::output`]); a file under its final name is complete.
+
+use super::methods::{self, Method};
+use super::output::{Counts, SynthOutput};
+use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
+use crate::text::corpus::{Corpus, CorpusConfig, Format, Split};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynthStage {
+    /// The synthesis method (see [`methods::METHODS`]).
+    pub method: String,
+    /// Corpus files or folders (`@name` / `@name/file` for an earlier stage's output). Empty for
+    /// a method that generates its data from the seed.
+    #[serde(default)]
+    pub input: Vec<String>,
+    /// Write the data set here instead of the stage's folder in the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out: Option<String>,
+    /// Process at most this many documents (0: all).
+    #[serde(default)]
+    pub limit: u64,
+    /// Documents between checkpoints of the output (a killed run redoes at most these).
+    #[serde(default = "d_checkpoint")]
+    pub checkpoint_every: u64,
+    /// Corpus reader: `text`, `jsonl` or `parquet` (default: from each file's extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// Text files: one document per file (`document`) or per blank-line-separated block (`paragraph`).
+    #[serde(default = "d_split")]
+    pub split: Split,
+    /// JSONL key / Parquet column that holds the text.
+    #[serde(default = "d_text_key")]
+    pub text_key: String,
+    /// Documents larger than this many bytes are skipped (and counted).
+    #[serde(default = "d_max_doc_bytes")]
+    pub max_doc_bytes: usize,
+    /// The method's own options.
+    #[serde(default)]
+    pub options: toml::Table,
+}
+
+fn d_checkpoint() -> u64 {
+    1000
+}
+fn d_split() -> Split {
+    CorpusConfig::default().split
+}
+fn d_text_key() -> String {
+    CorpusConfig::default().text_key
+}
+fn d_max_doc_bytes() -> usize {
+    CorpusConfig::default().max_doc_bytes
+}
+
+impl SynthStage {
+    pub fn corpus_config(&self) -> CorpusConfig {
+        CorpusConfig { format: self.format, split: self.split, text_key: self.text_key.clone(), max_doc_bytes: self.max_doc_bytes }
+    }
+
+    /// The fingerprint of a resumable output: everything that changes what is written.
+    fn fingerprint(&self, inputs: &[PathBuf], seed: u64) -> serde_json::Value {
+        let files: Vec<serde_json::Value> = inputs
+            .iter()
+            .map(|p| {
+                let meta = std::fs::metadata(p).ok();
+                let modified = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+                serde_json::json!({"path": p, "len": meta.map(|m| m.len()), "modified": modified.map(|d| d.as_nanos().to_string())})
+            })
+            .collect();
+        let config = serde_json::to_value(self.to_table()).unwrap_or_default();
+        serde_json::json!({"config": config, "inputs": files, "seed": seed, "version": env!("CARGO_PKG_VERSION")})
+    }
+}
+
+impl StageConfig for SynthStage {
+    fn to_table(&self) -> toml::Table {
+        table_of(self)
+    }
+
+    fn references(&self) -> Vec<Reference> {
+        let mut r = refs(Artifact::Text, self.input.iter().map(|i| ("input", Some(i.as_str()))));
+        r.extend(methods::references(&self.method, &self.options));
+        r
+    }
+
+    fn produces(&self) -> Option<Artifact> {
+        Some(Artifact::Text)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let spec = methods::find(&self.method).map_err(|e| ("method".to_string(), e))?;
+        methods::check_options(spec, &self.options)?;
+        if spec.reads_input && self.input.is_empty() {
+            return Err(("input".into(), format!("method `{}` reads a corpus: give `input = [\"FILE or FOLDER\", ...]`", self.method)));
+        }
+        if !spec.reads_input && !self.input.is_empty() {
+            return Err(("input".into(), format!("method `{}` generates its data and reads no input; remove `input`", self.method)));
+        }
+        if self.checkpoint_every == 0 {
+            return Err(("checkpoint_every".into(), "must be at least 1 document".into()));
+        }
+        Ok(())
+    }
+
+    fn preflight(&self) -> Result<()> {
+        // Inputs outside the run are checked before the run starts.
+        let outside: Vec<PathBuf> = self.input.iter().filter(|i| !i.starts_with('@')).map(PathBuf::from).collect();
+        if !outside.is_empty() {
+            Corpus::open(&outside, &self.corpus_config())?;
+        }
+        if let Some(out) = &self.out {
+            crate::fsutil::check_writable(&PathBuf::from(out))?;
+        }
+        Ok(())
+    }
+
+    fn total_units(&self) -> (Option<u64>, &'static str) {
+        (None, "kB")
+    }
+
+    fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput> {
+        let spec = methods::find(&self.method).map_err(anyhow::Error::msg)?;
+        let out_dir = match &self.out {
+            Some(o) => PathBuf::from(o),
+            None => ctx.dir.clone(),
+        };
+        let mut method = methods::build(spec, &self.options, &methods::MethodEnv::from_ctx(ctx))?;
+        if !spec.reads_input {
+            let counts = method.generate(&out_dir, ctx)?;
+            return Ok(finish_summary(out_dir, &counts, None));
+        }
+        let inputs = self.input.iter().map(|i| ctx.resolve(i)).collect::<Result<Vec<_>>>()?;
+        let mut corpus = Corpus::open(&inputs, &self.corpus_config())?;
+        let mut out = SynthOutput::open(&out_dir, method.files(), self.fingerprint(&inputs, ctx.seed))?;
+        if out.resumed_docs > 0 {
+            ctx.events.info(format!("resuming after {} documents (checkpoint in {})", out.resumed_docs, out_dir.display()));
+        }
+        let total_kb = corpus.total_bytes().div_ceil(1024);
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        let (mut docs_done, mut bytes_done) = (out.resumed_docs, out.resumed_bytes);
+        let mut fresh_docs = 0u64;
+        while let Some(doc) = corpus.next() {
+            let doc = doc?;
+            if doc.id < out.resumed_docs {
+                continue; // done before the restart; its rows are in the part files
+            }
+            if self.limit > 0 && docs_done >= self.limit {
+                break;
+            }
+            method.process(&doc, &mut out)?;
+            out.counts.documents += 1;
+            docs_done = doc.id + 1;
+            bytes_done += doc.raw_bytes;
+            fresh_docs += 1;
+            if docs_done % self.checkpoint_every == 0 {
+                out.checkpoint(docs_done, bytes_done)?;
+            }
+            if last_report.elapsed().as_secs_f64() >= 0.5 {
+                last_report = Instant::now();
+                let rate = fresh_docs as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                ctx.events.progress(bytes_done / 1024, Some(total_kb), "kB", Some(&format!("{docs_done} docs, {rate:.0} docs/s")));
+                if ctx.control.poll().stop {
+                    out.checkpoint(docs_done, bytes_done)?;
+                    return Err(crate::stage::Interrupted.into());
+                }
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let mut counts: Counts = out.counts.clone();
+        for (reason, n) in corpus.skipped().counts() {
+            *counts.skipped.entry(format!("reader: {reason}")).or_default() += n;
+        }
+        if counts.documents == 0 {
+            anyhow::bail!("no document of {} reached the method (skipped: {:?})", self.input.join(", "), counts.skipped);
+        }
+        let stats = serde_json::json!({
+            "method": self.method,
+            "inputs": inputs,
+            "documents": counts.documents,
+            "documents_out": counts.documents_out,
+            "rows": counts.rows,
+            "tasks": counts.tasks,
+            "skipped": counts.skipped,
+            "skip_examples": corpus.skipped().examples(),
+            "input_bytes": bytes_done,
+            // Of this run only (a resumed run's earlier part is not timed).
+            "seconds": seconds,
+            "mb_per_s": (bytes_done - out.resumed_bytes) as f64 / 1e6 / seconds.max(1e-9),
+        });
+        ctx.events.progress(total_kb, Some(total_kb), "kB", Some(&format!("{docs_done} docs")));
+        let dir = out.finish(&stats).with_context(|| format!("writing the data set into {}", out_dir.display()))?;
+        Ok(finish_summary(dir, &counts, Some(seconds)))
+    }
+}
+
+fn finish_summary(dir: PathBuf, counts: &Counts, seconds: Option<f64>) -> StageOutput {
+    let mut summary: std::collections::BTreeMap<String, f64> = [("documents".to_string(), counts.documents as f64)].into();
+    for (file, n) in &counts.rows {
+        summary.insert(format!("rows/{file}"), *n as f64);
+    }
+    for (kind, n) in &counts.tasks {
+        summary.insert(format!("tasks/{kind}"), *n as f64);
+    }
+    if let Some(s) = seconds {
+        summary.insert("seconds".into(), s);
+    }
+    StageOutput { output: Some(dir), summary, table: Some(super::methods::counts_table(counts)) }
+}
+
+// `Method` is used through the boxed trait object.
+#[allow(unused_imports)]
+use Method as _;
