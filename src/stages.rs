@@ -116,6 +116,12 @@ pub const KINDS: &[StageKind] = &[
         parse: parse_sourced_boxed::<crate::eval::stage::EvalStage>,
         source: Some(<crate::eval::stage::EvalStage as Sourced>::SOURCE),
     },
+    StageKind {
+        kind: "synth",
+        about: "synthesize a data set from a corpus (AdaptLLM reading comprehension, …) or from the seed",
+        parse: parse_as::<crate::synth::stage::SynthStage>,
+        source: None,
+    },
 ];
 
 pub fn find_kind(kind: &str) -> Option<&'static StageKind> {

@@ -1,13 +1,14 @@
 //! The command line: the clap definitions of every command and their dispatch. Each command
 //! group's glue is in its own file: `run` (run, sft, watch, runs), `setup` (profiles, tasks,
 //! doctor, pull), `eval` (eval, reward test, report), `model` (model init/info, generate,
-//! bench) and `embed`.
+//! bench), `embed` and `synth`.
 
 mod embed;
 mod eval;
 mod model;
 mod run;
 mod setup;
+mod synth;
 
 pub use eval::{EvalArgs, ReportArgs, RewardAction, RewardTestArgs};
 pub use model::{BenchAction, GenerateArgs, ModelAction};
@@ -84,6 +85,8 @@ pub enum Command {
     },
     /// Sentence embeddings from an encoder folder (BERT, RoBERTa), one line per text.
     Embed(embed::EmbedArgs),
+    /// Synthesize a data set from a corpus (AdaptLLM reading comprehension, …) or from the seed (a one-stage run).
+    Synth(synth::SynthArgs),
 }
 
 pub fn main_with(cli: Cli) -> Result<i32> {
@@ -105,6 +108,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Generate(args) => on_compute_pool(|| model::cmd_generate(&args)).map(|_| 0),
         Command::Bench { action } => on_compute_pool(|| model::cmd_bench(action)).map(|_| 0),
         Command::Embed(args) => on_compute_pool(|| embed::cmd_embed(&args)).map(|_| 0),
+        Command::Synth(args) => on_compute_pool(|| synth::cmd_synth(args)),
     }
 }
 

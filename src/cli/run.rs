@@ -95,12 +95,17 @@ pub fn cmd_sft(args: SftArgs) -> Result<i32> {
     );
     let sets: Vec<String> = args.set.iter().map(|s| format!("stage.sft.{s}")).collect();
     let profile = Profile::parse(&text, "retort sft")?.apply_sets(&sets)?;
-    let launch = pipeline::prepare_new(profile, &args.runs_dir, None)?;
+    Ok(outcome_code(run_one_stage(profile, &args.runs_dir, args.headless)?))
+}
+
+/// Run a one-stage profile built by a command (`retort sft`, `retort synth`): a new run
+/// folder, the dashboard on a terminal, headless lines otherwise.
+pub(super) fn run_one_stage(profile: Profile, runs_dir: &std::path::Path, headless: bool) -> Result<crate::bus::Outcome> {
+    let launch = pipeline::prepare_new(profile, runs_dir, None)?;
     eprintln!("retort: run folder {}", launch.dir.path.display());
-    let interactive = !args.headless && std::io::stdout().is_terminal();
+    let interactive = !headless && std::io::stdout().is_terminal();
     let mut sink: Box<dyn Sink> = if interactive { Box::new(crate::ui::sink::TuiSink) } else { Box::new(HeadlessSink { quiet: false }) };
-    let outcome = pipeline::execute(launch, sink.as_mut(), false)?;
-    Ok(outcome_code(outcome))
+    pipeline::execute(launch, sink.as_mut(), false)
 }
 
 pub fn cmd_watch(args: WatchArgs) -> Result<i32> {

@@ -2,14 +2,11 @@
 //! `--dry-run`, which prints what a method makes of one document without writing anything.
 
 use super::{outcome_code, toml_string};
-use crate::pipeline::{self, Sink};
 use crate::profile::Profile;
 use crate::synth::methods::{self, MethodEnv};
 use crate::text::corpus::{Corpus, CorpusConfig};
-use crate::ui::headless::HeadlessSink;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -81,11 +78,7 @@ pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
     );
     let sets: Vec<String> = args.set.iter().map(|s| stage_key(s)).collect();
     let profile = Profile::parse(&text, "retort synth")?.apply_sets(&sets)?;
-    let launch = pipeline::prepare_new(profile, &args.runs_dir, None)?;
-    eprintln!("retort: run folder {}", launch.dir.path.display());
-    let interactive = !args.headless && std::io::stdout().is_terminal();
-    let mut sink: Box<dyn Sink> = if interactive { Box::new(crate::ui::sink::TuiSink) } else { Box::new(HeadlessSink { quiet: false }) };
-    let outcome = pipeline::execute(launch, sink.as_mut(), false)?;
+    let outcome = super::run::run_one_stage(profile, &args.runs_dir, args.headless)?;
     if outcome == crate::bus::Outcome::Finished {
         eprintln!("retort: data set in {}", out.display());
     }

@@ -147,7 +147,10 @@ impl StageConfig for SynthStage {
         };
         let mut method = methods::build(spec, &self.options, &methods::MethodEnv::from_ctx(ctx))?;
         if !spec.reads_input {
+            crate::fsutil::ensure_dir(&out_dir)?;
             let counts = method.generate(&out_dir, ctx)?;
+            let stats = serde_json::json!({"method": self.method, "rows": counts.rows, "options": self.options});
+            crate::fsutil::write_atomic(&out_dir.join(super::output::STATS_FILE), &serde_json::to_vec_pretty(&stats)?)?;
             return Ok(finish_summary(out_dir, &counts, None));
         }
         let inputs = self.input.iter().map(|i| ctx.resolve(i)).collect::<Result<Vec<_>>>()?;
