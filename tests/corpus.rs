@@ -288,6 +288,12 @@ fn paragraph_mode_skips_a_bad_block_and_reads_on() {
     let docs = read_all(&mut corpus);
     let got: Vec<(String, String)> = docs.iter().map(|d| (d.origin.clone(), d.text.clone())).collect();
     let p = path.display();
+    // A one-line paragraph of exactly the limit is kept; two lines joined by a newline over it are not.
+    let edge = dir.path().join("edge.txt");
+    std::fs::write(&edge, format!("{}\n\n{}\n{}\n", "e".repeat(20), "f".repeat(10), "g".repeat(10))).unwrap();
+    let mut edges = Corpus::open(&[edge], &cfg).unwrap();
+    assert_eq!(texts(&read_all(&mut edges)), ["e".repeat(20)]);
+    assert_eq!(edges.skipped().counts().get("too large"), Some(&1));
     assert_eq!(got, [(format!("{p}:1"), "one".to_string()), (format!("{p}:8"), "last".to_string())]);
     assert_eq!(
         corpus.skipped().examples(),
@@ -307,11 +313,15 @@ fn a_huge_jsonl_line_is_dropped_and_the_next_lines_read() {
     let mut data = b"{\"text\": \"".to_vec();
     data.extend(std::iter::repeat_n(b'a', 4 << 20));
     data.extend(b"\"}\n{\"text\": \"after\"}\n");
+    // A line of exactly the limit (its CRLF not counted) is kept.
+    let exact = format!("{{\"text\": \"{}\"}}\r\n", "b".repeat(1024 - 12));
+    assert_eq!(exact.len(), 1024 + 2);
+    data.extend(exact.as_bytes());
     std::fs::write(&path, &data).unwrap();
     let cfg = CorpusConfig { max_doc_bytes: 1024, ..config() };
     let mut corpus = Corpus::open(&[path.clone()], &cfg).unwrap();
     let docs = read_all(&mut corpus);
-    assert_eq!(texts(&docs), ["after"]);
+    assert_eq!(texts(&docs), ["after".to_string(), "b".repeat(1024 - 12)]);
     assert_eq!(docs[0].origin, format!("{}:2", path.display()));
     assert_eq!(corpus.skipped().counts().get("too large"), Some(&1));
     assert_eq!(corpus.bytes_read(), data.len() as u64);

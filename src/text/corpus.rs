@@ -562,10 +562,11 @@ fn next_paragraph(lines: &mut LineReader, max: usize, pending: &mut u64) -> Opti
             None => too_large = true,
             Some(Err(e)) => bad_at = Some(info.start + e.valid_up_to() as u64),
             Some(Ok(line)) => {
-                if text.len() + 1 + line.len() > max {
+                let newline = usize::from(!text.is_empty());
+                if text.len() + newline + line.len() > max {
                     too_large = true;
                 } else {
-                    if !text.is_empty() {
+                    if newline == 1 {
                         text.push('\n');
                     }
                     text.push_str(line);
