@@ -6,11 +6,14 @@
 //!   `tokenizer_config.json` / `special_tokens_map.json` when present).
 //! - [`ChatTemplate`] renders a Jinja chat template with minijinja, configured
 //!   like transformers' sandboxed jinja2 environment.
+//! - [`corpus`] reads raw-text corpora (text, JSONL, Parquet) as documents, skipping and
+//!   counting bad rows.
 //! - [`jsonl`] reads JSONL files line by line with bounded memory (every user JSONL).
 //! - [`tiny`] writes a small, real, character-level tokenizer directory for
 //!   tests and tiny profiles.
 
 mod chat;
+pub mod corpus;
 pub mod jsonl;
 mod pyjson;
 pub mod tiny;
