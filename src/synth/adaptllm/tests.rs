@@ -164,3 +164,80 @@ mod mining {
         assert_eq!(families, vec![Family::Nli, Family::CommonReason, Family::Word2Text]);
     }
 }
+
+/// The sentence splitter against pysbd's output (tests/fixtures/adaptllm/sentences_pysbd.json,
+/// made by tools/pysbd_sentences.py; the command to regenerate it is in that script).
+mod sentence_splitting {
+    use super::super::sentences::split;
+
+    #[derive(serde::Deserialize)]
+    struct Case {
+        name: String,
+        text: String,
+        sentences: Vec<String>,
+    }
+
+    fn golden() -> Vec<Case> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            cases: Vec<Case>,
+        }
+        let json = include_str!("../../../tests/fixtures/adaptllm/sentences_pysbd.json");
+        serde_json::from_str::<File>(json).unwrap().cases
+    }
+
+    /// Where retort knowingly differs from pysbd: the case name and retort's own output.
+    /// Each is documented in sentences.rs.
+    const DIFFERENCES: &[(&str, &[&str])] = &[
+        ("numbered_list", &["Steps: 1. ", "Wash the cells. ", "2. ", "Add the buffer. ", "3. ", "Spin them down."]),
+        ("tolkien", &["J.R.R. ", "Tolkien wrote it. ", "It is long."]),
+    ];
+
+    #[test]
+    fn agrees_with_pysbd_except_the_documented_differences() {
+        let cases = golden();
+        assert!(cases.len() >= 40, "the fixture has {} cases", cases.len());
+        let mut agree = 0;
+        for c in &cases {
+            let got = split(&c.text);
+            match DIFFERENCES.iter().find(|(name, _)| *name == c.name) {
+                Some((_, ours)) => {
+                    assert_eq!(&got, ours, "case {}: retort's documented output", c.name);
+                    assert_ne!(got, c.sentences, "case {}: listed as a difference but pysbd agrees", c.name);
+                }
+                None => {
+                    assert_eq!(got, c.sentences, "case {}: {:?}", c.name, c.text);
+                    agree += 1;
+                }
+            }
+        }
+        // Every listed difference is a case of the fixture.
+        for (name, _) in DIFFERENCES {
+            assert!(cases.iter().any(|c| c.name == *name), "difference {name} is not in the fixture");
+        }
+        eprintln!("pysbd agreement: {agree}/{}", cases.len());
+        assert_eq!(agree, cases.len() - DIFFERENCES.len());
+    }
+
+    #[test]
+    fn sentences_rebuild_the_text_without_its_leading_whitespace() {
+        let texts = ["", "   ", "one", "  lead. And more!\n\nNew para? yes.  ", "Ünïcödé… ça va? Oui. 日本語。終わり", "a.b.c. d!e?f"];
+        for text in texts {
+            let sentences = split(text);
+            assert_eq!(sentences.concat(), text.trim_start(), "{text:?}");
+            assert!(sentences.iter().all(|s| !s.trim().is_empty()), "{text:?}: {sentences:?}");
+        }
+        assert!(split("").is_empty());
+        assert_eq!(split("no end at all"), vec!["no end at all"]);
+    }
+
+    #[test]
+    fn a_megabyte_without_sentence_ends_or_full_of_abbreviations_returns() {
+        let plain = "word ".repeat(200_000);
+        assert_eq!(split(&plain).len(), 1);
+        let abbreviations = "see e.g. this ".repeat(80_000);
+        assert_eq!(split(&abbreviations).len(), 1);
+        let dots = "x. ".repeat(300_000);
+        assert_eq!(split(&dots).len(), 300_000);
+    }
+}
