@@ -241,3 +241,429 @@ mod sentence_splitting {
         assert_eq!(split(&dots).len(), 300_000);
     }
 }
+
+/// A hand-labelled abstract: its title line, and a context in which every mined pair is
+/// separated from the next by a short filler sentence (so no match eats the next one's start).
+mod abstract_fixture {
+    pub const TITLE: &str = "Thymidylate synthase as a target of cancer drugs";
+    pub const P1: &str = "Thymidylate synthase converts deoxyuridine monophosphate into thymidine monophosphate.";
+    pub const H1: &str = "the enzyme is an established target for cancer chemotherapy drugs.";
+    pub const P2: &str = "Fluorouracil forms a stable covalent complex with the enzyme and its folate cofactor.";
+    pub const H2: &str = "cells treated with fluorouracil stop synthesizing new DNA strands.";
+    pub const P3: &str = "Methotrexate depletes the reduced folate pool that the synthase reaction consumes.";
+    pub const H3: &str = "the thymidine nucleotide pool collapses within hours of treatment.";
+    pub const C1: &str = "Healthy tissue with a slow turnover tolerates the drug remarkably well in most patients.";
+    pub const C2: &str = "the rapidly dividing cells of the gut lining are often severely damaged.";
+    pub const EFFECT: &str = "Resistance develops in a large fraction of colorectal tumours after several months.";
+    pub const CAUSE: &str = "amplification of the synthase gene lets tumour cells overproduce the target enzyme.";
+    pub const DEFINITION: &str = "an oral prodrug that the liver and tumour convert to fluorouracil.";
+
+    /// The context (everything after the title line).
+    pub fn context() -> String {
+        format!(
+            "Background. {P1} Therefore, {H1} Filler one. {P2} Therefore, {H2} Filler two. {P3} Therefore, {H3} \
+             Filler three. {C1} However, {C2} Filler four. {EFFECT} Due to {CAUSE} Filler five. In summary \
+             capecitabine is defined as {DEFINITION} End."
+        )
+    }
+
+    pub fn document() -> String {
+        format!("{TITLE}\n{}", context())
+    }
+}
+
+/// The whole pipeline: render_document and its parts.
+mod pipeline {
+    use super::super::*;
+    use super::abstract_fixture::{self as fx, *};
+    use std::collections::{BTreeMap, HashSet};
+
+    fn render(doc: &str, seed: u64) -> Rendered {
+        render_document(doc, seed, &AdaptOptions::default(), &WordBudget)
+    }
+
+    fn counts(tasks: &[TaskRecord]) -> BTreeMap<(String, String), usize> {
+        let mut out = BTreeMap::new();
+        for t in tasks {
+            *out.entry((t.r#type.clone(), t.sub.clone())).or_insert(0) += 1;
+        }
+        out
+    }
+
+    fn mined_tasks(r: &Rendered) -> Vec<&TaskRecord> {
+        r.tasks.iter().filter(|t| t.r#type != "summarize" && t.r#type != "text_completion").collect()
+    }
+
+    fn key(t: &str, s: &str) -> (String, String) {
+        (t.to_string(), s.to_string())
+    }
+
+    #[test]
+    fn the_hand_labelled_abstract_mines_what_a_reader_finds() {
+        // By hand: three "Therefore" pairs (entail and cause-effect each), one "However" pair
+        // (contradict and different), one "Due to" pair, one definition.
+        let mined = mine(&fx::context());
+        let mut by_sub: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in &mined {
+            *by_sub.entry(m.sub).or_insert(0) += 1;
+        }
+        let want: BTreeMap<&str, usize> =
+            [("entail", 3), ("cause_effect", 3), ("contradict", 1), ("different", 1), ("effect_cause", 1), ("definition", 1)]
+                .into_iter()
+                .collect();
+        assert_eq!(by_sub, want);
+        let ec = mined.iter().find(|m| m.sub == "effect_cause").unwrap();
+        assert_eq!((ec.first.as_str(), ec.second.as_str()), (EFFECT, CAUSE));
+        let def = mined.iter().find(|m| m.sub == "definition").unwrap();
+        assert_eq!((def.first.as_str(), def.second.as_str()), ("capecitabine", DEFINITION));
+    }
+
+    #[test]
+    fn at_most_two_per_subcategory_drawn_from_the_mined_ones() {
+        let pairs: HashSet<(&str, &str)> = [(P1, H1), (P2, H2), (P3, H3)].into_iter().collect();
+        let mut kept_pairs = HashSet::new();
+        for i in 0..60 {
+            let r = render(&fx::document(), document_seed(1, &format!("doc{i}")));
+            let c = counts(&r.tasks);
+            assert_eq!(c.get(&key("nli", "entail")), Some(&2));
+            assert_eq!(c.get(&key("common_reason", "cause_effect")), Some(&2));
+            for sub in [("nli", "contradict"), ("paraphrase", "different"), ("common_reason", "effect_cause"), ("word2text", "definition")] {
+                assert_eq!(c.get(&key(sub.0, sub.1)), Some(&1), "{sub:?}");
+            }
+            for t in r.tasks.iter().filter(|t| t.sub == "entail") {
+                // The hypothesis comes back with its first letter upper-cased.
+                let (p, h) = (t.matched[0].as_str(), t.matched[1].as_str());
+                assert!(pairs.contains(&(p, h)), "{p} / {h}");
+                kept_pairs.insert(p.to_string());
+            }
+        }
+        // Over 60 documents the cap's shuffle keeps every one of the three pairs sometimes.
+        assert_eq!(kept_pairs.len(), 3);
+
+        let one = AdaptOptions { max_per_subcategory: 1, ..AdaptOptions::default() };
+        let r = render_document(&fx::document(), 5, &one, &WordBudget);
+        assert_eq!(counts(&r.tasks).get(&key("nli", "entail")), Some(&1));
+        let many = AdaptOptions { max_per_subcategory: 10, ..AdaptOptions::default() };
+        let r = render_document(&fx::document(), 5, &many, &WordBudget);
+        assert_eq!(counts(&r.tasks).get(&key("nli", "entail")), Some(&3));
+    }
+
+    #[test]
+    fn a_seed_renders_the_same_document_the_same_way() {
+        let doc = fx::document();
+        assert_eq!(render(&doc, 42), render(&doc, 42));
+        assert_eq!(document_seed(3, "a.jsonl:17"), document_seed(3, "a.jsonl:17"));
+        assert_ne!(document_seed(3, "a.jsonl:17"), document_seed(3, "a.jsonl:18"));
+        assert_ne!(document_seed(3, "a.jsonl:17"), document_seed(4, "a.jsonl:17"));
+        let texts: HashSet<String> = (0..20).map(|i| render(&doc, document_seed(3, &i.to_string())).text).collect();
+        assert!(texts.len() > 15, "{} distinct renderings of 20", texts.len());
+    }
+
+    /// Counts of `n` draws with probability `p` lie within 6 standard deviations of `n·p`.
+    fn assert_binomial(count: usize, n: usize, p: f64, what: &str) {
+        let mean = n as f64 * p;
+        let sd = (n as f64 * p * (1.0 - p)).sqrt();
+        assert!((count as f64 - mean).abs() <= 6.0 * sd + 1.0, "{what}: {count} of {n}, expected about {mean:.0}");
+    }
+
+    #[test]
+    fn framing_and_nli_family_follow_the_reference_probabilities_over_many_documents() {
+        let n = 1000;
+        let mut framing: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut classify = 0;
+        let mut cause_effect_templates = HashSet::new();
+        let doc = fx::document();
+        for i in 0..n {
+            let r = render(&doc, document_seed(9, &format!("doc{i}")));
+            let has = |ty: &str| r.tasks.iter().any(|t| t.r#type == ty);
+            let kind = match (has("summarize"), has("text_completion")) {
+                (true, true) => "both",
+                (true, false) => "summarize",
+                (false, true) => "completion",
+                (false, false) => "neither",
+            };
+            *framing.entry(kind).or_insert(0) += 1;
+            // Classify answers are labels; generate answers are the hypothesis itself.
+            let entail = r.tasks.iter().find(|t| t.sub == "entail").unwrap();
+            if ["Yes", "Therefore", "Entailment"].contains(&entail.answer.as_str()) {
+                classify += 1;
+            }
+            for t in r.tasks.iter().filter(|t| t.sub == "cause_effect") {
+                let index = super::super::templates::CAUSE_EFFECT.iter().position(|tp| {
+                    super::super::templates::fill(tp.question, &[("cause", &t.matched[0]), ("effect", &t.matched[1]), ("domain", "biomedicine")])
+                        == t.question
+                });
+                cause_effect_templates.insert(index.expect("a cause-effect question comes from a template"));
+            }
+        }
+        // Title and ≥ 2 sentences: 0.4 / 0.1 / 0.4 / 0.1.
+        assert_binomial(framing["summarize"], n, 0.4, "summarize only");
+        assert_binomial(framing["completion"], n, 0.1, "completion only");
+        assert_binomial(framing["both"], n, 0.4, "both");
+        assert_binomial(framing["neither"], n, 0.1, "neither");
+        assert_binomial(classify, n, 0.8, "NLI classify family");
+        assert_eq!(cause_effect_templates.len(), super::super::templates::CAUSE_EFFECT.len(), "every template is used");
+    }
+
+    #[test]
+    fn summarize_needs_a_title() {
+        let doc = fx::document();
+        let no_titles = AdaptOptions { titles: false, ..AdaptOptions::default() };
+        let mut summarized = 0;
+        let n = 300;
+        for i in 0..n {
+            let seed = document_seed(2, &i.to_string());
+            let off = render_document(&doc, seed, &no_titles, &WordBudget);
+            assert!(off.tasks.iter().all(|t| t.r#type != "summarize"));
+            let on = render(&doc, seed);
+            if let Some(t) = on.tasks.iter().find(|t| t.r#type == "summarize") {
+                summarized += 1;
+                assert_eq!(t.matched, vec![TITLE.to_string()]);
+                if t.sub == "title" {
+                    assert_eq!(t.answer, TITLE);
+                }
+            }
+        }
+        // Summarize only (0.4) or with completion (0.4).
+        assert_binomial(summarized, n, 0.8, "documents with a summarize task");
+        // Without titles the table is "≥ 2 sentences only": completion or neither, half each.
+        let completions = (0..n)
+            .filter(|i| {
+                let r = render_document(&doc, document_seed(2, &i.to_string()), &no_titles, &WordBudget);
+                r.tasks.iter().any(|t| t.r#type == "text_completion")
+            })
+            .count();
+        assert_binomial(completions, n, 0.5, "completion without titles");
+        // A one-line document has no title even with titles on.
+        let one_line = fx::context();
+        for i in 0..50 {
+            assert!(render(&one_line, i).tasks.iter().all(|t| t.r#type != "summarize"));
+        }
+    }
+
+    #[test]
+    fn completion_cuts_the_context_at_a_sentence() {
+        let context = fx::context();
+        let mut cuts = HashSet::new();
+        for i in 0..200 {
+            let r = render(&fx::document(), document_seed(4, &i.to_string()));
+            if let Some(t) = r.tasks.iter().find(|t| t.r#type == "text_completion") {
+                let (first, second) = (&t.matched[0], &t.matched[1]);
+                assert!(!first.is_empty() && !second.is_empty());
+                // The fixture's sentences are separated by one space.
+                assert_eq!(format!("{first} {second}"), context);
+                assert_eq!(&t.answer, second);
+                cuts.insert(first.len());
+            }
+        }
+        assert!(cuts.len() > 5, "the cut point varies: {} distinct", cuts.len());
+    }
+
+    #[test]
+    fn word_budget_truncation_by_hand() {
+        let text = "Alpha beta  gamma\tdelta\nepsilon.";
+        assert_eq!(WordBudget.truncate(text, 3), "Alpha beta  gamma");
+        assert_eq!(WordBudget.truncate(text, 4), "Alpha beta  gamma\tdelta");
+        assert_eq!(WordBudget.truncate(text, 0), "");
+        assert!(matches!(WordBudget.truncate(text, 5), std::borrow::Cow::Borrowed(t) if t == text));
+        assert!(matches!(WordBudget.truncate("two words  ", 2), std::borrow::Cow::Borrowed("two words  ")));
+        assert_eq!(WordBudget.truncate("  lead  space", 1), "  lead");
+    }
+
+    #[test]
+    fn the_tokenizer_budget_keeps_the_first_ids() {
+        // The tiny tokenizer has one token per character, so the count is a character count.
+        let dir = tempfile::tempdir().unwrap();
+        crate::text::tiny::build_char_tokenizer(dir.path()).unwrap();
+        let tok = crate::text::Tokenizer::load(dir.path()).unwrap();
+        assert_eq!(tok.truncate("hello world", 5), "hello");
+        assert_eq!(tok.truncate("hello world", 7), "hello w");
+        assert!(matches!(tok.truncate("hello", 5), std::borrow::Cow::Borrowed("hello")));
+    }
+
+    #[test]
+    fn truncation_happens_before_mining() {
+        // Keep the context up to "Filler" after the first pair: that pair still has its
+        // trailing whitespace, nothing later is mined.
+        let prefix = format!("Background. {P1} Therefore, {H1} Filler");
+        let words = prefix.split_whitespace().count();
+        let opts = AdaptOptions { max_context_tokens: words, ..AdaptOptions::default() };
+        let r = render_document(&fx::document(), 1, &opts, &WordBudget);
+        let c = counts(&r.tasks);
+        assert_eq!(c.get(&key("nli", "entail")), Some(&1));
+        assert_eq!(c.get(&key("common_reason", "cause_effect")), Some(&1));
+        assert_eq!(mined_tasks(&r).len(), 2);
+        assert!(!r.text.contains("capecitabine"));
+        assert!(r.text.contains(TITLE), "the title is not part of the budget");
+    }
+
+    #[test]
+    fn chat_has_the_context_then_alternating_turns() {
+        for i in 0..20 {
+            let r = render(&fx::document(), document_seed(6, &i.to_string()));
+            let mined = mined_tasks(&r);
+            assert_eq!(r.chat.len(), 2 * mined.len());
+            for (k, m) in r.chat.iter().enumerate() {
+                assert_eq!(m.role, if k % 2 == 0 { "user" } else { "assistant" });
+            }
+            let first = &r.chat[0].content;
+            assert!(first.starts_with(&format!("{TITLE}\nBackground. ")));
+            assert!(first.ends_with(&format!("\n\n{}", mined[0].question)));
+            for (k, t) in mined.iter().enumerate() {
+                assert_eq!(r.chat[2 * k + 1].content, t.answer);
+                if k > 0 {
+                    assert_eq!(r.chat[2 * k].content, t.question);
+                }
+            }
+            // The text shows each mined task as "question answer".
+            for t in &mined {
+                assert!(r.text.contains(&format!("{} {}", t.question, t.answer)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_document_without_mined_tasks_is_still_framed() {
+        let doc = "A short note\nThe cells grew. The controls did not.";
+        let mut framings = HashSet::new();
+        for i in 0..100 {
+            let r = render(doc, i);
+            assert!(r.chat.is_empty());
+            assert!(mined_tasks(&r).is_empty());
+            assert!(r.text.contains("The cells grew."));
+            framings.insert(r.tasks.iter().map(|t| t.r#type.clone()).collect::<Vec<_>>());
+        }
+        // All four framings occur: none, summarize, completion, both.
+        assert_eq!(framings.len(), 4, "{framings:?}");
+        // One sentence and no title: only the plain wrapper, no task at all.
+        let r = render_document("Just one sentence here.", 3, &AdaptOptions { titles: false, ..AdaptOptions::default() }, &WordBudget);
+        assert!(r.tasks.is_empty() && r.chat.is_empty());
+        assert!(r.text.contains("Just one sentence here."));
+    }
+
+    #[test]
+    fn runs_of_spaces_are_collapsed() {
+        assert_eq!(collapse_spaces("a  b   c\n  d\t\te"), "a b c\n d\t\te");
+        let doc = fx::document().replace(". ", ".   ");
+        for i in 0..20 {
+            let r = render(&doc, i);
+            assert!(!r.text.contains("  "), "{}", r.text);
+            assert!(r.tasks.iter().all(|t| !t.question.contains("  ") && !t.answer.contains("  ")));
+        }
+    }
+
+    #[test]
+    fn the_i_e_quirk_is_kept_by_default_and_fixed_on_request() {
+        let doc = "Title\nIntro. The enzyme activity was strongly reduced in every treated sample. ixey, the inhibitor blocks the catalytic site of the enzyme in these cells. Next.";
+        let similar = |opts: &AdaptOptions| render_document(doc, 1, opts, &WordBudget).tasks.iter().filter(|t| t.sub == "similar").count();
+        assert_eq!(similar(&AdaptOptions::default()), 1);
+        assert_eq!(similar(&AdaptOptions { fix_ie_quirk: true, ..AdaptOptions::default() }), 0);
+        let literal = doc.replace("ixey", "i.e.");
+        let opts = AdaptOptions { fix_ie_quirk: true, ..AdaptOptions::default() };
+        assert_eq!(render_document(&literal, 1, &opts, &WordBudget).tasks.iter().filter(|t| t.sub == "similar").count(), 1);
+    }
+
+    #[test]
+    fn odd_inputs_return() {
+        let odd = [
+            "".to_string(),
+            "   \n\t ".to_string(),
+            "word".to_string(),
+            "no punctuation at all in this line\nnor in this one".to_string(),
+            "Überschrift\nÇa va. 日本語のテキスト。 ¿Qué? {premise} {unknown} }{".to_string(),
+            "\n\n\nTitle after blank lines\nBody text. More.".to_string(),
+        ];
+        for text in &odd {
+            let r = render(text, 1);
+            if text.trim().is_empty() {
+                assert_eq!(r, Rendered::default());
+            } else {
+                assert!(!r.text.is_empty(), "{text:?}");
+            }
+        }
+        // Braces in a document are text, not template slots.
+        let r = render(&odd[4], 1);
+        assert!(r.text.contains("{premise} {unknown} }{"));
+    }
+
+    #[test]
+    fn a_megabyte_document_returns() {
+        // One sentence of ~1 MB, no end: nothing to mine, must not hang.
+        let long = format!("Title\n{}", "the enzyme activity was reduced in every treated sample ".repeat(18_000));
+        assert!(long.len() > 1_000_000);
+        let unlimited = AdaptOptions { max_context_tokens: usize::MAX, ..AdaptOptions::default() };
+        let r = render_document(&long, 1, &unlimited, &WordBudget);
+        assert!(mined_tasks(&r).is_empty());
+        // A megabyte dense in matches: every pattern scans it once, the cap keeps two.
+        let dense = format!("Title\nIntro. {}", format!("{P1} Therefore, {H1} Filler. ").repeat(6_500));
+        assert!(dense.len() > 1_000_000);
+        let r = render_document(&dense, 1, &unlimited, &WordBudget);
+        assert_eq!(counts(&r.tasks).get(&key("nli", "entail")), Some(&2));
+        // With the default budget the document is cut to 1848 words first.
+        let r = render(&dense, 1);
+        assert!(r.text.len() < 40_000);
+    }
+}
+
+mod keyword_tasks {
+    use super::super::*;
+    use super::abstract_fixture as fx;
+
+    #[test]
+    fn the_domain_specific_rule_by_hand() {
+        // The reference: a piece starting with ▁, longer than 10 characters counting the ▁,
+        // absent from the general vocabulary. "▁abcdefghij" is 11 characters: in.
+        assert!(is_domain_specific("▁abcdefghij", false));
+        assert!(!is_domain_specific("▁abcdefghi", false));
+        assert!(!is_domain_specific("▁abcdefghij", true));
+        assert!(!is_domain_specific("abcdefghijk", false), "not word-initial");
+        // Byte-level BPE marks a word start with Ġ; the rule is the same on the word.
+        assert!(is_domain_specific("Ġthymidylate", false));
+        assert!(is_domain_specific("▁ÜberlängeWort", false), "characters, not bytes: 13 chars");
+        assert!(!is_domain_specific("▁überlänge", false), "9 characters (11 bytes)");
+    }
+
+    #[test]
+    fn sentences_with_three_domain_words_become_keyword_tasks() {
+        let vocab = WordVocab {
+            domain_words: ["thymidylate", "fluorouracil", "methotrexate", "capecitabine", "chemotherapy", "deoxyuridine", "monophosphate", "synthase"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        // By hand: only P1 holds three distinct domain words of 10+ characters
+        // (thymidylate, deoxyuridine, monophosphate; "synthase" is too short).
+        for i in 0..20 {
+            let r = render_document_with(&fx::document(), i, &AdaptOptions::default(), &WordBudget, Some(&vocab));
+            let kw: Vec<&TaskRecord> = r.tasks.iter().filter(|t| t.sub == "keywords").collect();
+            assert_eq!(kw.len(), 1);
+            assert_eq!(kw[0].r#type, "word2text");
+            assert_eq!(kw[0].matched, vec![fx::P1.to_string()]);
+            let shown = "thymidylate, deoxyuridine, monophosphate";
+            assert!(kw[0].question.contains(shown) || kw[0].answer == shown, "{kw:?}");
+        }
+        // Without a vocabulary there is no keyword task.
+        assert!(render_document(&fx::document(), 0, &AdaptOptions::default(), &WordBudget).tasks.iter().all(|t| t.sub != "keywords"));
+    }
+}
+
+mod options {
+    use super::super::*;
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        let d = AdaptOptions::default();
+        assert_eq!((d.domain.as_str(), d.max_context_tokens, d.max_per_subcategory, d.titles, d.fix_ie_quirk), ("biomedicine", 1848, 2, true, false));
+        let parsed: AdaptOptions = serde_json::from_str(r#"{"domain": "law"}"#).unwrap();
+        assert_eq!(parsed, AdaptOptions { domain: "law".into(), ..AdaptOptions::default() });
+        assert!(serde_json::from_str::<AdaptOptions>(r#"{"domian": "law"}"#).is_err());
+    }
+
+    #[test]
+    fn templates_fill_only_known_slots_in_one_pass() {
+        use super::super::templates::fill;
+        assert_eq!(fill("{a} and {b} {c}", &[("a", "{b}"), ("b", "x")]), "{b} and x {c}");
+        assert_eq!(fill("unclosed {a", &[("a", "x")]), "unclosed {a");
+        assert_eq!(fill("", &[]), "");
+    }
+}
