@@ -32,6 +32,24 @@
 //! …], "overlaps": [{"first", "other", "only_first", "only_other", "both", "jaccard"}, …]}`,
 //! the same shape as an eval stage's `results.json`.
 //!
+//! # `retort eval MODEL... --ppl FILE --choice FILE --json`
+//!
+//! Text evaluation ([`crate::eval::text`]) needs no problems and takes several models without
+//! --compare. With any --ppl / --choice the document is always the `results.json` shape:
+//!
+//! ```text
+//! {
+//!   "models": [...], "overlaps": [...],     // problems, when also given (else empty)
+//!   "text": [{"label": "m", "model": "path/to/m",
+//!             "ppl": {"held": {"file", "documents", "unscored_documents", "tokens", "nll",
+//!                              "ppl", "per_document": {"count", "p10", "p25", "median", "p75",
+//!                              "p90", "mean"}, "max_len", "stride", "bos"}},
+//!             "choice": {"task": {"file", "rows", "accuracy", "macro_f1", "classes",
+//!                                 "truncated", "gold_nll": {…as per_document…},
+//!                                 "predictions": [{"line", "gold", "pred", "nll": [..]}]}}}]
+//! }
+//! ```
+//!
 //! # `retort reward test FILE --json`
 //!
 //! One JSON object per input line, in input order: `{"line", "verifier", "correct",
@@ -42,6 +60,7 @@ use crate::eval::run::{self, EvalConfig, EvalModel, EvalReport};
 use crate::tasks::math::{verify_math, MathOptions};
 use crate::tasks::problems::{self, ProblemError, ProblemSet};
 use crate::eval::stage::{model_labels, ModelResult, StageResults};
+use crate::eval::text::{self, TextConfig, TextSets};
 use crate::sandbox::Limits;
 use crate::tasks::Instance;
 use anyhow::{bail, Context, Result};
@@ -114,6 +133,28 @@ pub struct EvalArgs {
     /// before sampling) or skip (leave it out).
     #[arg(long, value_enum, default_value = "error")]
     pub too_long: problems::TooLong,
+    /// Perplexity on held-out text: a JSONL file with the text under --text-key (repeatable).
+    /// Token-weighted NLL and PPL over all documents, plus the per-document PPL spread.
+    #[arg(long, value_name = "FILE")]
+    pub ppl: Vec<PathBuf>,
+    /// Multiple-choice accuracy by option scoring: JSONL rows {"input", "options": [...],
+    /// "gold_index"} (repeatable); the option with the lowest mean per-token NLL after
+    /// input + " " wins; macro-F1 too when every row has the same options.
+    #[arg(long, value_name = "FILE")]
+    pub choice: Vec<PathBuf>,
+    /// JSONL key holding the text in --ppl files.
+    #[arg(long, default_value = "text", value_name = "KEY")]
+    pub text_key: String,
+    /// Perplexity window in tokens (default: the model's context, at most 1024); longer
+    /// documents are scored in overlapping windows.
+    #[arg(long, value_name = "N")]
+    pub max_len: Option<usize>,
+    /// Perplexity window stride in tokens (default: half of --max-len).
+    #[arg(long, value_name = "N")]
+    pub stride: Option<usize>,
+    /// Windows (--ppl) or option rows (--choice) per forward.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub text_batch_size: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,10 +186,16 @@ fn parse_options(options: &[String]) -> Result<toml::Table> {
     crate::profile::parse_key_values(options, "--option").map_err(anyhow::Error::msg)
 }
 
+fn problems_chosen(args: &EvalArgs) -> usize {
+    [args.task.is_some(), args.from.is_some(), args.jsonl.is_some()].iter().filter(|&&b| b).count()
+}
+
 fn problem_set(args: &EvalArgs) -> Result<ProblemSet> {
-    let chosen = [args.task.is_some(), args.from.is_some(), args.jsonl.is_some()].iter().filter(|&&b| b).count();
-    if chosen != 1 {
-        bail!("choose the problems with exactly one of --task NAME, --from TEST_JSONL or --jsonl FILE --verifier math|code");
+    if problems_chosen(args) != 1 {
+        bail!(
+            "choose the problems with exactly one of --task NAME, --from TEST_JSONL or --jsonl FILE --verifier math|code \
+             (or evaluate text only with --ppl FILE / --choice FILE)"
+        );
     }
     let mut set = if let Some(task) = &args.task {
         ProblemSet::from_task(task, &parse_options(&args.options)?, args.problems.min(args.limit), args.seed)?
@@ -167,7 +214,27 @@ fn problem_set(args: &EvalArgs) -> Result<ProblemSet> {
     Ok(set)
 }
 
+/// The text flags as a config, checked.
+fn text_config(args: &EvalArgs) -> Result<TextConfig> {
+    if args.max_len.is_some_and(|m| m < 2) {
+        bail!("--max-len must be ≥ 2 tokens (a window scores the tokens after its first)");
+    }
+    match (args.stride, args.max_len) {
+        (Some(0), _) => bail!("--stride must be ≥ 1"),
+        (Some(s), Some(m)) if s > m => bail!("--stride {s} is larger than --max-len {m}: tokens between windows would go unscored"),
+        _ => {}
+    }
+    if args.text_batch_size == 0 {
+        bail!("--text-batch-size must be ≥ 1");
+    }
+    Ok(TextConfig { text_key: args.text_key.clone(), max_len: args.max_len, stride: args.stride, batch_size: args.text_batch_size })
+}
+
 pub fn cmd_eval(args: EvalArgs) -> Result<i32> {
+    let has_text = !args.ppl.is_empty() || !args.choice.is_empty();
+    if has_text && problems_chosen(&args) == 0 {
+        return cmd_eval_text(&args, Vec::new());
+    }
     if args.models.len() > 1 && !args.compare {
         bail!("{} models given: add --compare to evaluate them side by side", args.models.len());
     }
@@ -188,6 +255,9 @@ pub fn cmd_eval(args: EvalArgs) -> Result<i32> {
         crate::fsutil::check_writable(out)?;
     }
     let mut set = problem_set(&args)?;
+    // Text files are checked before any sampling starts.
+    let text_sets = if has_text { Some(TextSets::open(&args.ppl, &args.choice, &args.text_key)?) } else { None };
+    let text_cfg = text_config(&args)?;
     let skipped = problems::fit_models_context(&mut set, &args.models, args.chat, args.max_new_tokens, args.too_long)?;
     if skipped > 0 {
         eprintln!("retort eval: left out {skipped} problem(s) too long for the context (--too-long skip)");
@@ -210,13 +280,16 @@ pub fn cmd_eval(args: EvalArgs) -> Result<i32> {
         let report = run::evaluate(&model, &set, &cfg, &mut progress)?;
         results.push(ModelResult { label: label.clone(), report });
     }
+    if let Some(sets) = text_sets {
+        return finish_text(&args, &results, &sets, &text_cfg);
+    }
     let overlaps: Vec<run::Overlap> = results
         .iter()
         .skip(1)
         .map(|r| run::overlap((&results[0].label, &results[0].report), (&r.label, &r.report)))
         .collect();
     let doc = if args.compare {
-        serde_json::to_value(StageResults { models: results.clone(), overlaps })?
+        serde_json::to_value(StageResults { models: results.clone(), overlaps, text: Vec::new() })?
     } else {
         serde_json::to_value(&results[0].report)?
     };
@@ -235,6 +308,53 @@ pub fn cmd_eval(args: EvalArgs) -> Result<i32> {
             println!("{}", run::comparison_table(&pairs));
         }
     }
+    Ok(0)
+}
+
+/// `retort eval` with text sets only (no problems): any number of models.
+fn cmd_eval_text(args: &EvalArgs, results: Vec<ModelResult>) -> Result<i32> {
+    let cfg = text_config(args)?;
+    if let Some(out) = &args.out {
+        crate::fsutil::check_writable(out)?;
+    }
+    let sets = TextSets::open(&args.ppl, &args.choice, &args.text_key)?;
+    finish_text(args, &results, &sets, &cfg)
+}
+
+/// Text sets on every model, then the document (results.json's shape) or the tables.
+fn finish_text(args: &EvalArgs, results: &[ModelResult], sets: &TextSets, cfg: &TextConfig) -> Result<i32> {
+    let device = crate::device::DeviceSpec::parse(&args.device).map_err(anyhow::Error::msg)?.open()?;
+    let names: Vec<String> = args.models.iter().map(|m| m.display().to_string()).collect();
+    let labels = model_labels(&names);
+    let mut texts = Vec::new();
+    for ((dir, label), name) in args.models.iter().zip(&labels).zip(&names) {
+        let model = EvalModel::load(dir, &device)?;
+        let mut on_batch = || Ok(());
+        let mut log = |line: String| eprintln!("retort eval: {line}");
+        texts.push(text::evaluate(&model, label, name, sets, cfg, &mut on_batch, &mut log)?);
+    }
+    let overlaps: Vec<run::Overlap> = results
+        .iter()
+        .skip(1)
+        .map(|r| run::overlap((&results[0].label, &results[0].report), (&r.label, &r.report)))
+        .collect();
+    let doc = StageResults { models: results.to_vec(), overlaps, text: texts };
+    let json = serde_json::to_string_pretty(&doc)?;
+    if let Some(out) = &args.out {
+        crate::fsutil::write_atomic(out, json.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    if args.json {
+        println!("{json}");
+        return Ok(0);
+    }
+    for r in &doc.models {
+        println!("{} ({})\n{}\n", r.label, r.report.problem_set, run::pass_at_k_table(&r.report));
+    }
+    if doc.models.len() > 1 {
+        let pairs: Vec<(String, &EvalReport)> = doc.models.iter().map(|r| (r.label.clone(), &r.report)).collect();
+        println!("{}\n", run::comparison_table(&pairs));
+    }
+    println!("{}", text::table(&doc.text));
     Ok(0)
 }
 

@@ -14,17 +14,31 @@
 //! top_p = 1.0
 //! max_new_tokens = 24
 //! limit = 100                  # first problems only
+//!
+//! # text evaluation (optional; with these the problem keys may be left out)
+//! ppl = ["held.jsonl", "@synth/test.jsonl"]   # perplexity on held-out text (JSONL)
+//! text_key = "text"            # key of the text in ppl files
+//! choice = ["pubmedqa.jsonl"]  # {"input", "options": [...], "gold_index"} rows
+//! max_len = 1024               # perplexity window (default: the model's context, ≤ 1024)
+//! stride = 512                 # window stride (default: max_len / 2)
+//! text_batch_size = 8          # windows / option rows per forward
+//! paper = "PubMedQA 0.52 (AdaptLLM-7B, Table 3)"   # printed under the closing table
 //! ```
 //! The problem keys (`from`, `task`, `options`, `test_problems`, `jsonl`, `verifier`, `chat`)
 //! are the ones the sft and rl stages use too ([`crate::tasks::source`]); `problems` is the
-//! old name of `test_problems`.
+//! old name of `test_problems`. Text evaluation is [`crate::eval::text`]: perplexity over
+//! `ppl` files and option-scoring accuracy (macro-F1 for class-label tasks) over `choice`
+//! files, each set named by its file stem.
 //!
 //! Output: `<run>/<name>/results.json` ([`StageResults`]: each model's [`EvalReport`] and the
-//! unsolvable-set overlaps with the first model) and `samples-<model>.jsonl` (every response
-//! with its verdict). The stage summary holds the headline metrics (prefixed `<model>/` when
-//! several models are compared) and its table is the pass@k table or the comparison.
+//! unsolvable-set overlaps with the first model, and `text`: each model's [`TextResult`]) and
+//! `samples-<model>.jsonl` (every response with its verdict). The stage summary holds the
+//! headline metrics (`ppl/<set>`, `acc/<set>`, `macro_f1/<set>` for text sets; prefixed
+//! `<model>/` when several models are compared) and its table is the pass@k table or the
+//! comparison, then the text table (a row per model), then `paper`.
 
 use super::run::{self, EvalConfig, EvalModel, EvalReport, Overlap};
+use super::text::{self, TextConfig, TextResult, TextSets};
 use crate::fsutil::write_atomic;
 use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
 use crate::tasks::problems::{check_jsonl, fit_models_context, ProblemSet, TooLong};
@@ -32,7 +46,7 @@ use crate::tasks::source::{self, ProblemSource};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +81,27 @@ pub struct EvalStage {
     /// run does not start sampling) or "skip" (left out, counted in the log).
     #[serde(default)]
     pub too_long: TooLong,
+    /// Held-out text files (JSONL, or `@stage/file`) to measure perplexity on.
+    #[serde(default)]
+    pub ppl: Vec<String>,
+    /// JSONL key of the text in `ppl` files.
+    #[serde(default = "d_text_key")]
+    pub text_key: String,
+    /// Multiple-choice files (`{"input", "options", "gold_index"}` rows, or `@stage/file`).
+    #[serde(default)]
+    pub choice: Vec<String>,
+    /// Perplexity window in tokens; default: the model's context, at most 1024.
+    #[serde(default)]
+    pub max_len: Option<usize>,
+    /// Perplexity window stride; default: half the window.
+    #[serde(default)]
+    pub stride: Option<usize>,
+    /// Windows (ppl) or option rows (choice) per forward.
+    #[serde(default = "d_text_batch")]
+    pub text_batch_size: usize,
+    /// Free text printed under the closing table (e.g. the paper's own numbers).
+    #[serde(default)]
+    pub paper: Option<String>,
 }
 
 impl crate::tasks::source::Sourced for EvalStage {
@@ -94,6 +129,12 @@ fn d_batch() -> usize {
 fn d_true() -> bool {
     true
 }
+fn d_text_key() -> String {
+    "text".into()
+}
+fn d_text_batch() -> usize {
+    8
+}
 
 /// One model's result in `results.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -108,6 +149,9 @@ pub struct StageResults {
     pub models: Vec<ModelResult>,
     /// The first model's unsolvable set against each other model's.
     pub overlaps: Vec<Overlap>,
+    /// Each model's perplexity and choice results, when the stage has text sets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub text: Vec<TextResult>,
 }
 
 pub const RESULTS_FILE: &str = "results.json";
@@ -175,6 +219,45 @@ impl EvalStage {
         }
     }
 
+    /// Whether problems are to be sampled (else the stage evaluates text sets only).
+    fn has_problems(&self) -> bool {
+        self.source.from.is_some() || self.source.task.is_some() || self.source.jsonl.is_some()
+    }
+
+    fn has_text(&self) -> bool {
+        !self.ppl.is_empty() || !self.choice.is_empty()
+    }
+
+    fn text_config(&self) -> TextConfig {
+        TextConfig { text_key: self.text_key.clone(), max_len: self.max_len, stride: self.stride, batch_size: self.text_batch_size }
+    }
+
+    fn text_sets(&self, resolve: &dyn Fn(&str) -> Result<PathBuf>) -> Result<TextSets> {
+        let files = |list: &[String], key: &str| list.iter().map(|f| resolve(f).with_context(|| format!("`{key}`"))).collect::<Result<Vec<_>>>();
+        TextSets::open(&files(&self.ppl, "ppl")?, &files(&self.choice, "choice")?, &self.text_key)
+    }
+
+    fn validate_text(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: String| Err((k.to_string(), m));
+        if self.max_len.is_some_and(|m| m < 2) {
+            return err("max_len", "max_len must be ≥ 2 tokens (a window scores the tokens after its first)".into());
+        }
+        match (self.stride, self.max_len) {
+            (Some(0), _) => return err("stride", "stride must be ≥ 1".into()),
+            (Some(s), Some(m)) if s > m => {
+                return err("stride", format!("stride = {s} is larger than max_len = {m}: tokens between windows would go unscored; use a stride ≤ max_len"))
+            }
+            _ => {}
+        }
+        if self.text_batch_size == 0 {
+            return err("text_batch_size", "text_batch_size must be ≥ 1".into());
+        }
+        if self.text_key.is_empty() {
+            return err("text_key", "text_key must name the JSONL key holding the text, e.g. \"text\"".into());
+        }
+        Ok(())
+    }
+
     fn problem_set(&self, ctx: &StageCtx) -> Result<ProblemSet> {
         let mut set = self.source.evaluated(&|r| ctx.resolve(r), || ctx.rng("problems").next_u64())?;
         set.truncate(self.limit);
@@ -190,6 +273,8 @@ impl StageConfig for EvalStage {
     fn references(&self) -> Vec<Reference> {
         let mut r = refs(Artifact::Model, self.models.iter().map(|m| ("models", Some(m.as_str()))));
         r.extend(refs(Artifact::Data, [("from", self.source.from.as_deref()), ("jsonl", self.source.jsonl.as_deref())]));
+        r.extend(refs(Artifact::Text, self.ppl.iter().map(|f| ("ppl", Some(f.as_str())))));
+        r.extend(refs(Artifact::Text, self.choice.iter().map(|f| ("choice", Some(f.as_str())))));
         r
     }
 
@@ -210,6 +295,9 @@ impl StageConfig for EvalStage {
                 check_jsonl(file, verifier)?;
             }
         }
+        // Text files outside the run are read and checked now; `@stage` ones when the stage runs.
+        let outside = |list: &[String]| list.iter().filter(|f| !f.starts_with('@')).map(PathBuf::from).collect::<Vec<_>>();
+        TextSets::open(&outside(&self.ppl), &outside(&self.choice), &self.text_key)?;
         Ok(())
     }
 
@@ -217,6 +305,16 @@ impl StageConfig for EvalStage {
         let err = |k: &str, m: String| Err((k.to_string(), m));
         if self.models.is_empty() {
             return err("models", "list at least one model folder or `@stage`".into());
+        }
+        if !self.has_problems() && !self.has_text() {
+            return err(
+                "from",
+                "nothing to evaluate: set one of `from` (a tasks stage), `task` or `jsonl` (problems to sample), and/or `ppl` / `choice` (text sets)".into(),
+            );
+        }
+        self.validate_text()?;
+        if !self.has_problems() {
+            return Ok(());
         }
         self.source.validate(&source::EVAL)?;
         if let Err(e) = self.eval_config(0).check() {
@@ -235,68 +333,108 @@ impl StageConfig for EvalStage {
     }
 
     fn total_units(&self) -> (Option<u64>, &'static str) {
+        if !self.has_problems() {
+            return (None, "batches");
+        }
         let problems = if self.source.task.is_some() { Some(self.source.test_count().min(self.limit)) } else { None };
         (problems.map(|p| (p * self.n * self.models.len()) as u64), "samples")
     }
 
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput> {
-        let mut set = self.problem_set(ctx)?;
+        // Everything is read and checked before the first model loads.
+        let mut set = if self.has_problems() { Some(self.problem_set(ctx)?) } else { None };
+        let sets = self.text_sets(&|r| ctx.resolve(r))?;
         let dirs = self.models.iter().map(|m| ctx.resolve(m)).collect::<Result<Vec<_>>>()?;
-        let skipped = fit_models_context(&mut set, &dirs, self.source.chat, self.max_new_tokens, self.too_long)?;
-        if skipped > 0 {
-            ctx.events.warn(format!("left out {skipped} problem(s) too long for the context (too_long = \"skip\")"));
+        if let Some(set) = set.as_mut() {
+            let skipped = fit_models_context(set, &dirs, self.source.chat, self.max_new_tokens, self.too_long)?;
+            if skipped > 0 {
+                ctx.events.warn(format!("left out {skipped} problem(s) too long for the context (too_long = \"skip\")"));
+            }
         }
         let cfg = self.eval_config(ctx.rng("sampling").next_u64());
         let labels = model_labels(&self.models);
-        let per_model = (set.len() * self.n) as u64;
+        let per_model = set.as_ref().map_or(0, |s| (s.len() * self.n) as u64);
         let total = per_model * self.models.len() as u64;
-        ctx.events.info(format!("evaluating {} model(s) on {}, n = {} samples each", self.models.len(), set.describe(), self.n));
+        if let Some(set) = &set {
+            ctx.events.info(format!("evaluating {} model(s) on {}, n = {} samples each", self.models.len(), set.describe(), self.n));
+        }
         let mut results: Vec<ModelResult> = Vec::new();
-        for (i, (reference, label)) in self.models.iter().zip(&labels).enumerate() {
-            let dir = ctx.resolve(reference)?;
-            let model = EvalModel::load(&dir, &ctx.device)?;
-            let offset = i as u64 * per_model;
-            let events = ctx.events.clone();
-            let control = &mut *ctx.control;
-            let mut on_progress = |p: run::Progress| -> Result<()> {
-                events.progress(offset + p.done, Some(total), "samples", Some(label));
-                if control.poll().stop {
-                    return Err(crate::stage::Interrupted.into());
-                }
-                Ok(())
-            };
-            let mut report = run::evaluate(&model, &set, &cfg, &mut on_progress)?;
-            report.model = reference.clone();
-            write_samples(&ctx.dir.join(format!("samples-{label}.jsonl")), &set, &report)?;
-            ctx.events.info(format!(
-                "{label}: pass@1 {:.3}, {:.1} samples/s",
-                report.aggregate.get("pass@1").copied().unwrap_or(f64::NAN),
-                report.aggregate.get("samples_per_s").copied().unwrap_or(0.0)
-            ));
-            results.push(ModelResult { label: label.clone(), report });
+        let mut texts: Vec<TextResult> = Vec::new();
+        for (i, ((reference, label), dir)) in self.models.iter().zip(&labels).zip(&dirs).enumerate() {
+            let model = EvalModel::load(dir, &ctx.device)?;
+            if let Some(set) = &set {
+                let offset = i as u64 * per_model;
+                let events = ctx.events.clone();
+                let control = &mut *ctx.control;
+                let mut on_progress = |p: run::Progress| -> Result<()> {
+                    events.progress(offset + p.done, Some(total), "samples", Some(label));
+                    if control.poll().stop {
+                        return Err(crate::stage::Interrupted.into());
+                    }
+                    Ok(())
+                };
+                let mut report = run::evaluate(&model, set, &cfg, &mut on_progress)?;
+                report.model = reference.clone();
+                write_samples(&ctx.dir.join(format!("samples-{label}.jsonl")), set, &report)?;
+                ctx.events.info(format!(
+                    "{label}: pass@1 {:.3}, {:.1} samples/s",
+                    report.aggregate.get("pass@1").copied().unwrap_or(f64::NAN),
+                    report.aggregate.get("samples_per_s").copied().unwrap_or(0.0)
+                ));
+                results.push(ModelResult { label: label.clone(), report });
+            }
+            if !sets.is_empty() {
+                let events = ctx.events.clone();
+                let control = &mut *ctx.control;
+                let mut batches = 0u64;
+                let mut on_batch = || -> Result<()> {
+                    batches += 1;
+                    events.progress(batches, None, "batches", Some(label));
+                    if control.poll().stop {
+                        return Err(crate::stage::Interrupted.into());
+                    }
+                    Ok(())
+                };
+                let log_events = ctx.events.clone();
+                let mut log = |line: String| log_events.info(line);
+                texts.push(text::evaluate(&model, label, reference, &sets, &self.text_config(), &mut on_batch, &mut log)?);
+            }
         }
         let overlaps: Vec<Overlap> = results
             .iter()
             .skip(1)
             .map(|r| run::overlap((&results[0].label, &results[0].report), (&r.label, &r.report)))
             .collect();
+        let several = self.models.len() > 1;
         let mut summary = BTreeMap::new();
-        let table = if results.len() == 1 {
+        let mut tables: Vec<String> = Vec::new();
+        if results.len() == 1 {
             summary = headline(&results[0].report);
-            run::pass_at_k_table(&results[0].report)
-        } else {
+            tables.push(run::pass_at_k_table(&results[0].report));
+        } else if !results.is_empty() {
             for r in &results {
                 for (k, v) in headline(&r.report) {
                     summary.insert(format!("{}/{k}", r.label), v);
                 }
             }
             let pairs: Vec<(String, &EvalReport)> = results.iter().map(|r| (r.label.clone(), &r.report)).collect();
-            run::comparison_table(&pairs)
-        };
-        let doc = StageResults { models: results, overlaps };
+            tables.push(run::comparison_table(&pairs));
+        }
+        for t in &texts {
+            for (k, v) in text::headline(t) {
+                summary.insert(if several { format!("{}/{k}", t.label) } else { k }, v);
+            }
+        }
+        if !texts.is_empty() {
+            tables.push(text::table(&texts));
+        }
+        if let Some(paper) = &self.paper {
+            tables.push(format!("paper: {paper}"));
+        }
+        let doc = StageResults { models: results, overlaps, text: texts };
         let path = ctx.dir.join(RESULTS_FILE);
         write_atomic(&path, serde_json::to_string_pretty(&doc)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(StageOutput { output: Some(ctx.dir.clone()), summary, table: Some(table) })
+        Ok(StageOutput { output: Some(ctx.dir.clone()), summary, table: Some(tables.join("\n\n")) })
     }
 }
 

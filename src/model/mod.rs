@@ -19,6 +19,7 @@ pub mod mask;
 pub mod fused;
 pub mod heads;
 pub mod registry;
+pub mod score;
 pub mod weights;
 
 pub use config::{ModelConfig, ModelType, RopeScaling};

@@ -148,7 +148,7 @@ pub fn score_rollout(cfg: &RlStage, ro: &Rollout, reference: Option<&Model>, pad
     if let (Some(r), Some(m)) = (reference, refm.as_mut()) {
         for start in (0..b).step_by(cfg.micro_batch) {
             let rows = start..(start + cfg.micro_batch).min(b);
-            let s = batch::score_shared_prompts(&r.decoder, (&ro.prompts, &ro.responses), rows, ro.widths, pad, cfg.temperature, Mode::Infer)?;
+            let s = crate::model::score::score_shared_prompts(&r.decoder, (&ro.prompts, &ro.responses), rows, ro.widths, pad, cfg.temperature, Mode::Infer)?;
             batch::put_rows(m, start, &(s.logp * &s.mask)?)?;
         }
     }

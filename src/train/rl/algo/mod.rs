@@ -18,7 +18,7 @@ use crate::model::Model;
 use crate::stage::StageCtx;
 use crate::train::optim::{AdamW, Param};
 use crate::train::rl::advantage::{AdvantageEstimator, Advantages, Mat};
-use crate::train::rl::batch::SharedScore;
+use crate::model::score::SharedScore;
 use crate::train::rl::config::{Algorithm, Invalid, RlStage};
 use crate::train::rl::minibatch::{Learner, MiniBatch};
 use crate::train::rl::metrics::Acc;
