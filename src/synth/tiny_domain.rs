@@ -46,10 +46,10 @@ impl Default for TinyDomainConfig {
     fn default() -> Self {
         TinyDomainConfig {
             seed: 0,
-            general_docs: 600,
+            general_docs: 700,
             general_instruct: 1500,
-            domain_docs: 360,
-            domain_heldout: 90,
+            domain_docs: 300,
+            domain_heldout: 75,
             domain_choice: 200,
             general_choice: 100,
             entities: 30,
@@ -212,7 +212,8 @@ impl Domain {
         ];
         rng.shuffle(&mut facts);
         // A fact sentence before each pair gives it the sentence end its pattern starts with.
-        let n = 3 + rng.usize(3);
+        // One to three pairs: short documents, many of them, within the size budget.
+        let n = 1 + rng.usize(3);
         let mut body = vec![format!("This note describes one plant of {r}.")];
         for (pair, fact) in pairs.iter().zip(&facts).take(n) {
             body.push(fact.clone());
@@ -402,7 +403,13 @@ mod tests {
     fn the_miner_finds_every_sub_category_in_the_domain_corpus() {
         let d = tempfile::tempdir().unwrap();
         let (files, counts) = write(d.path(), &TinyDomainConfig::default()).unwrap();
-        assert_eq!(counts["domain.jsonl"], 360);
+        assert_eq!(counts["domain.jsonl"], 300);
+        // The default sizes are the experiment's budget: about 250k characters of general
+        // text and 200k of domain text.
+        let chars = |p: &Path| texts(p).iter().map(|t| t.chars().count()).sum::<usize>();
+        let (general, domain) = (chars(&files.general), chars(&files.domain));
+        eprintln!("characters: general {general}, domain {domain}, held-out {}; rows {counts:?}", chars(&files.domain_heldout));
+        assert!((200_000..300_000).contains(&general) && (160_000..240_000).contains(&domain), "general {general}, domain {domain}");
         // AdaptLLM mines each document on its own.
         let mut found: BTreeMap<&str, usize> = BTreeMap::new();
         for t in texts(&files.domain) {
@@ -413,7 +420,7 @@ mod tests {
         eprintln!("mined at seed 0: {found:?}");
         for sub in ["entail", "contradict", "neutral", "cause_effect", "effect_cause", "similar", "different", "definition", "topic"] {
             let n = found.get(sub).copied().unwrap_or(0);
-            assert!(n >= 100, "sub-category {sub} mined {n} times: {found:?}");
+            assert!(n >= 60, "sub-category {sub} mined {n} times: {found:?}");
         }
     }
 
