@@ -234,3 +234,99 @@ fn control_file_pauses_checkpoints_and_stops_a_headless_run() {
     assert!(text.matches("\"checkpoint_saved\"").count() >= 2, "stop did not checkpoint: {text}");
     assert!(text.contains("\"state\":\"stopping\""), "{text}");
 }
+
+/// A profile training a fresh tiny model on a mixture of three JSONL sources, one row shape
+/// each (text, chat messages, prompt/response), with the mixture's lines in `mix`.
+fn mixture_profile(dir: &Path, mix: &str, extra: &str) -> PathBuf {
+    let text: String = (0..30).map(|i| format!("{{\"text\":\"plain text row number {i}\"}}\n")).collect();
+    let chat: String = (0..30)
+        .map(|i| format!("{{\"messages\":[{{\"role\":\"user\",\"content\":\"q{i}\"}},{{\"role\":\"assistant\",\"content\":\"a{i}\"}}]}}\n"))
+        .collect();
+    let pairs: String = (0..30).map(|i| format!("{{\"prompt\":\"{i}+1=\",\"response\":\"{}\"}}\n", i + 1)).collect();
+    for (name, rows) in [("text.jsonl", text), ("chat.jsonl", chat), ("pairs.jsonl", pairs)] {
+        std::fs::write(dir.join(name), rows).unwrap();
+    }
+    let profile = dir.join("mix.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[run]\nname = \"mix\"\nseed = 3\n\n[[stage]]\nkind = \"model-init\"\nname = \"init\"\npreset = \"tiny\"\n\n\
+             [[stage]]\nkind = \"sft\"\nname = \"sft\"\nmodel = \"@init\"\nsteps = 12\nbatch_size = 4\nmax_len = 48\n\
+             checkpoint_every = 4\neval_every = 0\nsample_every = 0\n{extra}\n[stage.data]\nmix = {mix}\n"
+        ),
+    )
+    .unwrap();
+    profile
+}
+
+#[test]
+fn a_weighted_mixture_trains_in_its_shares_and_resumes_bit_identically() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mix = format!(
+        "[ {{ jsonl = {:?}, weight = 1.0 }}, {{ jsonl = {:?}, weight = 2.0 }}, {{ jsonl = {:?} }} ]",
+        dir.join("text.jsonl"),
+        dir.join("chat.jsonl"),
+        dir.join("pairs.jsonl")
+    );
+    // Packing on: each source is packed apart, and the shares are shares of packed rows.
+    let profile = mixture_profile(dir, &mix, "pack = true");
+    let run = |name: &str| {
+        let mut c = retort();
+        c.args(["run", profile.to_str().unwrap(), "--headless", "--name", name]).current_dir(dir);
+        c
+    };
+    let out = run("whole").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let whole = run_dir(dir, "whole");
+    // 12 steps × 4 = 48 examples at weights 1 : 2 : 1 (the last defaulted): 12, 24 and 12
+    // exactly, since every quota 48·w/4 is a whole number and the schedule is within one of it.
+    let summary = &manifest(&whole)["stages"][1]["summary"];
+    let shares: Vec<f64> = (0..3).map(|i| summary[format!("mix[{i}].share")].as_f64().unwrap()).collect();
+    assert_eq!(shares, vec![0.25, 0.5, 0.25], "{summary}");
+    let events = std::fs::read_to_string(whole.join("events.jsonl")).unwrap();
+    assert!(events.contains("mixture over 48 examples: data.mix[0] 12 (25.0%); data.mix[1] 24 (50.0%); data.mix[2] 12 (25.0%)"), "{events}");
+
+    // The same seed gives the same weights; a stop after a checkpoint resumes to them exactly.
+    let again = run("again").output().unwrap();
+    assert!(again.status.success());
+    assert!(weights(&run_dir(dir, "again")) == weights(&whole), "two runs of one profile and seed differ");
+    let mut child = run("stopped").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let stopped = wait_for_run(dir, "stopped");
+    wait_for(&stopped.join("events.jsonl"), "\"checkpoint_saved\"");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    resume(&stopped, dir);
+    assert!(weights(&stopped) == weights(&whole), "resumed mid-mixture, the weights differ");
+    assert_eq!(manifest(&stopped)["stages"][1]["summary"]["mix[1].share"].as_f64(), Some(0.5));
+}
+
+#[test]
+fn bad_mixtures_are_explained_before_a_run_starts() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let fails_with = |mix: &str, extra: &str, needles: &[&str]| {
+        let profile = mixture_profile(dir, mix, extra);
+        let out = retort().args(["run", profile.to_str().unwrap(), "--headless"]).current_dir(dir).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{mix}: accepted");
+        for n in needles {
+            assert!(text.contains(n), "{mix}: expected {n:?} in {text}");
+        }
+        assert!(!dir.join("runs").exists(), "a run folder was created for {mix}");
+    };
+    let a = format!("{:?}", dir.join("text.jsonl"));
+    fails_with(&format!("[ {{ jsonl = {a} }}, {{ jsonl = {a}, weight = 0.0 }} ]"), "", &["stage.sft.data.mix[1].weight", "finite and > 0"]);
+    fails_with(&format!("[ {{ jsonl = {a}, weight = -2.0 }} ]"), "", &["data.mix[0].weight"]);
+    fails_with("[]", "", &["data.mix", "at least one source"]);
+    fails_with(&format!("[ {{ jsonl = {a}, wieght = 1.0 }} ]"), "", &["data.mix[0].wieght", "weight"]);
+    // The mixture replaces `jsonl` rather than adding to it.
+    let profile_mix = format!("[ {{ jsonl = {a} }} ]\njsonl = {a}");
+    fails_with(&profile_mix, "", &["data.mix", "takes the place of"]);
+    // `@stage/file` sources are declared references: they must name an earlier stage with text.
+    fails_with("[ { jsonl = \"@init/rows.jsonl\" } ]", "", &["data.mix", "@init/rows.jsonl", "text data"]);
+    // Each file is read before training: a bad row names the file and line.
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\":\"fine\"}\n{\"prompt\":\"no response\"}\n").unwrap();
+    fails_with(&format!("[ {{ jsonl = {a} }}, {{ jsonl = {:?} }} ]", bad), "", &["bad.jsonl:2", "without \"response\"", "data.mix[1]"]);
+}

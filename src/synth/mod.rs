@@ -3,3 +3,4 @@
 
 pub mod adaptllm;
 pub mod output;
+pub mod tiny_domain;

@@ -285,6 +285,114 @@ pub fn stream_position(seed: u64, k: u64, n: usize) -> (u64, usize) {
     (epoch, order[(k % n as u64) as usize])
 }
 
+/// One source of a weighted mixture (`[stage.data] mix = [{ jsonl, weight }, ...]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixSource {
+    /// A JSONL of prompt/response, messages or text rows (a path, or `@stage/file`).
+    pub jsonl: String,
+    /// Relative share of the stream (weights 1 and 3 give 25% and 75%).
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// Checks of a mixture beyond types: at least one source, a file named, weights finite and
+/// > 0. `Err((key, message))`, the key relative to `[stage.data]`'s parent (`data.mix[2].weight`).
+pub fn check_mix(mix: &[MixSource]) -> Result<(), (String, String)> {
+    if mix.is_empty() {
+        return Err(("data.mix".into(), "a mixture needs at least one source: mix = [{ jsonl = \"rows.jsonl\", weight = 1.0 }]".into()));
+    }
+    for (i, s) in mix.iter().enumerate() {
+        if s.jsonl.trim().is_empty() {
+            return Err((format!("data.mix[{i}].jsonl"), "name a JSONL file (a path, or \"@stage/file.jsonl\")".into()));
+        }
+        if !(s.weight > 0.0 && s.weight.is_finite()) {
+            return Err((
+                format!("data.mix[{i}].weight"),
+                format!("a weight must be finite and > 0 (got {}); weights are relative shares, e.g. 1.0 and 3.0 for 25% and 75%", s.weight),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The deterministic interleaving of a weighted mixture: which source position `k` of the
+/// stream draws from, and which of that source's own examples it is.
+///
+/// Position `k` (0-based) goes to the source that the **quota method** of Balinski and Young
+/// picks, given the counts `n_i` of the first `k` positions: among the sources still under
+/// their upper quota (`n_i < (k+1)·w_i/W`, W the sum of weights) the one whose next example
+/// is due first (smallest `(n_i+1)/w_i`, ties to the lower index). The method keeps every
+/// source within its quota at every prefix: after `k` positions `floor(k·w_i/W) ≤ n_i ≤
+/// ceil(k·w_i/W)`, so the realized share is exact up to one example per source. (A plain
+/// smooth weighted round-robin, the largest-deficit rule, can fall more than one example
+/// behind with three or more sources.) Source `i`'s `j`-th example is `j = n_i(k)`, a
+/// position in that source's own stream of epoch permutations.
+///
+/// The schedule uses no randomness and no history beyond `k`: it is a pure function of `k`,
+/// computed by replaying positions from 0 (a cursor makes consecutive positions O(sources)),
+/// so a resumed run needs only its example counter.
+#[derive(Debug, Clone)]
+pub struct MixSchedule {
+    weights: Vec<f64>,
+    total: f64,
+    /// The cursor: `counts[i]` = positions among the first `next` that went to source `i`.
+    next: u64,
+    counts: Vec<u64>,
+}
+
+impl MixSchedule {
+    /// `weights` are checked by [`check_mix`] (finite, > 0, at least one).
+    pub fn new(weights: &[f64]) -> Self {
+        MixSchedule { weights: weights.to_vec(), total: weights.iter().sum(), next: 0, counts: vec![0; weights.len()] }
+    }
+
+    /// Position `k` of the stream: (source, that source's example index).
+    pub fn at(&mut self, k: u64) -> (usize, u64) {
+        self.seek(k);
+        let i = self.pick();
+        let j = self.counts[i];
+        self.counts[i] += 1;
+        self.next += 1;
+        (i, j)
+    }
+
+    /// How many of the first `k` positions each source gets.
+    pub fn counts(&mut self, k: u64) -> Vec<u64> {
+        self.seek(k);
+        self.counts.clone()
+    }
+
+    /// Move the cursor to just before position `k` (rewinding to 0 when behind).
+    fn seek(&mut self, k: u64) {
+        if k < self.next {
+            self.next = 0;
+            self.counts.iter_mut().for_each(|c| *c = 0);
+        }
+        while self.next < k {
+            let i = self.pick();
+            self.counts[i] += 1;
+            self.next += 1;
+        }
+    }
+
+    /// The source of position `self.next`.
+    fn pick(&self) -> usize {
+        let k1 = (self.next + 1) as f64;
+        let due = |i: usize| (self.counts[i] + 1) as f64 / self.weights[i];
+        let best = |eligible: &dyn Fn(usize) -> bool| {
+            (0..self.weights.len()).filter(|&i| eligible(i)).min_by(|&a, &b| due(a).total_cmp(&due(b)).then(a.cmp(&b)))
+        };
+        // Some source is always under its upper quota (the counts sum to k < k+1, the sum of
+        // the quotas); the fallback only guards against rounding of the quotas.
+        best(&|i| (self.counts[i] as f64) * self.total < k1 * self.weights[i]).or_else(|| best(&|_| true)).unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +463,66 @@ mod tests {
         assert_eq!(seen, (0..7).collect::<Vec<_>>());
         assert_eq!(stream_position(5, 9, 7).0, 1);
         assert_eq!(stream_position(5, 3, 7), stream_position(5, 3, 7));
+    }
+
+    #[test]
+    fn mixture_schedule_follows_the_hand_computed_order() {
+        // Weights 1 : 2. Position 0: both under quota (0 < 1/3, 0 < 2/3), source 1 is due
+        // first (1/2 < 1/1). Position 1: counts (0, 1), due 1/1 and 2/2 tie, the lower index
+        // wins. Position 2: source 0 is at its quota (1 < 3·1/3 fails), so source 1. Period 3.
+        let mut s = MixSchedule::new(&[1.0, 2.0]);
+        let order: Vec<usize> = (0..6).map(|k| s.at(k).0).collect();
+        assert_eq!(order, vec![1, 0, 1, 1, 0, 1]);
+        // Each source walks its own counter: position 3 is source 1's third example.
+        assert_eq!(s.at(3), (1, 2));
+        assert_eq!(s.at(4), (0, 1));
+    }
+
+    #[test]
+    fn mixture_schedule_stays_within_one_example_of_every_share() {
+        let mut rng = Rng::new(11);
+        for trial in 0..60 {
+            let m = 2 + trial % 5;
+            // Shares from balanced to very skewed (down to 1e-3 of the largest).
+            let w: Vec<f64> = (0..m).map(|_| if rng.bool(0.3) { 1e-3 + rng.f64() * 1e-2 } else { 0.1 + rng.f64() * 5.0 }).collect();
+            let total: f64 = w.iter().sum();
+            let mut s = MixSchedule::new(&w);
+            let mut n = vec![0u64; m];
+            for k in 1..=2000u64 {
+                n[s.at(k - 1).0] += 1;
+                for i in 0..m {
+                    let quota = k as f64 * w[i] / total;
+                    assert!((n[i] as f64 - quota).abs() < 1.0 + 1e-9, "weights {w:?}: after {k}, source {i} has {} for quota {quota}", n[i]);
+                }
+            }
+            assert_eq!(s.counts(2000), n);
+        }
+    }
+
+    #[test]
+    fn mixture_position_is_a_pure_function_of_k() {
+        let w = [0.5, 3.0, 1.25];
+        let mut walked = MixSchedule::new(&w);
+        let seq: Vec<(usize, u64)> = (0..500).map(|k| walked.at(k)).collect();
+        // A fresh schedule jumping straight to k (what a resumed run does), and one rewound
+        // from further on, agree with the walk.
+        for k in [0u64, 1, 17, 250, 499] {
+            assert_eq!(MixSchedule::new(&w).at(k), seq[k as usize]);
+            assert_eq!(walked.at(k), seq[k as usize]);
+        }
+    }
+
+    #[test]
+    fn bad_mixtures_name_the_key() {
+        let src = |w: f64| MixSource { jsonl: "a.jsonl".into(), weight: w };
+        assert!(check_mix(&[src(1.0), src(0.25)]).is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let (key, msg) = check_mix(&[src(1.0), src(1.0), src(bad)]).unwrap_err();
+            assert_eq!(key, "data.mix[2].weight");
+            assert!(msg.contains("finite and > 0"), "{msg}");
+        }
+        assert_eq!(check_mix(&[]).unwrap_err().0, "data.mix");
+        assert_eq!(check_mix(&[MixSource { jsonl: " ".into(), weight: 1.0 }]).unwrap_err().0, "data.mix[0].jsonl");
     }
 
     #[test]

@@ -17,6 +17,15 @@
 //! [stage.data]
 //! task = "countdown"       # or: from = "@data" (a tasks stage), or: jsonl = "train.jsonl"
 //! ```
+//! or a weighted mixture of JSONL sources (text, prompt/response and chat rows together):
+//! ```toml
+//! [stage.data]
+//! mix = [ { jsonl = "@rc/data.jsonl", weight = 1.0 }, { jsonl = "@corpora/general_instruct.jsonl", weight = 1.0 } ]
+//! ```
+//! A mixture interleaves its sources by a fixed schedule ([`data::MixSchedule`]: every source
+//! within one example of its share at every point of the stream), and each source walks its
+//! own epoch permutations; example `k` stays a pure function of (seed, k). With `pack = true`
+//! each source is packed on its own, so the weights are shares of packed rows.
 //! The keys of `[stage.data]` are the problem source the rl and eval stages share
 //! ([`crate::tasks::source`]); `train`, `test` and `eval_jsonl` are the old names of
 //! `train_problems`, `test_problems` and `test_jsonl`.
@@ -33,7 +42,7 @@ use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, S
 use crate::tasks::source::{self, ProblemSource};
 use crate::tasks::{Instance, ProblemSet, Task};
 use crate::text::Tokenizer;
-use crate::train::data::{self, Example, LengthLimit, Teacher, TooLongRow};
+use crate::train::data::{self, Example, LengthLimit, MixSchedule, MixSource, Teacher, TooLongRow};
 use crate::train::optim::{AdamW, AdamWConfig, Param};
 use crate::train::scaffold::{Scaffold, TrainState};
 use crate::train::schedule::{Decay, Schedule};
@@ -115,6 +124,11 @@ pub struct SftData {
     /// Task data: the teacher that writes the training responses.
     #[serde(default)]
     pub teacher: Teacher,
+    /// A weighted mixture of JSONL sources, in place of `from`, `task` or `jsonl`
+    /// (`test_jsonl` and `chat` still apply; without `test_jsonl` the eval loss holds the last
+    /// 5% of each source of 20 rows or more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<Vec<MixSource>>,
 }
 
 impl crate::tasks::source::Sourced for SftStage {
@@ -172,6 +186,10 @@ impl StageConfig for SftStage {
     fn references(&self) -> Vec<Reference> {
         let mut r = refs(Artifact::Model, [("model", Some(self.model.as_str()))]);
         r.extend(refs(Artifact::Data, [("data.from", self.data.source.from.as_deref())]));
+        let d = &self.data.source;
+        r.extend(refs(Artifact::Text, [("data.jsonl", d.jsonl.as_deref()), ("data.test_jsonl", d.test_jsonl.as_deref())]));
+        let mix = self.data.mix.iter().flatten();
+        r.extend(refs(Artifact::Text, mix.map(|m| ("data.mix", Some(m.jsonl.as_str())))));
         r
     }
 
@@ -190,12 +208,31 @@ impl StageConfig for SftStage {
         for file in self.data.source.outside_files() {
             data::read_rows(file)?;
         }
+        for (i, m) in self.data.mix.iter().flatten().enumerate() {
+            if !m.jsonl.starts_with('@') {
+                data::read_rows(Path::new(&m.jsonl)).with_context(|| format!("data.mix[{i}].jsonl"))?;
+            }
+        }
         Ok(())
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
         let d = &self.data;
-        d.source.validate(&source::SFT)?;
+        match &d.mix {
+            None => d.source.validate(&source::SFT)?,
+            Some(mix) => {
+                let s = &d.source;
+                if s.from.is_some() || s.task.is_some() || s.jsonl.is_some() {
+                    return Err((
+                        "data.mix".into(),
+                        "`data.mix` takes the place of `data.from`, `data.task` and `data.jsonl`; keep only the mixture \
+                         (a single source is a mixture of one)"
+                            .into(),
+                    ));
+                }
+                data::check_mix(mix)?;
+            }
+        }
         if self.batch_size == 0 || self.grad_accum == 0 {
             return Err(("batch_size".into(), "batch_size and grad_accum must be at least 1".into()));
         }
@@ -242,6 +279,8 @@ impl StageConfig for SftStage {
 enum TrainSource {
     Fixed(Vec<Example>),
     Teacher { task: Box<dyn Task>, instances: Vec<Instance>, teacher: Teacher, chat: bool },
+    /// A weighted mixture: each source's examples, interleaved by `schedule`.
+    Mix { sources: Vec<Vec<Example>>, schedule: MixSchedule },
 }
 
 impl TrainSource {
@@ -249,14 +288,24 @@ impl TrainSource {
         match self {
             TrainSource::Fixed(v) => v.len(),
             TrainSource::Teacher { instances, .. } => instances.len(),
+            TrainSource::Mix { sources, .. } => sources.iter().map(Vec::len).sum(),
         }
     }
 
-    /// Example `k` of the endless stream (a pure function of seed and k).
-    fn example(&self, seed: u64, k: u64, tok: &Tokenizer, eos: u32) -> Result<Example> {
+    /// Example `k` of the endless stream (a pure function of seed and k; `&mut` only for the
+    /// mixture schedule's cursor, which makes consecutive positions cheap).
+    fn example(&mut self, seed: u64, k: u64, tok: &Tokenizer, eos: u32) -> Result<Example> {
+        if let TrainSource::Mix { sources, schedule } = self {
+            let (s, j) = schedule.at(k);
+            // Each source has its own permutations, so adding a source leaves the others' orders alone.
+            let source_seed = crate::rng::Rng::derive(seed, &format!("mix/{s}")).next_u64();
+            let (_, i) = data::stream_position(source_seed, j, sources[s].len());
+            return Ok(sources[s][i].clone());
+        }
         let (epoch, i) = data::stream_position(seed, k, self.len());
         match self {
             TrainSource::Fixed(v) => Ok(v[i].clone()),
+            TrainSource::Mix { .. } => unreachable!("handled above"),
             TrainSource::Teacher { task, instances, teacher, chat } => {
                 let inst = &instances[i];
                 let mut rng = crate::rng::Rng::derive(seed, &format!("teacher/{epoch}/{i}"));
@@ -288,9 +337,29 @@ fn prepare(cfg: &SftStage, ctx: &StageCtx, model_dir: &Path) -> Result<Prepared>
     }
     let eos = *tok.eos_ids().first().with_context(|| format!("{}: the tokenizer defines no end-of-sequence token", model_dir.display()))?;
     let d = &cfg.data.source;
-    let (source, eval, test) = if let Some(path) = &d.jsonl {
+    let limit = LengthLimit { max_len: cfg.max_len, policy: cfg.too_long };
+    let (source, eval, test) = if let Some(mix) = &cfg.data.mix {
+        let (mut sources, mut eval) = (Vec::new(), Vec::new());
+        for (i, m) in mix.iter().enumerate() {
+            let path = ctx.resolve(&m.jsonl)?;
+            let (mut rows, cut) = data::read_jsonl(&path, &tok, d.chat, eos, limit).with_context(|| format!("data.mix[{i}]"))?;
+            if cut > 0 {
+                let what = if cfg.too_long == TooLongRow::Skip { "left out" } else { "truncated" };
+                ctx.events.warn(format!("{cut} rows of {} were longer than max_len = {} and were {what}", path.display(), cfg.max_len));
+            }
+            // As for one `jsonl`: without `test_jsonl`, the last 5% of each large enough source.
+            if d.test_jsonl.is_none() && rows.len() >= 20 {
+                eval.extend(rows.split_off(rows.len() - rows.len() / 20));
+            }
+            sources.push(rows);
+        }
+        if let Some(e) = &d.test_jsonl {
+            eval = data::read_jsonl(&ctx.resolve(e)?, &tok, d.chat, eos, limit)?.0;
+        }
+        let schedule = MixSchedule::new(&mix.iter().map(|m| m.weight).collect::<Vec<_>>());
+        (TrainSource::Mix { sources, schedule }, eval, None)
+    } else if let Some(path) = &d.jsonl {
         let path = ctx.resolve(path)?;
-        let limit = LengthLimit { max_len: cfg.max_len, policy: cfg.too_long };
         let (mut all, cut) = data::read_jsonl(&path, &tok, d.chat, eos, limit)?;
         if cut > 0 {
             let what = if cfg.too_long == TooLongRow::Skip { "left out" } else { "truncated" };
@@ -462,18 +531,29 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
 
     // Fixed JSONL data can be packed or must fit; task examples are short by construction.
     let mut fixed_cut = 0;
-    let source = match prep.source {
-        TrainSource::Fixed(mut v) => {
-            // Rows were fitted to max_len while reading; this only catches a checkpointed
-            // config edited by hand.
-            fixed_cut = data::truncate(&mut v, cfg.max_len);
-            if cfg.pack {
-                v = data::pack(&v, cfg.max_len);
-            }
-            TrainSource::Fixed(v)
-        }
+    // Rows were fitted to max_len while reading; this only catches a checkpointed config
+    // edited by hand.
+    let mut fit = |mut v: Vec<Example>| {
+        fixed_cut += data::truncate(&mut v, cfg.max_len);
+        if cfg.pack { data::pack(&v, cfg.max_len) } else { v }
+    };
+    let mut source = match prep.source {
+        TrainSource::Fixed(v) => TrainSource::Fixed(fit(v)),
+        // Each source is packed on its own, so a packed row never mixes sources and the
+        // schedule's shares stay shares of rows.
+        TrainSource::Mix { sources, schedule } => TrainSource::Mix { sources: sources.into_iter().map(&mut fit).collect(), schedule },
         other => other,
     };
+    if let (TrainSource::Mix { sources, .. }, Some(mix)) = (&source, &cfg.data.mix) {
+        let total: f64 = mix.iter().map(|m| m.weight).sum();
+        let parts: Vec<String> = mix
+            .iter()
+            .zip(sources)
+            .enumerate()
+            .map(|(i, (m, rows))| format!("data.mix[{i}] {} ({} rows, weight {} = {:.1}%)", m.jsonl, rows.len(), m.weight, 100.0 * m.weight / total))
+            .collect();
+        ctx.events.info(format!("mixture of {} sources: {}", mix.len(), parts.join("; ")));
+    }
     if fixed_cut > 0 {
         ctx.events.warn(format!("{fixed_cut} examples were longer than max_len = {} and were truncated", cfg.max_len));
     }
@@ -569,6 +649,17 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
 
     let mut summary: BTreeMap<String, f64> = BTreeMap::new();
     summary.insert("loss".into(), state.last_loss);
+    if let TrainSource::Mix { schedule, .. } = &mut source {
+        // The realized shares of the whole run (resumed or not: the schedule is a function of
+        // the example counter alone).
+        let counts = schedule.counts(state.examples_seen);
+        let seen = state.examples_seen.max(1) as f64;
+        let parts: Vec<String> = counts.iter().enumerate().map(|(i, &c)| format!("data.mix[{i}] {c} ({:.1}%)", 100.0 * c as f64 / seen)).collect();
+        ctx.events.info(format!("mixture over {} examples: {}", state.examples_seen, parts.join("; ")));
+        for (i, &c) in counts.iter().enumerate() {
+            summary.insert(format!("mix[{i}].share"), c as f64 / seen);
+        }
+    }
     if !eval_set.is_empty() {
         summary.insert("eval_loss".into(), eval_loss(&model, &eval_set, pad, cfg.batch_size * 2)?);
     }
