@@ -17,6 +17,8 @@
 //! chat rows, `domain_choice.jsonl` and `general_choice.jsonl` of `{"input", "options",
 //! "gold_index"}` rows (input ends with "\nAnswer:", options start with a space).
 
+pub mod method;
+
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};

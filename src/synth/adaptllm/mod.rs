@@ -30,6 +30,7 @@
 
 mod framing;
 mod keywords;
+pub mod method;
 mod mine;
 mod sentences;
 mod tasks;
