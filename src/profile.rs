@@ -26,6 +26,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("rl-compare-tiny", include_str!("../profiles/rl-compare-tiny.toml")),
     ("flowrl-qwen2.5-7b", include_str!("../profiles/flowrl-qwen2.5-7b.toml")),
     ("grpo-qwen2.5-7b", include_str!("../profiles/grpo-qwen2.5-7b.toml")),
+    ("adaptllm-tiny", include_str!("../profiles/adaptllm-tiny.toml")),
 ];
 
 /// The profile a bare `retort run` starts.
