@@ -27,6 +27,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("flowrl-qwen2.5-7b", include_str!("../profiles/flowrl-qwen2.5-7b.toml")),
     ("grpo-qwen2.5-7b", include_str!("../profiles/grpo-qwen2.5-7b.toml")),
     ("adaptllm-tiny", include_str!("../profiles/adaptllm-tiny.toml")),
+    ("adaptllm-llama-7b", include_str!("../profiles/adaptllm-llama-7b.toml")),
 ];
 
 /// The profile a bare `retort run` starts.

@@ -3,6 +3,7 @@
 //! doctor, pull), `eval` (eval, reward test, report), `model` (model init/info, generate,
 //! bench), `embed` and `synth`.
 
+mod bench_mine;
 mod embed;
 mod eval;
 mod model;

@@ -90,6 +90,9 @@ pub enum BenchAction {
     Generate(BenchArgs),
     /// One training step: forward + backward + AdamW (default: batch 8 × 128 tokens).
     Train(BenchArgs),
+    /// AdaptLLM's mining pass over a corpus (MB/s, one thread); benches/peer_mine.py is the
+    /// Python `re` side.
+    Mine(super::bench_mine::MineBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -282,6 +285,7 @@ pub fn cmd_bench(action: BenchAction) -> Result<()> {
     let (args, train) = match action {
         BenchAction::Generate(a) => (a, false),
         BenchAction::Train(a) => (a, true),
+        BenchAction::Mine(a) => return super::bench_mine::cmd_bench_mine(&a),
     };
     require_model_folder(&args.model)?;
     let opts = BenchOptions {

@@ -103,3 +103,23 @@ pub fn mine_with(context: &str, fix_ie_quirk: bool) -> Vec<Mined> {
     }
     out
 }
+
+/// The patterns as JSON (`{"flags": "IGNORECASE", "patterns": [{"family", "sub", "pattern",
+/// "first", "connective", "second"}]}`), for `retort bench mine --patterns-json` and the
+/// Python peer, so both sides of the benchmark run the same regex source.
+pub fn patterns_json() -> serde_json::Value {
+    let patterns: Vec<serde_json::Value> = RULES
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "family": format!("{:?}", r.family),
+                "sub": r.sub,
+                "pattern": r.pattern,
+                "first": r.first,
+                "connective": r.connective,
+                "second": r.second,
+            })
+        })
+        .collect();
+    serde_json::json!({"flags": "IGNORECASE", "patterns": patterns})
+}

@@ -31,7 +31,7 @@
 mod framing;
 mod keywords;
 pub mod method;
-mod mine;
+pub mod mine;
 mod sentences;
 mod tasks;
 mod templates;
