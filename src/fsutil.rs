@@ -55,6 +55,16 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
+/// Check, before any work, that files can be written into the folder `dir` later (it may
+/// exist already, e.g. a data set being resumed or rewritten). A folder made for the probe is
+/// removed again; nothing else is touched.
+pub fn check_writable_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!("cannot write into {}: it is a file, not a folder; give a folder name", dir.display());
+    }
+    check_writable(&dir.join(".retort-probe"))
+}
+
 /// Create `dir` and everything above it, with an error that names the folder.
 pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create folder {}: {e}", dir.display()))

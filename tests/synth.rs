@@ -89,3 +89,50 @@ fn bad_input_is_named_before_any_work() {
     let e = err(dir.path(), &["synth", "adaptllm", "d.jsonl"]);
     assert!(e.contains("--out"), "{e}");
 }
+
+#[test]
+fn a_killed_synth_resumes_and_writes_the_same_bytes_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Large enough that the mining takes seconds in a debug build, so the kill lands mid-run.
+    ok(d, &["synth", "tiny-domain", "--out", "corp", "--headless", "--set", "domain_docs=20000", "--set", "general_docs=10", "--set", "general_instruct=10"]);
+    let args = |out: &'static str| vec!["synth", "adaptllm", "corp/domain.jsonl", "--out", out, "--headless", "--set", "checkpoint_every=100"];
+    ok(d, &args("whole"));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retort"))
+        .args(args("killed"))
+        .env_remove("RETORT_RUNS_DIR")
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = d.join("killed/.synth-partial/state.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !state.exists() {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint within 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(!d.join("killed/stats.json").exists(), "the synth finished before the kill; the corpus is too small to test resume");
+    assert!(!d.join("killed/data.jsonl").exists(), "a killed synth must not leave a final-looking file");
+
+    // The same command again picks up from the checkpoint.
+    let log = ok(d, &args("killed"));
+    let events: String = std::fs::read_dir(d.join("runs"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path().join("events.jsonl")).unwrap_or_default())
+        .collect();
+    assert!(events.contains("resuming after"), "the rerun did not resume: {log}");
+    for file in ["data.jsonl", "chat.jsonl", "tasks.jsonl"] {
+        let a = std::fs::read(d.join("whole").join(file)).unwrap();
+        let b = std::fs::read(d.join("killed").join(file)).unwrap();
+        assert!(a == b, "{file} differs after the resume ({} vs {} bytes)", a.len(), b.len());
+    }
+    let stats = |p: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(d.join(p).join("stats.json")).unwrap()).unwrap() };
+    let (a, b) = (stats("whole"), stats("killed"));
+    for key in ["documents", "rows", "tasks", "skipped", "input_bytes"] {
+        assert_eq!(a[key], b[key], "stats.json `{key}` differs after the resume");
+    }
+}

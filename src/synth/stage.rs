@@ -130,7 +130,7 @@ impl StageConfig for SynthStage {
             Corpus::open(&outside, &self.corpus_config())?;
         }
         if let Some(out) = &self.out {
-            crate::fsutil::check_writable(&PathBuf::from(out))?;
+            crate::fsutil::check_writable_dir(&PathBuf::from(out))?;
         }
         Ok(())
     }
