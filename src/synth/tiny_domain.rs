@@ -14,7 +14,7 @@
 //!
 //! Files (JSONL, each written atomically): `general.jsonl` and `domain.jsonl` /
 //! `domain_heldout.jsonl` of `{"text"}` rows (first line a title), `general_instruct.jsonl` of
-//! chat rows, `domain_choice.jsonl` and `general_choice.jsonl` of `{"input", "options",
+//! `{"prompt", "response"}` rows in the choice sets' question format, `domain_choice.jsonl` and `general_choice.jsonl` of `{"input", "options",
 //! "gold_index"}` rows (input ends with "\nAnswer:", options start with a space).
 
 pub mod method;
@@ -315,15 +315,19 @@ fn general_document(rng: &mut Rng) -> String {
     format!("{}\n{}", title[rng.usize(title.len())], sentences[..n].join(" "))
 }
 
-/// One instruction-format QA pair about a general fact.
+/// One instruction-format QA pair about a general fact: the prompt in the multiple-choice
+/// sets' format ("Question: …\nAnswer:") and a short answer starting with a space, as the
+/// options do. Sharing the format is what makes the general model promptable by the choice
+/// sets at all (a tiny model does not carry a QA habit across formats).
 fn general_qa(rng: &mut Rng) -> (String, String) {
     let (t, k, c, p, u) = GENERAL[rng.usize(GENERAL.len())];
-    match rng.usize(4) {
-        0 => (format!("What color is {} {t}?", article(t)), format!("{} {t} is usually {c}.", capitalize(article(t)))),
-        1 => (format!("What kind of thing is {} {t}?", article(t)), format!("{} {t} is {} {k}.", capitalize(article(t)), article(k))),
-        2 => (format!("Where do people usually find {} {t}?", article(t)), format!("In the {p}.")),
-        _ => (format!("What do people do with {} {t}?", article(t)), format!("People {u}.")),
-    }
+    let (question, answer) = match rng.usize(4) {
+        0 => (format!("What color is {} {t}?", article(t)), c.to_string()),
+        1 => (format!("What kind of thing is {} {t}?", article(t)), k.to_string()),
+        2 => (format!("Where do people usually find {} {t}?", article(t)), p.to_string()),
+        _ => (format!("What do people do with {} {t}?", article(t)), u.to_string()),
+    };
+    (format!("Question: {question}\nAnswer:"), format!(" {answer}"))
 }
 
 fn general_question(rng: &mut Rng) -> (String, Vec<String>, usize) {
@@ -368,8 +372,8 @@ pub fn write(dir: &Path, cfg: &TinyDomainConfig) -> Result<(TinyDomainFiles, BTr
         "general_instruct.jsonl",
         (0..cfg.general_instruct)
             .map(|_| {
-                let (q, a) = general_qa(&mut rng);
-                json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+                let (prompt, response) = general_qa(&mut rng);
+                json!({"prompt": prompt, "response": response})
             })
             .collect(),
     )?;
@@ -486,10 +490,11 @@ mod tests {
             let fact = GENERAL.iter().find(|g| input.contains(&format!(" {}?", g.0))).expect("a general thing");
             assert_eq!(gold, if input.contains("color") { fact.2 } else { fact.3 }, "{input}");
         }
-        // Chat rows have a user turn and an assistant answer.
-        let chat = rows(&files.general_instruct);
-        assert_eq!(chat.len(), 1500);
-        assert!(chat.iter().all(|r| r["messages"][1]["role"] == "assistant" && !r["messages"][1]["content"].as_str().unwrap().is_empty()));
+        // Instruction rows are prompts in the choice sets' format with a short answer.
+        let instruct = rows(&files.general_instruct);
+        assert_eq!(instruct.len(), 1500);
+        assert!(instruct.iter().all(|r| r["prompt"].as_str().unwrap().starts_with("Question: ") && r["prompt"].as_str().unwrap().ends_with("\nAnswer:")));
+        assert!(instruct.iter().all(|r| r["response"].as_str().unwrap().starts_with(' ') && r["response"].as_str().unwrap().len() > 1));
     }
 
     #[test]
