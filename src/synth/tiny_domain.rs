@@ -454,6 +454,25 @@ mod tests {
             }
         }
         assert!(checked > 2000, "only {checked} fact mentions checked");
+        // Document by document, which also covers the sentences that do not name the plant
+        // ("Its petals are …", "The … moth carries its pollen."): a document is about one
+        // plant, and every class, region, hue and pollinator it names is that plant's own.
+        let mut documents = 0;
+        for t in texts(&files.domain).iter().chain(&texts(&files.domain_heldout)) {
+            let words: BTreeSet<&str> = t.split(|c: char| !c.is_alphanumeric()).collect();
+            let plants: Vec<&Plant> = domain.plants.iter().filter(|p| words.contains(p.name.as_str())).collect();
+            let [p] = plants[..] else { panic!("a document names {} plants: {t:?}", plants.len()) };
+            for (list, own) in [(&domain.classes, p.class), (&domain.regions, p.region), (&domain.hues, p.hue)] {
+                for (i, v) in list.iter().enumerate() {
+                    assert!(i == own || !words.contains(v.as_str()), "{:?} is not {v:?}: {t:?}", p.name);
+                }
+            }
+            for (i, v) in domain.pollinators.iter().enumerate() {
+                assert!(i == p.pollinator || !t.contains(v.as_str()), "{:?} is not pollinated by {v:?}: {t:?}", p.name);
+            }
+            documents += 1;
+        }
+        assert_eq!(documents, cfg.domain_docs + cfg.domain_heldout);
     }
 
     #[test]
