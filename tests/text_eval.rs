@@ -548,8 +548,8 @@ text_batch_size = 2
     assert_eq!((t["ppl"]["held"]["max_len"].as_u64(), t["ppl"]["held"]["stride"].as_u64()), (Some(16), Some(8)));
     assert_eq!(t["choice"]["task"]["rows"], 5);
     // The same numbers as `retort eval` on the stage's model.
-    let model_dir = PathBuf::from(t["model"].as_str().unwrap());
-    let model_dir = if model_dir.is_absolute() { model_dir } else { run_dir.join("..").join("..").join(model_dir) };
+    assert_eq!(t["model"], "@init");
+    let model_dir = run_dir.join("init/model");
     assert!(model_dir.join("config.json").is_file(), "{}", model_dir.display());
     let out = retort(&[
         "eval", model_dir.to_str().unwrap(), "--ppl", held.to_str().unwrap(), "--choice", task.to_str().unwrap(),
