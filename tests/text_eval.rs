@@ -611,34 +611,72 @@ fn option_scores_and_perplexity_match_transformers() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let path = tiny_model(dir.path(), "m", 23);
     let held = write_held(dir.path());
     let task = write_task(dir.path());
     let (max_len, stride) = (16, 6);
-    let out = retort(&[
-        "eval", path.to_str().unwrap(), "--ppl", held.to_str().unwrap(), "--choice", task.to_str().unwrap(),
-        "--max-len", &max_len.to_string(), "--stride", &stride.to_string(), "--json",
-    ]);
-    let ours: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
-    let request = serde_json::json!({
-        "choice": TASK.iter().map(|(i, o, _)| serde_json::json!({"input": i, "options": o})).collect::<Vec<_>>(),
-        "documents": HELD,
-        "max_len": max_len,
-        "stride": stride,
-    });
-    let theirs = hf_text_scores(&python, &path, &request);
-    assert_eq!(theirs["bos"], false);
-    let p = &ours["text"][0]["ppl"]["held"];
-    assert_eq!(p["tokens"], theirs["tokens"], "tokens scored");
-    rel_close(p["nll"].as_f64().unwrap(), theirs["nll"].as_f64().unwrap(), 1e-3, "nll");
-    rel_close(p["ppl"].as_f64().unwrap(), theirs["ppl"].as_f64().unwrap(), 1e-3, "ppl");
-    let preds = ours["text"][0]["choice"]["task"]["predictions"].as_array().unwrap();
-    for (i, (pr, th)) in preds.iter().zip(theirs["choice_nll"].as_array().unwrap()).enumerate() {
-        let a = pr["nll"].as_array().unwrap();
-        let b = th.as_array().unwrap();
-        assert_eq!(a.len(), b.len());
-        for (j, (x, y)) in a.iter().zip(b).enumerate() {
-            rel_close(x.as_f64().unwrap(), y.as_f64().unwrap(), 1e-3, &format!("row {i} option {j}"));
+    // Without a BOS, and with one the tokenizer adds (transformers follows the same
+    // tokenizer.json post-processor): the first token of each document is then scored.
+    for bos in [false, true] {
+        let path = tiny_model(dir.path(), if bos { "bos" } else { "plain" }, 23);
+        if bos {
+            with_bos(&path);
+        }
+        let out = retort(&[
+            "eval", path.to_str().unwrap(), "--ppl", held.to_str().unwrap(), "--choice", task.to_str().unwrap(),
+            "--max-len", &max_len.to_string(), "--stride", &stride.to_string(), "--json",
+        ]);
+        let ours: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+        let request = serde_json::json!({
+            "choice": TASK.iter().map(|(i, o, _)| serde_json::json!({"input": i, "options": o})).collect::<Vec<_>>(),
+            "documents": HELD,
+            "max_len": max_len,
+            "stride": stride,
+        });
+        let theirs = hf_text_scores(&python, &path, &request);
+        let p = &ours["text"][0]["ppl"]["held"];
+        assert_eq!((&p["bos"], &theirs["bos"]), (&Value::Bool(bos), &Value::Bool(bos)));
+        assert_eq!(p["tokens"], theirs["tokens"], "bos {bos}: tokens scored");
+        let chars: usize = HELD.iter().map(|t| t.len()).sum();
+        assert_eq!(p["tokens"].as_u64().unwrap() as usize, if bos { chars } else { chars - HELD.len() });
+        rel_close(p["nll"].as_f64().unwrap(), theirs["nll"].as_f64().unwrap(), 1e-3, &format!("bos {bos}: nll"));
+        rel_close(p["ppl"].as_f64().unwrap(), theirs["ppl"].as_f64().unwrap(), 1e-3, &format!("bos {bos}: ppl"));
+        let preds = ours["text"][0]["choice"]["task"]["predictions"].as_array().unwrap();
+        for (i, (pr, th)) in preds.iter().zip(theirs["choice_nll"].as_array().unwrap()).enumerate() {
+            let a = pr["nll"].as_array().unwrap();
+            let b = th.as_array().unwrap();
+            assert_eq!(a.len(), b.len());
+            for (j, (x, y)) in a.iter().zip(b).enumerate() {
+                rel_close(x.as_f64().unwrap(), y.as_f64().unwrap(), 1e-3, &format!("bos {bos}: row {i} option {j}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn cli_windows_default_to_the_model_context_and_are_capped_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_model(dir.path(), "m", 29);
+    let held = write_held(dir.path());
+    let m = load(&path);
+    // Every document fits the tiny model's 256-token context: one window each, so the file's
+    // NLL is that of plain full-sequence forwards.
+    let hand: Vec<f64> = HELD.iter().flat_map(|t| hand_logprobs(&m, &doc_ids(&m, None, t))).collect();
+    let want = -hand.iter().sum::<f64>() / hand.len() as f64;
+    for (extra, window) in [(vec![], (256, 128)), (vec!["--max-len", "1000", "--stride", "600"], (256, 256)), (vec!["--max-len", "40"], (40, 20))] {
+        let mut args = vec!["eval", path.to_str().unwrap(), "--ppl", held.to_str().unwrap(), "--json"];
+        args.extend(extra.iter().copied());
+        let doc: Value = serde_json::from_str(&stdout_of(&retort(&args))).unwrap();
+        let p = &doc["text"][0]["ppl"]["held"];
+        assert_eq!((p["max_len"].as_u64().unwrap() as usize, p["stride"].as_u64().unwrap() as usize), window, "{extra:?}");
+        assert_eq!(p["tokens"].as_u64().unwrap() as usize, hand.len());
+        if window.0 == 256 {
+            close(p["nll"].as_f64().unwrap(), want, 1e-4, &format!("{extra:?}"));
+        } else {
+            // The 90-character document needs windows of 40 (stride 20).
+            let docs: Vec<Vec<u32>> = HELD.iter().map(|t| doc_ids(&m, None, t)).collect();
+            let (s, n) = docs.iter().map(|d| hand_strided(&m, d, 40, 20)).fold((0.0, 0), |(s, n), (hs, hn)| (s + hs, n + hn));
+            close(p["nll"].as_f64().unwrap(), s / n as f64, 1e-4, "max_len 40");
+            assert!((s / n as f64 - want).abs() > 1e-4, "the windows should change the figure");
         }
     }
 }
