@@ -2,12 +2,14 @@
 """Option scores and perplexity of a model folder with transformers (the reference for
 tests/text_eval.rs).
 
-Usage:  python tools/hf_text_scores.py MODEL_DIR < request.json
+Usage:  python tools/hf_text_scores.py MODEL_DIR [MODEL_DIR ...] < request.json
 request.json: {"choice": [{"input": str, "options": [str, ...]}, ...],
                "documents": [str, ...], "max_len": int, "stride": int}
-Output:       {"choice_nll": [[mean NLL per option] per row],
-               "doc_nll": [[NLL sum, scored tokens] per document],
-               "nll": float, "ppl": float, "tokens": int, "bos": bool}
+Output:       {"models": [one per MODEL_DIR, in order:
+                 {"choice_nll": [[mean NLL per option] per row],
+                  "doc_nll": [[NLL sum, scored tokens] per document],
+                  "nll": float, "ppl": float, "tokens": int, "bos": bool}]}
+(Several folders share one Python start-up, which costs more than scoring a tiny model.)
 
 Choice: the continuation is the tokens of `input + " " + option` past those of `input`
 (lm-evaluation-harness's split), after whatever the tokenizer puts in front of an empty text
@@ -25,11 +27,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: hf_text_scores.py MODEL_DIR < request.json")
+    if len(sys.argv) < 2:
+        sys.exit("usage: hf_text_scores.py MODEL_DIR [MODEL_DIR ...] < request.json")
     request = json.load(sys.stdin)
-    tok = AutoTokenizer.from_pretrained(sys.argv[1])
-    model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
+    json.dump({"models": [scores(d, request) for d in sys.argv[1:]]}, sys.stdout)
+
+
+def scores(model_dir, request):
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     prefix = tok("", add_special_tokens=True)["input_ids"]
 
     choice_nll = []
@@ -72,10 +78,7 @@ def main():
     total = sum(d[0] for d in doc_nll)
     tokens = sum(d[1] for d in doc_nll)
     nll = total / tokens if tokens else float("nan")
-    json.dump(
-        {"choice_nll": choice_nll, "doc_nll": doc_nll, "nll": nll, "ppl": math.exp(nll), "tokens": tokens, "bos": len(prefix) > 0},
-        sys.stdout,
-    )
+    return {"choice_nll": choice_nll, "doc_nll": doc_nll, "nll": nll, "ppl": math.exp(nll), "tokens": tokens, "bos": len(prefix) > 0}
 
 
 if __name__ == "__main__":
