@@ -9,7 +9,7 @@ pub mod documents;
 pub mod ppl;
 
 use crate::eval::run::EvalModel;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use choice::{ChoiceResult, ChoiceRow};
 use ppl::{PplConfig, PplResult};
 use serde::{Deserialize, Serialize};
@@ -114,8 +114,14 @@ impl TextSets {
         };
         let mut out = TextSets { ppl: Vec::new(), choice: Vec::new() };
         for p in ppl {
+            let mut count = 0usize;
             for doc in documents::documents(p, text_key)? {
                 doc?;
+                count += 1;
+            }
+            // An empty file would give a perplexity of NaN (null in results.json), not an error.
+            if count == 0 {
+                bail!("{}: no documents; each line must be {{\"{text_key}\": \"...\"}}", p.display());
             }
             out.ppl.push((name(p), p.clone()));
         }
