@@ -681,3 +681,31 @@ fn cli_windows_default_to_the_model_context_and_are_capped_by_it() {
         }
     }
 }
+
+#[test]
+fn eval_stage_refuses_bad_text_files_before_any_stage_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"input\": \"q\", \"options\": [\"a\"], \"gold_index\": 0}\n{\"input\": \"q\", \"options\": [\"a\"], \"gold_index\": 1}\n").unwrap();
+    for (key, file, want) in [("ppl", &empty, format!("{}: no documents", empty.display())), ("choice", &bad, format!("{}:2: gold_index 1 is out of range", bad.display()))] {
+        let profile = dir.path().join("p.toml");
+        std::fs::write(
+            &profile,
+            format!(
+                "[run]\nname = \"bad\"\nseed = 1\n\n[[stage]]\nkind = \"model-init\"\nname = \"init\"\n\n[[stage]]\nkind = \"eval\"\nname = \"eval\"\nmodels = [\"@init\"]\n{key} = [{:?}]\n",
+                file.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let runs = dir.path().join(format!("runs-{key}"));
+        let out = retort(&["run", profile.to_str().unwrap(), "--headless", "--runs-dir", runs.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{key}: accepted");
+        assert!(err.contains(&want), "{key}: {err}");
+        // Nothing ran: no model was initialised.
+        let made_model = std::fs::read_dir(&runs).map(|d| d.flatten().any(|r| r.path().join("init/model").exists())).unwrap_or(false);
+        assert!(!made_model, "{key}: a stage ran before the check");
+    }
+}
