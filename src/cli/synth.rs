@@ -1,7 +1,7 @@
 //! `retort synth METHOD INPUT... --out DIR`: a one-stage run of the `synth` stage, and
 //! `--dry-run`, which prints what a method makes of one document without writing anything.
 
-use super::{outcome_code, toml_string};
+use super::outcome_code;
 use crate::profile::Profile;
 use crate::synth::methods::{self, MethodEnv};
 use crate::text::corpus::{Corpus, CorpusConfig};
@@ -52,13 +52,45 @@ pub struct SynthArgs {
 /// Keys of the stage itself; any other `--set` key is a method option.
 const STAGE_KEYS: &[&str] = &["limit", "checkpoint_every", "format", "split", "text_key", "max_doc_bytes", "out", "input", "method", "options"];
 
-fn stage_key(set: &str) -> String {
-    let key = set.split('=').next().unwrap_or("").trim();
-    let first = key.split('.').next().unwrap_or("");
-    if STAGE_KEYS.contains(&first) {
-        format!("stage.synth.{}", set.trim())
-    } else {
-        format!("stage.synth.options.{}", set.trim())
+/// The one-stage profile of `retort synth`: the stage's keys and options with every `--set`
+/// written in before the profile is checked, so options a method requires (a model, a prior)
+/// can come from `--set` alone.
+fn synth_profile(name: &str, method: &str, inputs: &[String], out: Option<&PathBuf>, sets: &[String]) -> Result<String> {
+    let mut stage = toml::Table::new();
+    stage.insert("kind".into(), "synth".into());
+    stage.insert("name".into(), "synth".into());
+    stage.insert("method".into(), method.into());
+    if !inputs.is_empty() {
+        stage.insert("input".into(), toml::Value::Array(inputs.iter().map(|i| toml::Value::String(i.clone())).collect()));
+    }
+    if let Some(out) = out {
+        stage.insert("out".into(), out.to_string_lossy().into_owned().into());
+    }
+    for set in sets {
+        let Some((key, raw)) = set.split_once('=') else { bail!("--set {set}: write KEY=VALUE, e.g. --set domain=finance") };
+        let path: Vec<&str> = key.trim().split('.').collect();
+        if path.iter().any(|p| p.is_empty()) {
+            bail!("--set {set}: `{}` is not a key", key.trim());
+        }
+        let value = crate::profile::parse_override_value(raw.trim());
+        let mut table = if STAGE_KEYS.contains(&path[0]) { &mut stage } else { table_at(&mut stage, "options", set)? };
+        for part in &path[..path.len() - 1] {
+            table = table_at(table, part, set)?;
+        }
+        table.insert(path[path.len() - 1].to_string(), value);
+    }
+    let mut run = toml::Table::new();
+    run.insert("name".into(), name.into());
+    let mut root = toml::Table::new();
+    root.insert("run".into(), run.into());
+    root.insert("stage".into(), toml::Value::Array(vec![stage.into()]));
+    Ok(toml::to_string(&root)?)
+}
+
+fn table_at<'a>(table: &'a mut toml::Table, key: &str, set: &str) -> Result<&'a mut toml::Table> {
+    match table.entry(key.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+        toml::Value::Table(t) => Ok(t),
+        _ => bail!("--set {set}: `{key}` is a value, not a table"),
     }
 }
 
@@ -68,16 +100,8 @@ pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
         return dry_run(&args).map(|_| 0);
     }
     let Some(out) = &args.out else { bail!("say where the data set goes: --out DIR") };
-    let inputs: Vec<String> = args.inputs.iter().map(|i| toml_string(i)).collect();
-    let text = format!(
-        "[run]\nname = \"synth-{}\"\n\n[[stage]]\nkind = \"synth\"\nname = \"synth\"\nmethod = {}\ninput = [{}]\nout = {}\n",
-        args.method,
-        toml_string(&args.method),
-        inputs.join(", "),
-        toml_string(&out.to_string_lossy())
-    );
-    let sets: Vec<String> = args.set.iter().map(|s| stage_key(s)).collect();
-    let profile = Profile::parse(&text, "retort synth")?.apply_sets(&sets)?;
+    let text = synth_profile(&format!("synth-{}", args.method), &args.method, &args.inputs, Some(out), &args.set)?;
+    let profile = Profile::parse(&text, "retort synth")?;
     let outcome = super::run::run_one_stage(profile, &args.runs_dir, args.headless)?;
     if outcome == crate::bus::Outcome::Finished {
         eprintln!("retort: data set in {}", out.display());
@@ -89,13 +113,8 @@ pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
 /// method on one document and print its preview.
 fn dry_run(args: &SynthArgs) -> Result<()> {
     let Some(first) = args.inputs.first() else { bail!("--dry-run needs a file: retort synth {} --dry-run FILE", args.method) };
-    let text = format!(
-        "[run]\nname = \"dry-run\"\n\n[[stage]]\nkind = \"synth\"\nname = \"synth\"\nmethod = {}\ninput = [{}]\n",
-        toml_string(&args.method),
-        toml_string(first)
-    );
-    let sets: Vec<String> = args.set.iter().map(|s| stage_key(s)).collect();
-    let profile = Profile::parse(&text, "retort synth --dry-run")?.apply_sets(&sets)?;
+    let text = synth_profile("dry-run", &args.method, std::slice::from_ref(first), None, &args.set)?;
+    let profile = Profile::parse(&text, "retort synth --dry-run")?;
     let table = profile.stages[0].config.to_table();
     let stage: crate::synth::stage::SynthStage = toml::Value::Table(table).try_into().context("reading the synth options")?;
     let spec = methods::find(&stage.method).map_err(anyhow::Error::msg)?;

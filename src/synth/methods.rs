@@ -74,6 +74,22 @@ pub const METHODS: &[MethodSpec] = &[
         references: |_| Vec::new(),
         build: super::tiny_domain::method::build,
     },
+    MethodSpec {
+        name: "tiny-human",
+        about: "a long-tailed \"human\" corpus from a Zipfian order-2 Markov source, for the toedit-tiny experiment (no input)",
+        reads_input: false,
+        check: super::tiny_human::check,
+        references: |_| Vec::new(),
+        build: super::tiny_human::build,
+    },
+    MethodSpec {
+        name: "sample",
+        about: "documents sampled from a model (top-p 0.9 by default): synthetic text for the model-collapse experiments (no input)",
+        reads_input: false,
+        check: super::sample::check,
+        references: super::sample::references,
+        build: super::sample::build,
+    },
 ];
 
 pub fn find(name: &str) -> Result<&'static MethodSpec, String> {
