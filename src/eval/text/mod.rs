@@ -170,6 +170,13 @@ pub fn evaluate(
             Ok(ids)
         });
         let per_doc = ppl::perplexity(&m.model.decoder, tokens, &pc, on_batch)?;
+        if per_doc.iter().all(|d| d.1 == 0) {
+            // A perplexity of nothing would be NaN (null in results.json): say why instead.
+            anyhow::bail!(
+                "{}: no token could be scored: every document is at most one token long and {label}'s tokenizer adds no BOS to predict the first from; give longer documents",
+                path.display()
+            );
+        }
         let r = ppl::summarize(&path.display().to_string(), &per_doc, &pc, bos.is_some());
         log(format!("{label}: {set}: perplexity {:.3} over {} tokens in {} documents", r.ppl, r.tokens, r.documents));
         out.ppl.insert(set.clone(), r);
