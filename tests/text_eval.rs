@@ -471,10 +471,10 @@ fn cli_bad_text_files_are_named_by_file_and_line_before_any_scoring() {
     }
     // A bad ppl file is refused before the (good) choice file is scored, too.
     let ppl_cases: Vec<(String, String)> = vec![
-        ("{\"text\": \"fine\"}\n{\"body\": \"no text key\"}\n".into(), "bad.jsonl:2: missing key `text` (the line has: body)".into()),
-        ("{\"text\": \"fine\"}\n{\"text\": 5}\n".into(), "bad.jsonl:2: `text` must be a string, found a number".into()),
-        ("{\"text\": \"fine\"}\nnot json\n".into(), "bad.jsonl:2: not a JSON object".into()),
-        (String::new(), format!("{}: no documents", bad.display())),
+        ("{\"text\": \"fine\"}\n{\"body\": \"no text key\"}\n".into(), "bad.jsonl:2: no key `text`".into()),
+        ("{\"text\": \"fine\"}\n{\"text\": 5}\n".into(), "bad.jsonl:2: `text` is a number, not a string".into()),
+        ("{\"text\": \"fine\"}\nnot json\n".into(), "bad.jsonl:2: not json".into()),
+        (String::new(), format!("input {} yielded no document", bad.display())),
     ];
     for (content, want) in &ppl_cases {
         std::fs::write(&bad, content).unwrap();
@@ -689,7 +689,7 @@ fn eval_stage_refuses_bad_text_files_before_any_stage_runs() {
     std::fs::write(&empty, "\n").unwrap();
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"input\": \"q\", \"options\": [\"a\"], \"gold_index\": 0}\n{\"input\": \"q\", \"options\": [\"a\"], \"gold_index\": 1}\n").unwrap();
-    for (key, file, want) in [("ppl", &empty, format!("{}: no documents", empty.display())), ("choice", &bad, format!("{}:2: gold_index 1 is out of range", bad.display()))] {
+    for (key, file, want) in [("ppl", &empty, format!("input {} yielded no document", empty.display())), ("choice", &bad, format!("{}:2: gold_index 1 is out of range", bad.display()))] {
         let profile = dir.path().join("p.toml");
         std::fs::write(
             &profile,
