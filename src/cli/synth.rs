@@ -14,6 +14,14 @@ use std::path::PathBuf;
 Methods:
   adaptllm     raw domain text -> reading-comprehension text (data.jsonl), the same tasks as chat
                rows (chat.jsonl) and the mined tasks for auditing (tasks.jsonl)
+  toedit       ToEdit token editing: resample the tokens a prior LM is sure of (p >= threshold)
+               in human text -> edited text (data.jsonl) and per-document counts (audit.jsonl);
+               needs --prior MODEL (a model folder). Options: strategy = up_revise |
+               low_drop_up_revise | filtering, threshold (0.99), drop_threshold (0.001), top_k
+               (8), beta (1.0; the reference code's default is 1.5), batch_size (8), max_len
+               (window; default min(prior context, 2048)), stride, truncate (false: documents
+               longer than a window are edited in windows and kept whole; true: cut at max_len
+               as the reference does), generations (1). Docs: docs/TOEDIT.md
   tiny-domain  the generated corpora of the adaptllm-tiny experiment (no INPUT)
 
 Inputs are text files or folders of them (one document per file, or per blank-line-separated
@@ -24,6 +32,8 @@ Examples:
   retort synth adaptllm abstracts.jsonl --out rc --set domain=biomedicine
   retort synth adaptllm --dry-run paper.txt          # the tasks mined from one document
   retort synth tiny-domain --out corpora --set seed=3
+  retort synth toedit human.jsonl --prior qwen2-0.5b --out edited --set strategy=low_drop_up_revise
+  retort synth toedit --dry-run human.jsonl --prior qwen2-0.5b   # the edits of one document
 A killed synth resumes when the same command runs again (same inputs, options and --out).")]
 pub struct SynthArgs {
     /// The method (see below).
@@ -37,6 +47,9 @@ pub struct SynthArgs {
     /// (`domain`, `tokenizer`, …), e.g. `--set domain=finance`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// The prior LM of `toedit` (a model folder); the same as `--set prior=MODEL`.
+    #[arg(long)]
+    pub prior: Option<String>,
     /// Print what the method makes of one document of the first INPUT; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -62,6 +75,12 @@ fn stage_key(set: &str) -> String {
     }
 }
 
+/// The `--set`s as profile overrides, `--prior` first (a later `--set prior=` wins).
+fn all_sets(args: &SynthArgs) -> Vec<String> {
+    let prior = args.prior.iter().map(|p| format!("stage.synth.options.prior={}", toml_string(p)));
+    prior.chain(args.set.iter().map(|s| stage_key(s))).collect()
+}
+
 pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
     methods::find(&args.method).map_err(anyhow::Error::msg)?;
     if args.dry_run {
@@ -76,7 +95,7 @@ pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
         inputs.join(", "),
         toml_string(&out.to_string_lossy())
     );
-    let sets: Vec<String> = args.set.iter().map(|s| stage_key(s)).collect();
+    let sets = all_sets(args);
     let profile = Profile::parse(&text, "retort synth")?.apply_sets(&sets)?;
     let outcome = super::run::run_one_stage(profile, &args.runs_dir, args.headless)?;
     if outcome == crate::bus::Outcome::Finished {
@@ -94,12 +113,12 @@ fn dry_run(args: &SynthArgs) -> Result<()> {
         toml_string(&args.method),
         toml_string(first)
     );
-    let sets: Vec<String> = args.set.iter().map(|s| stage_key(s)).collect();
+    let sets = all_sets(args);
     let profile = Profile::parse(&text, "retort synth --dry-run")?.apply_sets(&sets)?;
     let table = profile.stages[0].config.to_table();
     let stage: crate::synth::stage::SynthStage = toml::Value::Table(table).try_into().context("reading the synth options")?;
     let spec = methods::find(&stage.method).map_err(anyhow::Error::msg)?;
-    let env = MethodEnv { seed: profile.run.seed, outputs: Default::default() };
+    let env = MethodEnv { seed: profile.run.seed, outputs: Default::default(), device: candle_core::Device::Cpu };
     let mut method = methods::build(spec, &stage.options, &env)?;
     let config: CorpusConfig = stage.corpus_config();
     let mut corpus = Corpus::open(&[PathBuf::from(first)], &config)?;

@@ -1,6 +1,6 @@
 //! Data synthesis: the `synth` stage ([`stage`]), the methods it knows ([`methods`]), the
 //! resumable output they write ([`output`]), and one home per method: AdaptLLM's per-document
-//! pipeline (`adaptllm/`) and the adaptllm-tiny corpus generator (`tiny_domain`). The corpus
+//! pipeline (`adaptllm/`), ToEdit's token editing (`toedit/`) and the adaptllm-tiny corpus generator (`tiny_domain`). The corpus
 //! readers they share are in `crate::text::corpus`.
 
 pub mod adaptllm;
@@ -8,3 +8,4 @@ pub mod methods;
 pub mod output;
 pub mod stage;
 pub mod tiny_domain;
+pub mod toedit;
