@@ -95,7 +95,7 @@ pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
         inputs.join(", "),
         toml_string(&out.to_string_lossy())
     );
-    let sets = all_sets(args);
+    let sets = all_sets(&args);
     let profile = Profile::parse(&text, "retort synth")?.apply_sets(&sets)?;
     let outcome = super::run::run_one_stage(profile, &args.runs_dir, args.headless)?;
     if outcome == crate::bus::Outcome::Finished {
