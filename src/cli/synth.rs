@@ -75,10 +75,48 @@ fn stage_key(set: &str) -> String {
     }
 }
 
-/// The `--set`s as profile overrides, `--prior` first (a later `--set prior=` wins).
-fn all_sets(args: &SynthArgs) -> Vec<String> {
-    let prior = args.prior.iter().map(|p| format!("stage.synth.options.prior={}", toml_string(p)));
-    prior.chain(args.set.iter().map(|s| stage_key(s))).collect()
+/// The `--set`s split: stage keys as profile overrides, and the method's options as a
+/// `[stage.options]` table for the profile text itself (a required option such as `prior`
+/// must be there before the profile is first validated). `--prior` comes first, so a later
+/// `--set prior=` wins.
+fn all_sets(args: &SynthArgs) -> Result<(Vec<String>, toml::Table)> {
+    let mut options = toml::Table::new();
+    if let Some(p) = &args.prior {
+        options.insert("prior".into(), toml::Value::String(p.clone()));
+    }
+    let mut stage = Vec::new();
+    for set in &args.set {
+        let key = set.split('=').next().unwrap_or("").trim();
+        if STAGE_KEYS.contains(&key.split('.').next().unwrap_or("")) {
+            stage.push(stage_key(set));
+            continue;
+        }
+        let Some((path, raw)) = set.split_once('=') else { bail!("--set {set}: expected KEY=VALUE, e.g. --set domain=finance") };
+        let parts: Vec<&str> = path.trim().split('.').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            bail!("--set {set}: expected KEY=VALUE, e.g. --set domain=finance");
+        }
+        let mut table = &mut options;
+        for part in &parts[..parts.len() - 1] {
+            let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+            let toml::Value::Table(t) = entry else { bail!("--set {set}: `{part}` is not a table") };
+            table = t;
+        }
+        table.insert(parts[parts.len() - 1].to_string(), crate::profile::parse_override_value(raw.trim()));
+    }
+    Ok((stage, options))
+}
+
+/// The one-stage profile `text` with `options` as its stage's `options` table.
+fn with_options(text: &str, options: toml::Table) -> Result<String> {
+    if options.is_empty() {
+        return Ok(text.to_string());
+    }
+    let mut doc: toml::Table = toml::from_str(text)?;
+    if let Some(toml::Value::Table(stage)) = doc.get_mut("stage").and_then(|s| s.as_array_mut()).and_then(|a| a.first_mut()) {
+        stage.insert("options".into(), toml::Value::Table(options));
+    }
+    Ok(toml::to_string(&doc)?)
 }
 
 pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
@@ -95,7 +133,8 @@ pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
         inputs.join(", "),
         toml_string(&out.to_string_lossy())
     );
-    let sets = all_sets(&args);
+    let (sets, options) = all_sets(&args)?;
+    let text = with_options(&text, options)?;
     let profile = Profile::parse(&text, "retort synth")?.apply_sets(&sets)?;
     let outcome = super::run::run_one_stage(profile, &args.runs_dir, args.headless)?;
     if outcome == crate::bus::Outcome::Finished {
@@ -113,7 +152,8 @@ fn dry_run(args: &SynthArgs) -> Result<()> {
         toml_string(&args.method),
         toml_string(first)
     );
-    let sets = all_sets(args);
+    let (sets, options) = all_sets(args)?;
+    let text = with_options(&text, options)?;
     let profile = Profile::parse(&text, "retort synth --dry-run")?.apply_sets(&sets)?;
     let table = profile.stages[0].config.to_table();
     let stage: crate::synth::stage::SynthStage = toml::Value::Table(table).try_into().context("reading the synth options")?;
