@@ -17,6 +17,7 @@
 //!      again. Else keep.
 //!    - `low_drop_up_revise`: as `up_revise`; else if `p_i < drop_threshold`, delete `x_i`.
 //!    - `filtering`: keep `x_i` iff `p_i ≥ drop_threshold` (no resampling).
+//!
 //!    Position 0 has no prediction and is always kept.
 //! 4. Decode the kept / replaced ids with special tokens skipped.
 //!
