@@ -14,7 +14,20 @@ use std::path::PathBuf;
 Methods:
   adaptllm     raw domain text -> reading-comprehension text (data.jsonl), the same tasks as chat
                rows (chat.jsonl) and the mined tasks for auditing (tasks.jsonl)
+  toedit       ToEdit token editing: resample the tokens a prior LM is sure of (p >= threshold)
+               in human text -> edited text (data.jsonl) and per-document counts (audit.jsonl);
+               needs --prior MODEL (a model folder). Options: strategy = up_revise |
+               low_drop_up_revise | filtering, threshold (0.99), drop_threshold (0.001), top_k
+               (8), beta (1.0; the reference code's default is 1.5), batch_size (8), max_len
+               (window; default min(prior context, 2048)), stride, truncate (false: documents
+               longer than a window are edited in windows and kept whole; true: cut at max_len
+               as the reference does), generations (1). Docs: docs/TOEDIT.md
   tiny-domain  the generated corpora of the adaptllm-tiny experiment (no INPUT)
+  tiny-human   a long-tailed \"human\" corpus (Zipfian order-2 Markov source) for toedit-tiny
+               (no INPUT): human.jsonl, human_heldout.jsonl; options docs, heldout, vocab, zipf,
+               successors, stickiness, seed
+  sample       documents sampled from a model (no INPUT): --set model=MODEL, docs (1000),
+               max_new_tokens (128), top_p (0.9), temperature (1.0), batch_size (32)
 
 Inputs are text files or folders of them (one document per file, or per blank-line-separated
 block with --set split=paragraph), JSONL (--set text_key=KEY, default text) or Parquet (a column,
@@ -24,6 +37,9 @@ Examples:
   retort synth adaptllm abstracts.jsonl --out rc --set domain=biomedicine
   retort synth adaptllm --dry-run paper.txt          # the tasks mined from one document
   retort synth tiny-domain --out corpora --set seed=3
+  retort synth toedit human.jsonl --prior qwen2-0.5b --out edited --set strategy=low_drop_up_revise
+  retort synth toedit --dry-run human.jsonl --prior qwen2-0.5b   # the edits of one document
+  retort synth sample --out synthetic --set model=runs/x/prior/model --set docs=2000
 A killed synth resumes when the same command runs again (same inputs, options and --out).")]
 pub struct SynthArgs {
     /// The method (see below).
@@ -37,6 +53,9 @@ pub struct SynthArgs {
     /// (`domain`, `tokenizer`, …), e.g. `--set domain=finance`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// The prior LM of `toedit` (a model folder); the same as `--set prior=MODEL`.
+    #[arg(long)]
+    pub prior: Option<String>,
     /// Print what the method makes of one document of the first INPUT; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -87,6 +106,12 @@ fn synth_profile(name: &str, method: &str, inputs: &[String], out: Option<&PathB
     Ok(toml::to_string(&root)?)
 }
 
+/// The `--set`s, with `--prior` first (so a later `--set prior=` wins).
+fn all_sets(args: &SynthArgs) -> Vec<String> {
+    let prior = args.prior.iter().map(|p| format!("prior={}", crate::cli::toml_string(p)));
+    prior.chain(args.set.iter().cloned()).collect()
+}
+
 fn table_at<'a>(table: &'a mut toml::Table, key: &str, set: &str) -> Result<&'a mut toml::Table> {
     match table.entry(key.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
         toml::Value::Table(t) => Ok(t),
@@ -100,7 +125,7 @@ pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
         return dry_run(&args).map(|_| 0);
     }
     let Some(out) = &args.out else { bail!("say where the data set goes: --out DIR") };
-    let text = synth_profile(&format!("synth-{}", args.method), &args.method, &args.inputs, Some(out), &args.set)?;
+    let text = synth_profile(&format!("synth-{}", args.method), &args.method, &args.inputs, Some(out), &all_sets(&args))?;
     let profile = Profile::parse(&text, "retort synth")?;
     let outcome = super::run::run_one_stage(profile, &args.runs_dir, args.headless)?;
     if outcome == crate::bus::Outcome::Finished {
@@ -113,12 +138,12 @@ pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
 /// method on one document and print its preview.
 fn dry_run(args: &SynthArgs) -> Result<()> {
     let Some(first) = args.inputs.first() else { bail!("--dry-run needs a file: retort synth {} --dry-run FILE", args.method) };
-    let text = synth_profile("dry-run", &args.method, std::slice::from_ref(first), None, &args.set)?;
+    let text = synth_profile("dry-run", &args.method, std::slice::from_ref(first), None, &all_sets(args))?;
     let profile = Profile::parse(&text, "retort synth --dry-run")?;
     let table = profile.stages[0].config.to_table();
     let stage: crate::synth::stage::SynthStage = toml::Value::Table(table).try_into().context("reading the synth options")?;
     let spec = methods::find(&stage.method).map_err(anyhow::Error::msg)?;
-    let env = MethodEnv { seed: profile.run.seed, outputs: Default::default() };
+    let env = MethodEnv { seed: profile.run.seed, outputs: Default::default(), device: candle_core::Device::Cpu };
     let mut method = methods::build(spec, &stage.options, &env)?;
     let config: CorpusConfig = stage.corpus_config();
     let mut corpus = Corpus::open(&[PathBuf::from(first)], &config)?;

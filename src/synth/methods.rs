@@ -19,6 +19,22 @@ pub trait Method {
     fn process(&mut self, _doc: &Document, _out: &mut SynthOutput) -> Result<()> {
         bail!("internal: this method reads no corpus")
     }
+    /// How many documents [`Method::process_batch`] wants at once (the stage feeds batches of
+    /// this size and checkpoints only between them).
+    fn batch_size(&self) -> usize {
+        1
+    }
+    /// Turn a batch of documents (in corpus order) into rows: by default one at a time.
+    fn process_batch(&mut self, docs: &[Document], out: &mut SynthOutput) -> Result<()> {
+        for doc in docs {
+            self.process(doc, out)?;
+        }
+        Ok(())
+    }
+    /// A method's own table for `stats.json` (under its name), from the run's counts.
+    fn stats(&self, _counts: &Counts) -> Option<serde_json::Value> {
+        None
+    }
     /// Generate the whole data set into `dir` (methods that read no input).
     fn generate(&mut self, _dir: &Path, _ctx: &mut StageCtx) -> Result<Counts> {
         bail!("internal: this method needs a corpus")
@@ -45,11 +61,13 @@ pub struct MethodSpec {
 pub struct MethodEnv {
     pub seed: u64,
     pub outputs: std::collections::BTreeMap<String, std::path::PathBuf>,
+    /// Where a method's models run (the stage's device).
+    pub device: candle_core::Device,
 }
 
 impl MethodEnv {
     pub fn from_ctx(ctx: &StageCtx) -> MethodEnv {
-        MethodEnv { seed: ctx.rng("synth").next_u64(), outputs: ctx.outputs.clone() }
+        MethodEnv { seed: ctx.rng("synth").next_u64(), outputs: ctx.outputs.clone(), device: ctx.device.clone() }
     }
     pub fn resolve(&self, reference: &str) -> Result<std::path::PathBuf> {
         crate::stage::resolve_in(&self.outputs, reference)
@@ -65,6 +83,14 @@ pub const METHODS: &[MethodSpec] = &[
         check: super::adaptllm::method::check,
         references: super::adaptllm::method::references,
         build: super::adaptllm::method::build,
+    },
+    MethodSpec {
+        name: "toedit",
+        about: "ToEdit: resample the tokens a prior LM is sure of (p ≥ 0.99) in human text (METHODS.md §S1)",
+        reads_input: true,
+        check: super::toedit::method::check,
+        references: super::toedit::method::references,
+        build: super::toedit::method::build,
     },
     MethodSpec {
         name: "tiny-domain",

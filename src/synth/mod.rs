@@ -1,6 +1,6 @@
 //! Data synthesis: the `synth` stage ([`stage`]), the methods it knows ([`methods`]), the
 //! resumable output they write ([`output`]), and one home per method: AdaptLLM's per-document
-//! pipeline (`adaptllm/`), the adaptllm-tiny corpus generator (`tiny_domain`), the toedit-tiny
+//! pipeline (`adaptllm/`), ToEdit's token editing (`toedit/`), the adaptllm-tiny corpus generator (`tiny_domain`), the toedit-tiny
 //! "human" corpus (`tiny_human`) and text sampled from a model (`sample`). The corpus readers
 //! they share are in `crate::text::corpus`.
 
@@ -11,3 +11,4 @@ pub mod sample;
 pub mod stage;
 pub mod tiny_domain;
 pub mod tiny_human;
+pub mod toedit;

@@ -63,13 +63,14 @@ pub fn references(options: &toml::Table) -> Vec<Reference> {
 pub fn build(options: &toml::Table, env: &MethodEnv) -> Result<Box<dyn Method>> {
     let opts: SampleOptions = parse_options(options).map_err(|(k, m)| anyhow::anyhow!("options.{k}: {m}"))?;
     let dir = if opts.model.starts_with('@') { env.resolve(&opts.model)? } else { PathBuf::from(&opts.model) };
-    Ok(Box::new(Sample { opts, dir, seed: env.seed }))
+    Ok(Box::new(Sample { opts, dir, seed: env.seed, device: env.device.clone() }))
 }
 
 struct Sample {
     opts: SampleOptions,
     dir: PathBuf,
     seed: u64,
+    device: Device,
 }
 
 impl Method for Sample {
@@ -80,7 +81,7 @@ impl Method for Sample {
         let Some(start) = tok.bos_id().or_else(|| tok.eos_ids().first().copied()) else {
             bail!("{}: the tokenizer has neither a BOS nor an EOS token to start a document from", self.dir.display());
         };
-        let model = crate::model::Model::load(&self.dir, &Device::Cpu, DType::F32, false)?;
+        let model = crate::model::Model::load(&self.dir, &self.device, DType::F32, false)?;
         let context = model.decoder.config().max_position_embeddings;
         let max_new = o.max_new_tokens.min(context.saturating_sub(1));
         let params = SamplingParams { temperature: o.temperature, top_p: o.top_p, top_k: 0, greedy: false, max_new_tokens: max_new, stop_token_ids: tok.eos_ids() };

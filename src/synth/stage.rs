@@ -164,20 +164,42 @@ impl StageConfig for SynthStage {
         let mut last_report = Instant::now();
         let (mut docs_done, mut bytes_done) = (out.resumed_docs, out.resumed_bytes);
         let mut fresh_docs = 0u64;
-        while let Some(doc) = corpus.next() {
-            let doc = doc?;
-            if doc.id < out.resumed_docs {
-                continue; // done before the restart; its rows are in the part files
+        // Documents go to the method in batches of its batch size; the output is checkpointed
+        // only between batches, so a resumed run redoes whole batches.
+        let batch_size = method.batch_size().max(1);
+        let mut batch: Vec<crate::text::corpus::Document> = Vec::with_capacity(batch_size);
+        let mut exhausted = false;
+        while !exhausted {
+            batch.clear();
+            while batch.len() < batch_size {
+                if self.limit > 0 && docs_done + batch.len() as u64 >= self.limit {
+                    exhausted = true;
+                    break;
+                }
+                match corpus.next() {
+                    Some(doc) => {
+                        let doc = doc?;
+                        if doc.id < out.resumed_docs {
+                            continue; // done before the restart; its rows are in the part files
+                        }
+                        batch.push(doc);
+                    }
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
+                }
             }
-            if self.limit > 0 && docs_done >= self.limit {
+            if batch.is_empty() {
                 break;
             }
-            method.process(&doc, &mut out)?;
-            out.counts.documents += 1;
-            docs_done = doc.id + 1;
-            bytes_done += doc.raw_bytes;
-            fresh_docs += 1;
-            if docs_done % self.checkpoint_every == 0 {
+            method.process_batch(&batch, &mut out)?;
+            let before = docs_done;
+            out.counts.documents += batch.len() as u64;
+            docs_done = batch.last().map_or(docs_done, |d| d.id + 1);
+            bytes_done += batch.iter().map(|d| d.raw_bytes).sum::<u64>();
+            fresh_docs += batch.len() as u64;
+            if docs_done / self.checkpoint_every > before / self.checkpoint_every {
                 out.checkpoint(docs_done, bytes_done)?;
             }
             if last_report.elapsed().as_secs_f64() >= 0.5 {
@@ -198,7 +220,7 @@ impl StageConfig for SynthStage {
         if counts.documents == 0 {
             anyhow::bail!("no document of {} reached the method (skipped: {:?})", self.input.join(", "), counts.skipped);
         }
-        let stats = serde_json::json!({
+        let mut stats = serde_json::json!({
             "method": self.method,
             "inputs": inputs,
             "documents": counts.documents,
@@ -212,6 +234,9 @@ impl StageConfig for SynthStage {
             "seconds": seconds,
             "mb_per_s": (bytes_done - out.resumed_bytes) as f64 / 1e6 / seconds.max(1e-9),
         });
+        if let Some(own) = method.stats(&counts) {
+            stats[self.method.as_str()] = own;
+        }
         ctx.events.progress(total_kb, Some(total_kb), "kB", Some(&format!("{docs_done} docs")));
         let dir = out.finish(&stats).with_context(|| format!("writing the data set into {}", out_dir.display()))?;
         Ok(finish_summary(dir, &counts, Some(seconds)))
