@@ -33,7 +33,7 @@ pub struct Written {
     pub notes: Vec<String>,
 }
 
-const FONT_FAMILY: &str = "sans-serif";
+pub(crate) const FONT_FAMILY: &str = "sans-serif";
 
 const FONT_CANDIDATES: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -50,7 +50,7 @@ const FONT_CANDIDATES: &[&str] = &[
 ];
 
 /// Registers a TrueType font with plotters once per process; false when none is usable.
-fn fonts_available() -> bool {
+pub(crate) fn fonts_available() -> bool {
     static FONT: OnceLock<bool> = OnceLock::new();
     *FONT.get_or_init(|| {
         let chosen: Vec<PathBuf> = match std::env::var("RETORT_FONT") {
@@ -72,7 +72,7 @@ fn fonts_available() -> bool {
     })
 }
 
-fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+pub(crate) fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("{e}")
 }
 
@@ -91,7 +91,7 @@ pub struct Chart<'a> {
     pub log2_x: bool,
 }
 
-const COLORS: [RGBColor; 8] = [
+pub(crate) const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -121,7 +121,7 @@ fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// A tick label: at most three decimals, trailing zeros dropped ("0.5", not "0.500").
-fn tick_label(v: f64) -> String {
+pub(crate) fn tick_label(v: f64) -> String {
     if v.abs() >= 1000.0 {
         return format!("{v:.0}");
     }

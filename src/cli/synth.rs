@@ -1,5 +1,7 @@
 //! `retort synth METHOD INPUT... --out DIR`: a one-stage run of the `synth` stage, and
 //! `--dry-run`, which prints what a method makes of one document without writing anything.
+//! `retort synth stats INPUT...` is not a method but the statistics of corpora
+//! (`super::synth_stats`); it shares this entry so that `retort synth METHOD` stays positional.
 
 use super::{outcome_code, toml_string};
 use crate::profile::Profile;
@@ -15,6 +17,9 @@ Methods:
   adaptllm     raw domain text -> reading-comprehension text (data.jsonl), the same tasks as chat
                rows (chat.jsonl) and the mined tasks for auditing (tasks.jsonl)
   tiny-domain  the generated corpora of the adaptllm-tiny experiment (no INPUT)
+  stats        not a method: statistics of a corpus, optionally against another (--compare)
+               and under a prior LM (--prior). Prints a table (or --json); --out DIR writes
+               DIR/stats.json, ppl_hist.png and token_prob.png. See docs/CORPUS_STATS.md.
 
 Inputs are text files or folders of them (one document per file, or per blank-line-separated
 block with --set split=paragraph), JSONL (--set text_key=KEY, default text) or Parquet (a column,
@@ -24,6 +29,13 @@ Examples:
   retort synth adaptllm abstracts.jsonl --out rc --set domain=biomedicine
   retort synth adaptllm --dry-run paper.txt          # the tasks mined from one document
   retort synth tiny-domain --out corpora --set seed=3
+  retort synth stats human.jsonl --compare synthetic.jsonl --prior models/prior --out st
+
+stats: n-gram features are the unigrams and bigrams of the lowercased text split by
+\\w+|[^\\w\\s]+ (NLTK's WordPunctTokenizer, as DSIR), hashed with FNV-1a 64 into 10,000 buckets;
+entropy and KL (add-one smoothed) in bits. Its --set keys: text_key, split, format,
+max_doc_bytes, limit (documents per corpus), buckets, ngram_tokens (words|prior), top_bigrams,
+top_capacity, max_distinct, max_len, stride, batch_size (the prior's windows).
 A killed synth resumes when the same command runs again (same inputs, options and --out).")]
 pub struct SynthArgs {
     /// The method (see below).
@@ -43,6 +55,15 @@ pub struct SynthArgs {
     /// With --dry-run: which document (0 = the first).
     #[arg(long, default_value_t = 0)]
     pub doc: u64,
+    /// stats: a model folder; adds per-document perplexity and the token-probability histogram.
+    #[arg(long, value_name = "MODEL")]
+    pub prior: Option<PathBuf>,
+    /// stats: a second corpus (files or folders) measured the same way and compared.
+    #[arg(long, value_name = "OTHER", num_args = 1..)]
+    pub compare: Vec<String>,
+    /// stats: print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
     #[arg(long)]
     pub headless: bool,
     #[arg(long, env = "RETORT_RUNS_DIR", default_value = "runs")]
@@ -63,6 +84,12 @@ fn stage_key(set: &str) -> String {
 }
 
 pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
+    if args.method == "stats" {
+        return super::synth_stats::cmd_stats(&args).map(|_| 0);
+    }
+    if args.prior.is_some() || !args.compare.is_empty() || args.json {
+        bail!("--prior, --compare and --json belong to `retort synth stats`, not to a method");
+    }
     methods::find(&args.method).map_err(anyhow::Error::msg)?;
     if args.dry_run {
         return dry_run(&args).map(|_| 0);

@@ -7,4 +7,5 @@ pub mod adaptllm;
 pub mod methods;
 pub mod output;
 pub mod stage;
+pub mod stats;
 pub mod tiny_domain;
