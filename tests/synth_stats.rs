@@ -111,18 +111,36 @@ fn tiny_corpora_give_hand_computed_ngram_statistics_and_kl() {
     assert!(table.contains("distinct-2") && table.contains("the cat (2)") && table.contains("dog dog (2)"), "{table}");
 }
 
-/// A tiny model whose weights are widened so that its token probabilities spread over [0, 1].
+/// A tiny model whose logits are widened so that its token probabilities spread over [0, 1].
 fn tiny_prior(dir: &Path) {
     retort::model::init::init_folder("tiny", dir, 3).unwrap();
-    let model = Model::load(dir, &Device::Cpu, candle_core::DType::F32, false).unwrap();
-    for (_, var) in model.vars() {
-        let t = var.as_tensor();
-        var.set(&(t * 6.0).unwrap()).unwrap();
-    }
+    let model = Model::load(dir, &Device::Cpu, candle_core::DType::F32, true).unwrap();
+    // The final norm's scale multiplies every logit: ×40 makes the distributions peaked.
+    let (_, norm) = model.vars().into_iter().find(|(n, _)| n == "model.norm.weight").expect("model.norm.weight");
+    norm.set(&(norm.as_tensor() * 40.0).unwrap()).unwrap();
     model.save(dir).unwrap();
 }
 
 const DOCS: [&str; 4] = ["the cat sat on the mat", "a", "dogs and cats, cats and dogs; 1 2 3 4 5", "xyzzy plugh"];
+
+/// A document the prior finds likely: its greedy continuation of "the " (special tokens
+/// excluded), so that the histogram has tokens at both ends.
+fn greedy_doc(dir: &Path) -> String {
+    let model = Model::load(dir, &Device::Cpu, candle_core::DType::F32, false).unwrap();
+    let tok = retort::text::Tokenizer::load(dir).unwrap();
+    let mut ids = tok.encode("the ", false).unwrap();
+    for _ in 0..40 {
+        let input = Tensor::from_vec(ids.clone(), (1, ids.len()), &Device::Cpu).unwrap();
+        let mask = AttnMask::from_attention_mask(&[vec![1u32; ids.len()]], &Device::Cpu).unwrap();
+        let logits = model.decoder.forward(&input, &mask, None, Mode::Infer).unwrap().logits;
+        let last: Vec<f32> = logits.squeeze(0).unwrap().to_vec2::<f32>().unwrap().pop().unwrap();
+        let best = (3..last.len()).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap();
+        ids.push(best as u32);
+    }
+    let text = tok.decode(&ids, true).unwrap();
+    assert_eq!(tok.encode(&text, false).unwrap(), ids, "the greedy text must round-trip");
+    text
+}
 
 /// Per document: the log-prob of each token after the first, from one full forward.
 fn direct_logprobs(m: &retort::eval::run::EvalModel, text: &str, logits_of: &dyn Fn(&[u32]) -> Vec<Vec<f32>>) -> Vec<f64> {
@@ -162,26 +180,28 @@ fn expected(per_doc: &[Vec<f64>]) -> (Vec<f64>, [u64; 10]) {
 fn check_prior_stats(model_dir: &Path, logits_of: &dyn Fn(&[u32]) -> Vec<Vec<f32>>, what: &str) {
     let m = retort::eval::run::EvalModel::load(model_dir, &Device::Cpu).unwrap();
     let corpus = model_dir.join("docs.jsonl");
-    jsonl(&corpus, &DOCS);
+    let greedy = greedy_doc(model_dir);
+    let docs: Vec<&str> = DOCS.iter().copied().chain([greedy.as_str()]).collect();
+    jsonl(&corpus, &docs);
     let prior = Prior { name: "tiny".into(), decoder: &m.model.decoder, tok: &m.tok };
     let cfg = StatsConfig { batch_size: 3, ..StatsConfig::default() };
     let s = corpus_stats("docs", &[corpus], &cfg, Some(&prior), &mut |_, _, _| {}).unwrap();
     let p = s.prior.as_ref().unwrap();
-    let per_doc: Vec<Vec<f64>> = DOCS.iter().map(|d| direct_logprobs(&m, d, logits_of)).collect();
+    let per_doc: Vec<Vec<f64>> = docs.iter().map(|d| direct_logprobs(&m, d, logits_of)).collect();
     let (ppl, bins) = expected(&per_doc);
     assert_eq!(p.per_document.len(), ppl.len(), "{what}");
     for (got, want) in p.per_document.iter().zip(&ppl) {
         close(*got, *want, 1e-4, &format!("{what}: document perplexity"));
     }
     assert_eq!(p.token_prob_counts, bins, "{what}: probability histogram");
-    assert!(bins.iter().filter(|&&c| c > 0).count() >= 3, "the widened model should spread its probabilities: {bins:?}");
+    assert!(bins[0] > 0 && bins[5..].iter().sum::<u64>() > 0, "the probabilities should reach both ends: {bins:?}");
     let total: u64 = bins.iter().sum();
     assert_eq!(p.tokens, total);
     for b in 0..10 {
         close(p.token_prob_percent[b], 100.0 * bins[b] as f64 / total as f64, 1e-12, "percent");
     }
     // The "a" document has one token and no BOS: nothing to score.
-    assert_eq!(p.unscored_documents, (DOCS.len() - ppl.len()) as u64);
+    assert_eq!(p.unscored_documents, (docs.len() - ppl.len()) as u64);
     let mut sorted = ppl.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     close(p.doc_ppl.p50, retort::synth::stats::quantile(&sorted, 0.5), 1e-4, "median");
