@@ -197,8 +197,8 @@ fn check_prior_stats(model_dir: &Path, logits_of: &dyn Fn(&[u32]) -> Vec<Vec<f32
     assert!(bins[0] > 0 && bins[5..].iter().sum::<u64>() > 0, "the probabilities should reach both ends: {bins:?}");
     let total: u64 = bins.iter().sum();
     assert_eq!(p.tokens, total);
-    for b in 0..10 {
-        close(p.token_prob_percent[b], 100.0 * bins[b] as f64 / total as f64, 1e-12, "percent");
+    for (got, &count) in p.token_prob_percent.iter().zip(&bins) {
+        close(*got, 100.0 * count as f64 / total as f64, 1e-12, "percent");
     }
     // The "a" document has one token and no BOS: nothing to score.
     assert_eq!(p.unscored_documents, (docs.len() - ppl.len()) as u64);

@@ -349,7 +349,7 @@ pub const PPL_BINS: usize = 40;
 
 /// The smallest of 1, 2, 2.5, 5 × 10^k that is ≥ x (x > 0).
 fn nice_ceil(x: f64) -> f64 {
-    if !(x > 0.0) || !x.is_finite() {
+    if x.is_nan() || x <= 0.0 || x.is_infinite() {
         return 1.0;
     }
     let p = 10f64.powf(x.log10().floor());
@@ -490,7 +490,8 @@ impl StatsReport {
                 out.push_str(&format!("({}: approximate counts, each at most {} low)\n", c.name, c.ngrams.top_bigrams_max_error));
             }
         }
-        out
+        // Cells are padded to their column; the last column needs no padding.
+        out.lines().map(|l| l.trim_end().to_string() + "\n").collect()
     }
 }
 
