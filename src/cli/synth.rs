@@ -85,7 +85,16 @@ fn stage_key(set: &str) -> String {
 
 pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
     if args.method == "stats" {
-        return super::synth_stats::cmd_stats(&args).map(|_| 0);
+        let stats = super::synth_stats::StatsArgs {
+            inputs: &args.inputs,
+            compare: &args.compare,
+            prior: args.prior.as_deref(),
+            json: args.json,
+            out: args.out.as_deref(),
+            set: &args.set,
+            dry_run: args.dry_run,
+        };
+        return super::synth_stats::cmd_stats(&stats).map(|_| 0);
     }
     if args.prior.is_some() || !args.compare.is_empty() || args.json {
         bail!("--prior, --compare and --json belong to `retort synth stats`, not to a method");

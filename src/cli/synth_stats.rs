@@ -1,7 +1,6 @@
 //! `retort synth stats INPUT... [--compare OTHER...] [--prior MODEL] [--json] [--out DIR]`:
 //! the statistics of `crate::synth::stats` for one corpus, or two side by side.
 
-use super::synth::SynthArgs;
 use crate::synth::stats::{self, NgramTokens, Prior, StatsConfig, StatsReport};
 use crate::text::corpus::{Format, Split};
 use anyhow::{bail, Context, Result};
@@ -67,20 +66,31 @@ fn corpus_name(first: &str, taken: &[String]) -> String {
     }
 }
 
-pub fn cmd_stats(args: &SynthArgs) -> Result<()> {
+/// What `retort synth stats` was given (the fields of `SynthArgs` it uses).
+pub struct StatsArgs<'a> {
+    pub inputs: &'a [String],
+    pub compare: &'a [String],
+    pub prior: Option<&'a Path>,
+    pub json: bool,
+    pub out: Option<&'a Path>,
+    pub set: &'a [String],
+    pub dry_run: bool,
+}
+
+pub fn cmd_stats(args: &StatsArgs) -> Result<()> {
     if args.inputs.is_empty() {
         bail!("say which corpus: retort synth stats INPUT... (files or folders)");
     }
     if args.dry_run {
         bail!("retort synth stats has no --dry-run (it writes nothing without --out)");
     }
-    let cfg = config(&args.set)?;
-    if let Some(out) = &args.out {
+    let cfg = config(args.set)?;
+    if let Some(out) = args.out {
         crate::fsutil::check_writable_dir(out)?;
         crate::fsutil::ensure_dir(out)?;
     }
     let mut corpora: Vec<(String, Vec<PathBuf>)> = Vec::new();
-    for list in [&args.inputs, &args.compare] {
+    for list in [args.inputs, args.compare] {
         if list.is_empty() {
             continue;
         }
@@ -91,7 +101,7 @@ pub fn cmd_stats(args: &SynthArgs) -> Result<()> {
     for (_, inputs) in &corpora {
         crate::text::corpus::Corpus::open(inputs, &cfg.corpus)?;
     }
-    let loaded = match &args.prior {
+    let loaded = match args.prior {
         Some(dir) => Some(crate::eval::run::EvalModel::load(dir, &candle_core::Device::Cpu)?),
         None => None,
     };
@@ -107,10 +117,10 @@ pub fn cmd_stats(args: &SynthArgs) -> Result<()> {
     }
     let report = StatsReport::build(results);
     let json = serde_json::to_string_pretty(&report)?;
-    if let Some(out) = &args.out {
+    if let Some(out) = args.out {
         let path = out.join("stats.json");
         crate::fsutil::write_atomic(&path, json.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
-        let pngs = stats::plot::write_plots(out, &report)?;
+        let pngs = crate::report::corpus_stats_plots(out, &report)?;
         if !crate::report::fonts_available() && !pngs.is_empty() {
             eprintln!("retort: no TrueType font found (set RETORT_FONT=/path/to/font.ttf): the plots have no text");
         }

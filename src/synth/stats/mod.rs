@@ -14,11 +14,12 @@
 //! - the ten-bin histogram of `P(x_i | x_<i)` of the actual tokens, bins [0, 0.1) … [0.9, 1.0]
 //!   (the paper's "U-shape"; its BioMed row is 34.7 / 8.1 / … / 5.2 / 27.1 %).
 //!
+//! The PNGs are drawn by `crate::report::corpus_stats_plots`.
+//!
 //! Memory: 10,000 bucket counts, the distinct-n-gram hash sets (capped), the top-bigram
 //! counters (capped), two numbers per document for perplexity, and one batch of windows.
 
 pub mod ngrams;
-pub mod plot;
 
 use crate::eval::text::bos_prefix;
 use crate::eval::text::ppl::{score_rows, windows, PplConfig};
