@@ -1,5 +1,7 @@
 //! `retort synth METHOD INPUT... --out DIR`: a one-stage run of the `synth` stage, and
 //! `--dry-run`, which prints what a method makes of one document without writing anything.
+//! `retort synth stats INPUT...` is not a method but the statistics of corpora
+//! (`super::synth_stats`); it shares this entry so that `retort synth METHOD` stays positional.
 
 use super::outcome_code;
 use crate::profile::Profile;
@@ -28,6 +30,9 @@ Methods:
                successors, stickiness, seed
   sample       documents sampled from a model (no INPUT): --set model=MODEL, docs (1000),
                max_new_tokens (128), top_p (0.9), temperature (1.0), batch_size (32)
+  stats        not a method: statistics of a corpus, optionally against another (--compare)
+               and under a prior LM (--prior). Prints a table (or --json); --out DIR writes
+               DIR/stats.json, ppl_hist.png and token_prob.png. See docs/CORPUS_STATS.md.
 
 Inputs are text files or folders of them (one document per file, or per blank-line-separated
 block with --set split=paragraph), JSONL (--set text_key=KEY, default text) or Parquet (a column,
@@ -40,6 +45,13 @@ Examples:
   retort synth toedit human.jsonl --prior qwen2-0.5b --out edited --set strategy=low_drop_up_revise
   retort synth toedit --dry-run human.jsonl --prior qwen2-0.5b   # the edits of one document
   retort synth sample --out synthetic --set model=runs/x/prior/model --set docs=2000
+  retort synth stats human.jsonl --compare synthetic.jsonl --prior models/prior --out st
+
+stats: n-gram features are the unigrams and bigrams of the lowercased text split by
+\\w+|[^\\w\\s]+ (NLTK's WordPunctTokenizer, as DSIR), hashed with FNV-1a 64 into 10,000 buckets;
+entropy and KL (add-one smoothed) in bits. Its --set keys: text_key, split, format,
+max_doc_bytes, limit (documents per corpus), buckets, ngram_tokens (words|prior), top_bigrams,
+top_capacity, max_distinct, max_len, stride, batch_size (the prior's windows).
 A killed synth resumes when the same command runs again (same inputs, options and --out).")]
 pub struct SynthArgs {
     /// The method (see below).
@@ -53,8 +65,9 @@ pub struct SynthArgs {
     /// (`domain`, `tokenizer`, …), e.g. `--set domain=finance`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// The prior LM of `toedit` (a model folder); the same as `--set prior=MODEL`.
-    #[arg(long)]
+    /// A prior LM (a model folder): toedit's (the same as `--set prior=MODEL`), or for
+    /// `stats` the model that adds per-document perplexity and the token-probability histogram.
+    #[arg(long, value_name = "MODEL")]
     pub prior: Option<String>,
     /// Print what the method makes of one document of the first INPUT; write nothing.
     #[arg(long)]
@@ -62,6 +75,12 @@ pub struct SynthArgs {
     /// With --dry-run: which document (0 = the first).
     #[arg(long, default_value_t = 0)]
     pub doc: u64,
+    /// stats: a second corpus (files or folders) measured the same way and compared.
+    #[arg(long, value_name = "OTHER", num_args = 1..)]
+    pub compare: Vec<String>,
+    /// stats: print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
     #[arg(long)]
     pub headless: bool,
     #[arg(long, env = "RETORT_RUNS_DIR", default_value = "runs")]
@@ -120,6 +139,24 @@ fn table_at<'a>(table: &'a mut toml::Table, key: &str, set: &str) -> Result<&'a 
 }
 
 pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
+    if args.method == "stats" {
+        let stats = super::synth_stats::StatsArgs {
+            inputs: &args.inputs,
+            compare: &args.compare,
+            prior: args.prior.as_deref().map(std::path::Path::new),
+            json: args.json,
+            out: args.out.as_deref(),
+            set: &args.set,
+            dry_run: args.dry_run,
+        };
+        return super::synth_stats::cmd_stats(&stats).map(|_| 0);
+    }
+    if !args.compare.is_empty() || args.json {
+        bail!("--compare and --json belong to `retort synth stats`, not to a method");
+    }
+    if args.prior.is_some() && args.method != "toedit" {
+        bail!("--prior belongs to `retort synth toedit` and `retort synth stats`, not to `{}`", args.method);
+    }
     methods::find(&args.method).map_err(anyhow::Error::msg)?;
     if args.dry_run {
         return dry_run(&args).map(|_| 0);
