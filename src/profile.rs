@@ -28,6 +28,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("grpo-qwen2.5-7b", include_str!("../profiles/grpo-qwen2.5-7b.toml")),
     ("adaptllm-tiny", include_str!("../profiles/adaptllm-tiny.toml")),
     ("adaptllm-llama-7b", include_str!("../profiles/adaptllm-llama-7b.toml")),
+    ("toedit-tiny", include_str!("../profiles/toedit-tiny.toml")),
 ];
 
 /// The profile a bare `retort run` starts.
