@@ -97,6 +97,7 @@ impl Method for Sample {
                 let mut rng = Rng::derive(self.seed, &format!("sample/{done}"));
                 let rows = generate(&model.decoder, &vec![vec![start]; n], &params, &mut rng, None)?;
                 for row in rows {
+                    counts.documents += 1;
                     let text = tok.decode(&row.tokens, true)?;
                     if text.trim().is_empty() {
                         counts.add_skip("empty sample");

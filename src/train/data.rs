@@ -167,6 +167,9 @@ pub struct LengthLimit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TooLongRow {
+    /// Text rows (continued pre-training) are cut into consecutive pieces of `max_len` tokens,
+    /// each its own example, so no text is lost; prompt/response and chat rows are truncated.
+    Split,
     /// Cut to `max_len` tokens (counted in the log).
     Truncate,
     /// Refuse the file, naming the first row that does not fit.
@@ -195,7 +198,8 @@ pub fn read_jsonl(path: &Path, tok: &Tokenizer, chat: bool, eos: u32, limit: Len
     let mut cut = 0;
     for (line, row) in read_rows(path)? {
         let hopeless = row_bytes(&row) > MAX_BYTES_PER_TOKEN * limit.max_len;
-        if hopeless && limit.policy != TooLongRow::Truncate {
+        let is_text = matches!(row, Row::Text(_));
+        if hopeless && matches!(limit.policy, TooLongRow::Error | TooLongRow::Skip) {
             if limit.policy == TooLongRow::Skip {
                 cut += 1;
                 continue;
@@ -236,6 +240,14 @@ pub fn read_jsonl(path: &Path, tok: &Tokenizer, chat: bool, eos: u32, limit: Len
                 TooLongRow::Truncate => {
                     cut += truncate(std::slice::from_mut(&mut ex), limit.max_len);
                 }
+                TooLongRow::Split if is_text => {
+                    cut += 1;
+                    out.extend(split(ex, limit.max_len));
+                    continue;
+                }
+                TooLongRow::Split => {
+                    cut += truncate(std::slice::from_mut(&mut ex), limit.max_len);
+                }
             }
         }
         out.push(ex);
@@ -262,6 +274,20 @@ pub fn pack(examples: &[Example], max_len: usize) -> Vec<Example> {
         rows.push(cur);
     }
     rows
+}
+
+/// A long text example as consecutive pieces of at most `max_len` tokens. The first token of
+/// each piece has nothing before it in its row, so it is not a target.
+pub fn split(ex: Example, max_len: usize) -> Vec<Example> {
+    ex.ids
+        .chunks(max_len)
+        .zip(ex.targets.chunks(max_len))
+        .map(|(ids, targets)| {
+            let mut targets = targets.to_vec();
+            targets[0] = false;
+            Example { ids: ids.to_vec(), targets }
+        })
+        .collect()
 }
 
 /// Cut examples to `max_len` tokens; returns how many were cut.
@@ -418,6 +444,28 @@ mod tests {
         std::fs::write(&p, format!("{{\"text\":\"{huge}\"}}\n")).unwrap();
         let e = format!("{:#}", read_jsonl(&p, &t, false, 0, limit(TooLongRow::Error)).unwrap_err());
         assert!(e.contains("data.jsonl:1: the row has 513 bytes, far more than max_len = 8"), "{e}");
+    }
+
+    #[test]
+    fn split_cuts_text_rows_into_pieces_and_truncates_the_others() {
+        let (d, t) = tok();
+        let p = d.path().join("data.jsonl");
+        // A text row of 19 characters + eos = 20 tokens; a pair of 12 tokens (as above).
+        std::fs::write(&p, "{\"text\":\"abcdefghijklmnopqrs\"}\n{\"prompt\":\"ab\",\"response\":\"123456789\"}\n").unwrap();
+        let whole = read_jsonl(&p, &t, false, 0, LengthLimit { max_len: 100, policy: TooLongRow::Error }).unwrap().0;
+        let (ex, cut) = read_jsonl(&p, &t, false, 0, LengthLimit { max_len: 8, policy: TooLongRow::Split }).unwrap();
+        assert_eq!(cut, 2);
+        // The text row: pieces of 8, 8 and 4 tokens whose concatenation is the row, each
+        // piece's first token unpredicted, every other token a target as before.
+        assert_eq!(ex.iter().map(|e| e.ids.len()).collect::<Vec<_>>(), vec![8, 8, 4, 8]);
+        let joined: Vec<u32> = ex[..3].iter().flat_map(|e| e.ids.clone()).collect();
+        assert_eq!(joined, whole[0].ids);
+        for (i, piece) in ex[..3].iter().enumerate() {
+            assert!(!piece.targets[0]);
+            assert!(piece.targets[1..].iter().all(|&t| t), "piece {i}");
+        }
+        // The pair is truncated, as with "truncate".
+        assert_eq!(ex[3].ids, whole[1].ids[..8]);
     }
 
     fn tok() -> (tempfile::TempDir, Tokenizer) {

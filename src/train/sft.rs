@@ -81,9 +81,10 @@ pub struct SftStage {
     /// Longest sequence (prompt + response) in tokens.
     #[serde(default = "d_max_len")]
     pub max_len: usize,
-    /// What to do with longer JSONL rows: "truncate" (counted in the log), "skip" (left
+    /// What to do with longer JSONL rows: "split" (the default: text rows become consecutive
+    /// max_len pieces, other rows are truncated), "truncate" (counted in the log), "skip" (left
     /// out, counted) or "error" (the row is named and the stage stops before training).
-    #[serde(default = "d_truncate")]
+    #[serde(default = "d_too_long")]
     pub too_long: TooLongRow,
     /// Concatenate short examples into rows of `max_len` (JSONL data only).
     #[serde(default)]
@@ -162,8 +163,8 @@ fn d_wd() -> f64 {
 fn d_max_len() -> usize {
     256
 }
-fn d_truncate() -> TooLongRow {
-    TooLongRow::Truncate
+fn d_too_long() -> TooLongRow {
+    TooLongRow::Split
 }
 fn d_every() -> u64 {
     100
@@ -344,7 +345,11 @@ fn prepare(cfg: &SftStage, ctx: &StageCtx, model_dir: &Path) -> Result<Prepared>
             let path = ctx.resolve(&m.jsonl)?;
             let (mut rows, cut) = data::read_jsonl(&path, &tok, d.chat, eos, limit).with_context(|| format!("data.mix[{i}]"))?;
             if cut > 0 {
-                let what = if cfg.too_long == TooLongRow::Skip { "left out" } else { "truncated" };
+                let what = match cfg.too_long {
+                TooLongRow::Skip => "left out",
+                TooLongRow::Split => "split into max_len pieces (text rows) or truncated (prompt/response and chat rows)",
+                _ => "truncated",
+            };
                 ctx.events.warn(format!("{cut} rows of {} were longer than max_len = {} and were {what}", path.display(), cfg.max_len));
             }
             // As for one `jsonl`: without `test_jsonl`, the last 5% of each large enough source.
@@ -362,7 +367,11 @@ fn prepare(cfg: &SftStage, ctx: &StageCtx, model_dir: &Path) -> Result<Prepared>
         let path = ctx.resolve(path)?;
         let (mut all, cut) = data::read_jsonl(&path, &tok, d.chat, eos, limit)?;
         if cut > 0 {
-            let what = if cfg.too_long == TooLongRow::Skip { "left out" } else { "truncated" };
+            let what = match cfg.too_long {
+                TooLongRow::Skip => "left out",
+                TooLongRow::Split => "split into max_len pieces (text rows) or truncated (prompt/response and chat rows)",
+                _ => "truncated",
+            };
             ctx.events.warn(format!("{cut} rows of {} were longer than max_len = {} and were {what}", path.display(), cfg.max_len));
         }
         let eval = match &d.test_jsonl {
