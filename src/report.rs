@@ -515,6 +515,16 @@ pub fn corpus_stats_plots(dir: &Path, report: &crate::synth::stats::StatsReport)
     Ok(written)
 }
 
+/// [`corpus_stats_plots`] when a font is available, else nothing (the synth stage's plotter:
+/// a stage folder gets no text-less PNGs).
+pub fn corpus_stats_plots_if_fonts(dir: &Path, report: &crate::synth::stats::StatsReport) -> Result<Vec<PathBuf>> {
+    if fonts_available() {
+        corpus_stats_plots(dir, report)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
