@@ -624,6 +624,28 @@ mod tests {
     }
 
     #[test]
+    fn corpus_stats_json_is_read_with_nan_as_null_and_without_a_prior() {
+        let v = serde_json::json!({
+            "corpora": [
+                {"name": "a", "prior": {"token_prob_percent": [null, 1, 2, 3, 4, 5, 6, 7, 8, 9]}},
+                {"name": "b", "prior": null}
+            ],
+            "ppl_histogram": {"edges": [0.0, 1.0, 2.0], "counts": [[1, 2], [0, 3]]}
+        });
+        let d = CorpusPlotData::from_json(&v).unwrap();
+        assert_eq!(d.probs.len(), 1);
+        assert!(d.probs[0].1[0].is_nan() && d.probs[0].1[9] == 9.0);
+        let (edges, series) = d.ppl.unwrap();
+        assert_eq!(edges.len(), 3);
+        assert_eq!(series[1], ("b".to_string(), vec![0.0, 3.0]));
+        // Without a prior: nothing to draw; a malformed histogram: not a report.
+        let none = CorpusPlotData::from_json(&serde_json::json!({"corpora": [{"name": "a", "prior": null}], "ppl_histogram": null})).unwrap();
+        assert!(none.ppl.is_none() && none.probs.is_empty());
+        assert!(CorpusPlotData::from_json(&serde_json::json!({"corpora": [], "ppl_histogram": {"edges": [0.0], "counts": [[1, 2]]}})).is_none());
+        assert!(CorpusPlotData::from_json(&serde_json::json!({"rows": 3})).is_none());
+    }
+
+    #[test]
     fn chart_is_a_png_of_the_requested_size() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.png");
