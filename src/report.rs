@@ -517,11 +517,14 @@ fn draw(path: &Path, bars: &Bars) -> Result<()> {
     Ok(())
 }
 
+/// A corpus's name and one value per bin.
+type NamedValues = (String, Vec<f64>);
+
 /// What the corpus-statistics PNGs show, from a [`crate::synth::stats::StatsReport`] or from
 /// its JSON (`corpus_stats.json`, where NaN is written as null).
 struct CorpusPlotData {
     /// Bin edges and per corpus (name, documents per bin).
-    ppl: Option<(Vec<f64>, Vec<(String, Vec<f64>)>)>,
+    ppl: Option<(Vec<f64>, Vec<NamedValues>)>,
     /// Per corpus with a prior: (name, percent of tokens per probability bin).
     probs: Vec<(String, Vec<f64>)>,
 }
