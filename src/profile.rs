@@ -261,9 +261,10 @@ impl Profile {
                     return Err((
                         i,
                         format!(
-                            "stage `{}` refers to `{}`, but no earlier stage is named `{target}` (earlier stages: {})",
+                            "stage `{}` refers to `{}` ({}), but no earlier stage is named `{target}` (earlier stages: {})",
                             stage.name,
                             r.value,
+                            r.key,
                             if earlier.is_empty() { "none".to_string() } else { earlier.join(", ") }
                         ),
                     ));

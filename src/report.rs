@@ -8,6 +8,8 @@
 //! - `passk-<stage>.png`: pass@k against k on a log2 axis, one line per evaluated model (the
 //!   curves crossing is the capability-boundary diagnostic of docs/METHODS.md §6.1);
 //! - `entropy-position-<stage>.png`: mean token entropy by relative position (§6.2);
+//! - `ppl_hist-<stage>.png`, `token_prob-<stage>.png`: the corpus statistics of a synth stage
+//!   with `stats = true` (its `corpus_stats.json`, measured under a prior);
 //!
 //! and `RUN_DIR/report.md` with the stage summaries, the eval tables and the images.
 //!
@@ -19,6 +21,7 @@
 
 use crate::bus::{Event, Outcome};
 use crate::eval::stage::{StageResults, RESULTS_FILE};
+use crate::synth::stage_stats::CORPUS_STATS_FILE;
 use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -359,6 +362,24 @@ pub fn write_report(run_dir: &Path) -> Result<Written> {
         eval_sections.push((stage.clone(), results));
     }
 
+    // Corpus statistics a synth stage wrote (`stats = true`): its PNGs, redrawn here.
+    for (stage, _) in &stages {
+        let path = run_dir.join(stage).join(CORPUS_STATS_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let data = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| CorpusPlotData::from_json(&v));
+        let Some(data) = data else {
+            written.notes.push(format!("{}: unreadable; no corpus statistics plots for stage {stage}", path.display()));
+            continue;
+        };
+        let drawn = data.draw(&out_dir, "", &format!("-{}", safe_name(stage)), &format!(" ({stage})"))?;
+        if drawn.is_empty() {
+            written.notes.push(format!("{}: no prior (stats_prior), so no corpus statistics plots for stage {stage}", path.display()));
+        }
+        for (caption, p) in drawn {
+            images.push((caption, p.file_name().unwrap_or_default().to_string_lossy().into_owned()));
+        }
+    }
+
     let md = markdown(&title, &stages, &eval_sections, &images, &written.notes);
     let md_path = run_dir.join("report.md");
     crate::fsutil::write_atomic(&md_path, md.as_bytes()).with_context(|| format!("cannot write {}", md_path.display()))?;
@@ -496,23 +517,91 @@ fn draw(path: &Path, bars: &Bars) -> Result<()> {
     Ok(())
 }
 
-/// Writes the PNGs the report has data for into `dir`; returns their paths.
+/// A corpus's name and one value per bin.
+type NamedValues = (String, Vec<f64>);
+
+/// What the corpus-statistics PNGs show, from a [`crate::synth::stats::StatsReport`] or from
+/// its JSON (`corpus_stats.json`, where NaN is written as null).
+struct CorpusPlotData {
+    /// Bin edges and per corpus (name, documents per bin).
+    ppl: Option<(Vec<f64>, Vec<NamedValues>)>,
+    /// Per corpus with a prior: (name, percent of tokens per probability bin).
+    probs: Vec<(String, Vec<f64>)>,
+}
+
+impl CorpusPlotData {
+    fn of(report: &crate::synth::stats::StatsReport) -> CorpusPlotData {
+        let ppl = report.ppl_histogram.as_ref().map(|h| {
+            (h.edges.clone(), report.corpora.iter().zip(&h.counts).map(|(c, counts)| (c.name.clone(), counts.iter().map(|&x| x as f64).collect())).collect())
+        });
+        let probs = report.corpora.iter().filter_map(|c| c.prior.as_ref().map(|p| (c.name.clone(), p.token_prob_percent.to_vec()))).collect();
+        CorpusPlotData { ppl, probs }
+    }
+
+    /// From the JSON of a report; None when it is not one.
+    fn from_json(v: &serde_json::Value) -> Option<CorpusPlotData> {
+        let nums = |v: &serde_json::Value| -> Option<Vec<f64>> { Some(v.as_array()?.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect()) };
+        let corpora = v.get("corpora")?.as_array()?;
+        let names: Vec<String> = corpora.iter().map(|c| c.get("name").and_then(|n| n.as_str()).unwrap_or("?").to_string()).collect();
+        let ppl = match v.get("ppl_histogram") {
+            Some(h) if !h.is_null() => {
+                let edges = nums(h.get("edges")?)?;
+                let counts = h.get("counts")?.as_array()?.iter().map(nums).collect::<Option<Vec<_>>>()?;
+                if counts.iter().any(|c| c.len() + 1 != edges.len()) {
+                    return None;
+                }
+                Some((edges, names.iter().cloned().zip(counts).collect()))
+            }
+            _ => None,
+        };
+        let mut probs = Vec::new();
+        for (c, name) in corpora.iter().zip(&names) {
+            if let Some(p) = c.get("prior").filter(|p| !p.is_null()) {
+                let pct = nums(p.get("token_prob_percent")?)?;
+                if pct.len() != 10 {
+                    return None;
+                }
+                probs.push((name.clone(), pct));
+            }
+        }
+        Some(CorpusPlotData { ppl, probs })
+    }
+
+    /// Draws the PNGs there is data for into `dir`, named `{prefix}ppl_hist{suffix}.png` and
+    /// `{prefix}token_prob{suffix}.png`; returns (caption, path) of each.
+    fn draw(&self, dir: &Path, prefix: &str, suffix: &str, caption_suffix: &str) -> Result<Vec<(String, PathBuf)>> {
+        let mut written = Vec::new();
+        if let Some((edges, series)) = &self.ppl {
+            let path = dir.join(format!("{prefix}ppl_hist{suffix}.png"));
+            let title = format!("Per-document perplexity under the prior{caption_suffix}");
+            bar_chart(&path, &Bars { title: &title, x_label: "perplexity", y_label: "documents", edges, series: series.clone(), grouped: false })?;
+            written.push((title, path));
+        }
+        if !self.probs.is_empty() {
+            let edges: Vec<f64> = (0..=10).map(|i| i as f64 / 10.0).collect();
+            let path = dir.join(format!("{prefix}token_prob{suffix}.png"));
+            let title = format!("Probability of each actual token under the prior{caption_suffix}");
+            bar_chart(&path, &Bars { title: &title, x_label: "P(token | prefix)", y_label: "% of tokens", edges: &edges, series: self.probs.clone(), grouped: true })?;
+            written.push((title, path));
+        }
+        Ok(written)
+    }
+}
+
+/// Writes the PNGs the report has data for into `dir` (`ppl_hist.png`, `token_prob.png`);
+/// returns their paths.
 pub fn corpus_stats_plots(dir: &Path, report: &crate::synth::stats::StatsReport) -> Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    if let Some(h) = &report.ppl_histogram {
-        let series = report.corpora.iter().zip(&h.counts).map(|(c, counts)| (c.name.clone(), counts.iter().map(|&x| x as f64).collect())).collect();
-        let path = dir.join("ppl_hist.png");
-        bar_chart(&path, &Bars { title: "Per-document perplexity under the prior", x_label: "perplexity", y_label: "documents", edges: &h.edges, series, grouped: false })?;
-        written.push(path);
+    Ok(CorpusPlotData::of(report).draw(dir, "", "", "")?.into_iter().map(|(_, p)| p).collect())
+}
+
+/// [`corpus_stats_plots`] when a font is available, else nothing (the synth stage's plotter:
+/// a stage folder gets no text-less PNGs).
+pub fn corpus_stats_plots_if_fonts(dir: &Path, report: &crate::synth::stats::StatsReport) -> Result<Vec<PathBuf>> {
+    if fonts_available() {
+        corpus_stats_plots(dir, report)
+    } else {
+        Ok(Vec::new())
     }
-    let probs: Vec<(String, Vec<f64>)> = report.corpora.iter().filter_map(|c| c.prior.as_ref().map(|p| (c.name.clone(), p.token_prob_percent.to_vec()))).collect();
-    if !probs.is_empty() {
-        let edges: Vec<f64> = (0..=10).map(|i| i as f64 / 10.0).collect();
-        let path = dir.join("token_prob.png");
-        bar_chart(&path, &Bars { title: "Probability of each actual token under the prior", x_label: "P(token | prefix)", y_label: "% of tokens", edges: &edges, series: probs, grouped: true })?;
-        written.push(path);
-    }
-    Ok(written)
 }
 
 #[cfg(test)]
@@ -535,6 +624,28 @@ mod tests {
         assert_eq!(padded_range([2.0, 2.0].into_iter()), (1.8, 2.2));
         assert_eq!(padded_range(std::iter::empty()), (0.0, 1.0));
         assert_eq!(padded_range([f64::NAN, 0.0].into_iter()), (-0.5, 0.5));
+    }
+
+    #[test]
+    fn corpus_stats_json_is_read_with_nan_as_null_and_without_a_prior() {
+        let v = serde_json::json!({
+            "corpora": [
+                {"name": "a", "prior": {"token_prob_percent": [null, 1, 2, 3, 4, 5, 6, 7, 8, 9]}},
+                {"name": "b", "prior": null}
+            ],
+            "ppl_histogram": {"edges": [0.0, 1.0, 2.0], "counts": [[1, 2], [0, 3]]}
+        });
+        let d = CorpusPlotData::from_json(&v).unwrap();
+        assert_eq!(d.probs.len(), 1);
+        assert!(d.probs[0].1[0].is_nan() && d.probs[0].1[9] == 9.0);
+        let (edges, series) = d.ppl.unwrap();
+        assert_eq!(edges.len(), 3);
+        assert_eq!(series[1], ("b".to_string(), vec![0.0, 3.0]));
+        // Without a prior: nothing to draw; a malformed histogram: not a report.
+        let none = CorpusPlotData::from_json(&serde_json::json!({"corpora": [{"name": "a", "prior": null}], "ppl_histogram": null})).unwrap();
+        assert!(none.ppl.is_none() && none.probs.is_empty());
+        assert!(CorpusPlotData::from_json(&serde_json::json!({"corpora": [], "ppl_histogram": {"edges": [0.0], "counts": [[1, 2]]}})).is_none());
+        assert!(CorpusPlotData::from_json(&serde_json::json!({"rows": 3})).is_none());
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub enum Command {
 
 pub fn main_with(cli: Cli) -> Result<i32> {
     use crate::cpu_threads::on_compute_pool;
+    // The synth stage's `stats = true` draws its PNGs through report (synth does not depend on it).
+    crate::synth::stats::set_plotter(crate::report::corpus_stats_plots_if_fonts);
     match cli.command {
         Command::Run(args) => run::cmd_run(args),
         Command::Profiles { action } => setup::cmd_profiles(action).map(|_| 0),

@@ -88,7 +88,7 @@ pub struct SynthArgs {
 }
 
 /// Keys of the stage itself; any other `--set` key is a method option.
-const STAGE_KEYS: &[&str] = &["limit", "checkpoint_every", "format", "split", "text_key", "max_doc_bytes", "out", "input", "method", "options"];
+const STAGE_KEYS: &[&str] = &["limit", "checkpoint_every", "format", "split", "text_key", "max_doc_bytes", "out", "input", "method", "options", "stats", "stats_prior", "stats_compare"];
 
 /// The one-stage profile of `retort synth`: the stage's keys and options with every `--set`
 /// written in before the profile is checked, so options a method requires (a model, a prior)

@@ -9,6 +9,7 @@ pub mod methods;
 pub mod output;
 pub mod sample;
 pub mod stage;
+pub mod stage_stats;
 pub mod stats;
 pub mod tiny_domain;
 pub mod tiny_human;

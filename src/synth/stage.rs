@@ -15,6 +15,16 @@
 //! Output: the stage folder (or `out`), holding the method's files (`data.jsonl`, …) and a
 //! `stats.json` with counts per task type and per skip reason. A killed stage resumes from
 //! its last checkpoint (see [`super::output`]); a file under its final name is complete.
+//!
+//! With `stats = true`, once the output is finished the stage also measures its main file
+//! (and each `stats_compare` corpus, under the `stats_prior` model when given) and writes
+//! `corpus_stats.json` and its PNGs next to it (see [`super::stage_stats`]):
+//!
+//! ```toml
+//! stats = true
+//! stats_prior = "@prior"                      # a model folder or `@stage` (optional)
+//! stats_compare = ["@human/human.jsonl"]      # corpora measured alongside (optional)
+//! ```
 
 use super::methods::{self, Method};
 use super::output::{Counts, SynthOutput};
@@ -58,6 +68,15 @@ pub struct SynthStage {
     /// The method's own options.
     #[serde(default)]
     pub options: toml::Table,
+    /// Measure the finished output (`corpus_stats.json` and PNGs in the output folder).
+    #[serde(default)]
+    pub stats: bool,
+    /// With `stats`: the prior model (a folder or `@stage`) for perplexity and token probabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_prior: Option<String>,
+    /// With `stats`: corpora measured alongside the output (files or `@stage/file`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stats_compare: Vec<String>,
 }
 
 fn d_checkpoint() -> u64 {
@@ -88,7 +107,12 @@ impl SynthStage {
                 serde_json::json!({"path": p, "len": meta.map(|m| m.len()), "modified": modified.map(|d| d.as_nanos().to_string())})
             })
             .collect();
-        let config = serde_json::to_value(self.to_table()).unwrap_or_default();
+        // The stats keys change nothing of the data set: toggling them keeps a checkpoint.
+        let mut table = self.to_table();
+        for k in ["stats", "stats_prior", "stats_compare"] {
+            table.remove(k);
+        }
+        let config = serde_json::to_value(table).unwrap_or_default();
         serde_json::json!({"config": config, "inputs": files, "seed": seed, "version": env!("CARGO_PKG_VERSION")})
     }
 }
@@ -101,6 +125,8 @@ impl StageConfig for SynthStage {
     fn references(&self) -> Vec<Reference> {
         let mut r = refs(Artifact::Text, self.input.iter().map(|i| ("input", Some(i.as_str()))));
         r.extend(methods::references(&self.method, &self.options));
+        r.extend(refs(Artifact::Model, [("stats_prior", self.stats_prior.as_deref())]));
+        r.extend(refs(Artifact::Text, self.stats_compare.iter().map(|c| ("stats_compare", Some(c.as_str())))));
         r
     }
 
@@ -120,6 +146,22 @@ impl StageConfig for SynthStage {
         if self.checkpoint_every == 0 {
             return Err(("checkpoint_every".into(), "must be at least 1 document".into()));
         }
+        if !self.stats {
+            if self.stats_prior.is_some() {
+                return Err(("stats_prior".into(), "only used with `stats = true`: add it, or remove `stats_prior`".into()));
+            }
+            if !self.stats_compare.is_empty() {
+                return Err(("stats_compare".into(), "only used with `stats = true`: add it, or remove `stats_compare`".into()));
+            }
+        }
+        if let Some(p) = &self.stats_prior {
+            if p.trim().is_empty() {
+                return Err(("stats_prior".into(), "give a model folder or `@stage`".into()));
+            }
+        }
+        if let Some(c) = self.stats_compare.iter().find(|c| c.trim().is_empty()) {
+            return Err(("stats_compare".into(), format!("{c:?} is not a file: give files or `@stage/file`")));
+        }
         Ok(())
     }
 
@@ -131,6 +173,14 @@ impl StageConfig for SynthStage {
         }
         if let Some(out) = &self.out {
             crate::fsutil::check_writable_dir(&PathBuf::from(out))?;
+        }
+        for c in self.stats_compare.iter().filter(|c| !c.starts_with('@')) {
+            Corpus::open(&[PathBuf::from(c)], &crate::text::corpus::CorpusConfig::default()).context("stats_compare")?;
+        }
+        if let Some(p) = self.stats_prior.as_ref().filter(|p| !p.starts_with('@')) {
+            if !PathBuf::from(p).is_dir() {
+                anyhow::bail!("stats_prior: {p} is not a model folder");
+            }
         }
         Ok(())
     }
@@ -151,7 +201,9 @@ impl StageConfig for SynthStage {
             let counts = method.generate(&out_dir, ctx)?;
             let stats = serde_json::json!({"method": self.method, "rows": counts.rows, "options": self.options});
             crate::fsutil::write_atomic(&out_dir.join(super::output::STATS_FILE), &serde_json::to_vec_pretty(&stats)?)?;
-            return Ok(finish_summary(out_dir, &counts, None));
+            let mut summary = finish_summary(out_dir.clone(), &counts, None);
+            self.corpus_stats(&out_dir, method.files(), &counts, ctx, &mut summary)?;
+            return Ok(summary);
         }
         let inputs = self.input.iter().map(|i| ctx.resolve(i)).collect::<Result<Vec<_>>>()?;
         let mut corpus = Corpus::open(&inputs, &self.corpus_config())?;
@@ -239,7 +291,27 @@ impl StageConfig for SynthStage {
         }
         ctx.events.progress(total_kb, Some(total_kb), "kB", Some(&format!("{docs_done} docs")));
         let dir = out.finish(&stats).with_context(|| format!("writing the data set into {}", out_dir.display()))?;
-        Ok(finish_summary(dir, &counts, Some(seconds)))
+        let mut summary = finish_summary(dir.clone(), &counts, Some(seconds));
+        self.corpus_stats(&dir, method.files(), &counts, ctx, &mut summary)?;
+        Ok(summary)
+    }
+}
+
+impl SynthStage {
+    /// `stats = true`: measure the finished output's main file (and `stats_compare`) into
+    /// `corpus_stats.json`; the numbers join the stage's summary.
+    fn corpus_stats(&self, dir: &std::path::Path, files: &[&str], counts: &Counts, ctx: &mut StageCtx, summary: &mut StageOutput) -> Result<()> {
+        if !self.stats {
+            return Ok(());
+        }
+        let Some(main) = super::stage_stats::main_file(dir, files, &counts.rows) else {
+            anyhow::bail!("stats: the method wrote none of {} into {}", files.join(", "), dir.display());
+        };
+        let compare = self.stats_compare.iter().map(|c| ctx.resolve(c)).collect::<Result<Vec<_>>>()?;
+        let prior = self.stats_prior.as_deref().map(|p| ctx.resolve(p)).transpose()?;
+        let report = super::stage_stats::write_stage_stats(dir, &main, &compare, prior.as_deref(), ctx)?;
+        summary.summary.extend(super::stage_stats::summary_numbers(&report));
+        Ok(())
     }
 }
 

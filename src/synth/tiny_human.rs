@@ -181,6 +181,9 @@ struct TinyHuman {
 }
 
 impl Method for TinyHuman {
+    fn files(&self) -> &'static [&'static str] {
+        &["human.jsonl", "human_heldout.jsonl"]
+    }
     fn generate(&mut self, dir: &Path, ctx: &mut StageCtx) -> Result<Counts> {
         ctx.events.info(format!("generating the tiny human corpus (seed {}, {} words, Zipf {})", self.config.seed, self.config.vocab, self.config.zipf));
         let mut counts = Counts::default();

@@ -311,6 +311,23 @@ pub fn corpus_stats(
     })
 }
 
+/// Draws a report's PNGs into a folder; returns the files written. `crate::report` draws them
+/// (so `synth` does not depend on `report`): the binary installs it with [`set_plotter`] and
+/// the synth stage's `stats = true` uses it when installed.
+pub type Plotter = fn(&std::path::Path, &StatsReport) -> Result<Vec<PathBuf>>;
+
+static PLOTTER: std::sync::OnceLock<Plotter> = std::sync::OnceLock::new();
+
+/// Installs the plotter (the first call wins).
+pub fn set_plotter(f: Plotter) {
+    let _ = PLOTTER.set(f);
+}
+
+/// The installed plotter, if any.
+pub fn plotter() -> Option<Plotter> {
+    PLOTTER.get().copied()
+}
+
 /// The second corpus against the first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {

@@ -27,6 +27,9 @@ struct TinyDomain {
 }
 
 impl Method for TinyDomain {
+    fn files(&self) -> &'static [&'static str] {
+        &["domain.jsonl", "domain_heldout.jsonl", "general.jsonl", "general_instruct.jsonl", "domain_choice.jsonl", "general_choice.jsonl"]
+    }
     fn generate(&mut self, dir: &Path, ctx: &mut StageCtx) -> Result<Counts> {
         ctx.events.info(format!("generating the tiny general and domain corpora (seed {})", self.config.seed));
         let (_files, rows) = write(dir, &self.config)?;
