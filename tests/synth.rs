@@ -2,27 +2,14 @@
 //! folder holds, determinism for a seed, the dry run, and bad input named before any work.
 
 use std::path::Path;
-use std::process::{Command, Output};
+#[path = "support/synth_cli.rs"]
+mod support;
+use support::{err, lines, ok};
+use std::process::Command;
 
-fn retort(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retort")).args(args).env_remove("RETORT_RUNS_DIR").current_dir(cwd).output().unwrap()
-}
 
-fn ok(cwd: &Path, args: &[&str]) -> String {
-    let out = retort(cwd, args);
-    assert!(out.status.success(), "retort {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
-fn err(cwd: &Path, args: &[&str]) -> String {
-    let out = retort(cwd, args);
-    assert!(!out.status.success(), "retort {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
 
 fn small_corpora(dir: &Path) {
     ok(

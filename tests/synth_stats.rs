@@ -9,23 +9,13 @@ use retort::model::{AttnMask, Mode, Model};
 use retort::synth::stats::ngrams::{self, entropy_bits, kl_add_one_bits, top_mass};
 use retort::synth::stats::{corpus_stats, Prior, StatsConfig, StatsReport};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/synth_cli.rs"]
+mod support;
+use support::{err, ok};
+use std::process::Command;
 
-fn retort(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retort")).args(args).env_remove("RETORT_RUNS_DIR").current_dir(cwd).output().unwrap()
-}
 
-fn ok(cwd: &Path, args: &[&str]) -> String {
-    let out = retort(cwd, args);
-    assert!(out.status.success(), "retort {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
-fn err(cwd: &Path, args: &[&str]) -> String {
-    let out = retort(cwd, args);
-    assert!(!out.status.success(), "retort {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn close(a: f64, b: f64, tol: f64, what: &str) {
     assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{what}: {a} vs {b}");

@@ -3,28 +3,13 @@
 //! run and bad options.
 
 use std::path::Path;
-use std::process::{Command, Output};
+#[path = "support/synth_cli.rs"]
+mod support;
+use support::{err_with_log as err, lines, ok};
 
-fn retort(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retort")).args(args).env_remove("RETORT_RUNS_DIR").current_dir(cwd).output().unwrap()
-}
 
-fn ok(cwd: &Path, args: &[&str]) -> String {
-    let out = retort(cwd, args);
-    assert!(out.status.success(), "retort {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
-fn err(cwd: &Path, args: &[&str]) -> String {
-    let out = retort(cwd, args);
-    assert!(!out.status.success(), "retort {args:?} should fail");
-    // A run's error goes to its log on stdout; a bad profile's to stderr.
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
 
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
 
 fn stats(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path.join("stats.json")).unwrap()).unwrap()
