@@ -4,12 +4,7 @@
 use std::path::Path;
 #[path = "support/synth_cli.rs"]
 mod support;
-use support::{err, lines, ok};
-use std::process::Command;
-
-
-
-
+use support::{all_events, err, kill_after_first_checkpoint, lines, ok};
 
 fn small_corpora(dir: &Path) {
     ok(
@@ -86,31 +81,11 @@ fn a_killed_synth_resumes_and_writes_the_same_bytes_as_an_uninterrupted_one() {
     let args = |out: &'static str| vec!["synth", "adaptllm", "corp/domain.jsonl", "--out", out, "--headless", "--set", "checkpoint_every=100"];
     ok(d, &args("whole"));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_retort"))
-        .args(args("killed"))
-        .env_remove("RETORT_RUNS_DIR")
-        .current_dir(d)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let state = d.join("killed/.synth-partial/state.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !state.exists() {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint within 2 minutes");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    child.wait().unwrap();
-    assert!(!d.join("killed/stats.json").exists(), "the synth finished before the kill; the corpus is too small to test resume");
-    assert!(!d.join("killed/data.jsonl").exists(), "a killed synth must not leave a final-looking file");
+    kill_after_first_checkpoint(d, &args("killed"), "killed", "data.jsonl");
 
     // The same command again picks up from the checkpoint.
     let log = ok(d, &args("killed"));
-    let events: String = std::fs::read_dir(d.join("runs"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path().join("events.jsonl")).unwrap_or_default())
-        .collect();
+    let events = all_events(d);
     assert!(events.contains("resuming after"), "the rerun did not resume: {log}");
     for file in ["data.jsonl", "chat.jsonl", "tasks.jsonl"] {
         let a = std::fs::read(d.join("whole").join(file)).unwrap();

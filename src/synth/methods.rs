@@ -35,6 +35,11 @@ pub trait Method {
     fn stats(&self, _counts: &Counts) -> Option<serde_json::Value> {
         None
     }
+    /// Running figures for the dashboard (shown in the progress line, sent as metrics and
+    /// kept in the stage's summary), from the counts so far, e.g. `("eligible %", 13.1)`.
+    fn live(&self, _counts: &Counts) -> Vec<(String, f64)> {
+        Vec::new()
+    }
     /// Generate the whole data set into `dir` (methods that read no input).
     fn generate(&mut self, _dir: &Path, _ctx: &mut StageCtx) -> Result<Counts> {
         bail!("internal: this method needs a corpus")

@@ -257,7 +257,12 @@ impl StageConfig for SynthStage {
             if last_report.elapsed().as_secs_f64() >= 0.5 {
                 last_report = Instant::now();
                 let rate = fresh_docs as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                ctx.events.progress(bytes_done / 1024, Some(total_kb), "kB", Some(&format!("{docs_done} docs, {rate:.0} docs/s")));
+                let live = method.live(&out.counts);
+                let note: String = live.iter().map(|(k, v)| format!(", {k} {v:.2}")).collect();
+                ctx.events.progress(bytes_done / 1024, Some(total_kb), "kB", Some(&format!("{docs_done} docs, {rate:.0} docs/s{note}")));
+                if !live.is_empty() {
+                    ctx.events.metrics(docs_done, live.iter().map(|(k, v)| (format!("synth/{k}"), *v)));
+                }
                 if ctx.control.poll().stop {
                     out.checkpoint(docs_done, bytes_done)?;
                     return Err(crate::stage::Interrupted.into());
@@ -292,6 +297,7 @@ impl StageConfig for SynthStage {
         ctx.events.progress(total_kb, Some(total_kb), "kB", Some(&format!("{docs_done} docs")));
         let dir = out.finish(&stats).with_context(|| format!("writing the data set into {}", out_dir.display()))?;
         let mut summary = finish_summary(dir.clone(), &counts, Some(seconds));
+        summary.summary.extend(method.live(&counts));
         self.corpus_stats(&dir, method.files(), &counts, ctx, &mut summary)?;
         Ok(summary)
     }

@@ -34,3 +34,33 @@ pub fn err_with_log(cwd: &Path, args: &[&str]) -> String {
 pub fn lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
+
+/// Start `retort ARGS` in `cwd`, SIGKILL it as soon as its output folder `out` holds a first
+/// checkpoint, and check it left no final-looking `main_file`: a resumable half-done synth.
+pub fn kill_after_first_checkpoint(cwd: &Path, args: &[&str], out: &str, main_file: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retort"))
+        .args(args)
+        .env_remove("RETORT_RUNS_DIR")
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = cwd.join(out).join(".synth-partial/state.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !state.exists() {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint within 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(!cwd.join(out).join("stats.json").exists(), "the synth finished before the kill; the corpus is too small to test resume");
+    assert!(!cwd.join(out).join(main_file).exists(), "a killed synth must not leave a final-looking file");
+}
+
+/// Every run's events of `cwd/runs`, concatenated.
+pub fn all_events(cwd: &Path) -> String {
+    std::fs::read_dir(cwd.join("runs"))
+        .map(|d| d.map(|e| std::fs::read_to_string(e.unwrap().path().join("events.jsonl")).unwrap_or_default()).collect())
+        .unwrap_or_default()
+}

@@ -235,6 +235,22 @@ impl Method for ToEdit {
         Some(stats_of(counts, self.opts.generations, &self.opts))
     }
 
+    fn live(&self, counts: &Counts) -> Vec<(String, f64)> {
+        let get = |g: usize, w: &str| counts.tasks.get(&key(g, w)).copied().unwrap_or(0);
+        let mut v = Vec::new();
+        for g in 1..=self.opts.generations {
+            let c = EditCounts { tokens: get(g, "tokens"), scored: get(g, "scored"), eligible: get(g, "eligible"), realized: get(g, "realized"), dropped: get(g, "dropped") };
+            let (e, r, d) = c.fractions();
+            let gen = if self.opts.generations > 1 { format!("gen{g} ") } else { String::new() };
+            v.push((format!("{gen}eligible %"), 100.0 * e));
+            v.push((format!("{gen}realized %"), 100.0 * r));
+            if !matches!(self.opts.strategy, super::Strategy::UpRevise) {
+                v.push((format!("{gen}dropped %"), 100.0 * d));
+            }
+        }
+        v
+    }
+
     fn preview(&mut self, doc: &Document) -> Result<String> {
         let gens = self.edit_batch(std::slice::from_ref(doc))?.remove(0);
         let first = &gens[0];
