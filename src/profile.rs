@@ -29,6 +29,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("adaptllm-tiny", include_str!("../profiles/adaptllm-tiny.toml")),
     ("adaptllm-llama-7b", include_str!("../profiles/adaptllm-llama-7b.toml")),
     ("toedit-tiny", include_str!("../profiles/toedit-tiny.toml")),
+    ("toedit-iterated-tiny", include_str!("../profiles/toedit-iterated-tiny.toml")),
     ("toedit-qwen2-0.5b", include_str!("../profiles/toedit-qwen2-0.5b.toml")),
 ];
 
