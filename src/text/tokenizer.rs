@@ -42,10 +42,15 @@ impl Tokenizer {
         }
         let tokenizer_path = dir.join("tokenizer.json");
         let text = read_text(&tokenizer_path)?;
-        let inner = tokenizers::Tokenizer::from_bytes(text.as_bytes()).map_err(|error| TextError::TokenizerJson {
+        let mut inner = tokenizers::Tokenizer::from_bytes(text.as_bytes()).map_err(|error| TextError::TokenizerJson {
             path: tokenizer_path.clone(),
             message: error.to_string(),
         })?;
+        // Some tokenizer.json files carry the truncation / padding their trainer used (e.g.
+        // all-MiniLM-L6-v2: truncation at 128). transformers turns both off for a call that
+        // does not ask for them; so do we, or every document would silently end at 128 tokens.
+        inner.with_truncation(None).map_err(|error| TextError::TokenizerJson { path: tokenizer_path.clone(), message: error.to_string() })?;
+        inner.with_padding(None);
 
         let map_path = dir.join("special_tokens_map.json");
         let config_path = dir.join("tokenizer_config.json");
@@ -259,4 +264,26 @@ pub fn model_eos_ids(dir: &Path) -> Result<Vec<u32>> {
         }
     }
     Ok(Vec::new())
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    #[test]
+    fn a_truncation_stored_in_tokenizer_json_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::text::tiny::build_char_tokenizer(dir.path()).unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        json["truncation"] = serde_json::json!({"direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0});
+        json["padding"] = serde_json::json!({"strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "<pad>"});
+        std::fs::write(&path, serde_json::to_string(&json).unwrap()).unwrap();
+        // The file as written does truncate (so the test checks what it means to).
+        let raw = tokenizers::Tokenizer::from_file(&path).unwrap();
+        assert_eq!(raw.encode("the bees visit the flowers", false).unwrap().get_ids().len(), 64, "padding applies as stored");
+        let tok = Tokenizer::load(dir.path()).unwrap();
+        let text = "the bees visit the flowers";
+        assert_eq!(tok.inner().encode(text, false).unwrap().get_ids().len(), text.chars().count(), "one id per character, neither cut at 4 nor padded to 64");
+    }
 }
