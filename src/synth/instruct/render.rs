@@ -29,7 +29,7 @@
 //!   - NextTurnDialog: the pairs but the last as a dialog, the last as its next turn.
 
 use super::chain::Entry;
-use super::format::{Form, FormError, QaPair};
+use super::format::{Form, FormError};
 use crate::rng::Rng;
 
 /// How a document presents its text and pairs.
@@ -649,6 +649,7 @@ pub fn render_chain(chain: &[Entry], seed: u64) -> Rendered {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::synth::instruct::format::QaPair;
 
     fn entry(id: usize, context: &str, pairs: &[(&str, &str)], inherit: bool) -> Entry {
         Entry {
