@@ -66,7 +66,9 @@ pub fn prompt_budget(max_model_len: usize, max_new_tokens: usize) -> usize {
 /// The demonstrations chain `chain` contributes to the next prompt, before the length guard:
 /// empty if its last entry has no pairs.
 pub fn demonstrations(chain: &[Entry]) -> String {
-    let Some(last) = chain.last() else { return String::new() };
+    let Some(last) = chain.last() else {
+        return String::new();
+    };
     if last.pairs.is_empty() {
         return String::new();
     }
@@ -74,7 +76,10 @@ pub fn demonstrations(chain: &[Entry]) -> String {
     while start > 0 && chain[start].inherit_from_prev {
         start -= 1;
     }
-    chain[start..].iter().map(|e| cook_demo(&e.context, &e.pairs)).collect()
+    chain[start..]
+        .iter()
+        .map(|e| cook_demo(&e.context, &e.pairs))
+        .collect()
 }
 
 /// What one round produced.
@@ -166,12 +171,16 @@ impl<F: Fn(&str) -> usize> Chainer<F> {
         for (k, leftover) in previous.enumerate() {
             fronts[k % n].extend(leftover);
         }
-        let mut report = RoundReport { round: self.round, ..Default::default() };
+        let mut report = RoundReport {
+            round: self.round,
+            ..Default::default()
+        };
         for (((id, output), chain), front) in ids.zip(outputs).zip(&mut next).zip(fronts) {
             let parsed = parse_pairs(output);
             report.pairs_per_text.push(parsed.pairs.len());
             report.failures.extend(parsed.failures);
-            let inherit = chain.last().is_some_and(|e| e.followed_by_next) && !parsed.pairs.is_empty();
+            let inherit =
+                chain.last().is_some_and(|e| e.followed_by_next) && !parsed.pairs.is_empty();
             let entry = Entry {
                 id,
                 round: self.round,
@@ -242,7 +251,10 @@ mod tests {
 
     /// Entry ids, inherit and followed flags of a chain.
     fn shape(chain: &[Entry]) -> Vec<(usize, bool, bool)> {
-        chain.iter().map(|e| (e.id, e.inherit_from_prev, e.followed_by_next)).collect()
+        chain
+            .iter()
+            .map(|e| (e.id, e.inherit_from_prev, e.followed_by_next))
+            .collect()
     }
 
     #[test]
@@ -264,7 +276,10 @@ mod tests {
             "<QUE> What is 2? <ANS> Two. </END>\n\n<QUE> what is 2? <ANS> Dup. </END>\n\n<QUE> Even? <ANS> Yes. </END>",
         ]));
         assert_eq!(r.pairs_per_text, vec![1, 0, 2]);
-        assert_eq!(r.failures, vec![ParseFailure::Unterminated, ParseFailure::DuplicateQuestion]);
+        assert_eq!(
+            r.failures,
+            vec![ParseFailure::Unterminated, ParseFailure::DuplicateQuestion]
+        );
 
         // Round 1: texts 3, 4, 5. Chain 0 and 2 end in entries with pairs: prepended.
         // Chain 1's text 1 has none: text 4 alone.
@@ -289,9 +304,11 @@ mod tests {
         assert_eq!(c.text_ids(), 6..7);
         assert_eq!(
             c.prompts(),
-            strings(&["<s> <CON> Text 0. </CON>\n\n<QUE> What is 0? <ANS> Zero. </END></s>\
+            strings(&[
+                "<s> <CON> Text 0. </CON>\n\n<QUE> What is 0? <ANS> Zero. </END></s>\
                        <s> <CON> Text 3. </CON>\n\n<QUE> What is 3? <ANS> Three. </END></s>\
-                       <s> <CON> Text 6. </CON>\n\n"])
+                       <s> <CON> Text 6. </CON>\n\n"
+            ])
         );
         c.submit(&strings(&["<QUE> What is 6? <ANS> Six. </END>"]));
         assert!(c.is_done());
@@ -312,7 +329,10 @@ mod tests {
                 (6, true, false),
             ]
         );
-        assert_eq!(chains[0].iter().map(|e| e.round).collect::<Vec<_>>(), vec![0, 1, 0, 1, 0, 1, 2]);
+        assert_eq!(
+            chains[0].iter().map(|e| e.round).collect::<Vec<_>>(),
+            vec![0, 1, 0, 1, 0, 1, 2]
+        );
         assert_eq!(chains[0][6].pairs[0].answer, "Six.");
     }
 
@@ -324,7 +344,10 @@ mod tests {
         assert_eq!(c.text_ids(), 3..5);
         c.submit(&strings(&["<QUE> c <ANS> d </END>"; 2]));
         let chains = c.into_chains();
-        assert_eq!(shape(&chains[0]), vec![(2, false, false), (0, false, true), (3, true, false)]);
+        assert_eq!(
+            shape(&chains[0]),
+            vec![(2, false, false), (0, false, true), (3, true, false)]
+        );
         assert_eq!(shape(&chains[1]), vec![(1, false, true), (4, true, false)]);
     }
 
@@ -343,7 +366,10 @@ mod tests {
         assert_eq!(c.prompts(), strings(&["<s> <CON> Text 2. </CON>\n\n"]));
         c.submit(&strings(&["<QUE> q2 <ANS> a2 </END>"]));
         let chains = c.into_chains();
-        assert_eq!(shape(&chains[0]), vec![(0, false, true), (1, true, false), (2, false, false)]);
+        assert_eq!(
+            shape(&chains[0]),
+            vec![(0, false, true), (1, true, false), (2, false, false)]
+        );
     }
 
     #[test]
@@ -351,7 +377,7 @@ mod tests {
         assert_eq!(paper_length_estimate("a b c"), 5); // 4.5 rounded up
         assert_eq!(paper_length_estimate("a b"), 3);
         assert_eq!(paper_length_estimate(""), 2); // "".split(" ") has one (empty) word
-        // The prompt below splits into 11 pieces on ' ' (newlines do not split): 16.5 → 17.
+                                                  // The prompt below splits into 11 pieces on ' ' (newlines do not split): 16.5 → 17.
         let prompt = "<s> <CON> t0 </CON>\n\n<QUE> q <ANS> a </END></s><s> <CON> t1 </CON>\n\n";
         assert_eq!(paper_length_estimate(prompt), 17);
         for (budget, prepended) in [(17, true), (16, false)] {

@@ -68,7 +68,10 @@ pub fn cook_read(text: &str) -> String {
     if text.is_empty() {
         BOS.to_string()
     } else {
-        format!("{BOS}{}{DELIMITER}", READ_TEMPLATE.replace("{context}", text))
+        format!(
+            "{BOS}{}{DELIMITER}",
+            READ_TEMPLATE.replace("{context}", text)
+        )
     }
 }
 
@@ -155,7 +158,11 @@ impl QaPair {
     pub fn new(question: impl Into<String>, answer: impl Into<String>) -> Self {
         let (question, answer) = (question.into(), answer.into());
         let form = recognise(&question, &answer);
-        QaPair { question, answer, form }
+        QaPair {
+            question,
+            answer,
+            form,
+        }
     }
 }
 
@@ -215,12 +222,17 @@ impl FormError {
 pub fn recognise(question: &str, answer: &str) -> Result<Form, FormError> {
     let (question, reasoning, answer) =
         if question.contains(COT_CUE) || answer.contains(COT_ANSWER_MARKER) {
-            let stem = question.strip_suffix(COT_CUE).ok_or(FormError::CotCueNotAtEnd)?.trim();
+            let stem = question
+                .strip_suffix(COT_CUE)
+                .ok_or(FormError::CotCueNotAtEnd)?
+                .trim();
             if stem.is_empty() {
                 return Err(FormError::CotEmptyQuestion);
             }
             let parts: Vec<&str> = answer.split(COT_ANSWER_MARKER).collect();
-            let [cot, last] = parts[..] else { return Err(FormError::CotAnswerSplit) };
+            let [cot, last] = parts[..] else {
+                return Err(FormError::CotAnswerSplit);
+            };
             let cot = cot.trim();
             let cot = cot.strip_suffix('.').unwrap_or(cot);
             let last = last.trim();
@@ -241,7 +253,9 @@ pub fn recognise(question: &str, answer: &str) -> Result<Form, FormError> {
         return Ok(plain(None));
     }
     let parts: Vec<&str> = question.split(OPTIONS_MARKER).collect();
-    let [stem, list] = parts[..] else { return Err(FormError::OptionsSplit) };
+    let [stem, list] = parts[..] else {
+        return Err(FormError::OptionsSplit);
+    };
     if stem.is_empty() {
         return Err(FormError::OptionsEmptyQuestion);
     }
@@ -251,7 +265,10 @@ pub fn recognise(question: &str, answer: &str) -> Result<Form, FormError> {
     if correct.is_none() && !says_none {
         return Err(FormError::AnswerNotAnOption);
     }
-    Ok(Form { question: stem.to_string(), ..plain(Some(Options { items, correct })) })
+    Ok(Form {
+        question: stem.to_string(),
+        ..plain(Some(Options { items, correct }))
+    })
 }
 
 /// Why a piece of synthesizer output did not become a pair.
@@ -347,15 +364,24 @@ mod tests {
     use super::*;
 
     fn qa(pairs: &[QaPair]) -> Vec<(&str, &str)> {
-        pairs.iter().map(|p| (p.question.as_str(), p.answer.as_str())).collect()
+        pairs
+            .iter()
+            .map(|p| (p.question.as_str(), p.answer.as_str()))
+            .collect()
     }
 
     #[test]
     fn prompt_for_one_text_has_the_leading_space_and_delimiter() {
-        assert_eq!(cook_read("Zorvia is a town."), "<s> <CON> Zorvia is a town. </CON>\n\n");
+        assert_eq!(
+            cook_read("Zorvia is a town."),
+            "<s> <CON> Zorvia is a town. </CON>\n\n"
+        );
         assert_eq!(cook_read(""), "<s>");
         let pairs = [QaPair::new("Who?", "Me."), QaPair::new("When?", "Now.")];
-        assert_eq!(cook_compre(&pairs), "<QUE> Who? <ANS> Me. </END>\n\n<QUE> When? <ANS> Now. </END>");
+        assert_eq!(
+            cook_compre(&pairs),
+            "<QUE> Who? <ANS> Me. </END>\n\n<QUE> When? <ANS> Now. </END>"
+        );
         assert_eq!(
             cook_demo("T", &pairs[..1]),
             "<s> <CON> T </CON>\n\n<QUE> Who? <ANS> Me. </END></s>"
@@ -395,9 +421,13 @@ mod tests {
 
     #[test]
     fn well_formed_output_parses_in_order() {
-        let out = "<QUE> Who founded Zorvia? <ANS> Ada Brel. </END>\n\n<QUE> When? <ANS> In 1843. </END>";
+        let out =
+            "<QUE> Who founded Zorvia? <ANS> Ada Brel. </END>\n\n<QUE> When? <ANS> In 1843. </END>";
         let p = parse_pairs(out);
-        assert_eq!(qa(&p.pairs), vec![("Who founded Zorvia?", "Ada Brel."), ("When?", "In 1843.")]);
+        assert_eq!(
+            qa(&p.pairs),
+            vec![("Who founded Zorvia?", "Ada Brel."), ("When?", "In 1843.")]
+        );
         assert!(p.failures.is_empty());
     }
 
@@ -446,7 +476,10 @@ mod tests {
         let p = parse_pairs(out);
         assert_eq!(
             qa(&p.pairs),
-            vec![("Where is Zorvia?", "On the river."), ("Who lives there?", "1,200 people.")]
+            vec![
+                ("Where is Zorvia?", "On the river."),
+                ("Who lives there?", "1,200 people.")
+            ]
         );
         assert_eq!(p.failures, vec![ParseFailure::DuplicateQuestion; 2]);
     }
@@ -462,14 +495,28 @@ mod tests {
         let names: Vec<&str> = ParseFailure::ALL.iter().map(|f| f.name()).collect();
         assert_eq!(
             names,
-            vec!["unterminated", "ans_split", "missing_que", "empty_answer", "duplicate_question"]
+            vec![
+                "unterminated",
+                "ans_split",
+                "missing_que",
+                "empty_answer",
+                "duplicate_question"
+            ]
         );
     }
 
     #[test]
     fn plain_pair_has_a_plain_form() {
         let f = QaPair::new("Who?", "Ada.").form.unwrap();
-        assert_eq!(f, Form { question: "Who?".into(), options: None, reasoning: None, answer: "Ada.".into() });
+        assert_eq!(
+            f,
+            Form {
+                question: "Who?".into(),
+                options: None,
+                reasoning: None,
+                answer: "Ada.".into()
+            }
+        );
     }
 
     #[test]
@@ -480,7 +527,10 @@ mod tests {
         );
         let f = p.form.unwrap();
         assert_eq!(f.question, "How old is Zorvia in 1943?");
-        assert_eq!(f.reasoning.as_deref(), Some("It was founded in 1843. 1943 - 1843 = 100"));
+        assert_eq!(
+            f.reasoning.as_deref(),
+            Some("It was founded in 1843. 1943 - 1843 = 100")
+        );
         assert_eq!(f.answer, "100 years");
         assert_eq!(f.options, None);
     }
@@ -488,11 +538,32 @@ mod tests {
     #[test]
     fn broken_cot_is_flagged() {
         let e = |q: &str, a: &str| QaPair::new(q, a).form.unwrap_err();
-        assert_eq!(e("Why?\nLet's think step by step. Now.", "x"), FormError::CotCueNotAtEnd);
-        assert_eq!(e("Why?", "because\nTherefore, the answer is y"), FormError::CotCueNotAtEnd);
-        assert_eq!(e("\nLet's think step by step.", "a\nTherefore, the answer is b"), FormError::CotEmptyQuestion);
-        assert_eq!(e("Why?\nLet's think step by step.", "no marker"), FormError::CotAnswerSplit);
-        assert_eq!(e("Why?\nLet's think step by step.", ".\nTherefore, the answer is b"), FormError::CotEmptyPart);
+        assert_eq!(
+            e("Why?\nLet's think step by step. Now.", "x"),
+            FormError::CotCueNotAtEnd
+        );
+        assert_eq!(
+            e("Why?", "because\nTherefore, the answer is y"),
+            FormError::CotCueNotAtEnd
+        );
+        assert_eq!(
+            e(
+                "\nLet's think step by step.",
+                "a\nTherefore, the answer is b"
+            ),
+            FormError::CotEmptyQuestion
+        );
+        assert_eq!(
+            e("Why?\nLet's think step by step.", "no marker"),
+            FormError::CotAnswerSplit
+        );
+        assert_eq!(
+            e(
+                "Why?\nLet's think step by step.",
+                ".\nTherefore, the answer is b"
+            ),
+            FormError::CotEmptyPart
+        );
     }
 
     #[test]
@@ -505,7 +576,10 @@ mod tests {
         assert_eq!(o.correct, Some(1));
         let f = QaPair::new(q, "None of the above").form.unwrap();
         assert_eq!(f.options.unwrap().correct, None);
-        assert_eq!(QaPair::new(q, "Dun").form.unwrap_err(), FormError::AnswerNotAnOption);
+        assert_eq!(
+            QaPair::new(q, "Dun").form.unwrap_err(),
+            FormError::AnswerNotAnOption
+        );
         assert_eq!(
             QaPair::new("\nOptions:\n- a\n- b", "a").form.unwrap_err(),
             FormError::OptionsEmptyQuestion

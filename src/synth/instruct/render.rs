@@ -76,7 +76,9 @@ pub struct Rendered {
 
 /// The seed of chain `index` in a run (the reference uses `index + 12345`).
 pub fn chain_seed(run_seed: u64, index: usize) -> u64 {
-    run_seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(index as u64 + 12345)
+    run_seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(index as u64 + 12345)
 }
 
 // ------------------------------------------------------------------ the pattern bank
@@ -101,48 +103,200 @@ const fn qp(
     target: &'static str,
     separator: &'static str,
 ) -> QaPattern {
-    QaPattern { input, target, input_prefix, target_prefix, between, separator }
+    QaPattern {
+        input,
+        target,
+        input_prefix,
+        target_prefix,
+        between,
+        separator,
+    }
 }
 
 const PLAIN: &[QaPattern] = &[
-    qp("Question: ", "{question}", "\n", "Answer: ", "{answer}", "\n\n"),
+    qp(
+        "Question: ",
+        "{question}",
+        "\n",
+        "Answer: ",
+        "{answer}",
+        "\n\n",
+    ),
     qp("Q: ", "{question}", " ", "A: ", "{answer}", "\n\n"),
     qp("", "{question}", "\n", "Reply: ", "{answer}", "\n\n\n"),
-    qp("Query: ", "{question}", "\n\n", "Response: ", "{answer}", "\n\n"),
-    qp("", "Respond to this: {question}", " ", "", "{answer}", "\n\n\n"),
+    qp(
+        "Query: ",
+        "{question}",
+        "\n\n",
+        "Response: ",
+        "{answer}",
+        "\n\n",
+    ),
+    qp(
+        "",
+        "Respond to this: {question}",
+        " ",
+        "",
+        "{answer}",
+        "\n\n\n",
+    ),
     qp("Ask: ", "{question}", "\n", "Tell: ", "{answer}", "\n"),
-    qp("Prompt: ", "{question}", "\n---\n", "Result: ", "{answer}", "\n\n"),
-    qp("", "{question}\nWhat would you say?", "\n\n", "", "{answer}", "\n\n\n"),
-    qp("question: ", "{question}", "\n", "answer: ", "{answer}", "\n"),
-    qp("Puzzle: ", "Work this out. {question}", "\n\n", "Solution: ", "{answer}", "\n\n"),
+    qp(
+        "Prompt: ",
+        "{question}",
+        "\n---\n",
+        "Result: ",
+        "{answer}",
+        "\n\n",
+    ),
+    qp(
+        "",
+        "{question}\nWhat would you say?",
+        "\n\n",
+        "",
+        "{answer}",
+        "\n\n\n",
+    ),
+    qp(
+        "question: ",
+        "{question}",
+        "\n",
+        "answer: ",
+        "{answer}",
+        "\n",
+    ),
+    qp(
+        "Puzzle: ",
+        "Work this out. {question}",
+        "\n\n",
+        "Solution: ",
+        "{answer}",
+        "\n\n",
+    ),
 ];
 
 /// Multiple choice; the last two leave the options out and keep the answer's text.
 const WITH_OPTIONS: &[QaPattern] = &[
-    qp("Question: ", "{question}\n{options}", "\n", "Answer: ", "{option_answer}", "\n\n"),
-    qp("Q: ", "{question} {options}", "\n", "A: ", "{option_answer}", "\n\n"),
-    qp("", "Pick the right one. {question}\n{options}", "\n\n", "Pick: ", "{option_answer}", "\n\n\n"),
-    qp("Item: ", "{question}\n\n{options}", "\n", "Key: ", "{option_answer}", "\n\n"),
-    qp("Question: ", "{question}", "\n", "Answer: ", "{answer}", "\n\n"),
+    qp(
+        "Question: ",
+        "{question}\n{options}",
+        "\n",
+        "Answer: ",
+        "{option_answer}",
+        "\n\n",
+    ),
+    qp(
+        "Q: ",
+        "{question} {options}",
+        "\n",
+        "A: ",
+        "{option_answer}",
+        "\n\n",
+    ),
+    qp(
+        "",
+        "Pick the right one. {question}\n{options}",
+        "\n\n",
+        "Pick: ",
+        "{option_answer}",
+        "\n\n\n",
+    ),
+    qp(
+        "Item: ",
+        "{question}\n\n{options}",
+        "\n",
+        "Key: ",
+        "{option_answer}",
+        "\n\n",
+    ),
+    qp(
+        "Question: ",
+        "{question}",
+        "\n",
+        "Answer: ",
+        "{answer}",
+        "\n\n",
+    ),
     qp("", "{question}", " ", "", "{answer}", "\n\n\n"),
 ];
 
 const WITH_REASONING: &[QaPattern] = &[
-    qp("Question: ", "{question}", "\n", "Answer: ", "{cot}. So it is {answer}", "\n\n"),
-    qp("Q: ", "{question} Reason it out first.", "\n", "A: ", "{cot}. Hence: {answer}", "\n\n"),
-    qp("", "{question}\nExplain, then answer.", "\n\n", "", "{cot}.\nFinal: {answer}", "\n\n\n"),
-    qp("Problem: ", "{question}", "\n", "Working: ", "{cot}. The result is {answer}", "\n\n"),
+    qp(
+        "Question: ",
+        "{question}",
+        "\n",
+        "Answer: ",
+        "{cot}. So it is {answer}",
+        "\n\n",
+    ),
+    qp(
+        "Q: ",
+        "{question} Reason it out first.",
+        "\n",
+        "A: ",
+        "{cot}. Hence: {answer}",
+        "\n\n",
+    ),
+    qp(
+        "",
+        "{question}\nExplain, then answer.",
+        "\n\n",
+        "",
+        "{cot}.\nFinal: {answer}",
+        "\n\n\n",
+    ),
+    qp(
+        "Problem: ",
+        "{question}",
+        "\n",
+        "Working: ",
+        "{cot}. The result is {answer}",
+        "\n\n",
+    ),
 ];
 
 const WITH_OPTIONS_AND_REASONING: &[QaPattern] = &[
-    qp("Question: ", "{question}\n{options}", "\n", "Answer: ", "{cot}. So it is {option_answer}", "\n\n"),
-    qp("Q: ", "{question} {options}\nThink first.", "\n", "A: ", "{cot}. Hence: {option_answer}", "\n\n"),
-    qp("", "{question}\n{options}", "\n\n", "Reasoning: ", "{cot}.\nChoice: {option_answer}", "\n\n\n"),
+    qp(
+        "Question: ",
+        "{question}\n{options}",
+        "\n",
+        "Answer: ",
+        "{cot}. So it is {option_answer}",
+        "\n\n",
+    ),
+    qp(
+        "Q: ",
+        "{question} {options}\nThink first.",
+        "\n",
+        "A: ",
+        "{cot}. Hence: {option_answer}",
+        "\n\n",
+    ),
+    qp(
+        "",
+        "{question}\n{options}",
+        "\n\n",
+        "Reasoning: ",
+        "{cot}.\nChoice: {option_answer}",
+        "\n\n\n",
+    ),
 ];
 
-const OPTION_STARTS: &[&str] = &["", "Choices:", "Pick one of:", "Candidates:", "Possible replies:", "Select among:"];
+const OPTION_STARTS: &[&str] = &[
+    "",
+    "Choices:",
+    "Pick one of:",
+    "Candidates:",
+    "Possible replies:",
+    "Select among:",
+];
 const OPTION_ENDS: &[&str] = &["", ";"];
-const NONE_FITS: &[&str] = &["None of these", "No listed choice fits", "None of the candidates", "none of them"];
+const NONE_FITS: &[&str] = &[
+    "None of these",
+    "No listed choice fits",
+    "None of the candidates",
+    "none of them",
+];
 
 /// How options are itemized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,8 +325,17 @@ const ITEM_NAMES: &[ItemNames] = &[
 ];
 
 fn roman(n: usize) -> String {
-    const TABLE: [(usize, &str); 9] =
-        [(100, "C"), (90, "XC"), (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")];
+    const TABLE: [(usize, &str); 9] = [
+        (100, "C"),
+        (90, "XC"),
+        (50, "L"),
+        (40, "XL"),
+        (10, "X"),
+        (9, "IX"),
+        (5, "V"),
+        (4, "IV"),
+        (1, "I"),
+    ];
     let mut n = n;
     let mut s = String::new();
     for (value, numeral) in TABLE {
@@ -243,7 +406,13 @@ const TEXT_STARTS: &[&str] = &[
 ];
 
 const DIALOG_LEADS: &[&str] = &["\n\n", "\n", " ", " | "];
-const DIALOG_HEADINGS: &[&str] = &["", "Conversation:", "Chat log:", "Two people talk:", "Transcript:"];
+const DIALOG_HEADINGS: &[&str] = &[
+    "",
+    "Conversation:",
+    "Chat log:",
+    "Two people talk:",
+    "Transcript:",
+];
 const SPEAKERS: &[(&str, &str)] = &[
     ("\nAsker: ", "\nAnswerer: "),
     ("\nP1: ", "\nP2: "),
@@ -264,7 +433,11 @@ const NUMBERED: &[&str] = &[
     "Read:\n{context}\n\nQuestions:{questions}\nAnswers, in order:{answers}",
     "{context}\nQuiz{questions}\n\nKey{answers}",
 ];
-const NUMBER_NAMES: &[ItemNames] = &[ItemNames::NumberParen, ItemNames::Roman, ItemNames::UpperParen];
+const NUMBER_NAMES: &[ItemNames] = &[
+    ItemNames::NumberParen,
+    ItemNames::Roman,
+    ItemNames::UpperParen,
+];
 const NUMBER_ENDS: &[&str] = &["", ";"];
 
 /// Worked examples then a task: `context` holds `{context}`; each example is
@@ -381,14 +554,23 @@ fn fill(template: &str, slots: &[(&str, &str)]) -> String {
 /// The option list and the answer as rendered: items in `order` (a permutation of the
 /// option indices), the answer as the chosen item's label when labels are distinct, its text
 /// otherwise, or the style's "none fits" string.
-pub fn format_options(items: &[String], correct: Option<usize>, order: &[usize], style: &Style) -> (String, String) {
+pub fn format_options(
+    items: &[String],
+    correct: Option<usize>,
+    order: &[usize],
+    style: &Style,
+) -> (String, String) {
     let mut list = style.option_start.to_string();
     let mut answer = style.none_fits.to_string();
     for (slot, &i) in order.iter().enumerate() {
         let name = style.item_names.name(slot);
         list.push_str(&format!("{name}{}{}", items[i], style.item_end));
         if correct == Some(i) {
-            answer = if style.item_names.distinct() { name.trim().to_string() } else { items[i].trim().to_string() };
+            answer = if style.item_names.distinct() {
+                name.trim().to_string()
+            } else {
+                items[i].trim().to_string()
+            };
         }
     }
     (list.trim_start().to_string(), answer)
@@ -424,7 +606,14 @@ impl Slots {
     }
 
     fn render_with(&self, p: &QaPattern) -> String {
-        format!("{}{}{}{}{}", p.input_prefix, self.input_with(p), p.between, p.target_prefix, self.target_with(p))
+        format!(
+            "{}{}{}{}{}",
+            p.input_prefix,
+            self.input_with(p),
+            p.between,
+            p.target_prefix,
+            self.target_with(p)
+        )
     }
 }
 
@@ -476,7 +665,13 @@ impl Layout {
     pub fn draw(seed: u64, min_pairs: usize) -> Layout {
         let (modes, weights): (&[RcMode], &[f64]) = if min_pairs >= 2 {
             (
-                &[RcMode::Classic, RcMode::Dialog, RcMode::NumberedQuestions, RcMode::InlineFewShot, RcMode::NextTurnDialog],
+                &[
+                    RcMode::Classic,
+                    RcMode::Dialog,
+                    RcMode::NumberedQuestions,
+                    RcMode::InlineFewShot,
+                    RcMode::NextTurnDialog,
+                ],
                 &[80.0, 5.0, 5.0, 5.0, 5.0],
             )
         } else {
@@ -493,7 +688,11 @@ impl Layout {
             qa_start: pick(seed, "qa-start", QA_STARTS),
             qa_end: pick(seed, "qa-end", QA_ENDS),
             text_start: pick(seed, "text-start", TEXT_STARTS),
-            dialog_start: format!("{}{}", pick(seed, "dialog-lead", DIALOG_LEADS), pick(seed, "dialog-heading", DIALOG_HEADINGS)),
+            dialog_start: format!(
+                "{}{}",
+                pick(seed, "dialog-lead", DIALOG_LEADS),
+                pick(seed, "dialog-heading", DIALOG_HEADINGS)
+            ),
             speakers: pick(seed, "speakers", SPEAKERS),
             dialog_end: pick(seed, "dialog-end", DIALOG_ENDS),
             dialog_separator: pick(seed, "dialog-separator", DIALOG_SEPARATORS),
@@ -536,8 +735,16 @@ fn render_entry(context: &str, pairs: &[Slots], style: &Style, layout: &Layout) 
                 );
             }
             let head = if layout.mode == RcMode::Classic {
-                let read_end = if layout.compre_start.is_empty() { "" } else { layout.read_end };
-                format!("{}{read_end}{}", fill(layout.read_start, &[("context", context)]), layout.compre_start)
+                let read_end = if layout.compre_start.is_empty() {
+                    ""
+                } else {
+                    layout.read_end
+                };
+                format!(
+                    "{}{read_end}{}",
+                    fill(layout.read_start, &[("context", context)]),
+                    layout.compre_start
+                )
             } else {
                 format!("{context}{}", layout.dialog_start)
             };
@@ -545,35 +752,70 @@ fn render_entry(context: &str, pairs: &[Slots], style: &Style, layout: &Layout) 
         }
         RcMode::NextTurnDialog => {
             let (last, history) = pairs.split_last().expect("pairs");
-            let dialog: String = history.iter().map(|s| format!("{separator}{}", demo(s))).collect();
-            format!("{context}{}", fill(layout.next_turn, &[("dialog", &dialog), ("answer", &demo(last))]))
+            let dialog: String = history
+                .iter()
+                .map(|s| format!("{separator}{}", demo(s)))
+                .collect();
+            format!(
+                "{context}{}",
+                fill(
+                    layout.next_turn,
+                    &[("dialog", &dialog), ("answer", &demo(last))]
+                )
+            )
         }
         RcMode::NumberedQuestions => {
             let (mut questions, mut answers) = (String::new(), String::new());
             for (i, s) in pairs.iter().enumerate() {
                 let name = layout.number_names.name(i);
-                questions.push_str(&format!("{name}{}{}", s.input_with(&s.pattern), layout.number_end));
-                answers.push_str(&format!("{name}{}{}", s.target_with(&s.pattern), layout.number_end));
+                questions.push_str(&format!(
+                    "{name}{}{}",
+                    s.input_with(&s.pattern),
+                    layout.number_end
+                ));
+                answers.push_str(&format!(
+                    "{name}{}{}",
+                    s.target_with(&s.pattern),
+                    layout.number_end
+                ));
             }
-            fill(layout.numbered, &[("context", context), ("questions", &questions), ("answers", &answers)])
+            fill(
+                layout.numbered,
+                &[
+                    ("context", context),
+                    ("questions", &questions),
+                    ("answers", &answers),
+                ],
+            )
         }
         RcMode::InlineFewShot => {
             let p = layout.inline;
             let explained = pairs.iter().all(|s| s.cot.is_some());
             // The explanation is shown apart, so each pair uses its pattern without reasoning.
             let plain_io = |s: &Slots| {
-                let q = if s.options.is_empty() { style.plain } else { style.options };
+                let q = if s.options.is_empty() {
+                    style.plain
+                } else {
+                    style.options
+                };
                 (s.input_with(&q), s.target_with(&q))
             };
             let (last, examples) = pairs.split_last().expect("pairs");
             let mut out = fill(p.context, &[("context", context)]);
             for s in examples {
                 let (input, output) = plain_io(s);
-                let output_template = if explained { p.explained_output } else { p.example_output };
+                let output_template = if explained {
+                    p.explained_output
+                } else {
+                    p.example_output
+                };
                 out.push_str(&fill(p.example_input, &[("input", &input)]));
                 out.push_str(&fill(
                     output_template,
-                    &[("output", &output), ("explanation", s.cot.as_deref().unwrap_or(""))],
+                    &[
+                        ("output", &output),
+                        ("explanation", s.cot.as_deref().unwrap_or("")),
+                    ],
                 ));
                 out.push_str(p.separator);
             }
@@ -596,7 +838,8 @@ pub fn render_chain(chain: &[Entry], seed: u64) -> Rendered {
         for (i, pair) in entry.pairs.iter().enumerate() {
             match &pair.form {
                 Ok(form) => {
-                    let pair_seed = seed ^ ((pos as u64) << 32 | i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+                    let pair_seed =
+                        seed ^ ((pos as u64) << 32 | i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
                     list.push(slots(form, &style, pair_seed));
                 }
                 Err(e) => rendered.dropped.push(*e),
@@ -636,7 +879,8 @@ pub fn render_chain(chain: &[Entry], seed: u64) -> Rendered {
                 text: parts.join(style.document_separator),
                 source_ids: ids,
                 rc_mode: Some(layout.mode),
-                inverted: layout.inverted && matches!(layout.mode, RcMode::Classic | RcMode::Dialog),
+                inverted: layout.inverted
+                    && matches!(layout.mode, RcMode::Classic | RcMode::Dialog),
                 n_pairs,
             });
         }
@@ -682,32 +926,60 @@ mod tests {
         }
     }
 
-    fn classic(read_start: &'static str, read_end: &'static str, compre_start: &'static str) -> Layout {
-        Layout { mode: RcMode::Classic, inverted: false, read_start, read_end, compre_start, ..Layout::draw(0, 2) }
+    fn classic(
+        read_start: &'static str,
+        read_end: &'static str,
+        compre_start: &'static str,
+    ) -> Layout {
+        Layout {
+            mode: RcMode::Classic,
+            inverted: false,
+            read_start,
+            read_end,
+            compre_start,
+            ..Layout::draw(0, 2)
+        }
     }
 
     #[test]
     fn fill_is_one_pass_and_keeps_unknown_braces() {
-        assert_eq!(fill("{a}-{b}-{c}", &[("a", "{b}"), ("b", "x")]), "{b}-x-{c}");
+        assert_eq!(
+            fill("{a}-{b}-{c}", &[("a", "{b}"), ("b", "x")]),
+            "{b}-x-{c}"
+        );
         assert_eq!(fill("{", &[]), "{");
     }
 
     #[test]
     fn options_are_itemized_and_the_answer_becomes_the_label() {
-        let items: Vec<String> = ["Arn", "Bel", "Cor"].iter().map(|s| s.to_string()).collect();
+        let items: Vec<String> = ["Arn", "Bel", "Cor"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let style = fixed_style();
         assert_eq!(
             format_options(&items, Some(1), &[0, 1, 2], &style),
-            ("Choices:\n(A) Arn\n(B) Bel\n(C) Cor".to_string(), "(B)".to_string())
+            (
+                "Choices:\n(A) Arn\n(B) Bel\n(C) Cor".to_string(),
+                "(B)".to_string()
+            )
         );
         // Shuffled order: Bel is now the first item.
         assert_eq!(format_options(&items, Some(1), &[1, 2, 0], &style).1, "(A)");
-        let dash = Style { option_start: "", item_names: ItemNames::Dash, item_end: ";", ..style.clone() };
+        let dash = Style {
+            option_start: "",
+            item_names: ItemNames::Dash,
+            item_end: ";",
+            ..style.clone()
+        };
         assert_eq!(
             format_options(&items, Some(2), &[0, 1, 2], &dash),
             ("- Arn;\n- Bel;\n- Cor;".to_string(), "Cor".to_string())
         );
-        assert_eq!(format_options(&items, None, &[0, 1, 2], &style).1, "None of these");
+        assert_eq!(
+            format_options(&items, None, &[0, 1, 2], &style).1,
+            "None of these"
+        );
         assert_eq!(ItemNames::Roman.name(3), "\nIV. ");
         assert_eq!(ItemNames::LowerDot.name(1), " b. ");
     }
@@ -716,7 +988,11 @@ mod tests {
     fn classic_layout_matches_hand_written_text() {
         let style = fixed_style();
         let pairs = two_pairs();
-        let layout = classic("Passage:\n{context}", "\n", "Questions on the passage above:");
+        let layout = classic(
+            "Passage:\n{context}",
+            "\n",
+            "Questions on the passage above:",
+        );
         assert_eq!(
             render_entry("Zorvia is a town.", &pairs, &style, &layout),
             "Passage:\nZorvia is a town.\nQuestions on the passage above:\n\nQ: Who founded it? A: Ada.\n\nQ: When? A: 1843."
@@ -727,7 +1003,13 @@ mod tests {
             render_entry("Zorvia is a town.", &pairs, &style, &layout),
             "Zorvia is a town.\n\nQ: Who founded it? A: Ada.\n\nQ: When? A: 1843."
         );
-        let inverted = Layout { inverted: true, qa_start: "Quiz: {demos}", qa_end: "\n", text_start: "{context}", ..layout };
+        let inverted = Layout {
+            inverted: true,
+            qa_start: "Quiz: {demos}",
+            qa_end: "\n",
+            text_start: "{context}",
+            ..layout
+        };
         assert_eq!(
             render_entry("Zorvia is a town.", &pairs, &style, &inverted),
             "Quiz: Q: Who founded it? A: Ada.\n\nQ: When? A: 1843.\nZorvia is a town."
@@ -767,12 +1049,27 @@ mod tests {
     #[test]
     fn rendering_is_deterministic_per_seed_and_varies_across_seeds() {
         let chain = vec![
-            entry(0, "Zorvia is a river town.", &[("Where is Zorvia?", "On a river."), ("How big?", "Small.")], false),
-            entry(1, "Pell is a hill village.", &[("Where is Pell?", "On a hill."), ("Old?", "Yes.")], true),
+            entry(
+                0,
+                "Zorvia is a river town.",
+                &[("Where is Zorvia?", "On a river."), ("How big?", "Small.")],
+                false,
+            ),
+            entry(
+                1,
+                "Pell is a hill village.",
+                &[("Where is Pell?", "On a hill."), ("Old?", "Yes.")],
+                true,
+            ),
         ];
         assert_eq!(render_chain(&chain, 7), render_chain(&chain, 7));
-        let texts: std::collections::HashSet<String> =
-            (0..40).map(|s| render_chain(&chain, chain_seed(1, s)).documents[0].text.clone()).collect();
+        let texts: std::collections::HashSet<String> = (0..40)
+            .map(|s| {
+                render_chain(&chain, chain_seed(1, s)).documents[0]
+                    .text
+                    .clone()
+            })
+            .collect();
         assert!(texts.len() > 10, "only {} distinct renderings", texts.len());
     }
 
@@ -782,7 +1079,12 @@ mod tests {
             entry(4, "First text.", &[("Q1?", "A1.")], false),
             entry(9, "Second text.", &[("Q2?", "A2.")], true),
             entry(2, "Third text, no pairs.", &[], false),
-            entry(5, "Fourth text.", &[("Broken?\nLet's think step by step.", "no marker")], false),
+            entry(
+                5,
+                "Fourth text.",
+                &[("Broken?\nLet's think step by step.", "no marker")],
+                false,
+            ),
         ];
         for seed in 0..20 {
             let r = render_chain(&chain, seed);
@@ -790,9 +1092,15 @@ mod tests {
             assert_eq!(d.len(), 3);
             assert_eq!(d[0].source_ids, vec![4, 9]);
             assert_eq!(d[0].n_pairs, 2);
-            let (first, second) = (d[0].text.find("First text.").unwrap(), d[0].text.find("Second text.").unwrap());
+            let (first, second) = (
+                d[0].text.find("First text.").unwrap(),
+                d[0].text.find("Second text.").unwrap(),
+            );
             assert!(first < second);
-            assert_eq!((d[1].text.as_str(), d[1].rc_mode, d[1].source_ids.clone()), ("Third text, no pairs.", None, vec![2]));
+            assert_eq!(
+                (d[1].text.as_str(), d[1].rc_mode, d[1].source_ids.clone()),
+                ("Third text, no pairs.", None, vec![2])
+            );
             // Its only pair breaks the CoT convention: dropped, and the text stays raw.
             assert_eq!((d[2].text.as_str(), d[2].rc_mode), ("Fourth text.", None));
             assert_eq!(r.dropped, vec![FormError::CotAnswerSplit]);
@@ -802,7 +1110,11 @@ mod tests {
     #[test]
     fn all_documents_of_a_chain_share_one_format() {
         let pairs = [("Q1?", "A1."), ("Q2?", "A2.")];
-        let chain = vec![entry(0, "One.", &pairs, false), entry(1, "Two.", &pairs, false), entry(2, "Three.", &pairs, false)];
+        let chain = vec![
+            entry(0, "One.", &pairs, false),
+            entry(1, "Two.", &pairs, false),
+            entry(2, "Three.", &pairs, false),
+        ];
         for seed in 0..200 {
             let d = render_chain(&chain, seed).documents;
             assert_eq!(d.len(), 3);
@@ -810,7 +1122,10 @@ mod tests {
                 assert_eq!((doc.rc_mode, doc.inverted), (d[0].rc_mode, d[0].inverted));
                 // Same wording around the pairs: texts differ only in the context.
                 let strip = |t: &str, c: &str| t.replace(c, "CTX");
-                assert_eq!(strip(&doc.text, &chain[doc.source_ids[0]].context), strip(&d[0].text, "One."));
+                assert_eq!(
+                    strip(&doc.text, &chain[doc.source_ids[0]].context),
+                    strip(&d[0].text, "One.")
+                );
             }
         }
     }
@@ -836,21 +1151,41 @@ mod tests {
         assert!((frac(inverted) - 0.05).abs() < 0.015, "{inverted}");
         let (modes, _) = count(&[("Q1?", "A1."), ("Q2?", "A2.")]);
         assert!((frac(modes["classic"]) - 0.80).abs() < 0.025, "{modes:?}");
-        for name in ["dialog", "numbered_questions", "inline_fs", "next_turn_dialog"] {
-            assert!((frac(modes[name]) - 0.05).abs() < 0.015, "{name}: {modes:?}");
+        for name in [
+            "dialog",
+            "numbered_questions",
+            "inline_fs",
+            "next_turn_dialog",
+        ] {
+            assert!(
+                (frac(modes[name]) - 0.05).abs() < 0.015,
+                "{name}: {modes:?}"
+            );
         }
     }
 
     #[test]
     fn reasoning_and_options_reach_the_text() {
-        let cot = ("How old is Zorvia in 1943?\nLet's think step by step.", "Founded 1843; 1943 - 1843 = 100.\nTherefore, the answer is 100 years");
+        let cot = (
+            "How old is Zorvia in 1943?\nLet's think step by step.",
+            "Founded 1843; 1943 - 1843 = 100.\nTherefore, the answer is 100 years",
+        );
         let mc = ("Which river?\nOptions:\n- Arn\n- Bel\n- Cor", "Bel");
         for seed in 0..100 {
             let t = &render_chain(&[entry(0, "Text.", &[cot], false)], seed).documents[0].text;
-            assert!(t.contains("Founded 1843; 1943 - 1843 = 100") && t.contains("100 years"), "{t}");
-            assert!(!t.contains("Let's think step by step") && !t.contains("Therefore, the answer is"), "{t}");
+            assert!(
+                t.contains("Founded 1843; 1943 - 1843 = 100") && t.contains("100 years"),
+                "{t}"
+            );
+            assert!(
+                !t.contains("Let's think step by step") && !t.contains("Therefore, the answer is"),
+                "{t}"
+            );
             let t = &render_chain(&[entry(0, "Text.", &[mc], false)], seed).documents[0].text;
-            assert!(t.contains("Which river?") && !t.contains("\nOptions:\n- "), "{t}");
+            assert!(
+                t.contains("Which river?") && !t.contains("\nOptions:\n- "),
+                "{t}"
+            );
             assert!(t.contains("Arn") == t.contains("Cor"), "{t}");
         }
     }
