@@ -5,6 +5,7 @@
 //! they share are in `crate::text::corpus`.
 
 pub mod adaptllm;
+pub mod instruct;
 pub mod methods;
 pub mod output;
 pub mod sample;

@@ -1,0 +1,15 @@
+//! Instruction Pre-Training (synth-spec §3): a synthesizer model reads a raw text and writes
+//! instruction–response pairs about it; texts are chained over several rounds into few-shot
+//! documents and rendered into pre-training text.
+//!
+//! This module is the pure, model-free core:
+//! - [`format`]: the synthesizer's exact prompt and output format, parsing and the CoT /
+//!   option conventions (§3.2);
+//! - [`chain`]: M-round chaining with the length guard and the inherit / followed-by-next
+//!   bookkeeping, as a state machine a batched generator drives (§3.3);
+//! - [`render`]: rendering chains into pre-training documents with retort's own, smaller
+//!   pattern bank (§3.4).
+
+pub mod chain;
+pub mod format;
+pub mod render;
