@@ -557,7 +557,7 @@ fn thousands(n: i64) -> String {
     let digits = n.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -662,8 +662,7 @@ impl Method for TinyEncyclopedia {
             "generating the tiny encyclopedia (seed {}, {} entities, held out {}, augmented {} of the rest)",
             c.seed, c.entities, c.heldout_fraction, c.augmented_fraction
         ));
-        let mut counts = Counts::default();
-        counts.rows = write(dir, c)?;
+        let mut counts = Counts { rows: write(dir, c)?, ..Default::default() };
         for e in Encyclopedia::generate(c).entities {
             counts.add_task(&format!("{}/{}", e.spec().key, e.split.as_str()));
         }
@@ -690,7 +689,9 @@ mod tests {
             .filter(|(i, _)| {
                 let before = text[..*i].chars().next_back();
                 let after = text[i + needle.len()..].chars().next();
-                !before.is_some_and(is_word) && !after.is_some_and(is_word) && !(after == Some(',') && text[i + needle.len() + 1..].starts_with(|c: char| c.is_ascii_digit()))
+                // "1" is not a word of "1,200".
+                let digit_group = after == Some(',') && text[i + needle.len() + 1..].starts_with(|c: char| c.is_ascii_digit());
+                !(before.is_some_and(is_word) || after.is_some_and(is_word) || digit_group)
             })
             .count()
     }
