@@ -28,6 +28,9 @@ Methods:
   tiny-human   a long-tailed \"human\" corpus (Zipfian order-2 Markov source) for toedit-tiny
                (no INPUT): human.jsonl, human_heldout.jsonl; options docs, heldout, vocab, zipf,
                successors, stickiness, seed
+  tiny-encyclopedia  fictional entities with known facts for instruct-pt-tiny (no INPUT): raw.jsonl,
+               qa_rule.jsonl (rule-based pairs), qa_eval.jsonl (closed-book choice rows) and
+               by-split copies; options entities, heldout_fraction, augmented_fraction, options, seed
   sample       documents sampled from a model (no INPUT): --set model=MODEL, docs (1000),
                max_new_tokens (128), top_p (0.9), temperature (1.0), batch_size (32)
   stats        not a method: statistics of a corpus, optionally against another (--compare)

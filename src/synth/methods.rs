@@ -114,6 +114,14 @@ pub const METHODS: &[MethodSpec] = &[
         build: super::tiny_human::build,
     },
     MethodSpec {
+        name: "tiny-encyclopedia",
+        about: "fictional entities with known facts, rule-based QA pairs and closed-book questions, for the instruct-pt-tiny experiment (no input)",
+        reads_input: false,
+        check: super::tiny_encyclopedia::check,
+        references: |_| Vec::new(),
+        build: super::tiny_encyclopedia::build,
+    },
+    MethodSpec {
         name: "sample",
         about: "documents sampled from a model (top-p 0.9 by default): synthetic text for the model-collapse experiments (no input)",
         reads_input: false,
