@@ -15,7 +15,7 @@
 //! Files (JSONL, each written atomically): `general.jsonl` and `domain.jsonl` /
 //! `domain_heldout.jsonl` of `{"text"}` rows (first line a title), `general_instruct.jsonl` of
 //! `{"prompt", "response"}` rows in the choice sets' question format, `domain_choice.jsonl` and `general_choice.jsonl` of `{"input", "options",
-//! "gold_index"}` rows (input ends with "\nAnswer:", options start with a space).
+//! "gold_index"}` rows (input ends with "\nAnswer:"; options have no leading space: the scorer joins input and option with one, as lm-eval's target delimiter does).
 
 pub mod method;
 
@@ -246,7 +246,7 @@ fn options_around(rng: &mut Rng, values: &[String], gold: usize) -> (Vec<String>
     let mut chosen: Vec<usize> = others.into_iter().take(3).chain([gold]).collect();
     rng.shuffle(&mut chosen);
     let gold_index = chosen.iter().position(|&i| i == gold).unwrap_or(0);
-    (chosen.iter().map(|&i| format!(" {}", values[i])).collect(), gold_index)
+    (chosen.iter().map(|&i| values[i].clone()).collect(), gold_index)
 }
 
 fn capitalize(w: &str) -> String {
@@ -488,7 +488,7 @@ mod tests {
             assert!(input.ends_with("\nAnswer:"), "{input}");
             let options: Vec<&str> = r["options"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
             assert_eq!(options.len(), 4);
-            assert!(options.iter().all(|o| o.starts_with(' ')) && options.iter().collect::<BTreeSet<_>>().len() == 4, "{options:?}");
+            assert!(options.iter().all(|o| !o.starts_with(' ')) && options.iter().collect::<BTreeSet<_>>().len() == 4, "{options:?}");
             let words: BTreeSet<&str> = input.split(|c: char| !c.is_alphanumeric()).collect();
             let named: Vec<&Plant> = domain.plants.iter().filter(|p| words.contains(p.name.as_str())).collect();
             let [plant] = named[..] else { panic!("the question names one plant: {input}") };
@@ -501,7 +501,7 @@ mod tests {
             } else {
                 &domain.pollinators[plant.pollinator]
             };
-            assert_eq!(options[r["gold_index"].as_u64().unwrap() as usize], format!(" {want}"), "{input}");
+            assert_eq!(options[r["gold_index"].as_u64().unwrap() as usize], want, "{input}");
         }
         for r in rows(&files.general_choice) {
             let input = r["input"].as_str().unwrap();
