@@ -162,7 +162,15 @@ pub(crate) fn json_object(text: &str, path: &Path) -> Result<serde_json::Map<Str
 impl ModelConfig {
     /// Reads `config.json` from a file.
     pub fn from_file(path: &Path) -> Result<ModelConfig> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            // A training stage's folder holds its model in `model/`: say so instead of "not found".
+            let inner = path.parent().map(|d| d.join("model"));
+            let source = match inner.filter(|m| source.kind() == std::io::ErrorKind::NotFound && m.join("config.json").is_file()) {
+                Some(m) => std::io::Error::new(source.kind(), format!("{source}; this is a training stage's folder, its model is {}", m.display())),
+                None => source,
+            };
+            ModelError::Io { path: path.to_path_buf(), source }
+        })?;
         ModelConfig::from_hf_json(&text, path)
     }
 
@@ -449,6 +457,19 @@ pub fn parameter_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_stage_folder_given_for_a_model_names_the_model_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("model")).unwrap();
+        std::fs::write(dir.path().join("model/config.json"), "{}").unwrap();
+        let e = ModelConfig::from_file(&config_path(dir.path())).unwrap_err().to_string();
+        assert!(e.contains("its model is") && e.contains(&dir.path().join("model").display().to_string()), "{e}");
+        // An empty folder keeps the plain error.
+        let empty = tempfile::tempdir().unwrap();
+        let e = ModelConfig::from_file(&config_path(empty.path())).unwrap_err().to_string();
+        assert!(!e.contains("its model is"), "{e}");
+    }
     use super::*;
 
     fn parse(text: &str) -> Result<ModelConfig> {
