@@ -64,6 +64,13 @@ fn init_writes_a_loadable_folder_and_info_counts_its_parameters() {
     assert_eq!(small.hidden_size, 256);
     let e = err(&["model", "init", "--preset", "huge", "--out", &dir]);
     assert!(e.contains("qwen2.5-0.5b"), "{e}");
+
+    // --context replaces the preset's 256 positions; the parameter count does not change (rotary).
+    ok(&["model", "init", "--preset", "tiny", "--out", &dir, "--force", "--context", "1024"]);
+    let long = ModelConfig::from_file(&Path::new(&dir).join("config.json")).unwrap();
+    assert_eq!((long.max_position_embeddings, long.num_parameters()), (1024, tiny_parameters_by_hand()));
+    let e = err(&["model", "init", "--preset", "tiny", "--out", &dir, "--force", "--context", "4"]);
+    assert!(e.contains("context 4 is out of range"), "{e}");
 }
 
 #[test]

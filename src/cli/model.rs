@@ -32,6 +32,9 @@ pub struct InitArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Context length (max_position_embeddings) instead of the preset's (tiny 256, small 512).
+    #[arg(long)]
+    pub context: Option<usize>,
     /// Write into a non-empty folder, replacing the model files.
     #[arg(long)]
     pub force: bool,
@@ -134,7 +137,7 @@ fn cmd_init(args: &InitArgs) -> Result<()> {
     if non_empty && !args.force {
         bail!("{} exists and is not empty; choose another --out or pass --force to overwrite its model files", args.out.display());
     }
-    let config = crate::model::init::init_folder(&args.preset, &args.out, args.seed)?;
+    let config = crate::model::init::init_folder_with_context(&args.preset, &args.out, args.seed, args.context)?;
     println!(
         "wrote {}: {} preset {}, {} parameters, seed {}",
         args.out.display(),

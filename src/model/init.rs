@@ -18,7 +18,17 @@ pub const SIDE_FILES: &[&str] = &[
 /// Write `out/{config.json, generation_config.json, model.safetensors, tokenizer.json,
 /// tokenizer_config.json}` for preset `tiny` or `small` with a character tokenizer.
 pub fn init_folder(preset: &str, out: &Path, seed: u64) -> Result<ModelConfig> {
+    init_folder_with_context(preset, out, seed, None)
+}
+
+/// [`init_folder`] with the preset's context length (`max_position_embeddings`) replaced:
+/// the models are rotary, so any length works; tasks with long rows need more than `tiny`'s 256.
+pub fn init_folder_with_context(preset: &str, out: &Path, seed: u64, context: Option<usize>) -> Result<ModelConfig> {
     let mut config = ModelConfig::preset(preset, tiny::VOCAB_SIZE)?;
+    if let Some(n) = context {
+        anyhow::ensure!((16..=1 << 20).contains(&n), "context {n} is out of range: give 16 to 1048576 tokens");
+        config.max_position_embeddings = n;
+    }
     let eos = tiny::vocabulary().iter().position(|t| t == tiny::EOS_TOKEN).context("tiny vocabulary has no eos")? as u32;
     config.eos_token_ids = vec![eos];
     let existed = out.exists();

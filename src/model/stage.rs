@@ -6,6 +6,7 @@
 //! kind = "model-init"
 //! name = "init"
 //! preset = "tiny"     # tiny (~1M params) | small
+//! context = 1024      # optional: the context length, instead of the preset's (tiny 256, small 512)
 //! ```
 
 use crate::stage::{table_of, StageConfig, StageCtx, StageOutput};
@@ -17,6 +18,9 @@ use serde::{Deserialize, Serialize};
 pub struct ModelInitStage {
     #[serde(default = "default_preset")]
     pub preset: String,
+    /// The context length (`max_position_embeddings`) instead of the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<usize>,
 }
 
 fn default_preset() -> String {
@@ -33,6 +37,11 @@ impl StageConfig for ModelInitStage {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(n) = self.context {
+            if !(16..=1 << 20).contains(&n) {
+                return Err(("context".into(), format!("{n} is out of range: give 16 to 1048576 tokens")));
+            }
+        }
         match self.preset.as_str() {
             "tiny" | "small" => Ok(()),
             other => Err(("preset".into(), format!("unknown model preset `{other}`; known: tiny, small"))),
@@ -46,7 +55,7 @@ impl StageConfig for ModelInitStage {
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput> {
         let out = ctx.dir.join("model");
         let seed = ctx.rng("weights").next_u64();
-        let config = crate::model::init::init_folder(&self.preset, &out, seed)?;
+        let config = crate::model::init::init_folder_with_context(&self.preset, &out, seed, self.context)?;
         ctx.events.progress(1, Some(1), "model", None);
         let params = config.num_parameters() as f64;
         ctx.events.info(format!("initialised a {} model with {} parameters in {}", self.preset, params, out.display()));
