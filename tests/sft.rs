@@ -400,12 +400,12 @@ fn trains_a_synthesizer_on_context_and_pairs_rows() {
     let out = retort().args(["sft", model.to_str().unwrap(), "--jsonl", bad.to_str().unwrap(), "--headless"]).current_dir(&bad_dir).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("bad.jsonl:2") && text.contains("\"qa_list\"[1] must be [question, answer], two strings"), "{text}");
+    assert!(text.contains("bad.jsonl:2") && text.contains("\"qa_list\"[0] must be [question, answer], two strings"), "{text}");
     // The same in a mixture source of a profile.
     let mix_bad = format!("[ {{ jsonl = {:?} }}, {{ jsonl = {bad:?} }} ]", qa);
     std::fs::write(&profile, std::fs::read_to_string(&profile).unwrap().replace(&format!("mix = [ {{ jsonl = {:?} }}, {{ jsonl = {:?} }} ]", qa, dir.join("text.jsonl")), &format!("mix = {mix_bad}"))).unwrap();
     let out = retort().args(["run", profile.to_str().unwrap(), "--headless"]).current_dir(&bad_dir).output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && text.contains("data.mix[1]") && text.contains("bad.jsonl:2") && text.contains("\"qa_list\"[1]"), "{text}");
+    assert!(!out.status.success() && text.contains("data.mix[1]") && text.contains("bad.jsonl:2") && text.contains("\"qa_list\"[0]"), "{text}");
     assert!(!bad_dir.join("runs").exists(), "a run folder was created for bad data");
 }
