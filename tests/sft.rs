@@ -330,3 +330,82 @@ fn bad_mixtures_are_explained_before_a_run_starts() {
     std::fs::write(&bad, "{\"text\":\"fine\"}\n{\"prompt\":\"no response\"}\n").unwrap();
     fails_with(&format!("[ {{ jsonl = {a} }}, {{ jsonl = {:?} }} ]", bad), "", &["bad.jsonl:2", "without \"response\"", "data.mix[1]"]);
 }
+
+/// Instruction-synthesizer rows (`{"context", "qa_list"}`, research/synth-spec.md §3.2): a
+/// fresh tiny model's loss on the pairs falls, packed or in a mixture with text rows, and a
+/// malformed row is named by file, line and key before any run folder exists.
+#[test]
+fn trains_a_synthesizer_on_context_and_pairs_rows() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let model = dir.join("m");
+    assert!(retort().args(["model", "init", "--preset", "tiny", "--out", model.to_str().unwrap()]).output().unwrap().status.success());
+    let towns = [("Zorvia", "1843", "river"), ("Bellmont", "1710", "harbor"), ("Quillan", "1902", "mining"), ("Tessaly", "1655", "market"), ("Orvane", "1788", "mountain"), ("Pellick", "1821", "border")];
+    let rows: String = towns
+        .iter()
+        .map(|(name, year, kind)| {
+            let row = serde_json::json!({
+                "context": format!("{name} is a {kind} town founded in {year}."),
+                "qa_list": [[format!("When was {name} founded?"), year], [format!("What kind of town is {name}?"), format!("A {kind} town.")]],
+                "entity": name,
+            });
+            format!("{row}\n")
+        })
+        .collect();
+    let qa = dir.join("qa.jsonl");
+    std::fs::write(&qa, &rows).unwrap();
+    let out = retort()
+        .args(["sft", model.to_str().unwrap(), "--jsonl", qa.to_str().unwrap(), "--headless"])
+        .args(["--set", "steps=40", "--set", "batch_size=2", "--set", "lr=0.003", "--set", "schedule=\"constant\"", "--set", "pack=true"])
+        .args(["--set", "eval_every=0", "--set", "sample_every=0", "--set", "checkpoint_every=0"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = std::fs::read_dir(dir.join("runs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("sft-")).unwrap();
+    let losses: Vec<f64> = std::fs::read_to_string(run.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "metrics" && e["stage"] == "sft")
+        .filter_map(|e| e["values"]["loss"].as_f64())
+        .collect();
+    assert!(losses.len() >= 10, "{losses:?}");
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&losses[..3]), mean(&losses[losses.len() - 3..]));
+    assert!(last < 0.5 * first, "the loss did not fall: {first} → {last}");
+
+    // In a mixture with text rows, unpacked.
+    std::fs::write(dir.join("text.jsonl"), "{\"text\":\"plain text\"}\n{\"text\":\"more text\"}\n").unwrap();
+    let profile = dir.join("mix.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[run]\nname = \"mix\"\n\n[[stage]]\nkind = \"sft\"\nname = \"sft\"\nmodel = {:?}\nsteps = 3\nbatch_size = 2\n\
+             eval_every = 0\nsample_every = 0\ncheckpoint_every = 0\n[stage.data]\nmix = [ {{ jsonl = {:?} }}, {{ jsonl = {:?} }} ]\n",
+            model,
+            qa,
+            dir.join("text.jsonl")
+        ),
+    )
+    .unwrap();
+    let out = retort().args(["run", profile.to_str().unwrap(), "--headless"]).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A malformed row: its file, line and key, and no run folder.
+    let bad_dir = dir.join("bad");
+    std::fs::create_dir(&bad_dir).unwrap();
+    let bad = bad_dir.join("bad.jsonl");
+    std::fs::write(&bad, format!("{}{{\"context\":\"Zorvia.\",\"qa_list\":[[\"When?\"]]}}\n", rows.lines().next().unwrap().to_owned() + "\n")).unwrap();
+    let out = retort().args(["sft", model.to_str().unwrap(), "--jsonl", bad.to_str().unwrap(), "--headless"]).current_dir(&bad_dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("bad.jsonl:2") && text.contains("\"qa_list\"[0] must be [question, answer], two strings"), "{text}");
+    // The same in a mixture source of a profile.
+    let mix_bad = format!("[ {{ jsonl = {:?} }}, {{ jsonl = {bad:?} }} ]", qa);
+    std::fs::write(&profile, std::fs::read_to_string(&profile).unwrap().replace(&format!("mix = [ {{ jsonl = {:?} }}, {{ jsonl = {:?} }} ]", qa, dir.join("text.jsonl")), &format!("mix = {mix_bad}"))).unwrap();
+    let out = retort().args(["run", profile.to_str().unwrap(), "--headless"]).current_dir(&bad_dir).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("data.mix[1]") && text.contains("bad.jsonl:2") && text.contains("\"qa_list\"[0]"), "{text}");
+    assert!(!bad_dir.join("runs").exists(), "a run folder was created for bad data");
+}

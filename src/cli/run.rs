@@ -39,7 +39,7 @@ pub struct RunArgs {
 pub struct SftArgs {
     /// Model folder (or a hub snapshot folder from `retort pull`).
     pub model: String,
-    /// JSONL of {"prompt","response"}, {"messages"} or {"text"} rows.
+    /// JSONL of {"prompt","response"}, {"messages"}, {"text"} or {"context","qa_list"} rows.
     #[arg(long, conflicts_with = "task")]
     pub jsonl: Option<String>,
     /// A built-in task (`retort tasks list`), taught by the skewed teacher.

@@ -181,7 +181,7 @@ impl ProblemSource {
         let err = |key: &str, msg: String| Err((spec.path(key), msg));
         let sources = [self.from.is_some(), self.task.is_some(), self.jsonl.is_some()].iter().filter(|&&b| b).count();
         if sources != 1 {
-            let jsonl = if spec.jsonl_problems { "a JSONL of problems, with `verifier`" } else { "a JSONL of prompt/response, messages or text rows" };
+            let jsonl = if spec.jsonl_problems { "a JSONL of problems, with `verifier`" } else { "a JSONL of prompt/response, messages, text or synthesizer (context/qa_list) rows" };
             return err(
                 "from",
                 format!(

@@ -2,8 +2,11 @@
 //! loss mask covers only what the model should learn to write.
 //!
 //! JSONL rows may be `{"prompt", "response"}`, chat `{"messages": [{"role", "content"}...]}`
-//! (the tokenizer's chat template is applied; the last assistant turn is the target) or plain
-//! `{"text"}` for continued pre-training (every token is a target). Task data uses a
+//! (the tokenizer's chat template is applied; the last assistant turn is the target), plain
+//! `{"text"}` for continued pre-training (every token is a target), or an instruction
+//! synthesizer's training row `{"context", "qa_list": [[q, a], ...]}` in the exact format of
+//! synth-spec §3.2 (the pairs and the closing EOS are the target, the context is not; see
+//! [`encode_synth`]). Task data uses a
 //! **skewed teacher** (docs/METHODS.md §10.2): each target is one of the instance's valid solutions,
 //! drawn with Zipf weights over the solutions ordered shortest-first then alphabetically, so
 //! the trained model has a dominant mode and rarer valid modes, plus a share of wrong targets
@@ -14,6 +17,7 @@
 //! position has its own seed. Resuming only needs the example counter.
 
 use crate::rng::Rng;
+use crate::synth::instruct::format::{self as synth_format, QaPair};
 use crate::tasks::{Instance, Task};
 use crate::text::{Message, Tokenizer};
 use anyhow::{bail, Context, Result};
@@ -110,6 +114,112 @@ pub fn encode_chat(tok: &Tokenizer, messages: &[Message]) -> Result<Example> {
     Ok(Example { ids: [p, r].concat(), targets })
 }
 
+/// The ids that the literal `<s>` / `</s>` of the synthesizer format stand for: the
+/// tokenizer's BOS (or, for a tokenizer without one, such as Qwen's, its end-of-text token,
+/// which such tokenizers put between documents) and the stage's EOS.
+pub fn synth_marker_ids(tok: &Tokenizer, eos: u32) -> (u32, u32) {
+    (tok.bos_id().unwrap_or(eos), eos)
+}
+
+/// Tokenize an instruction synthesizer's training row (synth-spec §3.2, §3.7): the sequence is
+/// `cook_read(context) + cook_compre(pairs) + "</s>"` with the literal `<s>` / `</s>` mapped
+/// to `bos` / `eos` (no second BOS), and the targets are exactly the tokens of
+/// `cook_compre(pairs) + "</s>"`: what the synthesizer writes after reading a text. The
+/// context part `"<s> <CON> {context} </CON>\n\n"` is the prompt.
+///
+/// The two parts are tokenized apart, as a prompt and its response are: the context part
+/// alone is exactly the prompt the synthesizer sees at generation time, and the mask boundary
+/// falls on a token boundary even for a BPE whose merges could join `"\n\n"` and `"<QUE>"`.
+/// (With a character tokenizer this is the same sequence as tokenizing the whole string.)
+pub fn encode_synth(tok: &Tokenizer, context: &str, pairs: &[QaPair], bos: u32, eos: u32) -> Result<Example> {
+    let mut failed = None;
+    let mut encode = |t: &str| {
+        tok.encode(t, false).unwrap_or_else(|e| {
+            failed.get_or_insert(e);
+            Vec::new()
+        })
+    };
+    let p = synth_format::encode_pieces(&synth_format::cook_read(context), bos, eos, &mut encode);
+    let r = synth_format::encode_pieces(&format!("{}{}", synth_format::cook_compre(pairs), synth_format::EOS), bos, eos, &mut encode);
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let targets = std::iter::repeat_n(false, p.len()).chain(std::iter::repeat_n(true, r.len())).collect();
+    Ok(Example { ids: [p, r].concat(), targets })
+}
+
+/// The keys of a synthesizer row; a row holding either is read as one.
+const SYNTH_KEYS: [&str; 2] = ["context", "qa_list"];
+/// The keys of the other row formats, which a synthesizer row must not hold.
+const OTHER_ROW_KEYS: [&str; 4] = ["prompt", "response", "messages", "text"];
+/// Markers that the synthesizer format gives a meaning: BOS / EOS anywhere, and the pair
+/// delimiters inside a question or answer (the parser could not read such a pair back).
+const RESERVED_IN_TEXT: [&str; 2] = [synth_format::BOS, synth_format::EOS];
+const RESERVED_IN_PAIR: [&str; 3] = [synth_format::QUE, synth_format::ANS, synth_format::END];
+
+/// Shape-check a synthesizer row (`obj` holds at least one of [`SYNTH_KEYS`]). Keys other
+/// than the row formats' are metadata and ignored (the synth stage's files carry `entity`,
+/// `split`, ...). Errors say which key is wrong and what it should be.
+fn synth_row(obj: &serde_json::Map<String, serde_json::Value>) -> Result<Row> {
+    const SHAPE: &str = "a synthesizer row is {\"context\": \"text\", \"qa_list\": [[\"question\", \"answer\"], ...]}";
+    if let Some(k) = OTHER_ROW_KEYS.iter().find(|k| obj.contains_key(**k)) {
+        bail!("a row must have exactly one of prompt+response, messages, text or context+qa_list; this one has \"{k}\" besides \"context\"/\"qa_list\"");
+    }
+    let (context, qa_list) = match (obj.get("context"), obj.get("qa_list")) {
+        (Some(c), Some(q)) => (c, q),
+        (Some(_), None) => bail!("\"context\" without \"qa_list\"; {SHAPE}"),
+        (None, _) => bail!("\"qa_list\" without \"context\"; {SHAPE}"),
+    };
+    let Some(context) = context.as_str() else {
+        bail!("\"context\" must be a string (got {}); {SHAPE}", json_kind(context));
+    };
+    if context.trim().is_empty() {
+        bail!("empty \"context\"; a synthesizer row needs the text its pairs are about");
+    }
+    let Some(list) = qa_list.as_array() else {
+        bail!("\"qa_list\" must be a list of [question, answer] pairs (got {}); {SHAPE}", json_kind(qa_list));
+    };
+    if list.is_empty() {
+        bail!("empty \"qa_list\"; every example needs something to learn");
+    }
+    let reserved = |key: &str, s: &str, markers: &[&str]| -> Result<()> {
+        match markers.iter().find(|m| s.contains(**m)) {
+            Some(m) => bail!("{key} contains the literal {m}, which the synthesizer format reserves; remove or rewrite it"),
+            None => Ok(()),
+        }
+    };
+    reserved("\"context\"", context, &RESERVED_IN_TEXT)?;
+    let mut pairs = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let key = format!("\"qa_list\"[{i}]");
+        let pair = match item.as_array().map(Vec::as_slice) {
+            Some([serde_json::Value::String(q), serde_json::Value::String(a)]) => (q, a),
+            _ => bail!("{key} must be [question, answer], two strings (got {})", json_kind(item)),
+        };
+        for (part, s) in [("question", pair.0), ("answer", pair.1)] {
+            if s.trim().is_empty() {
+                bail!("{key}: empty {part}");
+            }
+            reserved(&format!("{key} ({part})"), s, &RESERVED_IN_TEXT)?;
+            reserved(&format!("{key} ({part})"), s, &RESERVED_IN_PAIR)?;
+        }
+        pairs.push(QaPair::new(pair.0.as_str(), pair.1.as_str()));
+    }
+    Ok(Row::Synth { context: context.to_string(), pairs })
+}
+
+/// A short description of a JSON value for error messages.
+fn json_kind(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "null".into(),
+        serde_json::Value::Bool(_) => "a boolean".into(),
+        serde_json::Value::Number(n) => format!("the number {n}"),
+        serde_json::Value::String(_) => "a string".into(),
+        serde_json::Value::Array(a) => format!("a list of {}", a.len()),
+        serde_json::Value::Object(_) => "an object".into(),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonlRow {
@@ -124,6 +234,8 @@ pub enum Row {
     Pair { prompt: String, response: String },
     Chat(Vec<Message>),
     Text(String),
+    /// An instruction synthesizer's training row: a text and the pairs written about it.
+    Synth { context: String, pairs: Vec<QaPair> },
 }
 
 /// Parse and shape-check every row of a JSONL file (no tokenizer needed, so a run can check
@@ -133,9 +245,18 @@ pub fn read_rows(path: &Path) -> Result<Vec<(usize, Row)>> {
     for item in crate::text::jsonl::open(path)? {
         let (line_no, line) = item?;
         let at = || format!("{}:{}", path.display(), line_no);
-        let row: JsonlRow = serde_json::from_str(&line).with_context(|| {
-            format!("{}: not a valid row (expected {{\"prompt\",\"response\"}}, {{\"messages\"}} or {{\"text\"}})", at())
-        })?;
+        let not_valid = || {
+            format!(
+                "{}: not a valid row (expected {{\"prompt\",\"response\"}}, {{\"messages\"}}, {{\"text\"}} or {{\"context\",\"qa_list\"}})",
+                at()
+            )
+        };
+        let value: serde_json::Value = serde_json::from_str(&line).with_context(not_valid)?;
+        if let Some(obj) = value.as_object().filter(|o| SYNTH_KEYS.iter().any(|k| o.contains_key(*k))) {
+            out.push((line_no, synth_row(obj).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?));
+            continue;
+        }
+        let row: JsonlRow = serde_json::from_str(&line).with_context(not_valid)?;
         let row = match row {
             JsonlRow { prompt: Some(prompt), response: Some(response), messages: None, text: None } => {
                 if response.trim().is_empty() {
@@ -146,7 +267,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<(usize, Row)>> {
             JsonlRow { prompt: Some(_), response: None, .. } => bail!("{}: \"prompt\" without \"response\"", at()),
             JsonlRow { messages: Some(m), prompt: None, response: None, text: None } => Row::Chat(m),
             JsonlRow { text: Some(t), prompt: None, response: None, messages: None } => Row::Text(t),
-            _ => bail!("{}: a row must have exactly one of prompt+response, messages or text", at()),
+            _ => bail!("{}: a row must have exactly one of prompt+response, messages, text or context+qa_list", at()),
         };
         out.push((line_no, row));
     }
@@ -168,7 +289,7 @@ pub struct LengthLimit {
 #[serde(rename_all = "lowercase")]
 pub enum TooLongRow {
     /// Text rows (continued pre-training) are cut into consecutive pieces of `max_len` tokens,
-    /// each its own example, so no text is lost; prompt/response and chat rows are truncated.
+    /// each its own example, so no text is lost; the other rows are truncated.
     Split,
     /// Cut to `max_len` tokens (counted in the log).
     Truncate,
@@ -187,13 +308,16 @@ fn row_bytes(row: &Row) -> usize {
         Row::Pair { prompt, response } => prompt.len() + response.len(),
         Row::Chat(m) => m.iter().map(|m| m.content.len()).sum(),
         Row::Text(t) => t.len(),
+        Row::Synth { context, pairs } => context.len() + pairs.iter().map(|p| p.question.len() + p.answer.len()).sum::<usize>(),
     }
 }
 
-/// Read a JSONL file of prompt/response, messages or text rows, applying `limit` while
-/// reading. Errors name the file and line. Returns the examples and how many rows were
-/// skipped or truncated for length.
+/// Read a JSONL file of prompt/response, messages, text or synthesizer rows, applying `limit`
+/// while reading. Errors name the file and line. Returns the examples and how many rows were
+/// skipped or truncated for length. `chat` applies to prompt/response rows only (a
+/// synthesizer row has its own fixed format).
 pub fn read_jsonl(path: &Path, tok: &Tokenizer, chat: bool, eos: u32, limit: LengthLimit) -> Result<(Vec<Example>, usize)> {
+    let (bos, synth_eos) = synth_marker_ids(tok, eos);
     let mut out = Vec::new();
     let mut cut = 0;
     for (line, row) in read_rows(path)? {
@@ -215,6 +339,7 @@ pub fn read_jsonl(path: &Path, tok: &Tokenizer, chat: bool, eos: u32, limit: Len
         let ex = match row {
             Row::Pair { prompt, response } => encode_pair(tok, &prompt, &response, chat, eos),
             Row::Chat(m) => encode_chat(tok, &m),
+            Row::Synth { context, pairs } => encode_synth(tok, &context, &pairs, bos, synth_eos),
             Row::Text(t) => tok.encode(&t, false).map_err(anyhow::Error::from).map(|mut ids| {
                 ids.push(eos);
                 let mut targets = vec![true; ids.len()];
@@ -315,7 +440,7 @@ pub fn stream_position(seed: u64, k: u64, n: usize) -> (u64, usize) {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MixSource {
-    /// A JSONL of prompt/response, messages or text rows (a path, or `@stage/file`).
+    /// A JSONL of prompt/response, messages, text or synthesizer rows (a path, or `@stage/file`).
     pub jsonl: String,
     /// Relative share of the stream (weights 1 and 3 give 25% and 75%).
     #[serde(default = "default_weight")]
@@ -502,6 +627,92 @@ mod tests {
         let decoded: String = t.decode(&ex[0].ids.iter().zip(&ex[0].targets).filter(|(_, &m)| m).map(|(i, _)| *i).collect::<Vec<_>>(), false).unwrap();
         assert!(decoded.starts_with("yo<|im_end|>"), "{decoded:?}");
         assert_eq!(ex[1].target_count(), 3);
+    }
+
+    #[test]
+    fn synth_rows_learn_exactly_the_pairs_and_the_eos() {
+        let (_d, t) = tok();
+        let context = "Zorvia is a river town.";
+        let pairs = [QaPair::new("Where is Zorvia?", "On a river."), QaPair::new("What is it?", "A town.")];
+        // The tiny tokenizer has no BOS: `<s>` becomes its end-of-text token, id 0, as `</s>` does.
+        let (bos, eos) = synth_marker_ids(&t, 0);
+        assert_eq!((bos, eos), (0, 0));
+        let e = encode_synth(&t, context, &pairs, bos, eos).unwrap();
+        // One token per character. Prompt: BOS, " <CON> " (7), the context, " </CON>" (7), "\n\n" (2).
+        let prompt_len = 1 + 7 + context.len() + 7 + 2;
+        let compre = "<QUE> Where is Zorvia? <ANS> On a river. </END>\n\n<QUE> What is it? <ANS> A town. </END>";
+        assert_eq!(e.ids.len(), prompt_len + compre.len() + 1);
+        // The split point also equals the token count of the context part encoded alone.
+        assert_eq!(prompt_len, 1 + t.encode(&format!(" <CON> {context} </CON>\n\n"), false).unwrap().len());
+        let expected: Vec<bool> = (0..e.ids.len()).map(|i| i >= prompt_len).collect();
+        assert_eq!(e.targets, expected);
+        // BOS once at the start (the next token is the space of " <CON>"), EOS last, and the
+        // targets decode to exactly the pairs.
+        assert_eq!(e.ids[0], 0);
+        assert_eq!(t.decode(&e.ids[1..2], false).unwrap(), " ");
+        assert_eq!(*e.ids.last().unwrap(), 0);
+        let learned: Vec<u32> = e.ids.iter().zip(&e.targets).filter(|(_, &m)| m).map(|(i, _)| *i).collect();
+        assert_eq!(t.decode(&learned[..learned.len() - 1], false).unwrap(), compre);
+        // With a character tokenizer the parts tokenized apart are the whole string tokenized.
+        let whole = synth_format::cook_demo(context, &pairs);
+        assert_eq!(e.ids, synth_format::encode_pieces(&whole, bos, eos, |s| t.encode(s, false).unwrap()));
+        // A tokenizer's own BOS id is used when it has one; the EOS stays the stage's.
+        let e = encode_synth(&t, context, &pairs, 1, 0).unwrap();
+        assert_eq!((e.ids[0], *e.ids.last().unwrap()), (1, 0));
+        assert_eq!(e.ids.iter().filter(|&&i| i == 1).count(), 1);
+    }
+
+    #[test]
+    fn synth_rows_are_read_packed_and_keep_their_metadata_out() {
+        let (d, t) = tok();
+        let p = d.path().join("synth.jsonl");
+        std::fs::write(
+            &p,
+            "{\"context\":\"abc\",\"qa_list\":[[\"q\",\"a\"]],\"entity\":\"x\",\"split\":\"train_raw\"}\n\
+             {\"text\":\"plain\"}\n{\"qa_list\":[[\"Q1\",\"A1\"],[\"Q2\",\"A2\"]],\"context\":\"defg\"}\n",
+        )
+        .unwrap();
+        let (ex, _) = read_jsonl(&p, &t, true, 0, WIDE).unwrap();
+        // Row 1: prompt 1 + 7 + 3 + 9 = 20 tokens, then "<QUE> q <ANS> a </END>" (22) and EOS.
+        assert_eq!((ex[0].ids.len(), ex[0].target_count()), (20 + 22 + 1, 22 + 1));
+        assert!(!ex[0].targets[19] && ex[0].targets[20]);
+        assert_eq!(ex[1].target_count(), 5);
+        assert_eq!(ex[2].targets.iter().position(|&m| m), Some(1 + 7 + 4 + 9));
+        // Packing keeps every example's own mask.
+        let packed = pack(&ex, 1000);
+        assert_eq!(packed.len(), 1);
+        assert_eq!(packed[0].targets, ex.iter().flat_map(|e| e.targets.clone()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn bad_synth_rows_name_file_line_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("qa.jsonl");
+        let good = "{\"context\":\"abc\",\"qa_list\":[[\"q\",\"a\"]]}\n";
+        let fails = |row: &str, needles: &[&str]| {
+            std::fs::write(&p, format!("{good}{row}\n")).unwrap();
+            let e = format!("{:#}", read_rows(&p).err().unwrap_or_else(|| panic!("accepted {row}")));
+            assert!(e.contains("qa.jsonl:2: "), "{row}: {e}");
+            for n in needles {
+                assert!(e.contains(n), "{row}: expected {n:?} in {e}");
+            }
+        };
+        fails(r#"{"context":"abc"}"#, &["\"context\" without \"qa_list\""]);
+        fails(r#"{"qa_list":[["q","a"]]}"#, &["\"qa_list\" without \"context\""]);
+        fails(r#"{"context":"  ","qa_list":[["q","a"]]}"#, &["empty \"context\""]);
+        fails(r#"{"context":7,"qa_list":[["q","a"]]}"#, &["\"context\" must be a string", "the number 7"]);
+        fails(r#"{"context":"abc","qa_list":[]}"#, &["empty \"qa_list\""]);
+        fails(r#"{"context":"abc","qa_list":"q a"}"#, &["\"qa_list\" must be a list of [question, answer] pairs", "a string"]);
+        fails(r#"{"context":"abc","qa_list":[["q","a"],["q"]]}"#, &["\"qa_list\"[1] must be [question, answer], two strings", "a list of 1"]);
+        fails(r#"{"context":"abc","qa_list":[["q","a","b"]]}"#, &["\"qa_list\"[0] must be [question, answer]", "a list of 3"]);
+        fails(r#"{"context":"abc","qa_list":[["q",3]]}"#, &["\"qa_list\"[0] must be [question, answer], two strings"]);
+        fails(r#"{"context":"abc","qa_list":[{"Q":"q","A":"a"}]}"#, &["\"qa_list\"[0]", "an object"]);
+        fails(r#"{"context":"abc","qa_list":[["q"," "]]}"#, &["\"qa_list\"[0]: empty answer"]);
+        fails(r#"{"context":"abc","qa_list":[["q","a <ANS> b"]]}"#, &["\"qa_list\"[0] (answer) contains the literal <ANS>"]);
+        fails(r#"{"context":"a </s> b","qa_list":[["q","a"]]}"#, &["\"context\" contains the literal </s>"]);
+        fails(r#"{"context":"abc","qa_list":[["q","a"]],"text":"t"}"#, &["exactly one of", "context+qa_list", "\"text\""]);
+        // A row of no known shape lists the synthesizer format among the expected ones.
+        fails(r#"{"contxt":"abc"}"#, &["not a valid row", "{\"context\",\"qa_list\"}"]);
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! [stage.data]
 //! task = "countdown"       # or: from = "@data" (a tasks stage), or: jsonl = "train.jsonl"
 //! ```
-//! or a weighted mixture of JSONL sources (text, prompt/response and chat rows together):
+//! or a weighted mixture of JSONL sources (text, prompt/response, chat and synthesizer rows
+//! together):
 //! ```toml
 //! [stage.data]
 //! mix = [ { jsonl = "@rc/data.jsonl", weight = 1.0 }, { jsonl = "@corpora/general_instruct.jsonl", weight = 1.0 } ]
@@ -116,7 +117,7 @@ pub struct SftData {
     /// Where the data comes from (the keys the rl and eval stages use too, see
     /// [`crate::tasks::source`]): `task` (a built-in task generated from the run's seed, with
     /// `options`, `train_problems`, `test_problems`), `from` (a tasks stage: its train.jsonl /
-    /// test.jsonl) or `jsonl` (prompt/response, messages or text rows; `test_jsonl` holds the
+    /// test.jsonl) or `jsonl` (prompt/response, messages, text or synthesizer rows; `test_jsonl` holds the
     /// rows of the eval loss, by default the last 5% of `jsonl`). `chat` renders prompts, and
     /// prompt/response pairs, with the tokenizer's chat template: for training, the eval loss,
     /// the sample events and the task accuracy alike.
@@ -347,7 +348,7 @@ fn prepare(cfg: &SftStage, ctx: &StageCtx, model_dir: &Path) -> Result<Prepared>
             if cut > 0 {
                 let what = match cfg.too_long {
                 TooLongRow::Skip => "left out",
-                TooLongRow::Split => "split into max_len pieces (text rows) or truncated (prompt/response and chat rows)",
+                TooLongRow::Split => "split into max_len pieces (text rows) or truncated (the other rows)",
                 _ => "truncated",
             };
                 ctx.events.warn(format!("{cut} rows of {} were longer than max_len = {} and were {what}", path.display(), cfg.max_len));
@@ -369,7 +370,7 @@ fn prepare(cfg: &SftStage, ctx: &StageCtx, model_dir: &Path) -> Result<Prepared>
         if cut > 0 {
             let what = match cfg.too_long {
                 TooLongRow::Skip => "left out",
-                TooLongRow::Split => "split into max_len pieces (text rows) or truncated (prompt/response and chat rows)",
+                TooLongRow::Split => "split into max_len pieces (text rows) or truncated (the other rows)",
                 _ => "truncated",
             };
             ctx.events.warn(format!("{cut} rows of {} were longer than max_len = {} and were {what}", path.display(), cfg.max_len));
