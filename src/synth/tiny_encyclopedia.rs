@@ -405,6 +405,62 @@ pub fn pair_accuracy(e: &Entity, pairs: &[(String, String)]) -> f64 {
     pairs.iter().filter(|(q, a)| check_pair(e, q, a).is_correct()).count() as f64 / pairs.len() as f64
 }
 
+/// Synthesized pairs checked against the facts of the entities whose texts they were made from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PairReport {
+    /// Texts checked (rows of the synthesizer's output).
+    pub texts: u64,
+    /// Texts that are none of the encyclopedia's (left out of every other count).
+    pub unknown_texts: u64,
+    /// Texts with at least one parsed pair.
+    pub texts_with_pairs: u64,
+    pub pairs: u64,
+    /// The question asks one of the entity's facts and the answer is right.
+    pub correct: u64,
+    /// The question asks one of the entity's facts, the answer is not the fact.
+    pub wrong: u64,
+    /// The question is none of the entity's question phrasings.
+    pub unrecognised: u64,
+    /// correct / pairs.
+    pub accuracy: f64,
+    /// Of the entity's facts, the share some correct pair states (per text, averaged).
+    pub fact_coverage: f64,
+}
+
+/// Check `(context, pairs)` rows against the encyclopedia `cfg` generates: each context is
+/// matched to the entity whose raw text it is, each pair judged by [`check_pair`].
+pub fn pair_report<'a>(cfg: &TinyEncyclopediaConfig, rows: impl IntoIterator<Item = (&'a str, &'a [(String, String)])>) -> PairReport {
+    let enc = Encyclopedia::generate(cfg);
+    let by_text: std::collections::HashMap<String, &Entity> = enc.entities.iter().map(|e| (raw_text(e), e)).collect();
+    let mut r = PairReport::default();
+    let mut coverage_sum = 0.0;
+    for (context, pairs) in rows {
+        r.texts += 1;
+        let Some(e) = by_text.get(context.trim()) else {
+            r.unknown_texts += 1;
+            continue;
+        };
+        r.texts_with_pairs += u64::from(!pairs.is_empty());
+        let mut covered = BTreeSet::new();
+        for (q, a) in pairs {
+            r.pairs += 1;
+            match check_pair(e, q, a) {
+                PairVerdict::Correct { attribute } => {
+                    r.correct += 1;
+                    covered.insert(attribute);
+                }
+                PairVerdict::Wrong { .. } => r.wrong += 1,
+                PairVerdict::Unrecognised => r.unrecognised += 1,
+            }
+        }
+        coverage_sum += covered.len() as f64 / e.fact_list().count() as f64;
+    }
+    let known = (r.texts - r.unknown_texts) as f64;
+    r.accuracy = if r.pairs > 0 { r.correct as f64 / r.pairs as f64 } else { 0.0 };
+    r.fact_coverage = if known > 0.0 { coverage_sum / known } else { 0.0 };
+    r
+}
+
 const SYLLABLES: &[&str] = &[
     "zor", "vi", "al", "ben", "dra", "ka", "lo", "mer", "nis", "or", "pel", "qua", "ros", "sev", "tan", "ul", "var", "wen", "yar", "zel", "ith",
     "gar", "hel", "jo", "mi", "ra", "te", "bri", "cor", "del",
@@ -621,8 +677,14 @@ pub fn write(dir: &Path, cfg: &TinyEncyclopediaConfig) -> Result<BTreeMap<String
     put("qa_rule_synth.jsonl", &select(&qa, &|s| s == Split::TrainRaw))?;
     put("qa_eval_heldout.jsonl", &select(&eval, &|s| s == Split::Heldout))?;
     put("qa_eval_train.jsonl", &select(&eval, &|s| s != Split::Heldout))?;
+    // The resolved options (seed included) regenerate every entity: what a check of synthesized
+    // pairs against the facts reads (`retort synth pair-accuracy`).
+    crate::fsutil::write_atomic(&dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(cfg)?)?;
     Ok(counts)
 }
+
+/// The generator's resolved options, written beside the data.
+pub const CONFIG_FILE: &str = "encyclopedia.json";
 
 pub const FILES: &[&str] = &[
     "raw.jsonl",
@@ -889,4 +951,25 @@ mod tests {
         assert_eq!(thousands(40000), "40,000");
         assert_eq!(thousands(1234567), "1,234,567");
     }
+
+    #[test]
+    fn a_pair_report_counts_right_wrong_and_unknown_by_hand() {
+        let cfg = TinyEncyclopediaConfig { entities: 12, ..TinyEncyclopediaConfig::default() };
+        let enc = Encyclopedia::generate(&cfg);
+        let e = &enc.entities[0];
+        let text = raw_text(e);
+        let mut pairs = rule_pairs(e);
+        // All six rule pairs are right; spoil one answer and add a question nobody asks.
+        let (q0, _) = pairs[0].clone();
+        pairs[0] = (q0, "nobody knows".into());
+        pairs.push(("What colour is the sky?".into(), "blue".into()));
+        let none: Vec<(String, String)> = Vec::new();
+        let rows: Vec<(&str, &[(String, String)])> = vec![(text.as_str(), &pairs), ("a text of no entity", &none), (text.as_str(), &none)];
+        let r = pair_report(&cfg, rows);
+        assert_eq!((r.texts, r.unknown_texts, r.texts_with_pairs, r.pairs, r.correct, r.wrong, r.unrecognised), (3, 1, 1, 7, 5, 1, 1));
+        assert!((r.accuracy - 5.0 / 7.0).abs() < 1e-12);
+        // Two known texts: one covers 5 of 6 facts, the other none.
+        assert!((r.fact_coverage - (5.0 / 6.0) / 2.0).abs() < 1e-12, "{r:?}");
+    }
+
 }
