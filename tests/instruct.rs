@@ -120,7 +120,7 @@ fn the_dry_run_shows_prompt_output_and_pairs_and_bad_options_are_named() {
     let d = dir.path();
     setup(d);
     let out = ok(d, &["synth", "instruct", "--dry-run", "raw.jsonl", "--synthesizer", "synth", "--doc", "2", "--set", "max_new_tokens=24"]);
-    assert!(out.contains("raw.jsonl:3") && out.contains("prompt 57 tokens"), "{out}");
+    assert!(out.contains("raw.jsonl:3") && out.contains("prompt 58 tokens"), "{out}");
     assert!(out.contains("--- prompt ---\n<s> <CON> Zorvia 2 is a river town founded in 1823. </CON>"), "{out}");
     assert!(out.contains("--- raw output ---") && out.contains("--- parsed pairs ---") && out.contains("--- rendered"), "{out}");
     let out = ok(d, &["synth", "instruct", "--dry-run", "raw.jsonl", "--synthesizer", "synth", "--doc", "8", "--set", "max_new_tokens=24"]);
