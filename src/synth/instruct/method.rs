@@ -100,14 +100,25 @@ impl InstructOptions {
         if self.synthesizer.trim().is_empty() {
             return bad("synthesizer", "say which model writes the pairs: a model folder or `@stage` (--synthesizer MODEL)");
         }
-        for (k, v) in [("rounds", self.rounds), ("batch_size", self.batch_size), ("generation_batch", self.generation_batch), ("max_new_tokens", self.max_new_tokens)] {
+        for (k, v) in [
+            ("rounds", self.rounds),
+            ("batch_size", self.batch_size),
+            ("generation_batch", self.generation_batch),
+            ("max_new_tokens", self.max_new_tokens),
+        ] {
             if v == 0 {
                 return bad(k, "must be at least 1");
             }
         }
         if let Some(m) = self.max_model_len {
             if m <= self.max_new_tokens {
-                return bad("max_model_len", &format!("{m} leaves no room for a prompt after max_new_tokens = {}", self.max_new_tokens));
+                return bad(
+                    "max_model_len",
+                    &format!(
+                        "{m} leaves no room for a prompt after max_new_tokens = {}",
+                        self.max_new_tokens
+                    ),
+                );
             }
         }
         Ok(())
@@ -119,12 +130,20 @@ pub fn check(options: &toml::Table) -> Result<(), (String, String)> {
 }
 
 pub fn references(options: &toml::Table) -> Vec<Reference> {
-    refs(Artifact::Model, [("options.synthesizer", options.get("synthesizer").and_then(|v| v.as_str()))])
+    refs(
+        Artifact::Model,
+        [(
+            "options.synthesizer",
+            options.get("synthesizer").and_then(|v| v.as_str()),
+        )],
+    )
 }
 
 /// Before the run starts: a synthesizer outside the run must be a model folder.
 pub fn preflight(options: &toml::Table) -> Result<()> {
-    let Some(s) = options.get("synthesizer").and_then(|v| v.as_str()) else { return Ok(()) };
+    let Some(s) = options.get("synthesizer").and_then(|v| v.as_str()) else {
+        return Ok(());
+    };
     if s.starts_with('@') {
         return Ok(());
     }
@@ -136,15 +155,38 @@ pub fn preflight(options: &toml::Table) -> Result<()> {
 }
 
 pub fn build(options: &toml::Table, env: &MethodEnv) -> Result<Box<dyn Method>> {
-    let opts: InstructOptions = parse_options(options).map_err(|(k, m)| anyhow::anyhow!("options.{k}: {m}"))?;
-    opts.check().map_err(|(k, m)| anyhow::anyhow!("options.{k}: {m}"))?;
-    let dir = if opts.synthesizer.starts_with('@') { env.resolve(&opts.synthesizer)? } else { PathBuf::from(&opts.synthesizer) };
-    preflight(&toml::Table::from_iter([("synthesizer".to_string(), toml::Value::String(dir.to_string_lossy().into_owned()))]))?;
+    let opts: InstructOptions =
+        parse_options(options).map_err(|(k, m)| anyhow::anyhow!("options.{k}: {m}"))?;
+    opts.check()
+        .map_err(|(k, m)| anyhow::anyhow!("options.{k}: {m}"))?;
+    let dir = if opts.synthesizer.starts_with('@') {
+        env.resolve(&opts.synthesizer)?
+    } else {
+        PathBuf::from(&opts.synthesizer)
+    };
+    preflight(&toml::Table::from_iter([(
+        "synthesizer".to_string(),
+        toml::Value::String(dir.to_string_lossy().into_owned()),
+    )]))?;
     let dtype = crate::device::resolve_dtype(None, &env.device);
-    let model = Model::load(&dir, &env.device, dtype, false).with_context(|| format!("options.synthesizer: loading the model in {}", dir.display()))?;
-    let eos = model_eos_ids(&dir).with_context(|| format!("options.synthesizer: {}", dir.display()))?;
-    let tok = Tokenizer::load(&dir).with_context(|| format!("options.synthesizer: loading the tokenizer of {}", dir.display()))?.with_model_eos(&eos);
-    let markers = Markers::of(&tok).with_context(|| format!("options.synthesizer: {}", dir.display()))?;
+    let model = Model::load(&dir, &env.device, dtype, false).with_context(|| {
+        format!(
+            "options.synthesizer: loading the model in {}",
+            dir.display()
+        )
+    })?;
+    let eos =
+        model_eos_ids(&dir).with_context(|| format!("options.synthesizer: {}", dir.display()))?;
+    let tok = Tokenizer::load(&dir)
+        .with_context(|| {
+            format!(
+                "options.synthesizer: loading the tokenizer of {}",
+                dir.display()
+            )
+        })?
+        .with_model_eos(&eos);
+    let markers =
+        Markers::of(&tok).with_context(|| format!("options.synthesizer: {}", dir.display()))?;
     let context = model.config.max_position_embeddings;
     let max_model_len = opts.max_model_len.unwrap_or(context);
     if max_model_len > context {
@@ -156,7 +198,16 @@ pub fn build(options: &toml::Table, env: &MethodEnv) -> Result<Box<dyn Method>> 
             opts.max_new_tokens
         );
     }
-    Ok(Box::new(Instruct { opts, model, tok, markers, max_model_len, run_seed: env.seed, started: None, fresh_texts: 0 }))
+    Ok(Box::new(Instruct {
+        opts,
+        model,
+        tok,
+        markers,
+        max_model_len,
+        run_seed: env.seed,
+        started: None,
+        fresh_texts: 0,
+    }))
 }
 
 /// The ids `<s>` and `</s>` map to.
@@ -172,7 +223,10 @@ impl Markers {
         let Some(eos) = tok.eos_ids().first().copied() else {
             bail!("the tokenizer has no end-of-sequence token for `</s>` (tokenizer_config.json eos_token, or eos_token_id in config.json)");
         };
-        Ok(Markers { bos: tok.bos_id().unwrap_or(eos), eos })
+        Ok(Markers {
+            bos: tok.bos_id().unwrap_or(eos),
+            eos,
+        })
     }
 }
 
@@ -193,7 +247,10 @@ pub fn prompt_ids(tok: &Tokenizer, markers: Markers, prompt: &str) -> Result<Vec
 
 /// Cuts a decoded output before the first literal `</s>` or `<s>`.
 pub fn cut_at_marker(output: &str) -> &str {
-    let at = [output.find(EOS), output.find(BOS)].into_iter().flatten().min();
+    let at = [output.find(EOS), output.find(BOS)]
+        .into_iter()
+        .flatten()
+        .min();
     at.map_or(output, |i| &output[..i])
 }
 
@@ -217,15 +274,26 @@ pub fn synthesize(
     count: &dyn Fn(&str) -> usize,
     generate: &mut dyn FnMut(&[String]) -> Result<Vec<String>>,
 ) -> Result<Synthesized> {
-    let fits: Vec<usize> = (0..texts.len()).filter(|&i| count(&cook_read(&texts[i])) <= budget).collect();
+    let fits: Vec<usize> = (0..texts.len())
+        .filter(|&i| count(&cook_read(&texts[i])) <= budget)
+        .collect();
     let mut prompts = vec![None; texts.len()];
     let mut outputs = vec![None; texts.len()];
-    let mut chainer = Chainer::new(fits.iter().map(|&i| texts[i].clone()).collect(), rounds, budget, count);
+    let mut chainer = Chainer::new(
+        fits.iter().map(|&i| texts[i].clone()).collect(),
+        rounds,
+        budget,
+        count,
+    );
     while !chainer.is_done() {
         let round_prompts = chainer.prompts().to_vec();
         let round_outputs = generate(&round_prompts)?;
         if round_outputs.len() != round_prompts.len() {
-            bail!("internal: the synthesizer returned {} outputs for {} prompts", round_outputs.len(), round_prompts.len());
+            bail!(
+                "internal: the synthesizer returned {} outputs for {} prompts",
+                round_outputs.len(),
+                round_prompts.len()
+            );
         }
         for ((j, p), o) in chainer.text_ids().zip(&round_prompts).zip(&round_outputs) {
             prompts[fits[j]] = Some(p.clone());
@@ -237,7 +305,11 @@ pub fn synthesize(
     for e in chains.iter_mut().flatten() {
         e.id = fits[e.id];
     }
-    Ok(Synthesized { chains, prompts, outputs })
+    Ok(Synthesized {
+        chains,
+        prompts,
+        outputs,
+    })
 }
 
 /// A counter key of `Counts::tasks` (checkpointed with the output, so resumed totals are exact).
@@ -268,8 +340,16 @@ struct PairsRow<'a> {
 
 /// Renders the chains of a batch and writes `data.jsonl` and `pairs.jsonl` rows, counting as
 /// it goes. `docs[i]` is text `i` of `syn`.
-pub fn write_batch(docs: &[Document], syn: &Synthesized, run_seed: u64, pairs_context: bool, out: &mut SynthOutput) -> Result<()> {
-    let tasks = |out: &mut SynthOutput, k: &str, n: u64| *out.counts.tasks.entry(k.to_string()).or_default() += n;
+pub fn write_batch(
+    docs: &[Document],
+    syn: &Synthesized,
+    run_seed: u64,
+    pairs_context: bool,
+    out: &mut SynthOutput,
+) -> Result<()> {
+    let tasks = |out: &mut SynthOutput, k: &str, n: u64| {
+        *out.counts.tasks.entry(k.to_string()).or_default() += n
+    };
     for chain in &syn.chains {
         let index = out.counts.tasks.get(CHAINS).copied().unwrap_or(0);
         let rendered = render_chain(chain, chain_seed(run_seed, index as usize));
@@ -293,7 +373,13 @@ pub fn write_batch(docs: &[Document], syn: &Synthesized, run_seed: u64, pairs_co
             out.write_row("data.jsonl", &TextRow { text: &doc.text })?;
             tasks(out, &format!("{RENDERED}raw"), 1);
             out.counts.add_skip(TOO_LONG);
-            let row = PairsRow { origin: &doc.origin, context: pairs_context.then_some(doc.text.as_str()), qa_list: Vec::new(), failures: BTreeMap::new(), too_long: true };
+            let row = PairsRow {
+                origin: &doc.origin,
+                context: pairs_context.then_some(doc.text.as_str()),
+                qa_list: Vec::new(),
+                failures: BTreeMap::new(),
+                too_long: true,
+            };
             out.write_row("pairs.jsonl", &row)?;
             continue;
         };
@@ -309,8 +395,17 @@ pub fn write_batch(docs: &[Document], syn: &Synthesized, run_seed: u64, pairs_co
         if !pairs.is_empty() {
             out.counts.documents_out += 1;
         }
-        let qa_list = pairs.iter().map(|p| (p.question.as_str(), p.answer.as_str())).collect();
-        let row = PairsRow { origin: &doc.origin, context: pairs_context.then_some(doc.text.as_str()), qa_list, failures, too_long: false };
+        let qa_list = pairs
+            .iter()
+            .map(|p| (p.question.as_str(), p.answer.as_str()))
+            .collect();
+        let row = PairsRow {
+            origin: &doc.origin,
+            context: pairs_context.then_some(doc.text.as_str()),
+            qa_list,
+            failures,
+            too_long: false,
+        };
         out.write_row("pairs.jsonl", &row)?;
     }
     Ok(())
@@ -345,7 +440,10 @@ impl Instruct {
 
     /// Greedy outputs for `prompts`, `generation_batch` at a time in order of length.
     fn generate_outputs(&self, prompts: &[String]) -> Result<Vec<String>> {
-        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| prompt_ids(&self.tok, self.markers, p)).collect::<Result<_>>()?;
+        let ids: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| prompt_ids(&self.tok, self.markers, p))
+            .collect::<Result<_>>()?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
         let params = SamplingParams {
@@ -360,7 +458,8 @@ impl Instruct {
         // The markers are at most a few tokens; decoding the tail is enough to see one appear.
         let stop = |tokens: &[u32]| -> bool {
             let tail = &tokens[tokens.len().saturating_sub(16)..];
-            tok.decode(tail, false).is_ok_and(|s| s.contains(EOS) || s.contains(BOS))
+            tok.decode(tail, false)
+                .is_ok_and(|s| s.contains(EOS) || s.contains(BOS))
         };
         let mut outputs = vec![String::new(); prompts.len()];
         for chunk in order.chunks(self.opts.generation_batch) {
@@ -381,7 +480,9 @@ impl Instruct {
 
     fn synthesize_texts(&self, texts: &[String]) -> Result<Synthesized> {
         let count = |p: &str| self.count(p);
-        synthesize(texts, self.opts.rounds, self.budget(), &count, &mut |p| self.generate_outputs(p))
+        synthesize(texts, self.opts.rounds, self.budget(), &count, &mut |p| {
+            self.generate_outputs(p)
+        })
     }
 }
 
@@ -414,11 +515,21 @@ impl Method for Instruct {
     fn live(&self, counts: &Counts) -> Vec<(String, f64)> {
         let mut v = Vec::new();
         if let Some(t) = self.started {
-            v.push(("texts/s".to_string(), self.fresh_texts as f64 / t.elapsed().as_secs_f64().max(1e-9)));
+            v.push((
+                "texts/s".to_string(),
+                self.fresh_texts as f64 / t.elapsed().as_secs_f64().max(1e-9),
+            ));
         }
         let get = |k: &str| counts.tasks.get(k).copied().unwrap_or(0);
         let texts = get(TEXTS);
-        v.push(("pairs/text".to_string(), if texts > 0 { get(PAIRS) as f64 / texts as f64 } else { 0.0 }));
+        v.push((
+            "pairs/text".to_string(),
+            if texts > 0 {
+                get(PAIRS) as f64 / texts as f64
+            } else {
+                0.0
+            },
+        ));
         for f in ParseFailure::ALL {
             let n = get(&format!("{PARSE_FAILURE}{}", f.name()));
             if n > 0 {
@@ -442,24 +553,42 @@ impl Method for Instruct {
             self.opts.max_new_tokens
         );
         if ids.len() > budget {
-            s.push_str("\nthe prompt is longer than the budget: this text would be written as raw text\n");
+            s.push_str(
+                "\nthe prompt is longer than the budget: this text would be written as raw text\n",
+            );
             return Ok(s);
         }
-        let output = self.generate_outputs(std::slice::from_ref(&prompt))?.remove(0);
-        s.push_str(&format!("\n--- prompt ---\n{prompt}\n\n--- raw output ---\n{output}\n\n--- parsed pairs ---\n"));
+        let output = self
+            .generate_outputs(std::slice::from_ref(&prompt))?
+            .remove(0);
+        s.push_str(&format!(
+            "\n--- prompt ---\n{prompt}\n\n--- raw output ---\n{output}\n\n--- parsed pairs ---\n"
+        ));
         let parsed = parse_pairs(&output);
         if parsed.pairs.is_empty() {
             s.push_str("(none)\n");
         }
         for (k, p) in parsed.pairs.iter().enumerate() {
-            s.push_str(&format!("{}. Q: {}\n   A: {}\n", k + 1, p.question, p.answer));
+            s.push_str(&format!(
+                "{}. Q: {}\n   A: {}\n",
+                k + 1,
+                p.question,
+                p.answer
+            ));
         }
         if !parsed.failures.is_empty() {
             let names: Vec<&str> = parsed.failures.iter().map(|f| f.name()).collect();
             s.push_str(&format!("dropped pieces: {}\n", names.join(", ")));
         }
         let syn = Synthesized {
-            chains: vec![vec![super::chain::Entry { id: 0, round: 0, context: text, pairs: parsed.pairs, inherit_from_prev: false, followed_by_next: false }]],
+            chains: vec![vec![super::chain::Entry {
+                id: 0,
+                round: 0,
+                context: text,
+                pairs: parsed.pairs,
+                inherit_from_prev: false,
+                followed_by_next: false,
+            }]],
             prompts: vec![Some(prompt)],
             outputs: vec![Some(output)],
         };
@@ -476,15 +605,31 @@ impl Method for Instruct {
 /// The `instruct` table of `stats.json`: texts, pairs, the pairs-per-text histogram (index =
 /// number of pairs), parse failures by reason, rendered documents by mode, pairs the renderer
 /// dropped by reason, and the options that shaped them.
-pub fn stats_of(counts: &Counts, opts: &InstructOptions, max_model_len: usize) -> serde_json::Value {
+pub fn stats_of(
+    counts: &Counts,
+    opts: &InstructOptions,
+    max_model_len: usize,
+) -> serde_json::Value {
     let get = |k: &str| counts.tasks.get(k).copied().unwrap_or(0);
     let with = |prefix: &str| -> BTreeMap<String, u64> {
-        counts.tasks.iter().filter_map(|(k, n)| k.strip_prefix(prefix).map(|r| (r.to_string(), *n))).collect()
+        counts
+            .tasks
+            .iter()
+            .filter_map(|(k, n)| k.strip_prefix(prefix).map(|r| (r.to_string(), *n)))
+            .collect()
     };
-    let per: BTreeMap<usize, u64> = with(PAIRS_PER_TEXT).into_iter().filter_map(|(k, n)| k.parse().ok().map(|k| (k, n))).collect();
+    let per: BTreeMap<usize, u64> = with(PAIRS_PER_TEXT)
+        .into_iter()
+        .filter_map(|(k, n)| k.parse().ok().map(|k| (k, n)))
+        .collect();
     let longest = per.keys().max().copied().unwrap_or(0);
-    let histogram: Vec<u64> = (0..=longest).map(|k| per.get(&k).copied().unwrap_or(0)).collect();
-    let failures: BTreeMap<&str, u64> = ParseFailure::ALL.iter().map(|f| (f.name(), get(&format!("{PARSE_FAILURE}{}", f.name())))).collect();
+    let histogram: Vec<u64> = (0..=longest)
+        .map(|k| per.get(&k).copied().unwrap_or(0))
+        .collect();
+    let failures: BTreeMap<&str, u64> = ParseFailure::ALL
+        .iter()
+        .map(|f| (f.name(), get(&format!("{PARSE_FAILURE}{}", f.name()))))
+        .collect();
     let texts = get(TEXTS);
     serde_json::json!({
         "texts": texts,
@@ -511,31 +656,53 @@ mod tests {
     use crate::synth::instruct::format::QaPair;
 
     fn doc(id: u64, text: &str) -> Document {
-        Document { id, origin: format!("c.jsonl:{}", id + 1), text: text.to_string(), raw_bytes: text.len() as u64 + 1 }
+        Document {
+            id,
+            origin: format!("c.jsonl:{}", id + 1),
+            text: text.to_string(),
+            raw_bytes: text.len() as u64 + 1,
+        }
     }
 
     fn read(path: &Path) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// A tiny tokenizer folder whose BOS / EOS are `<s>` / `</s>` (the Mistral synthesizer's)
     /// and whose post-processor adds a BOS, as Llama-family tokenizers do.
     fn s_tokenizer(dir: &Path) -> Tokenizer {
         crate::text::tiny::build_char_tokenizer(dir).unwrap();
-        for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+        for f in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ] {
             let p = dir.join(f);
-            let t = std::fs::read_to_string(&p).unwrap().replace("<|im_start|>", "<s>").replace("<|im_end|>", "</s>");
+            let t = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("<|im_start|>", "<s>")
+                .replace("<|im_end|>", "</s>");
             std::fs::write(&p, t).unwrap();
         }
         let p = dir.join("tokenizer_config.json");
-        let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         c["bos_token"] = "<s>".into();
         c["eos_token"] = "</s>".into();
         std::fs::write(&p, c.to_string()).unwrap();
         let p = dir.join("special_tokens_map.json");
-        std::fs::write(&p, serde_json::json!({"bos_token": "<s>", "eos_token": "</s>"}).to_string()).unwrap();
+        std::fs::write(
+            &p,
+            serde_json::json!({"bos_token": "<s>", "eos_token": "</s>"}).to_string(),
+        )
+        .unwrap();
         let p = dir.join("tokenizer.json");
-        let mut t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let mut t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         t["post_processor"] = serde_json::json!({
             "type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
@@ -555,15 +722,32 @@ mod tests {
         let prompt = cook_read("Zorvia is a town.");
         // The trap: encoding the prompt string with special tokens doubles the BOS.
         let naive = tok.encode(&prompt, true).unwrap();
-        assert_eq!(&naive[..2], &[1, 1], "the fixture's post-processor adds a BOS");
+        assert_eq!(
+            &naive[..2],
+            &[1, 1],
+            "the fixture's post-processor adds a BOS"
+        );
         let ids = prompt_ids(&tok, m, &prompt).unwrap();
         assert_eq!(ids[0], 1);
-        assert_eq!(ids.iter().filter(|&&i| i == 1).count(), 1, "one BOS: {ids:?}");
-        assert_eq!(tok.decode(&ids[1..], false).unwrap(), " <CON> Zorvia is a town. </CON>\n\n");
+        assert_eq!(
+            ids.iter().filter(|&&i| i == 1).count(),
+            1,
+            "one BOS: {ids:?}"
+        );
+        assert_eq!(
+            tok.decode(&ids[1..], false).unwrap(),
+            " <CON> Zorvia is a town. </CON>\n\n"
+        );
         // A demonstration's `</s>` is the EOS id, followed by the next text's single BOS.
-        let chained = format!("{}{}", cook_demo("T", &[QaPair::new("Q?", "A.")]), cook_read("U"));
+        let chained = format!(
+            "{}{}",
+            cook_demo("T", &[QaPair::new("Q?", "A.")]),
+            cook_read("U")
+        );
         let ids = prompt_ids(&tok, m, &chained).unwrap();
-        let demo_len = prompt_ids(&tok, m, "<s> <CON> T </CON>\n\n<QUE> Q? <ANS> A. </END>").unwrap().len();
+        let demo_len = prompt_ids(&tok, m, "<s> <CON> T </CON>\n\n<QUE> Q? <ANS> A. </END>")
+            .unwrap()
+            .len();
         assert_eq!(ids[demo_len], 2, "`</s>` is the EOS id");
         assert_eq!(ids[demo_len + 1], 1, "then the next text's BOS");
         assert_eq!(ids.iter().filter(|&&i| i == 1).count(), 2);
@@ -585,7 +769,10 @@ mod tests {
 
     #[test]
     fn outputs_are_cut_before_a_marker() {
-        assert_eq!(cut_at_marker("<QUE> a <ANS> b </END></s><s> <CON>"), "<QUE> a <ANS> b </END>");
+        assert_eq!(
+            cut_at_marker("<QUE> a <ANS> b </END></s><s> <CON>"),
+            "<QUE> a <ANS> b </END>"
+        );
         assert_eq!(cut_at_marker("x<s>y</s>"), "x");
         assert_eq!(cut_at_marker("plain"), "plain");
     }
@@ -609,8 +796,15 @@ mod tests {
 
     #[test]
     fn the_batch_driver_chains_renders_and_counts_canned_outputs() {
-        let texts: Vec<String> = ["alpha", "beta", "gamma", "delta", &"long ".repeat(40)].iter().map(|s| s.to_string()).collect();
-        let docs: Vec<Document> = texts.iter().enumerate().map(|(i, t)| doc(i as u64, t)).collect();
+        let texts: Vec<String> = ["alpha", "beta", "gamma", "delta", &"long ".repeat(40)]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let docs: Vec<Document> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| doc(i as u64, t))
+            .collect();
         // Characters as tokens; budget 100: any lone short text fits, the 200-character one not.
         let count = |p: &str| p.len();
         let mut seen: Vec<Vec<String>> = Vec::new();
@@ -623,19 +817,35 @@ mod tests {
         // (after beta's demo? beta has 1 pair, prepended if it fits in 100 characters).
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0], vec![cook_read("alpha"), cook_read("beta")]);
-        let alpha_demo = "<s> <CON> alpha </CON>\n\n<QUE> What is alpha? <ANS> The first. </END></s>";
+        let alpha_demo =
+            "<s> <CON> alpha </CON>\n\n<QUE> What is alpha? <ANS> The first. </END></s>";
         let beta_demo = "<s> <CON> beta </CON>\n\n<QUE> Is beta second? <ANS> Yes. </END></s>";
-        assert_eq!(seen[1], vec![format!("{alpha_demo}{}", cook_read("gamma")), format!("{beta_demo}{}", cook_read("delta"))]);
+        assert_eq!(
+            seen[1],
+            vec![
+                format!("{alpha_demo}{}", cook_read("gamma")),
+                format!("{beta_demo}{}", cook_read("delta"))
+            ]
+        );
         assert_eq!(syn.outputs[4], None, "the long text is not synthesized");
         assert_eq!(syn.prompts[2].as_deref(), Some(seen[1][0].as_str()));
-        let ids: Vec<Vec<usize>> = syn.chains.iter().map(|c| c.iter().map(|e| e.id).collect()).collect();
+        let ids: Vec<Vec<usize>> = syn
+            .chains
+            .iter()
+            .map(|c| c.iter().map(|e| e.id).collect())
+            .collect();
         assert_eq!(ids, vec![vec![0, 2], vec![1, 3]]);
         // gamma has no pairs: it does not inherit; delta does.
-        assert_eq!(syn.chains[0][1].inherit_from_prev, false);
-        assert_eq!(syn.chains[1][1].inherit_from_prev, true);
+        assert!(!syn.chains[0][1].inherit_from_prev);
+        assert!(syn.chains[1][1].inherit_from_prev);
 
         let dir = tempfile::tempdir().unwrap();
-        let mut out = SynthOutput::open(dir.path(), &["data.jsonl", "pairs.jsonl"], serde_json::json!(1)).unwrap();
+        let mut out = SynthOutput::open(
+            dir.path(),
+            &["data.jsonl", "pairs.jsonl"],
+            serde_json::json!(1),
+        )
+        .unwrap();
         write_batch(&docs, &syn, 7, true, &mut out).unwrap();
         let counts = out.counts.clone();
         out.finish(&serde_json::json!({})).unwrap();
@@ -646,29 +856,66 @@ mod tests {
         let texts_out: Vec<&str> = data.iter().map(|r| r["text"].as_str().unwrap()).collect();
         let r0 = render_chain(&syn.chains[0], chain_seed(7, 0));
         let r1 = render_chain(&syn.chains[1], chain_seed(7, 1));
-        let expected: Vec<String> = r0.documents.iter().chain(&r1.documents).map(|d| d.text.clone()).chain([texts[4].clone()]).collect();
+        let expected: Vec<String> = r0
+            .documents
+            .iter()
+            .chain(&r1.documents)
+            .map(|d| d.text.clone())
+            .chain([texts[4].clone()])
+            .collect();
         assert_eq!(texts_out, expected);
         assert_eq!(data.len(), 4);
         assert_eq!(texts_out[1], "gamma");
-        assert!(texts_out[0].contains("alpha") && texts_out[0].contains("What is alpha?") && texts_out[0].contains("The first."), "{}", texts_out[0]);
+        assert!(
+            texts_out[0].contains("alpha")
+                && texts_out[0].contains("What is alpha?")
+                && texts_out[0].contains("The first."),
+            "{}",
+            texts_out[0]
+        );
         assert!(!texts_out[0].contains("Dup."));
-        assert!(texts_out[2].contains("beta") && texts_out[2].contains("delta") && texts_out[2].contains("Fourth."), "{}", texts_out[2]);
+        assert!(
+            texts_out[2].contains("beta")
+                && texts_out[2].contains("delta")
+                && texts_out[2].contains("Fourth."),
+            "{}",
+            texts_out[2]
+        );
 
         let pairs = read(&dir.path().join("pairs.jsonl"));
         assert_eq!(pairs.len(), 5);
-        assert_eq!(pairs[0], serde_json::json!({"origin": "c.jsonl:1", "context": "alpha", "qa_list": [["What is alpha?", "The first."]], "failures": {"duplicate_question": 1}}));
-        assert_eq!(pairs[1], serde_json::json!({"origin": "c.jsonl:2", "context": "beta", "qa_list": [["Is beta second?", "Yes."]], "failures": {"unterminated": 1}}));
-        assert_eq!(pairs[2], serde_json::json!({"origin": "c.jsonl:3", "context": "gamma", "qa_list": [], "failures": {"unterminated": 1}}));
-        assert_eq!(pairs[3]["qa_list"], serde_json::json!([["Delta?", "Fourth."]]));
+        assert_eq!(
+            pairs[0],
+            serde_json::json!({"origin": "c.jsonl:1", "context": "alpha", "qa_list": [["What is alpha?", "The first."]], "failures": {"duplicate_question": 1}})
+        );
+        assert_eq!(
+            pairs[1],
+            serde_json::json!({"origin": "c.jsonl:2", "context": "beta", "qa_list": [["Is beta second?", "Yes."]], "failures": {"unterminated": 1}})
+        );
+        assert_eq!(
+            pairs[2],
+            serde_json::json!({"origin": "c.jsonl:3", "context": "gamma", "qa_list": [], "failures": {"unterminated": 1}})
+        );
+        assert_eq!(
+            pairs[3]["qa_list"],
+            serde_json::json!([["Delta?", "Fourth."]])
+        );
         assert_eq!(pairs[4]["too_long"], true);
 
-        let s = stats_of(&counts, &parse_options::<InstructOptions>(&toml::toml! { synthesizer = "x" }).unwrap(), 512);
+        let s = stats_of(
+            &counts,
+            &parse_options::<InstructOptions>(&toml::toml! { synthesizer = "x" }).unwrap(),
+            512,
+        );
         assert_eq!(s["texts"], 4);
         assert_eq!(s["too_long"], 1);
         assert_eq!(s["pairs"], 3);
         assert_eq!(s["pairs_per_text_histogram"], serde_json::json!([1, 3]));
         assert_eq!(s["texts_with_pairs"], 3);
-        assert_eq!(s["parse_failures"], serde_json::json!({"unterminated": 2, "duplicate_question": 1, "ans_split": 0, "missing_que": 0, "empty_answer": 0}));
+        assert_eq!(
+            s["parse_failures"],
+            serde_json::json!({"unterminated": 2, "duplicate_question": 1, "ans_split": 0, "missing_que": 0, "empty_answer": 0})
+        );
         assert_eq!(s["chains"], 2);
         assert_eq!(s["rendered"]["raw"], 2);
         assert_eq!(counts.documents_out, 3);
@@ -679,7 +926,10 @@ mod tests {
     fn options_are_checked_by_name() {
         let bad = |t: toml::Table| check(&t).unwrap_err().0;
         assert_eq!(bad(toml::toml! { synthesizer = "m" rounds = 0 }), "rounds");
-        assert_eq!(bad(toml::toml! { synthesizer = "m" max_new_tokens = 100 max_model_len = 100 }), "max_model_len");
+        assert_eq!(
+            bad(toml::toml! { synthesizer = "m" max_new_tokens = 100 max_model_len = 100 }),
+            "max_model_len"
+        );
         assert_eq!(bad(toml::toml! { synthesizer = "" }), "synthesizer");
         let (k, m) = check(&toml::toml! { synthesizer = "m" roundz = 2 }).unwrap_err();
         assert!(format!("{k} {m}").contains("roundz"), "{k}: {m}");
