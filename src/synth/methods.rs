@@ -103,7 +103,7 @@ pub const METHODS: &[MethodSpec] = &[
     },
     MethodSpec {
         name: "instruct",
-        about: "Instruction Pre-Training: a synthesizer model writes instruction-response pairs about each text; texts chained over rounds, rendered into pre-training text (synth-spec §3)",
+        about: "Instruction Pre-Training: a synthesizer model writes instruction-response pairs about each text; texts chained over rounds, rendered into pre-training text (METHODS.md §S3)",
         reads_input: true,
         check: super::instruct::method::check,
         references: super::instruct::method::references,

@@ -1,6 +1,6 @@
-//! Instruction Pre-Training as a `synth` method (synth-spec §3.2–3.4): a decoder model, the
-//! instruction synthesizer, reads each raw text and writes instruction–response pairs about
-//! it; the texts of a batch are chained over M rounds into few-shot prompts, and each chain is
+//! Instruction Pre-Training as a `synth` method (docs/METHODS.md §S3.2–S3.4): a decoder
+//! model, the instruction synthesizer, reads each raw text and writes instruction–response
+//! pairs about it; the texts of a batch are chained over M rounds into few-shot prompts, and each chain is
 //! rendered into pre-training documents.
 //!
 //! Per batch of `batch_size` texts (in corpus order):
@@ -848,6 +848,9 @@ mod tests {
         .unwrap();
         write_batch(&docs, &syn, 7, true, &mut out).unwrap();
         let counts = out.counts.clone();
+        // A second batch (the same texts again) continues the run's chain count: its chains
+        // are rendered with the seeds of chains 2 and 3, however the batches were split.
+        write_batch(&docs, &syn, 7, true, &mut out).unwrap();
         out.finish(&serde_json::json!({})).unwrap();
 
         // data.jsonl: chain 0 = [alpha (with a pair), gamma (no pairs: raw)] → two documents;
@@ -863,8 +866,18 @@ mod tests {
             .map(|d| d.text.clone())
             .chain([texts[4].clone()])
             .collect();
-        assert_eq!(texts_out, expected);
-        assert_eq!(data.len(), 4);
+        assert_eq!(texts_out[..4], expected[..]);
+        assert_eq!(data.len(), 8);
+        let r2 = render_chain(&syn.chains[0], chain_seed(7, 2));
+        let r3 = render_chain(&syn.chains[1], chain_seed(7, 3));
+        let again: Vec<String> = r2
+            .documents
+            .iter()
+            .chain(&r3.documents)
+            .map(|d| d.text.clone())
+            .chain([texts[4].clone()])
+            .collect();
+        assert_eq!(texts_out[4..], again[..]);
         assert_eq!(texts_out[1], "gamma");
         assert!(
             texts_out[0].contains("alpha")
@@ -883,7 +896,7 @@ mod tests {
         );
 
         let pairs = read(&dir.path().join("pairs.jsonl"));
-        assert_eq!(pairs.len(), 5);
+        assert_eq!(pairs.len(), 10);
         assert_eq!(
             pairs[0],
             serde_json::json!({"origin": "c.jsonl:1", "context": "alpha", "qa_list": [["What is alpha?", "The first."]], "failures": {"duplicate_question": 1}})
