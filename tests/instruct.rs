@@ -172,3 +172,43 @@ fn a_killed_instruct_resumes_and_writes_the_same_bytes() {
     assert_eq!(a["instruct"], b["instruct"], "resumed counts differ");
     assert_eq!(a["documents"], b["documents"]);
 }
+
+#[test]
+fn the_synth_stage_takes_the_synthesizer_from_an_earlier_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_corpus(d, &(0..5).map(|i| format!("Text number {i} about the river town.")).collect::<Vec<_>>());
+    let profile = r#"
+[run]
+name = "instruct-stage"
+seed = 3
+
+[[stage]]
+kind = "model-init"
+name = "init"
+preset = "tiny"
+
+[[stage]]
+kind = "synth"
+name = "augmented"
+method = "instruct"
+input = ["raw.jsonl"]
+
+[stage.options]
+synthesizer = "@init"
+max_new_tokens = 16
+rounds = 3
+batch_size = 5
+"#;
+    std::fs::write(d.join("p.toml"), profile).unwrap();
+    ok(d, &["run", "p.toml", "--headless", "--name", "r"]);
+    let run = std::fs::read_dir(d.join("runs")).unwrap().next().unwrap().unwrap().path();
+    let out = run.join("augmented");
+    assert_eq!(lines(&out.join("pairs.jsonl")).len(), 5);
+    assert_eq!(lines(&out.join("data.jsonl")).len(), 5, "no pairs: every text raw");
+    assert_eq!(stats(&out)["instruct"]["rounds"], 3);
+    // A reference to a stage that makes no model is named when the profile loads.
+    std::fs::write(d.join("bad.toml"), profile.replace("synthesizer = \"@init\"", "synthesizer = \"@nosuch\"")).unwrap();
+    let e = err(d, &["run", "bad.toml", "--headless", "--name", "b"]);
+    assert!(e.contains("nosuch") && e.contains("synthesizer"), "{e}");
+}
