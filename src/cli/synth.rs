@@ -24,6 +24,12 @@ Methods:
                (window; default min(prior context, 2048)), stride, truncate (false: documents
                longer than a window are edited in windows and kept whole; true: cut at max_len
                as the reference does), generations (1). Docs: docs/TOEDIT.md
+  instruct     Instruction Pre-Training: a synthesizer model (--synthesizer MODEL, a model folder)
+               writes instruction-response pairs about each text, greedily; the texts of a batch
+               are chained over rounds into few-shot prompts and rendered into pre-training text
+               (data.jsonl) plus the parsed pairs per text (pairs.jsonl). Options: rounds (2),
+               batch_size (64 texts chained together), generation_batch (16), max_new_tokens
+               (400), max_model_len (the synthesizer's context), pairs_context (true)
   tiny-domain  the generated corpora of the adaptllm-tiny experiment (no INPUT)
   tiny-human   a long-tailed \"human\" corpus (Zipfian order-2 Markov source) for toedit-tiny
                (no INPUT): human.jsonl, human_heldout.jsonl; options docs, heldout, vocab, zipf,
@@ -47,6 +53,8 @@ Examples:
   retort synth tiny-domain --out corpora --set seed=3
   retort synth toedit human.jsonl --prior qwen2-0.5b --out edited --set strategy=low_drop_up_revise
   retort synth toedit --dry-run human.jsonl --prior qwen2-0.5b   # the edits of one document
+  retort synth instruct raw.jsonl --synthesizer synth-model --out augmented --set rounds=3
+  retort synth instruct --dry-run raw.jsonl --synthesizer synth-model --doc 2   # prompt, output, pairs
   retort synth sample --out synthetic --set model=runs/x/prior/model --set docs=2000
   retort synth stats human.jsonl --compare synthetic.jsonl --prior models/prior --out st
 
@@ -72,6 +80,9 @@ pub struct SynthArgs {
     /// `stats` the model that adds per-document perplexity and the token-probability histogram.
     #[arg(long, value_name = "MODEL")]
     pub prior: Option<String>,
+    /// instruct: the instruction synthesizer (a model folder; the same as `--set synthesizer=MODEL`).
+    #[arg(long, value_name = "MODEL")]
+    pub synthesizer: Option<String>,
     /// Print what the method makes of one document of the first INPUT; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -128,10 +139,11 @@ fn synth_profile(name: &str, method: &str, inputs: &[String], out: Option<&PathB
     Ok(toml::to_string(&root)?)
 }
 
-/// The `--set`s, with `--prior` first (so a later `--set prior=` wins).
+/// The `--set`s, with `--prior` and `--synthesizer` first (so a later `--set prior=` wins).
 fn all_sets(args: &SynthArgs) -> Vec<String> {
     let prior = args.prior.iter().map(|p| format!("prior={}", crate::cli::toml_string(p)));
-    prior.chain(args.set.iter().cloned()).collect()
+    let synthesizer = args.synthesizer.iter().map(|p| format!("synthesizer={}", crate::cli::toml_string(p)));
+    prior.chain(synthesizer).chain(args.set.iter().cloned()).collect()
 }
 
 fn table_at<'a>(table: &'a mut toml::Table, key: &str, set: &str) -> Result<&'a mut toml::Table> {
@@ -159,6 +171,9 @@ pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
     }
     if args.prior.is_some() && args.method != "toedit" {
         bail!("--prior belongs to `retort synth toedit` and `retort synth stats`, not to `{}`", args.method);
+    }
+    if args.synthesizer.is_some() && args.method != "instruct" {
+        bail!("--synthesizer belongs to `retort synth instruct`, not to `{}`", args.method);
     }
     methods::find(&args.method).map_err(anyhow::Error::msg)?;
     if args.dry_run {

@@ -60,6 +60,8 @@ pub struct MethodSpec {
     /// `@name` references among the options.
     pub references: fn(&toml::Table) -> Vec<Reference>,
     pub build: fn(&toml::Table, &MethodEnv) -> Result<Box<dyn Method>>,
+    /// Checks before the run starts, e.g. that a model folder outside the run exists.
+    pub preflight: fn(&toml::Table) -> Result<()>,
 }
 
 /// What a method is built with: the seed of its stage and a way to resolve `@name` paths.
@@ -88,6 +90,7 @@ pub const METHODS: &[MethodSpec] = &[
         check: super::adaptllm::method::check,
         references: super::adaptllm::method::references,
         build: super::adaptllm::method::build,
+        preflight: |_| Ok(()),
     },
     MethodSpec {
         name: "toedit",
@@ -96,6 +99,16 @@ pub const METHODS: &[MethodSpec] = &[
         check: super::toedit::method::check,
         references: super::toedit::method::references,
         build: super::toedit::method::build,
+        preflight: |_| Ok(()),
+    },
+    MethodSpec {
+        name: "instruct",
+        about: "Instruction Pre-Training: a synthesizer model writes instruction-response pairs about each text; texts chained over rounds, rendered into pre-training text (METHODS.md §S3)",
+        reads_input: true,
+        check: super::instruct::method::check,
+        references: super::instruct::method::references,
+        build: super::instruct::method::build,
+        preflight: super::instruct::method::preflight,
     },
     MethodSpec {
         name: "tiny-domain",
@@ -104,6 +117,7 @@ pub const METHODS: &[MethodSpec] = &[
         check: super::tiny_domain::method::check,
         references: |_| Vec::new(),
         build: super::tiny_domain::method::build,
+        preflight: |_| Ok(()),
     },
     MethodSpec {
         name: "tiny-human",
@@ -112,6 +126,7 @@ pub const METHODS: &[MethodSpec] = &[
         check: super::tiny_human::check,
         references: |_| Vec::new(),
         build: super::tiny_human::build,
+        preflight: |_| Ok(()),
     },
     MethodSpec {
         name: "tiny-encyclopedia",
@@ -120,6 +135,7 @@ pub const METHODS: &[MethodSpec] = &[
         check: super::tiny_encyclopedia::check,
         references: |_| Vec::new(),
         build: super::tiny_encyclopedia::build,
+        preflight: |_| Ok(()),
     },
     MethodSpec {
         name: "sample",
@@ -128,6 +144,7 @@ pub const METHODS: &[MethodSpec] = &[
         check: super::sample::check,
         references: super::sample::references,
         build: super::sample::build,
+        preflight: |_| Ok(()),
     },
 ];
 

@@ -166,6 +166,9 @@ impl StageConfig for SynthStage {
     }
 
     fn preflight(&self) -> Result<()> {
+        if let Ok(spec) = methods::find(&self.method) {
+            (spec.preflight)(&self.options)?;
+        }
         // Inputs outside the run are checked before the run starts.
         let outside: Vec<PathBuf> = self.input.iter().filter(|i| !i.starts_with('@')).map(PathBuf::from).collect();
         if !outside.is_empty() {

@@ -9,7 +9,11 @@
 //!   bookkeeping, as a state machine a batched generator drives (§3.3);
 //! - [`render`]: rendering chains into pre-training documents with retort's own, smaller
 //!   pattern bank (§3.4).
+//!
+//! [`method`] is the `instruct` synth method that drives a real synthesizer model through
+//! this core.
 
 pub mod chain;
 pub mod format;
+pub mod method;
 pub mod render;
