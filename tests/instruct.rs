@@ -212,3 +212,41 @@ batch_size = 5
     let e = err(d, &["run", "bad.toml", "--headless", "--name", "b"]);
     assert!(e.contains("nosuch") && e.contains("synthesizer"), "{e}");
 }
+
+#[test]
+fn pair_accuracy_checks_pairs_against_the_encyclopedia_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["synth", "tiny-encyclopedia", "--out", "enc", "--headless", "--set", "entities=12", "--set", "seed=4"]);
+    // pairs.jsonl rows made from the rule pairs of two texts: the first with one answer
+    // spoiled and one question nobody asks, the second as is; a third text of no entity.
+    let rules = lines(&d.join("enc/qa_rule.jsonl"));
+    let mut first: Vec<serde_json::Value> = rules[0]["qa_list"].as_array().unwrap().clone();
+    let n0 = first.len();
+    first[0][1] = serde_json::json!("not the fact");
+    first.push(serde_json::json!(["What colour is the sky?", "blue"]));
+    let second = rules[1]["qa_list"].as_array().unwrap().clone();
+    let n1 = second.len();
+    let rows = [
+        serde_json::json!({"origin": "a:1", "context": rules[0]["context"], "qa_list": first, "failures": {}}),
+        serde_json::json!({"origin": "a:2", "context": rules[1]["context"], "qa_list": second, "failures": {}}),
+        serde_json::json!({"origin": "a:3", "context": "Nobody is a town.", "qa_list": [], "failures": {}}),
+    ];
+    std::fs::write(d.join("pairs.jsonl"), rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
+    let out = ok(d, &["synth", "pair-accuracy", "pairs.jsonl", "--encyclopedia", "enc", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let pairs = (n0 + 1 + n1) as u64;
+    let correct = (n0 - 1 + n1) as u64;
+    assert_eq!(r["texts"], 3);
+    assert_eq!(r["unknown_texts"], 1);
+    assert_eq!(r["pairs"].as_u64().unwrap(), pairs);
+    assert_eq!(r["correct"].as_u64().unwrap(), correct);
+    assert_eq!((r["wrong"].as_u64().unwrap(), r["unrecognised"].as_u64().unwrap()), (1, 1));
+    assert!((r["accuracy"].as_f64().unwrap() - correct as f64 / pairs as f64).abs() < 1e-12, "{r}");
+    // Bad input is named.
+    std::fs::write(d.join("bad.jsonl"), "{\"context\": \"x\", \"qa_list\": [[\"q\"]]}\n").unwrap();
+    let e = err(d, &["synth", "pair-accuracy", "bad.jsonl", "--encyclopedia", "enc"]);
+    assert!(e.contains("bad.jsonl:1") && e.contains("qa_list[0]"), "{e}");
+    let e = err(d, &["synth", "pair-accuracy", "pairs.jsonl", "--encyclopedia", "."]);
+    assert!(e.contains("encyclopedia.json"), "{e}");
+}

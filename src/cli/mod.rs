@@ -10,6 +10,7 @@ mod model;
 mod run;
 mod setup;
 mod synth;
+mod synth_pairs;
 mod synth_stats;
 
 pub use eval::{EvalArgs, ReportArgs, RewardAction, RewardTestArgs};

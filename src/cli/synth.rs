@@ -42,6 +42,9 @@ Methods:
   stats        not a method: statistics of a corpus, optionally against another (--compare)
                and under a prior LM (--prior). Prints a table (or --json); --out DIR writes
                DIR/stats.json, ppl_hist.png and token_prob.png. See docs/CORPUS_STATS.md.
+  pair-accuracy  not a method: an instruct run's pairs.jsonl checked against the facts of the
+               tiny-encyclopedia folder its texts came from (--encyclopedia DIR): texts with
+               pairs, pairs per text, correct / wrong answer / unknown question, fact coverage
 
 Inputs are text files or folders of them (one document per file, or per blank-line-separated
 block with --set split=paragraph), JSONL (--set text_key=KEY, default text) or Parquet (a column,
@@ -57,6 +60,7 @@ Examples:
   retort synth instruct --dry-run raw.jsonl --synthesizer synth-model --doc 2   # prompt, output, pairs
   retort synth sample --out synthetic --set model=runs/x/prior/model --set docs=2000
   retort synth stats human.jsonl --compare synthetic.jsonl --prior models/prior --out st
+  retort synth pair-accuracy runs/x/augmented/pairs.jsonl --encyclopedia runs/x/encyc
 
 stats: n-gram features are the unigrams and bigrams of the lowercased text split by
 \\w+|[^\\w\\s]+ (NLTK's WordPunctTokenizer, as DSIR), hashed with FNV-1a 64 into 10,000 buckets;
@@ -92,9 +96,12 @@ pub struct SynthArgs {
     /// stats: a second corpus (files or folders) measured the same way and compared.
     #[arg(long, value_name = "OTHER", num_args = 1..)]
     pub compare: Vec<String>,
-    /// stats: print one JSON object instead of the table.
+    /// stats, pair-accuracy: print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// pair-accuracy: the tiny-encyclopedia folder the synthesized texts came from.
+    #[arg(long, value_name = "DIR")]
+    pub encyclopedia: Option<PathBuf>,
     #[arg(long)]
     pub headless: bool,
     #[arg(long, env = "RETORT_RUNS_DIR", default_value = "runs")]
@@ -165,6 +172,12 @@ pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
             dry_run: args.dry_run,
         };
         return super::synth_stats::cmd_stats(&stats).map(|_| 0);
+    }
+    if args.method == "pair-accuracy" {
+        return super::synth_pairs::cmd_pair_accuracy(&args.inputs, args.encyclopedia.as_deref(), args.json).map(|_| 0);
+    }
+    if args.encyclopedia.is_some() {
+        bail!("--encyclopedia belongs to `retort synth pair-accuracy`, not to a method");
     }
     if !args.compare.is_empty() || args.json {
         bail!("--compare and --json belong to `retort synth stats`, not to a method");
