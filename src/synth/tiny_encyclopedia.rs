@@ -675,6 +675,22 @@ pub fn write(dir: &Path, cfg: &TinyEncyclopediaConfig) -> Result<BTreeMap<String
         put(&format!("raw_{}.jsonl", split.as_str()), &select(&raw, &|s| s == split))?;
     }
     put("qa_rule_synth.jsonl", &select(&qa, &|s| s == Split::TrainRaw))?;
+    // The train_aug texts augmented by the rule-based stand-in itself (its exact pairs, rendered
+    // by the instruct method's renderer, one text a chain): the instruct arm with a perfect
+    // synthesizer, to tell the effect of the pairs from the quality of a tiny synthesizer.
+    let aug_rule: Vec<serde_json::Value> = enc
+        .entities
+        .iter()
+        .zip(&texts)
+        .enumerate()
+        .filter(|(_, (e, _))| e.split == Split::TrainAug)
+        .flat_map(|(i, (e, t))| {
+            let pairs = rule_pairs(e).into_iter().map(|(q, a)| crate::synth::instruct::format::QaPair::new(q, a)).collect();
+            let entry = crate::synth::instruct::chain::Entry { id: i, round: 0, context: t.clone(), pairs, inherit_from_prev: false, followed_by_next: false };
+            crate::synth::instruct::render::render_chain(&[entry], crate::synth::instruct::render::chain_seed(cfg.seed, i)).documents.into_iter().map(|d| json!({"text": d.text}))
+        })
+        .collect();
+    put("aug_rule.jsonl", &aug_rule)?;
     put("qa_eval_heldout.jsonl", &select(&eval, &|s| s == Split::Heldout))?;
     put("qa_eval_train.jsonl", &select(&eval, &|s| s != Split::Heldout))?;
     // The resolved options (seed included) regenerate every entity: what a check of synthesized
@@ -694,6 +710,7 @@ pub const FILES: &[&str] = &[
     "raw_train_raw.jsonl",
     "raw_heldout.jsonl",
     "qa_rule_synth.jsonl",
+    "aug_rule.jsonl",
     "qa_eval_heldout.jsonl",
     "qa_eval_train.jsonl",
 ];
@@ -841,6 +858,18 @@ mod tests {
             assert_eq!(r["context"].as_str().unwrap(), raw_text(e));
             let pairs: Vec<(String, String)> = serde_json::from_value(r["qa_list"].clone()).unwrap();
             assert_eq!(pairs, rule_pairs(e));
+        }
+        // The rule-augmented texts: one a train_aug entity, holding its raw text and every
+        // answer of its rule pairs, and nothing of the other splits.
+        let aug = rows(&d.path().join("aug_rule.jsonl"));
+        let augmented: Vec<&Entity> = enc.entities.iter().filter(|e| e.split == Split::TrainAug).collect();
+        assert_eq!(aug.len(), augmented.len());
+        for (r, e) in aug.iter().zip(&augmented) {
+            let text = r["text"].as_str().unwrap();
+            assert!(text.contains(&raw_text(e)), "{text}");
+            for (_, a) in rule_pairs(e) {
+                assert!(text.contains(&a), "answer {a:?} missing from {text}");
+            }
         }
     }
 

@@ -220,8 +220,9 @@ fn json_kind(v: &serde_json::Value) -> String {
     }
 }
 
+/// Other keys (`id`, `meta`, `source`, …, as data sets carry) are ignored; a row needs one of
+/// these, so a misspelt key is still an error.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct JsonlRow {
     prompt: Option<String>,
     response: Option<String>,
@@ -267,6 +268,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<(usize, Row)>> {
             JsonlRow { prompt: Some(_), response: None, .. } => bail!("{}: \"prompt\" without \"response\"", at()),
             JsonlRow { messages: Some(m), prompt: None, response: None, text: None } => Row::Chat(m),
             JsonlRow { text: Some(t), prompt: None, response: None, messages: None } => Row::Text(t),
+            JsonlRow { prompt: None, response: None, messages: None, text: None } => bail!("{}", not_valid()),
             _ => bail!("{}: a row must have exactly one of prompt+response, messages, text or context+qa_list", at()),
         };
         out.push((line_no, row));
@@ -621,6 +623,10 @@ mod tests {
         assert!(e.contains("data.jsonl:1") && e.contains("without \"response\""), "{e}");
         std::fs::write(&p, "\n\n").unwrap();
         assert!(format!("{:#}", read_jsonl(&p, &t, false, 0, WIDE).unwrap_err()).contains("no examples"));
+        // Metadata beside a row's text is ignored; a row with no known key is named.
+        std::fs::write(&p, "{\"text\":\"abc\",\"meta\":{\"source\":\"x\"},\"id\":3}\n{\"txt\":\"abc\",\"id\":4}\n").unwrap();
+        let e = format!("{:#}", read_jsonl(&p, &t, false, 0, WIDE).unwrap_err());
+        assert!(e.contains("data.jsonl:2") && e.contains("not a valid row"), "{e}");
         std::fs::write(&p, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]}\n{\"text\":\"abc\"}\n").unwrap();
         let (ex, _) = read_jsonl(&p, &t, true, 0, WIDE).unwrap();
         // The assistant turn "yo<|im_end|>\n" is the target; the user turn is not.
