@@ -111,7 +111,10 @@ fn hand_strided(m: &EvalModel, ids: &[u32], max_len: usize, stride: usize) -> (f
     assert!(stride < max_len);
     let n = ids.len();
     let (mut sum, mut count, mut prev_end, mut begin) = (0.0, 0, 0, 0);
-    while n >= 2 {
+    if n < 2 {
+        return (sum, count);
+    }
+    loop {
         let end = (begin + max_len).min(n);
         let lp = hand_logprobs(m, &ids[begin..end]);
         for t in prev_end.max(begin + 1)..end {
