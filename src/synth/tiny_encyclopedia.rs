@@ -598,6 +598,15 @@ impl Encyclopedia {
     }
 }
 
+/// A fill-in-the-blank form of a fact: the first of the attribute's sentence templates that
+/// ends with the value, cut before it ("The main trade of Lozorhel is"). Closer to the raw text
+/// than a question, it tells whether a model learned the fact at all.
+pub fn cloze(a: &AttrSpec, name: &str) -> Option<String> {
+    let t = a.sentences.iter().find(|t| t.trim_end_matches('.').ends_with("{v}"))?;
+    let prefix = &t[..t.rfind("{v}")?];
+    Some(capitalize_first(fill(prefix, name, "")).trim_end().to_string())
+}
+
 fn draw(values: Values, rng: &mut Rng) -> String {
     match values {
         Values::Pool(pool) => pool[rng.usize(pool.len())].to_string(),
@@ -693,6 +702,19 @@ pub fn write(dir: &Path, cfg: &TinyEncyclopediaConfig) -> Result<BTreeMap<String
     put("aug_rule.jsonl", &aug_rule)?;
     put("qa_eval_heldout.jsonl", &select(&eval, &|s| s == Split::Heldout))?;
     put("qa_eval_train.jsonl", &select(&eval, &|s| s != Split::Heldout))?;
+    // The same facts and options as fill-in-the-blank rows (facts with such a template).
+    let cloze_rows: Vec<(Split, serde_json::Value)> = eval
+        .iter()
+        .filter_map(|(split, r)| {
+            let e = enc.named(r["entity"].as_str()?)?;
+            let j = e.spec().attrs.iter().position(|a| Some(a.key) == r["attribute"].as_str())?;
+            let mut row = r.clone();
+            row["input"] = json!(cloze(&e.spec().attrs[j], &e.name)?);
+            Some((*split, row))
+        })
+        .collect();
+    put("cloze_eval_heldout.jsonl", &select(&cloze_rows, &|s| s == Split::Heldout))?;
+    put("cloze_eval_train.jsonl", &select(&cloze_rows, &|s| s != Split::Heldout))?;
     // The resolved options (seed included) regenerate every entity: what a check of synthesized
     // pairs against the facts reads (`retort synth pair-accuracy`).
     crate::fsutil::write_atomic(&dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(cfg)?)?;
@@ -713,6 +735,8 @@ pub const FILES: &[&str] = &[
     "aug_rule.jsonl",
     "qa_eval_heldout.jsonl",
     "qa_eval_train.jsonl",
+    "cloze_eval_heldout.jsonl",
+    "cloze_eval_train.jsonl",
 ];
 
 pub fn check(options: &toml::Table) -> Result<(), (String, String)> {
@@ -999,6 +1023,29 @@ mod tests {
         assert!((r.accuracy - 5.0 / 7.0).abs() < 1e-12);
         // Two known texts: one covers 5 of 6 facts, the other none.
         assert!((r.fact_coverage - (5.0 / 6.0) / 2.0).abs() < 1e-12, "{r:?}");
+    }
+
+
+    #[test]
+    fn cloze_rows_cut_a_fact_sentence_before_its_value() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = TinyEncyclopediaConfig { entities: 30, ..Default::default() };
+        write(d.path(), &cfg).unwrap();
+        let enc = Encyclopedia::generate(&cfg);
+        let rows: Vec<serde_json::Value> = rows(&d.path().join("cloze_eval_train.jsonl")).into_iter().chain(rows(&d.path().join("cloze_eval_heldout.jsonl"))).collect();
+        assert!(rows.len() >= 30, "most facts have a sentence ending in the value: {}", rows.len());
+        for r in &rows {
+            let e = enc.named(r["entity"].as_str().unwrap()).unwrap();
+            let attr = e.spec().attrs.iter().position(|a| a.key == r["attribute"].as_str().unwrap()).unwrap();
+            let fact = &e.facts[attr];
+            let gold = &r["options"][r["gold_index"].as_u64().unwrap() as usize];
+            assert_eq!(gold.as_str().unwrap(), fact);
+            // The input and the gold option joined by a space are one of the attribute's
+            // sentences about this entity (with its final period).
+            let sentence = format!("{} {}", r["input"].as_str().unwrap(), fact);
+            let spec = &e.spec().attrs[attr];
+            assert!(spec.sentences.iter().any(|t| capitalize_first(fill(t, &e.name, fact)).trim_end_matches('.') == sentence), "{sentence}");
+        }
     }
 
 }
