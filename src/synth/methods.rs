@@ -172,6 +172,15 @@ pub fn parse_options<T: serde::de::DeserializeOwned>(options: &toml::Table) -> R
     serde_path_to_error::deserialize(toml::Value::Table(options.clone())).map_err(|e| crate::config_keys::describe_serde_error_with(&e, &[]))
 }
 
+/// A generator's options, with `seed` taken from the stage unless the options give one.
+pub fn generator_options<T: serde::de::DeserializeOwned>(options: &toml::Table, env: &MethodEnv, seed: impl FnOnce(&mut T) -> &mut u64) -> Result<T> {
+    let mut config: T = parse_options(options).map_err(|(k, m)| anyhow::anyhow!("options.{k}: {m}"))?;
+    if !options.contains_key("seed") {
+        *seed(&mut config) = env.seed;
+    }
+    Ok(config)
+}
+
 /// The stage's closing table: what was made, per kind, and what was skipped.
 pub fn counts_table(counts: &Counts) -> String {
     let mut s = format!("documents {}  (with output: {})\n", counts.documents, counts.documents_out);

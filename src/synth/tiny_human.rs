@@ -169,10 +169,7 @@ pub fn check(options: &toml::Table) -> Result<(), (String, String)> {
 }
 
 pub fn build(options: &toml::Table, env: &MethodEnv) -> Result<Box<dyn Method>> {
-    let mut config: TinyHumanConfig = parse_options(options).map_err(|(k, m)| anyhow::anyhow!("options.{k}: {m}"))?;
-    if !options.contains_key("seed") {
-        config.seed = env.seed;
-    }
+    let config: TinyHumanConfig = super::methods::generator_options(options, env, |c: &mut TinyHumanConfig| &mut c.seed)?;
     Ok(Box::new(TinyHuman { config }))
 }
 
