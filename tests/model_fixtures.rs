@@ -3,6 +3,9 @@
 //! scaling + attention bias, mistral), plus a live cross-check through tools/hf_logits.py that
 //! skips when Python with transformers is unavailable.
 
+#[path = "support/python_tool.rs"]
+mod python_tool;
+use python_tool::run_python_tool;
 use candle_core::{DType, Device, Tensor};
 use retort::generate::{generate, FinishReason, SamplingParams};
 use retort::model::{token_logprobs, AttnMask, KvCache, Mode, Model, ModelConfig, ModelType};
@@ -297,22 +300,6 @@ fn python_with_transformers() -> Option<String> {
     })
 }
 
-/// Runs `tools/SCRIPT MODEL_DIR` with `request` as JSON on stdin and returns its JSON output.
-fn run_python_tool(python: &str, script: &str, model_dir: &std::path::Path, request: &Value, what: &str) -> Value {
-    use std::io::Write;
-    let mut child = std::process::Command::new(python)
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools").join(script))
-        .arg(model_dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{what}: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap()
-}
 
 #[test]
 fn checkpoints_saved_by_retort_load_in_transformers_with_same_logits() {
@@ -364,7 +351,7 @@ fn checkpoints_saved_by_retort_load_in_transformers_with_same_logits() {
         let ids = vec![vec![1u32, 5, 9, 33, 70, 2, 11, 95], vec![0, 0, 0, 1, 4, 60, 61, 8]];
         let mask = vec![vec![1u32; 8], vec![0, 0, 0, 1, 1, 1, 1, 1]];
         let request = serde_json::json!({"input_ids": ids, "attention_mask": mask});
-        let v = run_python_tool(&python, "hf_logits.py", dir.path(), &request, &format!("{model_type:?}"));
+        let v = run_python_tool(&python, "hf_logits.py", &[dir.path()], &request, &format!("{model_type:?}"));
         let attn = AttnMask::from_attention_mask(&mask, &dev).unwrap();
         let ours = model.decoder.forward(&ids_tensor(&ids), &attn, None, Mode::Train).unwrap().logits;
         for b in 0..2 {
@@ -409,7 +396,7 @@ fn transformers_tokenizes_a_retort_made_model_folder_as_retort_does() {
         "messages": messages.iter().map(|(r, c)| serde_json::json!({"role": r, "content": c})).collect::<Vec<_>>(),
         "save_to": saved.path(),
     });
-    let v = run_python_tool(&python, "hf_tokenize.py", dir.path(), &request, "hf_tokenize");
+    let v = run_python_tool(&python, "hf_tokenize.py", &[dir.path()], &request, "hf_tokenize");
     for (i, text) in texts.iter().enumerate() {
         let ours = tok.encode(text, false).unwrap();
         let theirs: Vec<u32> = v["ids"][i].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();

@@ -4,6 +4,9 @@
 //! and a cross-check with transformers through tools/hf_text_scores.py (skipped without
 //! Python with torch + transformers; a failure under `CI=true`).
 
+#[path = "support/python_tool.rs"]
+mod python_tool;
+use python_tool::run_python_tool;
 use candle_core::{DType, Device, Tensor};
 use retort::eval::run::EvalModel;
 use retort::eval::text::choice::{self, ChoiceRow};
@@ -589,20 +592,7 @@ fn skip(reason: &str) {
 
 /// tools/hf_text_scores.py on `model_dirs` (one Python start-up): one result per folder.
 fn hf_text_scores(python: &str, model_dirs: &[&Path], request: &Value) -> Vec<Value> {
-    use std::io::Write;
-    let mut child = Command::new(python)
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/hf_text_scores.py"))
-        .args(model_dirs)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "hf_text_scores.py: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["models"].as_array().unwrap().clone()
+    run_python_tool(python, "hf_text_scores.py", model_dirs, request, "hf_text_scores.py")["models"].as_array().unwrap().clone()
 }
 
 fn rel_close(a: f64, b: f64, rel: f64, what: &str) {
