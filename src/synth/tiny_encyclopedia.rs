@@ -665,14 +665,19 @@ pub fn write(dir: &Path, cfg: &TinyEncyclopediaConfig) -> Result<BTreeMap<String
             (e.split, json!({"context": t, "qa_list": pairs, "entity": e.name, "split": e.split.as_str()}))
         })
         .collect();
-    let eval: Vec<(Split, serde_json::Value)> = enc
-        .eval_rows(cfg.options)
-        .into_iter()
-        .map(|(i, j, input, options, gold)| {
-            let e = &enc.entities[i];
-            (e.split, json!({"input": input, "options": options, "gold_index": gold, "entity": e.name, "attribute": e.spec().attrs[j].key, "split": e.split.as_str()}))
-        })
-        .collect();
+    // Each fact as a question and, where a sentence template ends with the value, as a
+    // fill-in-the-blank sentence: the same options either way.
+    let mut eval: Vec<(Split, serde_json::Value)> = Vec::new();
+    let mut cloze_rows: Vec<(Split, serde_json::Value)> = Vec::new();
+    for (i, j, input, options, gold) in enc.eval_rows(cfg.options) {
+        let e = &enc.entities[i];
+        let attr = &e.spec().attrs[j];
+        let row = |input: &str| json!({"input": input, "options": options, "gold_index": gold, "entity": e.name, "attribute": attr.key, "split": e.split.as_str()});
+        eval.push((e.split, row(&input)));
+        if let Some(blank) = cloze(attr, &e.name) {
+            cloze_rows.push((e.split, row(&blank)));
+        }
+    }
     let select = |rows: &[(Split, serde_json::Value)], keep: &dyn Fn(Split) -> bool| -> Vec<serde_json::Value> {
         rows.iter().filter(|(s, _)| keep(*s)).map(|(_, r)| r.clone()).collect()
     };
@@ -702,17 +707,6 @@ pub fn write(dir: &Path, cfg: &TinyEncyclopediaConfig) -> Result<BTreeMap<String
     put("aug_rule.jsonl", &aug_rule)?;
     put("qa_eval_heldout.jsonl", &select(&eval, &|s| s == Split::Heldout))?;
     put("qa_eval_train.jsonl", &select(&eval, &|s| s != Split::Heldout))?;
-    // The same facts and options as fill-in-the-blank rows (facts with such a template).
-    let cloze_rows: Vec<(Split, serde_json::Value)> = eval
-        .iter()
-        .filter_map(|(split, r)| {
-            let e = enc.named(r["entity"].as_str()?)?;
-            let j = e.spec().attrs.iter().position(|a| Some(a.key) == r["attribute"].as_str())?;
-            let mut row = r.clone();
-            row["input"] = json!(cloze(&e.spec().attrs[j], &e.name)?);
-            Some((*split, row))
-        })
-        .collect();
     put("cloze_eval_heldout.jsonl", &select(&cloze_rows, &|s| s == Split::Heldout))?;
     put("cloze_eval_train.jsonl", &select(&cloze_rows, &|s| s != Split::Heldout))?;
     // The resolved options (seed included) regenerate every entity: what a check of synthesized
