@@ -236,11 +236,9 @@ impl Method for ToEdit {
     }
 
     fn live(&self, counts: &Counts) -> Vec<(String, f64)> {
-        let get = |g: usize, w: &str| counts.tasks.get(&key(g, w)).copied().unwrap_or(0);
         let mut v = Vec::new();
         for g in 1..=self.opts.generations {
-            let c = EditCounts { tokens: get(g, "tokens"), scored: get(g, "scored"), eligible: get(g, "eligible"), realized: get(g, "realized"), dropped: get(g, "dropped") };
-            let (e, r, d) = c.fractions();
+            let (e, r, d) = generation_counts(counts, g).fractions();
             let gen = if self.opts.generations > 1 { format!("gen{g} ") } else { String::new() };
             v.push((format!("{gen}eligible %"), 100.0 * e));
             v.push((format!("{gen}realized %"), 100.0 * r));
@@ -289,13 +287,18 @@ impl Method for ToEdit {
     }
 }
 
+/// Generation `g`'s totals, from the run's checkpointed counters.
+fn generation_counts(counts: &Counts, g: usize) -> EditCounts {
+    let get = |w: &str| counts.tasks.get(&key(g, w)).copied().unwrap_or(0);
+    EditCounts { tokens: get("tokens"), scored: get("scored"), eligible: get("eligible"), realized: get("realized"), dropped: get("dropped") }
+}
+
 /// The `toedit` table of `stats.json`: totals and fractions (of the scored tokens) per
 /// generation, and generation 1's fractions at the top.
 pub fn stats_of(counts: &Counts, generations: usize, opts: &ToEditOptions) -> serde_json::Value {
-    let get = |g: usize, w: &str| counts.tasks.get(&key(g, w)).copied().unwrap_or(0);
     let per: Vec<serde_json::Value> = (1..=generations)
         .map(|g| {
-            let c = EditCounts { tokens: get(g, "tokens"), scored: get(g, "scored"), eligible: get(g, "eligible"), realized: get(g, "realized"), dropped: get(g, "dropped") };
+            let c = generation_counts(counts, g);
             let (e, r, d) = c.fractions();
             serde_json::json!({
                 "generation": g, "tokens": c.tokens, "scored": c.scored, "eligible": c.eligible, "realized": c.realized, "dropped": c.dropped,
