@@ -10,6 +10,7 @@
 //! eval, sft and rl stages share).
 
 pub mod grade;
+pub mod tools;
 
 use crate::model::{distinct_rows, AttnMask, Decoder, KvCache, Mode};
 use crate::rng::Rng;
