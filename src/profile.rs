@@ -33,6 +33,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("toedit-qwen2-0.5b", include_str!("../profiles/toedit-qwen2-0.5b.toml")),
     ("instruct-pt-tiny", include_str!("../profiles/instruct-pt-tiny.toml")),
     ("instruct-pt-llama3-8b", include_str!("../profiles/instruct-pt-llama3-8b.toml")),
+    ("still3-tool-tiny", include_str!("../profiles/still3-tool-tiny.toml")),
 ];
 
 /// The profile a bare `retort run` starts.

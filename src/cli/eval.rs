@@ -63,6 +63,7 @@ use crate::eval::stage::{model_labels, ModelResult, StageResults};
 use crate::eval::text::{self, TextConfig, TextSets};
 use crate::sandbox::Limits;
 use crate::tasks::Instance;
+use crate::generate::tools::ToolsConfig;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::io::Write;
@@ -120,6 +121,20 @@ pub struct EvalArgs {
     /// Skip the rollout branching factor (its extra forward pass about doubles sampling time).
     #[arg(long)]
     pub no_rbf: bool,
+    /// Let the model call a tool mid-generation: `python` runs each ```python block (STILL-3,
+    /// docs/SANDBOX.md) and appends its output; tool metrics join the report.
+    #[arg(long, value_parser = ["python"])]
+    pub tools: Option<String>,
+    /// Output format of tool calls: `prompt` (```output blocks, STILL-3's evaluation) or
+    /// `synthesis` (```Output, its trace-synthesis script).
+    #[arg(long, default_value = "prompt", requires = "tools")]
+    pub tool_format: String,
+    /// Tool calls per response at most.
+    #[arg(long, default_value_t = 4, requires = "tools")]
+    pub max_tool_calls: usize,
+    /// Seconds one tool call may run ("Timeout Error" after).
+    #[arg(long, default_value_t = 5.0, requires = "tools")]
+    pub tool_timeout: f64,
     /// auto, cpu, cuda:N or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -249,8 +264,17 @@ pub fn cmd_eval(args: EvalArgs) -> Result<i32> {
         batch_size: args.batch_size.max(1),
         rbf: !args.no_rbf,
         position_bins: 10,
+        tools: args.tools.as_ref().map(|_| ToolsConfig {
+            format: args.tool_format.clone(),
+            max_calls: args.max_tool_calls,
+            timeout_s: args.tool_timeout,
+            ..ToolsConfig::default()
+        }),
     };
     cfg.check()?;
+    if let Some(t) = &cfg.tools {
+        t.check().map_err(|(k, m)| anyhow::anyhow!("--{}: {m}", cli_flag(&k)))?;
+    }
     if let Some(out) = &args.out {
         crate::fsutil::check_writable(out)?;
     }
@@ -551,5 +575,15 @@ mod tests {
         assert!(err.contains("r.jsonl:2: missing field `gold`"), "{err}");
         let err = read_reward_rows(&p, Some("nosuch")).unwrap_err().to_string();
         assert!(err.contains("unknown verifier `nosuch`; known verifiers: math, code, countdown"), "{err}");
+    }
+}
+
+/// The flag behind a `tools.*` config key, for error messages.
+fn cli_flag(key: &str) -> &'static str {
+    match key {
+        "tools.format" | "tools.stop" | "tools.output_template" => "tool-format",
+        "tools.max_calls" => "max-tool-calls",
+        "tools.timeout_s" => "tool-timeout",
+        _ => "tools",
     }
 }

@@ -68,6 +68,10 @@ pub struct EvalConfig {
     pub rbf: bool,
     /// Bins of the entropy-by-relative-position histogram.
     pub position_bins: usize,
+    /// Generate with STILL-3's Python tool (docs/SANDBOX.md); RBF is then not computed (the
+    /// rescoring pass would count tool tokens as the model's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<crate::generate::tools::ToolsConfig>,
 }
 
 impl Default for EvalConfig {
@@ -83,6 +87,7 @@ impl Default for EvalConfig {
             batch_size: 128,
             rbf: true,
             position_bins: 10,
+            tools: None,
         }
     }
 }
@@ -298,12 +303,17 @@ pub fn evaluate(
         max_new_tokens: cfg.max_new_tokens,
         chat: cfg.chat,
         batch_size: cfg.batch_size,
+        tools: cfg.tools.clone(),
     };
+    let rbf_on = cfg.rbf && cfg.tools.is_none();
+    let mut tool_stats = crate::generate::tools::ToolStats::default();
+    // (correct, rows) of responses with and without a call.
+    let mut by_call = [(0usize, 0usize); 2];
     let started = Instant::now();
     // Per-row RBF of each chunk, in row order (problem-major, as the engine lays rows out).
     let mut rbf_rows: Vec<Option<f64>> = Vec::new();
     let mut on_chunk = |c: &Chunk<'_>| -> Result<()> {
-        if cfg.rbf {
+        if rbf_on {
             let pairs: Vec<(&[u32], &[u32])> = c.rows.iter().map(|g| (c.prompts[g.problem].as_slice(), g.completion.tokens.as_slice())).collect();
             let scored = rescore(&m.model.decoder, &pairs, cfg.temperature, explore::RBF_TOP_P)?;
             rbf_rows.extend(scored.iter().map(|(rbf, _)| (!rbf.is_empty()).then(|| explore::mean_rbf(rbf))));
@@ -320,9 +330,17 @@ pub fn evaluate(
         .map(|rows| {
             rows.into_iter()
                 .map(|g| {
-                    // The eos token closes the response; it is not part of what was said.
-                    let spoken = g.completion.tokens.iter().filter(|t| !eos.contains(t)).count();
+                    // The eos token closes the response and tool output is not the model's:
+                    // neither is part of what the model said.
+                    let spoken = g.completion.tokens.iter().zip(&g.from_tool).filter(|(t, &tool)| !eos.contains(t) && !tool).count();
                     tokens_total += g.completion.tokens.len();
+                    if cfg.tools.is_some() {
+                        tool_stats.add(&g.calls, &g.from_tool);
+                        let side = &mut by_call[g.calls.is_empty() as usize];
+                        side.0 += g.verdict.correct as usize;
+                        side.1 += 1;
+                    }
+                    let entropies: Vec<f32> = g.completion.entropies.iter().zip(&g.from_tool).filter(|(_, &tool)| !tool).map(|(&h, _)| h).collect();
                     SampleRecord {
                         response: g.response,
                         correct: g.verdict.correct,
@@ -330,9 +348,9 @@ pub fn evaluate(
                         canonical: g.verdict.canonical,
                         reason: g.verdict.reason,
                         tokens: spoken,
-                        entropy: mean(g.completion.entropies.iter().map(|&h| h as f64)).unwrap_or(0.0),
+                        entropy: mean(entropies.iter().map(|&h| h as f64)).unwrap_or(0.0),
                         rbf: rbf.next().flatten(),
-                        entropies: g.completion.entropies,
+                        entropies,
                     }
                 })
                 .collect()
@@ -345,6 +363,14 @@ pub fn evaluate(
     report.aggregate.insert("seconds".into(), seconds);
     report.aggregate.insert("samples_per_s".into(), total / seconds.max(1e-9));
     report.aggregate.insert("tokens_per_s".into(), tokens_total as f64 / seconds.max(1e-9));
+    if cfg.tools.is_some() {
+        report.aggregate.extend(tool_stats.metrics());
+        for ((correct, rows), key) in by_call.iter().zip(["tools/acc_with_call", "tools/acc_without_call"]) {
+            if *rows > 0 {
+                report.aggregate.insert(key.into(), *correct as f64 / *rows as f64);
+            }
+        }
+    }
     Ok(report)
 }
 

@@ -77,6 +77,9 @@ pub struct EvalStage {
     /// Compute the rollout branching factor (one extra forward pass per batch).
     #[serde(default = "d_true")]
     pub rbf: bool,
+    /// Generate with STILL-3's Python tool, e.g. `tools = { max_calls = 4 }` (docs/SANDBOX.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<crate::generate::tools::ToolsConfig>,
     /// A problem whose prompt + max_new_tokens exceeds a model's context: "error" (the
     /// run does not start sampling) or "skip" (left out, counted in the log).
     #[serde(default)]
@@ -216,6 +219,7 @@ impl EvalStage {
             batch_size: self.batch_size,
             rbf: self.rbf,
             position_bins: 10,
+            tools: self.tools.clone(),
         }
     }
 
@@ -317,6 +321,9 @@ impl StageConfig for EvalStage {
             return Ok(());
         }
         self.source.validate(&source::EVAL)?;
+        if let Some(t) = &self.tools {
+            t.check()?;
+        }
         if let Err(e) = self.eval_config(0).check() {
             let key = match e {
                 run::EvalError::BadTemperature(_) => "temperature",

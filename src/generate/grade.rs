@@ -12,6 +12,7 @@
 //! alone) or one stream the caller owns across chunks and calls (the rl stage's quick eval,
 //! the sft stage's sampled-then-greedy accuracy), so each caller keeps its numbers.
 
+use super::tools::{generate_with_tools, ToolCall, ToolCompletion, ToolsConfig};
 use super::{generate, Completion, SamplingParams};
 use crate::model::Decoder;
 use crate::rng::Rng;
@@ -34,6 +35,8 @@ pub struct GradeOptions {
     pub chat: bool,
     /// Rows per `generate` call.
     pub batch_size: usize,
+    /// Generate with tool calls (STILL-3's Python tool), or without (None).
+    pub tools: Option<ToolsConfig>,
 }
 
 /// Where each chunk's random draws come from.
@@ -52,8 +55,13 @@ pub struct Graded {
     /// The decoded response (special tokens skipped).
     pub response: String,
     pub verdict: Verdict,
-    /// Tokens (with the stop token, if one was sampled), log-probs and entropies.
+    /// Tokens (with the stop token, if one was sampled), log-probs and entropies; with tools,
+    /// the inserted outputs too (log-prob 0).
     pub completion: Completion,
+    /// The tool calls of the response (empty without tools).
+    pub calls: Vec<ToolCall>,
+    /// Per token of `completion`: true where a tool wrote it.
+    pub from_tool: Vec<bool>,
 }
 
 /// One finished chunk, handed to the caller's hook before the next chunk is sampled.
@@ -101,17 +109,30 @@ pub fn sample_and_grade(
     let batch = opts.batch_size.max(1);
     let mut graded: Vec<Vec<Graded>> = (0..count).map(|_| Vec::with_capacity(opts.n)).collect();
     let mut done = 0u64;
+    let runner = opts.tools.as_ref().map(ToolsConfig::python);
+    let settings = match (&opts.tools, &runner) {
+        (Some(t), Some(r)) => Some(t.settings(r)?),
+        _ => None,
+    };
     for (index, chunk) in rows.chunks(batch).enumerate() {
         let inputs: Vec<Vec<u32>> = chunk.iter().map(|&p| prompts[p].clone()).collect();
-        let outs = match &mut seeds {
-            Seeds::PerChunk { seed, label } => generate(decoder, &inputs, &params, &mut Rng::derive(*seed, &format!("{label}/{index}")), None)?,
-            Seeds::Stream(rng) => generate(decoder, &inputs, &params, rng, None)?,
+        let mut chunk_rng;
+        let rng: &mut Rng = match &mut seeds {
+            Seeds::PerChunk { seed, label } => {
+                chunk_rng = Rng::derive(*seed, &format!("{label}/{index}"));
+                &mut chunk_rng
+            }
+            Seeds::Stream(rng) => rng,
+        };
+        let outs: Vec<ToolCompletion> = match &settings {
+            Some(s) => generate_with_tools(decoder, tok, &inputs, &params, rng, s)?,
+            None => generate(decoder, &inputs, &params, rng, None)?.into_iter().map(ToolCompletion::plain).collect(),
         };
         let mut rows_done = Vec::with_capacity(chunk.len());
-        for (&problem, completion) in chunk.iter().zip(outs) {
-            let response = tok.decode(&completion.tokens, true)?;
+        for (&problem, out) in chunk.iter().zip(outs) {
+            let response = tok.decode(&out.completion.tokens, true)?;
             let verdict = set.verify(problem, &response);
-            rows_done.push(Graded { problem, response, verdict, completion });
+            rows_done.push(Graded { problem, response, verdict, completion: out.completion, calls: out.calls, from_tool: out.from_tool });
         }
         done += chunk.len() as u64;
         on_chunk(&Chunk { index, rows: &rows_done, prompts: &prompts, done, total })?;
@@ -147,7 +168,7 @@ mod tests {
     }
 
     fn opts(n: usize, batch_size: usize, chat: bool) -> GradeOptions {
-        GradeOptions { n, temperature: 1.0, top_p: 1.0, greedy: false, max_new_tokens: 5, chat, batch_size }
+        GradeOptions { n, temperature: 1.0, top_p: 1.0, greedy: false, max_new_tokens: 5, chat, batch_size, tools: None }
     }
 
     /// Rows go problem by problem, chunk by chunk; each response is decoded and verified as

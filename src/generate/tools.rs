@@ -128,6 +128,114 @@ pub struct ToolSettings<'a> {
     pub runner: &'a dyn ToolRunner,
 }
 
+/// The `tools` table of the rl and eval stages (and `--tools python` of `retort eval`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// `"prompt"` (STILL-3's evaluation / `r1_code` format) or `"synthesis"` (its trace
+    /// synthesis format, capital "Output"); `stop` and `output_template` override parts.
+    #[serde(default = "d_format")]
+    pub format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_template: Option<String>,
+    #[serde(default = "d_max_calls")]
+    pub max_calls: usize,
+    /// Calls running at once (each is one Python process).
+    #[serde(default = "d_workers")]
+    pub workers: usize,
+    #[serde(default = "d_lag")]
+    pub lag_steps: usize,
+    /// Wall-clock limit of one call (STILL-3: 5 s; then "Timeout Error").
+    #[serde(default = "d_timeout")]
+    pub timeout_s: f64,
+    /// rl only: added to the score of a response with at least one call whose code ran to
+    /// the end (tool reward shaping; 0 = off, the default).
+    #[serde(default)]
+    pub call_bonus: f64,
+}
+
+fn d_format() -> String {
+    "prompt".into()
+}
+fn d_max_calls() -> usize {
+    4
+}
+fn d_workers() -> usize {
+    2
+}
+fn d_lag() -> usize {
+    4
+}
+fn d_timeout() -> f64 {
+    5.0
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        ToolsConfig {
+            format: d_format(),
+            stop: None,
+            output_template: None,
+            max_calls: d_max_calls(),
+            workers: d_workers(),
+            lag_steps: d_lag(),
+            timeout_s: d_timeout(),
+            call_bonus: 0.0,
+        }
+    }
+}
+
+impl ToolsConfig {
+    /// The format after overrides, or the key and what is wrong.
+    pub fn format(&self) -> Result<ToolFormat, (String, String)> {
+        let mut f = ToolFormat::preset(&self.format)
+            .ok_or_else(|| ("tools.format".to_string(), format!("unknown tool format `{}`; expected \"prompt\" or \"synthesis\"", self.format)))?;
+        if let Some(stop) = &self.stop {
+            f.stop = stop.clone();
+        }
+        if let Some(t) = &self.output_template {
+            f.output_template = t.clone();
+        }
+        if f.stop.is_empty() {
+            return Err(("tools.stop".into(), "the stop string must not be empty".into()));
+        }
+        if !f.output_template.contains("{output}") {
+            return Err(("tools.output_template".into(), "the template must contain {output}, where the tool's result goes".into()));
+        }
+        Ok(f)
+    }
+
+    pub fn check(&self) -> Result<(), (String, String)> {
+        self.format()?;
+        if self.max_calls == 0 {
+            return Err(("tools.max_calls".into(), "must be at least 1 (leave `tools` out for no tools)".into()));
+        }
+        if self.workers == 0 {
+            return Err(("tools.workers".into(), "must be at least 1".into()));
+        }
+        if !(self.timeout_s > 0.0 && self.timeout_s.is_finite()) {
+            return Err(("tools.timeout_s".into(), "must be a positive number of seconds".into()));
+        }
+        if !self.call_bonus.is_finite() {
+            return Err(("tools.call_bonus".into(), "must be a finite number".into()));
+        }
+        Ok(())
+    }
+
+    /// The sandbox limits of one call.
+    pub fn python(&self) -> PythonTool {
+        PythonTool { limits: Limits { wall_s: self.timeout_s, ..Limits::default() } }
+    }
+
+    /// Loop settings running `runner` (checked config: the format is valid).
+    pub fn settings<'a>(&self, runner: &'a dyn ToolRunner) -> Result<ToolSettings<'a>> {
+        let format = self.format().map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+        Ok(ToolSettings { format, max_calls: self.max_calls, workers: self.workers, lag_steps: self.lag_steps, runner })
+    }
+}
+
 /// One call of one row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ToolCall {
@@ -149,6 +257,19 @@ pub struct ToolCompletion {
     /// Per token: true where the tool wrote it (out of the loss, in the context).
     pub from_tool: Vec<bool>,
     pub calls: Vec<ToolCall>,
+}
+
+impl ToolCompletion {
+    /// A completion made without tools.
+    pub fn plain(completion: Completion) -> ToolCompletion {
+        let from_tool = vec![false; completion.tokens.len()];
+        ToolCompletion { completion, from_tool, calls: vec![] }
+    }
+
+    /// True when a call's code ran to the end.
+    pub fn ran_code(&self) -> bool {
+        self.calls.iter().any(|c| c.status == ToolStatus::Ok)
+    }
 }
 
 /// Feeds each row its new tokens and returns, for rows fed at least one token, the logits
@@ -464,23 +585,29 @@ pub struct ToolStats {
 
 impl ToolStats {
     pub fn of(rows: &[ToolCompletion]) -> ToolStats {
-        let mut s = ToolStats { responses: rows.len(), ..Default::default() };
+        let mut s = ToolStats::default();
         for r in rows {
-            s.calls += r.calls.len();
-            s.with_call += !r.calls.is_empty() as usize;
-            for c in &r.calls {
-                match c.status {
-                    ToolStatus::Ok => s.ok += 1,
-                    ToolStatus::Error => s.errors += 1,
-                    ToolStatus::Timeout => s.timeouts += 1,
-                }
-                s.tool_seconds += c.seconds;
-            }
-            let tool = r.from_tool.iter().filter(|&&t| t).count();
-            s.tool_tokens += tool;
-            s.model_tokens += r.from_tool.len() - tool;
+            s.add(&r.calls, &r.from_tool);
         }
         s
+    }
+
+    /// Counts one response: its calls and its per-token tool flags.
+    pub fn add(&mut self, calls: &[ToolCall], from_tool: &[bool]) {
+        self.responses += 1;
+        self.calls += calls.len();
+        self.with_call += !calls.is_empty() as usize;
+        for c in calls {
+            match c.status {
+                ToolStatus::Ok => self.ok += 1,
+                ToolStatus::Error => self.errors += 1,
+                ToolStatus::Timeout => self.timeouts += 1,
+            }
+            self.tool_seconds += c.seconds;
+        }
+        let tool = from_tool.iter().filter(|&&t| t).count();
+        self.tool_tokens += tool;
+        self.model_tokens += from_tool.len() - tool;
     }
 
     /// `tools/…` metrics for the event log and the dashboard.

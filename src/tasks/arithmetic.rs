@@ -52,11 +52,15 @@ pub struct ArithmeticOptions {
     pub digits: usize,
     /// Digits of the multiplier.
     pub multiplier_digits: usize,
+    /// Share of instances whose teacher response calls Python instead of working the
+    /// scratchpad (STILL-3's "coding while thinking", trace synthesis format): the code block,
+    /// the real executor's output, then the answer. Chosen per instance from its id.
+    pub tool_rate: f64,
 }
 
 impl Default for ArithmeticOptions {
     fn default() -> Self {
-        ArithmeticOptions { ops: vec![ArithOp::Add, ArithOp::Mul], digits: 3, multiplier_digits: 1 }
+        ArithmeticOptions { ops: vec![ArithOp::Add, ArithOp::Mul], digits: 3, multiplier_digits: 1, tool_rate: 0.0 }
     }
 }
 
@@ -69,6 +73,9 @@ impl ArithmeticOptions {
             if !(1..=MAX_DIGITS).contains(&value) {
                 return Err(format!("{key} must be in 1..={MAX_DIGITS}, got {value}"));
             }
+        }
+        if !(0.0..=1.0).contains(&self.tool_rate) {
+            return Err(format!("tool_rate must be in [0, 1], got {}", self.tool_rate));
         }
         let longest = self.digits + 1 + self.digits.max(self.multiplier_digits) + 2;
         if longest > MAX_PROMPT_CHARS {
@@ -208,6 +215,41 @@ pub fn render(data: &ArithmeticData, answer: &str) -> String {
     format!("{} => {answer}", work(data, None).0)
 }
 
+/// Whether the teacher answers this instance with a tool call: a fixed hash of the id, so an
+/// instance always gets the same form whoever asks.
+fn uses_tool(id: &str, tool_rate: f64) -> bool {
+    tool_rate > 0.0 && Rng::derive(0, &format!("arithmetic/tool/{id}")).f64() < tool_rate
+}
+
+/// The teacher's tool trace, in STILL-3's synthesis format (`ToolFormat::preset("synthesis")`:
+/// the model stops after the code block's "```\n\n" and the output block is inserted). The
+/// output comes from running the code in the sandbox, as STILL-3's traces do; without a
+/// Python interpreter the scratchpad is used instead.
+pub fn render_with_tool(data: &ArithmeticData, answer: &str) -> String {
+    let code = format!("print({}{}{})", data.a, data.op.symbol(), data.b);
+    match run_cached(&code) {
+        Some(output) => format!("```python\n{code}\n```\n\n```Output\n{output}\n```\n\n=> {answer}"),
+        None => render(data, answer),
+    }
+}
+
+/// The sandbox's output of `code`, once per distinct code (teachers render the same instance
+/// many times over an SFT run).
+fn run_cached(code: &str) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Option<String>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(code).cloned()) {
+        return hit;
+    }
+    let out = crate::sandbox::tool::run_tool_call(code, &crate::sandbox::Limits::default()).ok().filter(|r| r.ok).map(|r| r.output);
+    if let Ok(mut c) = cache.lock() {
+        c.insert(code.to_string(), out.clone());
+    }
+    out
+}
+
 /// Reads the number after the last `=>`.
 pub fn final_answer(response: &str) -> Result<i64, String> {
     let Some(at) = response.rfind("=>") else {
@@ -289,6 +331,7 @@ impl Task for Arithmetic {
 
     fn render_solution(&self, instance: &Instance, canonical: &str) -> String {
         match instance_data::<ArithmeticData>(instance) {
+            Ok(data) if uses_tool(&instance.id, self.options.tool_rate) => render_with_tool(&data, canonical),
             Ok(data) => render(&data, canonical),
             Err(_) => format!("=> {canonical}"),
         }
@@ -312,6 +355,26 @@ mod tests {
 
     fn mul(a: i64, b: i64) -> ArithmeticData {
         ArithmeticData { op: ArithOp::Mul, a, b }
+    }
+
+    #[test]
+    fn tool_traces_carry_the_executors_output_and_the_share_asked_for() {
+        if crate::sandbox::run_python("print(1)", "", &crate::sandbox::Limits::default()).is_err() {
+            eprintln!("skipping: no python3 here");
+            return;
+        }
+        let trace = render_with_tool(&mul(4821, 93), "448353");
+        assert_eq!(trace, "```python\nprint(4821*93)\n```\n\n```Output\n448353\n```\n\n=> 448353");
+        assert_eq!(verify_response(&mul(4821, 93), &trace), Verdict::correct("448353".into()));
+        // The trace is the synthesis format the tool loop stops and resumes on.
+        let f = crate::generate::tools::ToolFormat::preset("synthesis").unwrap();
+        let (call, rest) = trace.split_at(trace.find(&f.stop).unwrap() + f.stop.len());
+        assert_eq!(f.code_of(call).as_deref(), Some("print(4821*93)"));
+        assert!(rest.starts_with(&f.render("448353")));
+        let share = (0..2000).filter(|i| uses_tool(&format!("arithmetic-{i}"), 0.3)).count() as f64 / 2000.0;
+        assert!((share - 0.3).abs() < 0.04, "{share}");
+        assert!(!uses_tool("arithmetic-1", 0.0));
+        assert!(Arithmetic::new(ArithmeticOptions { tool_rate: 1.5, ..Default::default() }).is_err());
     }
 
     #[test]

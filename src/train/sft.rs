@@ -482,7 +482,7 @@ pub fn task_accuracy(
 ) -> Result<(f64, f64)> {
     let mut rng = crate::rng::Rng::derive(seed, "sft-eval");
     let mut score = |greedy: bool, n: usize| -> Result<f64> {
-        let opts = GradeOptions { n, temperature, top_p: 1.0, greedy, max_new_tokens, chat, batch_size: 64 };
+        let opts = GradeOptions { n, temperature, top_p: 1.0, greedy, max_new_tokens, chat, batch_size: 64, tools: None };
         let graded = sample_and_grade(&model.decoder, tok, problems, problems.len(), &opts, Seeds::Stream(&mut rng), &mut |_| Ok(()))?;
         let total: usize = graded.iter().map(Vec::len).sum();
         let correct = graded.iter().flatten().filter(|g| g.verdict.correct).count();
@@ -718,7 +718,7 @@ fn send_heldout_samples(model: &Model, tok: &Tokenizer, examples: &[Example], st
 /// Greedy responses to the first three held-out problems, with their verdicts.
 fn send_samples(model: &Model, tok: &Tokenizer, problems: &ProblemSet, chat: bool, step: u64, max_new: usize, ctx: &StageCtx) -> Result<()> {
     const SHOWN: usize = 3;
-    let opts = GradeOptions { n: 1, temperature: 1.0, top_p: 1.0, greedy: true, max_new_tokens: max_new, chat, batch_size: SHOWN };
+    let opts = GradeOptions { n: 1, temperature: 1.0, top_p: 1.0, greedy: true, max_new_tokens: max_new, chat, batch_size: SHOWN, tools: None };
     let mut rng = crate::rng::Rng::new(0);
     let graded = sample_and_grade(&model.decoder, tok, problems, SHOWN, &opts, Seeds::Stream(&mut rng), &mut |_| Ok(()))?;
     for g in graded.into_iter().flatten() {

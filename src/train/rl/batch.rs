@@ -47,6 +47,18 @@ pub fn response_mask(responses: &[Vec<u32>], width: usize) -> Mat {
     m
 }
 
+/// The loss mask `(B, T)`: the response mask with every tool-written token set to 0
+/// (`from_tool[r][j]`; rows without flags have no tool tokens).
+pub fn loss_mask(responses: &[Vec<u32>], from_tool: &[Vec<bool>], width: usize) -> Mat {
+    let mut m = response_mask(responses, width);
+    for (r, flags) in from_tool.iter().enumerate() {
+        for (j, _) in flags.iter().enumerate().filter(|(_, &tool)| tool) {
+            m.row_mut(r)[j] = 0.0;
+        }
+    }
+    m
+}
+
 pub fn build(
     prompts: &[Vec<u32>],
     responses: &[Vec<u32>],
@@ -184,5 +196,21 @@ mod tests {
         // A sub-range keeps the step's widths.
         let one = build(&prompts, &responses, 1..2, w, 0, &Device::Cpu).unwrap();
         assert_eq!(one.ids.to_vec2::<u32>().unwrap(), vec![vec![0, 0, 8, 2, 3]]);
+    }
+
+    #[test]
+    fn tool_tokens_are_out_of_the_loss_mask_token_by_token() {
+        // Row 0: model, model, tool, tool, model (EOS); row 1 no tools and shorter; row 2 a
+        // response cut inside a tool output.
+        let responses = vec![vec![5, 6, 7, 8, 0], vec![9, 0], vec![1, 2, 3]];
+        let from_tool = vec![vec![false, false, true, true, false], vec![false, false], vec![false, true, true]];
+        let m = loss_mask(&responses, &from_tool, 5);
+        assert_eq!(m.data, vec![1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        // The outcome reward goes to the last token the model wrote, not to tool output.
+        let r = crate::train::rl::advantage::token_rewards_from_scores(&[1.0, 2.0, 3.0], &m).unwrap();
+        assert_eq!(r.row(0), &[0.0, 0.0, 0.0, 0.0, 1.0]);
+        assert_eq!(r.row(2), &[3.0, 0.0, 0.0, 0.0, 0.0]);
+        // Without tools it is the response mask.
+        assert_eq!(loss_mask(&responses, &[], 5).data, response_mask(&responses, 5).data);
     }
 }

@@ -175,6 +175,10 @@ pub struct RlStage {
     /// `{ kind = "boxed", correct = 1, wrong = -1, missing = -2 }` (STILL-3-1.5B).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format_reward: Option<FormatReward>,
+    /// Tool-integrated rollouts (STILL-3, docs/SANDBOX.md): Python runs mid-generation and its
+    /// output joins the context but not the loss, e.g. `tools = { format = "prompt", max_calls = 4 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<crate::generate::tools::ToolsConfig>,
 
     #[serde(default = "d_prompts")]
     pub prompts_per_step: usize,
@@ -478,6 +482,9 @@ impl RlStage {
         self.algorithm.validate(self)?;
         if let Some(o) = &self.overlong {
             o.check(self.max_new_tokens)?;
+        }
+        if let Some(t) = &self.tools {
+            t.check()?;
         }
         if self.eval_k.iter().any(|&k| k == 0 || k > self.eval_n) {
             return Err(invalid("eval_k", format!("every k must be between 1 and eval_n = {}", self.eval_n)));

@@ -58,7 +58,9 @@ impl Learner<'_> {
     fn actor_micro(&self, algo: &Algo, (ro, sc, a): (&Rollout, &Scored, &Advantages), rows: Range<usize>, step: u64, acc: &mut Acc) -> Result<Tensor> {
         let cfg = self.cfg;
         let dev = self.device;
-        let scored = crate::model::score::score_shared_prompts(&self.policy.decoder, (&ro.prompts, &ro.responses), rows.clone(), ro.widths, self.pad, cfg.temperature, Mode::Train)?;
+        let mut scored = crate::model::score::score_shared_prompts(&self.policy.decoder, (&ro.prompts, &ro.responses), rows.clone(), ro.widths, self.pad, cfg.temperature, Mode::Train)?;
+        // The rollout's mask: tool output is in the context but not in any loss or count.
+        scored.mask = ro.mask_rows(rows.clone(), dev)?;
         let (logp, entropy) = (&scored.logp, &scored.entropy);
         let old = batch::rows_tensor(&sc.old, rows.clone(), dev)?;
         let mask = &scored.mask;

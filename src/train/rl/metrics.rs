@@ -125,6 +125,7 @@ pub fn quick_eval(cfg: &RlStage, policy: &Model, tok: &Tokenizer, problems: &Pro
         max_new_tokens: cfg.max_new_tokens,
         chat: cfg.source.chat,
         batch_size: 256,
+        tools: cfg.tools.clone(),
     };
     let mut rng = crate::rng::Rng::derive(seed, &format!("eval/{step}"));
     let graded = sample_and_grade(&policy.decoder, tok, set, count, &opts, Seeds::Stream(&mut rng), &mut |_| Ok(()))?;
@@ -171,3 +172,17 @@ pub fn send_samples(cfg: &RlStage, ro: &Rollout, problems: &Problems, advantages
         });
     }
 }
+
+/// Accuracy of the responses that made at least one tool call and of those that made none
+/// (absent when a side is empty): does calling the tool help?
+pub fn tool_accuracy(ro: &Rollout) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for (name, with_call) in [("tools/acc_with_call", true), ("tools/acc_without_call", false)] {
+        let side: Vec<bool> = ro.verdicts.iter().zip(&ro.calls).filter(|(_, c)| c.is_empty() != with_call).map(|(v, _)| v.correct).collect();
+        if !side.is_empty() {
+            out.push((name.to_string(), side.iter().filter(|&&c| c).count() as f64 / side.len() as f64));
+        }
+    }
+    out
+}
+

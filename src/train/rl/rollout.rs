@@ -8,7 +8,8 @@
 //! of (seed, s), so a resumed run draws exactly what an uninterrupted one would.
 
 use crate::tasks::problems::{encode_prompt, ProblemSet};
-use crate::generate::{generate, Completion, FinishReason, SamplingParams};
+use crate::generate::tools::{generate_with_tools, ToolCall, ToolCompletion};
+use crate::generate::{generate, FinishReason, SamplingParams};
 use crate::model::{Mode, Model};
 use crate::stage::StageCtx;
 use crate::tasks::Verdict;
@@ -18,7 +19,8 @@ use crate::train::rl::batch;
 use crate::train::rl::config::RlStage;
 use crate::train::rl::loss;
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
+use std::ops::Range;
 
 /// The rollout problems and the quick-eval problems, each with its verifier.
 pub struct Problems {
@@ -49,8 +51,20 @@ pub struct Rollout {
     /// sampling temperature, as the sampler computed them: the "old" policy of the update.
     pub logprobs: Vec<Vec<f32>>,
     pub entropies: Vec<Vec<f32>>,
+    /// 1 on every token the policy generated, 0 on padding and on tool output (which is in
+    /// the context but not an action): the loss mask of every algorithm.
     pub mask: Mat,
     pub widths: (usize, usize),
+    /// The tool calls of each response (empty without tools).
+    pub calls: Vec<Vec<ToolCall>>,
+}
+
+impl Rollout {
+    /// Rows `rows` of the loss mask as a `(b, T)` tensor (the learners use it in place of a
+    /// plain response mask, so tool output stays out of every loss and count).
+    pub fn mask_rows(&self, rows: Range<usize>, device: &Device) -> Result<Tensor> {
+        batch::rows_tensor(&self.mask, rows, device)
+    }
 }
 
 pub fn rollout(
@@ -61,7 +75,7 @@ pub fn rollout(
     data_seed: u64,
     rollout_seed: u64,
     step: u64,
-) -> Result<(Vec<usize>, Vec<usize>, Vec<Vec<u32>>, Vec<Completion>)> {
+) -> Result<(Vec<usize>, Vec<usize>, Vec<Vec<u32>>, Vec<ToolCompletion>)> {
     let n_train = problems.train.len();
     let mut problem = Vec::new();
     let mut groups = Vec::new();
@@ -84,18 +98,27 @@ pub fn rollout(
         ..Default::default()
     };
     let mut rng = crate::rng::Rng::derive(rollout_seed, &format!("rollout/{step}"));
-    let completions = generate(&policy.decoder, &prompts, &params, &mut rng, None)?;
+    let completions = match &cfg.tools {
+        Some(t) => {
+            let runner = t.python();
+            generate_with_tools(&policy.decoder, tok, &prompts, &params, &mut rng, &t.settings(&runner)?)?
+        }
+        None => generate(&policy.decoder, &prompts, &params, &mut rng, None)?.into_iter().map(ToolCompletion::plain).collect(),
+    };
     Ok((problem, groups, prompts, completions))
 }
 
-pub fn reward(cfg: &RlStage, tok: &Tokenizer, problems: &Problems, problem: Vec<usize>, groups: Vec<usize>, prompts: Vec<Vec<u32>>, completions: Vec<Completion>) -> Result<Rollout> {
+pub fn reward(cfg: &RlStage, tok: &Tokenizer, problems: &Problems, problem: Vec<usize>, groups: Vec<usize>, prompts: Vec<Vec<u32>>, completions: Vec<ToolCompletion>) -> Result<Rollout> {
     let mut texts = Vec::new();
     let mut verdicts = Vec::new();
     let mut truncated = Vec::new();
     let mut scores = Vec::new();
     let mut responses = Vec::new();
     let (mut logprobs, mut entropies) = (Vec::new(), Vec::new());
-    for (i, c) in completions.into_iter().enumerate() {
+    let (mut from_tool, mut calls) = (Vec::new(), Vec::new());
+    for (i, tc) in completions.into_iter().enumerate() {
+        let ran_code = tc.ran_code();
+        let c = tc.completion;
         let text = tok.decode(&c.tokens, true)?;
         let mut v = problems.train.verify(problem[i], &text);
         let mut score = v.reward;
@@ -109,6 +132,9 @@ pub fn reward(cfg: &RlStage, tok: &Tokenizer, problems: &Problems, problem: Vec<
         if let Some(o) = &cfg.overlong {
             score += o.penalty(c.tokens.len(), cfg.max_new_tokens);
         }
+        if let Some(t) = cfg.tools.as_ref().filter(|_| ran_code) {
+            score += t.call_bonus;
+        }
         scores.push(score as f32);
         truncated.push(c.finish == FinishReason::Length);
         texts.push(text);
@@ -116,10 +142,12 @@ pub fn reward(cfg: &RlStage, tok: &Tokenizer, problems: &Problems, problem: Vec<
         responses.push(c.tokens);
         logprobs.push(c.logprobs);
         entropies.push(c.entropies);
+        from_tool.push(tc.from_tool);
+        calls.push(tc.calls);
     }
     let widths = batch::widths(&prompts, &responses);
-    let mask = batch::response_mask(&responses, widths.1);
-    Ok(Rollout { problem, groups, prompts, responses, texts, verdicts, truncated, scores, logprobs, entropies, mask, widths })
+    let mask = batch::loss_mask(&responses, &from_tool, widths.1);
+    Ok(Rollout { problem, groups, prompts, responses, texts, verdicts, truncated, scores, logprobs, entropies, mask, widths, calls })
 }
 
 /// Old (and reference) log-probs, entropies and critic values of every response, without
@@ -148,8 +176,8 @@ pub fn score_rollout(cfg: &RlStage, ro: &Rollout, reference: Option<&Model>, pad
     if let (Some(r), Some(m)) = (reference, refm.as_mut()) {
         for start in (0..b).step_by(cfg.micro_batch) {
             let rows = start..(start + cfg.micro_batch).min(b);
-            let s = crate::model::score::score_shared_prompts(&r.decoder, (&ro.prompts, &ro.responses), rows, ro.widths, pad, cfg.temperature, Mode::Infer)?;
-            batch::put_rows(m, start, &(s.logp * &s.mask)?)?;
+            let s = crate::model::score::score_shared_prompts(&r.decoder, (&ro.prompts, &ro.responses), rows.clone(), ro.widths, pad, cfg.temperature, Mode::Infer)?;
+            batch::put_rows(m, start, &(s.logp * ro.mask_rows(rows, s.mask.device())?)?)?;
         }
     }
     Ok(Scored { old, reference: refm, entropy, values: None })

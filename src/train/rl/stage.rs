@@ -171,6 +171,7 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         phase(ctx, "generate");
         let (problem, groups, prompts, completions) = rollout::rollout(cfg, &policy, &tok, &problems, data_seed, rollout_seed, step)?;
         let t_generate = started.elapsed().as_secs_f64();
+        let tool_stats = cfg.tools.as_ref().map(|_| crate::generate::tools::ToolStats::of(&completions));
 
         phase(ctx, "reward");
         let t0 = Instant::now();
@@ -201,6 +202,10 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         m.push(("actor/lr".into(), lr));
         if cfg.kl_anneal.is_some() {
             m.push(("actor/kl_coef".into(), cfg.kl_coef_at(step)));
+        }
+        if let Some(t) = &tool_stats {
+            m.extend(t.metrics());
+            m.extend(metrics::tool_accuracy(&ro));
         }
         if let Some(kl) = reward_kl {
             m.push(("critic/kl_in_reward".into(), kl));

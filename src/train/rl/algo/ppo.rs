@@ -179,8 +179,8 @@ impl Ppo {
         let mut values = Mat::zeros(b, ro.widths.1);
         for start in (0..b).step_by(cfg.micro_batch) {
             let rows = start..(start + cfg.micro_batch).min(b);
-            let sb = batch::build(&ro.prompts, &ro.responses, rows, ro.widths, pad, device)?;
-            batch::put_rows(&mut values, start, &(self.critic.values(&sb, Mode::Infer)? * &sb.mask)?)?;
+            let sb = batch::build(&ro.prompts, &ro.responses, rows.clone(), ro.widths, pad, device)?;
+            batch::put_rows(&mut values, start, &(self.critic.values(&sb, Mode::Infer)? * ro.mask_rows(rows, device)?)?)?;
         }
         Ok(values)
     }
@@ -207,8 +207,8 @@ impl Ppo {
         let sb = batch::build(&ro.prompts, &ro.responses, rows.clone(), ro.widths, learner.pad, dev)?;
         let values = self.critic.values(&sb, Mode::Train)?;
         let old_values = batch::rows_tensor(sc.values.as_ref().context("PPO needs old values")?, rows.clone(), dev)?;
-        let returns = batch::rows_tensor(&a.returns, rows, dev)?;
-        let (l, vm) = value_loss(&values, &old_values, &returns, &sb.mask, self.cliprange_value, learner.cfg.agg())?;
+        let returns = batch::rows_tensor(&a.returns, rows.clone(), dev)?;
+        let (l, vm) = value_loss(&values, &old_values, &returns, &ro.mask_rows(rows, dev)?, self.cliprange_value, learner.cfg.agg())?;
         acc.add("critic/vf_loss", l.to_scalar::<f32>()? as f64, 1.0);
         acc.add("critic/vf_clipfrac", vm.vf_clipfrac, 1.0);
         Ok(l)
