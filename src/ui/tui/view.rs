@@ -553,11 +553,55 @@ fn draw_sample_detail(frame: &mut Frame, area: Rect, s: &SampleView, scroll: usi
     text.extend(s.prompt.lines().map(|l| Line::from(l.to_string())));
     text.push(Line::from(""));
     text.push(Line::from(Span::styled("response", bold)));
-    text.extend(s.response.lines().map(|l| Line::from(Span::styled(l.to_string(), style))));
+    text.extend(response_lines(&s.response, style));
     // Keep the end reachable without scrolling far past it.
     let max_scroll = wrapped_height(&text, inner.width).saturating_sub(inner.height as usize);
     let scroll = u16::try_from(scroll.min(max_scroll)).unwrap_or(u16::MAX);
     frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }).scroll((scroll, 0)), inner);
+}
+
+/// Which part of a tool-integrated response a line belongs to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Segment {
+    Text,
+    Code,
+    ToolOutput,
+}
+
+/// Classifies each line: inside a ```` ```python ```` block, inside a tool's ```` ```output ````
+/// (or ```` ```Output ````) block, or the model's text (fences belong to their block).
+fn classify_lines(response: &str) -> Vec<(Segment, &str)> {
+    let mut block = Segment::Text;
+    response
+        .lines()
+        .map(|line| {
+            let fence = line.trim_start();
+            let this = match block {
+                Segment::Text if fence.starts_with("```python") => Segment::Code,
+                Segment::Text if fence.starts_with("```output") || fence.starts_with("```Output") => Segment::ToolOutput,
+                other => other,
+            };
+            // A bare fence closes the block it is in (the opening fence never does).
+            block = if block != Segment::Text && fence.trim_end() == "```" { Segment::Text } else { this };
+            (this, line)
+        })
+        .collect()
+}
+
+/// The response with code in one colour and tool output in another, so a sample shows what
+/// the model wrote and what the tool returned.
+fn response_lines(response: &str, text_style: Style) -> Vec<Line<'static>> {
+    classify_lines(response)
+        .into_iter()
+        .map(|(block, line)| {
+            let style = match block {
+                Segment::Text => text_style,
+                Segment::Code => Style::new().fg(Color::Cyan),
+                Segment::ToolOutput => Style::new().fg(Color::Yellow).add_modifier(Modifier::ITALIC),
+            };
+            Line::from(Span::styled(line.to_string(), style))
+        })
+        .collect()
 }
 
 /// Rows the text takes when wrapped to `width`. Word wrapping can need a row more than the
@@ -644,5 +688,21 @@ mod tests {
         assert_eq!(short_name("critic/score/mean"), "score/mean");
         assert_eq!(short_name("actor/entropy_incorrect"), "entropy_incorrect");
         assert_eq!(short_name("eval_loss"), "eval_loss");
+    }
+}
+
+#[cfg(test)]
+mod tool_block_tests {
+    use super::*;
+
+    #[test]
+    fn code_and_tool_output_lines_are_told_apart() {
+        let r = "Let me compute.\n```python\nprint(6*7)\n```\n\n```Output\n42\n```\n\n=> 42";
+        let kinds: Vec<Segment> = classify_lines(r).into_iter().map(|(b, _)| b).collect();
+        use Segment::*;
+        assert_eq!(kinds, vec![Text, Code, Code, Code, Text, ToolOutput, ToolOutput, ToolOutput, Text, Text]);
+        assert_eq!(response_lines(r, Style::new()).len(), 10);
+        // A plain response stays text.
+        assert!(classify_lines("13 13 9 => 933").iter().all(|(b, _)| *b == Text));
     }
 }
