@@ -302,3 +302,28 @@ max_new_tokens = 12
     assert!(md.contains("pass@1") && md.contains("solved only by this"), "{md}");
     assert!(md.contains("![pass@k (eval)](report/passk-eval.png)"), "{md}");
 }
+
+#[test]
+fn eval_and_generate_with_tools_report_tool_metrics_and_check_their_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "m", 3);
+    let m = model.to_str().unwrap();
+    // A random model never opens a code block: the tool figures are there and say so.
+    let out = retort(&["eval", m, "--task", "arithmetic", "--problems", "3", "--n", "2", "--max-new-tokens", "12", "--tools", "python", "--json"]);
+    let report: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let agg = &report["aggregate"];
+    assert_eq!(agg["tools/calls_per_response"], 0.0, "{agg}");
+    assert_eq!(agg["tools/call_rate"], 0.0);
+    assert!(agg.get("rbf/mean").is_none(), "RBF is skipped with tools: {agg}");
+
+    let out = retort(&["generate", m, "--prompt", "12*3=", "--max-new-tokens", "8", "--tools", "python"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 tool call(s)"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Bad tool settings fail before any sampling, naming the flag.
+    let out = retort(&["eval", m, "--task", "arithmetic", "--problems", "1", "--n", "1", "--tools", "python", "--tool-format", "xml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--tool-format") && err.contains("\"prompt\""), "{err}");
+    let out = retort(&["eval", m, "--task", "arithmetic", "--problems", "1", "--n", "1", "--tool-format", "prompt"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--tools"), "a tool flag without --tools is refused");
+}

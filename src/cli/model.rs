@@ -85,6 +85,15 @@ pub struct GenerateArgs {
     /// Stop once the decoded continuation contains this text (repeatable); it is kept.
     #[arg(long = "stop", value_name = "STR")]
     pub stop: Vec<String>,
+    /// Let the model call a tool: `python` runs each ```python block when the model closes it
+    /// with "```\n\n" and appends its output (docs/SANDBOX.md); calls go to stderr.
+    #[arg(long, value_parser = ["python"], conflicts_with = "stop")]
+    pub tools: Option<String>,
+    /// Output format of tool calls: `prompt` (```output) or `synthesis` (```Output).
+    #[arg(long, default_value = "prompt", requires = "tools")]
+    pub tool_format: String,
+    #[arg(long, default_value_t = 4, requires = "tools")]
+    pub max_tool_calls: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -261,6 +270,20 @@ pub fn cmd_generate(args: &GenerateArgs) -> Result<()> {
         max_new_tokens: max_new,
         stop_token_ids: tok.eos_ids(),
     };
+    if args.tools.is_some() {
+        let tools = crate::generate::tools::ToolsConfig { format: args.tool_format.clone(), max_calls: args.max_tool_calls, ..Default::default() };
+        tools.check().map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+        let runner = tools.python();
+        let mut rng = Rng::derive(args.seed, "generate-cli");
+        let out = crate::generate::tools::generate_with_tools(&model.decoder, &tok, &[ids], &params, &mut rng, &tools.settings(&runner)?)?;
+        let row = out.into_iter().next().context("generate returned no row for the one prompt")?;
+        println!("{}", tok.decode(&row.completion.tokens, true)?);
+        for (i, c) in row.calls.iter().enumerate() {
+            eprintln!("retort: tool call {}: {:?} in {:.2} s, {} output tokens", i + 1, c.status, c.seconds, c.tokens);
+        }
+        eprintln!("retort: {} tokens ({} from tools), {} tool call(s)", row.completion.tokens.len(), row.from_tool.iter().filter(|&&t| t).count(), row.calls.len());
+        return Ok(());
+    }
     let stops = args.stop.clone();
     let decode = |t: &[u32]| tok.decode(t, false).unwrap_or_default();
     let stop_check = |t: &[u32]| stop_end(&decode(t), &stops).is_some();
