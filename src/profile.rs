@@ -34,6 +34,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("instruct-pt-tiny", include_str!("../profiles/instruct-pt-tiny.toml")),
     ("instruct-pt-llama3-8b", include_str!("../profiles/instruct-pt-llama3-8b.toml")),
     ("still3-tool-tiny", include_str!("../profiles/still3-tool-tiny.toml")),
+    ("still3-tool-1.5b", include_str!("../profiles/still3-tool-1.5b.toml")),
 ];
 
 /// The profile a bare `retort run` starts.
