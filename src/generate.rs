@@ -137,6 +137,26 @@ impl Distribution {
     }
 }
 
+/// The token, its log-prob and the entropy for each row with logits and a draw (None: the
+/// row is not sampled this step; `Some(None)`: greedy; `Some(Some(u))`: sample with u).
+fn pick_tokens(logits: &[Option<&[f32]>], draws: &[Option<Option<f64>>], params: &SamplingParams, t: f64) -> Vec<Option<(usize, f32, f32)>> {
+    let pick = |(row_logits, draw): (&Option<&[f32]>, &Option<Option<f64>>)| -> Option<(usize, f32, f32)> {
+        let (row_logits, draw) = ((*row_logits)?, (*draw)?);
+        let dist = Distribution::new(row_logits, t);
+        let token = match draw {
+            Some(u) => dist.sample(params.top_k, params.top_p, u),
+            None => dist.argmax(),
+        };
+        Some((token, dist.logp(token) as f32, dist.entropy() as f32))
+    };
+    let vocab = logits.iter().flatten().map(|l| l.len()).next().unwrap_or(0);
+    if logits.len() * vocab >= PARALLEL_SAMPLING_MIN {
+        logits.par_iter().zip(draws.par_iter()).map(pick).collect()
+    } else {
+        logits.iter().zip(draws.iter()).map(pick).collect()
+    }
+}
+
 fn validate(params: &SamplingParams, prompts: &[Vec<u32>], vocab: usize) -> Result<()> {
     if !params.greedy && (params.temperature.is_nan() || params.temperature <= 0.0) {
         candle_core::bail!("sampling temperature must be > 0 (got {}); use greedy for argmax decoding", params.temperature);
@@ -224,20 +244,8 @@ pub fn generate(
         // Some(Some(u)) to sample with u.
         let draws: Vec<Option<Option<f64>>> =
             (0..batch).map(|row| (!done[row]).then(|| (!params.greedy).then(|| rng.f64()))).collect();
-        let pick = |(row_logits, draw): (&Vec<f32>, &Option<Option<f64>>)| -> Option<(usize, f32, f32)> {
-            let draw = (*draw)?;
-            let dist = Distribution::new(row_logits, t);
-            let token = match draw {
-                Some(u) => dist.sample(params.top_k, params.top_p, u),
-                None => dist.argmax(),
-            };
-            Some((token, dist.logp(token) as f32, dist.entropy() as f32))
-        };
-        let picks: Vec<Option<(usize, f32, f32)>> = if batch * decoder.vocab_size() >= PARALLEL_SAMPLING_MIN {
-            logits.par_iter().zip(draws.par_iter()).map(pick).collect()
-        } else {
-            logits.iter().zip(draws.iter()).map(pick).collect()
-        };
+        let rows: Vec<Option<&[f32]>> = logits.iter().map(|l| Some(l.as_slice())).collect();
+        let picks = pick_tokens(&rows, &draws, params, t);
         let mut next = vec![0u32; batch];
         for row in 0..batch {
             // None: the row had finished before this step.

@@ -18,7 +18,7 @@
 //! Tool tokens are part of the context but not of the model's output: they carry log-prob 0
 //! and are flagged in [`ToolCompletion::from_tool`], which the learners turn into a loss mask.
 
-use super::{validate, Completion, Distribution, FinishReason, SamplingParams, PARALLEL_SAMPLING_MIN};
+use super::{pick_tokens, validate, Completion, FinishReason, SamplingParams};
 use crate::model::{distinct_rows, AttnMask, Decoder, KvCache, Mode};
 use crate::rng::Rng;
 use crate::sandbox::tool::run_tool_call;
@@ -26,7 +26,6 @@ use crate::sandbox::{ExecStatus, Limits};
 use crate::text::Tokenizer;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
-use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
@@ -482,20 +481,8 @@ pub fn run_tool_loop(
                 // One uniform draw per decoding row, in row order, as `generate` does.
                 let draws: Vec<Option<Option<f64>>> =
                     (0..batch).map(|r| (!feeds[r].is_empty()).then(|| (!params.greedy).then(|| rng.f64()))).collect();
-                let pick = |(row_logits, draw): (&Option<Vec<f32>>, &Option<Option<f64>>)| -> Option<(usize, f32, f32)> {
-                    let (row_logits, draw) = (row_logits.as_ref()?, (*draw)?);
-                    let dist = Distribution::new(row_logits, t);
-                    let token = match draw {
-                        Some(u) => dist.sample(params.top_k, params.top_p, u),
-                        None => dist.argmax(),
-                    };
-                    Some((token, dist.logp(token) as f32, dist.entropy() as f32))
-                };
-                let picks: Vec<Option<(usize, f32, f32)>> = if batch * model.vocab_size() >= PARALLEL_SAMPLING_MIN {
-                    logits.par_iter().zip(draws.par_iter()).map(pick).collect()
-                } else {
-                    logits.iter().zip(draws.iter()).map(pick).collect()
-                };
+                let rows: Vec<Option<&[f32]>> = logits.iter().map(Option::as_deref).collect();
+                let picks = pick_tokens(&rows, &draws, params, t);
                 for row in 0..batch {
                     let Some((token, logp, entropy)) = picks[row] else { continue };
                     let token = token as u32;
