@@ -32,6 +32,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("toedit-iterated-tiny", include_str!("../profiles/toedit-iterated-tiny.toml")),
     ("toedit-qwen2-0.5b", include_str!("../profiles/toedit-qwen2-0.5b.toml")),
     ("instruct-pt-tiny", include_str!("../profiles/instruct-pt-tiny.toml")),
+    ("diffusion-ood-tiny", include_str!("../profiles/diffusion-ood-tiny.toml")),
 ];
 
 /// The profile a bare `retort run` starts.

@@ -20,6 +20,7 @@
 
 pub mod explore;
 pub mod ood;
+pub mod ood_stage;
 pub mod run;
 pub mod stage;
 pub mod text;
