@@ -33,6 +33,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("toedit-qwen2-0.5b", include_str!("../profiles/toedit-qwen2-0.5b.toml")),
     ("instruct-pt-tiny", include_str!("../profiles/instruct-pt-tiny.toml")),
     ("diffusion-ood-tiny", include_str!("../profiles/diffusion-ood-tiny.toml")),
+    ("diffusion-ood-roberta-large", include_str!("../profiles/diffusion-ood-roberta-large.toml")),
 ];
 
 /// The profile a bare `retort run` starts.

@@ -139,7 +139,7 @@ pub const METHODS: &[MethodSpec] = &[
     },
     MethodSpec {
         name: "tiny-ood",
-        about: "generated text domains (recipes, legal clauses, captions, kitchen stories) and a pre-training mixture, for the diffusion-ood-tiny experiment (no input)",
+        about: "generated text domains (recipes, legal clauses, captions, menus) and a pre-training mixture, for the diffusion-ood-tiny experiment (no input)",
         reads_input: false,
         check: super::tiny_ood::check,
         references: |_| Vec::new(),

@@ -1,13 +1,13 @@
 //! The generated text domains of the `diffusion-ood-tiny` experiment (research/synth-spec.md
 //! §5.9): recipes (the ID domain: imperative steps with quantities), legal clauses (long
 //! sentences with "shall"), image captions (short noun phrases), and the hard pair of the
-//! recipes, kitchen stories: the recipes' ingredients, verbs and vessels in first-person
-//! narrative syntax ("we wanted to simmer the lentils, but the pot was too small").
+//! recipes, menus: only words the recipes use, in noun-phrase syntax ("golden lentils with
+//! cumin and rice"), the analogue of SST-2 against Multi30K captions.
 //!
 //! Files (JSONL, written atomically): `general.jsonl` (`{"text"}`: everyday prose plus texts
 //! of every domain drawn from streams of their own, the mixture the encoder is pre-trained
 //! on), `recipes_train.jsonl` (`{"text"}`), and the scoring sets (`{"text", "source"}`, §5.7):
-//! `recipes_test.jsonl`, `legal.jsonl`, `captions.jsonl`, `kitchen_stories.jsonl`. Every file
+//! `recipes_test.jsonl`, `legal.jsonl`, `captions.jsonl`, `menus.jsonl`. Every file
 //! has its own random stream, so no text is shared between them except by chance.
 
 use super::methods::{parse_options, Method, MethodEnv};
@@ -63,7 +63,6 @@ const SUBJECTS: &[&str] = &["dog", "cat", "man", "woman", "child", "horse", "bir
 const ACTIONS: &[&str] = &["running", "sitting", "jumping", "standing", "playing", "walking", "sleeping", "looking up"];
 const PLACES: &[&str] = &["beach", "street", "field", "bench", "bridge", "park", "wall", "snowy hill", "river bank"];
 
-const PEOPLE: &[&str] = &["my grandmother", "my uncle", "our neighbour", "the old cook", "my sister", "we", "my father"];
 const GENERAL: &[&str] = &[
     "The weather in the town was mild for most of the week.", "People gathered at the market on Saturday morning.",
     "The train left the station a few minutes late.", "Children walked to school along the quiet road.",
@@ -118,22 +117,13 @@ pub fn caption(rng: &mut Rng) -> String {
     }
 }
 
-/// First-person narrative with the recipes' vocabulary.
-pub fn kitchen_story(rng: &mut Rng) -> String {
-    let who = pick(rng, PEOPLE);
+/// A menu line: only words the recipes use, in noun-phrase syntax (no imperative, no
+/// quantities), so the vocabulary is shared and only the syntax differs.
+pub fn menu(rng: &mut Rng) -> String {
     match rng.usize(3) {
-        0 => format!(
-            "Last winter {} wanted to {} the {}, but the {} was too {} and the {} were never {}.",
-            who, pick(rng, VERBS), pick(rng, INGREDIENTS), pick(rng, VESSELS), pick(rng, STATES), pick(rng, INGREDIENTS), pick(rng, STATES)
-        ),
-        1 => format!(
-            "I remember how {} would {} {} in the old {} while we talked about {} and {}.",
-            who, pick(rng, VERBS), pick(rng, INGREDIENTS), pick(rng, VESSELS), pick(rng, INGREDIENTS), pick(rng, SPICES)
-        ),
-        _ => format!(
-            "Nobody knew why {} never liked to {} the {}, since the {} always smelled of {}.",
-            who, pick(rng, VERBS), pick(rng, INGREDIENTS), pick(rng, VESSELS), pick(rng, SPICES)
-        ),
+        0 => format!("{} {} with {} and {}", pick(rng, STATES), pick(rng, INGREDIENTS), pick(rng, SPICES), pick(rng, INGREDIENTS)),
+        1 => format!("{} and {} with {}, warm", pick(rng, INGREDIENTS), pick(rng, INGREDIENTS), pick(rng, SPICES)),
+        _ => format!("the {} {} of the {}", pick(rng, STATES), pick(rng, INGREDIENTS), pick(rng, VESSELS)),
     }
 }
 
@@ -145,7 +135,7 @@ fn general(rng: &mut Rng) -> String {
 
 /// The domains by name, each a generator.
 pub const DOMAINS: [(&str, fn(&mut Rng) -> String); 4] =
-    [("recipes", recipe), ("legal", legal), ("captions", caption), ("kitchen_stories", kitchen_story)];
+    [("recipes", recipe), ("legal", legal), ("captions", caption), ("menus", menu)];
 
 pub fn write(dir: &Path, cfg: &TinyOodConfig) -> Result<Vec<(String, u64)>> {
     crate::fsutil::ensure_dir(dir)?;
@@ -196,7 +186,7 @@ struct TinyOod {
 
 impl Method for TinyOod {
     fn files(&self) -> &'static [&'static str] {
-        &["general.jsonl", "recipes_train.jsonl", "recipes_test.jsonl", "legal.jsonl", "captions.jsonl", "kitchen_stories.jsonl"]
+        &["general.jsonl", "recipes_train.jsonl", "recipes_test.jsonl", "legal.jsonl", "captions.jsonl", "menus.jsonl"]
     }
     fn generate(&mut self, dir: &Path, ctx: &mut StageCtx) -> Result<Counts> {
         ctx.events.info(format!("generating the tiny OOD domains (seed {})", self.config.seed));
@@ -218,7 +208,7 @@ mod tests {
         let cfg = TinyOodConfig { seed: 3, general: 50, train: 40, test: 30 };
         write(a.path(), &cfg).unwrap();
         write(b.path(), &cfg).unwrap();
-        for f in ["general.jsonl", "recipes_train.jsonl", "recipes_test.jsonl", "legal.jsonl", "captions.jsonl", "kitchen_stories.jsonl"] {
+        for f in ["general.jsonl", "recipes_train.jsonl", "recipes_test.jsonl", "legal.jsonl", "captions.jsonl", "menus.jsonl"] {
             assert_eq!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(b.path().join(f)).unwrap(), "{f}");
         }
         let words = |f: &str| -> std::collections::BTreeSet<String> {
@@ -226,8 +216,8 @@ mod tests {
         };
         let recipes = words("recipes_test.jsonl");
         let share = |f: &str| words(f).iter().filter(|w| recipes.contains(*w)).count() as f64 / words(f).len() as f64;
-        // Kitchen stories borrow the recipes' words; captions and legal clauses hardly do.
-        assert!(share("kitchen_stories.jsonl") > 2.0 * share("captions.jsonl"), "{} vs {}", share("kitchen_stories.jsonl"), share("captions.jsonl"));
-        assert!(share("kitchen_stories.jsonl") > 2.0 * share("legal.jsonl"));
+        // Menus are made of the recipes' words; captions and legal clauses hardly use them.
+        assert!(share("menus.jsonl") > 2.0 * share("captions.jsonl"), "{} vs {}", share("menus.jsonl"), share("captions.jsonl"));
+        assert!(share("menus.jsonl") > 2.0 * share("legal.jsonl"));
     }
 }

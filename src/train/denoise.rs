@@ -260,7 +260,7 @@ struct Specials {
     special: Vec<u32>,
 }
 
-fn specials(tok: &Tokenizer, model: &EncoderModel, dir: &Path) -> Result<Specials> {
+fn specials(tok: &Tokenizer, model: &EncoderModel) -> Specials {
     let pad = model.config.pad_token_id;
     let bos = tok.bos_id().or_else(|| tok.token_to_id("<s>")).or_else(|| tok.token_to_id("[CLS]")).unwrap_or(pad);
     let mask = tok.token_to_id("<mask>").or_else(|| tok.token_to_id("[MASK]"));
@@ -269,8 +269,7 @@ fn specials(tok: &Tokenizer, model: &EncoderModel, dir: &Path) -> Result<Special
         .filter_map(|t| tok.token_to_id(t))
         .collect();
     special.push(pad);
-    let _ = dir;
-    Ok(Specials { pad, bos, mask, special })
+    Specials { pad, bos, mask, special }
 }
 
 /// Reads a text set and tokenizes it, cutting rows at `max_len` (training data is cut, not
@@ -333,7 +332,7 @@ fn train(cfg: &DenoiseStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         bail!("{}: the encoder has no masked-LM head, which the denoiser's L_round and the MLM objective need", model_dir.display());
     }
     let tok = Tokenizer::load(&model_dir)?;
-    let sp = specials(&tok, &model, &model_dir)?;
+    let sp = specials(&tok, &model);
     let max_len = cfg.max_len.min(model.config.max_tokens());
     let (_, train_rows) = read_rows(&ctx.resolve(&cfg.data.train)?, &tok, max_len).context("data.train")?;
     let mut held: Vec<(String, Vec<Vec<u32>>)> = Vec::new();
