@@ -210,7 +210,8 @@ fn a_short_profile_trains_scores_and_reports_the_losses() {
     let runs = dir.path().join("runs");
     let out = retort(&["run", profile.to_str().unwrap(), "--headless", "--runs-dir", runs.to_str().unwrap()]);
     stdout_of(&out);
-    let run_dir = runs.join("dood");
+    // The run folder is `dood-<timestamp>`, the only one in the runs folder.
+    let run_dir = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
     let results: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("after/results.json")).unwrap()).unwrap();
     assert_eq!(results["pairs"].as_array().unwrap().len(), 4);
     let m = metrics_of(&run_dir, "diffuse");
