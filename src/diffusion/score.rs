@@ -107,7 +107,6 @@ pub struct Scored {
 
 /// Scores `rows` (token ids); `label` names the set in the noise seed, so the same text in
 /// the same set gets the same noise in every run, whatever else is scored.
-#[allow(clippy::too_many_arguments)]
 pub fn score_rows(enc: &Encoder, schedule: &NoiseSchedule, rows: &[Vec<u32>], pad: u32, label: &str, opts: &ScoreOptions) -> Result<Vec<Scored>> {
     schedule.check(opts.t)?;
     // Similar lengths together: less padding, the same scores (padding is masked).

@@ -133,8 +133,11 @@ fn general(rng: &mut Rng) -> String {
     (0..n).map(|_| pick(rng, GENERAL).to_string()).collect::<Vec<_>>().join(" ")
 }
 
+/// A domain's text generator.
+pub type Generator = fn(&mut Rng) -> String;
+
 /// The domains by name, each a generator.
-pub const DOMAINS: [(&str, fn(&mut Rng) -> String); 4] =
+pub const DOMAINS: [(&str, Generator); 4] =
     [("recipes", recipe), ("legal", legal), ("captions", caption), ("menus", menu)];
 
 pub fn write(dir: &Path, cfg: &TinyOodConfig) -> Result<Vec<(String, u64)>> {

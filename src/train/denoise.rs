@@ -208,7 +208,7 @@ impl StageConfig for DenoiseStage {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(("lr".into(), format!("the learning rate must be finite and > 0 (got {})", self.lr)));
         }
-        if !(self.max_grad_norm > 0.0) {
+        if self.max_grad_norm.is_nan() || self.max_grad_norm <= 0.0 {
             return Err(("max_grad_norm".into(), "max_grad_norm must be > 0".into()));
         }
         if self.max_len < 3 {

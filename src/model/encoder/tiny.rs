@@ -95,7 +95,7 @@ pub fn init_tiny_encoder(out: &Path, corpus: &Path, shape: TinyEncoderShape, see
     if vocab.is_empty() {
         bail!("{}: no word occurs twice; the tiny encoder needs a corpus to build its vocabulary", corpus.display());
     }
-    if shape.heads == 0 || shape.hidden % shape.heads != 0 {
+    if shape.heads == 0 || !shape.hidden.is_multiple_of(shape.heads) {
         bail!("the hidden size {} must be a multiple of the {} heads", shape.hidden, shape.heads);
     }
     let config = EncoderConfig {
