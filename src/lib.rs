@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config_keys;
 pub mod cpu_threads;
 pub mod device;
+pub mod diffusion;
 pub mod error_text;
 pub mod eval;
 pub mod fsutil;

@@ -35,6 +35,8 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("instruct-pt-llama3-8b", include_str!("../profiles/instruct-pt-llama3-8b.toml")),
     ("still3-tool-tiny", include_str!("../profiles/still3-tool-tiny.toml")),
     ("still3-tool-1.5b", include_str!("../profiles/still3-tool-1.5b.toml")),
+    ("diffusion-ood-tiny", include_str!("../profiles/diffusion-ood-tiny.toml")),
+    ("diffusion-ood-roberta-large", include_str!("../profiles/diffusion-ood-roberta-large.toml")),
 ];
 
 /// The profile a bare `retort run` starts.

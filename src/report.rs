@@ -10,6 +10,8 @@
 //! - `entropy-position-<stage>.png`: mean token entropy by relative position (§6.2);
 //! - `ppl_hist-<stage>.png`, `token_prob-<stage>.png`: the corpus statistics of a synth stage
 //!   with `stats = true` (its `corpus_stats.json`, measured under a prior);
+//! - the diffusion-OOD plots of `denoise` and `ood` stages (held-out reconstruction loss over
+//!   steps and over t, score histograms per set; see [`ood`]);
 //!
 //! and `RUN_DIR/report.md` with the stage summaries, the eval tables and the images.
 //!
@@ -18,6 +20,8 @@
 //! common system locations are tried (DejaVu, Liberation, Noto, FreeFont, macOS Helvetica/
 //! Arial). Without one, the plots are drawn without any text (axes, lines and grid only) and
 //! report.md says so; `RETORT_FONT=none` forces that mode.
+
+mod ood;
 
 use crate::bus::{Event, Outcome};
 use crate::eval::stage::{StageResults, RESULTS_FILE};
@@ -379,6 +383,8 @@ pub fn write_report(run_dir: &Path) -> Result<Written> {
             images.push((caption, p.file_name().unwrap_or_default().to_string_lossy().into_owned()));
         }
     }
+
+    ood::plots(run_dir, &stages, &out_dir, &mut images, &mut written.notes)?;
 
     let md = markdown(&title, &stages, &eval_sections, &images, &written.notes);
     let md_path = run_dir.join("report.md");

@@ -117,6 +117,18 @@ pub const KINDS: &[StageKind] = &[
         source: Some(<crate::eval::stage::EvalStage as Sourced>::SOURCE),
     },
     StageKind {
+        kind: "denoise",
+        about: "diffusion fine-tuning of an encoder with its MLM head (L_mse + L_T + L_round), or its MLM pre-training",
+        parse: parse_as::<crate::train::denoise::DenoiseStage>,
+        source: None,
+    },
+    StageKind {
+        kind: "ood",
+        about: "reconstruction-based OOD detection with a diffusion-fine-tuned encoder: AUROC and FPR95 per ID/OOD pair and t",
+        parse: parse_as::<crate::eval::ood_stage::OodStage>,
+        source: None,
+    },
+    StageKind {
         kind: "synth",
         about: "synthesize a data set from a corpus (AdaptLLM reading comprehension, …) or from the seed",
         parse: parse_as::<crate::synth::stage::SynthStage>,

@@ -1,12 +1,13 @@
 //! The command line: the clap definitions of every command and their dispatch. Each command
 //! group's glue is in its own file: `run` (run, sft, watch, runs), `setup` (profiles, tasks,
 //! doctor, pull), `eval` (eval, reward test, report), `model` (model init/info, generate,
-//! bench), `embed` and `synth`.
+//! bench), `embed`, `ood` and `synth`.
 
 mod bench_mine;
 mod embed;
 mod eval;
 mod model;
+mod ood;
 mod run;
 mod setup;
 mod synth;
@@ -88,6 +89,8 @@ pub enum Command {
     },
     /// Sentence embeddings from an encoder folder (BERT, RoBERTa), one line per text.
     Embed(embed::EmbedArgs),
+    /// Reconstruction-based OOD detection with a diffusion-fine-tuned encoder: AUROC and FPR95 per ID/OOD pair and t.
+    Ood(ood::OodArgs),
     /// Synthesize a data set from a corpus (AdaptLLM reading comprehension, …) or from the seed (a one-stage run).
     Synth(synth::SynthArgs),
 }
@@ -114,6 +117,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Bench { action } => on_compute_pool(|| model::cmd_bench(action)).map(|_| 0),
         Command::Embed(args) => on_compute_pool(|| embed::cmd_embed(&args)).map(|_| 0),
         Command::Synth(args) => on_compute_pool(|| synth::cmd_synth(args)),
+        Command::Ood(args) => on_compute_pool(|| ood::cmd_ood(&args)).map(|_| 0),
     }
 }
 

@@ -8,6 +8,10 @@
 //! preset = "tiny"     # tiny (~1M params) | small
 //! context = 1024      # optional: the context length, instead of the preset's (tiny 256, small 512)
 //! ```
+//!
+//! `preset = "encoder-tiny"` builds a tiny RoBERTa-shaped encoder with an MLM head instead
+//! (d = 64, 2 layers, 4 heads) whose word-level vocabulary comes from `corpus`, a JSONL of
+//! `{"text"}` rows; `context` is then the most tokens a text may have (default 128).
 
 use crate::stage::{table_of, StageConfig, StageCtx, StageOutput};
 use anyhow::Result;
@@ -21,6 +25,9 @@ pub struct ModelInitStage {
     /// The context length (`max_position_embeddings`) instead of the preset's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<usize>,
+    /// `encoder-tiny`: the `{"text"}` JSONL the vocabulary is built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<String>,
 }
 
 fn default_preset() -> String {
@@ -36,15 +43,22 @@ impl StageConfig for ModelInitStage {
         table_of(self)
     }
 
+    fn references(&self) -> Vec<crate::stage::Reference> {
+        crate::stage::refs(crate::stage::Artifact::Text, [("corpus", self.corpus.as_deref())])
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         if let Some(n) = self.context {
             if !(16..=1 << 20).contains(&n) {
                 return Err(("context".into(), format!("{n} is out of range: give 16 to 1048576 tokens")));
             }
         }
-        match self.preset.as_str() {
-            "tiny" | "small" => Ok(()),
-            other => Err(("preset".into(), format!("unknown model preset `{other}`; known: tiny, small"))),
+        match (self.preset.as_str(), &self.corpus) {
+            ("tiny" | "small", None) => Ok(()),
+            ("tiny" | "small", Some(_)) => Err(("corpus".into(), "only `preset = \"encoder-tiny\"` builds its vocabulary from a corpus".into())),
+            ("encoder-tiny", Some(_)) => Ok(()),
+            ("encoder-tiny", None) => Err(("corpus".into(), "`encoder-tiny` needs `corpus`, a JSONL of {\"text\"} rows to build its vocabulary from".into())),
+            (other, _) => Err(("preset".into(), format!("unknown model preset `{other}`; known: tiny, small, encoder-tiny"))),
         }
     }
 
@@ -55,6 +69,17 @@ impl StageConfig for ModelInitStage {
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput> {
         let out = ctx.dir.join("model");
         let seed = ctx.rng("weights").next_u64();
+        if let Some(corpus) = &self.corpus {
+            let shape = crate::model::encoder::tiny::TinyEncoderShape { max_tokens: self.context.unwrap_or(128), ..Default::default() };
+            let cfg = crate::model::encoder::tiny::init_tiny_encoder(&out, &ctx.resolve(corpus)?, shape, seed)?;
+            let params = crate::model::encoder::parameter_shapes(&cfg, crate::model::encoder::Heads { pooler: false, mlm: true })
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum::<usize>() as f64;
+            ctx.events.progress(1, Some(1), "model", None);
+            ctx.events.info(format!("initialised a tiny encoder ({} words, {params} parameters) in {}", cfg.vocab_size, out.display()));
+            return Ok(StageOutput { output: Some(out), summary: [("parameters".to_string(), params)].into(), table: None });
+        }
         let config = crate::model::init::init_folder_with_context(&self.preset, &out, seed, self.context)?;
         ctx.events.progress(1, Some(1), "model", None);
         let params = config.num_parameters() as f64;

@@ -138,6 +138,15 @@ pub const METHODS: &[MethodSpec] = &[
         preflight: |_| Ok(()),
     },
     MethodSpec {
+        name: "tiny-ood",
+        about: "generated text domains (recipes, legal clauses, captions, menus) and a pre-training mixture, for the diffusion-ood-tiny experiment (no input)",
+        reads_input: false,
+        check: super::tiny_ood::check,
+        references: |_| Vec::new(),
+        build: super::tiny_ood::build,
+        preflight: |_| Ok(()),
+    },
+    MethodSpec {
         name: "sample",
         about: "documents sampled from a model (top-p 0.9 by default): synthetic text for the model-collapse experiments (no input)",
         reads_input: false,

@@ -15,4 +15,5 @@ pub mod stats;
 pub mod tiny_domain;
 pub mod tiny_encyclopedia;
 pub mod tiny_human;
+pub mod tiny_ood;
 pub mod toedit;

@@ -4,6 +4,7 @@
 //!   checkpoints and resume, the non-finite stop, progress, the atomic final model folder;
 //! - `sft` — supervised fine-tuning (full or LoRA);
 //! - `rl` — RL with verifiable rewards (GRPO, PPO, FlowRL; see `rl/mod.rs` for its map);
+//! - `denoise` — diffusion fine-tuning of an encoder (and its MLM pre-training);
 //! - `checkpoint`, `optim` (AdamW), `schedule` (learning rates), `data` (SFT examples).
 
 pub mod rl;
@@ -13,3 +14,4 @@ pub mod checkpoint;
 pub mod data;
 pub mod scaffold;
 pub mod sft;
+pub mod denoise;

@@ -71,6 +71,16 @@ impl Encoder {
     /// default to 0. Positions follow transformers: 0..L for BERT, and for RoBERTa counted
     /// over the ids that are not `pad_token_id`, from `pad_token_id + 1`.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, token_type_ids: Option<&Tensor>) -> Result<Tensor> {
+        let x = self.embedding_output(input_ids, attention_mask, token_type_ids)?;
+        let valid = inputs::mask_rows(attention_mask, x.dim(0)?, x.dim(1)?)?;
+        self.run_layers(x, &valid)
+    }
+
+    /// The embedding layer's output (B, L, H): word + position + token-type embeddings, then
+    /// LayerNorm (transformers' `model.embeddings(input_ids)`; no dropout here). Positions as
+    /// in [`Encoder::forward`]. The diffusion denoiser noises this and feeds it to
+    /// [`Encoder::layers_from`].
+    pub fn embedding_output(&self, input_ids: &Tensor, attention_mask: &Tensor, token_type_ids: Option<&Tensor>) -> Result<Tensor> {
         let ids = self.checked_ids(input_ids)?;
         let (b, l) = ids.dims2()?;
         let valid = inputs::mask_rows(attention_mask, b, l)?;
@@ -83,8 +93,27 @@ impl Encoder {
             Some(t) => Some(self.checked_types(t, b, l)?),
             None => None,
         };
-        let x = self.embeddings.forward(&self.embeddings.words(&ids)?, &positions, types.as_ref())?;
-        self.run_layers(x, &valid)
+        self.embeddings.forward(&self.embeddings.words(&ids)?, &positions, types.as_ref())
+    }
+
+    /// The transformer layers run on a given first hidden state `h0` (B, L, H), skipping the
+    /// embedding layer: the hidden states after each layer, `[layer 1, …, layer N]`
+    /// (transformers' `hidden_states[1..]`; `hidden_states[-2]` is the second-to-last entry
+    /// here, or `h0` itself for a one-layer model).
+    pub fn layers_from(&self, h0: &Tensor, attention_mask: &Tensor) -> Result<Vec<Tensor>> {
+        let (b, l, h) = h0.dims3()?;
+        if h != self.cfg.hidden_size {
+            bail!("the hidden state is {:?}; the model's hidden size is {}", h0.dims(), self.cfg.hidden_size);
+        }
+        let valid = inputs::mask_rows(attention_mask, b, l)?;
+        let bias = inputs::attention_bias(&valid, h0.device())?;
+        let mut out = Vec::with_capacity(self.layers.len());
+        let mut x = h0.clone();
+        for layer in &self.layers {
+            x = layer.forward(&x, &bias)?;
+            out.push(x.clone());
+        }
+        Ok(out)
     }
 
     /// As [`Encoder::forward`] from word-level embeddings (B, L, H) instead of ids, e.g. a

@@ -13,6 +13,8 @@
 //! - [`forward`]: `Encoder::forward` / `forward_embeds` / `pooler_output` / `mlm_logits`;
 //! - [`checkpoint`]: tensor names and shapes checked against the config, `EncoderModel::load`;
 //! - [`pooling`]: mean / CLS pooling and L2 normalisation;
+//! - [`save`]: random initialisation and saving in the Hugging Face layout;
+//! - [`tiny`]: a tiny RoBERTa-shaped encoder with a word-level tokenizer built from a corpus;
 //! - [`embed`]: texts → tokenized batch → sentence embeddings.
 
 pub mod checkpoint;
@@ -22,6 +24,8 @@ pub mod forward;
 pub mod inputs;
 pub mod layers;
 pub mod pooling;
+pub mod save;
+pub mod tiny;
 
 pub use checkpoint::{inspect, parameter_shapes, CheckpointLayout, EncoderModel};
 pub use config::{Activation, EncoderConfig, EncoderType};
