@@ -151,8 +151,6 @@ pub fn reward(cfg: &RlStage, tok: &Tokenizer, problems: &Problems, problem: Vec<
 }
 
 /// Old (and reference) log-probs, entropies and critic values of every response, without
-
-/// Old (and reference) log-probs, entropies and critic values of every response, without
 /// gradients.
 pub struct Scored {
     pub old: Mat,
