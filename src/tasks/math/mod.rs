@@ -4,7 +4,8 @@
 //! Three stages, each reported so a wrong reward can be traced, each in its own file:
 //! 1. **Extraction** (`extract.rs`) of the final answer from a completion, in a configurable
 //!    order ([`Extraction`]): the last `\boxed{…}`/`\fbox{…}`, an "Answer: …" / "The answer
-//!    is …" / "#### …" line, the whole completion when it is itself a short answer, the last
+//!    is …" / "#### …" line, the whole completion when it is itself a short answer, the value
+//!    stated in the concluding sentence ("So the minimum is $8$, achieved when …"), the last
 //!    `$…$` span, the last number.
 //! 2. **Normalisation** (`normalize.rs`) of LaTeX and prose decorations ([`normalize_answer`]).
 //! 3. **Equivalence** (`equiv.rs`): exact after normalisation, numeric within a relative
@@ -29,6 +30,7 @@
 //! - `\log` is the natural logarithm; `e` and `i` are ordinary variables.
 
 mod braces;
+mod conclusion;
 mod equiv;
 mod expr;
 mod extract;
@@ -81,7 +83,14 @@ pub struct MathOptions {
 impl Default for MathOptions {
     fn default() -> Self {
         MathOptions {
-            order: vec![Extraction::Boxed, Extraction::AnswerLine, Extraction::Bare, Extraction::LastMath, Extraction::LastNumber],
+            order: vec![
+                Extraction::Boxed,
+                Extraction::AnswerLine,
+                Extraction::Bare,
+                Extraction::Conclusion,
+                Extraction::LastMath,
+                Extraction::LastNumber,
+            ],
             rel_tol: 1e-6,
             sample_points: 8,
             seed: 0x6d61_7468,

@@ -52,6 +52,8 @@ pub fn normalize_answer(raw: &str) -> Normalized {
         s = s.replace(from, to);
     }
     s = unwrap_text_commands(&s);
+    s = strip_modulus(&s).to_string();
+    s = strip_parenthetical_note(&s).to_string();
     for deg in ["^{\\circ}", "^\\circ", "^{°}", "\\circ", "°", "\\degree"] {
         s = s.replace(deg, "");
     }
@@ -131,6 +133,50 @@ fn expand_repeating_decimals(s: &str) -> String {
     }
     out.push_str(&s[done..]);
     out
+}
+
+/// "2 \pmod{11}" → "2": a residue stated with its modulus (`\pmod`, `\bmod`, `\mod`, "(mod
+/// 11)", "\text{ mod } 11") is the residue. Only a modulus after something: a lone
+/// "\pmod{11}" is left for the comparison to reject.
+fn strip_modulus(s: &str) -> &str {
+    tally(s.len());
+    let lower = s.to_ascii_lowercase(); // ASCII lowering keeps byte offsets
+    let is_command_end = |at: usize| !lower[at..].starts_with(|c: char| c.is_ascii_alphabetic());
+    let cut = ["\\pmod", "\\bmod", "\\mod", "(mod", " mod "]
+        .iter()
+        .filter_map(|m| lower.find(m).filter(|&p| is_command_end(p + m.len()) || m.ends_with(' ')))
+        .min();
+    match cut {
+        Some(p) => {
+            let head = s[..p].trim_end().trim_end_matches('(').trim_end();
+            if head.is_empty() { s } else { head }
+        }
+        None => s,
+    }
+}
+
+/// "100 (i.e., all values)" → "100": a trailing parenthesised remark in words after a value.
+/// Parentheses holding math ("2 (x+1)", "(1, 2)") are kept.
+fn strip_parenthetical_note(s: &str) -> &str {
+    tally(s.len());
+    let t = s.trim_end();
+    if !t.ends_with(')') {
+        return s;
+    }
+    // The '(' that the final ')' closes.
+    let mut depth = 0i32;
+    let open = t.char_indices().rev().find_map(|(i, c)| {
+        match c {
+            ')' => depth += 1,
+            '(' => depth -= 1,
+            _ => {}
+        }
+        (depth == 0).then_some(i)
+    });
+    match open {
+        Some(p) if !t[..p].trim().is_empty() && has_prose_word(&t[p..]) => t[..p].trim_end(),
+        _ => s,
+    }
 }
 
 /// Replace `\text{…}`, `\textbf{…}`, `\mathrm{…}`, … by their content.
@@ -465,5 +511,16 @@ mod tests {
         assert_eq!(n("0.1\\overline{6}"), "(15)/(90)");
         assert_eq!(n("0.\\overline{12}"), "(12)/(99)");
         assert_eq!(n("2.\\overline{3}"), "(21)/(9)");
+        // A modulus after a residue, a remark in words after a value.
+        assert_eq!(n("2 \\pmod{11}"), "2");
+        assert_eq!(n("2 \\pmod {11}"), "2");
+        assert_eq!(n("5 \\; (\\text{mod } 7)"), "5");
+        assert_eq!(n("5 (mod 7)"), "5");
+        assert_eq!(n("4 \\bmod 9"), "4");
+        assert_eq!(n("\\pmod{11}"), "\\pmod{11}");
+        assert_eq!(n("100 (i.e., all values)"), "100");
+        assert_eq!(n("(1, 2) (the vertex)"), "(1,2)");
+        assert_eq!(n("2 (x+1)"), "2(x+1)");
+        assert_eq!(n("(x+1)(x-1)"), "(x+1)(x-1)");
     }
 }
