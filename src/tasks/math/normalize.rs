@@ -222,10 +222,13 @@ fn unwrap_text_commands(s: &str) -> String {
 /// "x = 3" → "3": one '=' whose left side is a single variable (a letter, optionally with a
 /// subscript, or a Greek command). Equations with a longer left side are kept.
 fn strip_variable_prefix(s: &str) -> Option<String> {
-    if s.matches('=').count() != 1 {
-        return None;
-    }
-    let (lhs, rhs) = s.split_once('=')?;
+    // "x \in (1, \infty)": membership of a single variable states the set.
+    let member = s.find("\\in").filter(|&p| !s[p + 3..].starts_with(|c: char| c.is_ascii_alphabetic()));
+    let (lhs, rhs) = match member {
+        Some(p) if !s.contains('=') => (&s[..p], &s[p + 3..]),
+        _ if s.matches('=').count() == 1 => s.split_once('=')?,
+        _ => return None,
+    };
     let lhs = lhs.trim();
     // "f(x) = …": a one-letter function of one-letter arguments is a name, too.
     let lhs = match lhs.split_once('(') {
@@ -519,6 +522,8 @@ mod tests {
         assert_eq!(n("4 \\bmod 9"), "4");
         assert_eq!(n("\\pmod{11}"), "\\pmod{11}");
         assert_eq!(n("100 (i.e., all values)"), "100");
+        assert_eq!(n("x \\in (1, \\infty)"), "(1,\\infty)");
+        assert_eq!(n("\\infty"), "\\infty");
         assert_eq!(n("(1, 2) (the vertex)"), "(1,2)");
         assert_eq!(n("2 (x+1)"), "2(x+1)");
         assert_eq!(n("(x+1)(x-1)"), "(x+1)(x-1)");
