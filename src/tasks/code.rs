@@ -165,8 +165,8 @@ impl CheckTest {
     }
 }
 
-/// Whether `test` has a line starting `def check(`.
-fn defines_check(test: &str) -> bool {
+/// Whether `test` has a line starting `def check(`: the mark of a HumanEval-style test.
+pub fn defines_check(test: &str) -> bool {
     test.lines().any(|l| l.trim_start().strip_prefix("def").is_some_and(|r| r.trim_start().starts_with("check(")))
 }
 
@@ -414,6 +414,28 @@ mod tests {
         assert!(!found, "a longer token is not the marker");
         assert_eq!(rest, "retort-tests-done-abc\n");
         assert_ne!(end_marker(), end_marker());
+    }
+
+    #[test]
+    fn humaneval_style_programs_continue_the_prompt() {
+        let prompt = "import math\n\n\ndef area(r):\n    \"\"\"Area of a circle.\"\"\"\n";
+        let check = CheckTest::new(prompt, "def check(candidate):\n    assert candidate(1) > 3\n", "area").unwrap();
+        // A raw continuation: prompt + completion, byte for byte.
+        assert_eq!(check.program("    return math.pi * r * r\n"), format!("{prompt}    return math.pi * r * r\n"));
+        // A fenced body continues the prompt.
+        assert_eq!(check.program("```python\n    return 3.2\n```"), format!("{prompt}    return 3.2\n"));
+        // A fenced full definition replaces the prompt's stub but keeps its imports.
+        let full = "Sure:\n```python\ndef area(r):\n    return math.pi * r ** 2\n```";
+        assert_eq!(check.program(full), "import math\n\n\ndef area(r):\n    return math.pi * r ** 2\n");
+        assert_eq!(check.test_source(), "def check(candidate):\n    assert candidate(1) > 3\n\ncheck(area)\n");
+        // A prose prompt (for a chat model) is not code: the completion's program alone.
+        let chat = CheckTest::new("Write area(r).", "def check(candidate):\n    pass\n", "area").unwrap();
+        assert_eq!(chat.program("```python\ndef area(r):\n    return 0\n```"), "def area(r):\n    return 0\n");
+        // Malformed rows.
+        assert_eq!(CheckTest::new(prompt, "assert area(1) > 3", "area"), Err(CheckTestError::NoCheck));
+        assert_eq!(CheckTest::new(prompt, "# def check(candidate)", "area"), Err(CheckTestError::NoCheck));
+        assert_eq!(CheckTest::new(prompt, "def check(c):\n    pass", "area(r)"), Err(CheckTestError::BadEntryPoint("area(r)".into())));
+        assert_eq!(CheckTest::new(prompt, "def check(c):\n    pass", ""), Err(CheckTestError::BadEntryPoint(String::new())));
     }
 
     #[test]

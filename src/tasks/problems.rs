@@ -159,7 +159,7 @@ const CHECK_FIELDS: &str = "\"prompt\", \"entry_point\" and a \"test\" defining 
 /// (then a missing `entry_point` is the error, not a plain-assert reading of the test).
 fn is_check_row(row: &serde_json::Map<String, serde_json::Value>) -> bool {
     row.contains_key("entry_point")
-        || text_field(row, &["test", "tests"]).is_some_and(|t| t.lines().any(|l| l.trim_start().starts_with("def check(")))
+        || text_field(row, &["test", "tests"]).is_some_and(|t| super::code::defines_check(&t))
 }
 
 /// What a code row's program is tested with: a HumanEval-style `check(candidate)` when the
