@@ -213,8 +213,14 @@ struct Cue {
 }
 
 /// Words after which a value is stated.
-const CUE_WORDS: [&str; 13] =
-    ["is", "are", "was", "be", "equals", "equal to", "get", "gives", "give", "obtain", "yields", "becomes", "makes"];
+const CUE_WORDS: [&str; 17] = [
+    "is", "are", "was", "be", "equals", "equal to", "get", "gives", "give", "giving", "obtain", "yields", "becomes",
+    "makes", "leaving", "leaves", "remain",
+];
+
+/// Adverbs between a cue and its value ("is therefore $\frac{\sqrt3}{2}$", "is exactly 12").
+const FILLERS: [&str; 12] =
+    ["therefore", "thus", "then", "now", "exactly", "just", "simply", "also", "still", "clearly", "precisely", "hence"];
 
 /// Words that open a subordinate clause: after a first stated value, the rest of the sentence
 /// is a condition or a comment, not the answer ("…is 8, achieved when $a = b = c$").
@@ -377,6 +383,7 @@ fn value_at(sentence: &[Piece<'_>], cue: &Cue) -> Option<(String, At)> {
             (value, (k + 1, 0))
         }
         Piece::Prose(text) => {
+            let off = off + filler_len(&text[off..]);
             let rest = &text[off..];
             if rest.trim().is_empty() {
                 // The value is the math piece right after the cue word; after "are", the list
@@ -406,8 +413,24 @@ fn value_at(sentence: &[Piece<'_>], cue: &Cue) -> Option<(String, At)> {
         }
         Piece::Math(_) => return None,
     };
-    let value = value.trim().trim_end_matches(['.', ',', ';', ':']).trim().to_string();
+    // "\frac{\sqrt3}{2} \approx 0.866": the exact value, not its rounding.
+    let exact = ["\\approx", "≈"].iter().filter_map(|a| value.find(a)).min().map_or(value.as_str(), |p| &value[..p]);
+    let value = exact.trim().trim_end_matches(['.', ',', ';', ':']).trim().to_string();
     (!value.is_empty()).then_some((value, end))
+}
+
+/// Bytes of filler adverbs (and the spaces and commas around them) at the start of `rest`.
+fn filler_len(rest: &str) -> usize {
+    let mut used = 0;
+    loop {
+        let tail = &rest[used..];
+        let skipped = tail.len() - tail.trim_start_matches([' ', ',']).len();
+        let word: String = tail[skipped..].chars().take_while(char::is_ascii_alphabetic).collect();
+        if word.is_empty() || !FILLERS.contains(&word.to_ascii_lowercase().as_str()) {
+            return used;
+        }
+        used += skipped + word.len();
+    }
 }
 
 /// "$5$ is the answer" / "5 is the answer": the math piece or number just before the cue.
@@ -553,6 +576,9 @@ mod tests {
         assert_eq!(value(c).as_deref(), Some("x = 2, x = -3"));
         assert!(graded(c, "-3, 2").0);
         assert!(!graded(c, "2").0);
+        // Adverbs after the cue, an approximation after the exact value, "leaving".
+        assert_eq!(value("The value is therefore $\\frac{\\sqrt{3}}{2} \\approx 0.866$.").as_deref(), Some("\\frac{\\sqrt{3}}{2}"));
+        assert_eq!(value("There are $4! = 24$ orders, but half are wrong, leaving 12.").as_deref(), Some("12"));
         // No number or math at all: nothing stated.
         assert_eq!(value("I could not solve this problem."), None);
     }
