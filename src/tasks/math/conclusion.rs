@@ -36,7 +36,10 @@ enum Piece<'a> {
 pub(super) fn concluding_value(text: &str) -> Option<String> {
     tally(text.len());
     let sentences = sentences(&pieces(text));
-    let candidates = sentences.iter().rev().filter(|s| has_value_material(s) && !is_aside(s));
+    let candidates = sentences
+        .iter()
+        .rev()
+        .filter(|s| has_value_material(s) && !is_aside(s));
     for sentence in candidates.take(LOOK_BACK) {
         let main = main_clause(sentence);
         if let Some(value) = stated_value(&main) {
@@ -96,7 +99,8 @@ fn math_span_at(text: &str, i: usize) -> Option<(usize, usize, usize)> {
     let end = start + text[start..].find(close)?;
     let content = &text[start..end];
     // "$18 and she has $5": a currency sign, not an opener, when prose sits before the next `$`.
-    let currency = open == "$" && content.starts_with(|c: char| c.is_ascii_digit()) && has_plain_word(content);
+    let currency =
+        open == "$" && content.starts_with(|c: char| c.is_ascii_digit()) && has_plain_word(content);
     (!currency).then_some((start, end, end + close.len()))
 }
 
@@ -109,22 +113,24 @@ fn has_plain_word(s: &str) -> bool {
 
 /// Sentences: prose is cut after '.', '!' or '?' followed by whitespace, and at blank lines.
 fn sentences<'a>(pieces: &[Piece<'a>]) -> Vec<Vec<Piece<'a>>> {
-    let mut out: Vec<Vec<Piece<'a>>> = vec![Vec::new()];
+    let mut out: Vec<Vec<Piece<'a>>> = Vec::new();
+    let mut current: Vec<Piece<'a>> = Vec::new();
     for &piece in pieces {
         let Piece::Prose(prose) = piece else {
-            out.last_mut().map(|s| s.push(piece));
+            current.push(piece);
             continue;
         };
         let mut start = 0;
         for end in sentence_ends(prose) {
-            out.last_mut().map(|s| s.push(Piece::Prose(&prose[start..end])));
-            out.push(Vec::new());
+            current.push(Piece::Prose(&prose[start..end]));
+            out.push(std::mem::take(&mut current));
             start = end;
         }
         if start < prose.len() {
-            out.last_mut().map(|s| s.push(Piece::Prose(&prose[start..])));
+            current.push(Piece::Prose(&prose[start..]));
         }
     }
+    out.push(current);
     out.retain(|s| !s.is_empty());
     out
 }
@@ -147,7 +153,9 @@ fn sentence_ends(prose: &str) -> Vec<usize> {
 /// "e.g." and "i.e." do not end a sentence.
 fn is_abbreviation(upto_dot: &str) -> bool {
     let lower = upto_dot.to_ascii_lowercase();
-    ["e.g.", "i.e.", "etc.", "vs."].iter().any(|a| lower.ends_with(a))
+    ["e.g.", "i.e.", "etc.", "vs."]
+        .iter()
+        .any(|a| lower.ends_with(a))
 }
 
 /// A sentence's prose, lower-cased, with each math piece as a placeholder "$".
@@ -171,17 +179,47 @@ fn has_value_material(sentence: &[Piece<'_>]) -> bool {
 /// A remark after the conclusion: a check, a note, a sign-off, a question.
 fn is_aside(sentence: &[Piece<'_>]) -> bool {
     const OPENERS: [&str; 23] = [
-        "note", "check", "verify", "verification", "indeed", "recall", "we can check", "we can verify",
-        "double-check", "double check", "let me", "let's check", "let us check", "i hope", "hope",
-        "as a check", "sanity check", "this is consistent", "this matches", "this agrees", "this confirms",
-        "which confirms", "this checks",
+        "note",
+        "check",
+        "verify",
+        "verification",
+        "indeed",
+        "recall",
+        "we can check",
+        "we can verify",
+        "double-check",
+        "double check",
+        "let me",
+        "let's check",
+        "let us check",
+        "i hope",
+        "hope",
+        "as a check",
+        "sanity check",
+        "this is consistent",
+        "this matches",
+        "this agrees",
+        "this confirms",
+        "which confirms",
+        "this checks",
     ];
     let prose = prose_of(sentence);
     let opening = prose.trim_start_matches(|c: char| c.is_whitespace() || "*#->(".contains(c));
     let starts_with_word = |w: &str| {
-        opening.strip_prefix(w).is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_alphabetic()))
+        opening
+            .strip_prefix(w)
+            .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_alphabetic()))
     };
-    let math_text: String = sentence.iter().filter_map(|p| if let Piece::Math(m) = p { Some(*m) } else { None }).collect();
+    let math_text: String = sentence
+        .iter()
+        .filter_map(|p| {
+            if let Piece::Math(m) = p {
+                Some(*m)
+            } else {
+                None
+            }
+        })
+        .collect();
     OPENERS.iter().any(|w| starts_with_word(w))
         || prose.trim_end().ends_with('?')
         || prose.contains('✓')
@@ -190,11 +228,25 @@ fn is_aside(sentence: &[Piece<'_>]) -> bool {
 
 /// Whether the sentence opens with a conclusion word ("Therefore, $\frac12$.").
 fn opens_with_conclusion(sentence: &[Piece<'_>]) -> bool {
-    const MARKERS: [&str; 10] =
-        ["therefore", "thus", "hence", "so", "finally", "in conclusion", "in total", "altogether", "consequently", "the answer"];
+    const MARKERS: [&str; 10] = [
+        "therefore",
+        "thus",
+        "hence",
+        "so",
+        "finally",
+        "in conclusion",
+        "in total",
+        "altogether",
+        "consequently",
+        "the answer",
+    ];
     let prose = prose_of(sentence);
     let opening = prose.trim_start_matches(|c: char| c.is_whitespace() || "*#->".contains(c));
-    MARKERS.iter().any(|m| opening.strip_prefix(m).is_some_and(|r| !r.starts_with(|c: char| c.is_ascii_alphabetic())))
+    MARKERS.iter().any(|m| {
+        opening
+            .strip_prefix(m)
+            .is_some_and(|r| !r.starts_with(|c: char| c.is_ascii_alphabetic()))
+    })
 }
 
 // ---- cues and values ---------------------------------------------------------------------
@@ -214,19 +266,31 @@ struct Cue {
 
 /// Words after which a value is stated.
 const CUE_WORDS: [&str; 17] = [
-    "is", "are", "was", "be", "equals", "equal to", "get", "gives", "give", "giving", "obtain", "yields", "becomes",
-    "makes", "leaving", "leaves", "remain",
+    "is", "are", "was", "be", "equals", "equal to", "get", "gives", "give", "giving", "obtain",
+    "yields", "becomes", "makes", "leaving", "leaves", "remain",
 ];
 
 /// Adverbs between a cue and its value ("is therefore $\frac{\sqrt3}{2}$", "is exactly 12").
-const FILLERS: [&str; 12] =
-    ["therefore", "thus", "then", "now", "exactly", "just", "simply", "also", "still", "clearly", "precisely", "hence"];
+const FILLERS: [&str; 12] = [
+    "therefore",
+    "thus",
+    "then",
+    "now",
+    "exactly",
+    "just",
+    "simply",
+    "also",
+    "still",
+    "clearly",
+    "precisely",
+    "hence",
+];
 
 /// Words that open a subordinate clause: after a first stated value, the rest of the sentence
 /// is a condition or a comment, not the answer ("…is 8, achieved when $a = b = c$").
 const CLAUSE_WORDS: [&str; 15] = [
-    "when", "where", "whenever", "if", "since", "because", "as", "for", "with", "which", "at", "achieved",
-    "attained", "given", "by",
+    "when", "where", "whenever", "if", "since", "because", "as", "for", "with", "which", "at",
+    "achieved", "attained", "given", "by",
 ];
 
 /// Every cue of a sentence in order.
@@ -237,7 +301,14 @@ fn cues(sentence: &[Piece<'_>]) -> Vec<Cue> {
             Piece::Prose(text) => {
                 for (start, word) in words(text) {
                     let lower = word.to_ascii_lowercase();
-                    let two = format!("{lower} {}", text[start + word.len()..].trim_start().split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or(""));
+                    let two = format!(
+                        "{lower} {}",
+                        text[start + word.len()..]
+                            .trim_start()
+                            .split(|c: char| !c.is_ascii_alphabetic())
+                            .next()
+                            .unwrap_or("")
+                    );
                     let (matched, len) = if two == "equal to" {
                         (true, text[start..].find("to").map_or(word.len(), |p| p + 2))
                     } else {
@@ -245,16 +316,31 @@ fn cues(sentence: &[Piece<'_>]) -> Vec<Cue> {
                     };
                     if matched {
                         let before = answer_follows(&text[start + len..]).then_some((k, start));
-                        out.push(Cue { after: (k, start + len), in_math: false, congruence: false, before });
+                        out.push(Cue {
+                            after: (k, start + len),
+                            in_math: false,
+                            congruence: false,
+                            before,
+                        });
                     }
                 }
                 for (pos, sym) in symbols(text, &["=", "≡"]) {
-                    out.push(Cue { after: (k, pos + sym.len()), in_math: false, congruence: sym == "≡", before: None });
+                    out.push(Cue {
+                        after: (k, pos + sym.len()),
+                        in_math: false,
+                        congruence: sym == "≡",
+                        before: None,
+                    });
                 }
             }
             Piece::Math(math) => {
                 for (pos, sym) in symbols(math, &["=", "\\equiv", "≡"]) {
-                    out.push(Cue { after: (k, pos + sym.len()), in_math: true, congruence: sym != "=", before: None });
+                    out.push(Cue {
+                        after: (k, pos + sym.len()),
+                        in_math: true,
+                        congruence: sym != "=",
+                        before: None,
+                    });
                 }
             }
         }
@@ -266,7 +352,10 @@ fn cues(sentence: &[Piece<'_>]) -> Vec<Cue> {
 fn words(text: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
     let mut start = None;
-    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
         match (c.is_alphabetic(), start) {
             (true, None) => start = Some(i),
             (false, Some(s)) => {
@@ -292,11 +381,14 @@ fn symbols<'a>(text: &str, syms: &[&'a str]) -> Vec<(usize, &'a str)> {
             _ => {}
         }
         let boundary = text.is_char_boundary(i);
-        let found = (depth == 0 && boundary).then(|| syms.iter().find(|s| text[i..].starts_with(**s))).flatten();
+        let found = (depth == 0 && boundary)
+            .then(|| syms.iter().find(|s| text[i..].starts_with(**s)))
+            .flatten();
         if let Some(&sym) = found {
             let prev = i.checked_sub(1).map(|p| b[p]);
             let next = b.get(i + sym.len());
-            let compound = sym == "=" && (matches!(prev, Some(b'<' | b'>' | b'!' | b'=')) || next == Some(&b'='));
+            let compound = sym == "="
+                && (matches!(prev, Some(b'<' | b'>' | b'!' | b'=')) || next == Some(&b'='));
             let command_prefix = sym.starts_with('\\') && next.is_some_and(u8::is_ascii_alphabetic);
             if !compound && !command_prefix {
                 out.push((i, sym));
@@ -312,9 +404,16 @@ fn symbols<'a>(text: &str, syms: &[&'a str]) -> Vec<(usize, &'a str)> {
 /// Whether prose right after "is" says "the answer" ("$5$ is the final answer").
 fn answer_follows(rest: &str) -> bool {
     let lower = rest.trim_start().to_ascii_lowercase();
-    ["the answer", "the final answer", "our answer", "our final answer", "the correct answer", "the solution"]
-        .iter()
-        .any(|p| lower.starts_with(p))
+    [
+        "the answer",
+        "the final answer",
+        "our answer",
+        "our final answer",
+        "the correct answer",
+        "the solution",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p))
 }
 
 /// The sentence without a trailing subordinate clause: a clause word right after a stated
@@ -323,11 +422,19 @@ fn answer_follows(rest: &str) -> bool {
 /// the area, the area is 8" keeps its "for".
 fn main_clause<'a>(sentence: &[Piece<'a>]) -> Vec<Piece<'a>> {
     for cue in cues(sentence) {
-        let Some((_, (k, off))) = value_at(sentence, &cue) else { continue };
-        let Some(Piece::Prose(text)) = sentence.get(k) else { continue };
-        let Some(&(pos, word)) = words(&text[off..]).first() else { continue };
+        let Some((_, (k, off))) = value_at(sentence, &cue) else {
+            continue;
+        };
+        let Some(Piece::Prose(text)) = sentence.get(k) else {
+            continue;
+        };
+        let Some(&(pos, word)) = words(&text[off..]).first() else {
+            continue;
+        };
         let between = &text[off..off + pos];
-        let adjacent = !between.chars().any(|c| c.is_alphanumeric() || c == '$' || c == '\\');
+        let adjacent = !between
+            .chars()
+            .any(|c| c.is_alphanumeric() || c == '$' || c == '\\');
         if adjacent && CLAUSE_WORDS.contains(&word.to_ascii_lowercase().as_str()) {
             let mut kept = sentence[..k].to_vec();
             kept.push(Piece::Prose(&text[..off + pos]));
@@ -376,9 +483,15 @@ fn value_at(sentence: &[Piece<'_>], cue: &Cue) -> Option<(String, At)> {
                 }
                 // The last equation of the piece: "a + b = 5 + 7 = 12" → "5 + 7 = 12".
                 let eq_at = off - 1;
-                let lhs_start = symbols(&math[..eq_at], &["="]).last().map_or(0, |(p, s)| p + s.len());
+                let lhs_start = symbols(&math[..eq_at], &["="])
+                    .last()
+                    .map_or(0, |(p, s)| p + s.len());
                 let lhs = math[lhs_start..eq_at].trim();
-                if lhs.is_empty() { rest.to_string() } else { format!("{lhs} = {rest}") }
+                if lhs.is_empty() {
+                    rest.to_string()
+                } else {
+                    format!("{lhs} = {rest}")
+                }
             };
             (value, (k + 1, 0))
         }
@@ -414,8 +527,16 @@ fn value_at(sentence: &[Piece<'_>], cue: &Cue) -> Option<(String, At)> {
         Piece::Math(_) => return None,
     };
     // "\frac{\sqrt3}{2} \approx 0.866": the exact value, not its rounding.
-    let exact = ["\\approx", "≈"].iter().filter_map(|a| value.find(a)).min().map_or(value.as_str(), |p| &value[..p]);
-    let value = exact.trim().trim_end_matches(['.', ',', ';', ':']).trim().to_string();
+    let exact = ["\\approx", "≈"]
+        .iter()
+        .filter_map(|a| value.find(a))
+        .min()
+        .map_or(value.as_str(), |p| &value[..p]);
+    let value = exact
+        .trim()
+        .trim_end_matches(['.', ',', ';', ':'])
+        .trim()
+        .to_string();
     (!value.is_empty()).then_some((value, end))
 }
 
@@ -425,7 +546,10 @@ fn filler_len(rest: &str) -> usize {
     loop {
         let tail = &rest[used..];
         let skipped = tail.len() - tail.trim_start_matches([' ', ',']).len();
-        let word: String = tail[skipped..].chars().take_while(char::is_ascii_alphabetic).collect();
+        let word: String = tail[skipped..]
+            .chars()
+            .take_while(char::is_ascii_alphabetic)
+            .collect();
         if word.is_empty() || !FILLERS.contains(&word.to_ascii_lowercase().as_str()) {
             return used;
         }
@@ -435,7 +559,9 @@ fn filler_len(rest: &str) -> usize {
 
 /// "$5$ is the answer" / "5 is the answer": the math piece or number just before the cue.
 fn value_before(sentence: &[Piece<'_>], (k, word_start): At) -> Option<String> {
-    let Piece::Prose(text) = sentence[k] else { return None };
+    let Piece::Prose(text) = sentence[k] else {
+        return None;
+    };
     let before = text[..word_start].trim_end();
     if before.is_empty() {
         return match k.checked_sub(1).map(|p| sentence[p]) {
@@ -444,7 +570,10 @@ fn value_before(sentence: &[Piece<'_>], (k, word_start): At) -> Option<String> {
         };
     }
     let token = before.rsplit(char::is_whitespace).next()?;
-    token.chars().any(|c| c.is_ascii_digit()).then(|| token.to_string())
+    token
+        .chars()
+        .any(|c| c.is_ascii_digit())
+        .then(|| token.to_string())
 }
 
 /// Number-like tokens at the start of prose ("23.", "-3/4 of", "1,000 ways", "25%",
@@ -461,7 +590,8 @@ fn number_run(rest: &str) -> Option<(String, usize)> {
         if wordy || (letters == 1 && token.len() == 1 && taken.is_empty()) {
             break; // a word ("cm", "ways", "is") or an article ("a")
         }
-        let ends_clause = token.ends_with([',', '.', ';', ':', '!', '?']) && !token.ends_with("...");
+        let ends_clause =
+            token.ends_with([',', '.', ';', ':', '!', '?']) && !token.ends_with("...");
         taken.push(token);
         // `token` is a slice of `rest`: its end is where the run ends so far.
         used = token.as_ptr() as usize - rest.as_ptr() as usize + token.len();
@@ -470,7 +600,9 @@ fn number_run(rest: &str) -> Option<(String, usize)> {
         }
     }
     let run = taken.join(" ");
-    let has_value = run.chars().any(|c| c.is_ascii_digit()) || run.contains('\\') || run.contains(['π', '∞', '√']);
+    let has_value = run.chars().any(|c| c.is_ascii_digit())
+        || run.contains('\\')
+        || run.contains(['π', '∞', '√']);
     has_value.then_some((run, used))
 }
 
@@ -508,10 +640,13 @@ mod tests {
     fn the_reported_misses() {
         let c = "By AM-GM, $a^2 + b^2 + c^2 \\ge 3(abc)^{2/3} = 8$. The smallest value of \\(a^2+b^2+c^2\\) is 8, achieved when \\(a = b = c\\).";
         assert_eq!(value(c).as_deref(), Some("8"));
-        assert_eq!(graded(c, "8"), (true, Extraction::Conclusion, Some("8".into())));
+        assert_eq!(
+            graded(c, "8"),
+            (true, Extraction::Conclusion, Some("8".into()))
+        );
         let c = "Expanding, $p(x) = 2x^3 + 5x^2 - 3x + 19$. So the sum of its coefficients is 23.";
-        assert_eq!(graded(c, "23").0, true);
-        assert_eq!(graded(c, "2x^3 + 5x^2 - 3x + 19").0, false);
+        assert!(graded(c, "23").0);
+        assert!(!graded(c, "2x^3 + 5x^2 - 3x + 19").0);
         let c = "By Fermat's little theorem, $3^{105} + 4^{105} \\equiv 2 \\pmod{11}$.";
         assert_eq!(value(c).as_deref(), Some("2 \\pmod{11}"));
         assert!(graded(c, "2").0);
@@ -524,35 +659,92 @@ mod tests {
     #[test]
     fn conclusion_phrasings() {
         assert!(graded("Therefore, the answer is $\\frac{3}{4}$.", "0.75").0);
-        assert_eq!(graded("Squaring both sides, $n^2 = 25$ and $n > 0$. So $n = 5$.", "5"), (true, Extraction::Conclusion, Some("n = 5".into())));
+        assert_eq!(
+            graded(
+                "Squaring both sides, $n^2 = 25$ and $n > 0$. So $n = 5$.",
+                "5"
+            ),
+            (true, Extraction::Conclusion, Some("n = 5".into()))
+        );
         assert!(graded("The final answer is 3", "3").0);
-        assert_eq!(value("Adding the terms pairwise, we see that the sum equals 12").as_deref(), Some("12"));
-        assert_eq!(value("Thus, the sum is equal to $-\\frac{1}{2}$.").as_deref(), Some("-\\frac{1}{2}"));
-        assert_eq!(value("Hence there are 35 ways to choose the committee.").as_deref(), Some("35"));
-        assert_eq!(value("Plugging in, we get $f(3) = 2 \\cdot 9 - 1 = 17$.").as_deref(), Some("2 \\cdot 9 - 1 = 17"));
-        assert_eq!(value("Checking each case, $7$ is the final answer.").as_deref(), Some("7"));
-        assert_eq!(value("The remainder is 2 when $2^{100}$ is divided by 7.").as_deref(), Some("2"));
-        assert_eq!(value("The minimum is $-3$ at $x = 1$.").as_deref(), Some("-3"));
-        assert_eq!(value("Solving gives $x = 4$, which satisfies $x > 0$.").as_deref(), Some("x = 4"));
+        assert_eq!(
+            value("Adding the terms pairwise, we see that the sum equals 12").as_deref(),
+            Some("12")
+        );
+        assert_eq!(
+            value("Thus, the sum is equal to $-\\frac{1}{2}$.").as_deref(),
+            Some("-\\frac{1}{2}")
+        );
+        assert_eq!(
+            value("Hence there are 35 ways to choose the committee.").as_deref(),
+            Some("35")
+        );
+        assert_eq!(
+            value("Plugging in, we get $f(3) = 2 \\cdot 9 - 1 = 17$.").as_deref(),
+            Some("2 \\cdot 9 - 1 = 17")
+        );
+        assert_eq!(
+            value("Checking each case, $7$ is the final answer.").as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            value("The remainder is 2 when $2^{100}$ is divided by 7.").as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            value("The minimum is $-3$ at $x = 1$.").as_deref(),
+            Some("-3")
+        );
+        assert_eq!(
+            value("Solving gives $x = 4$, which satisfies $x > 0$.").as_deref(),
+            Some("x = 4")
+        );
         // A cue-less conclusion that opens with "Therefore"/"In total".
-        assert_eq!(value("Therefore, $\\dfrac{2}{9}$.").as_deref(), Some("\\dfrac{2}{9}"));
+        assert_eq!(
+            value("Therefore, $\\dfrac{2}{9}$.").as_deref(),
+            Some("\\dfrac{2}{9}")
+        );
         assert!(graded("In total, Janet pays $18.", "18").0);
         // Display math across lines belongs to its sentence.
-        assert_eq!(value("Therefore the answer is\n\\[\n  x = \\frac{7}{2}.\n\\]").as_deref(), Some("x = \\frac{7}{2}"));
+        assert_eq!(
+            value("Therefore the answer is\n\\[\n  x = \\frac{7}{2}.\n\\]").as_deref(),
+            Some("x = \\frac{7}{2}")
+        );
     }
 
     /// Sentences with "is" that conclude nothing, asides after the answer, several equations.
     #[test]
     fn hostile_sentences() {
         // Remarks after the conclusion are passed over.
-        assert_eq!(value("So the total is 14. Note that 14 is even.").as_deref(), Some("14"));
-        assert_eq!(value("Thus $k = 6$. We can check: $6 \\cdot 7 = 42$.").as_deref(), Some("k = 6"));
-        assert_eq!(value("So the count is 6. This is consistent with $x = 3$.").as_deref(), Some("6"));
-        assert_eq!(value("Hence $m = 9$. I hope it is correct.").as_deref(), Some("m = 9"));
-        assert_eq!(value("So the answer is 9. Is that right?").as_deref(), Some("9"));
+        assert_eq!(
+            value("So the total is 14. Note that 14 is even.").as_deref(),
+            Some("14")
+        );
+        assert_eq!(
+            value("Thus $k = 6$. We can check: $6 \\cdot 7 = 42$.").as_deref(),
+            Some("k = 6")
+        );
+        assert_eq!(
+            value("So the count is 6. This is consistent with $x = 3$.").as_deref(),
+            Some("6")
+        );
+        assert_eq!(
+            value("Hence $m = 9$. I hope it is correct.").as_deref(),
+            Some("m = 9")
+        );
+        assert_eq!(
+            value("So the answer is 9. Is that right?").as_deref(),
+            Some("9")
+        );
         // "is" followed by words states nothing; a later cue does.
-        assert_eq!(value("The function is increasing, so its largest value is $f(2) = 11$.").as_deref(), Some("f(2) = 11"));
-        assert_eq!(value("Since 7 is prime and $7 \\mid n$, we get $n = 14$.").as_deref(), Some("n = 14"));
+        assert_eq!(
+            value("The function is increasing, so its largest value is $f(2) = 11$.").as_deref(),
+            Some("f(2) = 11")
+        );
+        assert_eq!(
+            value("Since 7 is prime and $7 \\mid n$, we get $n = 14$.").as_deref(),
+            Some("n = 14")
+        );
         assert_eq!(value("It is a prime number."), None);
         // Several equations: the last one, compared by its right side against a single value.
         let c = "So $x = 2$ and $y = 3$, giving $x + y = 5$.";
@@ -560,16 +752,34 @@ mod tests {
         assert!(graded(c, "5").0);
         assert!(!graded(c, "2").0);
         // An equation that is itself the answer still compares as an equation.
-        assert!(graded("Thus the plane is $2x - y + z = 3$.", "2x - y + z - 3 = 0").0 == false);
+        assert!(!graded("Thus the plane is $2x - y + z = 3$.", "2x - y + z = 4").0);
         assert!(graded("Thus the plane is $2x - y + z = 3$.", "2x - y + z = 3").0);
         // Units, percentages, negatives, fractions, text after the answer.
         assert!(graded("Therefore the area is 24 square centimeters.", "24").0);
         assert!(graded("So the probability is 25%.", "25").0);
         assert!(graded("Hence the minimum value is -7.", "-7").0);
         assert!(!graded("Hence the minimum value is -7.", "7").0);
-        assert!(graded("Therefore, the ratio is \\frac{a}{b} = \\frac{3}{4}.", "\\frac34").0);
-        assert!(graded("The probability is $\\frac{5}{36}$, which is about 0.14.", "\\frac{5}{36}").0);
-        assert!(graded("So there are 1,260 arrangements. Let me know if you need more help!", "1260").0);
+        assert!(
+            graded(
+                "Therefore, the ratio is \\frac{a}{b} = \\frac{3}{4}.",
+                "\\frac34"
+            )
+            .0
+        );
+        assert!(
+            graded(
+                "The probability is $\\frac{5}{36}$, which is about 0.14.",
+                "\\frac{5}{36}"
+            )
+            .0
+        );
+        assert!(
+            graded(
+                "So there are 1,260 arrangements. Let me know if you need more help!",
+                "1260"
+            )
+            .0
+        );
         assert_eq!(value("So the answer is 5 (not 6)."), Some("5".into()));
         // "are" lists its values.
         let c = "The solutions are $x = 2$ and $x = -3$.";
@@ -577,8 +787,14 @@ mod tests {
         assert!(graded(c, "-3, 2").0);
         assert!(!graded(c, "2").0);
         // Adverbs after the cue, an approximation after the exact value, "leaving".
-        assert_eq!(value("The value is therefore $\\frac{\\sqrt{3}}{2} \\approx 0.866$.").as_deref(), Some("\\frac{\\sqrt{3}}{2}"));
-        assert_eq!(value("There are $4! = 24$ orders, but half are wrong, leaving 12.").as_deref(), Some("12"));
+        assert_eq!(
+            value("The value is therefore $\\frac{\\sqrt{3}}{2} \\approx 0.866$.").as_deref(),
+            Some("\\frac{\\sqrt{3}}{2}")
+        );
+        assert_eq!(
+            value("There are $4! = 24$ orders, but half are wrong, leaving 12.").as_deref(),
+            Some("12")
+        );
         // No number or math at all: nothing stated.
         assert_eq!(value("I could not solve this problem."), None);
     }
