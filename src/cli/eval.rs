@@ -169,7 +169,8 @@ pub enum RewardAction {
 
 #[derive(Args, Debug)]
 pub struct RewardTestArgs {
-    /// JSONL of {"prompt","completion","gold"} (math), {"prompt","completion","tests"} (code)
+    /// JSONL of {"prompt","completion","gold"} (math), {"prompt","completion","tests"} or
+    /// HumanEval-style {"prompt","completion","entry_point","test"} (code)
     /// or task instances {"task","id","prompt","data"} with a "completion".
     pub file: PathBuf,
     /// math, code or a task name; default: guessed per row from its fields.
