@@ -34,6 +34,7 @@ enum Piece<'a> {
 
 /// The stated answer of the concluding sentence, if the text has one (see the module doc).
 pub(super) fn concluding_value(text: &str) -> Option<String> {
+    let text = tail(text);
     tally(text.len());
     let sentences = sentences(&pieces(text));
     let candidates = sentences
@@ -50,6 +51,29 @@ pub(super) fn concluding_value(text: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Bytes at the end of a completion in which the conclusion is looked for. The search for
+/// closing delimiters and the cues of a sentence can cost up to quadratic work in the text
+/// read (an unclosed `\(` repeated, a run of "= = = …"), so only the tail is read: a
+/// conclusion is in the last few sentences, and verification stays linear in the input.
+const WINDOW: usize = 4096;
+
+/// The last [`WINDOW`] bytes, from the first line start in them (so that a `$…$` span is not
+/// cut in half, which would pair every later `$` wrongly).
+fn tail(text: &str) -> &str {
+    if text.len() <= WINDOW {
+        return text;
+    }
+    let mut cut = text.len() - WINDOW;
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    let window = &text[cut..];
+    match window.find('\n') {
+        Some(nl) if nl + 1 < window.len() => &window[nl + 1..],
+        _ => window,
+    }
 }
 
 // ---- pieces and sentences ----------------------------------------------------------------
@@ -152,7 +176,12 @@ fn sentence_ends(prose: &str) -> Vec<usize> {
 
 /// "e.g." and "i.e." do not end a sentence.
 fn is_abbreviation(upto_dot: &str) -> bool {
-    let lower = upto_dot.to_ascii_lowercase();
+    // Only the last few bytes: lowering the whole prefix at every '.' was quadratic.
+    let mut from = upto_dot.len().saturating_sub(5);
+    while !upto_dot.is_char_boundary(from) {
+        from += 1;
+    }
+    let lower = upto_dot[from..].to_ascii_lowercase();
     ["e.g.", "i.e.", "etc.", "vs."]
         .iter()
         .any(|a| lower.ends_with(a))

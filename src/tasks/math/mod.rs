@@ -251,6 +251,12 @@ mod tests {
             ("unclosed braces", r("{", n)),
             ("unclosed square roots", boxed(r("\\sqrt[", n))),
             ("long sum", boxed(format!("{}1", r("1+", n)))),
+            // The concluding-sentence reader (no box): cues, sentence ends, unclosed spans.
+            ("runs of equals signs", r("x = ", n)),
+            ("runs of 'is'", r("it is 1 ", n)),
+            ("numbered sentences", r("1. ", n)),
+            ("unclosed inline math", r("\\( ", n)),
+            ("equations in one span", format!("${}1$", r("a=", n))),
         ];
         for (name, completion) in shapes {
             let per_byte = work_for(&completion) as f64 / completion.len() as f64;
