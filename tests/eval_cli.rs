@@ -215,6 +215,100 @@ fn reward_test_code_reports_status_and_output() {
     assert!(lines[3]["output"].as_str().unwrap().contains("SyntaxError"), "{}", lines[3]);
 }
 
+/// The hand-written HumanEval-shaped problems (`tests/fixtures/code/humaneval_style.jsonl`):
+/// rows `{"task_id", "prompt", "entry_point", "canonical_solution", "test"}` with a
+/// `check(candidate)` test, written for retort, not taken from HumanEval.
+fn humaneval_style_rows() -> Vec<serde_json::Map<String, Value>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/code/humaneval_style.jsonl");
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn reward_test_grades_humaneval_style_rows_by_calling_check() {
+    if !python_available() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let problems = humaneval_style_rows();
+    let solution = |i: usize| problems[i]["canonical_solution"].as_str().unwrap().to_string();
+    // (problem, completion, expected pass, what)
+    let cases: Vec<(usize, String, bool, &str)> = vec![
+        (0, solution(0), true, "the body continues the prompt (HumanEval's own rule)"),
+        (1, solution(1), true, "the body continues the prompt"),
+        (
+            0,
+            "Here is the function:\n```python\nfrom itertools import groupby\n\ndef run_lengths(text):\n    return [(k, len(list(g))) for k, g in groupby(text)]\n```\nIt groups equal neighbours.".into(),
+            true,
+            "a fenced block restating the whole function",
+        ),
+        (1, "```python\n    values = sorted(set(values))\n    return values[-2] if len(values) > 1 else None\n```".into(), true, "a fenced body"),
+        (0, "    return [(c, 1) for c in text]\n".into(), false, "wrong: every run has length 1"),
+        (1, "    return sorted(values)[-2]\n".into(), false, "wrong: duplicates and short lists"),
+        (1, "    return None\nimport sys\nsys.exit(0)\n".into(), false, "sys.exit(0) before check runs"),
+        (0, "    return []\nimport os\nos._exit(0)\n".into(), false, "os._exit(0) before check runs"),
+        (1, "    import os\n    os._exit(0)\n".into(), false, "os._exit(0) when check calls the function"),
+        (0, "    return []\nx = \"\"\"\n".into(), false, "an unclosed string cannot swallow the test"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("humaneval.jsonl");
+    let text: String = cases
+        .iter()
+        .map(|(i, completion, _, _)| {
+            let mut row = problems[*i].clone();
+            row.remove("canonical_solution");
+            row.insert("completion".into(), completion.clone().into());
+            Value::Object(row).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(&path, text).unwrap();
+    let lines = json_lines(&stdout_of(&retort(&["reward", "test", path.to_str().unwrap(), "--json"])));
+    assert_eq!(lines.len(), cases.len());
+    for (line, (_, _, pass, what)) in lines.iter().zip(&cases) {
+        assert_eq!(line["verifier"], "code", "{what}: {line}");
+        assert_eq!(line["correct"], *pass, "{what}: {line}");
+        assert_eq!(line["status"], if *pass { "pass" } else { "fail" }, "{what}: {line}");
+    }
+    // A failed check names the assert in the test file.
+    let failed = lines[4]["output"].as_str().unwrap();
+    assert!(failed.contains("test.py") && failed.contains("assert candidate('aaabcc')"), "{failed}");
+    assert!(lines[6]["reason"].as_str().unwrap().contains("exited before its tests finished"), "{}", lines[6]);
+    assert!(lines[9]["output"].as_str().unwrap().contains("SyntaxError"), "{}", lines[9]);
+}
+
+#[test]
+fn malformed_humaneval_style_rows_name_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.jsonl");
+    let good = serde_json::json!({"prompt": "def f(x):\n", "completion": "    return x\n", "entry_point": "f",
+                                  "test": "def check(candidate):\n    assert candidate(1) == 1\n"});
+    let with = |key: &str, value: Value| {
+        let mut row = good.clone();
+        row[key] = value;
+        row
+    };
+    let without = |key: &str| {
+        let mut row = good.clone();
+        row.as_object_mut().unwrap().remove(key);
+        row
+    };
+    let cases = [
+        (without("entry_point"), "missing field `entry_point`"),
+        (with("test", "assert f(1) == 1".into()), "`test` has no `def check(candidate)` function"),
+        (with("entry_point", "f(x)".into()), "`entry_point` \"f(x)\" is not a Python function name"),
+        (with("entry_point", 3.into()), "`entry_point` must be a string"),
+        (without("test"), "missing field `test`"),
+        (without("completion"), "missing field `completion`"),
+    ];
+    for (row, message) in cases {
+        std::fs::write(&path, format!("{good}\n{row}\n")).unwrap();
+        let out = retort(&["reward", "test", path.to_str().unwrap(), "--json"]);
+        assert!(!out.status.success(), "{row} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{}:2: ", path.display())) && err.contains(message), "{row}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
 fn png_size(path: &Path) -> (u32, u32) {
     let bytes = std::fs::read(path).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());

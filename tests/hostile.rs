@@ -3,7 +3,7 @@
 //! terminal that disappears under the dashboard, full disks. Each test names the defect it
 //! guards (issue "Reliability: what a hostile new user found").
 
-use retort::tasks::code::verify_code;
+use retort::tasks::code::{verify_code, verify_tests, CheckTest, CodeTests};
 use retort::sandbox::{resolve_python, ExecStatus, Limits};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -81,6 +81,41 @@ fn early_exits_are_not_graded_correct() {
     let verdict = verify_code("```python\nimport sys\nsys.exit(0)\n```", TESTS, &limits);
     assert_eq!(verdict.status, Some(ExecStatus::Fail));
     assert!(verdict.reason.contains("exited before its tests finished"), "{}", verdict.reason);
+}
+
+/// The same exits on the HumanEval path (prompt + completion, then the test, then
+/// `check(entry_point)`): none may pass before `check` has run to its end.
+#[test]
+fn humaneval_style_early_exits_are_not_graded_correct() {
+    let Some(limits) = python_or_skip("humaneval_early_exits") else { return };
+    let check = CheckTest::new(
+        "def add(a, b):\n    \"\"\"Return a + b.\"\"\"\n",
+        "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n",
+        "add",
+    )
+    .unwrap();
+    let tests = CodeTests::Check(check);
+    let cases = [
+        ("sys.exit(0) before check", "    return 0\nimport sys\nsys.exit(0)\n"),
+        ("os._exit(0) before check", "    return 0\nimport os\nos._exit(0)\n"),
+        ("raise SystemExit inside the function", "    raise SystemExit(0)\n"),
+        ("os._exit(0) inside the function", "    import os\n    os._exit(0)\n"),
+        ("atexit hook after a failing check", "    return a - b\nimport atexit, os\natexit.register(lambda: os._exit(0))\n"),
+        (
+            "daemon thread calling os._exit",
+            "    import time\n    time.sleep(0.5)\n    return a * b\nimport os, threading, time\n\
+             threading.Thread(target=lambda: os._exit(0), daemon=True).start()\ntime.sleep(0.2)\n",
+        ),
+        ("a check of its own, before the test's", "    return 0\ndef check(candidate):\n    pass\n"),
+        ("an unclosed string swallowing the test", "    return 0\ns = \"\"\"\n"),
+    ];
+    for (what, completion) in cases {
+        let verdict = verify_tests(completion, &tests, &limits);
+        assert!(!verdict.correct, "{what}: graded correct: {verdict:?}");
+        assert_eq!(verdict.reward, 0.0, "{what}");
+    }
+    let verdict = verify_tests("    return a + b\n", &tests, &limits);
+    assert!(verdict.correct, "{verdict:?}");
 }
 
 #[test]

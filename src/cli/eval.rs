@@ -54,9 +54,12 @@
 //!
 //! One JSON object per input line, in input order: `{"line", "verifier", "correct",
 //! "reward", "reason", …}`; math adds `extracted`, `method`, `canonical`; code adds `status`
-//! (pass / fail / timeout / crash / memory / error) and `output` (truncated).
+//! (pass / fail / timeout / crash / memory / error) and `output` (truncated). Code rows are
+//! `{"completion", "tests"}` or HumanEval-style `{"completion", "prompt", "entry_point",
+//! "test"}` (the test defines `check(candidate)`).
 
 use crate::eval::run::{self, EvalConfig, EvalModel, EvalReport};
+use crate::tasks::code::CodeTests;
 use crate::tasks::math::{verify_math, MathOptions};
 use crate::tasks::problems::{self, ProblemError, ProblemSet};
 use crate::eval::stage::{model_labels, ModelResult, StageResults};
@@ -89,7 +92,8 @@ pub struct EvalArgs {
     /// Task instances from a JSONL (a tasks stage's test.jsonl, or its folder).
     #[arg(long, value_name = "FILE")]
     pub from: Option<PathBuf>,
-    /// A math (`{"prompt","answer"}`) or code (`{"prompt","tests"}`) JSONL; needs --verifier.
+    /// A math (`{"prompt","answer"}`) or code (`{"prompt","tests"}`, or HumanEval-style
+    /// `{"prompt","entry_point","test"}`) JSONL; needs --verifier.
     #[arg(long, value_name = "FILE")]
     pub jsonl: Option<PathBuf>,
     /// Verifier for --jsonl: math or code.
@@ -180,7 +184,8 @@ pub enum RewardAction {
 
 #[derive(Args, Debug)]
 pub struct RewardTestArgs {
-    /// JSONL of {"prompt","completion","gold"} (math), {"prompt","completion","tests"} (code)
+    /// JSONL of {"prompt","completion","gold"} (math), {"prompt","completion","tests"} or
+    /// HumanEval-style {"prompt","completion","entry_point","test"} (code)
     /// or task instances {"task","id","prompt","data"} with a "completion".
     pub file: PathBuf,
     /// math, code or a task name; default: guessed per row from its fields.
@@ -394,12 +399,12 @@ enum RowVerifier {
 #[derive(Debug)]
 enum RewardRow {
     Math { completion: String, gold: String },
-    Code { completion: String, tests: String },
+    Code { completion: String, tests: CodeTests },
     Task { instance: Instance, completion: String },
 }
 
 fn guess_verifier(row: &serde_json::Map<String, serde_json::Value>) -> Option<RowVerifier> {
-    if row.contains_key("tests") || row.contains_key("test") {
+    if row.contains_key("tests") || row.contains_key("test") || row.contains_key("entry_point") {
         Some(RowVerifier::Code)
     } else if row.contains_key("gold") || row.contains_key("answer") {
         Some(RowVerifier::Math)
@@ -438,8 +443,12 @@ fn read_reward_rows(path: &Path, verifier: Option<&str>) -> Result<Vec<(usize, R
                 RewardRow::Math { completion: completion(expected)?, gold: problems::required(&row, &["gold", "answer"], path, line, expected)? }
             }
             RowVerifier::Code => {
-                let expected = "\"completion\" and \"tests\"";
-                RewardRow::Code { completion: completion(expected)?, tests: problems::required(&row, &["tests", "test"], path, line, expected)? }
+                let tests = problems::code_tests(&row, path, line)?;
+                let expected = match tests {
+                    CodeTests::Asserts(_) => "\"completion\" and \"tests\"",
+                    CodeTests::Check(_) => "\"completion\", \"prompt\", \"entry_point\" and \"test\"",
+                };
+                RewardRow::Code { completion: completion(expected)?, tests }
             }
             RowVerifier::Task(name) => {
                 let expected = "\"completion\" and the instance's \"data\"";
@@ -489,7 +498,7 @@ fn judge(row: &RewardRow, line: usize, limits: &Limits) -> Result<serde_json::Va
             })
         }
         RewardRow::Code { completion, tests } => {
-            let v = crate::tasks::code::verify_code(completion, tests, limits);
+            let v = crate::tasks::code::verify_tests(completion, tests, limits);
             let status = v.status.map_or("error".to_string(), |s| format!("{s:?}").to_lowercase());
             let output = cut_middle(&v.output, OUTPUT_CHARS);
             let reason = if v.status.is_some() && !matches!(v.status, Some(crate::sandbox::ExecStatus::Pass)) {

@@ -8,6 +8,12 @@
 //! enough: `sys.exit(0)` before the tests, `os._exit(0)` in an `atexit` hook after a failed
 //! assertion or in a daemon thread all exit with 0 without the tests having passed.
 //! (1 for pass, 0 otherwise: the usual unit-test reward of code RL.)
+//!
+//! Problems come in two shapes ([`CodeTests`]): plain asserts appended after the program
+//! (`{"prompt", "tests"}` rows), and HumanEval-style rows (`{"task_id", "prompt",
+//! "entry_point", "test"}`) whose `test` defines `check(candidate)`: the program is the prompt
+//! (signature and docstring) continued by the completion, then the test code runs and
+//! `check(entry_point)` is called ([`CheckTest`]).
 
 use crate::sandbox::{run_python, ExecResult, ExecStatus, Limits, SandboxError};
 use serde::{Deserialize, Serialize};
@@ -93,8 +99,106 @@ pub fn assemble(completion: &str, tests: &str) -> String {
     format!("{}\n\n{}\n", program.trim_end(), tests.trim_end())
 }
 
+/// A HumanEval-style problem: `prompt` is the code the completion continues (imports, the
+/// signature of `entry_point` and its docstring), `test` defines `check(candidate)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckTest {
+    pub prompt: String,
+    pub test: String,
+    pub entry_point: String,
+}
+
+/// Why a HumanEval-style row cannot be used; the caller adds file and line.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CheckTestError {
+    #[error("`entry_point` {0:?} is not a Python function name")]
+    BadEntryPoint(String),
+    #[error("`test` has no `def check(candidate)` function (a row with `entry_point` is graded by calling check(entry_point))")]
+    NoCheck,
+}
+
+impl CheckTest {
+    /// Validated: `entry_point` must be an identifier and `test` must define `check` at the
+    /// start of a line (not only mention it in a comment or string on another line).
+    pub fn new(prompt: &str, test: &str, entry_point: &str) -> Result<CheckTest, CheckTestError> {
+        let name = entry_point.trim();
+        let identifier = name.chars().next().is_some_and(|c| c == '_' || c.is_alphabetic())
+            && name.chars().all(|c| c == '_' || c.is_alphanumeric());
+        if !identifier {
+            return Err(CheckTestError::BadEntryPoint(entry_point.to_string()));
+        }
+        if !defines_check(test) {
+            return Err(CheckTestError::NoCheck);
+        }
+        Ok(CheckTest { prompt: prompt.to_string(), test: test.to_string(), entry_point: name.to_string() })
+    }
+
+    /// The candidate program: the completion read the way it was most likely meant.
+    /// - No fenced block: a raw continuation of the prompt (HumanEval's own rule, prompt +
+    ///   completion, byte for byte, since the prompt may end mid-line).
+    /// - A fenced block that defines `entry_point` itself (a chat model restating the whole
+    ///   function): the prompt up to its `def`, which keeps the prompt's imports and helper
+    ///   functions, then the block.
+    /// - A fenced block that does not: the block continues the prompt on a new line.
+    ///
+    /// A prompt that does not define `entry_point` is prose for a chat model, not code: the
+    /// program is then the completion's code alone.
+    pub fn program(&self, completion: &str) -> String {
+        let Some(def_at) = def_line(&self.prompt, &self.entry_point) else {
+            return extract_program(completion).to_string();
+        };
+        if fences(completion).is_empty() {
+            return format!("{}{completion}", self.prompt);
+        }
+        let block = extract_program(completion);
+        if def_line(block, &self.entry_point).is_some() {
+            format!("{}{block}", &self.prompt[..def_at])
+        } else {
+            let newline = if self.prompt.ends_with('\n') { "" } else { "\n" };
+            format!("{}{newline}{block}", self.prompt)
+        }
+    }
+
+    /// The test code followed by the call that runs it.
+    pub fn test_source(&self) -> String {
+        format!("{}\n\ncheck({})\n", self.test.trim_end(), self.entry_point)
+    }
+}
+
+/// Whether `test` has a line starting `def check(`: the mark of a HumanEval-style test.
+pub fn defines_check(test: &str) -> bool {
+    test.lines().any(|l| l.trim_start().strip_prefix("def").is_some_and(|r| r.trim_start().starts_with("check(")))
+}
+
+/// Byte offset of the first top-level line `def NAME(` of `code`.
+fn def_line(code: &str, name: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in code.split_inclusive('\n') {
+        let defines = line.strip_prefix("def ").is_some_and(|r| {
+            r.trim_start().strip_prefix(name).is_some_and(|after| after.trim_start().starts_with('('))
+        });
+        if defines {
+            return Some(offset);
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// What a code problem's program is tested with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeTests {
+    /// Statements (usually asserts) run after the program in the same file.
+    Asserts(String),
+    /// A HumanEval-style `check(candidate)`.
+    Check(CheckTest),
+}
+
 /// The file name tracebacks show for the program and its tests.
 const SOLUTION_FILE: &str = "solution.py";
+/// The file name tracebacks show for a HumanEval-style test and its `check` call.
+const TEST_FILE: &str = "test.py";
 
 /// The script the sandbox runs: it reads the end-of-tests marker from stdin, runs `source`
 /// (program + tests) with `__name__ == "__main__"`, and only when that returns normally
@@ -107,28 +211,42 @@ const SOLUTION_FILE: &str = "solution.py";
 /// What this cannot stop: a program that deliberately digs the marker out of the harness's
 /// frame and prints it (docs/SANDBOX.md).
 pub fn harness(source: &str) -> String {
-    let literal = serde_json::to_string(source).expect("a string always serialises");
-    let file = SOLUTION_FILE;
-    [
+    harness_files(&[(SOLUTION_FILE, source)])
+}
+
+/// [`harness`] for several files run one after the other in one namespace, each compiled on
+/// its own: a program cannot reach into the next file (an unclosed `"""` swallows nothing but
+/// its own file, which then fails to compile) and tracebacks name the file that failed.
+pub fn harness_files(files: &[(&str, &str)]) -> String {
+    let mut lines = vec![
         "def _retort_run_tests():".to_string(),
         "    import linecache, os, sys".to_string(),
         "    marker = sys.stdin.readline().strip()".to_string(),
-        format!("    source = {literal}"),
-        format!("    linecache.cache[{file:?}] = (len(source), None, source.splitlines(True), {file:?})"),
+        "    namespace = {\"__name__\": \"__main__\"}".to_string(),
         "    try:".to_string(),
-        format!("        exec(compile(source, {file:?}, \"exec\"), {{\"__name__\": \"__main__\"}})"),
-        "    except SystemExit:".to_string(),
-        "        raise".to_string(),
-        "    except BaseException as error:".to_string(),
-        "        import traceback".to_string(),
-        "        traceback.print_exception(type(error), error, error.__traceback__.tb_next)".to_string(),
-        "        sys.exit(1)".to_string(),
-        "    sys.stdout.flush()".to_string(),
-        "    os.write(1, (\"\\n\" + marker + \"\\n\").encode())".to_string(),
-        "_retort_run_tests()".to_string(),
-        String::new(),
-    ]
-    .join("\n")
+    ];
+    for (file, source) in files {
+        let literal = serde_json::to_string(source).expect("a string always serialises");
+        lines.push(format!("        source = {literal}"));
+        lines.push(format!("        linecache.cache[{file:?}] = (len(source), None, source.splitlines(True), {file:?})"));
+        lines.push(format!("        exec(compile(source, {file:?}, \"exec\"), namespace)"));
+    }
+    lines.extend(
+        [
+            "    except SystemExit:",
+            "        raise",
+            "    except BaseException as error:",
+            "        import traceback",
+            "        traceback.print_exception(type(error), error, error.__traceback__.tb_next)",
+            "        sys.exit(1)",
+            "    sys.stdout.flush()",
+            "    os.write(1, (\"\\n\" + marker + \"\\n\").encode())",
+            "_retort_run_tests()",
+            "",
+        ]
+        .map(String::from),
+    );
+    lines.join("\n")
 }
 
 /// A fresh marker per run, so a program cannot print it by guessing.
@@ -186,8 +304,31 @@ fn reason_for(result: &ExecResult, limits: &Limits) -> String {
 /// Like [`verify_code`], but setup problems (no Python, no temp dir) are errors, so that a
 /// caller can stop at the first one instead of scoring every sample 0.
 pub fn try_verify_code(completion: &str, tests: &str, limits: &Limits) -> Result<CodeVerdict, SandboxError> {
+    run_harness(&harness(&assemble(completion, tests)), limits)
+}
+
+/// [`try_verify_code`] for either shape of problem.
+pub fn try_verify_tests(completion: &str, tests: &CodeTests, limits: &Limits) -> Result<CodeVerdict, SandboxError> {
+    match tests {
+        CodeTests::Asserts(asserts) => try_verify_code(completion, asserts, limits),
+        CodeTests::Check(check) => {
+            let program = check.program(completion);
+            let script = harness_files(&[(SOLUTION_FILE, &program), (TEST_FILE, &check.test_source())]);
+            run_harness(&script, limits)
+        }
+    }
+}
+
+/// [`verify_code`] for either shape of problem: a HumanEval-style row passes iff its
+/// `check(entry_point)` returned (same marker rule).
+pub fn verify_tests(completion: &str, tests: &CodeTests, limits: &Limits) -> CodeVerdict {
+    try_verify_tests(completion, tests, limits).unwrap_or_else(setup_failed)
+}
+
+/// Runs a harness script and grades the run by its status and the end-of-tests marker.
+fn run_harness(script: &str, limits: &Limits) -> Result<CodeVerdict, SandboxError> {
     let marker = end_marker();
-    let mut result = run_python(&harness(&assemble(completion, tests)), &format!("{marker}\n"), limits)?;
+    let mut result = run_python(script, &format!("{marker}\n"), limits)?;
     let (finished, stdout) = take_marker(&result.stdout, &marker);
     result.stdout = stdout;
     let mut reason = reason_for(&result, limits);
@@ -212,13 +353,12 @@ pub fn try_verify_code(completion: &str, tests: &str, limits: &Limits) -> Result
 /// When the program cannot be run at all, the verdict is wrong with the error as reason
 /// (e.g. "python3 not found: install Python 3 ...").
 pub fn verify_code(completion: &str, tests: &str, limits: &Limits) -> CodeVerdict {
-    try_verify_code(completion, tests, limits).unwrap_or_else(|error| CodeVerdict {
-        correct: false,
-        reward: 0.0,
-        status: None,
-        reason: error.to_string(),
-        output: String::new(),
-    })
+    try_verify_code(completion, tests, limits).unwrap_or_else(setup_failed)
+}
+
+/// The verdict when the program could not be run at all: wrong, with the error as reason.
+fn setup_failed(error: SandboxError) -> CodeVerdict {
+    CodeVerdict { correct: false, reward: 0.0, status: None, reason: error.to_string(), output: String::new() }
 }
 
 #[cfg(test)]
@@ -274,6 +414,28 @@ mod tests {
         assert!(!found, "a longer token is not the marker");
         assert_eq!(rest, "retort-tests-done-abc\n");
         assert_ne!(end_marker(), end_marker());
+    }
+
+    #[test]
+    fn humaneval_style_programs_continue_the_prompt() {
+        let prompt = "import math\n\n\ndef area(r):\n    \"\"\"Area of a circle.\"\"\"\n";
+        let check = CheckTest::new(prompt, "def check(candidate):\n    assert candidate(1) > 3\n", "area").unwrap();
+        // A raw continuation: prompt + completion, byte for byte.
+        assert_eq!(check.program("    return math.pi * r * r\n"), format!("{prompt}    return math.pi * r * r\n"));
+        // A fenced body continues the prompt.
+        assert_eq!(check.program("```python\n    return 3.2\n```"), format!("{prompt}    return 3.2\n"));
+        // A fenced full definition replaces the prompt's stub but keeps its imports.
+        let full = "Sure:\n```python\ndef area(r):\n    return math.pi * r ** 2\n```";
+        assert_eq!(check.program(full), "import math\n\n\ndef area(r):\n    return math.pi * r ** 2\n");
+        assert_eq!(check.test_source(), "def check(candidate):\n    assert candidate(1) > 3\n\ncheck(area)\n");
+        // A prose prompt (for a chat model) is not code: the completion's program alone.
+        let chat = CheckTest::new("Write area(r).", "def check(candidate):\n    pass\n", "area").unwrap();
+        assert_eq!(chat.program("```python\ndef area(r):\n    return 0\n```"), "def area(r):\n    return 0\n");
+        // Malformed rows.
+        assert_eq!(CheckTest::new(prompt, "assert area(1) > 3", "area"), Err(CheckTestError::NoCheck));
+        assert_eq!(CheckTest::new(prompt, "# def check(candidate)", "area"), Err(CheckTestError::NoCheck));
+        assert_eq!(CheckTest::new(prompt, "def check(c):\n    pass", "area(r)"), Err(CheckTestError::BadEntryPoint("area(r)".into())));
+        assert_eq!(CheckTest::new(prompt, "def check(c):\n    pass", ""), Err(CheckTestError::BadEntryPoint(String::new())));
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //!
 //! A [`ProblemSet`] is built-in task instances (generated from a seed, or read from the JSONL
 //! a `tasks` stage wrote, [`read_instances`]), a math JSONL (`{"prompt", "answer"}`, graded
-//! by [`super::math`]) or a code JSONL (`{"prompt", "tests"}`, run in the [`crate::sandbox`]
-//! by [`super::code`]). Readers name the file and line of a bad row; [`ProblemSet::fit_context`]
+//! by [`super::math`]) or a code JSONL (`{"prompt", "tests"}` or HumanEval-style
+//! `{"task_id", "prompt", "entry_point", "test"}`, run in the [`crate::sandbox`] by
+//! [`super::code`]). Readers name the file and line of a bad row; [`ProblemSet::fit_context`]
 //! checks every prompt against a model's context before anything is sampled. The eval stage,
 //! the rl stage and `retort eval` all read their problems here.
 
+use super::code::{CheckTest, CodeTests};
 use super::math::{verify_math, MathOptions};
 use super::{self as tasks, Instance, Task, Verdict};
 use crate::rng::Rng;
@@ -58,12 +60,12 @@ pub struct MathRow {
     pub source: String,
 }
 
-/// One row of a code JSONL: the prompt and the tests appended to the program.
+/// One row of a code JSONL: the prompt and what the program is tested with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CodeRow {
     pub id: String,
     pub prompt: String,
-    pub tests: String,
+    pub tests: CodeTests,
     /// "file:line" of the row, for errors.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
@@ -137,16 +139,45 @@ pub fn read_math_jsonl(path: &Path) -> Result<Vec<MathRow>> {
     Ok(rows)
 }
 
-/// Rows of a code JSONL: `prompt` and `tests` (a string or a list of assert lines).
+/// Rows of a code JSONL: `prompt` and `tests` (a string or a list of assert lines), or
+/// HumanEval-style `prompt`, `entry_point` and `test` (see [`code_tests`]).
 pub fn read_code_jsonl(path: &Path) -> Result<Vec<CodeRow>> {
-    const EXPECTED: &str = "\"prompt\" and \"tests\"";
     let mut rows = Vec::new();
     for (line, row) in read_json_lines(path)? {
-        let prompt = required(&row, &["prompt"], path, line, EXPECTED)?;
-        let tests = required(&row, &["tests", "test"], path, line, EXPECTED)?;
+        let expected = if is_check_row(&row) { CHECK_FIELDS } else { ASSERT_FIELDS };
+        let prompt = required(&row, &["prompt"], path, line, expected)?;
+        let tests = code_tests(&row, path, line)?;
         rows.push(CodeRow { id: row_id(&row, line), prompt, tests, source: format!("{}:{line}", path.display()) });
     }
     Ok(rows)
+}
+
+const ASSERT_FIELDS: &str = "\"prompt\" and \"tests\"";
+const CHECK_FIELDS: &str = "\"prompt\", \"entry_point\" and a \"test\" defining check(candidate)";
+
+/// Whether a row is HumanEval-style: it names an `entry_point`, or its test defines `check`
+/// (then a missing `entry_point` is the error, not a plain-assert reading of the test).
+fn is_check_row(row: &serde_json::Map<String, serde_json::Value>) -> bool {
+    row.contains_key("entry_point")
+        || text_field(row, &["test", "tests"]).is_some_and(|t| super::code::defines_check(&t))
+}
+
+/// What a code row's program is tested with: a HumanEval-style `check(candidate)` when the
+/// row has `entry_point` or its test defines `check`, else the `tests` (or `test`) run after
+/// the program. A malformed HumanEval-style row is an error naming file, line and key.
+pub fn code_tests(row: &serde_json::Map<String, serde_json::Value>, path: &Path, line: usize) -> Result<CodeTests, ProblemError> {
+    if !is_check_row(row) {
+        return Ok(CodeTests::Asserts(required(row, &["tests", "test"], path, line, ASSERT_FIELDS)?));
+    }
+    let bad = |message: String| ProblemError::BadRow { path: path.display().to_string(), line, message };
+    let entry_point = match row.get("entry_point") {
+        None => return Err(bad("missing field `entry_point`: the test defines check(candidate), so the row needs the name of the function to pass to it".into())),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => return Err(bad(format!("`entry_point` must be a string (a function name), found {other}"))),
+    };
+    let test = required(row, &["test", "tests"], path, line, CHECK_FIELDS)?;
+    let prompt = text_field(row, &["prompt"]).unwrap_or_default();
+    CheckTest::new(&prompt, &test, &entry_point).map(CodeTests::Check).map_err(|e| bad(e.to_string()))
 }
 
 /// Parse a problems JSONL for `verifier` without loading anything else (a run's preflight):
@@ -364,7 +395,7 @@ impl ProblemSet {
                 Verdict { correct: v.correct, reward: f64::from(u8::from(v.correct)), canonical: v.canonical(), reason: v.reason }
             }
             ProblemSet::Code { rows, limits } => {
-                let v = super::code::verify_code(response, &rows[i].tests, limits);
+                let v = super::code::verify_tests(response, &rows[i].tests, limits);
                 let program = super::code::extract_program(response).trim_end().to_string();
                 Verdict { correct: v.correct, reward: v.reward, canonical: Some(program), reason: v.reason }
             }
@@ -373,7 +404,7 @@ impl ProblemSet {
 
     /// What a verifier needs to grade a response to problem `i` again, as JSON fields that
     /// `retort reward test` reads: `task` + `data` for a built-in task, `gold` for math,
-    /// `tests` for code (and the `prompt` for all).
+    /// `tests` (or HumanEval's `test` and `entry_point`) for code (and the `prompt` for all).
     pub fn grading_fields(&self, i: usize) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         m.insert("prompt".into(), self.prompt(i).into());
@@ -385,9 +416,16 @@ impl ProblemSet {
             ProblemSet::Math { rows, .. } => {
                 m.insert("gold".into(), rows[i].answer.clone().into());
             }
-            ProblemSet::Code { rows, .. } => {
-                m.insert("tests".into(), rows[i].tests.clone().into());
-            }
+            ProblemSet::Code { rows, .. } => match &rows[i].tests {
+                CodeTests::Asserts(tests) => {
+                    m.insert("tests".into(), tests.clone().into());
+                }
+                // HumanEval's own keys, so that `reward test` reads the row the same way.
+                CodeTests::Check(check) => {
+                    m.insert("test".into(), check.test.clone().into());
+                    m.insert("entry_point".into(), check.entry_point.clone().into());
+                }
+            },
         }
         m
     }
@@ -459,7 +497,7 @@ mod tests {
         assert_eq!(err.to_string(), format!("{}:3: missing field `answer` (each row needs \"prompt\" and \"answer\")", path.display()));
         std::fs::write(&path, "{\"prompt\":\"f\",\"tests\":[\"assert f()==1\",\"assert True\"],\"id\":\"t1\"}\n").unwrap();
         let rows = read_code_jsonl(&path).unwrap();
-        assert_eq!(rows[0].tests, "assert f()==1\nassert True");
+        assert_eq!(rows[0].tests, CodeTests::Asserts("assert f()==1\nassert True".into()));
         assert_eq!(rows[0].id, "t1");
         let err = ProblemSet::from_jsonl(&path, "regex").err().unwrap();
         assert!(err.to_string().contains("known verifiers: math, code"), "{err}");

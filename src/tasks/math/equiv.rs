@@ -242,8 +242,18 @@ fn scalars_equivalent(a: &str, b: &str, opts: &MathOptions) -> (bool, String) {
     if a == b {
         return (true, format!("exact match after normalisation: '{a}'"));
     }
-    if let (Some((la, rel_a, ra)), Some((lb, rel_b, rb))) = (split_relation(a), split_relation(b)) {
-        return relations_equivalent((&la, rel_a, &ra), (&lb, rel_b, &rb), opts);
+    match (split_relation(a), split_relation(b)) {
+        (Some((la, rel_a, ra)), Some((lb, rel_b, rb))) => {
+            return relations_equivalent((&la, rel_a, &ra), (&lb, rel_b, &rb), opts);
+        }
+        // "a + b = 12" against the gold 12: the equation states the value on its right (a
+        // free-form conclusion "So $a + b = 12$." is extracted whole, so that an equation
+        // answer such as a plane "2x - y + z = 0" is still compared as an equation).
+        (Some((lhs, "=", rhs)), None) if !rhs.is_empty() => {
+            let (ok, why) = scalars_equivalent(&rhs, b, opts);
+            return (ok, format!("right side of '{lhs}={rhs}': {why}"));
+        }
+        _ => {}
     }
     if let (Some(x), Some(y)) = (integer_literal(a), integer_literal(b)) {
         // Two integers are equal only exactly: 1000000 ≠ 1000001 although they are within

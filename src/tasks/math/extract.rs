@@ -3,6 +3,7 @@
 
 use super::equiv::parse_answer;
 use super::braces::Braces;
+use super::conclusion::concluding_value;
 use super::normalize::{has_prose_word, normalize_answer};
 use super::tally;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,10 @@ pub enum Extraction {
     /// The whole completion, when it is one short line that parses as a math answer or is
     /// a single word.
     Bare,
+    /// The value stated in the concluding sentence: after "is", "=", "≡", "equals", "we
+    /// get", … ("Therefore, the smallest value is 8, achieved when $a=b=c$."; see
+    /// `conclusion.rs`).
+    Conclusion,
     /// The last inline-math span `$…$` (or `\(…\)`) that parses as an answer, for prose
     /// that ends "… is $\frac{5}{36}$." without a box.
     LastMath,
@@ -33,6 +38,7 @@ pub fn extract_answer(completion: &str, order: &[Extraction]) -> Option<(String,
             Extraction::Boxed => last_boxed(completion),
             Extraction::AnswerLine => answer_line(completion),
             Extraction::Bare => bare_answer(completion),
+            Extraction::Conclusion => concluding_value(completion),
             Extraction::LastMath => last_math_span(completion),
             Extraction::LastNumber => last_number(completion),
             Extraction::NotFound => None,
@@ -238,12 +244,16 @@ mod tests {
         let (a, m) = extract_answer("  \\frac{\\sqrt2}{2} ", &order).unwrap();
         assert_eq!((a.as_str(), m), ("\\frac{\\sqrt2}{2}", Extraction::Bare));
         let (a, m) = extract_answer("so $p$ is $\\frac{5}{36}$ in the end", &order).unwrap();
-        assert_eq!((a.as_str(), m), ("\\frac{5}{36}", Extraction::LastMath));
+        assert_eq!((a.as_str(), m), ("\\frac{5}{36}", Extraction::Conclusion));
         let (a, m) = extract_answer("so \\(x\\) is \\(2^{10}\\).", &order).unwrap();
-        assert_eq!((a.as_str(), m), ("2^{10}", Extraction::LastMath));
+        assert_eq!((a.as_str(), m), ("2^{10}", Extraction::Conclusion));
+        let (a, m) = extract_answer("we draw $p$ and then $\\frac{5}{36}$ in the end", &order).unwrap();
+        assert_eq!((a.as_str(), m), ("\\frac{5}{36}", Extraction::LastMath));
         let (a, _) = extract_answer("\\boxed 7 is it", &order).unwrap();
         assert_eq!(a, "7");
         let (a, m) = extract_answer("we add 12 and 30 to get 42 in total", &order).unwrap();
+        assert_eq!((a.as_str(), m), ("42", Extraction::Conclusion));
+        let (a, m) = extract_answer("we add 12 and 30: 42 in total", &order).unwrap();
         assert_eq!((a.as_str(), m), ("42", Extraction::LastNumber));
         let (a, _) = extract_answer("costs 1,234.50 and -3/4 of it", &order).unwrap();
         assert_eq!(a, "-3/4");

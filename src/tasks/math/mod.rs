@@ -4,7 +4,8 @@
 //! Three stages, each reported so a wrong reward can be traced, each in its own file:
 //! 1. **Extraction** (`extract.rs`) of the final answer from a completion, in a configurable
 //!    order ([`Extraction`]): the last `\boxed{…}`/`\fbox{…}`, an "Answer: …" / "The answer
-//!    is …" / "#### …" line, the whole completion when it is itself a short answer, the last
+//!    is …" / "#### …" line, the whole completion when it is itself a short answer, the value
+//!    stated in the concluding sentence ("So the minimum is $8$, achieved when …"), the last
 //!    `$…$` span, the last number.
 //! 2. **Normalisation** (`normalize.rs`) of LaTeX and prose decorations ([`normalize_answer`]).
 //! 3. **Equivalence** (`equiv.rs`): exact after normalisation, numeric within a relative
@@ -29,6 +30,7 @@
 //! - `\log` is the natural logarithm; `e` and `i` are ordinary variables.
 
 mod braces;
+mod conclusion;
 mod equiv;
 mod expr;
 mod extract;
@@ -81,7 +83,14 @@ pub struct MathOptions {
 impl Default for MathOptions {
     fn default() -> Self {
         MathOptions {
-            order: vec![Extraction::Boxed, Extraction::AnswerLine, Extraction::Bare, Extraction::LastMath, Extraction::LastNumber],
+            order: vec![
+                Extraction::Boxed,
+                Extraction::AnswerLine,
+                Extraction::Bare,
+                Extraction::Conclusion,
+                Extraction::LastMath,
+                Extraction::LastNumber,
+            ],
             rel_tol: 1e-6,
             sample_points: 8,
             seed: 0x6d61_7468,
@@ -242,6 +251,12 @@ mod tests {
             ("unclosed braces", r("{", n)),
             ("unclosed square roots", boxed(r("\\sqrt[", n))),
             ("long sum", boxed(format!("{}1", r("1+", n)))),
+            // The concluding-sentence reader (no box): cues, sentence ends, unclosed spans.
+            ("runs of equals signs", r("x = ", n)),
+            ("runs of 'is'", r("it is 1 ", n)),
+            ("numbered sentences", r("1. ", n)),
+            ("unclosed inline math", r("\\( ", n)),
+            ("equations in one span", format!("${}1$", r("a=", n))),
         ];
         for (name, completion) in shapes {
             let per_byte = work_for(&completion) as f64 / completion.len() as f64;
@@ -299,6 +314,56 @@ mod tests {
         }
         // Not a mixed number: the \frac's arguments, parsed once, make a product.
         assert!(verify_math("\\boxed{2\\frac{x}{4}}", "x/2", &opts).correct);
+    }
+
+    #[derive(Deserialize)]
+    struct FreeFormRow {
+        prediction: String,
+        gold: String,
+        /// The hand grade, decided when the row was written.
+        expected: bool,
+        /// Hugging Face math-verify's verdict (tests/fixtures/eval/make_math_verify_freeform.py).
+        math_verify: bool,
+        note: String,
+    }
+
+    /// Free-form outputs (mostly without `\boxed{}`) in the styles of GPT-3.5/4, PaLM 2 and
+    /// chat models, graded by hand and by Hugging Face's math-verify. retort must agree with
+    /// math-verify on ≥ 85 % of them and with the hand grade on ≥ 95 %; every disagreement
+    /// is printed (run with `--nocapture`), with who was right by the hand grade.
+    #[test]
+    fn free_form_outputs_against_math_verify() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/math_verify_freeform.jsonl");
+        let text = std::fs::read_to_string(path).expect("fixture tests/fixtures/math_verify_freeform.jsonl");
+        let rows: Vec<FreeFormRow> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("{path} line {}: {e}", i + 1)))
+            .collect();
+        assert!(rows.len() >= 150, "fixture has only {} rows", rows.len());
+        let opts = MathOptions::default();
+        let (mut with_mv, mut with_hand, mut mv_with_hand) = (0, 0, 0);
+        for (i, row) in rows.iter().enumerate() {
+            let v = verify_math(&row.prediction, &row.gold, &opts);
+            with_mv += usize::from(v.correct == row.math_verify);
+            with_hand += usize::from(v.correct == row.expected);
+            mv_with_hand += usize::from(row.math_verify == row.expected);
+            if v.correct != row.math_verify || v.correct != row.expected {
+                let right = if v.correct == row.expected { "retort right" } else { "retort WRONG" };
+                println!(
+                    "  line {} ({}): retort {} math-verify {} hand {} [{right}] extracted {:?} by {:?}: {}",
+                    i + 1, row.note, v.correct, row.math_verify, row.expected, v.extracted, v.method, v.reason
+                );
+            }
+        }
+        let n = rows.len() as f64;
+        let (mv_rate, hand_rate) = (with_mv as f64 / n, with_hand as f64 / n);
+        println!(
+            "{} free-form rows: retort agrees with math-verify on {with_mv} ({:.1} %), with the hand grade on {with_hand} ({:.1} %); math-verify with the hand grade on {mv_with_hand} ({:.1} %)",
+            rows.len(), 100.0 * mv_rate, 100.0 * hand_rate, 100.0 * mv_with_hand as f64 / n
+        );
+        assert!(mv_rate >= 0.85, "agreement with math-verify {mv_rate:.3} < 0.85");
+        assert!(hand_rate >= 0.95, "agreement with the hand grade {hand_rate:.3} < 0.95");
     }
 
     #[derive(Deserialize)]

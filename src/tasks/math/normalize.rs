@@ -52,6 +52,8 @@ pub fn normalize_answer(raw: &str) -> Normalized {
         s = s.replace(from, to);
     }
     s = unwrap_text_commands(&s);
+    s = strip_modulus(&s).to_string();
+    s = strip_parenthetical_note(&s).to_string();
     for deg in ["^{\\circ}", "^\\circ", "^{°}", "\\circ", "°", "\\degree"] {
         s = s.replace(deg, "");
     }
@@ -133,6 +135,50 @@ fn expand_repeating_decimals(s: &str) -> String {
     out
 }
 
+/// "2 \pmod{11}" → "2": a residue stated with its modulus (`\pmod`, `\bmod`, `\mod`, "(mod
+/// 11)", "\text{ mod } 11") is the residue. Only a modulus after something: a lone
+/// "\pmod{11}" is left for the comparison to reject.
+fn strip_modulus(s: &str) -> &str {
+    tally(s.len());
+    let lower = s.to_ascii_lowercase(); // ASCII lowering keeps byte offsets
+    let is_command_end = |at: usize| !lower[at..].starts_with(|c: char| c.is_ascii_alphabetic());
+    let cut = ["\\pmod", "\\bmod", "\\mod", "(mod", " mod "]
+        .iter()
+        .filter_map(|m| lower.find(m).filter(|&p| is_command_end(p + m.len()) || m.ends_with(' ')))
+        .min();
+    match cut {
+        Some(p) => {
+            let head = s[..p].trim_end().trim_end_matches('(').trim_end();
+            if head.is_empty() { s } else { head }
+        }
+        None => s,
+    }
+}
+
+/// "100 (i.e., all values)" → "100": a trailing parenthesised remark in words after a value.
+/// Parentheses holding math ("2 (x+1)", "(1, 2)") are kept.
+fn strip_parenthetical_note(s: &str) -> &str {
+    tally(s.len());
+    let t = s.trim_end();
+    if !t.ends_with(')') {
+        return s;
+    }
+    // The '(' that the final ')' closes.
+    let mut depth = 0i32;
+    let open = t.char_indices().rev().find_map(|(i, c)| {
+        match c {
+            ')' => depth += 1,
+            '(' => depth -= 1,
+            _ => {}
+        }
+        (depth == 0).then_some(i)
+    });
+    match open {
+        Some(p) if !t[..p].trim().is_empty() && has_prose_word(&t[p..]) => t[..p].trim_end(),
+        _ => s,
+    }
+}
+
 /// Replace `\text{…}`, `\textbf{…}`, `\mathrm{…}`, … by their content.
 fn unwrap_text_commands(s: &str) -> String {
     const WRAPPERS: [&str; 10] =
@@ -176,10 +222,13 @@ fn unwrap_text_commands(s: &str) -> String {
 /// "x = 3" → "3": one '=' whose left side is a single variable (a letter, optionally with a
 /// subscript, or a Greek command). Equations with a longer left side are kept.
 fn strip_variable_prefix(s: &str) -> Option<String> {
-    if s.matches('=').count() != 1 {
-        return None;
-    }
-    let (lhs, rhs) = s.split_once('=')?;
+    // "x \in (1, \infty)": membership of a single variable states the set.
+    let member = s.find("\\in").filter(|&p| !s[p + 3..].starts_with(|c: char| c.is_ascii_alphabetic()));
+    let (lhs, rhs) = match member {
+        Some(p) if !s.contains('=') => (&s[..p], &s[p + 3..]),
+        _ if s.matches('=').count() == 1 => s.split_once('=')?,
+        _ => return None,
+    };
     let lhs = lhs.trim();
     // "f(x) = …": a one-letter function of one-letter arguments is a name, too.
     let lhs = match lhs.split_once('(') {
@@ -465,5 +514,18 @@ mod tests {
         assert_eq!(n("0.1\\overline{6}"), "(15)/(90)");
         assert_eq!(n("0.\\overline{12}"), "(12)/(99)");
         assert_eq!(n("2.\\overline{3}"), "(21)/(9)");
+        // A modulus after a residue, a remark in words after a value.
+        assert_eq!(n("2 \\pmod{11}"), "2");
+        assert_eq!(n("2 \\pmod {11}"), "2");
+        assert_eq!(n("5 \\; (\\text{mod } 7)"), "5");
+        assert_eq!(n("5 (mod 7)"), "5");
+        assert_eq!(n("4 \\bmod 9"), "4");
+        assert_eq!(n("\\pmod{11}"), "\\pmod{11}");
+        assert_eq!(n("100 (i.e., all values)"), "100");
+        assert_eq!(n("x \\in (1, \\infty)"), "(1,\\infty)");
+        assert_eq!(n("\\infty"), "\\infty");
+        assert_eq!(n("(1, 2) (the vertex)"), "(1,2)");
+        assert_eq!(n("2 (x+1)"), "2(x+1)");
+        assert_eq!(n("(x+1)(x-1)"), "(x+1)(x-1)");
     }
 }

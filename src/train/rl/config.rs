@@ -124,8 +124,9 @@ pub struct RlStage {
     /// The problems (keys shared with the sft and eval stages, see [`crate::tasks::source`]):
     /// `from` (a tasks stage: rollouts from train.jsonl, quick evals on test.jsonl), `task`
     /// (+ `options`, `train_problems`, `test_problems`, generated from the run's seed) or
-    /// `jsonl` (`{"prompt", "answer"}` math or `{"prompt", "tests"}` code problems scored by
-    /// `verifier`; `test_jsonl` holds the quick-eval problems). `chat` renders prompts through
+    /// `jsonl` (`{"prompt", "answer"}` math, or `{"prompt", "tests"}` / HumanEval-style
+    /// `{"prompt", "entry_point", "test"}` code problems, scored by `verifier`; `test_jsonl`
+    /// holds the quick-eval problems). `chat` renders prompts through
     /// the tokenizer's chat template as one user turn (HF chat models).
     #[serde(flatten, skip_deserializing)]
     pub source: ProblemSource,
