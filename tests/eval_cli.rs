@@ -414,6 +414,14 @@ fn eval_and_generate_with_tools_report_tool_metrics_and_check_their_flags() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 tool call(s)"), "{}", String::from_utf8_lossy(&out.stderr));
 
+    // --compare with --tools: the model without and with tools, side by side.
+    let out = retort(&["eval", m, "--task", "arithmetic", "--problems", "2", "--n", "2", "--max-new-tokens", "8", "--tools", "python", "--compare", "--json"]);
+    let doc: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let labels: Vec<&str> = doc["models"].as_array().unwrap().iter().map(|r| r["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, vec!["m", "m+tools"]);
+    assert!(doc["models"][0]["report"]["aggregate"].get("tools/call_rate").is_none());
+    assert!(doc["models"][1]["report"]["aggregate"].get("tools/call_rate").is_some());
+
     // Bad tool settings fail before any sampling, naming the flag.
     let out = retort(&["eval", m, "--task", "arithmetic", "--problems", "1", "--n", "1", "--tools", "python", "--tool-format", "xml"]);
     let err = String::from_utf8_lossy(&out.stderr);

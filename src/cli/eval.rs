@@ -126,7 +126,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub no_rbf: bool,
     /// Let the model call a tool mid-generation: `python` runs each ```python block (STILL-3,
-    /// docs/SANDBOX.md) and appends its output; tool metrics join the report.
+    /// docs/SANDBOX.md) and appends its output; tool metrics join the report. With --compare,
+    /// each model is evaluated without and with tools ("NAME" and "NAME+tools").
     #[arg(long, value_parser = ["python"])]
     pub tools: Option<String>,
     /// Output format of tool calls: `prompt` (```output blocks, STILL-3's evaluation) or
@@ -294,20 +295,29 @@ pub fn cmd_eval(args: EvalArgs) -> Result<i32> {
     let device = crate::device::DeviceSpec::parse(&args.device).map_err(anyhow::Error::msg)?.open()?;
     let names: Vec<String> = args.models.iter().map(|m| m.display().to_string()).collect();
     let labels = model_labels(&names);
+    // `--compare --tools`: each model without tools, then with them, side by side.
+    let variants: Vec<(String, EvalConfig)> = if args.compare && cfg.tools.is_some() {
+        vec![(String::new(), EvalConfig { tools: None, ..cfg.clone() }), ("+tools".to_string(), cfg.clone())]
+    } else {
+        vec![(String::new(), cfg.clone())]
+    };
     let mut results: Vec<ModelResult> = Vec::new();
-    for (dir, label) in args.models.iter().zip(&labels) {
+    for (dir, model_label) in args.models.iter().zip(&labels) {
         let model = EvalModel::load(dir, &device)?;
-        eprintln!("retort eval: {label}: {} × n = {}", set.describe(), cfg.n);
-        let mut last = std::time::Instant::now();
-        let mut progress = |p: run::Progress| -> Result<()> {
-            if last.elapsed().as_secs_f64() >= 2.0 || p.done == p.total {
-                eprintln!("  {label}: {}/{} samples, {:.1} samples/s", p.done, p.total, p.samples_per_s);
-                last = std::time::Instant::now();
-            }
-            Ok(())
-        };
-        let report = run::evaluate(&model, &set, &cfg, &mut progress)?;
-        results.push(ModelResult { label: label.clone(), report });
+        for (suffix, cfg) in &variants {
+            let label = format!("{model_label}{suffix}");
+            eprintln!("retort eval: {label}: {} × n = {}", set.describe(), cfg.n);
+            let mut last = std::time::Instant::now();
+            let mut progress = |p: run::Progress| -> Result<()> {
+                if last.elapsed().as_secs_f64() >= 2.0 || p.done == p.total {
+                    eprintln!("  {label}: {}/{} samples, {:.1} samples/s", p.done, p.total, p.samples_per_s);
+                    last = std::time::Instant::now();
+                }
+                Ok(())
+            };
+            let report = run::evaluate(&model, &set, cfg, &mut progress)?;
+            results.push(ModelResult { label, report });
+        }
     }
     if let Some(sets) = text_sets {
         return finish_text(&args, &results, &sets, &text_cfg);
