@@ -157,6 +157,20 @@ fn pick_tokens(logits: &[Option<&[f32]>], draws: &[Option<Option<f64>>], params:
     }
 }
 
+/// A last line of defence (callers check their data first, naming the row): positions past
+/// the context were never trained, and the cost of attention grows with the square.
+fn check_context(decoder: &Decoder, prompts: &[Vec<u32>], params: &SamplingParams) -> Result<()> {
+    let context = decoder.config().max_position_embeddings;
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if longest + params.max_new_tokens > context {
+        candle_core::bail!(
+            "generate: a prompt of {longest} tokens plus max_new_tokens = {} exceeds the model's context of {context} tokens",
+            params.max_new_tokens
+        );
+    }
+    Ok(())
+}
+
 fn validate(params: &SamplingParams, prompts: &[Vec<u32>], vocab: usize) -> Result<()> {
     if !params.greedy && (params.temperature.is_nan() || params.temperature <= 0.0) {
         candle_core::bail!("sampling temperature must be > 0 (got {}); use greedy for argmax decoding", params.temperature);
@@ -189,16 +203,7 @@ pub fn generate(
     stop: Option<StopCheck>,
 ) -> Result<Vec<Completion>> {
     validate(params, prompts, decoder.vocab_size())?;
-    // A last line of defence (callers check their data first, naming the row): positions
-    // past the context were never trained, and the cost of attention grows with the square.
-    let context = decoder.config().max_position_embeddings;
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    if longest + params.max_new_tokens > context {
-        candle_core::bail!(
-            "generate: a prompt of {longest} tokens plus max_new_tokens = {} exceeds the model's context of {context} tokens",
-            params.max_new_tokens
-        );
-    }
+    check_context(decoder, prompts, params)?;
     let model = decoder.detached();
     let device = model.device().clone();
     let batch = prompts.len();
