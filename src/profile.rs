@@ -219,7 +219,9 @@ impl Profile {
             };
             let Some(kind_def) = stages::find_kind(&kind) else {
                 let mut msg = format!("unknown stage kind `{kind}`");
-                if let Some(s) = suggest(&kind, stages::kind_names()) {
+                if kind == "ood" {
+                    msg.push_str("; OOD scoring is the eval stage's `ood` table: kind = \"eval\", models = [...], ood = { id = ..., ood = [...], t = [...] }");
+                } else if let Some(s) = suggest(&kind, stages::kind_names()) {
                     msg.push_str(&format!("; did you mean `{s}`?"));
                 }
                 msg.push_str(&format!(" (known kinds: {})", stages::kind_names().join(", ")));

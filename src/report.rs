@@ -10,8 +10,9 @@
 //! - `entropy-position-<stage>.png`: mean token entropy by relative position (§6.2);
 //! - `ppl_hist-<stage>.png`, `token_prob-<stage>.png`: the corpus statistics of a synth stage
 //!   with `stats = true` (its `corpus_stats.json`, measured under a prior);
-//! - the diffusion-OOD plots of `denoise` and `ood` stages (held-out reconstruction loss over
-//!   steps and over t, score histograms per set; see [`ood`]);
+//! - the diffusion-OOD plots of `denoise` stages and of eval stages with an `ood` table
+//!   (held-out reconstruction loss over steps and over t, score histograms per set; see
+//!   [`ood`]);
 //!
 //! and `RUN_DIR/report.md` with the stage summaries, the eval tables and the images.
 //!
@@ -324,6 +325,11 @@ pub fn write_report(run_dir: &Path) -> Result<Written> {
                 continue;
             }
         };
+        if results.models.is_empty() {
+            // Text sets or OOD detection only: no samples, so no pass@k or entropy plots.
+            eval_sections.push((stage.clone(), results));
+            continue;
+        }
         let curves: Vec<Series> = results
             .models
             .iter()
@@ -384,7 +390,7 @@ pub fn write_report(run_dir: &Path) -> Result<Written> {
         }
     }
 
-    ood::plots(run_dir, &stages, &out_dir, &mut images, &mut written.notes)?;
+    ood::plots(run_dir, &stages, &out_dir, &mut images)?;
 
     let md = markdown(&title, &stages, &eval_sections, &images, &written.notes);
     let md_path = run_dir.join("report.md");

@@ -123,12 +123,6 @@ pub const KINDS: &[StageKind] = &[
         source: None,
     },
     StageKind {
-        kind: "ood",
-        about: "reconstruction-based OOD detection with a diffusion-fine-tuned encoder: AUROC and FPR95 per ID/OOD pair and t",
-        parse: parse_as::<crate::eval::ood_stage::OodStage>,
-        source: None,
-    },
-    StageKind {
         kind: "synth",
         about: "synthesize a data set from a corpus (AdaptLLM reading comprehension, …) or from the seed",
         parse: parse_as::<crate::synth::stage::SynthStage>,

@@ -176,9 +176,10 @@ id_eval = "@data/recipes_test.jsonl"
 ood_eval = ["@data/legal.jsonl"]
 
 [[stage]]
-kind = "ood"
+kind = "eval"
 name = "after"
-model = "@diffuse"
+models = ["@pretrain", "@diffuse"]
+[stage.ood]
 id = "@data/recipes_test.jsonl"
 ood = ["@data/legal.jsonl", "@data/menus.jsonl"]
 t = [300, 600]
@@ -213,7 +214,23 @@ fn a_short_profile_trains_scores_and_reports_the_losses() {
     // The run folder is `dood-<timestamp>`, the only one in the runs folder.
     let run_dir = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
     let results: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("after/results.json")).unwrap()).unwrap();
-    assert_eq!(results["pairs"].as_array().unwrap().len(), 4);
+    // Both encoders, each with 2 OOD sets × 2 timesteps, and each with its score dump.
+    let ood = results["ood"].as_array().unwrap();
+    assert_eq!(ood.iter().map(|r| r["label"].as_str().unwrap()).collect::<Vec<_>>(), vec!["pretrain", "diffuse"]);
+    for r in ood {
+        assert_eq!(r["pairs"].as_array().unwrap().len(), 4);
+        let dump = std::fs::read_to_string(run_dir.join(format!("after/scores-{}.jsonl", r["label"].as_str().unwrap()))).unwrap();
+        assert_eq!(dump.lines().count(), 2 * 3 * 12, "12 texts in each of 3 sets at 2 timesteps");
+    }
+    let scored = metrics_of(&run_dir, "after");
+    assert!(scored.iter().any(|(s, k, v)| *s == 600 && k == "diffuse/ood/auroc/legal" && (0.0..=1.0).contains(v)), "{scored:?}");
+    // `retort report` draws the histograms per model and t and the loss over t.
+    stdout_of(&retort(&["report", run_dir.to_str().unwrap()]));
+    let report = run_dir.join("report");
+    for png in ["ood_hist-after-diffuse-t300.png", "ood_hist-after-pretrain-t600.png", "recon_t-after.png", "recon-diffuse.png"] {
+        assert!(report.join(png).is_file(), "no {png}");
+    }
+    assert!(!report.join("passk-after.png").exists(), "an OOD-only eval stage has no pass@k to plot");
     let m = metrics_of(&run_dir, "diffuse");
     let has = |step: u64, key: &str| m.iter().any(|(s, k, v)| *s == step && k == key && v.is_finite());
     for key in ["loss", "loss/mse", "loss/t", "loss/round"] {

@@ -1,8 +1,8 @@
 //! OOD detection end to end (research/synth-spec.md §5.4): score an ID test set and OOD sets
 //! with a diffusion-fine-tuned encoder at one or more timesteps, optionally mix in the
 //! Mahalanobis distance fitted on ID training texts, and report AUROC and FPR95 per
-//! (ID, OOD, t), with a JSONL dump of every score (§5.7). `retort ood` and the `ood` stage
-//! both run [`detect`].
+//! (ID, OOD, t), with a JSONL dump of every score (§5.7). `retort ood` and the eval stage's
+//! `ood` table both run [`detect`].
 
 use super::score::{score_rows, ScoreOptions, Scored, TextSet};
 use super::NoiseSchedule;
@@ -11,7 +11,7 @@ use crate::model::encoder::EncoderModel;
 use crate::text::Tokenizer;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -32,7 +32,7 @@ pub struct DetectRequest {
 }
 
 /// One (ID, OOD, t) comparison.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PairResult {
     pub id: String,
     pub ood: String,

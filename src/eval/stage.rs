@@ -23,20 +23,27 @@
 //! stride = 512                 # window stride (default: max_len / 2)
 //! text_batch_size = 8          # windows / option rows per forward
 //! paper = "PubMedQA 0.52 (AdaptLLM-7B, Table 3)"   # printed under the closing table
+//!
+//! # OOD detection of encoders (optional; instead of the keys above)
+//! ood = { id = "@data/id_test.jsonl", ood = ["@data/other.jsonl"], t = [300, 600] }
 //! ```
 //! The problem keys (`from`, `task`, `options`, `test_problems`, `jsonl`, `verifier`, `chat`)
 //! are the ones the sft and rl stages use too ([`crate::tasks::source`]); `problems` is the
 //! old name of `test_problems`. Text evaluation is [`crate::eval::text`]: perplexity over
 //! `ppl` files and option-scoring accuracy (macro-F1 for class-label tasks) over `choice`
-//! files, each set named by its file stem.
+//! files, each set named by its file stem. The `ood` table ([`super::ood_eval`]) scores
+//! encoders by their reconstruction loss instead (AUROC / FPR95 per ID/OOD pair and t); an
+//! eval stage does either that or the decoder evaluations, not both.
 //!
 //! Output: `<run>/<name>/results.json` ([`StageResults`]: each model's [`EvalReport`] and the
 //! unsolvable-set overlaps with the first model, and `text`: each model's [`TextResult`]) and
 //! `samples-<model>.jsonl` (every response with its verdict). The stage summary holds the
-//! headline metrics (`ppl/<set>`, `acc/<set>`, `macro_f1/<set>` for text sets; prefixed
+//! headline metrics (`ppl/<set>`, `acc/<set>`, `macro_f1/<set>` for text sets,
+//! `auroc/mean/t<t>` and `fpr95/mean/t<t>` for OOD sets; prefixed
 //! `<model>/` when several models are compared) and its table is the pass@k table or the
 //! comparison, then the text table (a row per model), then `paper`.
 
+use super::ood_eval::{self, OodEval, OodResult};
 use super::run::{self, EvalConfig, EvalModel, EvalReport, Overlap};
 use super::text::{self, TextConfig, TextResult, TextSets};
 use crate::fsutil::write_atomic;
@@ -105,6 +112,9 @@ pub struct EvalStage {
     /// Free text printed under the closing table (e.g. the paper's own numbers).
     #[serde(default)]
     pub paper: Option<String>,
+    /// Reconstruction-based OOD detection of the models (encoders with an MLM head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ood: Option<OodEval>,
 }
 
 impl crate::tasks::source::Sourced for EvalStage {
@@ -155,6 +165,9 @@ pub struct StageResults {
     /// Each model's perplexity and choice results, when the stage has text sets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub text: Vec<TextResult>,
+    /// Each model's OOD detection result, when the stage has an `ood` table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ood: Vec<OodResult>,
 }
 
 pub const RESULTS_FILE: &str = "results.json";
@@ -279,6 +292,9 @@ impl StageConfig for EvalStage {
         r.extend(refs(Artifact::Data, [("from", self.source.from.as_deref()), ("jsonl", self.source.jsonl.as_deref())]));
         r.extend(refs(Artifact::Text, self.ppl.iter().map(|f| ("ppl", Some(f.as_str())))));
         r.extend(refs(Artifact::Text, self.choice.iter().map(|f| ("choice", Some(f.as_str())))));
+        if let Some(ood) = &self.ood {
+            r.extend(ood.references());
+        }
         r
     }
 
@@ -302,6 +318,9 @@ impl StageConfig for EvalStage {
         // Text files outside the run are read and checked now; `@stage` ones when the stage runs.
         let outside = |list: &[String]| list.iter().filter(|f| !f.starts_with('@')).map(PathBuf::from).collect::<Vec<_>>();
         TextSets::open(&outside(&self.ppl), &outside(&self.choice), &self.text_key)?;
+        if let Some(ood) = &self.ood {
+            ood.preflight().context("ood")?;
+        }
         Ok(())
     }
 
@@ -310,10 +329,19 @@ impl StageConfig for EvalStage {
         if self.models.is_empty() {
             return err("models", "list at least one model folder or `@stage`".into());
         }
+        if let Some(ood) = &self.ood {
+            if self.has_problems() || self.has_text() {
+                return err(
+                    "ood",
+                    "`ood` scores encoders, the other keys evaluate decoders: put the OOD detection in an eval stage of its own".into(),
+                );
+            }
+            return ood.validate();
+        }
         if !self.has_problems() && !self.has_text() {
             return err(
                 "from",
-                "nothing to evaluate: set one of `from` (a tasks stage), `task` or `jsonl` (problems to sample), and/or `ppl` / `choice` (text sets)".into(),
+                "nothing to evaluate: set one of `from` (a tasks stage), `task` or `jsonl` (problems to sample), `ppl` / `choice` (text sets), or `ood` (OOD detection of encoders)".into(),
             );
         }
         self.validate_text()?;
@@ -340,6 +368,9 @@ impl StageConfig for EvalStage {
     }
 
     fn total_units(&self) -> (Option<u64>, &'static str) {
+        if self.ood.is_some() {
+            return (Some(self.models.len() as u64), "models");
+        }
         if !self.has_problems() {
             return (None, "batches");
         }
@@ -348,6 +379,9 @@ impl StageConfig for EvalStage {
     }
 
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput> {
+        if let Some(ood) = &self.ood {
+            return self.run_ood(ood, ctx);
+        }
         // Everything is read and checked before the first model loads.
         let mut set = if self.has_problems() { Some(self.problem_set(ctx)?) } else { None };
         let sets = self.text_sets(&|r| ctx.resolve(r))?;
@@ -438,10 +472,39 @@ impl StageConfig for EvalStage {
         if let Some(paper) = &self.paper {
             tables.push(format!("paper: {paper}"));
         }
-        let doc = StageResults { models: results, overlaps, text: texts };
+        let doc = StageResults { models: results, overlaps, text: texts, ood: Vec::new() };
         let path = ctx.dir.join(RESULTS_FILE);
         write_atomic(&path, serde_json::to_string_pretty(&doc)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(StageOutput { output: Some(ctx.dir.clone()), summary, table: Some(tables.join("\n\n")) })
+    }
+}
+
+impl EvalStage {
+    /// The `ood` table: every model scored in turn, then one table side by side.
+    fn run_ood(&self, ood: &OodEval, ctx: &mut StageCtx) -> Result<StageOutput> {
+        let labels = model_labels(&self.models);
+        let dirs = self.models.iter().map(|m| ctx.resolve(m)).collect::<Result<Vec<_>>>()?;
+        let several = self.models.len() > 1;
+        let mut results = Vec::new();
+        let mut summary = BTreeMap::new();
+        for (i, ((reference, label), dir)) in self.models.iter().zip(&labels).zip(&dirs).enumerate() {
+            let prefix = if several { format!("{label}/") } else { String::new() };
+            let r = ood.score_model(ctx, label, reference, dir, &prefix)?;
+            summary.extend(ood_eval::headline(&r).into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)));
+            results.push(r);
+            ctx.events.progress(i as u64 + 1, Some(self.models.len() as u64), "models", Some(label));
+            if ctx.control.poll().stop {
+                return Err(crate::stage::Interrupted.into());
+            }
+        }
+        let mut table = ood_eval::table(&results);
+        if let Some(paper) = &self.paper {
+            table.push_str(&format!("\n\npaper: {paper}"));
+        }
+        let doc = StageResults { models: Vec::new(), overlaps: Vec::new(), text: Vec::new(), ood: results };
+        let path = ctx.dir.join(RESULTS_FILE);
+        write_atomic(&path, serde_json::to_string_pretty(&doc)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(StageOutput { output: Some(ctx.dir.clone()), summary, table: Some(table) })
     }
 }
 
@@ -503,5 +566,20 @@ mod tests {
         assert_eq!(s.source.test_problems, Some(5));
         assert_eq!(s.deprecated_keys(), vec![("problems".to_string(), "test_problems".to_string())]);
         assert_eq!(parse("models = [\"@sft\"]\ntask = \"countdown\"").source.test_problems, Some(100));
+    }
+
+    #[test]
+    fn an_ood_table_evaluates_encoders_alone() {
+        let s = parse("models = [\"@pretrain\", \"@diffuse\"]\n[ood]\nid = \"@data/a.jsonl\"\nood = [\"@data/b.jsonl\"]\nt = [300, 600]");
+        assert!(s.validate().is_ok());
+        assert_eq!(s.total_units(), (Some(2), "models"));
+        let keys: Vec<&str> = s.references().iter().map(|r| r.key).collect();
+        assert_eq!(keys, vec!["models", "models", "ood.id", "ood.ood"]);
+        let mixed = parse("models = [\"@m\"]\nppl = [\"x.jsonl\"]\n[ood]\nid = \"a\"\nood = [\"b\"]");
+        let (key, msg) = mixed.validate().unwrap_err();
+        assert_eq!(key, "ood");
+        assert!(msg.contains("eval stage of its own"), "{msg}");
+        let bad = parse("models = [\"@m\"]\n[ood]\nid = \"a\"\nood = [\"b\"]\nt = [5000]");
+        assert_eq!(bad.validate().unwrap_err().0, "ood.t");
     }
 }

@@ -109,6 +109,14 @@ impl ChartTab {
         }
     }
 
+    /// Metric-name prefixes whose every metric this tab draws too, after [`Self::lines`].
+    pub fn prefixes(self) -> &'static [&'static str] {
+        match self {
+            ChartTab::Loss => &["loss/", "eval/recon/"],
+            _ => &[],
+        }
+    }
+
     /// Metrics drawn as a dim band around the lines (min and max of the group's scores).
     pub fn band(self) -> Option<(&'static str, &'static str)> {
         match self {

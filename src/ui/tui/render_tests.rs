@@ -289,3 +289,21 @@ fn history_toggle_shows_in_the_chart_title() {
     app.perform(Action::ToggleHistory);
     assert!(buffer_text(&render(&app, 80, 24)).contains("Reward · rl · full history"));
 }
+
+#[test]
+fn a_denoise_stage_draws_its_loss_components_and_held_out_losses() {
+    let mut recs = vec![run_started(0.0), stage_started(0.0, "diffuse", "denoise", 0, 10)];
+    for step in 1..=10u64 {
+        let x = step as f64;
+        let mut values = vec![("loss", 3.0 / x), ("loss/mse", 1.0 / x), ("loss/t", 0.5), ("loss/round", 1.5 / x), ("lr", 1e-4)];
+        if step % 5 == 0 {
+            values.extend([("eval/recon/id/recipes", 4.0 / x), ("eval/recon/ood/legal", 6.0 + x)]);
+        }
+        recs.push(metrics(x, "diffuse", step, &values));
+    }
+    let text = buffer_text(&render(&fold(&recs), 160, 48));
+    for name in ["━ loss ", "━ loss/mse ", "━ loss/t ", "━ loss/round ", "━ id/recipes ", "━ ood/legal "] {
+        assert!(text.contains(name), "no {name:?} in the Loss legend:\n{text}");
+    }
+    assert!(!text.contains("━ lr"), "lr has its own tab");
+}

@@ -192,18 +192,22 @@ struct PlotLine<'a> {
     band: bool,
 }
 
-fn chart_lines(app: &App, tab: ChartTab) -> Vec<PlotLine<'static>> {
+fn chart_lines(app: &App, tab: ChartTab) -> Vec<PlotLine<'_>> {
     let history = app.ui.history;
     let mut out = Vec::new();
-    for (i, name) in tab.lines().iter().enumerate() {
+    // The tab's fixed metrics, then every metric of the stage under one of its prefixes (a
+    // denoise stage's loss components and held-out reconstruction losses, say).
+    let stage_metrics = app.chart_stage.as_ref().and_then(|s| app.metrics.get(s));
+    let by_prefix = stage_metrics
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter(|k| tab.prefixes().iter().any(|p| k.starts_with(p)))
+        .map(String::as_str);
+    let names: Vec<&str> = tab.lines().iter().copied().chain(by_prefix).collect();
+    for name in names {
         if let Some(s) = app.series(name) {
-            out.push(PlotLine {
-                name,
-                points: s.points(history),
-                latest: s.latest,
-                color: LINE_COLORS[i % LINE_COLORS.len()],
-                band: false,
-            });
+            let color = LINE_COLORS[out.len() % LINE_COLORS.len()];
+            out.push(PlotLine { name, points: s.points(history), latest: s.latest, color, band: false });
         }
     }
     if let Some((lo, hi)) = tab.band() {
@@ -280,7 +284,7 @@ fn draw_chart(frame: &mut Frame, area: Rect, app: &App, tab: ChartTab) {
 /// The tab already says what family a metric is in; the legend drops the verl-style prefix
 /// so that several series fit in 80 columns.
 fn short_name(name: &str) -> &str {
-    ["actor/", "critic/", "diversity/"]
+    ["actor/", "critic/", "diversity/", "eval/recon/"]
         .iter()
         .find_map(|p| name.strip_prefix(p))
         .unwrap_or(name)
