@@ -226,11 +226,16 @@ fn uses_tool(id: &str, tool_rate: f64) -> bool {
 /// output comes from running the code in the sandbox, as STILL-3's traces do; without a
 /// Python interpreter the scratchpad is used instead.
 pub fn render_with_tool(data: &ArithmeticData, answer: &str) -> String {
-    let code = format!("print({}{}{})", data.a, data.op.symbol(), data.b);
+    let code = tool_code(data);
     match run_cached(&code) {
         Some(output) => format!("```python\n{code}\n```\n\n```Output\n{output}\n```\n\n=> {answer}"),
         None => render(data, answer),
     }
+}
+
+/// The one line of Python a tool trace runs.
+fn tool_code(data: &ArithmeticData) -> String {
+    format!("print({}{}{})", data.a, data.op.symbol(), data.b)
 }
 
 /// The sandbox's output of `code`, once per distinct code (teachers render the same instance
@@ -343,6 +348,30 @@ impl Task for Arithmetic {
             Err(_) => "=> 0".to_string(),
         }
     }
+
+    /// Runs the code of every tool trace the teacher will write, a few interpreters at a
+    /// time, so the SFT stream finds the outputs cached instead of starting ~1000 Pythons one
+    /// after another in its first steps.
+    fn prepare_teacher(&self, instances: &[Instance]) -> usize {
+        let codes: Vec<String> = instances
+            .iter()
+            .filter(|inst| uses_tool(&inst.id, self.options.tool_rate))
+            .filter_map(|inst| instance_data::<ArithmeticData>(inst).ok())
+            .map(|data| tool_code(&data))
+            .collect();
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    while let Some(code) = codes.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                        run_cached(code);
+                    }
+                });
+            }
+        });
+        codes.len()
+    }
 }
 
 #[cfg(test)]
@@ -375,6 +404,18 @@ mod tests {
         assert!((share - 0.3).abs() < 0.04, "{share}");
         assert!(!uses_tool("arithmetic-1", 0.0));
         assert!(Arithmetic::new(ArithmeticOptions { tool_rate: 1.5, ..Default::default() }).is_err());
+        // The up-front pass runs exactly the tool instances' code, in parallel, into the cache
+        // the traces then read.
+        let task = Arithmetic::new(ArithmeticOptions { tool_rate: 0.5, ..Default::default() }).unwrap();
+        let mut rng = Rng::new(7);
+        let instances: Vec<Instance> = (0..12).map(|_| task.generate(&mut rng)).collect();
+        let tools = instances.iter().filter(|i| uses_tool(&i.id, 0.5)).count();
+        assert_eq!(task.prepare_teacher(&instances), tools);
+        for inst in instances.iter().filter(|i| uses_tool(&i.id, 0.5)) {
+            let data = instance_data::<ArithmeticData>(inst).unwrap();
+            let answer = data.answer().to_string();
+            assert!(task.render_solution(inst, &answer).contains(&format!("```Output\n{answer}\n```")), "{inst:?}");
+        }
     }
 
     #[test]

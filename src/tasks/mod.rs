@@ -54,6 +54,11 @@ pub trait Task: Send + Sync {
     fn render_solution(&self, instance: &Instance, canonical: &str) -> String;
     /// A well-formed but wrong response (the skewed teacher's noise share).
     fn wrong_response(&self, instance: &Instance, rng: &mut Rng) -> String;
+    /// Work the teacher will need for these instances, done up front and in parallel (the
+    /// arithmetic teacher's tool calls); returns how many pieces of work it did.
+    fn prepare_teacher(&self, _instances: &[Instance]) -> usize {
+        0
+    }
 }
 
 pub mod arithmetic;

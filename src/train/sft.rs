@@ -384,6 +384,11 @@ fn prepare(cfg: &SftStage, ctx: &StageCtx, model_dir: &Path) -> Result<Prepared>
     } else {
         let (train_set, test_set) = d.train_and_test(&|r| ctx.resolve(r), ctx.rng("problems"))?;
         let (task, train) = train_set.into_task().context("task data holds the instances of one built-in task")?;
+        let started = std::time::Instant::now();
+        let prepared = task.prepare_teacher(&train) + task.prepare_teacher(test_set.instances());
+        if prepared > 0 {
+            ctx.events.info(format!("teacher: {prepared} tool calls run up front in {:.1} s", started.elapsed().as_secs_f64()));
+        }
         // Held-out loss is measured against the same teacher, drawn once with a fixed seed.
         let mut rng = ctx.rng("eval-targets");
         let eval = test_set
