@@ -11,9 +11,18 @@
 //! - [`retriever`]: the InfoNCE over all batch contexts, accuracy@1 and rank (§6.4);
 //! - [`index`]: the saved index, exact top-K inner-product search, the token budget and
 //!   the prompt order (§6.5);
-//! - [`bm25`]: the lexical baseline.
+//! - [`bm25`]: the lexical baseline;
+//! - [`lm`]: the frozen LM's option NLLs; [`biencoder`]: the two encoders and the saved
+//!   retriever folder;
+//! - stages: [`score_stage`] (`prompt-score`), [`train_stage`] (`retrieve`), [`eval_stage`]
+//!   (`uprise-eval`).
 
+pub mod biencoder;
 pub mod bm25;
+pub mod eval_stage;
+pub mod lm;
+pub mod score_stage;
+pub mod train_stage;
 pub mod data;
 pub mod index;
 pub mod retriever;
