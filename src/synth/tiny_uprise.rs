@@ -17,8 +17,10 @@
 //! query's answer), and which word of a verbalizer pair means
 //! "true" is drawn anew for every sequence and style. A lone query therefore cannot tell
 //! which word to answer; demonstrations in the query's style can, and in the task data the
-//! meaning of each style is fixed. Half of the sequences use demos of the query's style only,
-//! half demos of random styles.
+//! meaning of each style is fixed. Three in four examples use demos of the query's style
+//! only, the rest demos of random styles; half of the examples with demos restate the query's
+//! statement in one of them (see [`lm_example`]), so a demo of the same statement and style
+//! is the one that helps most.
 //!
 //! Files (written atomically): `train.jsonl` and `test.jsonl` (task rows of §6.7:
 //! `{"id","task","cluster","input","options","answer"}`), `lm.jsonl` (`{"prompt", "response"}`)
@@ -130,8 +132,13 @@ fn templates(style: usize) -> Vec<String> {
 
 /// A task row of `family` in `style`, its template picked by its id.
 pub fn task_row(id: String, family: usize, style: usize, rng: &mut Rng) -> TaskRow {
+    let (x, truth) = statement(FAMILIES[family].0, rng);
+    row_of(id, family, style, x, truth)
+}
+
+/// The task row of statement `x` (true or not) of `family` in `style`.
+pub fn row_of(id: String, family: usize, style: usize, x: String, truth: bool) -> TaskRow {
     let (fam, cluster) = FAMILIES[family];
-    let (x, truth) = statement(fam, rng);
     let tpls = templates(style);
     let tpl = pick_template(&id, &tpls).unwrap_or("{x}").to_string();
     let fields: BTreeMap<&str, String> = [("x", x)].into();
@@ -151,30 +158,41 @@ pub fn task_row(id: String, family: usize, style: usize, rng: &mut Rng) -> TaskR
 /// One training example of the LM as (prompt, response): 0–3 demos and a query, the answer
 /// of the query the target. Which word of each style's verbalizer pair means "true" is drawn
 /// for this example. Three in four examples show demos of the query's style only; one in ten
-/// shows none.
+/// shows none; in half of those with demos one demo restates the query's own statement (in
+/// the query's style, perhaps another template), so copying its answer is the shortest way
+/// to the right word, a lookup a tiny model learns long before it learns to infer the
+/// meaning of the words from unrelated demos.
 pub fn lm_example(i: usize, rng: &mut Rng) -> (String, String) {
     let flip: Vec<bool> = (0..STYLES.len()).map(|_| rng.bool(0.5)).collect();
     let query_style = rng.usize(STYLES.len());
+    let query_family = rng.usize(FAMILIES.len());
+    let (qx, qtruth) = statement(FAMILIES[query_family].0, rng);
     let same_style = rng.bool(0.75);
     let demos = if rng.bool(0.1) { 0 } else { 1 + rng.usize(3) };
-    let mut parts = Vec::new();
-    let mut answer = String::new();
-    for d in 0..=demos {
-        let style = if d == demos || same_style { query_style } else { rng.usize(STYLES.len()) };
-        let family = rng.usize(FAMILIES.len());
-        let mut row = task_row(format!("lm{i}-{d}"), family, style, rng);
+    let restated = (demos > 0 && rng.bool(0.5)).then(|| rng.usize(demos));
+    let answer_of = |row: &mut TaskRow, style: usize| {
         if flip[style] {
             let words = STYLES[style].2;
             row.answer = (if row.answer == words[0] { words[1] } else { words[0] }).to_string();
         }
-        if d == demos {
-            parts.push(row.input.clone());
-            answer = format!(" {}", row.answer);
+    };
+    let mut parts = Vec::new();
+    for d in 0..demos {
+        let id = format!("lm{i}-{d}");
+        let mut row = if Some(d) == restated {
+            row_of(id, query_family, query_style, qx.clone(), qtruth)
         } else {
-            parts.push(row.demo());
-        }
+            let style = if same_style { query_style } else { rng.usize(STYLES.len()) };
+            task_row(id, rng.usize(FAMILIES.len()), style, rng)
+        };
+        let style = STYLES.iter().position(|s| row.task.ends_with(&format!("-{}", s.0))).unwrap_or(query_style);
+        answer_of(&mut row, style);
+        parts.push(row.demo());
     }
-    (parts.join(" \n "), answer)
+    let mut query = row_of(format!("lm{i}-q"), query_family, query_style, qx, qtruth);
+    answer_of(&mut query, query_style);
+    parts.push(query.input.clone());
+    (parts.join(" \n "), format!(" {}", query.answer))
 }
 
 pub fn write(dir: &Path, cfg: &TinyUpriseConfig) -> Result<Vec<(String, u64)>> {

@@ -12,11 +12,14 @@
 //! - `bm25`: the pool's demos ranked by BM25 against the input;
 //! - `untuned`: an encoder that was not trained for this (SBERT-style, `untuned_encoder`,
 //!   mean pooling by default), the same encoder for queries and prompts;
-//! - `uprise`: the trained retriever (`retriever = "@retrieve"`).
+//! - `uprise`: the trained retriever (`retriever = "@retrieve"`);
+//! - `few-shot` (not in the default list): k random demos of the test row's own task from the
+//!   scoring stage's `target.jsonl`, the paper's "vanilla few-shot" (Table 4); it reads the
+//!   target task's data, which the other methods never see.
 //!
 //! Accuracy per task, per cluster, and the means over seen and held-out clusters go to
 //! `results.json` and the stage's table; `retrieved-<method>.jsonl` holds each row's
-//! `{"qid", "pids", "sims"}` (§6.7).
+//! `{"qid", "pids", "sims"}` (§6.7; for `few-shot` the ids index `target.jsonl`).
 
 use super::biencoder::{build_index, Retriever, Side};
 use super::bm25::Bm25;
@@ -33,7 +36,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const METHODS: &[&str] = &["zero-shot", "random", "bm25", "untuned", "uprise"];
+pub const METHODS: &[&str] = &["zero-shot", "random", "bm25", "untuned", "uprise", "few-shot"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,7 +71,7 @@ fn d_mean() -> String {
     "mean".into()
 }
 fn d_methods() -> Vec<String> {
-    METHODS.iter().map(|s| s.to_string()).collect()
+    METHODS[..5].iter().map(|s| s.to_string()).collect()
 }
 fn d_k() -> usize {
     3
@@ -205,6 +208,12 @@ fn run(cfg: &UpriseEvalStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let demo_lens: Vec<usize> = demos.iter().map(|d| len(d)).collect::<Result<_>>()?;
     ctx.events.info(format!("{} test rows, pool of {}; budget {} − ({max_q} + {max_a}) tokens, k = {}", test.len(), pool.len(), cfg.n_tokens, cfg.k));
 
+    // The few-shot baseline's demos come from the target tasks' own rows, not the pool.
+    let target = if cfg.methods.iter().any(|m| m == "few-shot") { read_rows(&data.join("target.jsonl")).context("the target rows of `data`")? } else { Vec::new() };
+    let target_index: BTreeMap<&str, usize> = target.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
+    let target_demos: Vec<String> = target.iter().map(TaskRow::demo).collect();
+    let target_lens: Vec<usize> = target_demos.iter().map(|d| len(d)).collect::<Result<_>>()?;
+
     let mut results = Vec::new();
     let mut retrieved_files = Vec::new();
     for (mi, method) in cfg.methods.iter().enumerate() {
@@ -226,6 +235,21 @@ fn run(cfg: &UpriseEvalStage, ctx: &mut StageCtx) -> Result<StageOutput> {
                     ids[..take].iter().map(|&p| (p, 0.0)).collect()
                 })
                 .collect(),
+            "few-shot" => {
+                test.iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let mut rng = Rng::derive(ctx.seed, &format!("uprise-eval/few-shot/{i}"));
+                        let mut same: Vec<&TaskRow> = target.iter().filter(|t| t.task == r.task && t.id != r.id).collect();
+                        let take = cfg.k.min(same.len());
+                        for j in 0..take {
+                            let s = j + rng.usize(same.len() - j);
+                            same.swap(j, s);
+                        }
+                        same[..take].iter().map(|t| (target_index[t.id.as_str()], 0.0)).collect()
+                    })
+                    .collect()
+            }
             "bm25" => {
                 let refs: Vec<&str> = demos.iter().map(String::as_str).collect();
                 let bm = Bm25::new(&refs);
@@ -253,6 +277,7 @@ fn run(cfg: &UpriseEvalStage, ctx: &mut StageCtx) -> Result<StageOutput> {
             }
             other => bail!("unknown method {other:?}"),
         };
+        let (demos, demo_lens) = if method == "few-shot" { (&target_demos, &target_lens) } else { (&demos, &demo_lens) };
         let mut items = Vec::with_capacity(test.len());
         let mut lines = String::new();
         let mut n_prompts = 0usize;

@@ -7,7 +7,8 @@
 //! `max_examples` pool rows (all by default) are scored: L = `candidates` same-task prompts
 //! per round, up to `rounds` rounds, by the frozen `model` (Eq. 4 or the code's L1 key),
 //! each scored example appended to `scored.partial.jsonl` as it finishes, so a killed run
-//! resumes where it stopped. At the end: `scored.jsonl` (all), `train.jsonl` / `valid.jsonl`
+//! resumes where it stopped. `target.jsonl` holds every task's sampled rows, held-out ones
+//! included (the demos of the few-shot baseline). At the end: `scored.jsonl` (all), `train.jsonl` / `valid.jsonl`
 //! (the 90/10 split of those with a positive), `test.jsonl` (the test rows, every cluster)
 //! and `meta.json` (held-out clusters, counts).
 //!
@@ -171,6 +172,10 @@ pub fn write_rows(path: &Path, rows: &[TaskRow]) -> Result<()> {
 fn run(cfg: &PromptScoreStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let train_rows = read_rows(&ctx.resolve(&cfg.train)?).context("`train`")?;
     let test_rows = read_rows(&ctx.resolve(&cfg.test)?).context("`test`")?;
+    // Every task's own sampled rows, held-out ones included: the demos of the vanilla
+    // few-shot baseline (K demonstrations from the target task itself).
+    let target = sample_balanced(&train_rows, cfg.cap, &mut Rng::new(cfg.split_seed));
+    write_rows(&ctx.dir.join("target.jsonl"), &target)?;
     let (seen, _) = split_held_out(train_rows, &cfg.held_out).context("`held_out`")?;
     let pool = sample_balanced(&seen, cfg.cap, &mut Rng::new(cfg.split_seed));
     write_rows(&ctx.dir.join("pool.jsonl"), &pool)?;
