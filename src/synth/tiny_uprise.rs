@@ -290,8 +290,9 @@ mod tests {
             let (s, t) = statement("sentiment", &mut rng);
             assert_eq!(POSITIVE.iter().any(|p| s.contains(&format!(" {p} "))), t, "{s}");
             let (s, t) = statement("synonym", &mut rng);
+            // "first thing means second thing": words 0 and 3.
             let w: Vec<&str> = s.split(' ').collect();
-            let same = w[0] == w[4] || SYNONYMS.iter().any(|&(a, b)| (a, b) == (w[0], w[4]) || (b, a) == (w[0], w[4]));
+            let same = w[0] == w[3] || SYNONYMS.iter().any(|&(a, b)| (a, b) == (w[0], w[3]) || (b, a) == (w[0], w[3]));
             assert_eq!(same, t, "{s}");
         }
     }
