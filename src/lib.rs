@@ -30,3 +30,4 @@ pub mod tasks;
 pub mod text;
 pub mod train;
 pub mod ui;
+pub mod uprise;

@@ -37,6 +37,8 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("still3-tool-1.5b", include_str!("../profiles/still3-tool-1.5b.toml")),
     ("diffusion-ood-tiny", include_str!("../profiles/diffusion-ood-tiny.toml")),
     ("diffusion-ood-roberta-large", include_str!("../profiles/diffusion-ood-roberta-large.toml")),
+    ("uprise-tiny", include_str!("../profiles/uprise-tiny.toml")),
+    ("uprise-bert-base", include_str!("../profiles/uprise-bert-base.toml")),
 ];
 
 /// The profile a bare `retort run` starts.

@@ -128,6 +128,24 @@ pub const KINDS: &[StageKind] = &[
         parse: parse_as::<crate::synth::stage::SynthStage>,
         source: None,
     },
+    StageKind {
+        kind: "prompt-score",
+        about: "UPRISE: sample the prompt pool and score candidate prompts with a frozen LM (positive, hard and other negatives)",
+        parse: parse_as::<crate::uprise::score_stage::PromptScoreStage>,
+        source: None,
+    },
+    StageKind {
+        kind: "retrieve",
+        about: "UPRISE: train the bi-encoder prompt retriever (InfoNCE over the batch's contexts) and index the pool",
+        parse: parse_as::<crate::uprise::train_stage::RetrieveStage>,
+        source: None,
+    },
+    StageKind {
+        kind: "uprise-eval",
+        about: "UPRISE: zero-shot accuracy with retrieved prompts: 0-shot, random-K, BM25-K, untuned encoder, UPRISE per task and cluster",
+        parse: parse_as::<crate::uprise::eval_stage::UpriseEvalStage>,
+        source: None,
+    },
 ];
 
 pub fn find_kind(kind: &str) -> Option<&'static StageKind> {

@@ -1,13 +1,14 @@
 //! The command line: the clap definitions of every command and their dispatch. Each command
 //! group's glue is in its own file: `run` (run, sft, watch, runs), `setup` (profiles, tasks,
 //! doctor, pull), `eval` (eval, reward test, report), `model` (model init/info, generate,
-//! bench), `embed`, `ood` and `synth`.
+//! bench), `embed`, `ood`, `retrieve` (UPRISE) and `synth`.
 
 mod bench_mine;
 mod embed;
 mod eval;
 mod model;
 mod ood;
+mod retrieve;
 mod run;
 mod setup;
 mod synth;
@@ -91,6 +92,8 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Reconstruction-based OOD detection with a diffusion-fine-tuned encoder: AUROC and FPR95 per ID/OOD pair and t.
     Ood(ood::OodArgs),
+    /// UPRISE: the demonstrations a trained prompt retriever returns for a task input (top-K by inner product).
+    Retrieve(retrieve::RetrieveArgs),
     /// Synthesize a data set from a corpus (AdaptLLM reading comprehension, …) or from the seed (a one-stage run).
     Synth(synth::SynthArgs),
 }
@@ -118,6 +121,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Embed(args) => on_compute_pool(|| embed::cmd_embed(&args)).map(|_| 0),
         Command::Synth(args) => on_compute_pool(|| synth::cmd_synth(args)),
         Command::Ood(args) => on_compute_pool(|| ood::cmd_ood(&args)).map(|_| 0),
+        Command::Retrieve(args) => on_compute_pool(|| retrieve::cmd_retrieve(&args)).map(|_| 0),
     }
 }
 

@@ -147,6 +147,15 @@ pub const METHODS: &[MethodSpec] = &[
         preflight: |_| Ok(()),
     },
     MethodSpec {
+        name: "tiny-uprise",
+        about: "generated task families in four verbalizer styles and a demonstration-sensitive LM text, for the uprise-tiny experiment (no input)",
+        reads_input: false,
+        check: super::tiny_uprise::check,
+        references: |_| Vec::new(),
+        build: super::tiny_uprise::build,
+        preflight: |_| Ok(()),
+    },
+    MethodSpec {
         name: "sample",
         about: "documents sampled from a model (top-p 0.9 by default): synthetic text for the model-collapse experiments (no input)",
         reads_input: false,

@@ -16,4 +16,5 @@ pub mod tiny_domain;
 pub mod tiny_encyclopedia;
 pub mod tiny_human;
 pub mod tiny_ood;
+pub mod tiny_uprise;
 pub mod toedit;

@@ -1,0 +1,347 @@
+//! Stage `kind = "uprise-eval"`: zero-shot evaluation with retrieved prompts, every method
+//! side by side (research/synth-spec.md §6.5).
+//!
+//! For each test row of a `prompt-score` stage's `test.jsonl`, each method picks prompts
+//! from the pool (most similar first), the token budget keeps the largest prefix that fits
+//! `n_tokens − (max_q_len + max_a_len)` (lengths under the LM's tokenizer; the maxima over
+//! the test inputs and options), capped at `k`, the prompts are joined most-similar-last with
+//! `" \n "` before the input, and the frozen LM predicts by option mean NLL. Methods:
+//!
+//! - `zero-shot`: no prompts;
+//! - `random`: k pool rows drawn per test row (seeded);
+//! - `bm25`: the pool's demos ranked by BM25 against the input;
+//! - `untuned`: an encoder that was not trained for this (SBERT-style, `untuned_encoder`,
+//!   mean pooling by default), the same encoder for queries and prompts;
+//! - `uprise`: the trained retriever (`retriever = "@retrieve"`);
+//! - `few-shot` (not in the default list): k random demos of the test row's own task from the
+//!   scoring stage's `target.jsonl`, the paper's "vanilla few-shot" (Table 4); it reads the
+//!   target task's data, which the other methods never see.
+//!
+//! Accuracy per task, per cluster, and the means over seen and held-out clusters go to
+//! `results.json` and the stage's table; `retrieved-<method>.jsonl` holds each row's
+//! `{"qid", "pids", "sims"}` (§6.7; for `few-shot` the ids index `target.jsonl`).
+
+use super::biencoder::{build_index, Retriever, Side};
+use super::bm25::Bm25;
+use super::data::{read_rows, TaskRow};
+use super::index::{assemble, budget_keep, Index};
+use super::lm::option_nlls;
+use super::score_stage::ScoreMeta;
+use crate::eval::run::EvalModel;
+use crate::eval::text::choice::argmin;
+use crate::model::encoder::Pooling;
+use crate::rng::Rng;
+use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const METHODS: &[&str] = &["zero-shot", "random", "bm25", "untuned", "uprise", "few-shot"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpriseEvalStage {
+    /// The frozen decoder (the scorer's, or another one for cross-model transfer).
+    pub model: String,
+    /// A `prompt-score` stage's folder (pool, test rows, held-out clusters).
+    pub data: String,
+    /// A `retrieve` stage (its `retriever/` folder), for `uprise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retriever: Option<String>,
+    /// The encoder of the `untuned` baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untuned_encoder: Option<String>,
+    #[serde(default = "d_mean")]
+    pub untuned_pooling: String,
+    #[serde(default = "d_methods")]
+    pub methods: Vec<String>,
+    #[serde(default = "d_k")]
+    pub k: usize,
+    /// The LM's token budget (the reference: 1024).
+    #[serde(default = "d_n_tokens")]
+    pub n_tokens: usize,
+    /// Test rows per task at most (None: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_task: Option<usize>,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+}
+
+fn d_mean() -> String {
+    "mean".into()
+}
+fn d_methods() -> Vec<String> {
+    METHODS[..5].iter().map(|s| s.to_string()).collect()
+}
+fn d_k() -> usize {
+    3
+}
+fn d_n_tokens() -> usize {
+    1024
+}
+fn d_batch() -> usize {
+    32
+}
+
+impl StageConfig for UpriseEvalStage {
+    fn to_table(&self) -> toml::Table {
+        table_of(self)
+    }
+
+    fn references(&self) -> Vec<Reference> {
+        let mut r = refs(Artifact::Model, [("model", Some(self.model.as_str())), ("retriever", self.retriever.as_deref()), ("untuned_encoder", self.untuned_encoder.as_deref())]);
+        r.extend(refs(Artifact::Text, [("data", Some(self.data.as_str()))]));
+        r
+    }
+
+    fn produces(&self) -> Option<Artifact> {
+        Some(Artifact::Results)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        for m in &self.methods {
+            if !METHODS.contains(&m.as_str()) {
+                return Err(("methods".into(), format!("unknown method {m:?}; the methods are {METHODS:?}")));
+            }
+        }
+        if self.methods.iter().any(|m| m == "uprise") && self.retriever.is_none() {
+            return Err(("retriever".into(), "method \"uprise\" needs `retriever`, a `retrieve` stage (\"@name\")".into()));
+        }
+        if self.methods.iter().any(|m| m == "untuned") && self.untuned_encoder.is_none() {
+            return Err(("untuned_encoder".into(), "method \"untuned\" needs `untuned_encoder`, an encoder folder (e.g. all-MiniLM-L6-v2)".into()));
+        }
+        if Pooling::parse(&self.untuned_pooling).is_none() {
+            return Err(("untuned_pooling".into(), "use \"mean\" or \"cls\"".into()));
+        }
+        if self.k == 0 || self.batch_size == 0 {
+            return Err(("k".into(), "k and batch_size must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    fn total_units(&self) -> (Option<u64>, &'static str) {
+        (Some(self.methods.len() as u64), "method")
+    }
+
+    fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput> {
+        run(self, ctx)
+    }
+}
+
+/// One method's results.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MethodResult {
+    pub method: String,
+    pub per_task: BTreeMap<String, f64>,
+    pub per_cluster: BTreeMap<String, f64>,
+    /// Mean over the seen clusters' accuracies.
+    pub seen: Option<f64>,
+    /// Mean over the held-out clusters' accuracies.
+    pub held_out: Option<f64>,
+    /// Mean number of prompts prepended.
+    pub mean_prompts: f64,
+}
+
+/// Accuracy per task and per cluster (a cluster's accuracy is the mean of its tasks', as the
+/// paper averages a cluster's columns), then the seen and held-out means over clusters.
+pub fn summarize(method: &str, rows: &[&TaskRow], correct: &[bool], held_out: &[String], mean_prompts: f64) -> MethodResult {
+    let mut by_task: BTreeMap<String, (usize, usize, String)> = BTreeMap::new();
+    for (r, &c) in rows.iter().zip(correct) {
+        let e = by_task.entry(r.task.clone()).or_insert((0, 0, r.cluster.clone()));
+        e.0 += usize::from(c);
+        e.1 += 1;
+    }
+    let per_task: BTreeMap<String, f64> = by_task.iter().map(|(t, (c, n, _))| (t.clone(), *c as f64 / *n as f64)).collect();
+    let mut by_cluster: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (t, (_, _, cluster)) in &by_task {
+        by_cluster.entry(cluster.clone()).or_default().push(per_task[t]);
+    }
+    let per_cluster: BTreeMap<String, f64> = by_cluster.into_iter().map(|(c, v)| (c, v.iter().sum::<f64>() / v.len() as f64)).collect();
+    let mean = |held: bool| {
+        let v: Vec<f64> = per_cluster.iter().filter(|(c, _)| held_out.contains(c) == held).map(|(_, a)| *a).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    MethodResult { method: method.into(), seen: mean(false), held_out: mean(true), per_task, per_cluster, mean_prompts }
+}
+
+/// Methods as rows, clusters (held-out ones marked `*`) and the two means as columns.
+pub fn table(results: &[MethodResult], held_out: &[String]) -> String {
+    let clusters: Vec<String> = results.first().map(|r| r.per_cluster.keys().cloned().collect()).unwrap_or_default();
+    let mut head = format!("{:<12}", "method");
+    for c in &clusters {
+        let name = if held_out.contains(c) { format!("{c}*") } else { c.clone() };
+        head.push_str(&format!("{name:>14}"));
+    }
+    head.push_str(&format!("{:>10}{:>10}", "seen", "held-out"));
+    let mut lines = vec![head];
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}", 100.0 * v));
+    for r in results {
+        let mut line = format!("{:<12}", r.method);
+        for c in &clusters {
+            line.push_str(&format!("{:>14}", pct(r.per_cluster.get(c).copied())));
+        }
+        line.push_str(&format!("{:>10}{:>10}", pct(r.seen), pct(r.held_out)));
+        lines.push(line);
+    }
+    lines.join("\n")
+}
+
+fn run(cfg: &UpriseEvalStage, ctx: &mut StageCtx) -> Result<StageOutput> {
+    let data = ctx.resolve(&cfg.data)?;
+    let pool = read_rows(&data.join("pool.jsonl")).context("the pool of `data`")?;
+    let mut test = read_rows(&data.join("test.jsonl")).context("the test rows of `data`")?;
+    let meta: ScoreMeta = serde_json::from_str(&std::fs::read_to_string(data.join("meta.json")).with_context(|| format!("{}: no meta.json; `data` must be a prompt-score stage", data.display()))?)?;
+    if let Some(cap) = cfg.max_per_task {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        test.retain(|r| {
+            let n = seen.entry(r.task.clone()).or_default();
+            *n += 1;
+            *n <= cap
+        });
+    }
+    let m = EvalModel::load(&ctx.resolve(&cfg.model)?, &ctx.device)?;
+    // The budget's maxima: the longest test input and option under the LM's tokenizer.
+    let len = |s: &str| -> Result<usize> { Ok(m.tok.encode(s, false)?.len()) };
+    let max_q = test.iter().map(|r| len(&r.input)).collect::<Result<Vec<_>>>()?.into_iter().max().unwrap_or(0);
+    let max_a = test.iter().flat_map(|r| r.options.iter().flatten()).map(|o| len(o)).collect::<Result<Vec<_>>>()?.into_iter().max().unwrap_or(0);
+    let demos: Vec<String> = pool.iter().map(TaskRow::demo).collect();
+    let demo_lens: Vec<usize> = demos.iter().map(|d| len(d)).collect::<Result<_>>()?;
+    ctx.events.info(format!("{} test rows, pool of {}; budget {} − ({max_q} + {max_a}) tokens, k = {}", test.len(), pool.len(), cfg.n_tokens, cfg.k));
+
+    // The few-shot baseline's demos come from the target tasks' own rows, not the pool.
+    let target = if cfg.methods.iter().any(|m| m == "few-shot") { read_rows(&data.join("target.jsonl")).context("the target rows of `data`")? } else { Vec::new() };
+    let target_index: BTreeMap<&str, usize> = target.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
+    let target_demos: Vec<String> = target.iter().map(TaskRow::demo).collect();
+    let target_lens: Vec<usize> = target_demos.iter().map(|d| len(d)).collect::<Result<_>>()?;
+
+    let mut results = Vec::new();
+    let mut retrieved_files = Vec::new();
+    for (mi, method) in cfg.methods.iter().enumerate() {
+        ctx.check_stop()?;
+        // Each row's ranked (pool id, similarity), most similar first.
+        let ranked: Vec<Vec<(usize, f32)>> = match method.as_str() {
+            "zero-shot" => vec![Vec::new(); test.len()],
+            "random" => test
+                .iter()
+                .enumerate()
+                .map(|(i, _)| {
+                    let mut rng = Rng::derive(ctx.seed, &format!("uprise-eval/random/{i}"));
+                    let mut ids: Vec<usize> = (0..pool.len()).collect();
+                    let take = cfg.k.min(ids.len());
+                    for j in 0..take {
+                        let s = j + rng.usize(ids.len() - j);
+                        ids.swap(j, s);
+                    }
+                    ids[..take].iter().map(|&p| (p, 0.0)).collect()
+                })
+                .collect(),
+            "few-shot" => {
+                test.iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let mut rng = Rng::derive(ctx.seed, &format!("uprise-eval/few-shot/{i}"));
+                        let mut same: Vec<&TaskRow> = target.iter().filter(|t| t.task == r.task && t.id != r.id).collect();
+                        let take = cfg.k.min(same.len());
+                        for j in 0..take {
+                            let s = j + rng.usize(same.len() - j);
+                            same.swap(j, s);
+                        }
+                        same[..take].iter().map(|t| (target_index[t.id.as_str()], 0.0)).collect()
+                    })
+                    .collect()
+            }
+            "bm25" => {
+                let refs: Vec<&str> = demos.iter().map(String::as_str).collect();
+                let bm = Bm25::new(&refs);
+                test.iter().map(|r| bm.top_k(&r.input, cfg.k).into_iter().map(|(p, s)| (p, s as f32)).collect()).collect()
+            }
+            "untuned" => {
+                let dir = ctx.resolve(cfg.untuned_encoder.as_deref().context("untuned_encoder")?)?;
+                let pooling = Pooling::parse(&cfg.untuned_pooling).context("untuned_pooling")?;
+                let side = Side::load(&dir, &ctx.device, false, 256)?;
+                let index = build_index(&side, &pool, pooling, cfg.batch_size)?;
+                let inputs: Vec<&str> = test.iter().map(|r| r.input.as_str()).collect();
+                let qs = side.embed(&inputs, pooling, cfg.batch_size)?;
+                qs.iter().map(|q| search(&index, q, cfg.k)).collect()
+            }
+            "uprise" => {
+                let dir = ctx.resolve(cfg.retriever.as_deref().context("retriever")?)?;
+                let dir = if dir.join("retriever.json").is_file() { dir } else { dir.join("retriever") };
+                let r = Retriever::load(&dir, &ctx.device)?;
+                if r.pool.len() != pool.len() {
+                    bail!("the retriever's pool has {} rows but `data`'s has {}; they must come from the same prompt-score stage", r.pool.len(), pool.len());
+                }
+                let inputs: Vec<&str> = test.iter().map(|r| r.input.as_str()).collect();
+                let qs = r.query.embed(&inputs, r.pooling, cfg.batch_size)?;
+                qs.iter().map(|q| search(&r.index, q, cfg.k)).collect()
+            }
+            other => bail!("unknown method {other:?}"),
+        };
+        let (demos, demo_lens) = if method == "few-shot" { (&target_demos, &target_lens) } else { (&demos, &demo_lens) };
+        let mut items = Vec::with_capacity(test.len());
+        let mut lines = String::new();
+        let mut n_prompts = 0usize;
+        for (i, (row, ranked)) in test.iter().zip(&ranked).enumerate() {
+            let lens: Vec<usize> = ranked.iter().map(|(p, _)| demo_lens[*p]).collect();
+            let keep = budget_keep(&lens, cfg.k, cfg.n_tokens, max_q, max_a);
+            n_prompts += keep;
+            let chosen: Vec<&str> = ranked[..keep].iter().map(|(p, _)| demos[*p].as_str()).collect();
+            items.push((assemble(&chosen, &row.input), row));
+            let pids: Vec<usize> = ranked[..keep].iter().map(|(p, _)| *p).collect();
+            let sims: Vec<f32> = ranked[..keep].iter().map(|(_, s)| *s).collect();
+            lines.push_str(&format!("{}\n", serde_json::json!({ "qid": i, "id": row.id, "pids": pids, "sims": sims })));
+        }
+        let nlls = option_nlls(&m, &items, cfg.batch_size, &mut || Ok(()))?;
+        let correct: Vec<bool> = test.iter().zip(&nlls).map(|(r, n)| Some(argmin(n)) == r.gold()).collect();
+        let rows: Vec<&TaskRow> = test.iter().collect();
+        let res = summarize(method, &rows, &correct, &meta.held_out, n_prompts as f64 / test.len().max(1) as f64);
+        ctx.events.info(format!(
+            "{method}: seen {} held-out {} (mean {:.2} prompts)",
+            res.seen.map_or("-".into(), |v| format!("{:.3}", v)),
+            res.held_out.map_or("-".into(), |v| format!("{:.3}", v)),
+            res.mean_prompts
+        ));
+        let file = format!("retrieved-{method}.jsonl");
+        crate::fsutil::write_atomic(&ctx.dir.join(&file), lines.as_bytes())?;
+        retrieved_files.push(file);
+        results.push(res);
+        ctx.events.progress(mi as u64 + 1, Some(cfg.methods.len() as u64), "method", None);
+    }
+    let table = table(&results, &meta.held_out);
+    let json = serde_json::json!({ "held_out": meta.held_out, "k": cfg.k, "n_tokens": cfg.n_tokens, "test_rows": test.len(), "methods": results });
+    crate::fsutil::write_atomic(&ctx.dir.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    crate::fsutil::write_atomic(&ctx.dir.join("table.txt"), format!("{table}\n").as_bytes())?;
+    let mut summary = BTreeMap::new();
+    for r in &results {
+        if let Some(v) = r.seen {
+            summary.insert(format!("{}/seen", r.method), v);
+        }
+        if let Some(v) = r.held_out {
+            summary.insert(format!("{}/held_out", r.method), v);
+        }
+    }
+    Ok(StageOutput { output: Some(ctx.dir.clone()), summary, table: Some(table) })
+}
+
+fn search(index: &Index, q: &[f32], k: usize) -> Vec<(usize, f32)> {
+    index.top_k(q, k).into_iter().map(|(row, s)| (index.ids[row] as usize, s)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clusters_average_their_tasks_and_held_out_is_apart() {
+        let mk = |task: &str, cluster: &str| TaskRow { id: String::new(), task: task.into(), cluster: cluster.into(), input: String::new(), options: None, answer: String::new() };
+        let rows = [mk("a", "x"), mk("a", "x"), mk("b", "x"), mk("c", "y"), mk("c", "y"), mk("c", "y"), mk("c", "y")];
+        let refs: Vec<&TaskRow> = rows.iter().collect();
+        // a: 1/2, b: 1/1 → cluster x 0.75 (task mean, not row mean 2/3); c: 1/4 → y 0.25.
+        let r = summarize("m", &refs, &[true, false, true, true, false, false, false], &["y".into()], 2.0);
+        assert_eq!(r.per_task["a"], 0.5);
+        assert_eq!(r.per_cluster["x"], 0.75);
+        assert_eq!((r.seen, r.held_out), (Some(0.75), Some(0.25)));
+        let t = table(&[r], &["y".into()]);
+        assert!(t.contains("y*") && t.contains("75.0") && t.contains("25.0"), "{t}");
+    }
+}

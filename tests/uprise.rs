@@ -1,0 +1,185 @@
+//! UPRISE end to end on a miniature of `uprise-tiny`: generated families, a random tiny
+//! decoder as the frozen LM, prompt scoring, a few retriever steps, every eval method; the
+//! retriever folder through `retort retrieve`; and a scoring run killed midway that resumes
+//! to the same scored data as an uninterrupted run.
+
+#[path = "support/synth_cli.rs"]
+mod synth_cli;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use synth_cli::{err_with_log, ok};
+
+const PROFILE: &str = r#"
+[run]
+name = "mini"
+seed = 3
+
+[[stage]]
+kind = "synth"
+name = "data"
+method = "tiny-uprise"
+[stage.options]
+train = 6
+test = 2
+lm = 60
+
+[[stage]]
+kind = "model-init"
+name = "lm"
+preset = "tiny"
+
+[[stage]]
+kind = "model-init"
+name = "enc"
+preset = "encoder-tiny"
+corpus = "@data/corpus.jsonl"
+context = 48
+
+[[stage]]
+kind = "prompt-score"
+name = "score"
+model = "@lm"
+train = "@data/train.jsonl"
+test = "@data/test.jsonl"
+held_out = ["paraphrase"]
+max_examples = MAX
+candidates = 3
+negatives = 2
+rounds = 2
+batch_size = 16
+
+[[stage]]
+kind = "retrieve"
+name = "retrieve"
+data = "@score"
+query_encoder = "@enc"
+max_len = 48
+steps = 4
+batch_size = 3
+lr = 1e-3
+warmup_steps = 1
+eval_every = 2
+checkpoint_every = 2
+
+[[stage]]
+kind = "uprise-eval"
+name = "eval"
+model = "@lm"
+data = "@score"
+retriever = "@retrieve"
+untuned_encoder = "@enc"
+max_per_task = 1
+n_tokens = 256
+"#;
+
+fn write_profile(dir: &Path, max_examples: usize) -> PathBuf {
+    let p = dir.join("mini.toml");
+    std::fs::write(&p, PROFILE.replace("MAX", &max_examples.to_string())).unwrap();
+    p
+}
+
+fn run_dir(cwd: &Path, name: &str) -> PathBuf {
+    let runs: Vec<PathBuf> = std::fs::read_dir(cwd.join("runs")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(name)).collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs[0].clone()
+}
+
+#[test]
+fn the_pipeline_runs_and_the_retriever_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_profile(dir.path(), 16);
+    ok(dir.path(), &["run", p.to_str().unwrap(), "--headless", "--name", "full"]);
+    let run = run_dir(dir.path(), "full");
+    let score = run.join("score");
+    for f in ["pool.jsonl", "scored.jsonl", "train.jsonl", "valid.jsonl", "test.jsonl", "meta.json"] {
+        assert!(score.join(f).is_file(), "{f}");
+    }
+    // The pool never holds the held-out cluster, and the scored examples point into it.
+    let pool = synth_cli::lines(&score.join("pool.jsonl"));
+    assert!(pool.iter().all(|r| r["cluster"] != "paraphrase"));
+    let scored = synth_cli::lines(&score.join("scored.jsonl"));
+    assert_eq!(scored.len(), 16);
+    for s in &scored {
+        let task = s["task"].as_str().unwrap();
+        for c in s["cands"].as_array().unwrap() {
+            assert_eq!(pool[c["pid"].as_u64().unwrap() as usize]["task"], task, "candidates come from the example's task");
+        }
+        for n in s["negatives"].as_array().unwrap() {
+            assert_ne!(pool[n.as_u64().unwrap() as usize]["task"], task, "negatives come from other tasks");
+        }
+    }
+    let retriever = run.join("retrieve/retriever");
+    for f in ["query/config.json", "prompt/model.safetensors", "index.safetensors", "pool.jsonl", "retriever.json"] {
+        assert!(retriever.join(f).is_file(), "{f}");
+    }
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("eval/results.json")).unwrap()).unwrap();
+    let methods: Vec<&str> = results["methods"].as_array().unwrap().iter().map(|m| m["method"].as_str().unwrap()).collect();
+    assert_eq!(methods, vec!["zero-shot", "random", "bm25", "untuned", "uprise"]);
+    for m in results["methods"].as_array().unwrap() {
+        assert!(m["held_out"].as_f64().is_some() && m["seen"].as_f64().is_some(), "{m}");
+    }
+    assert_eq!(results["methods"][0]["mean_prompts"], 0.0);
+    // Every test row of every method gets at most k prompts, all from the pool.
+    for line in synth_cli::lines(&run.join("eval/retrieved-uprise.jsonl")) {
+        let pids = line["pids"].as_array().unwrap();
+        assert!(pids.len() <= 3 && pids.iter().all(|p| (p.as_u64().unwrap() as usize) < pool.len()));
+    }
+
+    let out = ok(dir.path(), &["retrieve", run.join("retrieve").to_str().unwrap(), "--query", "Q: 12 is even? A:", "-k", "2", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["pids"].as_array().unwrap().len(), 2);
+    let sims: Vec<f64> = v["sims"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
+    assert!(sims[0] >= sims[1], "best first: {sims:?}");
+    let err = err_with_log(dir.path(), &["retrieve", dir.path().to_str().unwrap(), "--query", "x"]);
+    assert!(err.contains("not a retriever folder"), "{err}");
+}
+
+#[test]
+fn an_unknown_held_out_cluster_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_profile(dir.path(), 4);
+    std::fs::write(&p, std::fs::read_to_string(&p).unwrap().replace("held_out = [\"paraphrase\"]", "held_out = [\"poetry\"]")).unwrap();
+    let err = err_with_log(dir.path(), &["run", p.to_str().unwrap(), "--headless"]);
+    assert!(err.contains("held-out cluster \"poetry\" has no rows"), "{err}");
+}
+
+#[test]
+fn a_killed_scoring_run_resumes_to_the_same_scored_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_profile(dir.path(), 96);
+    // One option row per forward: slow enough to be killed midway.
+    std::fs::write(&p, std::fs::read_to_string(&p).unwrap().replace("batch_size = 16", "batch_size = 1")).unwrap();
+    ok(dir.path(), &["run", p.to_str().unwrap(), "--headless", "--name", "whole"]);
+    let whole = std::fs::read_to_string(run_dir(dir.path(), "whole").join("score/scored.jsonl")).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retort"))
+        .args(["run", p.to_str().unwrap(), "--headless", "--name", "killed"])
+        .env_remove("RETORT_RUNS_DIR")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let partial = loop {
+        assert!(std::time::Instant::now() < deadline, "no scored example within 5 minutes");
+        let found = std::fs::read_dir(dir.path().join("runs")).ok().and_then(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("killed")))
+                .map(|p| p.join("score/scored.partial.jsonl"))
+                .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.lines().count() >= 2))
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let run = partial.parent().unwrap().parent().unwrap().to_path_buf();
+    assert!(!run.join("score/scored.jsonl").exists(), "scoring finished before the kill; score more examples");
+    ok(dir.path(), &["run", "--resume", run.to_str().unwrap(), "--headless"]);
+    let resumed = std::fs::read_to_string(run.join("score/scored.jsonl")).unwrap();
+    assert_eq!(resumed, whole, "the resumed scoring equals the uninterrupted one");
+}
