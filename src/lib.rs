@@ -18,6 +18,7 @@ pub mod malloc_tuning;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod preflight;
 pub mod profile;
 pub mod report;
 pub mod rng;

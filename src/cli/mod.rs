@@ -8,6 +8,7 @@ mod embed;
 mod eval;
 mod model;
 mod ood;
+mod preflight;
 mod run;
 mod setup;
 mod synth;
@@ -73,6 +74,8 @@ pub enum Command {
         #[command(subcommand)]
         action: eval::RewardAction,
     },
+    /// Estimate a profile's peak memory per training stage and compare it with the device's (no run).
+    Preflight(preflight::PreflightArgs),
     /// Write PNG plots and report.md for a run folder.
     Report(eval::ReportArgs),
     /// Model folders: create one from a preset, or describe one.
@@ -112,6 +115,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Eval(args) => on_compute_pool(|| eval::cmd_eval(args)),
         Command::Reward { action: eval::RewardAction::Test(args) } => eval::cmd_reward_test(args),
         Command::Report(args) => eval::cmd_report(args),
+        Command::Preflight(args) => preflight::cmd_preflight(args),
         Command::Model { action } => model::cmd_model(action).map(|_| 0),
         Command::Generate(args) => on_compute_pool(|| model::cmd_generate(&args)).map(|_| 0),
         Command::Bench { action } => on_compute_pool(|| model::cmd_bench(action)).map(|_| 0),

@@ -42,6 +42,12 @@ pub fn lora_parameters(cfg: &ModelConfig, r: usize) -> usize {
 /// a·s² per sequence (scores, masked scores, softmax); plus about 8 (B, S, V) f32 copies for
 /// the logits and the log-softmax and its gradient (docs/ENGINE.md §5: "several copies kept").
 pub fn train_activation_elements(cfg: &ModelConfig, b: usize, s: usize) -> f64 {
+    train_activation_elements_with(cfg, b, s, 8.0)
+}
+
+/// [`train_activation_elements`] with `logit_copies` (B, S, V) copies of the logits instead of
+/// 8 (the fused CPU log-prob kernel keeps fewer; see `preflight::plan::logit_copies`).
+pub fn train_activation_elements_with(cfg: &ModelConfig, b: usize, s: usize, logit_copies: f64) -> f64 {
     let (bs, h, i, a, v) = (
         (b * s) as f64,
         cfg.hidden_size as f64,
@@ -50,7 +56,7 @@ pub fn train_activation_elements(cfg: &ModelConfig, b: usize, s: usize) -> f64 {
         cfg.vocab_size as f64,
     );
     let per_layer = bs * (16.0 * h + 5.0 * i) + 3.0 * b as f64 * a * (s * s) as f64;
-    cfg.num_hidden_layers as f64 * per_layer + 8.0 * bs * v
+    cfg.num_hidden_layers as f64 * per_layer + logit_copies * bs * v
 }
 
 /// Memory estimates (bytes), with P parameters:
