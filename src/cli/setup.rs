@@ -64,7 +64,11 @@ pub fn cmd_profiles(action: Option<ProfilesAction>) -> Result<()> {
         None => {
             for (name, text) in PRESETS {
                 let p = Profile::parse(text, &format!("preset {name}"))?;
-                let mark = if p.run.paper_scale { " [paper scale: needs a GPU and hub checkpoints]" } else { "" };
+                let mark = match (p.run.paper_scale, p.run.gpu.as_str()) {
+                    (false, _) => String::new(),
+                    (true, "") => " [paper scale: needs a GPU and hub checkpoints]".to_string(),
+                    (true, gpu) => format!(" [paper scale, GPU: {gpu}]"),
+                };
                 let default = if *name == DEFAULT_PROFILE { " (default)" } else { "" };
                 println!("{name:<24} {}{default}{mark}", p.run.description);
             }

@@ -169,3 +169,6 @@ pub fn refusal(checks: &[StageCheck], budget: &Budget) -> Option<String> {
     }
     Some(format!("memory preflight: the run does not fit\n{}\n{}", render(checks, budget), ways_out(checks)))
 }
+
+#[cfg(test)]
+mod tests;

@@ -134,6 +134,11 @@ pub struct RlStage {
     /// stage refuses before any rollout) or "skip" (left out, counted in the log).
     #[serde(default)]
     pub too_long: TooLong,
+    /// The longest prompt in tokens (verl's `data.max_prompt_length`): longer problems are
+    /// handled by `too_long` like those that overflow the context, and the memory preflight
+    /// sizes rollouts with it (without it, JSONL prompts are assumed to be ≤ 1024 tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_tokens: Option<usize>,
 
     #[serde(default = "d_algorithm")]
     pub algorithm: Algorithm,
@@ -382,10 +387,10 @@ impl RlStage {
     pub(crate) fn memory_needs(&self) -> crate::preflight::needs::Needs {
         // Prompt lengths are known only once the data is read: built-in tasks have short
         // prompts; a JSONL of math problems is sized at 1024 tokens.
-        let (prompt, assumption) = if self.source.jsonl.is_some() {
-            (1024, "prompts of the JSONL data assumed ≤ 1024 tokens")
-        } else {
-            (64, "prompts of the built-in task assumed ≤ 64 tokens")
+        let (prompt, assumption) = match self.max_prompt_tokens {
+            Some(n) => (n, format!("prompts ≤ {n} tokens (max_prompt_tokens)")),
+            None if self.source.jsonl.is_some() => (1024, "prompts of the JSONL data assumed ≤ 1024 tokens; set max_prompt_tokens to size them".to_string()),
+            None => (64, "prompts of the built-in task assumed ≤ 64 tokens".to_string()),
         };
         let ctx = prompt + self.max_new_tokens;
         let rows = (self.prompts_per_step * self.group_size).max((self.eval_problems * self.eval_n).min(256));
@@ -408,7 +413,7 @@ impl RlStage {
             critic: self.algorithm == Algorithm::Ppo,
             z_head_layers: (self.algorithm == Algorithm::Flowrl).then_some(self.z_layers),
             generate: Some((rows, ctx)),
-            assumption: Some(assumption.to_string()),
+            assumption: Some(assumption),
             knobs,
         }
     }
@@ -432,6 +437,9 @@ impl RlStage {
         self.validate_data()?;
         self.validate_batches()?;
         self.validate_estimator()?;
+        if self.max_prompt_tokens == Some(0) {
+            return Err(("max_prompt_tokens".into(), "give at least 1 token, or leave the key out".into()));
+        }
         self.validate_numbers()
     }
 

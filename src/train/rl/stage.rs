@@ -128,7 +128,10 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         check_same_tokenizer(&tok, &Tokenizer::load(&ref_dir)?, &model_dir, &ref_dir)?;
     }
     let mut problems = rollout::load_problems(cfg, ctx)?;
-    let context = crate::model::ModelConfig::from_file(&crate::model::config::config_path(&model_dir))?.max_position_embeddings;
+    let mut context = crate::model::ModelConfig::from_file(&crate::model::config::config_path(&model_dir))?.max_position_embeddings;
+    if let Some(p) = cfg.max_prompt_tokens {
+        context = context.min(p + cfg.max_new_tokens);
+    }
     for (split, set) in [("training", &mut problems.train), ("quick-eval", &mut problems.test)] {
         let skipped = set.fit_context(&tok, cfg.source.chat, cfg.max_new_tokens, context, cfg.too_long).with_context(|| format!("the {split} problems"))?;
         if skipped > 0 {
