@@ -24,6 +24,7 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod sandbox;
+pub mod selftest;
 pub mod stage;
 pub mod stages;
 pub mod synth;

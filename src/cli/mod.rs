@@ -54,8 +54,8 @@ pub enum Command {
         #[arg(long, env = "RETORT_RUNS_DIR", default_value = "runs")]
         runs_dir: PathBuf,
     },
-    /// Report build features, devices, memory and the Hugging Face cache.
-    Doctor,
+    /// Report build features, devices, memory and the Hugging Face cache; with --selftest, check a device end to end.
+    Doctor(setup::DoctorArgs),
     /// Built-in verifiable tasks: list them or print sample instances with their solutions.
     Tasks {
         #[command(subcommand)]
@@ -106,7 +106,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Run(args) => run::cmd_run(args),
         Command::Profiles { action } => setup::cmd_profiles(action).map(|_| 0),
         Command::Runs { runs_dir } => run::cmd_runs(&runs_dir).map(|_| 0),
-        Command::Doctor => setup::cmd_doctor().map(|_| 0),
+        Command::Doctor(args) => setup::cmd_doctor(args),
         Command::Tasks { action } => setup::cmd_tasks(action).map(|_| 0),
         Command::Watch(args) => run::cmd_watch(args),
         Command::Pull(args) => setup::cmd_pull(args).map(|_| 0),
