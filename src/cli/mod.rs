@@ -74,6 +74,17 @@ pub enum Command {
         #[command(subcommand)]
         action: eval::RewardAction,
     },
+    /// The reproduction matrix: each seed paper, its presets, the paper's numbers, the latest tiny result, a status.
+    Papers {
+        #[arg(long, env = "RETORT_RUNS_DIR", default_value = "runs")]
+        runs_dir: PathBuf,
+        /// Print a Markdown table (the README's, plus the latest-run column).
+        #[arg(long)]
+        markdown: bool,
+        /// Print the README's table (Markdown, without the latest-run column).
+        #[arg(long, hide = true)]
+        readme: bool,
+    },
     /// Estimate a profile's peak memory per training stage and compare it with the device's (no run).
     Preflight(preflight::PreflightArgs),
     /// Write PNG plots and report.md for a run folder.
@@ -115,6 +126,16 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Eval(args) => on_compute_pool(|| eval::cmd_eval(args)),
         Command::Reward { action: eval::RewardAction::Test(args) } => eval::cmd_reward_test(args),
         Command::Report(args) => eval::cmd_report(args),
+        Command::Papers { runs_dir, markdown, readme } => {
+            if readme {
+                print!("{}", crate::papers::markdown(None));
+            } else if markdown {
+                print!("{}", crate::papers::markdown(Some(&runs_dir)));
+            } else {
+                print!("{}", crate::papers::text(&runs_dir));
+            }
+            Ok(0)
+        }
         Command::Preflight(args) => preflight::cmd_preflight(args),
         Command::Model { action } => model::cmd_model(action).map(|_| 0),
         Command::Generate(args) => on_compute_pool(|| model::cmd_generate(&args)).map(|_| 0),
