@@ -265,7 +265,7 @@ fn read_stages(run_dir: &Path) -> Result<(Vec<(String, StageView)>, String, Stri
         let v = stages.remove(&n).unwrap_or_default();
         (n, v)
     });
-    Ok((list.collect(), title))
+    Ok((list.collect(), title, profile))
 }
 
 fn safe_name(s: &str) -> String {
