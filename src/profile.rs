@@ -26,6 +26,10 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("rl-compare-tiny", include_str!("../profiles/rl-compare-tiny.toml")),
     ("flowrl-qwen2.5-7b", include_str!("../profiles/flowrl-qwen2.5-7b.toml")),
     ("grpo-qwen2.5-7b", include_str!("../profiles/grpo-qwen2.5-7b.toml")),
+    ("flowrl-qwen2.5-1.5b-80gb", include_str!("../profiles/flowrl-qwen2.5-1.5b-80gb.toml")),
+    ("grpo-qwen2.5-1.5b-80gb", include_str!("../profiles/grpo-qwen2.5-1.5b-80gb.toml")),
+    ("flowrl-qwen2.5-0.5b-24gb", include_str!("../profiles/flowrl-qwen2.5-0.5b-24gb.toml")),
+    ("grpo-qwen2.5-0.5b-24gb", include_str!("../profiles/grpo-qwen2.5-0.5b-24gb.toml")),
     ("adaptllm-tiny", include_str!("../profiles/adaptllm-tiny.toml")),
     ("adaptllm-llama-7b", include_str!("../profiles/adaptllm-llama-7b.toml")),
     ("toedit-tiny", include_str!("../profiles/toedit-tiny.toml")),
@@ -63,6 +67,10 @@ pub struct RunSection {
     /// Paper-scale profiles need real checkpoints and a GPU; `retort profiles` marks them.
     #[serde(default)]
     pub paper_scale: bool,
+    /// The GPU a paper-scale profile needs, in words with the preflight's estimate (every
+    /// paper-scale preset states it; `retort profiles` shows it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gpu: String,
 }
 
 fn default_seed() -> u64 {

@@ -217,12 +217,13 @@ struct StageView {
     metrics: BTreeMap<String, Vec<(f64, f64)>>,
 }
 
-fn read_stages(run_dir: &Path) -> Result<(Vec<(String, StageView)>, String)> {
+fn read_stages(run_dir: &Path) -> Result<(Vec<(String, StageView)>, String, String)> {
     let path = run_dir.join(crate::run::EVENTS);
     let (records, _) = crate::run::read_events(&path).with_context(|| format!("{} is not a run folder (no readable events.jsonl)", run_dir.display()))?;
     let mut order: Vec<String> = Vec::new();
     let mut stages: BTreeMap<String, StageView> = BTreeMap::new();
     let mut title = String::new();
+    let mut profile = String::new();
     let touch = |name: &str, order: &mut Vec<String>| {
         if !order.iter().any(|n| n == name) {
             order.push(name.to_string());
@@ -230,8 +231,9 @@ fn read_stages(run_dir: &Path) -> Result<(Vec<(String, StageView)>, String)> {
     };
     for r in records {
         match r.event {
-            Event::RunStarted { run, profile, stages: infos, .. } => {
-                title = format!("{run} (profile {profile})");
+            Event::RunStarted { run, profile: p, stages: infos, .. } => {
+                title = format!("{run} (profile {p})");
+                profile = p;
                 for s in infos {
                     touch(&s.name, &mut order);
                     stages.entry(s.name).or_default().kind = s.kind;
@@ -264,7 +266,7 @@ fn read_stages(run_dir: &Path) -> Result<(Vec<(String, StageView)>, String)> {
         let v = stages.remove(&n).unwrap_or_default();
         (n, v)
     });
-    Ok((list.collect(), title))
+    Ok((list.collect(), title, profile))
 }
 
 fn safe_name(s: &str) -> String {
@@ -281,7 +283,7 @@ fn fmt(v: f64) -> String {
 
 /// Writes the plots and report.md; returns the files written.
 pub fn write_report(run_dir: &Path) -> Result<Written> {
-    let (stages, title) = read_stages(run_dir)?;
+    let (stages, title, profile) = read_stages(run_dir)?;
     let out_dir = run_dir.join("report");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut written = Written::default();
@@ -294,7 +296,8 @@ pub fn write_report(run_dir: &Path) -> Result<Written> {
         let mut series = Vec::new();
         for (stage, view) in &stages {
             for (metric, points) in &view.metrics {
-                if words.iter().any(|w| metric.contains(w)) && !points.is_empty() {
+                // Families by name, never a `timing/` metric (seconds are not a reward).
+                if !metric.starts_with("timing/") && words.iter().any(|w| metric.contains(w)) && !points.is_empty() {
                     series.push(Series { name: format!("{stage}/{metric}"), points: points.clone() });
                 }
             }
@@ -392,12 +395,43 @@ pub fn write_report(run_dir: &Path) -> Result<Written> {
 
     ood::plots(run_dir, &stages, &out_dir, &mut images)?;
 
-    let md = markdown(&title, &stages, &eval_sections, &images, &written.notes);
+    let mut md = markdown(&title, &stages, &eval_sections, &images, &written.notes);
+    md = with_result_first(md, &profile, &stages);
     let md_path = run_dir.join("report.md");
     crate::fsutil::write_atomic(&md_path, md.as_bytes()).with_context(|| format!("cannot write {}", md_path.display()))?;
     written.files.extend(images.iter().map(|(_, f)| out_dir.join(f)));
     written.files.push(md_path);
     Ok(written)
+}
+
+/// report.md opens with the run's final table (the last stage that made one) and, when the
+/// profile is one of a seed paper's presets, that paper's row of `retort papers`.
+fn with_result_first(md: String, profile: &str, stages: &[(String, StageView)]) -> String {
+    let mut head = String::new();
+    if let Some((stage, table)) = stages.iter().rev().find_map(|(n, v)| v.table.as_ref().map(|t| (n, t))) {
+        head.push_str(&format!("## Result (stage `{stage}`)
+
+```text
+{table}
+```
+
+"));
+    }
+    for p in crate::papers::PAPERS.iter().filter(|p| p.tiny.contains(&profile) || p.paper_scale.contains(&profile)) {
+        head.push_str(&format!(
+            "Paper ({}: {}): {}. Recorded at tiny scale: {}. Status: **{}**, {}.\n\n",
+            p.key,
+            p.title,
+            p.headline,
+            p.recorded,
+            p.verdict.as_str(),
+            p.reason
+        ));
+    }
+    match md.split_once("\n\n") {
+        Some((title, rest)) if !head.is_empty() => format!("{title}\n\n{head}{rest}"),
+        _ => md,
+    }
 }
 
 fn markdown(title: &str, stages: &[(String, StageView)], evals: &[(String, StageResults)], images: &[(String, String)], notes: &[String]) -> String {
@@ -619,6 +653,21 @@ pub fn corpus_stats_plots_if_fonts(dir: &Path, report: &crate::synth::stats::Sta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_md_opens_with_the_final_table_and_the_papers_row() {
+        let view = |kind: &str, table: Option<&str>| StageView { kind: kind.into(), table: table.map(str::to_string), ..Default::default() };
+        let stages = vec![("sft".to_string(), view("sft", None)), ("eval".to_string(), view("eval", Some("metric  sft  grpo\npass@1  0.2  0.25")))];
+        let md = with_result_first("# Run report: x\n\n## Stages\n".into(), "flowrl-vs-grpo-tiny", &stages);
+        let result = md.find("## Result (stage `eval`)").unwrap();
+        let paper = md.find("Paper (flowrl:").unwrap();
+        let rest = md.find("## Stages").unwrap();
+        assert!(md.starts_with("# Run report: x\n\n") && result < paper && paper < rest, "{md}");
+        assert!(md.contains("pass@1  0.2  0.25") && md.contains("+10.0 % over GRPO"), "{md}");
+        // A profile of no paper and no table: unchanged.
+        let plain = "# Run report: y\n\n## Stages\n".to_string();
+        assert_eq!(with_result_first(plain.clone(), "tasks-demo", &[("data".to_string(), view("tasks", None))]), plain);
+    }
 
     #[test]
     fn tick_labels_drop_trailing_zeros() {

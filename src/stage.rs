@@ -111,6 +111,15 @@ pub trait StageConfig: Debug + Send + Sync {
     fn preflight(&self) -> Result<()> {
         Ok(())
     }
+    /// What the memory preflight needs to size this stage (training stages only).
+    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+        None
+    }
+    /// Where this stage's output model comes from, so the memory preflight can size a later
+    /// stage that trains it before this one has run.
+    fn model_origin(&self) -> Option<crate::preflight::needs::ModelOrigin> {
+        None
+    }
     /// Units of work and their name, for progress bars (`None` when unknown up front).
     fn total_units(&self) -> (Option<u64>, &'static str);
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput>;

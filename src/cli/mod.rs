@@ -9,6 +9,7 @@ mod eval;
 mod model;
 mod ood;
 mod retrieve;
+mod preflight;
 mod run;
 mod setup;
 mod synth;
@@ -54,8 +55,8 @@ pub enum Command {
         #[arg(long, env = "RETORT_RUNS_DIR", default_value = "runs")]
         runs_dir: PathBuf,
     },
-    /// Report build features, devices, memory and the Hugging Face cache.
-    Doctor,
+    /// Report build features, devices, memory and the Hugging Face cache; with --selftest, check a device end to end.
+    Doctor(setup::DoctorArgs),
     /// Built-in verifiable tasks: list them or print sample instances with their solutions.
     Tasks {
         #[command(subcommand)]
@@ -74,6 +75,19 @@ pub enum Command {
         #[command(subcommand)]
         action: eval::RewardAction,
     },
+    /// The reproduction matrix: each seed paper, its presets, the paper's numbers, the latest tiny result, a status.
+    Papers {
+        #[arg(long, env = "RETORT_RUNS_DIR", default_value = "runs")]
+        runs_dir: PathBuf,
+        /// Print a Markdown table (the README's, plus the latest-run column).
+        #[arg(long)]
+        markdown: bool,
+        /// Print the README's table (Markdown, without the latest-run column).
+        #[arg(long, hide = true)]
+        readme: bool,
+    },
+    /// Estimate a profile's peak memory per training stage and compare it with the device's (no run).
+    Preflight(preflight::PreflightArgs),
     /// Write PNG plots and report.md for a run folder.
     Report(eval::ReportArgs),
     /// Model folders: create one from a preset, or describe one.
@@ -106,7 +120,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Run(args) => run::cmd_run(args),
         Command::Profiles { action } => setup::cmd_profiles(action).map(|_| 0),
         Command::Runs { runs_dir } => run::cmd_runs(&runs_dir).map(|_| 0),
-        Command::Doctor => setup::cmd_doctor().map(|_| 0),
+        Command::Doctor(args) => setup::cmd_doctor(args),
         Command::Tasks { action } => setup::cmd_tasks(action).map(|_| 0),
         Command::Watch(args) => run::cmd_watch(args),
         Command::Pull(args) => setup::cmd_pull(args).map(|_| 0),
@@ -115,6 +129,17 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Eval(args) => on_compute_pool(|| eval::cmd_eval(args)),
         Command::Reward { action: eval::RewardAction::Test(args) } => eval::cmd_reward_test(args),
         Command::Report(args) => eval::cmd_report(args),
+        Command::Papers { runs_dir, markdown, readme } => {
+            if readme {
+                print!("{}", crate::papers::markdown(None));
+            } else if markdown {
+                print!("{}", crate::papers::markdown(Some(&runs_dir)));
+            } else {
+                print!("{}", crate::papers::text(&runs_dir));
+            }
+            Ok(0)
+        }
+        Command::Preflight(args) => preflight::cmd_preflight(args),
         Command::Model { action } => model::cmd_model(action).map(|_| 0),
         Command::Generate(args) => on_compute_pool(|| model::cmd_generate(&args)).map(|_| 0),
         Command::Bench { action } => on_compute_pool(|| model::cmd_bench(action)).map(|_| 0),

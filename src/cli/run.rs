@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// Continue an interrupted or failed run from its folder.
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["profile", "set", "name"])]
     pub resume: Option<PathBuf>,
+    /// Run even when the memory preflight estimates that a training stage does not fit.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +55,9 @@ pub struct SftArgs {
     pub headless: bool,
     #[arg(long, env = "RETORT_RUNS_DIR", default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// Run even when the memory preflight estimates that it does not fit.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +77,7 @@ pub fn cmd_run(args: RunArgs) -> Result<i32> {
         None => {
             let name = args.profile.as_deref().unwrap_or(DEFAULT_PROFILE);
             let profile = load_profile(name, &args.set)?;
+            super::preflight::check_before_run(&profile, args.force)?;
             pipeline::prepare_new(profile, &args.runs_dir, args.name.as_deref())?
         }
     };
@@ -95,6 +102,7 @@ pub fn cmd_sft(args: SftArgs) -> Result<i32> {
     );
     let sets: Vec<String> = args.set.iter().map(|s| format!("stage.sft.{s}")).collect();
     let profile = Profile::parse(&text, "retort sft")?.apply_sets(&sets)?;
+    super::preflight::check_before_run(&profile, args.force)?;
     Ok(outcome_code(run_one_stage(profile, &args.runs_dir, args.headless)?))
 }
 

@@ -64,7 +64,11 @@ pub fn cmd_profiles(action: Option<ProfilesAction>) -> Result<()> {
         None => {
             for (name, text) in PRESETS {
                 let p = Profile::parse(text, &format!("preset {name}"))?;
-                let mark = if p.run.paper_scale { " [paper scale: needs a GPU and hub checkpoints]" } else { "" };
+                let mark = match (p.run.paper_scale, p.run.gpu.as_str()) {
+                    (false, _) => String::new(),
+                    (true, "") => " [paper scale: needs a GPU and hub checkpoints]".to_string(),
+                    (true, gpu) => format!(" [paper scale, GPU: {gpu}]"),
+                };
                 let default = if *name == DEFAULT_PROFILE { " (default)" } else { "" };
                 println!("{name:<24} {}{default}{mark}", p.run.description);
             }
@@ -111,7 +115,38 @@ pub fn cmd_tasks(action: TasksAction) -> Result<()> {
     }
 }
 
-pub fn cmd_doctor() -> Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    /// Check a device end to end with built-in tiny models: decoder and encoder forward against
+    /// the CPU (f32 and bf16), sampling, SFT / GRPO / FlowRL steps (finite losses, SFT's loss
+    /// falling), and generation and training speed. One PASS / FAIL line per check; exit code 1
+    /// on any failure. The first command to run on a new machine.
+    #[arg(long)]
+    pub selftest: bool,
+    /// The device the self-test runs on: cpu, cuda:N or metal.
+    #[arg(long, default_value = "cpu", requires = "selftest")]
+    pub device: String,
+}
+
+pub fn cmd_doctor(args: DoctorArgs) -> Result<i32> {
+    cmd_doctor_report()?;
+    if !args.selftest {
+        return Ok(0);
+    }
+    println!("
+self-test on {} (tiny models, seeded):", args.device);
+    let checks = crate::cpu_threads::on_compute_pool(|| crate::selftest::run_on(&args.device))?;
+    let mut failed = 0;
+    for c in &checks {
+        println!("{}", c.line());
+        failed += usize::from(c.pass == Some(false));
+    }
+    let judged = checks.iter().filter(|c| c.pass.is_some()).count();
+    println!("{} of {judged} checks passed on {}", judged - failed, args.device);
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+fn cmd_doctor_report() -> Result<()> {
     println!("retort {}{}", env!("CARGO_PKG_VERSION"), option_env!("RETORT_GIT_DESCRIBE").map(|g| format!(" ({g})")).unwrap_or_default());
     let features: Vec<&str> = [("cuda", cfg!(feature = "cuda")), ("metal", cfg!(feature = "metal"))]
         .into_iter()

@@ -35,13 +35,22 @@ pub fn lora_parameters(cfg: &ModelConfig, r: usize) -> usize {
 }
 
 /// Activation memory (elements) that a `Mode::Train` forward keeps for backward, for a batch
-/// of `b` sequences of `s` tokens. A coarse count of the tensors our unfused decoder builds:
-/// per layer and token, about 16 hidden-sized tensors (two RMSNorms with their intermediates,
-/// q/k/v and their RoPE halves, attention output, o_proj, residuals) and 5 intermediate-sized
-/// ones (gate, up, silu, product, and silu's internal); plus per layer 3 score tensors of
-/// a·s² per sequence (scores, masked scores, softmax); plus about 8 (B, S, V) f32 copies for
-/// the logits and the log-softmax and its gradient (docs/ENGINE.md §5: "several copies kept").
+/// of `b` sequences of `s` tokens, with backward's own temporaries. A coarse count of the
+/// tensors our decoder builds, its coefficients fitted to measured peaks (issue 23: CPU max RSS
+/// of `retort sft` on the tiny and small shapes at 8×48 to 16×512 and 4×1024 tokens, within
+/// 10 % above 1 GB): per layer and token about 24 hidden-sized tensors (two RMSNorms with
+/// their intermediates, q/k/v and their RoPE halves, attention output, o_proj, residuals, and
+/// their gradients) and 8 intermediate-sized ones (gate, up, silu, product); plus per layer 4
+/// score tensors of a·s² per sequence (scores, masked softmax, their gradients); plus about 8
+/// (B, S, V) f32 copies for the logits and the log-softmax and its gradient (docs/ENGINE.md
+/// §5: "several copies kept").
 pub fn train_activation_elements(cfg: &ModelConfig, b: usize, s: usize) -> f64 {
+    train_activation_elements_with(cfg, b, s, 8.0)
+}
+
+/// [`train_activation_elements`] with `logit_copies` (B, S, V) copies of the logits instead of
+/// 8 (the fused CPU log-prob kernel keeps fewer; see `preflight::plan::logit_copies`).
+pub fn train_activation_elements_with(cfg: &ModelConfig, b: usize, s: usize, logit_copies: f64) -> f64 {
     let (bs, h, i, a, v) = (
         (b * s) as f64,
         cfg.hidden_size as f64,
@@ -49,8 +58,8 @@ pub fn train_activation_elements(cfg: &ModelConfig, b: usize, s: usize) -> f64 {
         cfg.num_attention_heads as f64,
         cfg.vocab_size as f64,
     );
-    let per_layer = bs * (16.0 * h + 5.0 * i) + 3.0 * b as f64 * a * (s * s) as f64;
-    cfg.num_hidden_layers as f64 * per_layer + 8.0 * bs * v
+    let per_layer = bs * (24.0 * h + 8.0 * i) + 4.0 * b as f64 * a * (s * s) as f64;
+    cfg.num_hidden_layers as f64 * per_layer + logit_copies * bs * v
 }
 
 /// Memory estimates (bytes), with P parameters:

@@ -62,6 +62,10 @@ impl StageConfig for ModelInitStage {
         }
     }
 
+    fn model_origin(&self) -> Option<crate::preflight::needs::ModelOrigin> {
+        Some(crate::preflight::needs::ModelOrigin::Preset { name: self.preset.clone(), context: self.context })
+    }
+
     fn total_units(&self) -> (Option<u64>, &'static str) {
         (Some(1), "model")
     }

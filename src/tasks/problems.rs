@@ -344,8 +344,8 @@ impl ProblemSet {
             };
             bail!(
                 "{}: the prompt is {size}; with max_new_tokens = {max_new_tokens} it does not fit the model's context of \
-                 {context} tokens (max_position_embeddings in config.json). Shorten the prompt, lower max_new_tokens, \
-                 or set too_long = \"skip\" to leave such problems out",
+                 {context} tokens (max_position_embeddings in config.json, or an rl stage's max_prompt_tokens + max_new_tokens). \
+                 Shorten the prompt, lower max_new_tokens, or set too_long = \"skip\" to leave such problems out",
                 self.location(i)
             );
         }

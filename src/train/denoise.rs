@@ -229,6 +229,29 @@ impl StageConfig for DenoiseStage {
         Ok(())
     }
 
+    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+        Some(crate::preflight::needs::Needs {
+            model: self.model.clone(),
+            trainable: crate::preflight::needs::Trainable::Full,
+            micro_batch: self.batch_size,
+            seq: self.max_len,
+            accumulates: self.grad_accum > 1,
+            reference: false,
+            critic: false,
+            z_head_layers: None,
+            generate: None,
+            assumption: None,
+            knobs: vec![
+                format!("lower `batch_size` (now {}) and raise `grad_accum` (now {}) to keep the step", self.batch_size, self.grad_accum),
+                format!("shorter rows: `max_len` (now {})", self.max_len),
+            ],
+        })
+    }
+
+    fn model_origin(&self) -> Option<crate::preflight::needs::ModelOrigin> {
+        Some(crate::preflight::needs::ModelOrigin::SameAs(self.model.clone()))
+    }
+
     fn total_units(&self) -> (Option<u64>, &'static str) {
         (Some(self.steps), "step")
     }

@@ -268,6 +268,39 @@ impl StageConfig for SftStage {
         Ok(())
     }
 
+    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+        use crate::preflight::needs::{Needs, Trainable};
+        let mut knobs = vec![
+            format!("lower `batch_size` (now {}) and raise `grad_accum` (now {}) to keep the step", self.batch_size, self.grad_accum),
+            format!("shorter rows: `max_len` (now {})", self.max_len),
+        ];
+        if self.lora.is_none() {
+            knobs.push("LoRA: `lora.rank = 16` trains adapters over a frozen base".into());
+        } else {
+            knobs.push("a lower `lora.rank`".into());
+        }
+        Some(Needs {
+            model: self.model.clone(),
+            trainable: match &self.lora {
+                Some(l) => Trainable::Lora { rank: l.rank },
+                None => Trainable::Full,
+            },
+            micro_batch: self.batch_size,
+            seq: self.max_len,
+            accumulates: self.grad_accum > 1,
+            reference: false,
+            critic: false,
+            z_head_layers: None,
+            generate: None,
+            assumption: None,
+            knobs,
+        })
+    }
+
+    fn model_origin(&self) -> Option<crate::preflight::needs::ModelOrigin> {
+        Some(crate::preflight::needs::ModelOrigin::SameAs(self.model.clone()))
+    }
+
     fn total_units(&self) -> (Option<u64>, &'static str) {
         (Some(self.steps), "step")
     }

@@ -134,6 +134,11 @@ pub struct RlStage {
     /// stage refuses before any rollout) or "skip" (left out, counted in the log).
     #[serde(default)]
     pub too_long: TooLong,
+    /// The longest prompt in tokens (verl's `data.max_prompt_length`): longer problems are
+    /// handled by `too_long` like those that overflow the context, and the memory preflight
+    /// sizes rollouts with it (without it, JSONL prompts are assumed to be ≤ 1024 tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_tokens: Option<usize>,
 
     #[serde(default = "d_algorithm")]
     pub algorithm: Algorithm,
@@ -375,6 +380,44 @@ impl RlStage {
         self.algorithm.needs_reference() || self.kl_coef > 0.0 || self.kl_in_reward || self.kl_anneal.is_some() || self.log_ref_kl
     }
 
+    /// What the memory preflight sizes (`crate::preflight`): the policy in f32 with AdamW,
+    /// micro-batches of `micro_batch` responses of prompt + `max_new_tokens` tokens, the
+    /// reference when loaded, PPO's critic, FlowRL's Z head, and a rollout's KV cache over all
+    /// `prompts_per_step × group_size` rows at once (or a quick eval's, up to 256 rows).
+    pub(crate) fn memory_needs(&self) -> crate::preflight::needs::Needs {
+        // Prompt lengths are known only once the data is read: built-in tasks have short
+        // prompts; a JSONL of math problems is sized at 1024 tokens.
+        let (prompt, assumption) = match self.max_prompt_tokens {
+            Some(n) => (n, format!("prompts ≤ {n} tokens (max_prompt_tokens)")),
+            None if self.source.jsonl.is_some() => (1024, "prompts of the JSONL data assumed ≤ 1024 tokens; set max_prompt_tokens to size them".to_string()),
+            None => (64, "prompts of the built-in task assumed ≤ 64 tokens".to_string()),
+        };
+        let ctx = prompt + self.max_new_tokens;
+        let rows = (self.prompts_per_step * self.group_size).max((self.eval_problems * self.eval_n).min(256));
+        let per_step = self.mini_batch.unwrap_or(self.prompts_per_step) * self.group_size;
+        let mut knobs = vec![
+            format!("lower `micro_batch` (now {}; gradient accumulation keeps the step the same)", self.micro_batch),
+            format!("shorter responses: `max_new_tokens` (now {})", self.max_new_tokens),
+            format!("fewer rollout rows: `prompts_per_step` × `group_size` (now {} × {})", self.prompts_per_step, self.group_size),
+        ];
+        if self.needs_reference() && self.kl_coef == 0.0 && !self.kl_in_reward && self.kl_anneal.is_none() && !self.algorithm.needs_reference() {
+            knobs.push("`log_ref_kl = false` drops the reference model (it is only logged)".into());
+        }
+        crate::preflight::needs::Needs {
+            model: self.model.clone(),
+            trainable: crate::preflight::needs::Trainable::Full,
+            micro_batch: self.micro_batch.min(per_step),
+            seq: ctx,
+            accumulates: per_step > self.micro_batch,
+            reference: self.needs_reference(),
+            critic: self.algorithm == Algorithm::Ppo,
+            z_head_layers: (self.algorithm == Algorithm::Flowrl).then_some(self.z_layers),
+            generate: Some((rows, ctx)),
+            assumption: Some(assumption),
+            knobs,
+        }
+    }
+
     /// The learning-rate schedule of a trainer with peak `peak`: warmup, then constant.
     pub(crate) fn schedule(&self, peak: f64) -> Schedule {
         Schedule { peak_lr: peak, warmup_steps: self.warmup_steps, total_steps: self.steps, decay: Decay::Constant, min_ratio: 1.0 }
@@ -394,6 +437,9 @@ impl RlStage {
         self.validate_data()?;
         self.validate_batches()?;
         self.validate_estimator()?;
+        if self.max_prompt_tokens == Some(0) {
+            return Err(("max_prompt_tokens".into(), "give at least 1 token, or leave the key out".into()));
+        }
         self.validate_numbers()
     }
 

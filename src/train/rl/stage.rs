@@ -76,6 +76,14 @@ impl StageConfig for RlStage {
         crate::train::rl::algo::grpo::validate_clip(self)
     }
 
+    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+        Some(self.memory_needs())
+    }
+
+    fn model_origin(&self) -> Option<crate::preflight::needs::ModelOrigin> {
+        Some(crate::preflight::needs::ModelOrigin::SameAs(self.model.clone()))
+    }
+
     fn total_units(&self) -> (Option<u64>, &'static str) {
         (Some(self.steps), "step")
     }
@@ -120,7 +128,10 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         check_same_tokenizer(&tok, &Tokenizer::load(&ref_dir)?, &model_dir, &ref_dir)?;
     }
     let mut problems = rollout::load_problems(cfg, ctx)?;
-    let context = crate::model::ModelConfig::from_file(&crate::model::config::config_path(&model_dir))?.max_position_embeddings;
+    let mut context = crate::model::ModelConfig::from_file(&crate::model::config::config_path(&model_dir))?.max_position_embeddings;
+    if let Some(p) = cfg.max_prompt_tokens {
+        context = context.min(p + cfg.max_new_tokens);
+    }
     for (split, set) in [("training", &mut problems.train), ("quick-eval", &mut problems.test)] {
         let skipped = set.fit_context(&tok, cfg.source.chat, cfg.max_new_tokens, context, cfg.too_long).with_context(|| format!("the {split} problems"))?;
         if skipped > 0 {

@@ -1,0 +1,207 @@
+//! The arithmetic of the memory preflight: a training stage's [`Needs`] and its model's
+//! architecture become named parts in bytes, each with where it lives (the device, or host
+//! RAM) and when (the whole stage, only while sampling, only while training). The peak of a
+//! memory is what stays resident plus the larger of the two phases.
+//!
+//! Where things live follows retort's code: weights, gradients, activations and the KV cache
+//! on the device; AdamW's moments and the gradient accumulator of a multi-micro-batch step in
+//! host RAM (`train::optim::AdamW` keeps them in `Vec<f32>`). On the CPU both are the same RAM.
+
+use super::needs::{Needs, Trainable};
+use crate::model::encoder::{EncoderConfig, Heads};
+use crate::model::estimate::{lora_parameters, train_activation_elements_with};
+use crate::model::ModelConfig;
+
+/// A model's architecture, as far as memory goes.
+#[derive(Clone, Debug)]
+pub enum Arch {
+    Decoder(ModelConfig),
+    Encoder(EncoderConfig),
+}
+
+impl Arch {
+    pub fn parameters(&self) -> usize {
+        match self {
+            Arch::Decoder(c) => c.num_parameters(),
+            Arch::Encoder(c) => crate::model::encoder::parameter_shapes(c, Heads { pooler: false, mlm: true })
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum(),
+        }
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Arch::Decoder(c) => c.hidden_size,
+            Arch::Encoder(c) => c.hidden_size,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    Device,
+    Host,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Held for the whole stage.
+    Resident,
+    /// Only while sampling (rollouts, quick evals).
+    Sample,
+    /// Only during a forward/backward and the optimizer step.
+    Train,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Part {
+    pub name: String,
+    pub bytes: f64,
+    pub place: Place,
+    pub phase: Phase,
+}
+
+/// Where the stage runs, for the figures that depend on it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Target {
+    /// A GPU: the device and host RAM are separate memories.
+    pub gpu: bool,
+    /// Bytes per element of a frozen LoRA base (the run's dtype on that device).
+    pub lora_base_bytes: f64,
+}
+
+/// What the process holds besides the model: the binary, the tokenizer, the data and the
+/// allocator's slack. Measured: `retort sft` of the tiny preset at 8 × 48 tokens peaks at
+/// 79 MiB max RSS, of which the model's parts are about 20 MiB.
+pub const PROCESS_BYTES: f64 = 64.0 * 1024.0 * 1024.0;
+
+/// Copies of the (B, S, V) f32 logits a training forward keeps until backward. On the CPU the
+/// per-token log-probs are a fused kernel that never materialises the log-softmax (logits,
+/// their gradient and one working copy); elsewhere candle's unfused expression keeps about
+/// eight (docs/ENGINE.md §5).
+pub fn logit_copies(gpu: bool) -> f64 {
+    if gpu {
+        8.0
+    } else {
+        3.0
+    }
+}
+
+/// Parameters of FlowRL's Z head on hidden size `h` with `layers` layers: `layers − 1` blocks of
+/// a linear h×h with bias and a LayerNorm (2h), then a linear h→1 with bias.
+pub fn z_head_parameters(h: usize, layers: usize) -> usize {
+    layers.saturating_sub(1) * (h * h + h + 2 * h) + h + 1
+}
+
+/// Activation elements (not bytes) of one encoder training forward over `b` × `s` tokens: per
+/// layer and token about 14 hidden-sized tensors and 3 intermediate-sized (GELU and its
+/// input), the score tensors a·s² per sequence three times, and the MLM head's (B, S, V) logits
+/// with their log-softmax and gradient.
+pub fn encoder_activation_elements(c: &EncoderConfig, b: usize, s: usize) -> f64 {
+    let (bs, h, i, a, v) = (
+        (b * s) as f64,
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.num_attention_heads as f64,
+        c.vocab_size as f64,
+    );
+    let per_layer = bs * (14.0 * h + 3.0 * i) + 3.0 * b as f64 * a * (s * s) as f64;
+    c.num_hidden_layers as f64 * per_layer + 3.0 * bs * v
+}
+
+/// The named parts of one training stage.
+pub fn parts(needs: &Needs, arch: &Arch, target: Target) -> Vec<Part> {
+    use Phase::*;
+    use Place::*;
+    let p = arch.parameters() as f64;
+    let mut out = Vec::new();
+    let mut add = |name: &str, bytes: f64, place: Place, phase: Phase| {
+        if bytes > 0.0 {
+            out.push(Part { name: name.to_string(), bytes, place, phase });
+        }
+    };
+    add("process (binary, tokenizer, data, allocator; measured)", PROCESS_BYTES, Host, Resident);
+    // The trained parameters: all of them, or the adapters over a frozen base.
+    let trained = match (needs.trainable, arch) {
+        (Trainable::Full, _) => {
+            add("policy weights (f32)", 4.0 * p, Device, Resident);
+            p
+        }
+        (Trainable::Lora { rank }, Arch::Decoder(c)) => {
+            let l = lora_parameters(c, rank) as f64;
+            add(&format!("frozen base ({})", dtype_name(target.lora_base_bytes)), target.lora_base_bytes * p, Device, Resident);
+            add(&format!("LoRA r={rank} adapters (f32)"), 4.0 * l, Device, Resident);
+            l
+        }
+        // No encoder stage trains LoRA; count it as a full fine-tune.
+        (Trainable::Lora { .. }, Arch::Encoder(_)) => {
+            add("weights (f32)", 4.0 * p, Device, Resident);
+            p
+        }
+    };
+    add("gradients (f32)", 4.0 * trained, Device, Train);
+    add("AdamW moments m, v (f32)", 8.0 * trained, Host, Resident);
+    if needs.accumulates {
+        add("gradient accumulator (f32, several micro-batches a step)", 4.0 * trained, Host, Train);
+    }
+    if let Some(layers) = needs.z_head_layers {
+        let z = z_head_parameters(arch.hidden_size(), layers) as f64;
+        add(&format!("Z head, {layers} layers (weights, gradients)"), 8.0 * z, Device, Resident);
+        add("Z head AdamW moments", 8.0 * z, Host, Resident);
+    }
+    if needs.reference {
+        add("frozen reference (f32)", 4.0 * p, Device, Resident);
+    }
+    let (b, s) = (needs.micro_batch, needs.seq);
+    match arch {
+        Arch::Decoder(c) => {
+            let copies = logit_copies(target.gpu);
+            let act = train_activation_elements_with(c, b, s, copies);
+            let logits = copies * (b * s * c.vocab_size) as f64;
+            let act_bytes = match needs.trainable {
+                Trainable::Full => 4.0,
+                Trainable::Lora { .. } => target.lora_base_bytes,
+            };
+            add(&format!("activations, micro-batch {b} × {s} tokens"), act_bytes * (act - logits), Device, Train);
+            add(&format!("logits and log-softmax copies ({copies}× B·S·V f32)"), 4.0 * logits, Device, Train);
+            if needs.critic {
+                add("critic weights (f32)", 4.0 * p, Device, Resident);
+                add("critic gradients (f32)", 4.0 * p, Device, Train);
+                add("critic AdamW moments (f32)", 8.0 * p, Host, Resident);
+                add("critic activations", 4.0 * (act - logits), Device, Train);
+            }
+            if let Some((rows, ctx)) = needs.generate {
+                // K and V per layer in the weights' dtype (f32 for RL), all rows at once.
+                let w = match needs.trainable {
+                    Trainable::Full => 4.0,
+                    Trainable::Lora { .. } => target.lora_base_bytes,
+                };
+                let kv = 2.0 * (c.num_hidden_layers * c.num_key_value_heads * c.head_dim) as f64 * (rows * ctx) as f64 * w;
+                add(&format!("KV cache, {rows} rows × {ctx} tokens"), kv, Device, Sample);
+                add("sampling logits (f32, rows × V, two copies)", 8.0 * (rows * c.vocab_size) as f64, Device, Sample);
+            }
+        }
+        Arch::Encoder(c) => {
+            add(&format!("activations, micro-batch {b} × {s} tokens"), 4.0 * encoder_activation_elements(c, b, s), Device, Train);
+        }
+    }
+    out
+}
+
+fn dtype_name(bytes: f64) -> &'static str {
+    if bytes >= 4.0 {
+        "f32"
+    } else {
+        "bf16"
+    }
+}
+
+/// Peak bytes of `place` (on the CPU pass `None`: everything is one memory): what stays
+/// resident plus the larger phase.
+pub fn peak(parts: &[Part], place: Option<Place>) -> f64 {
+    let sum = |phase: Phase| -> f64 {
+        parts.iter().filter(|p| p.phase == phase && place.is_none_or(|pl| p.place == pl)).map(|p| p.bytes).sum()
+    };
+    sum(Phase::Resident) + sum(Phase::Sample).max(sum(Phase::Train))
+}

@@ -1,0 +1,77 @@
+//! Find the architecture of the model a training stage trains, before any stage has run: an
+//! `@stage` reference is followed back through the profile (a `model-init` preset, a `pull`
+//! from the hub, or the model another training stage started from); a folder is read.
+//! A hub repository is sized from its cached `config.json` when it is downloaded already,
+//! else from the configs retort knows ([`super::known`]).
+
+use super::known;
+use super::plan::Arch;
+use super::needs::ModelOrigin;
+use crate::model::encoder::EncoderConfig;
+use crate::model::registry::{family_of_type, Family};
+use crate::model::ModelConfig;
+use crate::profile::Profile;
+use std::path::Path;
+
+/// The architecture of `reference` (a folder or `@stage`) and where its figures come from.
+pub fn arch_of(profile: &Profile, reference: &str) -> Result<(Arch, String), String> {
+    let mut reference = reference.to_string();
+    // Each hop moves to an earlier stage, so the walk ends; the bound guards a malformed profile.
+    for _ in 0..=profile.stages.len() {
+        let Some(rest) = reference.strip_prefix('@') else {
+            return from_folder(Path::new(&reference));
+        };
+        let name = rest.split('/').next().unwrap_or(rest);
+        let stage = profile.stages.iter().find(|s| s.name == name).ok_or_else(|| format!("no stage named `{name}`"))?;
+        match stage.config.model_origin() {
+            Some(ModelOrigin::SameAs(m)) => reference = m,
+            Some(ModelOrigin::Preset { name, context }) => return from_preset(&name, context),
+            Some(ModelOrigin::Repo(repo)) => return from_repo(&repo),
+            None => return Err(format!("stage `{name}` ({}) makes no model the preflight can size", stage.kind)),
+        }
+    }
+    Err(format!("`{reference}`: the model references go round in a circle"))
+}
+
+fn from_preset(name: &str, context: Option<usize>) -> Result<(Arch, String), String> {
+    let mut cfg = ModelConfig::preset(name, crate::text::tiny::VOCAB_SIZE)
+        .map_err(|_| format!("preset `{name}` is sized only once its vocabulary is built (not checked)"))?;
+    if let Some(n) = context {
+        cfg.max_position_embeddings = n;
+    }
+    Ok((Arch::Decoder(cfg), format!("built-in preset `{name}`")))
+}
+
+fn from_repo(repo: &str) -> Result<(Arch, String), String> {
+    if let Some((arch, path)) = cached_config(repo) {
+        return Ok((arch, format!("{repo} (cached config {})", path)));
+    }
+    let text = known::config_of(repo)
+        .ok_or_else(|| format!("{repo} is not downloaded yet and retort does not know its config; `retort pull {repo}` first, then the preflight can size it"))?;
+    Ok((parse(text, Path::new(repo))?, format!("{repo} (config known to retort)")))
+}
+
+fn cached_config(repo: &str) -> Option<(Arch, String)> {
+    let req = crate::hub::PullRequest::parse(repo).ok()?;
+    let (snapshot, _) = crate::hub::resolve_cached(&crate::hub::HubConfig::from_env(), &req).ok()?;
+    let path = snapshot.join("config.json");
+    let text = std::fs::read_to_string(&path).ok()?;
+    Some((parse(&text, &path).ok()?, path.display().to_string()))
+}
+
+fn from_folder(dir: &Path) -> Result<(Arch, String), String> {
+    // A training stage's output folder holds its model in `model/`.
+    let dir = if !dir.join("config.json").is_file() && dir.join("model/config.json").is_file() { dir.join("model") } else { dir.to_path_buf() };
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((parse(&text, &path)?, path.display().to_string()))
+}
+
+fn parse(text: &str, path: &Path) -> Result<Arch, String> {
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or_default();
+    match family_of_type(model_type) {
+        Some(Family::Encoder(_)) => EncoderConfig::from_hf_json(text, path).map(Arch::Encoder).map_err(|e| e.to_string()),
+        _ => ModelConfig::from_hf_json(text, path).map(Arch::Decoder).map_err(|e| e.to_string()),
+    }
+}

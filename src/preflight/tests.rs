@@ -1,0 +1,146 @@
+//! The preflight against hand-computed figures: the paper's 7B FlowRL run on one 80 GB card,
+//! the single-GPU variants on theirs, and the small pieces (peaks, the Z head, references).
+
+use super::budget::{Budget, Memory, GIB};
+use super::plan::{self, Part, Phase, Place, Target};
+use super::*;
+use crate::profile::{Profile, PRESETS};
+
+const QWEN7B: f64 = 7_615_616_512.0; // Qwen2.5-7B's published parameter count
+
+fn gpu(device_gib: f64) -> Budget {
+    Budget {
+        target: Target { gpu: true, lora_base_bytes: 2.0 },
+        device_name: "cuda:0".into(),
+        device: Some(Memory { bytes: device_gib * GIB, source: "test".into() }),
+        host: Some(Memory { bytes: 1024.0 * GIB, source: "test".into() }),
+    }
+}
+
+fn part(c: &StageCheck, name: &str) -> f64 {
+    c.parts.iter().find(|p| p.name.starts_with(name)).unwrap_or_else(|| panic!("no part `{name}` in {:?}", c.parts)).bytes
+}
+
+#[test]
+fn the_7b_flowrl_preset_is_refused_on_an_80_gb_card_with_hand_computed_figures() {
+    let profile = Profile::load("flowrl-qwen2.5-7b").unwrap();
+    let checks = check(&profile, &gpu(80.0));
+    assert_eq!(checks.len(), 1);
+    let c = &checks[0];
+    assert_eq!(c.model.as_ref().unwrap().0 as f64, QWEN7B);
+    // f32 policy, its gradients and the frozen f32 reference: 4 bytes a parameter each.
+    assert_eq!(part(c, "policy weights"), 4.0 * QWEN7B);
+    assert_eq!(part(c, "gradients"), 4.0 * QWEN7B);
+    assert_eq!(part(c, "frozen reference"), 4.0 * QWEN7B);
+    // AdamW's m and v live in host RAM.
+    assert_eq!(part(c, "AdamW moments m, v"), 8.0 * QWEN7B);
+    // These three alone are 12 × 7,615,616,512 = 91,387,398,144 bytes = 85.1 GiB > 80 GiB.
+    assert!(12.0 * QWEN7B > 80.0 * GIB);
+    // The rollout's KV cache: 2 (K, V) × 28 layers × 4 kv heads × 128 head_dim × 512·8 rows ×
+    // (1024 assumed prompt + 8192 new) tokens × 4 bytes.
+    assert_eq!(part(c, "KV cache"), 4_329_327_034_368.0);
+    assert!(!c.fits());
+    let (what, need, have) = &c.short[0];
+    assert_eq!(what, "cuda:0 memory");
+    assert_eq!(*have, 80.0 * GIB);
+    assert!(*need >= 12.0 * QWEN7B);
+    let text = refusal(&checks, &gpu(80.0)).unwrap();
+    for want in ["DOES NOT FIT", "28.37 GiB", "micro_batch", "max_new_tokens", "--force"] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
+}
+
+#[test]
+fn the_single_gpu_variants_fit_their_cards() {
+    for (name, gib) in [
+        ("flowrl-qwen2.5-1.5b-80gb", 80.0),
+        ("grpo-qwen2.5-1.5b-80gb", 80.0),
+        ("flowrl-qwen2.5-0.5b-24gb", 24.0),
+        ("grpo-qwen2.5-0.5b-24gb", 24.0),
+    ] {
+        let profile = Profile::load(name).unwrap();
+        let checks = check(&profile, &gpu(gib));
+        assert_eq!(checks.len(), 1, "{name}");
+        assert!(checks[0].fits(), "{name}:\n{}", render(&checks, &gpu(gib)));
+        assert!(refusal(&checks, &gpu(gib)).is_none());
+        // ... and each fills its card: the next size down would not do.
+        assert!(!check(&profile, &gpu(gib * 0.6))[0].fits(), "{name} should not fit {} GiB", gib * 0.6);
+    }
+}
+
+#[test]
+fn every_paper_scale_preset_states_its_gpu() {
+    for (name, text) in PRESETS {
+        let p = Profile::parse(text, name).unwrap();
+        if p.run.paper_scale {
+            assert!(!p.run.gpu.trim().is_empty(), "paper-scale preset {name} does not state the GPU it needs (run.gpu)");
+        }
+    }
+}
+
+#[test]
+fn every_training_stage_of_every_preset_is_sized() {
+    // Paper-scale presets name known hub models; tiny ones built-in shapes. The encoder-tiny
+    // of diffusion-ood-tiny is sized only once its corpus is read.
+    for (name, text) in PRESETS {
+        let p = Profile::parse(text, name).unwrap();
+        for c in check(&p, &gpu(80.0)) {
+            if let Err(why) = &c.model {
+                assert!(why.contains("vocabulary"), "{name} stage {}: {why}", c.stage);
+            }
+        }
+    }
+}
+
+#[test]
+fn peak_is_resident_plus_the_larger_phase_per_memory() {
+    let p = |bytes: f64, place, phase| Part { name: "x".into(), bytes, place, phase };
+    let parts = vec![
+        p(10.0, Place::Device, Phase::Resident),
+        p(5.0, Place::Device, Phase::Sample),
+        p(7.0, Place::Device, Phase::Train),
+        p(3.0, Place::Host, Phase::Resident),
+        p(100.0, Place::Host, Phase::Train),
+    ];
+    assert_eq!(plan::peak(&parts, Some(Place::Device)), 17.0);
+    assert_eq!(plan::peak(&parts, Some(Place::Host)), 103.0);
+    // One memory (the CPU): resident 13, sampling 5, training 107.
+    assert_eq!(plan::peak(&parts, None), 120.0);
+}
+
+#[test]
+fn z_head_parameters_by_hand() {
+    // Two hidden blocks of (h×h weight + h bias + LayerNorm 2h), then h weights + 1 bias.
+    assert_eq!(plan::z_head_parameters(3584, 3), 2 * (3584 * 3584 + 3 * 3584) + 3585);
+    assert_eq!(plan::z_head_parameters(8, 1), 9);
+}
+
+#[test]
+fn a_tiny_run_fits_a_laptop_and_not_a_thimble() {
+    let profile = Profile::load("flowrl-tiny").unwrap();
+    let cpu = |gib: f64| Budget {
+        target: Target { gpu: false, lora_base_bytes: 4.0 },
+        device_name: "cpu".into(),
+        device: None,
+        host: Some(Memory { bytes: gib * GIB, source: "test".into() }),
+    };
+    let checks = check(&profile, &cpu(8.0));
+    assert_eq!(checks.iter().map(|c| c.stage.as_str()).collect::<Vec<_>>(), ["sft", "flowrl"]);
+    assert!(checks.iter().all(|c| c.fits()));
+    // The rl stage's model is `@sft`, whose model is `@init`, the tiny preset.
+    assert!(checks[1].model.as_ref().unwrap().1.contains("preset `tiny`"));
+    let small = check(&profile, &cpu(0.05));
+    assert!(small.iter().all(|c| !c.fits()));
+    assert!(refusal(&small, &cpu(0.05)).unwrap().contains("host RAM"));
+}
+
+#[test]
+fn lora_sizes_the_frozen_base_in_the_run_dtype() {
+    let profile = Profile::load("adaptllm-llama-7b").unwrap().apply_sets(&["stage.adaptllm.lora.rank=64".to_string()]).unwrap();
+    let c = &check(&profile, &gpu(80.0))[0];
+    let p = 6_738_415_616.0; // huggyllama/llama-7b
+    assert_eq!(part(c, "frozen base (bf16)"), 2.0 * p);
+    // r · (in + out) for q, k, v, o (4096 × 4096 each), gate and up (4096 → 11008), down.
+    let per_layer = 64.0 * (4.0 * 8192.0 + 3.0 * (4096.0 + 11008.0));
+    assert_eq!(part(c, "LoRA r=64 adapters"), 4.0 * 32.0 * per_layer);
+}
