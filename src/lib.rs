@@ -17,7 +17,6 @@ pub mod hub;
 pub mod malloc_tuning;
 pub mod metrics;
 pub mod model;
-pub mod papers;
 pub mod pipeline;
 pub mod preflight;
 pub mod profile;

@@ -229,8 +229,8 @@ impl Profile {
             };
             let Some(kind_def) = stages::find_kind(&kind) else {
                 let mut msg = format!("unknown stage kind `{kind}`");
-                if kind == "ood" {
-                    msg.push_str("; OOD scoring is the eval stage's `ood` table: kind = \"eval\", models = [...], ood = { id = ..., ood = [...], t = [...] }");
+                if let Some(hint) = stages::retired_kind(&kind) {
+                    msg.push_str(&format!("; {hint}"));
                 } else if let Some(s) = suggest(&kind, stages::kind_names()) {
                     msg.push_str(&format!("; did you mean `{s}`?"));
                 }

@@ -23,6 +23,7 @@
 //! report.md says so; `RETORT_FONT=none` forces that mode.
 
 mod ood;
+pub mod papers;
 
 use crate::bus::{Event, Outcome};
 use crate::eval::stage::{StageResults, RESULTS_FILE};
@@ -417,7 +418,7 @@ fn with_result_first(md: String, profile: &str, stages: &[(String, StageView)]) 
 
 "));
     }
-    for p in crate::papers::PAPERS.iter().filter(|p| p.tiny.contains(&profile) || p.paper_scale.contains(&profile)) {
+    for p in crate::report::papers::PAPERS.iter().filter(|p| p.tiny.contains(&profile) || p.paper_scale.contains(&profile)) {
         head.push_str(&format!(
             "Paper ({}: {}): {}. Recorded at tiny scale: {}. Status: **{}**, {}.\n\n",
             p.key,

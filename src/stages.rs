@@ -148,6 +148,17 @@ pub const KINDS: &[StageKind] = &[
     },
 ];
 
+/// Stage kinds that are gone, each with where its job went (for the unknown-kind error).
+const RETIRED: &[(&str, &str)] = &[(
+    "ood",
+    "OOD scoring is the eval stage's `ood` table: kind = \"eval\", models = [...], ood = { id = ..., ood = [...], t = [...] }",
+)];
+
+/// Where a retired kind's job went, if `kind` is one.
+pub fn retired_kind(kind: &str) -> Option<&'static str> {
+    RETIRED.iter().find(|(k, _)| *k == kind).map(|(_, hint)| *hint)
+}
+
 pub fn find_kind(kind: &str) -> Option<&'static StageKind> {
     KINDS.iter().find(|k| k.kind == kind)
 }

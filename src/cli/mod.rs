@@ -131,11 +131,11 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Command::Report(args) => eval::cmd_report(args),
         Command::Papers { runs_dir, markdown, readme } => {
             if readme {
-                print!("{}", crate::papers::markdown(None));
+                print!("{}", crate::report::papers::markdown(None));
             } else if markdown {
-                print!("{}", crate::papers::markdown(Some(&runs_dir)));
+                print!("{}", crate::report::papers::markdown(Some(&runs_dir)));
             } else {
-                print!("{}", crate::papers::text(&runs_dir));
+                print!("{}", crate::report::papers::text(&runs_dir));
             }
             Ok(0)
         }

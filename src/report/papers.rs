@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn the_readme_carries_the_same_table() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         assert!(readme.contains(&markdown(None)), "README.md is out of step with the papers table; paste the output of `retort papers --readme`:\n{}", markdown(None));
     }
 
