@@ -183,3 +183,83 @@ fn a_killed_scoring_run_resumes_to_the_same_scored_data() {
     let resumed = std::fs::read_to_string(run.join("score/scored.jsonl")).unwrap();
     assert_eq!(resumed, whole, "the resumed scoring equals the uninterrupted one");
 }
+
+/// Completion rows (no options) beside multiple-choice ones: scoring generates greedily and
+/// scores by token F1 (the score is the accuracy), and the eval reports F1 and exact match
+/// per completion task, each row's generation written beside its retrieval.
+#[test]
+fn completion_tasks_are_scored_by_generation_and_reported_with_f1_and_em() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = ["red", "blue", "green", "gold", "teal", "plum"];
+    let mut train = String::new();
+    let mut test = String::new();
+    for i in 0..12 {
+        let (a, b) = (words[i % 6], words[(i * 5 + 1) % 6]);
+        let copy = serde_json::json!({"id": format!("c{i}"), "task": "copy", "cluster": "echo", "input": format!("Copy: {a} {b} ->"), "answer": format!("{a} {b}")});
+        let even = if i % 2 == 0 { "yes" } else { "no" };
+        let yn = serde_json::json!({"id": format!("y{i}"), "task": "even", "cluster": "numbers", "input": format!("Q: {i} is even? A:"), "options": ["yes", "no"], "answer": even});
+        let out = if i < 9 { &mut train } else { &mut test };
+        out.push_str(&format!("{copy}\n{yn}\n"));
+    }
+    std::fs::write(dir.path().join("train.jsonl"), train).unwrap();
+    std::fs::write(dir.path().join("test.jsonl"), test).unwrap();
+    let profile = r#"
+[run]
+name = "completion"
+seed = 1
+
+[[stage]]
+kind = "model-init"
+name = "lm"
+preset = "tiny"
+
+[[stage]]
+kind = "prompt-score"
+name = "score"
+model = "@lm"
+train = "train.jsonl"
+test = "test.jsonl"
+candidates = 3
+negatives = 1
+rounds = 2
+batch_size = 8
+
+[[stage]]
+kind = "uprise-eval"
+name = "eval"
+model = "@lm"
+data = "@score"
+methods = ["zero-shot", "random", "bm25"]
+n_tokens = 256
+"#;
+    let p = dir.path().join("completion.toml");
+    std::fs::write(&p, profile).unwrap();
+    ok(dir.path(), &["run", p.to_str().unwrap(), "--headless"]);
+    let run = run_dir(dir.path(), "completion");
+    let scored = synth_cli::lines(&run.join("score/scored.jsonl"));
+    assert_eq!(scored.len(), 18);
+    for s in scored.iter().filter(|s| s["task"] == "copy") {
+        for c in s["cands"].as_array().unwrap() {
+            let (score, acc) = (c["score"].as_f64().unwrap(), c["acc"].as_f64().unwrap());
+            assert!((0.0..=1.0).contains(&acc) && score == acc, "a completion candidate's score is its F1: {c}");
+        }
+    }
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("eval/results.json")).unwrap()).unwrap();
+    for m in results["methods"].as_array().unwrap() {
+        let method = m["method"].as_str().unwrap();
+        assert!(m["per_task_em"]["copy"].is_number() && m["per_task_em"].get("even").is_none(), "{m}");
+        // The per-task figures are the means of the rows' outcomes in retrieved-<method>.jsonl.
+        let rows = synth_cli::lines(&run.join(format!("eval/retrieved-{method}.jsonl")));
+        let copy: Vec<&serde_json::Value> = rows.iter().filter(|r| r["id"].as_str().unwrap().starts_with('c')).collect();
+        assert_eq!(copy.len(), 3);
+        let mean = |key: &str| copy.iter().map(|r| r[key].as_f64().unwrap()).sum::<f64>() / 3.0;
+        assert!((mean("acc") - m["per_task"]["copy"].as_f64().unwrap()).abs() < 1e-12, "{m}");
+        assert!((mean("em") - m["per_task_em"]["copy"].as_f64().unwrap()).abs() < 1e-12, "{m}");
+        for r in &copy {
+            let (f1, em) = (r["acc"].as_f64().unwrap(), r["em"].as_f64().unwrap());
+            assert!(r["prediction"].is_string() && (em == 0.0 || em == 1.0) && (em == 0.0 || f1 == 1.0), "{r}");
+        }
+    }
+    let table = std::fs::read_to_string(run.join("eval/table.txt")).unwrap();
+    assert!(table.contains("F1/EM for completion tasks"), "{table}");
+}

@@ -5,7 +5,8 @@
 
 use super::outcome_code;
 use crate::profile::Profile;
-use crate::synth::methods::{self, MethodEnv};
+use crate::synth::method::MethodEnv;
+use crate::synth::methods;
 use crate::text::corpus::{Corpus, CorpusConfig};
 use anyhow::{bail, Context, Result};
 use clap::Args;

@@ -6,7 +6,7 @@
 
 use super::score::{score_rows, ScoreOptions, Scored, TextSet};
 use super::NoiseSchedule;
-use crate::eval::ood::{auroc, fpr_at_95_tpr, mixed_score, Mahalanobis};
+use crate::metrics::ood::{auroc, fpr_at_95_tpr, mixed_score, Mahalanobis};
 use crate::model::encoder::EncoderModel;
 use crate::text::Tokenizer;
 use anyhow::{bail, Context, Result};

@@ -10,7 +10,7 @@
 //!   noise draw each) and the Mahalanobis features (§5.4);
 //! - [`detect`]: ID and OOD sets → scores at each t → AUROC / FPR95 per pair and a score dump.
 //!
-//! The metrics (AUROC, FPR95, Mahalanobis distance) are in [`crate::eval::ood`]; the training
+//! The metrics (AUROC, FPR95, Mahalanobis distance) are in [`crate::metrics::ood`]; the training
 //! stage is [`crate::train::denoise`]; the command is `retort ood` ([`crate::cli::ood`]).
 
 pub mod detect;

@@ -12,15 +12,14 @@
 //! - pass@k, avg@n, maj@n and the diversity metrics (§8.1, §8.3) live in [`crate::metrics`],
 //!   which the rl stage's quick evals use too.
 //!
-//! - [`ood`]: AUROC, FPR95 and the Mahalanobis score of the diffusion-OOD method;
-//!   [`ood_eval`]: the eval stage's `ood` table that scores encoders with them.
+//! - [`ood_eval`]: the eval stage's `ood` table that scores encoders with AUROC, FPR95 and
+//!   the Mahalanobis score ([`crate::metrics::ood`]).
 //! - [`text`]: perplexity on held-out text and multiple-choice accuracy by option scoring
 //!   (no sampling; teacher-forced log-probs).
 //!
 //! Problems and their verifiers (math, code, built-in tasks) live in [`crate::tasks`].
 
 pub mod explore;
-pub mod ood;
 pub mod ood_eval;
 pub mod run;
 pub mod stage;

@@ -1,9 +1,13 @@
 //! Metrics over verified samples that training and evaluation both report: pass@k and its
 //! kin ([`passk`], docs/METHODS.md §8.1) and the diversity of correct answers
 //! ([`diversity`], §4.8, §8.3). They are pure functions of [`Sample`]s, so the rl stage's
-//! quick evals and the eval stage compute them alike without one importing the other.
+//! quick evals and the eval stage compute them alike without one importing the other. The
+//! OOD detection metrics of the diffusion-OOD method ([`ood`]: AUROC, FPR95, the Mahalanobis
+//! score) are pure functions of scores, used by `diffusion` and the eval stage alike.
 
+pub mod answer_match;
 pub mod diversity;
+pub mod ood;
 pub mod passk;
 
 use serde::{Deserialize, Serialize};

@@ -150,7 +150,7 @@ pub const PAPERS: &[Paper] = &[
         headline: "GPT-Neo-2.7B zero-shot → UPRISE: paraphrase 47.0 → 61.6, NLI 38.3 → 43.0",
         recorded: "seeds 0-2, k = 3, held-out family: 0-shot 38.7-50.0, UPRISE 38.8-52.5 (all near chance)",
         verdict: Verdict::NotShown,
-        reason: "the tiny frozen decoder ignores its demonstrations, so no retrieval method moves accuracy; completion tasks not built",
+        reason: "the tiny frozen decoder ignores its demonstrations, so no retrieval method moves accuracy",
         show: &[],
     },
 ];

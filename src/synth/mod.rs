@@ -6,6 +6,7 @@
 
 pub mod adaptllm;
 pub mod instruct;
+pub mod method;
 pub mod methods;
 pub mod output;
 pub mod sample;

@@ -9,7 +9,7 @@
 use crate::generate::{generate, SamplingParams};
 use crate::rng::Rng;
 use crate::stage::{refs, Artifact, Reference, StageCtx};
-use crate::synth::methods::{parse_options, Method, MethodEnv};
+use crate::synth::method::{parse_options, Method, MethodEnv};
 use crate::synth::output::Counts;
 use crate::text::model_eos_ids;
 use crate::text::Tokenizer;

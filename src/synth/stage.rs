@@ -26,7 +26,8 @@
 //! stats_compare = ["@human/human.jsonl"]      # corpora measured alongside (optional)
 //! ```
 
-use super::methods::{self, Method};
+use super::method::Method;
+use super::methods;
 use super::output::{Counts, SynthOutput};
 use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
 use crate::text::corpus::{Corpus, CorpusConfig, Format, Split};
@@ -198,7 +199,7 @@ impl StageConfig for SynthStage {
             Some(o) => PathBuf::from(o),
             None => ctx.dir.clone(),
         };
-        let mut method = methods::build(spec, &self.options, &methods::MethodEnv::from_ctx(ctx))?;
+        let mut method = methods::build(spec, &self.options, &super::method::MethodEnv::from_ctx(ctx))?;
         if !spec.reads_input {
             crate::fsutil::ensure_dir(&out_dir)?;
             let counts = method.generate(&out_dir, ctx)?;

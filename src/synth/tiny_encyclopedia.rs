@@ -32,7 +32,7 @@
 
 use crate::rng::Rng;
 use crate::stage::StageCtx;
-use crate::synth::methods::{parse_options, Method, MethodEnv};
+use crate::synth::method::{parse_options, Method, MethodEnv};
 use crate::synth::output::Counts;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -738,7 +738,7 @@ pub fn check(options: &toml::Table) -> Result<(), (String, String)> {
 }
 
 pub fn build(options: &toml::Table, env: &MethodEnv) -> Result<Box<dyn Method>> {
-    let config: TinyEncyclopediaConfig = super::methods::generator_options(options, env, |c: &mut TinyEncyclopediaConfig| &mut c.seed)?;
+    let config: TinyEncyclopediaConfig = super::method::generator_options(options, env, |c: &mut TinyEncyclopediaConfig| &mut c.seed)?;
     Ok(Box::new(TinyEncyclopedia { config }))
 }
 

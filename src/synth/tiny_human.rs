@@ -14,7 +14,7 @@
 
 use crate::rng::Rng;
 use crate::stage::StageCtx;
-use crate::synth::methods::{parse_options, Method, MethodEnv};
+use crate::synth::method::{parse_options, Method, MethodEnv};
 use crate::synth::output::Counts;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -169,7 +169,7 @@ pub fn check(options: &toml::Table) -> Result<(), (String, String)> {
 }
 
 pub fn build(options: &toml::Table, env: &MethodEnv) -> Result<Box<dyn Method>> {
-    let config: TinyHumanConfig = super::methods::generator_options(options, env, |c: &mut TinyHumanConfig| &mut c.seed)?;
+    let config: TinyHumanConfig = super::method::generator_options(options, env, |c: &mut TinyHumanConfig| &mut c.seed)?;
     Ok(Box::new(TinyHuman { config }))
 }
 

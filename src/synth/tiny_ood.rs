@@ -10,7 +10,7 @@
 //! `recipes_test.jsonl`, `legal.jsonl`, `captions.jsonl`, `menus.jsonl`. Every file
 //! has its own random stream, so no text is shared between them except by chance.
 
-use super::methods::{parse_options, Method, MethodEnv};
+use super::method::{parse_options, Method, MethodEnv};
 use super::output::Counts;
 use crate::rng::Rng;
 use crate::stage::StageCtx;
@@ -179,7 +179,7 @@ pub fn check(options: &toml::Table) -> Result<(), (String, String)> {
 }
 
 pub fn build(options: &toml::Table, env: &MethodEnv) -> Result<Box<dyn Method>> {
-    let config: TinyOodConfig = super::methods::generator_options(options, env, |c: &mut TinyOodConfig| &mut c.seed)?;
+    let config: TinyOodConfig = super::method::generator_options(options, env, |c: &mut TinyOodConfig| &mut c.seed)?;
     Ok(Box::new(TinyOod { config }))
 }
 

@@ -27,7 +27,7 @@
 //! and `corpus.jsonl` (`{"text"}`: every task row's demo, the tiny encoders' vocabulary and
 //! MLM text).
 
-use super::methods::{parse_options, Method, MethodEnv};
+use super::method::{parse_options, Method, MethodEnv};
 use super::output::Counts;
 use crate::rng::Rng;
 use crate::stage::StageCtx;
@@ -248,7 +248,7 @@ pub fn check(options: &toml::Table) -> Result<(), (String, String)> {
 }
 
 pub fn build(options: &toml::Table, env: &MethodEnv) -> Result<Box<dyn Method>> {
-    let config: TinyUpriseConfig = super::methods::generator_options(options, env, |c: &mut TinyUpriseConfig| &mut c.seed)?;
+    let config: TinyUpriseConfig = super::method::generator_options(options, env, |c: &mut TinyUpriseConfig| &mut c.seed)?;
     Ok(Box::new(TinyUprise { config }))
 }
 

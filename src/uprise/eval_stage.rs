@@ -4,8 +4,10 @@
 //! For each test row of a `prompt-score` stage's `test.jsonl`, each method picks prompts
 //! from the pool (most similar first), the token budget keeps the largest prefix that fits
 //! `n_tokens − (max_q_len + max_a_len)` (lengths under the LM's tokenizer; the maxima over
-//! the test inputs and options), capped at `k`, the prompts are joined most-similar-last with
-//! `" \n "` before the input, and the frozen LM predicts by option mean NLL. Methods:
+//! the test inputs and options, a completion row's answer standing for its options), capped
+//! at `k`, the prompts are joined most-similar-last with `" \n "` before the input, and the
+//! frozen LM predicts: by option mean NLL for multiple-choice rows, by greedy generation up to
+//! the first `"\n"` for completion rows, scored by token F1 and exact match. Methods:
 //!
 //! - `zero-shot`: no prompts;
 //! - `random`: k pool rows drawn per test row (seeded);
@@ -17,18 +19,19 @@
 //!   scoring stage's `target.jsonl`, the paper's "vanilla few-shot" (Table 4); it reads the
 //!   target task's data, which the other methods never see.
 //!
-//! Accuracy per task, per cluster, and the means over seen and held-out clusters go to
-//! `results.json` and the stage's table; `retrieved-<method>.jsonl` holds each row's
-//! `{"qid", "pids", "sims"}` (§6.7; for `few-shot` the ids index `target.jsonl`).
+//! Accuracy (F1 and EM for completion tasks) per task, per cluster (F1 standing for a
+//! completion task's accuracy), and the means over seen and held-out clusters go to
+//! `results.json` and the stage's tables (clusters × methods, tasks × methods); `retrieved-<method>.jsonl` holds each row's
+//! `{"qid", "pids", "sims"}` (§6.7; for `few-shot` the ids index `target.jsonl`) and its
+//! outcome (`acc`: 1/0, or F1; completion rows also `prediction` and `em`).
 
 use super::biencoder::{build_index, Retriever, Side};
 use super::bm25::Bm25;
 use super::data::{read_rows, TaskRow};
 use super::index::{assemble, budget_keep, Index};
-use super::lm::option_nlls;
+use super::lm::{predict, Prediction};
 use super::score_stage::ScoreMeta;
 use crate::eval::run::EvalModel;
-use crate::eval::text::choice::argmin;
 use crate::model::encoder::Pooling;
 use crate::rng::Rng;
 use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
@@ -132,7 +135,11 @@ impl StageConfig for UpriseEvalStage {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MethodResult {
     pub method: String,
+    /// Each task's accuracy (multiple choice) or mean token F1 (completion).
     pub per_task: BTreeMap<String, f64>,
+    /// Each completion task's exact match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_task_em: BTreeMap<String, f64>,
     pub per_cluster: BTreeMap<String, f64>,
     /// Mean over the seen clusters' accuracies.
     pub seen: Option<f64>,
@@ -142,26 +149,63 @@ pub struct MethodResult {
     pub mean_prompts: f64,
 }
 
-/// Accuracy per task and per cluster (a cluster's accuracy is the mean of its tasks', as the
-/// paper averages a cluster's columns), then the seen and held-out means over clusters.
-pub fn summarize(method: &str, rows: &[&TaskRow], correct: &[bool], held_out: &[String], mean_prompts: f64) -> MethodResult {
-    let mut by_task: BTreeMap<String, (usize, usize, String)> = BTreeMap::new();
-    for (r, &c) in rows.iter().zip(correct) {
-        let e = by_task.entry(r.task.clone()).or_insert((0, 0, r.cluster.clone()));
-        e.0 += usize::from(c);
-        e.1 += 1;
+/// Per task the mean of its rows' `acc` (accuracy, or F1 for completion rows) and of their
+/// `em` (completion rows); a cluster's figure is the mean of its tasks' (as the paper averages
+/// a cluster's columns), then the seen and held-out means over clusters.
+pub fn summarize(method: &str, rows: &[&TaskRow], predictions: &[Prediction], held_out: &[String], mean_prompts: f64) -> MethodResult {
+    #[derive(Default)]
+    struct Sums {
+        acc: f64,
+        em: f64,
+        n: usize,
+        completion: bool,
+        cluster: String,
     }
-    let per_task: BTreeMap<String, f64> = by_task.iter().map(|(t, (c, n, _))| (t.clone(), *c as f64 / *n as f64)).collect();
+    let mut by_task: BTreeMap<String, Sums> = BTreeMap::new();
+    for (r, p) in rows.iter().zip(predictions) {
+        let e = by_task.entry(r.task.clone()).or_insert_with(|| Sums { cluster: r.cluster.clone(), ..Sums::default() });
+        e.acc += p.acc;
+        e.em += p.em.unwrap_or(0.0);
+        e.completion |= p.em.is_some();
+        e.n += 1;
+    }
+    let per_task: BTreeMap<String, f64> = by_task.iter().map(|(t, s)| (t.clone(), s.acc / s.n as f64)).collect();
+    let per_task_em: BTreeMap<String, f64> = by_task.iter().filter(|(_, s)| s.completion).map(|(t, s)| (t.clone(), s.em / s.n as f64)).collect();
     let mut by_cluster: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for (t, (_, _, cluster)) in &by_task {
-        by_cluster.entry(cluster.clone()).or_default().push(per_task[t]);
+    for (t, s) in &by_task {
+        by_cluster.entry(s.cluster.clone()).or_default().push(per_task[t]);
     }
     let per_cluster: BTreeMap<String, f64> = by_cluster.into_iter().map(|(c, v)| (c, v.iter().sum::<f64>() / v.len() as f64)).collect();
     let mean = |held: bool| {
         let v: Vec<f64> = per_cluster.iter().filter(|(c, _)| held_out.contains(c) == held).map(|(_, a)| *a).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
-    MethodResult { method: method.into(), seen: mean(false), held_out: mean(true), per_task, per_cluster, mean_prompts }
+    MethodResult { method: method.into(), seen: mean(false), held_out: mean(true), per_task, per_task_em, per_cluster, mean_prompts }
+}
+
+/// Tasks as rows, methods as columns: accuracy, or `F1/EM` for completion tasks.
+pub fn task_table(results: &[MethodResult], held_out_tasks: &[String]) -> String {
+    let tasks: Vec<String> = results.first().map(|r| r.per_task.keys().cloned().collect()).unwrap_or_default();
+    let width = tasks.iter().map(|t| t.len() + 1).max().unwrap_or(4).max(4) + 2;
+    let mut head = format!("{:<width$}", "task");
+    for r in results {
+        head.push_str(&format!("{:>12}", r.method));
+    }
+    let mut lines = vec![head];
+    for t in &tasks {
+        let name = if held_out_tasks.contains(t) { format!("{t}*") } else { t.clone() };
+        let mut line = format!("{name:<width$}");
+        for r in results {
+            let cell = match (r.per_task.get(t), r.per_task_em.get(t)) {
+                (Some(f1), Some(em)) => format!("{:.1}/{:.1}", 100.0 * f1, 100.0 * em),
+                (Some(acc), None) => format!("{:.1}", 100.0 * acc),
+                _ => "-".into(),
+            };
+            line.push_str(&format!("{cell:>12}"));
+        }
+        lines.push(line);
+    }
+    lines.join("\n")
 }
 
 /// Methods as rows, clusters (held-out ones marked `*`) and the two means as columns.
@@ -203,7 +247,9 @@ fn run(cfg: &UpriseEvalStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     // The budget's maxima: the longest test input and option under the LM's tokenizer.
     let len = |s: &str| -> Result<usize> { Ok(m.tok.encode(s, false)?.len()) };
     let max_q = test.iter().map(|r| len(&r.input)).collect::<Result<Vec<_>>>()?.into_iter().max().unwrap_or(0);
-    let max_a = test.iter().flat_map(|r| r.options.iter().flatten()).map(|o| len(o)).collect::<Result<Vec<_>>>()?.into_iter().max().unwrap_or(0);
+    // A completion row's answer counts as its one option (the room its generation needs).
+    let answers = test.iter().flat_map(|r| r.options.clone().unwrap_or_else(|| vec![r.answer.clone()]));
+    let max_a = answers.map(|o| len(&o)).collect::<Result<Vec<_>>>()?.into_iter().max().unwrap_or(0);
     let demos: Vec<String> = pool.iter().map(TaskRow::demo).collect();
     let demo_lens: Vec<usize> = demos.iter().map(|d| len(d)).collect::<Result<_>>()?;
     ctx.events.info(format!("{} test rows, pool of {}; budget {} − ({max_q} + {max_a}) tokens, k = {}", test.len(), pool.len(), cfg.n_tokens, cfg.k));
@@ -279,7 +325,7 @@ fn run(cfg: &UpriseEvalStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         };
         let (demos, demo_lens) = if method == "few-shot" { (&target_demos, &target_lens) } else { (&demos, &demo_lens) };
         let mut items = Vec::with_capacity(test.len());
-        let mut lines = String::new();
+        let mut records = Vec::with_capacity(test.len());
         let mut n_prompts = 0usize;
         for (i, (row, ranked)) in test.iter().zip(&ranked).enumerate() {
             let lens: Vec<usize> = ranked.iter().map(|(p, _)| demo_lens[*p]).collect();
@@ -289,12 +335,21 @@ fn run(cfg: &UpriseEvalStage, ctx: &mut StageCtx) -> Result<StageOutput> {
             items.push((assemble(&chosen, &row.input), row));
             let pids: Vec<usize> = ranked[..keep].iter().map(|(p, _)| *p).collect();
             let sims: Vec<f32> = ranked[..keep].iter().map(|(_, s)| *s).collect();
-            lines.push_str(&format!("{}\n", serde_json::json!({ "qid": i, "id": row.id, "pids": pids, "sims": sims })));
+            records.push(serde_json::json!({ "qid": i, "id": row.id, "pids": pids, "sims": sims }));
         }
-        let nlls = option_nlls(&m, &items, cfg.batch_size, &mut || Ok(()))?;
-        let correct: Vec<bool> = test.iter().zip(&nlls).map(|(r, n)| Some(argmin(n)) == r.gold()).collect();
+        let predictions = predict(&m, &items, cfg.batch_size, &mut || Ok(()))?;
+        // Each row's outcome beside what was retrieved for it, so a reader can audit both.
+        let mut lines = String::new();
+        for (mut rec, p) in records.into_iter().zip(&predictions) {
+            rec["acc"] = serde_json::json!(p.acc);
+            if let (Some(text), Some(em)) = (&p.text, p.em) {
+                rec["prediction"] = serde_json::json!(text);
+                rec["em"] = serde_json::json!(em);
+            }
+            lines.push_str(&format!("{rec}\n"));
+        }
         let rows: Vec<&TaskRow> = test.iter().collect();
-        let res = summarize(method, &rows, &correct, &meta.held_out, n_prompts as f64 / test.len().max(1) as f64);
+        let res = summarize(method, &rows, &predictions, &meta.held_out, n_prompts as f64 / test.len().max(1) as f64);
         ctx.events.info(format!(
             "{method}: seen {} held-out {} (mean {:.2} prompts)",
             res.seen.map_or("-".into(), |v| format!("{:.3}", v)),
@@ -307,7 +362,12 @@ fn run(cfg: &UpriseEvalStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         results.push(res);
         ctx.events.progress(mi as u64 + 1, Some(cfg.methods.len() as u64), "method", None);
     }
-    let table = table(&results, &meta.held_out);
+    let held_out_tasks: Vec<String> = test.iter().filter(|r| meta.held_out.contains(&r.cluster)).map(|r| r.task.clone()).collect();
+    let table = format!(
+        "{}\n\nper task (accuracy; F1/EM for completion tasks; * held out):\n{}",
+        table(&results, &meta.held_out),
+        task_table(&results, &held_out_tasks)
+    );
     let json = serde_json::json!({ "held_out": meta.held_out, "k": cfg.k, "n_tokens": cfg.n_tokens, "test_rows": test.len(), "methods": results });
     crate::fsutil::write_atomic(&ctx.dir.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     crate::fsutil::write_atomic(&ctx.dir.join("table.txt"), format!("{table}\n").as_bytes())?;
@@ -337,11 +397,32 @@ mod tests {
         let rows = [mk("a", "x"), mk("a", "x"), mk("b", "x"), mk("c", "y"), mk("c", "y"), mk("c", "y"), mk("c", "y")];
         let refs: Vec<&TaskRow> = rows.iter().collect();
         // a: 1/2, b: 1/1 → cluster x 0.75 (task mean, not row mean 2/3); c: 1/4 → y 0.25.
-        let r = summarize("m", &refs, &[true, false, true, true, false, false, false], &["y".into()], 2.0);
+        let p = |acc: f64| Prediction { acc, em: None, nll: Vec::new(), text: None };
+        let preds: Vec<Prediction> = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0].into_iter().map(p).collect();
+        let r = summarize("m", &refs, &preds, &["y".into()], 2.0);
         assert_eq!(r.per_task["a"], 0.5);
         assert_eq!(r.per_cluster["x"], 0.75);
         assert_eq!((r.seen, r.held_out), (Some(0.75), Some(0.25)));
         let t = table(&[r], &["y".into()]);
         assert!(t.contains("y*") && t.contains("75.0") && t.contains("25.0"), "{t}");
+    }
+
+    #[test]
+    fn completion_tasks_report_f1_and_exact_match() {
+        let mk = |task: &str, cluster: &str| TaskRow { id: String::new(), task: task.into(), cluster: cluster.into(), input: String::new(), options: None, answer: String::new() };
+        let rows = [mk("copy", "x"), mk("copy", "x"), mk("yesno", "x")];
+        let refs: Vec<&TaskRow> = rows.iter().collect();
+        let preds = [
+            Prediction { acc: 0.5, em: Some(0.0), nll: Vec::new(), text: Some("a b".into()) },
+            Prediction { acc: 1.0, em: Some(1.0), nll: Vec::new(), text: Some("c".into()) },
+            Prediction { acc: 1.0, em: None, nll: vec![0.1, 0.2], text: None },
+        ];
+        let r = summarize("m", &refs, &preds, &[], 0.0);
+        // copy: F1 (0.5 + 1) / 2 = 0.75, EM 1/2; the cluster averages copy's F1 with yesno's accuracy.
+        assert_eq!((r.per_task["copy"], r.per_task_em["copy"]), (0.75, 0.5));
+        assert!(!r.per_task_em.contains_key("yesno"));
+        assert_eq!(r.per_cluster["x"], 0.875);
+        let t = task_table(&[r], &["copy".into()]);
+        assert!(t.contains("copy*") && t.contains("75.0/50.0") && t.contains("100.0"), "{t}");
     }
 }

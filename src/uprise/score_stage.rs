@@ -5,7 +5,8 @@
 //! samples up to `cap` rows per task (class balanced, seed 42 as the reference), and writes
 //! them as the pool (`pool.jsonl`, the pool id of a row is its line index). Then the first
 //! `max_examples` pool rows (all by default) are scored: L = `candidates` same-task prompts
-//! per round, up to `rounds` rounds, by the frozen `model` (Eq. 4 or the code's L1 key),
+//! per round, up to `rounds` rounds, by the frozen `model` (multiple choice: Eq. 4 or the
+//! code's L1 key; completion: greedy generation scored by token F1),
 //! each scored example appended to `scored.partial.jsonl` as it finishes, so a killed run
 //! resumes where it stopped. `target.jsonl` holds every task's sampled rows, held-out ones
 //! included (the demos of the few-shot baseline). At the end: `scored.jsonl` (all), `train.jsonl` / `valid.jsonl`
@@ -24,8 +25,8 @@
 //! ```
 
 use super::data::{read_rows, sample_balanced, split_held_out, TaskRow};
-use super::lm::{option_nlls, scoring_input};
-use super::scoring::{choice_cand, select, split, write_jsonl, Rank, ScoredLog, Sizes};
+use super::lm::{predict, scoring_input};
+use super::scoring::{choice_cand, select, Cand, split, write_jsonl, Rank, ScoredLog, Sizes};
 use crate::eval::run::EvalModel;
 use crate::rng::Rng;
 use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
@@ -208,9 +209,12 @@ fn run(cfg: &PromptScoreStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         let x = &pool[qid];
         let scored = select(&pool, qid, sizes, seed, &mut |pids| {
             let items: Vec<(String, &TaskRow)> = pids.iter().map(|&p| (scoring_input(&[pool[p].demo()], &x.input), x)).collect();
-            let nlls = option_nlls(&m, &items, cfg.batch_size, &mut || Ok(()))?;
-            let gold = x.gold().unwrap_or(0);
-            Ok(pids.iter().zip(nlls).map(|(&p, nll)| choice_cand(p, &nll, gold, cfg.rank)).collect())
+            let predictions = predict(&m, &items, cfg.batch_size, &mut || Ok(()))?;
+            Ok(pids.iter().zip(predictions).map(|(&p, pred)| match x.gold() {
+                Some(gold) => choice_cand(p, &pred.nll, gold, cfg.rank),
+                // Completion: the metric (token F1) is both the score and the accuracy.
+                None => Cand { pid: p, score: pred.acc, acc: pred.acc },
+            }).collect())
         })
         .with_context(|| format!("scoring pool row {qid} (id {:?})", x.id))?;
         log.append(&scored)?;

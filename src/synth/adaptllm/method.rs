@@ -10,7 +10,7 @@
 
 use super::{document_seed, render_document, AdaptOptions, TokenBudget, WordBudget};
 use crate::stage::{refs, Artifact, Reference};
-use crate::synth::methods::{parse_options, Method, MethodEnv};
+use crate::synth::method::{parse_options, Method, MethodEnv};
 use crate::synth::output::SynthOutput;
 use crate::text::corpus::Document;
 use crate::text::{Message, Tokenizer};

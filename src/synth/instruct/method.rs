@@ -50,7 +50,7 @@ use crate::generate::{generate, FinishReason, SamplingParams};
 use crate::model::Model;
 use crate::rng::Rng;
 use crate::stage::{refs, Artifact, Reference};
-use crate::synth::methods::{parse_options, Method, MethodEnv};
+use crate::synth::method::{parse_options, Method, MethodEnv};
 use crate::synth::output::{Counts, SynthOutput};
 use crate::text::corpus::Document;
 use crate::text::{model_eos_ids, Tokenizer};

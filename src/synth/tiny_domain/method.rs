@@ -5,7 +5,7 @@
 
 use super::{write, TinyDomainConfig};
 use crate::stage::StageCtx;
-use crate::synth::methods::{parse_options, Method, MethodEnv};
+use crate::synth::method::{parse_options, Method, MethodEnv};
 use crate::synth::output::Counts;
 use anyhow::Result;
 use std::path::Path;
@@ -15,7 +15,7 @@ pub fn check(options: &toml::Table) -> Result<(), (String, String)> {
 }
 
 pub fn build(options: &toml::Table, env: &MethodEnv) -> Result<Box<dyn Method>> {
-    let config: TinyDomainConfig = crate::synth::methods::generator_options(options, env, |c: &mut TinyDomainConfig| &mut c.seed)?;
+    let config: TinyDomainConfig = crate::synth::method::generator_options(options, env, |c: &mut TinyDomainConfig| &mut c.seed)?;
     Ok(Box::new(TinyDomain { config }))
 }
 

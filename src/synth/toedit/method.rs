@@ -22,7 +22,7 @@
 use super::{document_rng, edit_document, score_documents, EditCounts, EditRule, Edited, Strategy};
 use crate::model::Model;
 use crate::stage::{refs, Artifact, Reference};
-use crate::synth::methods::{parse_options, Method, MethodEnv};
+use crate::synth::method::{parse_options, Method, MethodEnv};
 use crate::synth::output::{Counts, SynthOutput};
 use crate::text::corpus::Document;
 use crate::text::Tokenizer;
