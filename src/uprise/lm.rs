@@ -99,7 +99,7 @@ pub fn option_nlls(m: &EvalModel, items: &[(String, &TaskRow)], batch_size: usiz
     let mut rows = Vec::with_capacity(items.len());
     for (i, (input, row)) in items.iter().enumerate() {
         let Some(options) = &row.options else {
-            bail!("task {:?} (row id {:?}) is a completion task (no `options`); only multiple-choice tasks are scored so far", row.task, row.id);
+            bail!("internal: task {:?} (row id {:?}) is a completion task (no `options`); it is predicted by generation, not option scoring", row.task, row.id);
         };
         rows.push(ChoiceRow { line: i + 1, input: input.clone(), options: options.clone(), gold: row.gold().unwrap_or(0) });
     }
