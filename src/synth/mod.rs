@@ -19,3 +19,4 @@ pub mod tiny_human;
 pub mod tiny_ood;
 pub mod tiny_uprise;
 pub mod toedit;
+pub mod visual;

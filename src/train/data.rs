@@ -114,6 +114,28 @@ pub fn encode_chat(tok: &Tokenizer, messages: &[Message]) -> Result<Example> {
     Ok(Example { ids: [p, r].concat(), targets })
 }
 
+/// Tokenize a visual instruction synthesizer's training conversation (AdaMLLM, synth-spec
+/// §2.2): the whole first round (the image, "Describe the image." and the caption) is
+/// context, and every later token is a target, the user turns included, since the
+/// synthesizer must learn to write the instructions too; `eos` is appended and trained so
+/// generation stops. The first round is rendered and tokenized on its own, exactly as the
+/// synthesizer's prompt is at generation time, so the boundary falls on a token boundary.
+pub fn encode_synthesizer_chat(tok: &Tokenizer, messages: &[Message], eos: u32) -> Result<Example> {
+    if messages.len() < 4 || messages[0].role != "user" || messages[1].role != "assistant" {
+        bail!("a synthesizer conversation needs the caption round (user, assistant) and at least one more round; got {} turns", messages.len());
+    }
+    let first = tok.apply_chat_template(&messages[..2], false)?;
+    let full = tok.apply_chat_template(messages, false)?;
+    let Some(rest) = full.strip_prefix(&first) else {
+        bail!("the chat template renders the caption round differently alone and in the whole conversation; cannot place the loss mask");
+    };
+    let p = tok.encode(&first, false)?;
+    let mut r = tok.encode(rest, false)?;
+    r.push(eos);
+    let targets = std::iter::repeat_n(false, p.len()).chain(std::iter::repeat_n(true, r.len())).collect();
+    Ok(Example { ids: [p, r].concat(), targets })
+}
+
 /// The ids that the literal `<s>` / `</s>` of the synthesizer format stand for: the
 /// tokenizer's BOS (or, for a tokenizer without one, such as Qwen's, its end-of-text token,
 /// which such tokenizers put between documents) and the stage's EOS.
@@ -609,6 +631,31 @@ mod tests {
         assert_eq!(e.ids.len(), 2 + 3 + 1);
         assert_eq!(e.targets, vec![false, false, true, true, true, true]);
         assert_eq!(*e.ids.last().unwrap(), 0);
+    }
+
+    #[test]
+    fn the_synthesizer_learns_everything_after_the_caption_round() {
+        let (_d, t) = tok();
+        let m = |role: &str, c: &str| Message::new(role, c);
+        let conv = [
+            m("user", "<image>\nDescribe the image."),
+            m("assistant", "A red dot."),
+            m("user", "Answer with a precise response.\nHow many?"),
+            m("assistant", "1"),
+        ];
+        let eos = t.token_to_id("<|endoftext|>").unwrap();
+        let e = encode_synthesizer_chat(&t, &conv, eos).unwrap();
+        // Token by token: the masked tokens spell the caption round as ChatML writes it, the
+        // targets the later round, user turn included, then the EOS.
+        let masked: Vec<u32> = e.ids.iter().zip(&e.targets).filter(|(_, &t)| !t).map(|(&i, _)| i).collect();
+        let learned: Vec<u32> = e.ids.iter().zip(&e.targets).filter(|(_, &t)| t).map(|(&i, _)| i).collect();
+        assert_eq!(t.decode(&masked, false).unwrap(), "<|im_start|>user\n<image>\nDescribe the image.<|im_end|>\n<|im_start|>assistant\nA red dot.<|im_end|>\n");
+        assert_eq!(t.decode(&learned, false).unwrap(), "<|im_start|>user\nAnswer with a precise response.\nHow many?<|im_end|>\n<|im_start|>assistant\n1<|im_end|>\n<|endoftext|>");
+        let first_target = e.targets.iter().position(|&x| x).unwrap();
+        assert!(e.targets[first_target..].iter().all(|&x| x), "no masked token after the first target");
+        assert_eq!(*e.ids.last().unwrap(), eos);
+        let short = encode_synthesizer_chat(&t, &conv[..2], eos).unwrap_err().to_string();
+        assert!(short.contains("at least one more round"), "{short}");
     }
 
     #[test]

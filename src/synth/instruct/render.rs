@@ -529,6 +529,17 @@ impl Style {
     }
 }
 
+/// One question–answer pair as a (question, answer) chat turn, the way AdaMLLM renders its
+/// filtered tasks (synth-spec §2.3 item 7, the reference's `qa` and `qa_w_cot` pools): a
+/// pattern of the plain pool, or of the with-reasoning pool when `cot` is given, chosen by
+/// `seed`, its input and target filled with the question, answer and reasoning.
+pub fn render_qa_turn(question: &str, answer: &str, cot: Option<&str>, seed: u64) -> (String, String) {
+    let pool = if cot.is_some() { WITH_REASONING } else { PLAIN };
+    let p = pool[Rng::new(seed).usize(pool.len())];
+    let slots = [("question", question), ("answer", answer), ("cot", cot.unwrap_or(""))];
+    (fill(p.input, &slots), fill(p.target, &slots))
+}
+
 /// Replaces each `{name}` of `slots` in one pass; values are not scanned again.
 fn fill(template: &str, slots: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(template.len());

@@ -1,0 +1,20 @@
+//! AdaMLLM, domain post-training of multimodal LLMs (synth-spec §2; "On Domain-Specific
+//! Post-Training for Multimodal Large Language Models", 2024). Three steps, one file each:
+//!
+//! - (A) [`seed`]: the visual instruction synthesizer's training conversations from general
+//!   seed data (caption round, then precise and informative rounds with the exact hints;
+//!   the first round masked, every later token trained; one image in ten blank);
+//! - (B) [`parse`]: the synthesizer's output on domain image–caption pairs cut into rounds
+//!   and the image's one task `{Q, precise, informative}`; [`filter`]: the consistency judge's
+//!   prompt and label rule (only "yes" keeps a task), the stand-in rule of the tiny
+//!   experiment, and how a kept task's answer is written;
+//! - (C) [`post_train`]: one example per image mixing the caption and the task (single
+//!   stage), or captions then tasks (two stages).
+//!
+//! Generating with images needs the vision-language model (issue 21); what is here is the
+//! data side of every step, which needs no model.
+
+pub mod filter;
+pub mod parse;
+pub mod post_train;
+pub mod seed;
