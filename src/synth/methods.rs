@@ -81,6 +81,15 @@ pub const METHODS: &[MethodSpec] = &[
         preflight: |_| Ok(()),
     },
     MethodSpec {
+        name: "tiny-visual",
+        about: "procedural 32×32 scenes of two domains with captions, seed questions (precise and informative answers) and graded test questions, for the adamllm-tiny experiment (no input)",
+        reads_input: false,
+        check: super::tiny_visual::check,
+        references: |_| Vec::new(),
+        build: super::tiny_visual::build,
+        preflight: |_| Ok(()),
+    },
+    MethodSpec {
         name: "sample",
         about: "documents sampled from a model (top-p 0.9 by default): synthetic text for the model-collapse experiments (no input)",
         reads_input: false,

@@ -18,5 +18,6 @@ pub mod tiny_encyclopedia;
 pub mod tiny_human;
 pub mod tiny_ood;
 pub mod tiny_uprise;
+pub mod tiny_visual;
 pub mod toedit;
 pub mod visual;

@@ -11,6 +11,9 @@
 //! - (C) [`post_train`]: one example per image mixing the caption and the task (single
 //!   stage), or captions then tasks (two stages).
 //!
+//! [`shapes`]: the procedural scenes of the `adamllm-tiny` experiment (images, captions,
+//! seed questions and a grader that answers any templated question about a scene).
+//!
 //! Generating with images needs the vision-language model (issue 21); what is here is the
 //! data side of every step, which needs no model.
 
@@ -18,3 +21,4 @@ pub mod filter;
 pub mod parse;
 pub mod post_train;
 pub mod seed;
+pub mod shapes;

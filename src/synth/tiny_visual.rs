@@ -1,0 +1,168 @@
+//! The generated data of the `adamllm-tiny` experiment (synth-spec §2.8): procedural scenes
+//! ([`crate::synth::visual::shapes`]) of two domains, rendered as 32 × 32 PNGs, with their
+//! captions and seed questions, in the files the three AdaMLLM steps read.
+//!
+//! Files (JSON written atomically; images under `images/`):
+//! - `seed_captions.json`, `seed_precise.json`, `seed_informative.json`: the general-domain
+//!   seed data in LLaMA-Factory / ShareGPT form (one caption row per image, one row per
+//!   question and answer), which [`crate::synth::visual::seed::join`] joins per image;
+//! - `target_pairs.json`: the target domain's image–caption pairs (the synthesizer's input);
+//! - `target_scenes.jsonl`: `{"image", "scene"}` of every target image, so a synthesized
+//!   task's answer can be graded ([`crate::synth::visual::shapes::answer`]);
+//! - `target_test.jsonl`: held-out target images with a templated question each,
+//!   `{"images", "prompt", "answer"}` (the eval stage's image rows), and
+//!   `target_captions_test.jsonl`, their captioning task in the same form.
+
+use super::method::{parse_options, Method, MethodEnv};
+use super::output::Counts;
+use super::visual::seed::{ChatRow, DESCRIBE_HINT, IMAGE_MARKER};
+use super::visual::shapes::{write_png, Domain, Scene};
+use crate::rng::Rng;
+use crate::stage::StageCtx;
+use crate::text::Message;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TinyVisualConfig {
+    pub seed: u64,
+    /// General-domain seed images.
+    pub seed_images: usize,
+    /// Target-domain images to synthesize tasks for.
+    pub target_images: usize,
+    /// Held-out target images for evaluation.
+    pub test_images: usize,
+}
+
+impl Default for TinyVisualConfig {
+    fn default() -> Self {
+        TinyVisualConfig { seed: 0, seed_images: 400, target_images: 300, test_images: 100 }
+    }
+}
+
+/// The instruction of the target domain's caption pairs (the reference's pairs carry their
+/// own; the single-stage data keeps it).
+pub const TARGET_INSTRUCTION: &str = "Describe the picture.";
+
+fn row(image: &str, q: &str, a: &str) -> ChatRow {
+    ChatRow { messages: vec![Message::user(format!("{IMAGE_MARKER}{q}")), Message::assistant(a)], images: vec![image.to_string()] }
+}
+
+pub fn write(dir: &Path, cfg: &TinyVisualConfig) -> Result<Vec<(String, u64)>> {
+    let images = dir.join("images");
+    crate::fsutil::ensure_dir(&images)?;
+    let render = |name: &str, scene: &Scene| -> Result<String> {
+        let rel = format!("images/{name}.png");
+        write_png(&dir.join(&rel), &scene.pixels())?;
+        Ok(rel)
+    };
+    let (mut captions, mut precise, mut informative) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rng = Rng::derive(cfg.seed, "tiny-visual/general");
+    for i in 0..cfg.seed_images {
+        let scene = Scene::draw(Domain::General, &mut rng);
+        let image = render(&format!("general-{i:05}"), &scene)?;
+        captions.push(row(&image, &format!("\n{DESCRIBE_HINT}"), &scene.caption()));
+        for (q, p, f) in scene.questions() {
+            precise.push(row(&image, &format!("\n{q}"), &p));
+            informative.push(row(&image, &format!("\n{q}"), &f));
+        }
+    }
+    let (mut pairs, mut scenes) = (Vec::new(), String::new());
+    let mut rng = Rng::derive(cfg.seed, "tiny-visual/target");
+    for i in 0..cfg.target_images {
+        let scene = Scene::draw(Domain::Target, &mut rng);
+        let image = render(&format!("target-{i:05}"), &scene)?;
+        pairs.push(row(&image, TARGET_INSTRUCTION, &scene.caption()));
+        scenes.push_str(&format!("{}\n", json!({ "image": image, "scene": scene })));
+    }
+    let (mut test, mut caption_test) = (String::new(), String::new());
+    let mut rng = Rng::derive(cfg.seed, "tiny-visual/test");
+    for i in 0..cfg.test_images {
+        let scene = Scene::draw(Domain::Target, &mut rng);
+        let image = render(&format!("test-{i:05}"), &scene)?;
+        let qs = scene.questions();
+        let (q, p, _) = &qs[rng.usize(qs.len())];
+        test.push_str(&format!("{}\n", json!({ "images": [image], "prompt": format!("{IMAGE_MARKER}\n{q}"), "answer": p })));
+        caption_test.push_str(&format!("{}\n", json!({ "images": [image], "prompt": format!("{IMAGE_MARKER}{TARGET_INSTRUCTION}"), "answer": scene.caption() })));
+    }
+    let as_json = |rows: &[ChatRow]| serde_json::to_string_pretty(rows).map(String::into_bytes);
+    let files: Vec<(&str, Vec<u8>, usize)> = vec![
+        ("seed_captions.json", as_json(&captions)?, captions.len()),
+        ("seed_precise.json", as_json(&precise)?, precise.len()),
+        ("seed_informative.json", as_json(&informative)?, informative.len()),
+        ("target_pairs.json", as_json(&pairs)?, pairs.len()),
+        ("target_scenes.jsonl", scenes.into_bytes(), cfg.target_images),
+        ("target_test.jsonl", test.into_bytes(), cfg.test_images),
+        ("target_captions_test.jsonl", caption_test.into_bytes(), cfg.test_images),
+    ];
+    let mut counts = Vec::new();
+    for (name, bytes, n) in files {
+        let path = dir.join(name);
+        crate::fsutil::write_atomic(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        counts.push((name.to_string(), n as u64));
+    }
+    Ok(counts)
+}
+
+pub fn check(options: &toml::Table) -> Result<(), (String, String)> {
+    let c = parse_options::<TinyVisualConfig>(options)?;
+    if c.seed_images == 0 || c.target_images == 0 || c.test_images == 0 {
+        return Err(("seed_images".into(), "seed_images, target_images and test_images must each be at least 1".into()));
+    }
+    Ok(())
+}
+
+pub fn build(options: &toml::Table, env: &MethodEnv) -> Result<Box<dyn Method>> {
+    let config: TinyVisualConfig = super::method::generator_options(options, env, |c: &mut TinyVisualConfig| &mut c.seed)?;
+    Ok(Box::new(TinyVisual { config }))
+}
+
+struct TinyVisual {
+    config: TinyVisualConfig,
+}
+
+impl Method for TinyVisual {
+    fn files(&self) -> &'static [&'static str] {
+        &["seed_captions.json", "seed_precise.json", "seed_informative.json", "target_pairs.json", "target_scenes.jsonl", "target_test.jsonl", "target_captions_test.jsonl"]
+    }
+    fn generate(&mut self, dir: &Path, ctx: &mut StageCtx) -> Result<Counts> {
+        let c = &self.config;
+        ctx.events.info(format!("rendering {} seed, {} target and {} test scenes (seed {})", c.seed_images, c.target_images, c.test_images, c.seed));
+        let mut counts = Counts::default();
+        for (file, n) in write(dir, c)? {
+            counts.rows.insert(file, n);
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::visual::seed::{join, read_chat_rows};
+
+    #[test]
+    fn the_seed_files_join_and_every_image_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TinyVisualConfig { seed: 3, seed_images: 12, target_images: 5, test_images: 4 };
+        write(dir.path(), &cfg).unwrap();
+        let read = |f: &str| read_chat_rows(&dir.path().join(f)).unwrap();
+        let (seeds, left_out) = join(&read("seed_captions.json"), &read("seed_precise.json"), &read("seed_informative.json")).unwrap();
+        assert_eq!((seeds.len(), left_out), (12, 0), "every seed image has a caption and both kinds of answer");
+        for s in &seeds {
+            assert!(dir.path().join(&s.image).is_file(), "{}", s.image);
+            assert_eq!(s.precise.len(), s.informative.len());
+        }
+        assert_eq!(read("target_pairs.json").len(), 5);
+        let test = std::fs::read_to_string(dir.path().join("target_test.jsonl")).unwrap();
+        assert_eq!(test.lines().count(), 4);
+        let again = tempfile::tempdir().unwrap();
+        write(again.path(), &cfg).unwrap();
+        for f in ["seed_captions.json", "target_scenes.jsonl", "target_test.jsonl", "images/target-00002.png"] {
+            assert_eq!(std::fs::read(dir.path().join(f)).unwrap(), std::fs::read(again.path().join(f)).unwrap(), "{f}: same seed, same bytes");
+        }
+    }
+}
