@@ -207,6 +207,19 @@ fn graded_rows(seed: u64) -> Vec<Value> {
             }
         }
     }
+    // Math: reward.py hands these to `retort reward test`; the verdicts come from the library.
+    let math = [
+        ("2", &["\\boxed{2}", "The answer is 2.", "so 1+1 = 3", "#### 2", "x"][..]),
+        ("\\frac34", &["\\boxed{0.75}", "Answer: 3/4", "\\boxed{\\frac{3}{4}}", "\\boxed{4/3}", "it is $\\dfrac34$"][..]),
+        ("(1, 2)", &["\\boxed{(1,2)}", "\\boxed{(2,1)}", "The answer is $[1,2]$"][..]),
+    ];
+    for (gold, completions) in math {
+        for c in completions {
+            let v = retort::tasks::math::verify_math(c, gold, &Default::default());
+            let reward = if v.correct { 1.0 } else { 0.0 };
+            out.push(json!({"id": "math", "gold": gold, "prompt": "", "response": c, "correct": v.correct, "reward": reward}));
+        }
+    }
     out
 }
 
@@ -324,6 +337,7 @@ fn export_matches_the_run_and_verl_accepts_it() {
     let rows = graded_rows(11);
     std::fs::write(&graded, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
     let correct = rows.iter().filter(|r| r["correct"] == json!(true)).count();
+    eprintln!("crafted rows: {} ({correct} correct)", rows.len());
     assert!(correct > 50 && correct < rows.len() - 50, "{correct} of {} crafted responses are correct: too one-sided to compare verdicts", rows.len());
 
     let (python, fork_config) = match verl_python() {

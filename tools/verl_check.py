@@ -8,7 +8,8 @@ For each export:
    exactly those run.sh passes. They are composed with verl's trainer config as main_ppo does
    (Hydra compose of `ppo_trainer` from verl's config folder, or from C: the FlowRL fork's
    base, verl 0.4.0). Hydra refuses an override whose key does not exist (unless it is
-   appended with `+`); then every overridden value must have its default's type, the named
+   appended with `+`); then every overridden value must have its default's type (an integer
+   default also takes a float: verl writes float knobs like `entropy_coeff: 0`), the named
    estimator / KL type / aggregation must be ones verl implements, and with verl's own config
    folder, verl's `validate_config` (its dataclasses and batch-size checks) must pass.
 2. train.parquet and test.parquet are loaded with verl's RLHFDataset and the tokenizer of
@@ -37,7 +38,7 @@ def overrides_of(export_dir, work):
     dump = os.path.join(work, "argv.json")
     shim = os.path.join(work, "python-shim")
     with open(shim, "w") as f:
-        f.write(f"#!/bin/sh\nexec {sys.executable} -c 'import json,sys; json.dump(sys.argv[1:], open({dump!r}, \"w\"))' \"$@\"\n")
+        f.write(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({dump!r}, 'w'))\n")
     os.chmod(shim, os.stat(shim).st_mode | stat.S_IEXEC)
     fork = os.path.join(work, "flowrl")
     os.makedirs(os.path.join(fork, "verl"), exist_ok=True)
@@ -94,7 +95,8 @@ def check_types(base, cfg, overrides):
         value = OmegaConf.select(cfg, key)
         if default is None:
             continue
-        if kind(default) != kind(value):
+        # A float knob whose YAML default is written as an integer (`entropy_coeff: 0`) takes a float.
+        if kind(default) != kind(value) and not (kind(default) == "int" and kind(value) == "float"):
             raise AssertionError(f"override {o!r}: verl's default {key} = {default!r} is a {kind(default)}, the export gives a {kind(value)}")
     return appended
 
@@ -169,6 +171,8 @@ def check_rewards(reward_py, sample_files):
 
 def main():
     request = json.load(sys.stdin)
+    # verl and datasets print progress to stdout; the answer is the only line there.
+    answer_to, sys.stdout = sys.stdout, sys.stderr
     import verl
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
@@ -201,7 +205,7 @@ def main():
             answer["exports"].append({"dir": e["dir"], "overrides": len(overrides), "appended": appended, "rows": rows, "config_dir": config_dir})
     first = request["exports"][0]["dir"]
     answer["reward"] = check_rewards(os.path.join(first, "reward.py"), request["samples"])
-    print(json.dumps(answer))
+    print(json.dumps(answer), file=answer_to)
 
 
 if __name__ == "__main__":

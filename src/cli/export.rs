@@ -8,14 +8,25 @@ use std::path::PathBuf;
 #[derive(Subcommand, Debug)]
 pub enum ExportAction {
     /// An RL stage as a verl run: Parquet data, reward.py, run.sh and a README of the mapping.
-    #[command(long_about = "Write an rl stage of PROFILE as a run of verl's PPO trainer, for training beyond one workstation:\n\n  \
-train.parquet, test.parquet  the stage's problems in verl's RL schema (data_source, prompt as chat messages,\n                               ability, reward_model {style, ground_truth}, extra_info {split, index, id})\n  \
-reward.py                    compute_score(data_source, solution_str, ground_truth, extra_info=None): retort's verifier\n  \
-run.sh                       python3 -m verl.trainer.main_ppo with the stage's settings as Hydra overrides\n  \
-README.md                    every override with the retort key it comes from, and what does not map\n\n\
-GRPO and PPO stages target verl 0.9.1; FlowRL stages target the FlowRL authors' verl fork (Xuekai-Zhu/FlowRL).\n\
-A profile with several rl stages writes one folder per stage under DIR (or pick one with --stage).\n\n\
-Example:\n  retort export verl flowrl-qwen2.5-7b --out verl-flowrl\n  MODEL_PATH=Qwen/Qwen2.5-7B N_GPUS=8 FLOWRL_DIR=... bash verl-flowrl/run.sh")]
+    #[command(long_about = concat!(
+        "Write an rl stage of PROFILE as a run of verl's PPO trainer, for training beyond one\n",
+        "workstation. DIR gets:\n",
+        "\n",
+        "  train.parquet, test.parquet  the stage's problems in verl's RL schema\n",
+        "  reward.py                    compute_score(data_source, solution_str, ground_truth,\n",
+        "                               extra_info=None): retort's verifier\n",
+        "  run.sh                       python3 -m verl.trainer.main_ppo with the stage's settings\n",
+        "                               as Hydra overrides\n",
+        "  README.md                    every override with the retort key it comes from, and\n",
+        "                               what does not map\n",
+        "\n",
+        "GRPO and PPO stages target verl 0.9.1; FlowRL stages the FlowRL authors' verl fork\n",
+        "(Xuekai-Zhu/FlowRL). Several rl stages go to DIR/<stage>/ (or pick one with --stage).\n",
+        "\n",
+        "Example:\n",
+        "  retort export verl grpo-qwen2.5-7b --out verl-grpo\n",
+        "  MODEL_PATH=Qwen/Qwen2.5-7B N_GPUS=8 bash verl-grpo/run.sh"
+    ))]
     Verl(VerlArgs),
 }
 

@@ -192,13 +192,15 @@ pub fn readme(ctx: &Context) -> String {
     let _ = writeln!(s, "of the tests for code), `extra_info` = `{{split, index, id}}` (retort's problem id).");
     if ctx.cfg.source.chat {
         let _ = writeln!(s, "The stage renders prompts through the model's chat template as one user turn (`chat = true`), as verl does with these messages.\n");
-    } else {
+    } else if m.target == Target::Verl {
         let _ = writeln!(
             s,
             "The stage feeds the prompt text without a chat template (`chat = false`); verl always applies one, so run.sh passes \
              `data.apply_chat_template_kwargs.chat_template` = `{}`, which renders the message's text as is (the same tokens).\n",
             super::mapping::RAW_TEMPLATE
         );
+    } else {
+        let _ = writeln!(s, "The stage feeds the prompt text without a chat template (`chat = false`); the fork has no key for that: see *Not mapped*.\n");
     }
 
     let _ = writeln!(s, "## Reward\n");
