@@ -11,6 +11,7 @@ pub mod device;
 pub mod diffusion;
 pub mod error_text;
 pub mod eval;
+pub mod export;
 pub mod fsutil;
 pub mod generate;
 pub mod hub;

@@ -1,11 +1,12 @@
 //! The command line: the clap definitions of every command and their dispatch. Each command
 //! group's glue is in its own file: `run` (run, sft, watch, runs), `setup` (profiles, tasks,
-//! doctor, pull), `eval` (eval, reward test, report), `model` (model init/info, generate,
+//! doctor, pull), `eval` (eval, reward test, report), `export` (export verl), `model` (model init/info, generate,
 //! bench), `embed`, `ood`, `retrieve` (UPRISE) and `synth`.
 
 mod bench_mine;
 mod embed;
 mod eval;
+mod export;
 mod model;
 mod ood;
 mod retrieve;
@@ -17,6 +18,7 @@ mod synth_pairs;
 mod synth_stats;
 
 pub use eval::{EvalArgs, ReportArgs, RewardAction, RewardTestArgs};
+pub use export::{ExportAction, VerlArgs};
 pub use model::{BenchAction, GenerateArgs, ModelAction};
 pub use run::{RunArgs, SftArgs, WatchArgs};
 pub use setup::{hub_cache_dir, ProfilesAction, PullArgs, TasksAction};
@@ -86,6 +88,11 @@ pub enum Command {
         #[arg(long, hide = true)]
         readme: bool,
     },
+    /// Export a profile to another engine: `export verl` writes an RL stage as a verl run.
+    Export {
+        #[command(subcommand)]
+        action: export::ExportAction,
+    },
     /// Estimate a profile's peak memory per training stage and compare it with the device's (no run).
     Preflight(preflight::PreflightArgs),
     /// Write PNG plots and report.md for a run folder.
@@ -139,6 +146,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Export { action } => export::cmd_export(action),
         Command::Preflight(args) => preflight::cmd_preflight(args),
         Command::Model { action } => model::cmd_model(action).map(|_| 0),
         Command::Generate(args) => on_compute_pool(|| model::cmd_generate(&args)).map(|_| 0),

@@ -16,6 +16,7 @@
 
 use crate::stage::{table_of, StageConfig, StageCtx, StageOutput};
 use crate::fsutil::write_atomic;
+use crate::rng::Rng;
 use crate::tasks::{self, Instance};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,34 @@ fn default_test() -> usize {
 }
 
 const CHUNK: usize = 100;
+/// The label of the random stream the splits are drawn from (`StageCtx::rng`).
+pub const SPLIT_STREAM: &str = "split";
+
+impl TasksStage {
+    /// The test split, then the train split without the test prompts, drawn from `rng` in
+    /// chunks of 100; `after_chunk(split, n)` runs after each chunk (progress, stop checks).
+    /// `retort export` draws the same splits without a run (same seed, same instances).
+    pub fn draw_splits(&self, rng: &mut Rng, mut after_chunk: impl FnMut(&str, usize) -> Result<()>) -> Result<Vec<(&'static str, Vec<Instance>)>> {
+        let task = tasks::build(&self.task, &self.options)?;
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut splits: Vec<(&'static str, Vec<Instance>)> = Vec::new();
+        for (split, n) in [("test", self.test), ("train", self.train)] {
+            let mut items: Vec<Instance> = Vec::with_capacity(n);
+            while items.len() < n {
+                let want = CHUNK.min(n - items.len());
+                let chunk = tasks::generate_split(task.as_ref(), rng, want, &seen)
+                    .with_context(|| format!("generating the {split} split of `{}`", self.task))?;
+                for inst in &chunk {
+                    seen.insert(inst.prompt.clone());
+                }
+                items.extend(chunk);
+                after_chunk(split, want)?;
+            }
+            splits.push((split, items));
+        }
+        Ok(splits)
+    }
+}
 
 impl StageConfig for TasksStage {
     fn produces(&self) -> Option<crate::stage::Artifact> {
@@ -62,27 +91,14 @@ impl StageConfig for TasksStage {
 
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput> {
         let task = tasks::build(&self.task, &self.options)?;
-        let mut rng = ctx.rng("split");
         let total = (self.train + self.test) as u64;
-        let mut seen: HashSet<String> = HashSet::new();
         let mut done = 0u64;
-        let mut splits: Vec<(&str, Vec<Instance>)> = Vec::new();
-        for (split, n) in [("test", self.test), ("train", self.train)] {
-            let mut items: Vec<Instance> = Vec::with_capacity(n);
-            while items.len() < n {
-                ctx.check_stop()?;
-                let want = CHUNK.min(n - items.len());
-                let chunk = tasks::generate_split(task.as_ref(), &mut rng, want, &seen)
-                    .with_context(|| format!("generating the {split} split of `{}`", self.task))?;
-                for inst in &chunk {
-                    seen.insert(inst.prompt.clone());
-                }
-                done += chunk.len() as u64;
-                items.extend(chunk);
-                ctx.events.progress(done, Some(total), "instances", Some(split));
-            }
-            splits.push((split, items));
-        }
+        let splits = self.draw_splits(&mut ctx.rng(SPLIT_STREAM), |split, n| {
+            ctx.check_stop()?;
+            done += n as u64;
+            ctx.events.progress(done, Some(total), "instances", Some(split));
+            Ok(())
+        })?;
         let mut summary = std::collections::BTreeMap::new();
         for (split, items) in &splits {
             let mut text = String::new();
