@@ -172,11 +172,12 @@ fn draw_line_chart(path: &Path, chart: &Chart) -> Result<()> {
     let mut ctx = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(plot_err)?;
     let k_label = |v: &f64| format!("{}", 2f64.powf(*v).round());
     let plain = |v: &f64| tick_label(*v);
+    let y_tick = |v: &f64| panels::tick_label_at(*v, (y1 - y0) / 10.0);
     let mut mesh = ctx.configure_mesh();
-    mesh.light_line_style(RGBColor(235, 235, 235));
+    mesh.max_light_lines(1).light_line_style(RGBColor(245, 245, 245)).bold_line_style(RGBColor(222, 222, 222));
     if text {
         mesh.x_desc(chart.x_label).y_desc(chart.y_label).label_style((FONT_FAMILY, 15)).axis_desc_style((FONT_FAMILY, 17));
-        mesh.y_label_formatter(&plain);
+        mesh.y_label_formatter(&y_tick);
         if chart.log2_x {
             mesh.x_label_formatter(&k_label).x_labels(((x1 - x0).ceil() as usize + 1).clamp(2, 12));
         } else {
@@ -426,8 +427,11 @@ fn with_result_first(md: String, run_dir: &Path, profile: &str, stages: &[(Strin
     let runs_dir = run_dir.parent().unwrap_or(run_dir);
     let manifest = crate::run::read_manifest(run_dir).ok();
     for p in papers::of_preset(profile) {
-        head.push_str(&format!("### Beside the paper: {} (as `retort papers` shows it)\n\n```text\n{}```\n\n", p.key, papers::block(p, runs_dir)));
-        if let Some(m) = manifest.as_ref().filter(|_| !p.show.is_empty()) {
+        let block = papers::block(p, runs_dir);
+        head.push_str(&format!("### Beside the paper: {} (as `retort papers` shows it)\n\n```text\n{block}```\n\n", p.key));
+        // This run's own figures, unless it is the latest run the block already shows.
+        let this = run_dir.file_name().map(|n| format!("latest run    {}:", n.to_string_lossy())).unwrap_or_default();
+        if let Some(m) = manifest.as_ref().filter(|_| !p.show.is_empty() && !block.contains(&this)) {
             head.push_str(&format!("This run: {}.\n\n", papers::result_of(m, p.show)));
         }
     }

@@ -307,7 +307,8 @@ impl StageConfig for EvalStage {
     }
 
     fn preflight(&self) -> Result<()> {
-        for m in self.models.iter().filter(|m| !m.starts_with('@')) {
+        // Decoders are checked now; the encoders an `ood` table scores are loaded when it runs.
+        for m in self.models.iter().filter(|m| !m.starts_with('@') && self.ood.is_none()) {
             crate::model::inspect::model_folder_config(Path::new(m)).context("models")?;
         }
         if let Some(verifier) = &self.source.verifier {

@@ -104,10 +104,13 @@ pub fn z_head_parameters(h: usize, layers: usize) -> usize {
 }
 
 /// Activation elements (not bytes) of one encoder training forward over `b` × `s` tokens: per
-/// layer and token about 14 hidden-sized tensors and 3 intermediate-sized (GELU and its
-/// input), the score tensors a·s² per sequence three times, and the MLM head's (B, S, V) logits
-/// with their log-softmax and gradient.
-pub fn encoder_activation_elements(c: &EncoderConfig, b: usize, s: usize) -> f64 {
+/// layer and token about 28 hidden-sized tensors and 6 intermediate-sized (GELU and its input,
+/// with their gradients), the score tensors a·s² per sequence six times, and, with a token head
+/// (MLM, denoising), the (B, S, V) logits six times. The coefficients are twice a count of the
+/// tensors the forward builds, fitted to the measured max RSS of `denoise` at the
+/// diffusion-ood-tiny shape, batch 128 × 64 tokens (batch 32: the estimate is above; see the
+/// README). Rows are sized at `s`: batches padded to a shorter longest row use less.
+pub fn encoder_activation_elements(c: &EncoderConfig, b: usize, s: usize, token_head: bool) -> f64 {
     let (bs, h, i, a, v) = (
         (b * s) as f64,
         c.hidden_size as f64,
@@ -115,8 +118,8 @@ pub fn encoder_activation_elements(c: &EncoderConfig, b: usize, s: usize) -> f64
         c.num_attention_heads as f64,
         c.vocab_size as f64,
     );
-    let per_layer = bs * (14.0 * h + 3.0 * i) + 3.0 * b as f64 * a * (s * s) as f64;
-    c.num_hidden_layers as f64 * per_layer + 3.0 * bs * v
+    let per_layer = bs * (28.0 * h + 6.0 * i) + 6.0 * b as f64 * a * (s * s) as f64;
+    c.num_hidden_layers as f64 * per_layer + if token_head { 6.0 * bs * v } else { 0.0 }
 }
 
 /// Activation elements of a forward without backward (evaluation, scoring) over `b` × `s`
@@ -210,15 +213,18 @@ pub fn parts(needs: &Needs, arch: &Arch, target: Target) -> Vec<Part> {
                 };
                 let kv = 2.0 * (c.num_hidden_layers * c.num_key_value_heads * c.head_dim) as f64 * (rows * ctx) as f64 * w;
                 add(&format!("KV cache, {rows} rows × {ctx} tokens"), kv, Device, Sample);
+                if !target.gpu {
+                    // The cache doubles as it fills (up to its last position); on the CPU the
+                    // heap keeps the buffers it outgrew (`malloc_tuning`): about one more cache
+                    // when the rows run to the end (measured: eval at the small shape).
+                    add("KV buffers outgrown while the cache doubled (kept by the heap)", kv, Device, Sample);
+                }
                 add("sampling logits (f32, rows × V, two copies)", 8.0 * (rows * c.vocab_size) as f64, Device, Sample);
             }
         }
         Arch::Encoder(c) => {
             if training {
-                let mut act = encoder_activation_elements(c, b, s);
-                if needs.no_token_head {
-                    act -= 3.0 * (b * s * c.vocab_size) as f64;
-                }
+                let act = encoder_activation_elements(c, b, s, !needs.no_token_head);
                 add(&format!("activations, micro-batch {b} × {s} tokens"), 4.0 * act, Device, Train);
             }
         }

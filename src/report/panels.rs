@@ -20,7 +20,7 @@ pub fn tick_label_at(v: f64, step: f64) -> String {
     }
     if decimals > 4 && v.abs() < 0.01 {
         // Enough significant digits for neighbours `step` apart.
-        let prec = ((v.abs().log10() - step.log10()).ceil().max(1.0) as usize).saturating_sub(1);
+        let prec = (v.abs().log10().floor() - step.log10().floor()).max(0.0) as usize;
         return format!("{v:.prec$e}");
     }
     let decimals = decimals.min(9);
