@@ -224,7 +224,8 @@ pub fn generate(
     let padded: Vec<u32> =
         distinct.iter().flat_map(|&i| std::iter::repeat_n(0, width - prompts[i].len()).chain(prompts[i].iter().copied())).collect();
     let mut input = Tensor::from_vec(padded, (distinct.len(), width), &device)?;
-    let mut cache = KvCache::new(model.config().num_hidden_layers);
+    // The cache doubles as it fills, but never past the last position this generation reaches.
+    let mut cache = KvCache::with_limit(model.config().num_hidden_layers, width + params.max_new_tokens);
 
     for step in 0..params.max_new_tokens {
         let logits = if step == 0 {

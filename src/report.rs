@@ -2,9 +2,13 @@
 //!
 //! Reads `events.jsonl` (metrics by stage and step, stage summaries and tables) and each eval
 //! stage's `results.json`, then writes into `RUN_DIR/report/`:
-//! - `loss.png`, `reward.png`, `entropy.png`, `diversity.png`: every metric whose name holds
-//!   that word (diversity: also "distinct" and "coverage"), against the step, one line per
-//!   `stage/metric`; a group without data gets no file;
+//! - one PNG of small multiples per metric family (`loss.png`, `reward.png`, `eval.png`,
+//!   `entropy.png`, `diversity.png`, `length.png`, `policy.png`, `optimizer.png`,
+//!   `timing.png`, `other.png`): one panel per metric, one series per stage, chosen by exact
+//!   names and prefixes ([`families`]: a `timing/` metric is never a reward). A training series
+//!   is its faint raw values under a debiased EMA line ([`style::SMOOTHING`]), a `…/mean` with
+//!   `…/min` and `…/max` companions gets a shaded min–max band, `eval/…` metrics are markers;
+//!   the legend is a strip above the grid ([`panels`]). A family without data gets no file;
 //! - `passk-<stage>.png`: pass@k against k on a log2 axis, one line per evaluated model (the
 //!   curves crossing is the capability-boundary diagnostic of docs/METHODS.md §6.1);
 //! - `entropy-position-<stage>.png`: mean token entropy by relative position (§6.2);
@@ -14,7 +18,10 @@
 //!   (held-out reconstruction loss over steps and over t, score histograms per set; see
 //!   [`ood`]);
 //!
-//! and `RUN_DIR/report.md` with the stage summaries, the eval tables and the images.
+//! and `RUN_DIR/report.md`: the run's final table and, for a seed paper's preset, the paper's
+//! block of `retort papers` beside it; then the stage summaries, the eval tables and the images.
+//! Every series has one colour in all the charts of a report ([`style::Palette`], keyed by
+//! name: GRPO blue, FlowRL orange, PPO green, SFT grey).
 //!
 //! Plots are drawn with `plotters` into bitmaps, text with `ab_glyph` (pure Rust: no
 //! fontconfig or freetype). It needs a TrueType font file: `RETORT_FONT` names one, else
@@ -22,8 +29,11 @@
 //! Arial). Without one, the plots are drawn without any text (axes, lines and grid only) and
 //! report.md says so; `RETORT_FONT=none` forces that mode.
 
+pub mod families;
 mod ood;
+pub mod panels;
 pub mod papers;
+pub mod style;
 
 use crate::bus::{Event, Outcome};
 use crate::eval::stage::{StageResults, RESULTS_FILE};
@@ -31,6 +41,7 @@ use crate::synth::stage_stats::CORPUS_STATS_FILE;
 use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
+use style::Palette;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -98,18 +109,9 @@ pub struct Chart<'a> {
     pub series: &'a [Series],
     /// x values are log2 k; ticks are labelled with k.
     pub log2_x: bool,
+    /// The report's colours; names it lacks get free ones ([`Palette::with`]).
+    pub palette: &'a Palette,
 }
-
-const COLORS: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(23, 190, 207),
-];
 
 /// The data range padded by 5% (and widened when flat, so a constant series is visible).
 fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -147,25 +149,35 @@ pub fn line_chart(path: &Path, chart: &Chart) -> Result<()> {
 
 fn draw_line_chart(path: &Path, chart: &Chart) -> Result<()> {
     let text = fonts_available();
+    let palette = chart.palette.with(chart.series.iter().map(|s| s.name.as_str()));
     let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
+    // The legend is a column right of the plot, never over the data.
+    let legend_w = if text && !chart.series.is_empty() {
+        let longest = chart.series.iter().map(|s| s.name.chars().count()).max().unwrap_or(0);
+        (40 + 8 * longest as u32).clamp(110, 300)
+    } else {
+        0
+    };
+    let (plot_area, legend_area) = root.split_horizontally(900 - legend_w);
     let xs = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let ys = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let (x0, x1) = padded_range(xs);
     let (y0, y1) = padded_range(ys);
-    let mut builder = ChartBuilder::on(&root);
+    let mut builder = ChartBuilder::on(&plot_area);
     builder.margin(20).x_label_area_size(if text { 48 } else { 8 }).y_label_area_size(if text { 70 } else { 8 });
     if text {
-        builder.caption(chart.title, (FONT_FAMILY, 24));
+        builder.caption(chart.title, (FONT_FAMILY, 22));
     }
     let mut ctx = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(plot_err)?;
     let k_label = |v: &f64| format!("{}", 2f64.powf(*v).round());
     let plain = |v: &f64| tick_label(*v);
+    let y_tick = |v: &f64| panels::tick_label_at(*v, (y1 - y0) / 10.0);
     let mut mesh = ctx.configure_mesh();
-    mesh.light_line_style(RGBColor(235, 235, 235));
+    mesh.max_light_lines(1).light_line_style(RGBColor(245, 245, 245)).bold_line_style(RGBColor(222, 222, 222));
     if text {
         mesh.x_desc(chart.x_label).y_desc(chart.y_label).label_style((FONT_FAMILY, 15)).axis_desc_style((FONT_FAMILY, 17));
-        mesh.y_label_formatter(&plain);
+        mesh.y_label_formatter(&y_tick);
         if chart.log2_x {
             mesh.x_label_formatter(&k_label).x_labels(((x1 - x0).ceil() as usize + 1).clamp(2, 12));
         } else {
@@ -175,37 +187,32 @@ fn draw_line_chart(path: &Path, chart: &Chart) -> Result<()> {
         mesh.x_labels(0).y_labels(0);
     }
     mesh.draw().map_err(plot_err)?;
-    for (i, s) in chart.series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let drawn = ctx.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2))).map_err(plot_err)?;
-        if text {
-            drawn.label(s.name.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
-        }
+    for s in chart.series {
+        let color = palette.color(&s.name);
+        ctx.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2))).map_err(plot_err)?;
         // Markers where the points are few, so a single point or a short curve is visible.
         if s.points.len() <= 40 {
             ctx.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(plot_err)?;
         }
     }
-    if text && !chart.series.is_empty() {
-        ctx.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .label_font((FONT_FAMILY, 14))
-            .position(if chart.log2_x { SeriesLabelPosition::UpperLeft } else { SeriesLabelPosition::UpperRight })
-            .draw()
-            .map_err(plot_err)?;
+    if legend_w > 0 {
+        let entries: Vec<(String, RGBColor)> = chart.series.iter().map(|s| (s.name.clone(), palette.color(&s.name))).collect();
+        legend_column(&legend_area, &entries)?;
     }
     root.present().map_err(plot_err)?;
     Ok(())
 }
 
-/// Metric groups plotted against the step: file name and which metric names belong.
-const GROUPS: &[(&str, &[&str])] = &[
-    ("loss", &["loss"]),
-    ("reward", &["reward", "score"]),
-    ("entropy", &["entropy"]),
-    ("diversity", &["diversity", "distinct", "coverage"]),
-];
+/// A legend in one column from the top: a coloured swatch and the name of each series.
+fn legend_column(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, entries: &[(String, RGBColor)]) -> Result<()> {
+    let font = (FONT_FAMILY, 14).into_font();
+    for (i, (name, color)) in entries.iter().enumerate() {
+        let y = 60 + 24 * i as i32;
+        area.draw(&Rectangle::new([(4, y + 3), (24, y + 11)], color.filled())).map_err(plot_err)?;
+        area.draw_text(name, &font.color(&BLACK), (30, y)).map_err(plot_err)?;
+    }
+    Ok(())
+}
 
 /// What the events say about each stage.
 #[derive(Default)]
@@ -270,6 +277,19 @@ fn read_stages(run_dir: &Path) -> Result<(Vec<(String, StageView)>, String, Stri
     Ok((list.collect(), title, profile))
 }
 
+/// The report's colours: its stages in order, then the models its eval stages compared (their
+/// labels are mostly stage names already), so each keeps one colour in every chart.
+fn report_palette(run_dir: &Path, stages: &[(String, StageView)]) -> Palette {
+    let mut names: Vec<String> = stages.iter().map(|(n, _)| n.clone()).collect();
+    for (stage, _) in stages.iter().filter(|(_, v)| v.kind == "eval") {
+        let text = std::fs::read_to_string(run_dir.join(stage).join(RESULTS_FILE)).unwrap_or_default();
+        if let Ok(r) = serde_json::from_str::<StageResults>(&text) {
+            names.extend(r.models.iter().map(|m| m.label.clone()));
+        }
+    }
+    Palette::new(names)
+}
+
 fn safe_name(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
@@ -292,23 +312,13 @@ pub fn write_report(run_dir: &Path) -> Result<Written> {
         written.notes.push("no TrueType font found (set RETORT_FONT=/path/to/font.ttf): plots have no text".into());
     }
     let mut images: Vec<(String, String)> = Vec::new(); // (caption, file name)
+    let palette = report_palette(run_dir, &stages);
 
-    for (group, words) in GROUPS {
-        let mut series = Vec::new();
-        for (stage, view) in &stages {
-            for (metric, points) in &view.metrics {
-                // Families by name, never a `timing/` metric (seconds are not a reward).
-                if !metric.starts_with("timing/") && words.iter().any(|w| metric.contains(w)) && !points.is_empty() {
-                    series.push(Series { name: format!("{stage}/{metric}"), points: points.clone() });
-                }
-            }
-        }
-        if series.is_empty() {
-            continue;
-        }
-        let file = format!("{group}.png");
-        let title = format!("{group} vs step");
-        line_chart(&out_dir.join(&file), &Chart { title: &title, x_label: "step", y_label: group, series: &series, log2_x: false })?;
+    let with_metrics: Vec<(&str, &BTreeMap<String, Vec<(f64, f64)>>)> = stages.iter().map(|(n, v)| (n.as_str(), &v.metrics)).collect();
+    for (family, family_panels) in families::panels(&with_metrics) {
+        let file = format!("{}.png", family.file());
+        let title = format!("{} vs step", family.title());
+        panels::draw_panels(&out_dir.join(&file), &title, &family_panels, &palette)?;
         images.push((title, file));
     }
 
@@ -350,7 +360,7 @@ pub fn write_report(run_dir: &Path) -> Result<Written> {
             .collect();
         let file = format!("passk-{}.png", safe_name(stage));
         let title = format!("pass@k ({stage})");
-        line_chart(&out_dir.join(&file), &Chart { title: &title, x_label: "k (log2 scale)", y_label: "pass@k", series: &curves, log2_x: true })?;
+        line_chart(&out_dir.join(&file), &Chart { title: &title, x_label: "k (log2 scale)", y_label: "pass@k", series: &curves, log2_x: true, palette: &palette })?;
         images.push((title, file));
         let positions: Vec<Series> = results
             .models
@@ -370,7 +380,7 @@ pub fn write_report(run_dir: &Path) -> Result<Written> {
         if positions.iter().any(|s| !s.points.is_empty()) {
             let file = format!("entropy-position-{}.png", safe_name(stage));
             let title = format!("token entropy by relative position ({stage})");
-            line_chart(&out_dir.join(&file), &Chart { title: &title, x_label: "relative position in response", y_label: "entropy (nats)", series: &positions, log2_x: false })?;
+            line_chart(&out_dir.join(&file), &Chart { title: &title, x_label: "relative position in response", y_label: "entropy (nats)", series: &positions, log2_x: false, palette: &palette })?;
             images.push((title, file));
         }
         eval_sections.push((stage.clone(), results));
@@ -394,10 +404,10 @@ pub fn write_report(run_dir: &Path) -> Result<Written> {
         }
     }
 
-    ood::plots(run_dir, &stages, &out_dir, &mut images)?;
+    ood::plots(run_dir, &stages, &out_dir, &palette, &mut images)?;
 
     let mut md = markdown(&title, &stages, &eval_sections, &images, &written.notes);
-    md = with_result_first(md, &profile, &stages);
+    md = with_result_first(md, run_dir, &profile, &stages);
     let md_path = run_dir.join("report.md");
     crate::fsutil::write_atomic(&md_path, md.as_bytes()).with_context(|| format!("cannot write {}", md_path.display()))?;
     written.files.extend(images.iter().map(|(_, f)| out_dir.join(f)));
@@ -406,28 +416,24 @@ pub fn write_report(run_dir: &Path) -> Result<Written> {
 }
 
 /// report.md opens with the run's final table (the last stage that made one) and, when the
-/// profile is one of a seed paper's presets, that paper's row of `retort papers`.
-fn with_result_first(md: String, profile: &str, stages: &[(String, StageView)]) -> String {
+/// profile is one of a seed paper's presets, that paper's block of `retort papers` beside it
+/// (the same text, its latest-run line read from the runs folder this run is in) and this
+/// run's figures of the keys the paper's row shows.
+fn with_result_first(md: String, run_dir: &Path, profile: &str, stages: &[(String, StageView)]) -> String {
     let mut head = String::new();
     if let Some((stage, table)) = stages.iter().rev().find_map(|(n, v)| v.table.as_ref().map(|t| (n, t))) {
-        head.push_str(&format!("## Result (stage `{stage}`)
-
-```text
-{table}
-```
-
-"));
+        head.push_str(&format!("## Result (stage `{stage}`)\n\n```text\n{table}\n```\n\n"));
     }
-    for p in crate::report::papers::PAPERS.iter().filter(|p| p.tiny.contains(&profile) || p.paper_scale.contains(&profile)) {
-        head.push_str(&format!(
-            "Paper ({}: {}): {}. Recorded at tiny scale: {}. Status: **{}**, {}.\n\n",
-            p.key,
-            p.title,
-            p.headline,
-            p.recorded,
-            p.verdict.as_str(),
-            p.reason
-        ));
+    let runs_dir = run_dir.parent().unwrap_or(run_dir);
+    let manifest = crate::run::read_manifest(run_dir).ok();
+    for p in papers::of_preset(profile) {
+        let block = papers::block(p, runs_dir);
+        head.push_str(&format!("### Beside the paper: {} (as `retort papers` shows it)\n\n```text\n{block}```\n\n", p.key));
+        // This run's own figures, unless it is the latest run the block already shows.
+        let this = run_dir.file_name().map(|n| format!("latest run    {}:", n.to_string_lossy())).unwrap_or_default();
+        if let Some(m) = manifest.as_ref().filter(|_| !p.show.is_empty() && !block.contains(&this)) {
+            head.push_str(&format!("This run: {}.\n\n", papers::result_of(m, p.show)));
+        }
     }
     match md.split_once("\n\n") {
         Some((title, rest)) if !head.is_empty() => format!("{title}\n\n{head}{rest}"),
@@ -474,6 +480,15 @@ fn markdown(title: &str, stages: &[(String, StageView)], evals: &[(String, Stage
     }
     if !images.is_empty() {
         md.push_str("\n## Plots\n\n");
+        md.push_str(&format!(
+            "Training curves: one panel per metric, one colour per stage in every chart. Faint lines are the raw values \
+             per step; the bold line over them is an exponential moving average with smoothing weight {} (TensorBoard's \
+             debiased EMA: s_t = w·s_(t−1) + (1−w)·x_t from s_0 = 0, divided by 1 − w^t). Shaded bands span a metric's \
+             min and max in each step (from its `/min` and `/max` companions); dots are evaluation points (`eval/…`, `eval_loss`; \
+             not smoothed), as are series of fewer than {} points.\n\n",
+            style::SMOOTHING,
+            panels::SMOOTH_FROM
+        ));
         for (caption, file) in images {
             md.push_str(&format!("### {caption}\n\n![{caption}](report/{file})\n\n"));
         }
@@ -532,8 +547,9 @@ fn draw(path: &Path, bars: &Bars) -> Result<()> {
     }
     mesh.draw().map_err(plot_err)?;
     let n = bars.series.len().max(1) as f64;
+    let palette = Palette::new(bars.series.iter().map(|s| s.0.as_str()));
     for (k, (name, values)) in bars.series.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
+        let color = palette.color(name);
         let rects = values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| {
             let (a, b) = (bars.edges[i], bars.edges[i + 1]);
             let (a, b) = if bars.grouped {
@@ -659,15 +675,23 @@ mod tests {
     fn report_md_opens_with_the_final_table_and_the_papers_row() {
         let view = |kind: &str, table: Option<&str>| StageView { kind: kind.into(), table: table.map(str::to_string), ..Default::default() };
         let stages = vec![("sft".to_string(), view("sft", None)), ("eval".to_string(), view("eval", Some("metric  sft  grpo\npass@1  0.2  0.25")))];
-        let md = with_result_first("# Run report: x\n\n## Stages\n".into(), "flowrl-vs-grpo-tiny", &stages);
+        let runs = tempfile::tempdir().unwrap();
+        let run = runs.path().join("flowrl-vs-grpo-tiny-20261207-100000");
+        std::fs::create_dir_all(&run).unwrap();
+        let md = with_result_first("# Run report: x\n\n## Stages\n".into(), &run, "flowrl-vs-grpo-tiny", &stages);
         let result = md.find("## Result (stage `eval`)").unwrap();
-        let paper = md.find("Paper (flowrl:").unwrap();
+        let paper = md.find("### Beside the paper: flowrl").unwrap();
         let rest = md.find("## Stages").unwrap();
         assert!(md.starts_with("# Run report: x\n\n") && result < paper && paper < rest, "{md}");
-        assert!(md.contains("pass@1  0.2  0.25") && md.contains("+10.0 % over GRPO"), "{md}");
+        assert!(md.contains("pass@1  0.2  0.25"), "{md}");
+        // The paper's block is `retort papers`'s, word for word, for both papers of the preset.
+        for p in papers::PAPERS.iter().filter(|p| ["flowrl", "rlvr-explore"].contains(&p.key)) {
+            assert!(md.contains(&papers::block(p, runs.path())), "{md}");
+        }
+        assert!(md.contains("math average +10.0 % over GRPO") && md.contains("not run yet: `retort run flowrl-vs-grpo-tiny`"), "{md}");
         // A profile of no paper and no table: unchanged.
         let plain = "# Run report: y\n\n## Stages\n".to_string();
-        assert_eq!(with_result_first(plain.clone(), "tasks-demo", &[("data".to_string(), view("tasks", None))]), plain);
+        assert_eq!(with_result_first(plain.clone(), &run, "tasks-demo", &[("data".to_string(), view("tasks", None))]), plain);
     }
 
     #[test]
@@ -715,7 +739,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.png");
         let s = [Series { name: "a".into(), points: vec![(0.0, 0.1), (1.0, 0.4), (2.0, 0.5)] }];
-        line_chart(&p, &Chart { title: "t", x_label: "k", y_label: "pass@k", series: &s, log2_x: true }).unwrap();
+        line_chart(&p, &Chart { title: "t", x_label: "k", y_label: "pass@k", series: &s, log2_x: true, palette: &Palette::new(["a"]) }).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         // IHDR: width and height big-endian at bytes 16..24.

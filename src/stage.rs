@@ -111,7 +111,12 @@ pub trait StageConfig: Debug + Send + Sync {
     fn preflight(&self) -> Result<()> {
         Ok(())
     }
-    /// What the memory preflight needs to size this stage (training stages only).
+    /// Contexts each example of this stage's output carries beside its query (a
+    /// `prompt-score` stage: the positive and the negatives a retriever encodes per query).
+    fn contexts_per_example(&self) -> Option<usize> {
+        None
+    }
+    /// What the memory preflight needs to size this stage (training and eval stages).
     fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
         None
     }

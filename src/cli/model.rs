@@ -4,7 +4,8 @@
 use crate::bench::{self, BenchOptions};
 use crate::generate::{generate, FinishReason, SamplingParams};
 use crate::model::config::PRESETS;
-use crate::model::estimate::{estimate_memory, human_bytes, EstimateShape, Estimate};
+use crate::model::estimate::human_bytes;
+use crate::preflight::plan::{model_info, peak, InfoShape, Target};
 use crate::model::{Model, ModelConfig};
 use crate::rng::Rng;
 use crate::text::{model_eos_ids, Message, Tokenizer};
@@ -163,7 +164,7 @@ fn require_model_folder(dir: &Path) -> Result<ModelConfig> {
 }
 
 /// The text `retort model info` prints.
-pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize, usize)>, shape: EstimateShape) -> String {
+pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize, usize)>, shape: InfoShape, target: Target) -> String {
     let mut s = String::new();
     s += &format!("model folder   {}\n", dir.display());
     s += &format!("architecture   {}\n", cfg.model_type.architecture());
@@ -187,16 +188,14 @@ pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize
     let on_disk: Vec<String> =
         dtypes.iter().map(|(d, (n, e))| format!("{d} ({n} tensors, {e} elements)")).collect();
     s += &format!("dtype on disk  {}\n", if on_disk.is_empty() { "no tensors".to_string() } else { on_disk.join(", ") });
-    let (inf, full, lora) = estimate_memory(cfg, shape);
-    let mut block = |title: String, e: &Estimate| {
-        s += &format!("{title}: {}\n", human_bytes(e.total()));
-        for (name, b) in &e.parts {
-            s += &format!("    {name:<44} {}\n", human_bytes(*b));
+    // The memory preflight's arithmetic (`retort preflight` sizes a profile's stages the same way).
+    for (title, parts) in model_info(cfg, shape, target) {
+        let place = if target.gpu { " (device and host)" } else { "" };
+        s += &format!("memory, {title}: peak {}{place}\n", human_bytes(peak(&parts, None)));
+        for p in &parts {
+            s += &format!("    {:<58} {}\n", p.name, human_bytes(p.bytes));
         }
-    };
-    block(format!("memory, inference (batch {} × context {})", shape.infer_batch, shape.context), &inf);
-    block(format!("memory, full fine-tuning AdamW f32 (batch {} × seq {})", shape.train_batch, shape.train_seq), &full);
-    block(format!("memory, LoRA r=16 all projections (batch {} × seq {})", shape.train_batch, shape.train_seq), &lora);
+    }
     s += "(estimates; activations are a coarse count for retort's unfused training forward)\n";
     s
 }
@@ -211,13 +210,15 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
     }
     let cfg = require_model_folder(&args.model)?;
     let dtypes = crate::model::inspect::dtype_counts(&crate::model::inspect::inspect_checkpoint(&args.model, &cfg)?);
-    let shape = EstimateShape {
+    let shape = InfoShape {
         infer_batch: args.infer_batch,
         context: args.context.unwrap_or(cfg.max_position_embeddings.min(4096)),
         train_batch: args.train_batch,
         train_seq: args.train_seq,
     };
-    print!("{}", info_text(&args.model, &cfg, &dtypes, shape));
+    // Sized for this machine's default device and dtype, as a run here would load the model.
+    let target = crate::preflight::budget::budget("auto", "auto", None, None).map_err(|e| anyhow::anyhow!(e))?.target;
+    print!("{}", info_text(&args.model, &cfg, &dtypes, shape, target));
     Ok(())
 }
 

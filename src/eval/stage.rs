@@ -307,7 +307,8 @@ impl StageConfig for EvalStage {
     }
 
     fn preflight(&self) -> Result<()> {
-        for m in self.models.iter().filter(|m| !m.starts_with('@')) {
+        // Decoders are checked now; the encoders an `ood` table scores are loaded when it runs.
+        for m in self.models.iter().filter(|m| !m.starts_with('@') && self.ood.is_none()) {
             crate::model::inspect::model_folder_config(Path::new(m)).context("models")?;
         }
         if let Some(verifier) = &self.source.verifier {
@@ -365,6 +366,35 @@ impl StageConfig for EvalStage {
             return err("batch_size", "batch_size must be ≥ 1".into());
         }
         Ok(())
+    }
+
+    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+        use crate::preflight::needs::{Needs, Trainable};
+        let first = self.models.first()?.clone();
+        let mut needs = Needs { model: first, others: self.models[1..].to_vec(), trainable: Trainable::Frozen, ..Default::default() };
+        if let Some(ood) = &self.ood {
+            // Each text is noised and reconstructed by the encoder, up to its context.
+            needs.forward = Some((ood.batch_size, 0));
+            needs.knobs.push(format!("lower `ood.batch_size` (now {})", ood.batch_size));
+            return Some(needs);
+        }
+        if self.has_problems() {
+            // Prompt lengths are known only once the data is read (as the rl stage sizes them).
+            let (prompt, assumption) = if self.source.jsonl.is_some() {
+                (1024, "prompts of the JSONL data assumed ≤ 1024 tokens")
+            } else {
+                (64, "prompts of the built-in task assumed ≤ 64 tokens")
+            };
+            needs.generate = Some((self.batch_size, prompt + self.max_new_tokens));
+            needs.assumption = Some(assumption.to_string());
+            needs.knobs.push(format!("lower `batch_size` (now {}): rows sampled at once", self.batch_size));
+            needs.knobs.push(format!("shorter responses: `max_new_tokens` (now {})", self.max_new_tokens));
+        }
+        if !self.ppl.is_empty() || !self.choice.is_empty() {
+            needs.forward = Some((self.text_batch_size, self.max_len.unwrap_or(0)));
+            needs.knobs.push(format!("lower `text_batch_size` (now {}) or `max_len`", self.text_batch_size));
+        }
+        Some(needs)
     }
 
     fn total_units(&self) -> (Option<u64>, &'static str) {

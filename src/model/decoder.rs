@@ -43,6 +43,9 @@ pub struct ForwardOut {
 #[derive(Debug)]
 pub struct KvCache {
     layers: Vec<Option<LayerCache>>,
+    /// The most positions this cache will hold (the prompt plus every token to come; 0:
+    /// unknown): growth by doubling stops there instead of overshooting up to twice the need.
+    limit: usize,
 }
 
 #[derive(Debug)]
@@ -64,8 +67,9 @@ impl LayerCache {
     }
 }
 
-/// Appends `k`, `v` (B, n_kv, n, D) to one layer's cache and returns all its keys and values.
-fn cache_append(slot: &mut Option<LayerCache>, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+/// Appends `k`, `v` (B, n_kv, n, D) to one layer's cache and returns all its keys and values;
+/// growth doubles the capacity but never past `limit` positions (when that is known, > 0).
+fn cache_append(slot: &mut Option<LayerCache>, limit: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
     let tracked = k.track_op() || v.track_op();
     let Some(layer) = slot.as_mut() else {
         let len = k.dim(2)?;
@@ -80,9 +84,14 @@ fn cache_append(slot: &mut Option<LayerCache>, k: Tensor, v: Tensor) -> Result<(
     }
     let n = k.dim(2)?;
     if layer.len + n > layer.capacity() {
-        // Grow to twice the need (at least 64 positions), copying what is there once.
+        // Grow to twice the need (at least 64 positions, at most the limit), copying what is
+        // there once.
         let (b, kv_heads, _, d) = k.dims4()?;
-        let capacity = (2 * (layer.len + n)).max(64);
+        let need = layer.len + n;
+        let capacity = match (2 * need).max(64) {
+            c if limit >= need => c.min(limit),
+            c => c,
+        };
         let (old_k, old_v) = layer.view()?;
         let grown = |old: &Tensor| -> Result<Tensor> {
             let buf = Tensor::zeros((b, kv_heads, capacity, d), old.dtype(), old.device())?;
@@ -100,7 +109,12 @@ fn cache_append(slot: &mut Option<LayerCache>, k: Tensor, v: Tensor) -> Result<(
 
 impl KvCache {
     pub fn new(num_layers: usize) -> KvCache {
-        KvCache { layers: (0..num_layers).map(|_| None).collect() }
+        KvCache { layers: (0..num_layers).map(|_| None).collect(), limit: 0 }
+    }
+
+    /// A cache that never grows past `positions` (prompt + new tokens) when it doubles.
+    pub fn with_limit(num_layers: usize, positions: usize) -> KvCache {
+        KvCache { limit: positions, ..KvCache::new(num_layers) }
     }
 
     /// Number of cached positions (0 when empty).
@@ -364,7 +378,7 @@ impl Attention {
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
-        cache: Option<&mut Option<LayerCache>>,
+        cache: Option<(&mut Option<LayerCache>, usize)>,
         mode: Mode,
     ) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
@@ -373,7 +387,7 @@ impl Attention {
         let k = self.heads(&self.k.forward(x)?, n_kv, self.k_norm.as_ref(), Some((cos, sin)), mode)?;
         let v = self.heads(&self.v.forward(x)?, n_kv, None, None, mode)?;
         let (k, v) = match cache {
-            Some(slot) => cache_append(slot, k, v)?,
+            Some((slot, limit)) => cache_append(slot, limit, k, v)?,
             None => (k, v),
         };
         let s = k.dim(2)?;
@@ -465,7 +479,7 @@ impl Block {
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
-        cache: Option<&mut Option<LayerCache>>,
+        cache: Option<(&mut Option<LayerCache>, usize)>,
         mode: Mode,
     ) -> Result<Tensor> {
         let attn = self.attn.forward(&rms_norm(x, &self.input_norm, self.eps, mode)?, cos, sin, mask, cache, mode)?;
@@ -688,7 +702,10 @@ impl Decoder {
         let (cos, sin) = self.rope_tables(&mask.positions())?;
         let mut x = embeds.to_dtype(self.dtype())?;
         for (n, block) in self.blocks.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[n]);
+            let slot = cache.as_deref_mut().map(|c| {
+                let limit = c.limit;
+                (&mut c.layers[n], limit)
+            });
             x = block.forward(&x, &cos, &sin, &mask.bias(), slot, mode)?;
         }
         rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, mode)
@@ -768,7 +785,7 @@ mod tests {
                 let k = if tracked { candle_core::Var::from_tensor(&k).unwrap().as_tensor().clone() } else { k };
                 let v = (&k * 2.0).unwrap();
                 all_k.push(k.detach());
-                last = Some(cache_append(&mut slot, k, v).unwrap());
+                last = Some(cache_append(&mut slot, 0, k, v).unwrap());
             }
             let (k, v) = last.unwrap();
             let want = Tensor::cat(&all_k, 2).unwrap();
@@ -777,6 +794,29 @@ mod tests {
             assert_eq!(v.flatten_all().unwrap().to_vec1::<f32>().unwrap(), (want * 2.0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
             assert_eq!(k.track_op(), tracked, "a tracked key keeps its graph");
         }
+    }
+
+    #[test]
+    fn a_limited_cache_stops_doubling_at_its_limit_and_holds_the_same_keys() {
+        let dev = Device::Cpu;
+        let mut slot = None;
+        let mut all_k = vec![];
+        let mut last = None;
+        let mut capacities = vec![];
+        for step in 0..98 {
+            let n = if step == 0 { 3 } else { 1 };
+            let k = Tensor::arange((step * 100) as f32, (step * 100 + 2 * 2 * n * 4) as f32, &dev).unwrap().reshape((2, 2, n, 4)).unwrap();
+            all_k.push(k.clone());
+            last = Some(cache_append(&mut slot, 100, k.clone(), (&k * 2.0).unwrap()).unwrap());
+            capacities.push(slot.as_ref().unwrap().capacity());
+        }
+        // 3 (the prefill as it is), then 64 (the minimum), then 100 (not 130: the limit).
+        capacities.dedup();
+        assert_eq!(capacities, [3, 64, 100]);
+        let (k, _) = last.unwrap();
+        let want = Tensor::cat(&all_k, 2).unwrap();
+        assert_eq!(k.dims(), [2, 2, 100, 4]);
+        assert_eq!(k.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     }
 
     #[test]

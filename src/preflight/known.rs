@@ -56,6 +56,13 @@ pub const KNOWN: &[(&str, &str)] = &[
             "vocab_size": 50265, "max_position_embeddings": 514, "type_vocab_size": 1,
             "layer_norm_eps": 1e-5, "pad_token_id": 1, "hidden_act": "gelu"}"#,
     ),
+    (
+        "google-bert/bert-base-uncased",
+        r#"{"model_type": "bert", "architectures": ["BertForMaskedLM"], "hidden_size": 768,
+            "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+            "vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2,
+            "layer_norm_eps": 1e-12, "pad_token_id": 0, "hidden_act": "gelu"}"#,
+    ),
 ];
 
 /// The config text of a known repository (an optional `@revision` suffix is ignored).
@@ -92,5 +99,10 @@ mod tests {
         let cfg = crate::model::encoder::EncoderConfig::from_hf_json(text, Path::new("x")).unwrap();
         assert_eq!((cfg.hidden_size, cfg.num_hidden_layers), (1024, 24));
         assert!(config_of("nobody/nothing").is_none());
+        // BERT-base-uncased with its pooler: the well-known 109,482,240 parameters.
+        let bert = crate::model::encoder::EncoderConfig::from_hf_json(config_of("google-bert/bert-base-uncased").unwrap(), Path::new("x")).unwrap();
+        let heads = crate::model::encoder::Heads { pooler: true, mlm: false };
+        let n: usize = crate::model::encoder::parameter_shapes(&bert, heads).iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        assert_eq!(n, 109_482_240);
     }
 }

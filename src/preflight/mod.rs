@@ -1,7 +1,9 @@
 //! The memory preflight: before a run downloads or computes anything, estimate the peak memory
-//! of every training stage (sft, rl, denoise) from its model's config, the trained weights
-//! (full or LoRA), the micro-batch and its length, the reference / critic / Z head and AdamW's
-//! state, and compare it with the device's memory (on the CPU: the available RAM). A stage that
+//! of every training stage (sft, rl, denoise, retrieve) from its model's config, the trained
+//! weights (full or LoRA), the micro-batch and its length, the reference / critic / Z head and
+//! AdamW's state, and of every eval stage (its biggest model, the sampling KV cache, the text
+//! or OOD-scoring forward), and compare it with the device's memory (on the CPU: the available
+//! RAM). A stage that
 //! does not fit stops the run with the figures and the ways out; `--force` runs it anyway.
 //! `retort preflight PROFILE` prints the same table without running, also for a card this
 //! machine does not have (`--device cuda:0 --device-memory 80GiB`).
@@ -21,7 +23,7 @@ use crate::profile::Profile;
 use budget::Budget;
 use plan::{Part, Place};
 
-/// One training stage's verdict.
+/// One stage's verdict.
 #[derive(Clone, Debug)]
 pub struct StageCheck {
     pub stage: String,
@@ -44,11 +46,15 @@ impl StageCheck {
     }
 }
 
-/// Check every training stage of `profile` against `budget`.
+/// Check every training and evaluation stage of `profile` against `budget`.
 pub fn check(profile: &Profile, budget: &Budget) -> Vec<StageCheck> {
     let mut out = Vec::new();
     for s in &profile.stages {
-        let Some(needs) = s.config.memory_needs() else { continue };
+        let Some(mut needs) = s.config.memory_needs() else { continue };
+        if let Some(per) = needs.contexts_from.as_deref().and_then(|r| contexts_of(profile, r)) {
+            // Each example is its query and `per` contexts, encoded in the same step.
+            needs.micro_batch *= 1 + per;
+        }
         let mut c = StageCheck {
             stage: s.name.clone(),
             kind: s.kind,
@@ -60,27 +66,40 @@ pub fn check(profile: &Profile, budget: &Budget) -> Vec<StageCheck> {
             knobs: needs.knobs.clone(),
             short: Vec::new(),
         };
-        match resolve::arch_of(profile, &needs.model) {
-            Err(why) => c.model = Err(why),
-            Ok((arch, from)) => {
-                c.model = Ok((arch.parameters(), from));
-                c.parts = plan::parts(&needs, &arch, budget.target);
-                if budget.target.gpu {
-                    let d = plan::peak(&c.parts, Some(Place::Device));
-                    c.device_peak = Some(d);
-                    c.host_peak = plan::peak(&c.parts, Some(Place::Host));
-                    if let Some(m) = &budget.device {
-                        if d > m.bytes {
-                            c.short.push((format!("{} memory", budget.device_name), d, m.bytes));
-                        }
-                    }
-                } else {
-                    c.host_peak = plan::peak(&c.parts, None);
+        // An eval stage loads its models one after another: the biggest is the peak.
+        let mut sized: Option<(plan::Arch, String)> = None;
+        for m in std::iter::once(&needs.model).chain(&needs.others) {
+            match resolve::arch_of(profile, m) {
+                Err(why) => {
+                    c.model = Err(why);
+                    sized = None;
+                    break;
                 }
-                if let Some(m) = &budget.host {
-                    if c.host_peak > m.bytes {
-                        c.short.push(("host RAM".into(), c.host_peak, m.bytes));
+                Ok((arch, from)) => {
+                    if sized.as_ref().is_none_or(|(a, _)| arch.parameters() > a.parameters()) {
+                        sized = Some((arch, from));
                     }
+                }
+            }
+        }
+        if let Some((arch, from)) = sized {
+            c.model = Ok((arch.parameters(), from));
+            c.parts = plan::parts(&needs, &arch, budget.target);
+            if budget.target.gpu {
+                let d = plan::peak(&c.parts, Some(Place::Device));
+                c.device_peak = Some(d);
+                c.host_peak = plan::peak(&c.parts, Some(Place::Host));
+                if let Some(m) = &budget.device {
+                    if d > m.bytes {
+                        c.short.push((format!("{} memory", budget.device_name), d, m.bytes));
+                    }
+                }
+            } else {
+                c.host_peak = plan::peak(&c.parts, None);
+            }
+            if let Some(m) = &budget.host {
+                if c.host_peak > m.bytes {
+                    c.short.push(("host RAM".into(), c.host_peak, m.bytes));
                 }
             }
         }
@@ -89,7 +108,22 @@ pub fn check(profile: &Profile, budget: &Budget) -> Vec<StageCheck> {
     out
 }
 
-/// The printout: one block per training stage, its parts, peaks and verdict.
+/// Contexts per example of the stage `reference` (`@score`) names, when it says; of a folder
+/// of scored data, the most its `train.jsonl` rows carry (positive, hard and other negatives).
+fn contexts_of(profile: &Profile, reference: &str) -> Option<usize> {
+    let Some(rest) = reference.strip_prefix('@') else {
+        let text = std::fs::read_to_string(std::path::Path::new(reference).join("train.jsonl")).ok()?;
+        let count = |v: &serde_json::Value| {
+            let n = |k: &str| v.get(k).and_then(|x| x.as_array()).map_or(0, |a| a.len());
+            usize::from(v.get("positive").is_some_and(|p| !p.is_null())) + n("hard") + n("negatives")
+        };
+        return text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).map(|v| count(&v)).max();
+    };
+    let name = rest.split('/').next()?;
+    profile.stages.iter().find(|s| s.name == name)?.config.contexts_per_example()
+}
+
+/// The printout: one block per checked stage, its parts, peaks and verdict.
 pub fn render(checks: &[StageCheck], budget: &Budget) -> String {
     let mut s = String::new();
     let mem = |m: &Option<budget::Memory>| match m {
@@ -105,7 +139,7 @@ pub fn render(checks: &[StageCheck], budget: &Budget) -> String {
         s += &format!("device cpu: {}\n", mem(&budget.host));
     }
     if checks.is_empty() {
-        s += "no training stage: nothing to check\n";
+        s += "no training or eval stage: nothing to check\n";
     }
     for c in checks {
         s += &format!("\nstage `{}` ({})", c.stage, c.kind);

@@ -1,4 +1,4 @@
-//! The arithmetic of the memory preflight: a training stage's [`Needs`] and its model's
+//! The arithmetic of the memory preflight: a stage's [`Needs`] and its model's
 //! architecture become named parts in bytes, each with where it lives (the device, or host
 //! RAM) and when (the whole stage, only while sampling, only while training). The peak of a
 //! memory is what stays resident plus the larger of the two phases.
@@ -27,6 +27,15 @@ impl Arch {
                 .iter()
                 .map(|(_, s)| s.iter().product::<usize>())
                 .sum(),
+        }
+    }
+
+    /// The most tokens a row may have (an encoder's position table less RoBERTa's offset of 2
+    /// is not subtracted: an upper bound).
+    pub fn context(&self) -> usize {
+        match self {
+            Arch::Decoder(c) => c.max_position_embeddings,
+            Arch::Encoder(c) => c.max_position_embeddings,
         }
     }
 
@@ -95,10 +104,13 @@ pub fn z_head_parameters(h: usize, layers: usize) -> usize {
 }
 
 /// Activation elements (not bytes) of one encoder training forward over `b` × `s` tokens: per
-/// layer and token about 14 hidden-sized tensors and 3 intermediate-sized (GELU and its
-/// input), the score tensors a·s² per sequence three times, and the MLM head's (B, S, V) logits
-/// with their log-softmax and gradient.
-pub fn encoder_activation_elements(c: &EncoderConfig, b: usize, s: usize) -> f64 {
+/// layer and token about 28 hidden-sized tensors and 6 intermediate-sized (GELU and its input,
+/// with their gradients), the score tensors a·s² per sequence six times, and, with a token head
+/// (MLM, denoising), the (B, S, V) logits six times. The coefficients are twice a count of the
+/// tensors the forward builds, fitted to the measured max RSS of `denoise` at the
+/// diffusion-ood-tiny shape, batch 128 × 64 tokens (batch 32: the estimate is above; see the
+/// README). Rows are sized at `s`: batches padded to a shorter longest row use less.
+pub fn encoder_activation_elements(c: &EncoderConfig, b: usize, s: usize, token_head: bool) -> f64 {
     let (bs, h, i, a, v) = (
         (b * s) as f64,
         c.hidden_size as f64,
@@ -106,15 +118,29 @@ pub fn encoder_activation_elements(c: &EncoderConfig, b: usize, s: usize) -> f64
         c.num_attention_heads as f64,
         c.vocab_size as f64,
     );
-    let per_layer = bs * (14.0 * h + 3.0 * i) + 3.0 * b as f64 * a * (s * s) as f64;
-    c.num_hidden_layers as f64 * per_layer + 3.0 * bs * v
+    let per_layer = bs * (28.0 * h + 6.0 * i) + 6.0 * b as f64 * a * (s * s) as f64;
+    c.num_hidden_layers as f64 * per_layer + if token_head { 6.0 * bs * v } else { 0.0 }
 }
 
-/// The named parts of one training stage.
+/// Activation elements of a forward without backward (evaluation, scoring) over `b` × `s`
+/// tokens: nothing is kept across layers, so one layer's working set (a few hidden-sized
+/// tensors, the MLP's intermediate, the attention scores and their softmax) plus the (B, S, V)
+/// f32 logits and one working copy of them (the log-softmax the scores read).
+pub fn inference_forward_elements(arch: &Arch, b: usize, s: usize) -> f64 {
+    let (h, i, a, v) = match arch {
+        Arch::Decoder(c) => (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.vocab_size),
+        Arch::Encoder(c) => (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.vocab_size),
+    };
+    let bs = (b * s) as f64;
+    bs * (6.0 * h as f64 + 3.0 * i as f64) + 2.0 * b as f64 * a as f64 * (s * s) as f64 + 2.0 * bs * v as f64
+}
+
+/// The named parts of one stage.
 pub fn parts(needs: &Needs, arch: &Arch, target: Target) -> Vec<Part> {
     use Phase::*;
     use Place::*;
     let p = arch.parameters() as f64;
+    let copies = needs.copies.max(1) as f64;
     let mut out = Vec::new();
     let mut add = |name: &str, bytes: f64, place: Place, phase: Phase| {
         if bytes > 0.0 {
@@ -122,11 +148,16 @@ pub fn parts(needs: &Needs, arch: &Arch, target: Target) -> Vec<Part> {
         }
     };
     add("process (binary, tokenizer, data, allocator; measured)", PROCESS_BYTES, Host, Resident);
-    // The trained parameters: all of them, or the adapters over a frozen base.
+    // The trained parameters: all of them, the adapters over a frozen base, or none.
+    let what = if copies > 1.0 { format!("{copies} models' weights") } else { "policy weights".to_string() };
     let trained = match (needs.trainable, arch) {
         (Trainable::Full, _) => {
-            add("policy weights (f32)", 4.0 * p, Device, Resident);
-            p
+            add(&format!("{what} (f32)"), 4.0 * copies * p, Device, Resident);
+            copies * p
+        }
+        (Trainable::Frozen, _) => {
+            add(&format!("weights ({}, not trained)", dtype_name(target.lora_base_bytes)), target.lora_base_bytes * p, Device, Resident);
+            0.0
         }
         (Trainable::Lora { rank }, Arch::Decoder(c)) => {
             let l = lora_parameters(c, rank) as f64;
@@ -154,17 +185,20 @@ pub fn parts(needs: &Needs, arch: &Arch, target: Target) -> Vec<Part> {
         add("frozen reference (f32)", 4.0 * p, Device, Resident);
     }
     let (b, s) = (needs.micro_batch, needs.seq);
+    let training = needs.trainable != Trainable::Frozen && b * s > 0;
     match arch {
         Arch::Decoder(c) => {
             let copies = logit_copies(target.gpu);
             let act = train_activation_elements_with(c, b, s, copies);
             let logits = copies * (b * s * c.vocab_size) as f64;
             let act_bytes = match needs.trainable {
-                Trainable::Full => 4.0,
+                Trainable::Full | Trainable::Frozen => 4.0,
                 Trainable::Lora { .. } => target.lora_base_bytes,
             };
-            add(&format!("activations, micro-batch {b} × {s} tokens"), act_bytes * (act - logits), Device, Train);
-            add(&format!("logits and log-softmax copies ({copies}× B·S·V f32)"), 4.0 * logits, Device, Train);
+            if training {
+                add(&format!("activations, micro-batch {b} × {s} tokens"), act_bytes * (act - logits), Device, Train);
+                add(&format!("logits and log-softmax copies ({copies}× B·S·V f32)"), 4.0 * logits, Device, Train);
+            }
             if needs.critic {
                 add("critic weights (f32)", 4.0 * p, Device, Resident);
                 add("critic gradients (f32)", 4.0 * p, Device, Train);
@@ -172,21 +206,61 @@ pub fn parts(needs: &Needs, arch: &Arch, target: Target) -> Vec<Part> {
                 add("critic activations", 4.0 * (act - logits), Device, Train);
             }
             if let Some((rows, ctx)) = needs.generate {
-                // K and V per layer in the weights' dtype (f32 for RL), all rows at once.
+                // K and V per layer in the weights' dtype (f32 when trained), all rows at once.
                 let w = match needs.trainable {
                     Trainable::Full => 4.0,
-                    Trainable::Lora { .. } => target.lora_base_bytes,
+                    Trainable::Lora { .. } | Trainable::Frozen => target.lora_base_bytes,
                 };
                 let kv = 2.0 * (c.num_hidden_layers * c.num_key_value_heads * c.head_dim) as f64 * (rows * ctx) as f64 * w;
                 add(&format!("KV cache, {rows} rows × {ctx} tokens"), kv, Device, Sample);
+                if !target.gpu {
+                    // The cache doubles as it fills (up to its last position); on the CPU the
+                    // heap keeps the buffers it outgrew (`malloc_tuning`): about one more cache
+                    // when the rows run to the end (measured: eval at the small shape).
+                    add("KV buffers outgrown while the cache doubled (kept by the heap)", kv, Device, Sample);
+                }
                 add("sampling logits (f32, rows × V, two copies)", 8.0 * (rows * c.vocab_size) as f64, Device, Sample);
             }
         }
         Arch::Encoder(c) => {
-            add(&format!("activations, micro-batch {b} × {s} tokens"), 4.0 * encoder_activation_elements(c, b, s), Device, Train);
+            if training {
+                let act = encoder_activation_elements(c, b, s, !needs.no_token_head);
+                add(&format!("activations, micro-batch {b} × {s} tokens"), 4.0 * act, Device, Train);
+            }
         }
     }
+    if let Some((rows, len)) = needs.forward {
+        // 0: rows as long as the model takes, at most 1024 tokens (the text evaluation's window).
+        let len = if len == 0 { arch.context().min(1024) } else { len };
+        // A forward without backward, while nothing trains: the sampling phase's slot.
+        add(&format!("forward without backward, {rows} rows × {len} tokens (f32)"), 4.0 * inference_forward_elements(arch, rows, len), Device, Sample);
+    }
     out
+}
+
+/// Sizes for `retort model info`'s three estimates.
+#[derive(Clone, Copy, Debug)]
+pub struct InfoShape {
+    pub infer_batch: usize,
+    pub context: usize,
+    pub train_batch: usize,
+    pub train_seq: usize,
+}
+
+/// `retort model info`'s estimates, the same arithmetic as a stage's: inference (the weights
+/// in the run's dtype, a KV cache of `infer_batch` rows × `context` tokens), a full fine-tune
+/// with AdamW in f32 and LoRA r = 16 on all projections (micro-batch `train_batch` ×
+/// `train_seq`, one micro-batch a step). Each: a title and its parts.
+pub fn model_info(cfg: &ModelConfig, shape: InfoShape, target: Target) -> Vec<(String, Vec<Part>)> {
+    let arch = Arch::Decoder(cfg.clone());
+    let model = String::new();
+    let infer = Needs { model: model.clone(), trainable: Trainable::Frozen, generate: Some((shape.infer_batch, shape.context)), ..Default::default() };
+    let train = |trainable| Needs { model: model.clone(), trainable, micro_batch: shape.train_batch, seq: shape.train_seq, ..Default::default() };
+    vec![
+        (format!("inference (batch {} × context {})", shape.infer_batch, shape.context), parts(&infer, &arch, target)),
+        (format!("full fine-tuning, AdamW f32 (batch {} × seq {})", shape.train_batch, shape.train_seq), parts(&train(Trainable::Full), &arch, target)),
+        (format!("LoRA r=16, all projections (batch {} × seq {})", shape.train_batch, shape.train_seq), parts(&train(Trainable::Lora { rank: 16 }), &arch, target)),
+    ]
 }
 
 fn dtype_name(bytes: f64) -> &'static str {

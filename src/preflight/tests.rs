@@ -25,7 +25,7 @@ fn part(c: &StageCheck, name: &str) -> f64 {
 fn the_7b_flowrl_preset_is_refused_on_an_80_gb_card_with_hand_computed_figures() {
     let profile = Profile::load("flowrl-qwen2.5-7b").unwrap();
     let checks = check(&profile, &gpu(80.0));
-    assert_eq!(checks.len(), 1);
+    assert_eq!(checks.iter().map(|c| c.kind).collect::<Vec<_>>(), ["rl", "eval"]);
     let c = &checks[0];
     assert_eq!(c.model.as_ref().unwrap().0 as f64, QWEN7B);
     // f32 policy, its gradients and the frozen f32 reference: 4 bytes a parameter each.
@@ -60,8 +60,8 @@ fn the_single_gpu_variants_fit_their_cards() {
     ] {
         let profile = Profile::load(name).unwrap();
         let checks = check(&profile, &gpu(gib));
-        assert_eq!(checks.len(), 1, "{name}");
-        assert!(checks[0].fits(), "{name}:\n{}", render(&checks, &gpu(gib)));
+        assert_eq!(checks.iter().map(|c| c.kind).collect::<Vec<_>>(), ["rl", "eval"], "{name}");
+        assert!(checks.iter().all(StageCheck::fits), "{name}:\n{}", render(&checks, &gpu(gib)));
         assert!(refusal(&checks, &gpu(gib)).is_none());
         // ... and each fills its card: the next size down would not do.
         assert!(!check(&profile, &gpu(gib * 0.6))[0].fits(), "{name} should not fit {} GiB", gib * 0.6);
@@ -79,16 +79,114 @@ fn every_paper_scale_preset_states_its_gpu() {
 }
 
 #[test]
-fn every_training_stage_of_every_preset_is_sized() {
-    // Paper-scale presets name known hub models; tiny ones built-in shapes. The encoder-tiny
-    // of diffusion-ood-tiny is sized only once its corpus is read.
+fn every_training_and_eval_stage_of_every_preset_is_sized() {
+    // Paper-scale presets name known hub models; tiny ones built-in shapes (an encoder-tiny
+    // with an assumed vocabulary while its corpus is not made yet).
+    use crate::stages::KINDS;
+    let sized = ["sft", "rl", "denoise", "retrieve", "eval", "prompt-score", "uprise-eval"];
     for (name, text) in PRESETS {
         let p = Profile::parse(text, name).unwrap();
-        for c in check(&p, &gpu(80.0)) {
-            if let Err(why) = &c.model {
-                assert!(why.contains("vocabulary"), "{name} stage {}: {why}", c.stage);
-            }
+        let checks = check(&p, &gpu(80.0));
+        for c in &checks {
+            assert!(c.model.is_ok(), "{name} stage {}: {:?}", c.stage, c.model);
         }
+        // No stage of those kinds is left out.
+        for s in p.stages.iter().filter(|s| sized.contains(&s.kind)) {
+            assert!(checks.iter().any(|c| c.stage == s.name), "{name}: stage {} ({}) not sized", s.name, s.kind);
+        }
+    }
+    assert!(sized.iter().all(|k| KINDS.iter().any(|s| s.kind == *k)));
+}
+
+/// A stage's key as its profile table has it.
+fn key(p: &Profile, stage: &str, key: &str) -> usize {
+    let s = p.stages.iter().find(|s| s.name == stage).unwrap();
+    s.config.to_table()[key].as_integer().unwrap_or_else(|| panic!("{stage}.{key}")) as usize
+}
+
+#[test]
+fn the_eval_stage_is_sized_by_its_sampling_kv_cache() {
+    let p = Profile::load("flowrl-vs-grpo-tiny").unwrap();
+    let checks = check(&p, &cpu(8.0));
+    let c = checks.iter().find(|c| c.kind == "eval").unwrap();
+    // The tiny preset: 4 layers, 2 kv heads, head_dim 32; `batch_size` rows at once of a
+    // 64-token prompt (the built-in task's assumption) + max_new_tokens, f32 on the CPU.
+    let (rows, ctx) = (key(&p, "eval", "batch_size"), 64 + key(&p, "eval", "max_new_tokens"));
+    assert_eq!(part(c, "KV cache"), (2 * 4 * 2 * 32 * rows * ctx * 4) as f64);
+    assert_eq!(part(c, &format!("KV cache, {rows} rows × {ctx} tokens")), part(c, "KV cache"));
+    let params = c.model.as_ref().unwrap().0 as f64;
+    assert_eq!(part(c, "weights (f32, not trained)"), 4.0 * params);
+    // Nothing trains: no gradients, no AdamW.
+    assert!(c.parts.iter().all(|p| !p.name.contains("gradients") && !p.name.contains("AdamW")), "{:?}", c.parts);
+}
+
+#[test]
+fn the_retriever_trains_two_encoders_over_each_querys_contexts() {
+    let p = Profile::load("uprise-tiny").unwrap();
+    let checks = check(&p, &cpu(8.0));
+    let c = checks.iter().find(|c| c.kind == "retrieve").unwrap();
+    // The encoder-tiny, before its corpus is made: hidden 64, 2 layers, intermediate 256,
+    // vocabulary 5 specials + the assumed words, positions context + 2, one token type.
+    let (h, i, v, pos) = (64, 256, 5 + resolve::ENCODER_TINY_WORDS, 64 + 2);
+    let layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h;
+    let embeddings = v * h + pos * h + h + 2 * h;
+    let mlm_head = h * h + h + 2 * h + v;
+    let params = (embeddings + 2 * layer + mlm_head) as f64;
+    assert_eq!(c.model.as_ref().unwrap().0 as f64, params);
+    assert!(c.model.as_ref().unwrap().1.contains("assumed"), "{:?}", c.model);
+    assert_eq!(part(c, "2 models' weights (f32)"), 8.0 * params);
+    assert_eq!(part(c, "AdamW moments"), 16.0 * params);
+    // A micro-batch of `batch_size` queries, each with its positive, B hard and B other-task
+    // negatives (B = the prompt-score stage's `negatives`).
+    let rows = key(&p, "retrieve", "batch_size") * (2 + 2 * key(&p, "score", "negatives"));
+    let seq = key(&p, "retrieve", "max_len");
+    assert!(c.parts.iter().any(|p| p.name == format!("activations, micro-batch {rows} × {seq} tokens")), "{:?}", c.parts);
+}
+
+#[test]
+fn an_encoder_tiny_over_an_existing_corpus_counts_its_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.jsonl");
+    // Twice-seen words: chop, the, `,`, then, stir: 5 words + 5 specials.
+    std::fs::write(&corpus, "{\"text\": \"Chop the onions, then stir.\"}\n{\"text\": \"chop the garlic, then stir!\"}\n").unwrap();
+    let text = format!(
+        "[run]\nname = \"t\"\n\n[[stage]]\nkind = \"model-init\"\nname = \"init\"\npreset = \"encoder-tiny\"\ncorpus = \"{}\"\ncontext = 32\n\n\
+         [[stage]]\nkind = \"denoise\"\nname = \"mlm\"\nobjective = \"mlm\"\nmodel = \"@init\"\nsteps = 1\nbatch_size = 2\nmax_len = 32\n\n[stage.data]\ntrain = \"{}\"\n",
+        corpus.display(),
+        corpus.display()
+    );
+    let p = Profile::parse(&text, "t").unwrap();
+    let checks = check(&p, &cpu(8.0));
+    let (n, from) = checks[0].model.as_ref().unwrap();
+    assert!(from.contains("5 words"), "{from}");
+    let cfg = crate::model::encoder::tiny::tiny_config(5, crate::model::encoder::tiny::TinyEncoderShape { max_tokens: 32, ..Default::default() });
+    assert_eq!(*n, plan::Arch::Encoder(cfg).parameters());
+}
+
+#[test]
+fn model_info_is_the_preflight_arithmetic() {
+    let cfg = crate::model::ModelConfig::preset("tiny", 99).unwrap();
+    let p = cfg.num_parameters() as f64;
+    let target = Target { gpu: false, lora_base_bytes: 4.0 };
+    let shape = plan::InfoShape { infer_batch: 2, context: 100, train_batch: 8, train_seq: 128 };
+    let info = plan::model_info(&cfg, shape, target);
+    let find = |i: usize, name: &str| info[i].1.iter().find(|p| p.name.starts_with(name)).unwrap().bytes;
+    // KV: 2 · 4 layers · 2 kv heads · 32 head_dim · 2 rows · 100 tokens · 4 bytes.
+    assert_eq!(find(0, "KV cache"), (2 * 4 * 2 * 32 * 2 * 100 * 4) as f64);
+    assert_eq!(find(0, "weights"), 4.0 * p);
+    // Full: weights, gradients 4P each, AdamW 8P; one micro-batch a step, so no accumulator.
+    assert_eq!(find(1, "policy weights") + find(1, "gradients") + find(1, "AdamW"), 16.0 * p);
+    assert!(info[1].1.iter().all(|p| !p.name.contains("accumulator")));
+    assert_eq!(find(2, "LoRA r=16 adapters"), 4.0 * crate::model::estimate::lora_parameters(&cfg, 16) as f64);
+    assert!(plan::peak(&info[2].1, None) < plan::peak(&info[1].1, None));
+}
+
+fn cpu(gib: f64) -> Budget {
+    Budget {
+        target: Target { gpu: false, lora_base_bytes: 4.0 },
+        device_name: "cpu".into(),
+        device: None,
+        host: Some(Memory { bytes: gib * GIB, source: "test".into() }),
     }
 }
 
@@ -118,14 +216,8 @@ fn z_head_parameters_by_hand() {
 #[test]
 fn a_tiny_run_fits_a_laptop_and_not_a_thimble() {
     let profile = Profile::load("flowrl-tiny").unwrap();
-    let cpu = |gib: f64| Budget {
-        target: Target { gpu: false, lora_base_bytes: 4.0 },
-        device_name: "cpu".into(),
-        device: None,
-        host: Some(Memory { bytes: gib * GIB, source: "test".into() }),
-    };
     let checks = check(&profile, &cpu(8.0));
-    assert_eq!(checks.iter().map(|c| c.stage.as_str()).collect::<Vec<_>>(), ["sft", "flowrl"]);
+    assert_eq!(checks.iter().map(|c| c.stage.as_str()).collect::<Vec<_>>(), ["sft", "flowrl", "eval"]);
     assert!(checks.iter().all(|c| c.fits()));
     // The rl stage's model is `@sft`, whose model is `@init`, the tiny preset.
     assert!(checks[1].model.as_ref().unwrap().1.contains("preset `tiny`"));

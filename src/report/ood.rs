@@ -7,7 +7,7 @@
 //! - `ood_hist-<stage>-<model>-t<t>.png`: the score histograms of each set at each t,
 //!   overlaid, from the stage's `scores-<model>.jsonl`.
 
-use super::{bar_chart, line_chart, safe_name, Bars, Chart, Series, StageView};
+use super::{bar_chart, line_chart, safe_name, Bars, Chart, Palette, Series, StageView};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +15,7 @@ use std::path::Path;
 /// Histogram bins for the score plots.
 const BINS: usize = 30;
 
-pub(super) fn plots(run_dir: &Path, stages: &[(String, StageView)], out_dir: &Path, images: &mut Vec<(String, String)>) -> Result<()> {
+pub(super) fn plots(run_dir: &Path, stages: &[(String, StageView)], out_dir: &Path, palette: &Palette, images: &mut Vec<(String, String)>) -> Result<()> {
     for (stage, view) in stages {
         match view.kind.as_str() {
             "denoise" => {
@@ -29,7 +29,7 @@ pub(super) fn plots(run_dir: &Path, stages: &[(String, StageView)], out_dir: &Pa
                 }
                 let file = format!("recon-{}.png", safe_name(stage));
                 let title = format!("held-out reconstruction loss vs step ({stage})");
-                line_chart(&out_dir.join(&file), &Chart { title: &title, x_label: "step", y_label: "L_round", series: &series, log2_x: false })?;
+                line_chart(&out_dir.join(&file), &Chart { title: &title, x_label: "step", y_label: "L_round", series: &series, log2_x: false, palette })?;
                 images.push((title, file));
             }
             "eval" => {
@@ -58,7 +58,7 @@ pub(super) fn plots(run_dir: &Path, stages: &[(String, StageView)], out_dir: &Pa
                 if !recon_series.is_empty() {
                     let file = format!("recon_t-{}.png", safe_name(stage));
                     let title = format!("mean reconstruction loss vs t ({stage})");
-                    line_chart(&out_dir.join(&file), &Chart { title: &title, x_label: "t", y_label: "L_round", series: &recon_series, log2_x: false })?;
+                    line_chart(&out_dir.join(&file), &Chart { title: &title, x_label: "t", y_label: "L_round", series: &recon_series, log2_x: false, palette })?;
                     images.push((title, file));
                 }
             }

@@ -228,17 +228,24 @@ pub fn markdown(runs_dir: Option<&Path>) -> String {
 
 /// The matrix for a terminal: one block per paper.
 pub fn text(runs_dir: &Path) -> String {
-    let mut s = String::new();
-    for p in PAPERS {
-        s += &format!("{:<14} [{}] {}\n", p.key, p.verdict.as_str(), p.title);
-        s += &format!("  tiny          {}\n", if p.tiny.is_empty() { "-".to_string() } else { p.tiny.join(", ") });
-        s += &format!("  paper scale   {}\n", if p.paper_scale.is_empty() { "-".to_string() } else { p.paper_scale.join(", ") });
-        s += &format!("  paper         {}\n", p.headline);
-        s += &format!("  recorded      {}\n", p.recorded);
-        s += &format!("  latest run    {}\n", latest(p, Some(runs_dir)));
-        s += &format!("  status        {}: {}\n\n", p.verdict.as_str(), p.reason);
-    }
+    PAPERS.iter().map(|p| block(p, runs_dir) + "\n").collect()
+}
+
+/// One paper's block of [`text`] (`retort report` puts it beside a run's final table).
+pub fn block(p: &Paper, runs_dir: &Path) -> String {
+    let mut s = format!("{:<14} [{}] {}\n", p.key, p.verdict.as_str(), p.title);
+    s += &format!("  tiny          {}\n", if p.tiny.is_empty() { "-".to_string() } else { p.tiny.join(", ") });
+    s += &format!("  paper scale   {}\n", if p.paper_scale.is_empty() { "-".to_string() } else { p.paper_scale.join(", ") });
+    s += &format!("  paper         {}\n", p.headline);
+    s += &format!("  recorded      {}\n", p.recorded);
+    s += &format!("  latest run    {}\n", latest(p, Some(runs_dir)));
+    s += &format!("  status        {}: {}\n", p.verdict.as_str(), p.reason);
     s
+}
+
+/// The papers whose tiny or paper-scale presets include `profile`.
+pub fn of_preset(profile: &str) -> impl Iterator<Item = &'static Paper> + '_ {
+    PAPERS.iter().filter(move |p| p.tiny.contains(&profile) || p.paper_scale.contains(&profile))
 }
 
 #[cfg(test)]

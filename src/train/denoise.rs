@@ -245,6 +245,7 @@ impl StageConfig for DenoiseStage {
                 format!("lower `batch_size` (now {}) and raise `grad_accum` (now {}) to keep the step", self.batch_size, self.grad_accum),
                 format!("shorter rows: `max_len` (now {})", self.max_len),
             ],
+            ..Default::default()
         })
     }
 

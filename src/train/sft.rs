@@ -294,6 +294,7 @@ impl StageConfig for SftStage {
             generate: None,
             assumption: None,
             knobs,
+            ..Default::default()
         })
     }
 

@@ -101,6 +101,18 @@ impl StageConfig for UpriseEvalStage {
         Some(Artifact::Results)
     }
 
+    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+        // The frozen decoder scores batches of option rows of at most `n_tokens` tokens (the
+        // retriever's encoders are small beside it and not counted).
+        Some(crate::preflight::needs::Needs {
+            model: self.model.clone(),
+            trainable: crate::preflight::needs::Trainable::Frozen,
+            forward: Some((self.batch_size, self.n_tokens)),
+            knobs: vec![format!("lower `batch_size` (now {}) or `n_tokens` (now {})", self.batch_size, self.n_tokens)],
+            ..Default::default()
+        })
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         for m in &self.methods {
             if !METHODS.contains(&m.as_str()) {

@@ -123,6 +123,22 @@ impl StageConfig for PromptScoreStage {
         Some(Artifact::Text)
     }
 
+    fn contexts_per_example(&self) -> Option<usize> {
+        // The positive, B hard negatives and B other-task negatives.
+        Some(1 + 2 * self.negatives)
+    }
+
+    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+        // The frozen decoder scores option rows (demonstration + input + option) up to its context.
+        Some(crate::preflight::needs::Needs {
+            model: self.model.clone(),
+            trainable: crate::preflight::needs::Trainable::Frozen,
+            forward: Some((self.batch_size, 0)),
+            knobs: vec![format!("lower `batch_size` (now {}): option rows per forward", self.batch_size)],
+            ..Default::default()
+        })
+    }
+
     fn preflight(&self) -> Result<()> {
         for (key, f) in [("train", &self.train), ("test", &self.test)] {
             if !f.starts_with('@') {

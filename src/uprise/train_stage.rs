@@ -138,6 +138,25 @@ impl StageConfig for RetrieveStage {
         Ok(())
     }
 
+    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+        // Two encoders trained as independent copies (when the prompt encoder starts from
+        // other weights, the query encoder's shape is assumed for both), one optimizer over both.
+        Some(crate::preflight::needs::Needs {
+            model: self.query_encoder.clone(),
+            copies: 2,
+            micro_batch: self.batch_size,
+            seq: self.max_len,
+            no_token_head: true,
+            contexts_from: Some(self.data.clone()),
+            knobs: vec![
+                format!("lower `batch_size` (now {}): each query brings its positive and negatives", self.batch_size),
+                format!("shorter rows: `max_len` (now {})", self.max_len),
+                "fewer negatives per query (`negatives` of the prompt-score stage)".into(),
+            ],
+            ..Default::default()
+        })
+    }
+
     fn total_units(&self) -> (Option<u64>, &'static str) {
         (Some(self.steps), "step")
     }

@@ -79,9 +79,9 @@ fn tokenizer_json(vocab: &[String]) -> serde_json::Value {
     })
 }
 
-/// Writes `out/{config.json, model.safetensors, tokenizer.json, tokenizer_config.json}`: the
-/// vocabulary is every word of the `{"text"}` rows of `corpus` seen at least twice.
-pub fn init_tiny_encoder(out: &Path, corpus: &Path, shape: TinyEncoderShape, seed: u64) -> Result<EncoderConfig> {
+/// The vocabulary of a tiny encoder built from `corpus`: every word of its `{"text"}` rows
+/// seen at least twice (the specials apart), sorted.
+pub fn vocabulary(corpus: &Path) -> Result<Vec<String>> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for item in crate::text::jsonl::open(corpus)? {
         let (line, raw) = item?;
@@ -91,16 +91,14 @@ pub fn init_tiny_encoder(out: &Path, corpus: &Path, shape: TinyEncoderShape, see
             *counts.entry(w).or_default() += 1;
         }
     }
-    let vocab: Vec<String> = counts.into_iter().filter(|(w, n)| *n >= 2 && !SPECIALS.contains(&w.as_str())).map(|(w, _)| w).collect();
-    if vocab.is_empty() {
-        bail!("{}: no word occurs twice; the tiny encoder needs a corpus to build its vocabulary", corpus.display());
-    }
-    if shape.heads == 0 || !shape.hidden.is_multiple_of(shape.heads) {
-        bail!("the hidden size {} must be a multiple of the {} heads", shape.hidden, shape.heads);
-    }
-    let config = EncoderConfig {
+    Ok(counts.into_iter().filter(|(w, n)| *n >= 2 && !SPECIALS.contains(&w.as_str())).map(|(w, _)| w).collect())
+}
+
+/// The config of a tiny encoder of `shape` over `words` vocabulary words (the specials added).
+pub fn tiny_config(words: usize, shape: TinyEncoderShape) -> EncoderConfig {
+    EncoderConfig {
         model_type: EncoderType::Roberta,
-        vocab_size: SPECIALS.len() + vocab.len(),
+        vocab_size: SPECIALS.len() + words,
         hidden_size: shape.hidden,
         num_hidden_layers: shape.layers,
         num_attention_heads: shape.heads,
@@ -113,7 +111,20 @@ pub fn init_tiny_encoder(out: &Path, corpus: &Path, shape: TinyEncoderShape, see
         pad_token_id: 1,
         tie_word_embeddings: true,
         architecture: Some("RobertaForMaskedLM".into()),
-    };
+    }
+}
+
+/// Writes `out/{config.json, model.safetensors, tokenizer.json, tokenizer_config.json}`: the
+/// vocabulary is every word of the `{"text"}` rows of `corpus` seen at least twice.
+pub fn init_tiny_encoder(out: &Path, corpus: &Path, shape: TinyEncoderShape, seed: u64) -> Result<EncoderConfig> {
+    let vocab = vocabulary(corpus)?;
+    if vocab.is_empty() {
+        bail!("{}: no word occurs twice; the tiny encoder needs a corpus to build its vocabulary", corpus.display());
+    }
+    if shape.heads == 0 || !shape.hidden.is_multiple_of(shape.heads) {
+        bail!("the hidden size {} must be a multiple of the {} heads", shape.hidden, shape.heads);
+    }
+    let config = tiny_config(vocab.len(), shape);
     let model = EncoderModel::init_random(&config, seed, &candle_core::Device::Cpu)?;
     let existed = out.exists();
     let written = (|| -> Result<()> {

@@ -415,6 +415,7 @@ impl RlStage {
             generate: Some((rows, ctx)),
             assumption: Some(assumption),
             knobs,
+            ..Default::default()
         }
     }
 
