@@ -9,6 +9,7 @@
 //! [`grade`]: n samples per problem of a problem set, decoded and verified (the loop the
 //! eval, sft and rl stages share).
 
+mod batched;
 pub mod grade;
 pub mod tools;
 
@@ -33,11 +34,17 @@ pub struct SamplingParams {
     pub max_new_tokens: usize,
     /// Tokens that end a row (typically the config's eos ids); the stop token is kept.
     pub stop_token_ids: Vec<u32>,
+    /// Stop tokens are not drawn before this many new tokens (transformers' `min_new_tokens`);
+    /// the reported log-probs and entropies stay those of the full distribution.
+    pub min_new_tokens: usize,
+    /// Rows decoded at once (0: all). With fewer slots than rows, a finished row's slot takes
+    /// the next row (continuous batching on the CPU decoder); the output is the same.
+    pub max_batch_rows: usize,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, greedy: false, max_new_tokens: 64, stop_token_ids: vec![] }
+        SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, greedy: false, max_new_tokens: 64, stop_token_ids: vec![], min_new_tokens: 0, max_batch_rows: 0 }
     }
 }
 
@@ -87,25 +94,27 @@ impl Distribution {
         self.lse - self.z.iter().map(|&v| (v - self.lse).exp() * v).sum::<f64>()
     }
 
-    /// First index of the largest logit (ties go to the lowest id, like torch.argmax).
-    fn argmax(&self) -> usize {
-        let mut best = 0;
+    /// First index of the largest logit not in `exclude` (ties go to the lowest id, like
+    /// torch.argmax).
+    fn argmax(&self, exclude: &[u32]) -> usize {
+        let mut best: Option<usize> = None;
         for (i, &v) in self.z.iter().enumerate() {
-            if v > self.z[best] {
-                best = i;
+            if !exclude.contains(&(i as u32)) && best.is_none_or(|b| v > self.z[b]) {
+                best = Some(i);
             }
         }
-        best
+        best.unwrap_or(0)
     }
 
-    /// Draws from the distribution restricted by top-k then top-p and renormalised, with `u`
-    /// a uniform draw in [0, 1).
-    fn sample(&self, top_k: usize, top_p: f64, u: f64) -> usize {
+    /// Draws from the distribution without the `exclude` tokens, restricted by top-k then
+    /// top-p and renormalised, with `u` a uniform draw in [0, 1).
+    fn sample(&self, top_k: usize, top_p: f64, u: f64, exclude: &[u32]) -> usize {
         let probs: Vec<f64> = self.z.iter().map(|&v| (v - self.lse).exp()).collect();
+        let allowed = |i: &usize| !exclude.contains(&(*i as u32));
         let candidates: Vec<usize> = if top_k == 0 && top_p >= 1.0 {
-            (0..probs.len()).collect()
+            (0..probs.len()).filter(allowed).collect()
         } else {
-            let mut order: Vec<usize> = (0..probs.len()).collect();
+            let mut order: Vec<usize> = (0..probs.len()).filter(allowed).collect();
             // Stable sort: equal probabilities keep id order, so the result is reproducible.
             order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
             if top_k > 0 {
@@ -138,14 +147,15 @@ impl Distribution {
 }
 
 /// The token, its log-prob and the entropy for each row with logits and a draw (None: the
-/// row is not sampled this step; `Some(None)`: greedy; `Some(Some(u))`: sample with u).
-fn pick_tokens(logits: &[Option<&[f32]>], draws: &[Option<Option<f64>>], params: &SamplingParams, t: f64) -> Vec<Option<(usize, f32, f32)>> {
-    let pick = |(row_logits, draw): (&Option<&[f32]>, &Option<Option<f64>>)| -> Option<(usize, f32, f32)> {
+/// row is not sampled this step; `Some(None)`: greedy; `Some(Some(u))`: sample with u), with
+/// the row's tokens that may not be drawn.
+fn pick_tokens(logits: &[Option<&[f32]>], draws: &[(Option<Option<f64>>, &[u32])], params: &SamplingParams, t: f64) -> Vec<Option<(usize, f32, f32)>> {
+    let pick = |(row_logits, (draw, exclude)): (&Option<&[f32]>, &(Option<Option<f64>>, &[u32]))| -> Option<(usize, f32, f32)> {
         let (row_logits, draw) = ((*row_logits)?, (*draw)?);
         let dist = Distribution::new(row_logits, t);
         let token = match draw {
-            Some(u) => dist.sample(params.top_k, params.top_p, u),
-            None => dist.argmax(),
+            Some(u) => dist.sample(params.top_k, params.top_p, u, exclude),
+            None => dist.argmax(exclude),
         };
         Some((token, dist.logp(token) as f32, dist.entropy() as f32))
     };
@@ -192,9 +202,29 @@ fn validate(params: &SamplingParams, prompts: &[Vec<u32>], vocab: usize) -> Resu
     Ok(())
 }
 
+/// One random stream per row, from one draw of `rng`: a row's tokens then depend on its own
+/// draws only, whichever rows share its batch or slot (so continuous batching and the
+/// rectangular batch give the same text).
+fn row_streams(rng: &mut Rng, rows: usize) -> Vec<Rng> {
+    let base = rng.next_u64();
+    (0..rows).map(|r| Rng::derive(base, &format!("row/{r}"))).collect()
+}
+
+/// Stop tokens a row may not draw yet (`min_new_tokens`).
+fn excluded<'p>(params: &'p SamplingParams, generated: usize) -> &'p [u32] {
+    if generated < params.min_new_tokens {
+        &params.stop_token_ids
+    } else {
+        &[]
+    }
+}
+
 /// Continues each prompt until a stop token, `stop(tokens_so_far)` returning true, or
-/// `max_new_tokens`. Prompts are left-padded into one batch; rows that finish early stop
-/// recording while the others continue. The same `rng` state gives the same output.
+/// `max_new_tokens`. The same `rng` state gives the same output: each row draws from its own
+/// stream. f32 weights on the CPU decode through the batch decoder (`model::decode_batch`,
+/// continuous batching, fused head and sampler); other devices and dtypes, and LoRA
+/// adapters, through the rectangular tensor path ([`generate_static`]), which gives the same
+/// tokens and log-probs up to float rounding.
 pub fn generate(
     decoder: &Decoder,
     prompts: &[Vec<u32>],
@@ -204,6 +234,24 @@ pub fn generate(
 ) -> Result<Vec<Completion>> {
     validate(params, prompts, decoder.vocab_size())?;
     check_context(decoder, prompts, params)?;
+    let mut rngs = row_streams(rng, prompts.len());
+    if params.max_new_tokens > 0 {
+        if let Some(out) = batched::generate_batched(decoder, prompts, params, &mut rngs, stop)? {
+            return Ok(out);
+        }
+    }
+    generate_static(decoder, prompts, params, &mut rngs, stop)
+}
+
+/// The rectangular tensor path: prompts left-padded into one batch, rows that finish early
+/// stop recording while the others continue; one stream per row in `rngs`.
+pub(crate) fn generate_static(
+    decoder: &Decoder,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    rngs: &mut [Rng],
+    stop: Option<StopCheck>,
+) -> Result<Vec<Completion>> {
     let model = decoder.detached();
     let device = model.device().clone();
     let batch = prompts.len();
@@ -244,12 +292,12 @@ pub fn generate(
             model.logits(&hidden)?.squeeze(1)?.to_vec2::<f32>()?
         };
 
-        // One uniform draw per live row, in row order (the stream is the same as drawing inside
-        // the loop); then the rows' softmax work, which at a 152k vocabulary is a few ms per
+        // One uniform draw per live row from its own stream; then the rows' softmax work, which at a 152k vocabulary is a few ms per
         // row, runs in parallel. Per row: None when finished, Some(None) for greedy,
         // Some(Some(u)) to sample with u.
-        let draws: Vec<Option<Option<f64>>> =
-            (0..batch).map(|row| (!done[row]).then(|| (!params.greedy).then(|| rng.f64()))).collect();
+        let draws: Vec<(Option<Option<f64>>, &[u32])> = (0..batch)
+            .map(|row| ((!done[row]).then(|| (!params.greedy).then(|| rngs[row].f64())), excluded(params, out[row].tokens.len())))
+            .collect();
         let rows: Vec<Option<&[f32]>> = logits.iter().map(|l| Some(l.as_slice())).collect();
         let picks = pick_tokens(&rows, &draws, params, t);
         let mut next = vec![0u32; batch];
@@ -290,7 +338,8 @@ mod tests {
         assert!((d.logp(2) - 0.5f64.ln()).abs() < 1e-7);
         let h = -(1.0 / 6.0 * (1.0f64 / 6.0).ln() + 2.0 / 6.0 * (2.0f64 / 6.0).ln() + 0.5 * 0.5f64.ln());
         assert!((d.entropy() - h).abs() < 1e-7);
-        assert_eq!(d.argmax(), 2);
+        assert_eq!(d.argmax(&[]), 2);
+        assert_eq!(d.argmax(&[2]), 1, "an excluded token is never the argmax");
     }
 
     #[test]
@@ -301,20 +350,20 @@ mod tests {
         let mut rng = Rng::new(1);
         let mut counts = [0usize; 4];
         for _ in 0..4000 {
-            counts[d.sample(2, 1.0, rng.f64())] += 1;
+            counts[d.sample(2, 1.0, rng.f64(), &[])] += 1;
         }
         assert_eq!(counts[0] + counts[1], 0, "top_k=2 keeps ids 3 and 2: {counts:?}");
         // 0.4/0.7 of draws should be id 3.
         assert!((counts[3] as f64 / 4000.0 - 0.4 / 0.7).abs() < 0.03, "{counts:?}");
         let mut counts = [0usize; 4];
         for _ in 0..4000 {
-            counts[d.sample(0, 0.65, rng.f64())] += 1;
+            counts[d.sample(0, 0.65, rng.f64(), &[])] += 1;
         }
         // 0.4 < 0.65 ≤ 0.4 + 0.3: nucleus is {3, 2}.
         assert_eq!(counts[0] + counts[1], 0, "{counts:?}");
         let mut counts = [0usize; 4];
         for _ in 0..8000 {
-            counts[d.sample(0, 1.0, rng.f64())] += 1;
+            counts[d.sample(0, 1.0, rng.f64(), &[])] += 1;
         }
         for (i, p) in [0.1, 0.2, 0.3, 0.4].iter().enumerate() {
             assert!((counts[i] as f64 / 8000.0 - p).abs() < 0.02, "{counts:?}");

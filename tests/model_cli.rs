@@ -41,6 +41,28 @@ fn tiny_parameters_by_hand() -> usize {
 }
 
 #[test]
+fn init_takes_a_custom_shape() {
+    // A llama-shaped model (no attention biases, untied head) counted by hand:
+    // vocabulary 200, hidden 64, 2 layers, 4 heads of 16, 2 kv heads, intermediate 96.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    let d = dir.to_str().unwrap();
+    let shape = ["--arch", "llama", "--hidden", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--intermediate", "96", "--vocab", "200", "--untied"];
+    ok(&[&["model", "init", "--preset", "tiny", "--out", d][..], &shape[..]].concat());
+    let model = Model::load(&dir, &candle_core::Device::Cpu, candle_core::DType::F32, false).unwrap();
+    let (v, h, kv, i) = (200, 64, 32, 96);
+    let layer = (h * h + 2 * kv * h + h * h) + 3 * h * i + 2 * h;
+    assert_eq!(model.config.num_parameters(), 2 * v * h + 2 * layer + h);
+    let c = &model.config;
+    assert_eq!((c.model_type.as_str(), c.head_dim, c.qkv_bias, c.tie_word_embeddings), ("llama", 16, false, false));
+    // Shapes that cannot be built are refused with the reason.
+    let e = err(&["model", "init", "--preset", "tiny", "--out", tmp.path().join("bad").to_str().unwrap(), "--heads", "3"]);
+    assert!(e.contains("multiple of --heads 3"), "{e}");
+    let e = err(&["model", "init", "--preset", "tiny", "--out", tmp.path().join("bad").to_str().unwrap(), "--kv-heads", "3"]);
+    assert!(e.contains("multiple of --kv-heads 3"), "{e}");
+}
+
+#[test]
 fn init_writes_a_loadable_folder_and_info_counts_its_parameters() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = init_tiny(&tmp.path().join("m"));

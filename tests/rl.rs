@@ -187,6 +187,39 @@ fn flowrl_and_ppo_run_and_log_their_metrics() {
     assert_eq!(m[2]["critic/values/mean"] != 0.0, rewarded, "{m:?}");
 }
 
+#[test]
+fn a_logged_reference_runs_every_ref_kl_every_steps_and_changes_nothing_else() {
+    // With kl_coef = 0 the reference only feeds `actor/ref_kl`: scoring it on fewer steps must
+    // leave every other metric of every step as it was, and the logged values where it runs.
+    let w = warm();
+    let go = |extra: &str| {
+        // Same stage name, so the same random streams (they derive from seed and name).
+        let run = tempfile::tempdir().unwrap();
+        let cfg = rl_cfg(&format!("algorithm = \"grpo\"\nlr = 3e-4\nsteps = 4\neval_problems = 4\n{extra}"));
+        let (out, events) = run_stage("rl", &cfg, run.path(), "rl", &w.outputs);
+        out.unwrap();
+        metrics(&events)
+    };
+    let every = go("ref_kl_every = 1\n");
+    let sparse = go("ref_kl_every = 3\n");
+    assert_eq!((every.len(), sparse.len()), (4, 4));
+    let logged: Vec<bool> = sparse.iter().map(|m| m.contains_key("actor/ref_kl")).collect();
+    assert_eq!(logged, [true, false, true, true], "steps 1, 3 (every 3rd) and 4 (the last)");
+    for (step, (a, b)) in every.iter().zip(&sparse).enumerate() {
+        assert!(a.contains_key("actor/ref_kl"));
+        for (k, v) in a {
+            if k.starts_with("timing/") || k == "tokens_per_s" || (k == "actor/ref_kl" && !logged[step]) {
+                continue;
+            }
+            assert_eq!(b.get(k), Some(v), "step {}: {k}", step + 1);
+        }
+    }
+    // A KL loss reads the reference on every step, whatever ref_kl_every says.
+    let kl = go("ref_kl_every = 3\nkl_coef = 0.01\n");
+    assert!(kl.iter().all(|m| m.contains_key("actor/ref_kl") && m.contains_key("actor/kl_loss")), "{kl:?}");
+    rejects(&rl_cfg("ref_kl_every = 0\n"), "ref_kl_every", &["at least 1"]);
+}
+
 fn file_bytes(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }

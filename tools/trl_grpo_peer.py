@@ -56,6 +56,9 @@ def main():
     ap.add_argument("--prompts", type=int, default=8, help="prompts per step")
     ap.add_argument("--n", type=int, default=8, help="completions per prompt")
     ap.add_argument("--max-new", type=int, default=24)
+    ap.add_argument("--min-new", type=int, default=0,
+                    help="no end-of-sequence before this many tokens (transformers' min_new_tokens); "
+                         "with --min-new = --max-new every completion has the full length (benches/rl_step.sh)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--beta", type=float, default=0.0,
                     help="KL coefficient; > 0 loads a reference model and scores every rollout with it")
@@ -104,6 +107,7 @@ def main():
         bf16=False,
         seed=0,
         dataloader_num_workers=0,
+        generation_kwargs={"min_new_tokens": args.min_new} if args.min_new > 0 else None,
     )
 
     times = []
@@ -164,7 +168,8 @@ def main():
     update = [t - gs for t, gs in zip(times, phase["generate_and_score"])][1:]
     ref = phase["reference"][1:]
     print(json.dumps({"trl_seconds_per_step_median": statistics.median(steady), "steps": len(times), "threads": args.threads,
-                      "prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new, "beta": args.beta,
+                      "prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new, "min_new_tokens": args.min_new, "beta": args.beta,
+                      "step_s": times,
                       "phase_median_s": {"generate": statistics.median(gen),
                                          "score_and_advantages": statistics.median(score) if score else None,
                                          "of_which_reference": statistics.median(ref) if ref else 0.0,

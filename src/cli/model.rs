@@ -36,6 +36,32 @@ pub struct InitArgs {
     /// Context length (max_position_embeddings) instead of the preset's (tiny 256, small 512).
     #[arg(long)]
     pub context: Option<usize>,
+    /// Architecture instead of the preset's qwen2: `llama` (no attention biases) or `qwen2`.
+    /// With the size flags below, a random model of any real model's shape for benchmarks,
+    /// e.g. SmolLM-135M: --preset small --arch llama --hidden 576 --layers 30 --heads 9
+    /// --kv-heads 3 --intermediate 1536 --vocab 49152.
+    #[arg(long, value_parser = ["llama", "qwen2"])]
+    pub arch: Option<String>,
+    /// Hidden size (the head size is hidden / heads).
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Attention heads.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Key/value heads (grouped-query attention; must divide --heads).
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    /// MLP intermediate size.
+    #[arg(long)]
+    pub intermediate: Option<usize>,
+    /// Vocabulary size of the embedding and head (the character tokenizer stays).
+    #[arg(long)]
+    pub vocab: Option<usize>,
+    /// A separate LM head instead of one tied to the embedding.
+    #[arg(long)]
+    pub untied: bool,
     /// Write into a non-empty folder, replacing the model files.
     #[arg(long)]
     pub force: bool,
@@ -147,7 +173,22 @@ fn cmd_init(args: &InitArgs) -> Result<()> {
     if non_empty && !args.force {
         bail!("{} exists and is not empty; choose another --out or pass --force to overwrite its model files", args.out.display());
     }
-    let config = crate::model::init::init_folder_with_context(&args.preset, &args.out, args.seed, args.context)?;
+    let arch = match args.arch.as_deref() {
+        Some("llama") => Some(crate::model::ModelType::Llama),
+        Some("qwen2") => Some(crate::model::ModelType::Qwen2),
+        _ => None,
+    };
+    let shape = crate::model::init::Shape {
+        arch,
+        hidden: args.hidden,
+        layers: args.layers,
+        heads: args.heads,
+        kv_heads: args.kv_heads,
+        intermediate: args.intermediate,
+        vocab: args.vocab,
+        untied: args.untied,
+    };
+    let config = crate::model::init::init_folder_shaped(&args.preset, &args.out, args.seed, args.context, &shape)?;
     println!(
         "wrote {}: {} preset {}, {} parameters, seed {}",
         args.out.display(),
@@ -270,6 +311,7 @@ pub fn cmd_generate(args: &GenerateArgs) -> Result<()> {
         greedy: args.greedy,
         max_new_tokens: max_new,
         stop_token_ids: tok.eos_ids(),
+        ..Default::default()
     };
     if args.tools.is_some() {
         let tools = crate::generate::tools::ToolsConfig { format: args.tool_format.clone(), max_calls: args.max_tool_calls, ..Default::default() };

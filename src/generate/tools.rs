@@ -471,9 +471,11 @@ pub fn run_tool_loop(
                 }
                 let logits = model.step(&feeds)?;
                 step += 1;
-                // One uniform draw per decoding row, in row order, as `generate` does.
-                let draws: Vec<Option<Option<f64>>> =
-                    (0..batch).map(|r| (!feeds[r].is_empty()).then(|| (!params.greedy).then(|| rng.f64()))).collect();
+                // One uniform draw per decoding row, in row order (one stream for the batch: tool rows
+                // pause and rejoin, so their decoding steps do not line up with `generate`'s).
+                let draws: Vec<(Option<Option<f64>>, &[u32])> = (0..batch)
+                    .map(|r| ((!feeds[r].is_empty()).then(|| (!params.greedy).then(|| rng.f64())), super::excluded(params, out[r].completion.tokens.len())))
+                    .collect();
                 let rows: Vec<Option<&[f32]>> = logits.iter().map(Option::as_deref).collect();
                 let picks = pick_tokens(&rows, &draws, params, t);
                 for row in 0..batch {

@@ -144,6 +144,14 @@ impl KvCache {
     }
 }
 
+impl KvCache {
+    /// Layer `n`'s cached keys and values, (B, n_kv, len, D), if anything is cached: what the
+    /// batch decoder ([`super::decode_batch`]) copies out of a prefill.
+    pub(crate) fn layer_view(&self, n: usize) -> Result<Option<(Tensor, Tensor)>> {
+        self.layers.get(n).and_then(Option::as_ref).map(LayerCache::view).transpose()
+    }
+}
+
 /// The distinct sequences of `rows` in order of first appearance, and for each row the index
 /// of its sequence among them: GRPO groups and pass@k samples repeat each prompt n times, and
 /// a prompt needs its forward pass only once.
@@ -649,6 +657,43 @@ impl Decoder {
         let mut d = self.detached();
         d.blocks = self.blocks.iter().map(Block::merged).collect::<Result<_>>()?;
         Ok(d)
+    }
+
+    /// The weights as plain tensors for the CPU batch decoder ([`super::decode_batch`]), or
+    /// `None` when a LoRA adapter is attached (it decodes through the unfused path).
+    pub(crate) fn decode_weights(&self) -> Option<super::decode_batch::Weights> {
+        use super::decode_batch::{BlockWeights, Weights};
+        let lin = |l: &Linear| l.lora.is_none().then(|| (l.weight.detach(), l.bias.as_ref().map(Tensor::detach)));
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                Some(BlockWeights {
+                    input_norm: b.input_norm.detach(),
+                    post_norm: b.post_norm.detach(),
+                    q: lin(&b.attn.q)?,
+                    k: lin(&b.attn.k)?,
+                    v: lin(&b.attn.v)?,
+                    o: lin(&b.attn.o)?,
+                    q_norm: b.attn.q_norm.as_ref().map(Tensor::detach),
+                    k_norm: b.attn.k_norm.as_ref().map(Tensor::detach),
+                    gate: lin(&b.mlp.gate)?.0,
+                    up: lin(&b.mlp.up)?.0,
+                    down: lin(&b.mlp.down)?.0,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Weights {
+            embed: self.embed.detach(),
+            blocks,
+            norm: self.norm.detach(),
+            head: self.head_weight().detach(),
+            inv_freq: rope_inv_freq(&self.cfg),
+            eps: self.cfg.rms_norm_eps as f32,
+            n_heads: self.cfg.num_attention_heads,
+            n_kv_heads: self.cfg.num_key_value_heads,
+            head_dim: self.cfg.head_dim,
+        })
     }
 
     /// cos/sin tables (B, L, D/2) for explicit per-row positions, in the weight dtype.

@@ -24,7 +24,64 @@ pub fn init_folder(preset: &str, out: &Path, seed: u64) -> Result<ModelConfig> {
 /// [`init_folder`] with the preset's context length (`max_position_embeddings`) replaced:
 /// the models are rotary, so any length works; tasks with long rows need more than `tiny`'s 256.
 pub fn init_folder_with_context(preset: &str, out: &Path, seed: u64, context: Option<usize>) -> Result<ModelConfig> {
+    init_folder_shaped(preset, out, seed, context, &Shape::default())
+}
+
+/// Overrides of a preset's shape (`retort model init --arch llama --hidden 576 …`): random
+/// models of a real model's shape for benchmarks (the tokenizer stays the character one, so
+/// ids past its vocabulary are never produced by encoding, only by sampling).
+#[derive(Clone, Debug, Default)]
+pub struct Shape {
+    /// `llama` (no attention biases, rms eps 1e-5) or `qwen2` (q/k/v biases).
+    pub arch: Option<crate::model::ModelType>,
+    pub hidden: Option<usize>,
+    pub layers: Option<usize>,
+    pub heads: Option<usize>,
+    pub kv_heads: Option<usize>,
+    pub intermediate: Option<usize>,
+    pub vocab: Option<usize>,
+    pub untied: bool,
+}
+
+impl Shape {
+    fn apply(&self, c: &mut ModelConfig) -> Result<()> {
+        match self.arch {
+            None => {}
+            Some(crate::model::ModelType::Llama) => {
+                c.model_type = crate::model::ModelType::Llama;
+                c.qkv_bias = false;
+                c.rms_norm_eps = 1e-5;
+            }
+            Some(crate::model::ModelType::Qwen2) => {
+                c.model_type = crate::model::ModelType::Qwen2;
+                c.qkv_bias = true;
+            }
+            Some(other) => anyhow::bail!("--arch {}: give llama or qwen2", other.as_str()),
+        }
+        let set = |slot: &mut usize, v: Option<usize>| v.map(|v| *slot = v);
+        set(&mut c.hidden_size, self.hidden);
+        set(&mut c.num_hidden_layers, self.layers);
+        set(&mut c.num_attention_heads, self.heads);
+        set(&mut c.num_key_value_heads, self.kv_heads);
+        set(&mut c.intermediate_size, self.intermediate);
+        set(&mut c.vocab_size, self.vocab);
+        if self.untied {
+            c.tie_word_embeddings = false;
+        }
+        let (h, n, kv) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads);
+        anyhow::ensure!(h > 0 && n > 0 && kv > 0 && c.num_hidden_layers > 0 && c.intermediate_size > 0, "every size of the shape must be at least 1");
+        anyhow::ensure!(h % n == 0 && (h / n) % 2 == 0, "--hidden {h} must be a multiple of --heads {n} with an even head size (RoPE rotates pairs)");
+        anyhow::ensure!(n % kv == 0, "--heads {n} must be a multiple of --kv-heads {kv} (grouped-query attention)");
+        anyhow::ensure!(c.vocab_size >= tiny::VOCAB_SIZE, "--vocab {} is below the character tokenizer's {} tokens", c.vocab_size, tiny::VOCAB_SIZE);
+        c.head_dim = h / n;
+        Ok(())
+    }
+}
+
+/// [`init_folder_with_context`] with the shape of `preset` changed by `shape`.
+pub fn init_folder_shaped(preset: &str, out: &Path, seed: u64, context: Option<usize>, shape: &Shape) -> Result<ModelConfig> {
     let mut config = ModelConfig::preset(preset, tiny::VOCAB_SIZE)?;
+    shape.apply(&mut config)?;
     if let Some(n) = context {
         anyhow::ensure!((16..=1 << 20).contains(&n), "context {n} is out of range: give 16 to 1048576 tokens");
         config.max_position_embeddings = n;

@@ -7,6 +7,7 @@
 //! with a large finite negative. Why: docs/ENGINE.md §2.
 
 pub mod config;
+pub mod decode_batch;
 pub mod decoder;
 pub mod encoder;
 pub mod estimate;

@@ -84,7 +84,7 @@ impl Method for Sample {
         let model = crate::model::Model::load(&self.dir, &self.device, DType::F32, false)?;
         let context = model.decoder.config().max_position_embeddings;
         let max_new = o.max_new_tokens.min(context.saturating_sub(1));
-        let params = SamplingParams { temperature: o.temperature, top_p: o.top_p, top_k: 0, greedy: false, max_new_tokens: max_new, stop_token_ids: tok.eos_ids() };
+        let params = SamplingParams { temperature: o.temperature, top_p: o.top_p, top_k: 0, greedy: false, max_new_tokens: max_new, stop_token_ids: tok.eos_ids(), ..Default::default() };
         ctx.events.info(format!("sampling {} documents from {} (T {}, top-p {}, ≤ {max_new} tokens)", o.docs, self.dir.display(), o.temperature, o.top_p));
         let path = out.join("data.jsonl");
         let mut counts = Counts::default();

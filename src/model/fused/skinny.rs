@@ -16,25 +16,35 @@ const W_ROWS_PER_TASK: usize = 64;
 
 /// `y[r·out + j] = Σ_k x[r·in + k] · w[j·in + k]` for `rows ≤ MAX_ROWS` rows of x.
 pub fn matmul_wt(x: &[f32], w: &[f32], rows: usize, in_dim: usize, out_dim: usize) -> Vec<f32> {
+    let mut yt = vec![0.0f32; out_dim * rows];
+    let mut y = vec![0.0f32; rows * out_dim];
+    matmul_wt_into(x, w, rows, in_dim, out_dim, &mut yt, &mut y);
+    y
+}
+
+/// [`matmul_wt`] into caller-owned buffers (a decoding loop reuses them every token): `yt`
+/// (at least out·rows, scratch) and `y` (rows·out, the result).
+pub fn matmul_wt_into(x: &[f32], w: &[f32], rows: usize, in_dim: usize, out_dim: usize, yt: &mut [f32], y: &mut [f32]) {
     assert!(rows <= MAX_ROWS && x.len() == rows * in_dim && w.len() == out_dim * in_dim, "skinny matmul: bad sizes");
+    assert!(yt.len() >= out_dim * rows && y.len() == rows * out_dim, "skinny matmul: bad buffers");
     if rows == 0 || in_dim == 0 || out_dim == 0 {
         // Nothing to multiply (and zero-sized chunks would panic below).
-        return vec![0.0; rows * out_dim];
+        y.fill(0.0);
+        return;
     }
-    let mut yt = vec![0.0f32; out_dim * rows]; // (out, rows): each task writes whole rows of it
+    let yt = &mut yt[..out_dim * rows]; // (out, rows): each task writes whole rows of it
     yt.par_chunks_mut(rows * W_ROWS_PER_TASK).zip(w.par_chunks(in_dim * W_ROWS_PER_TASK)).for_each(|(yt, w)| dots(x, w, rows, in_dim, yt));
     // Back to (rows, out); `rows` is small, so this is a cheap pass over the output.
-    let mut y = vec![0.0f32; rows * out_dim];
     for (j, col) in yt.chunks_exact(rows).enumerate() {
         for (r, &v) in col.iter().enumerate() {
             y[r * out_dim + j] = v;
         }
     }
-    y
 }
 
+/// `yt[j·rows + r] = x_r · w_j` for every row j of this block of W (rows ≤ [`MAX_ROWS`]).
 /// Dispatches to a body compiled for the best instruction set this CPU has.
-fn dots(x: &[f32], w: &[f32], rows: usize, in_dim: usize, yt: &mut [f32]) {
+pub(crate) fn dots(x: &[f32], w: &[f32], rows: usize, in_dim: usize, yt: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {

@@ -453,6 +453,7 @@ impl Instruct {
             greedy: true,
             max_new_tokens: self.opts.max_new_tokens,
             stop_token_ids: self.tok.eos_ids(),
+            ..Default::default()
         };
         let tok = &self.tok;
         // The markers are at most a few tokens; decoding the tail is enough to see one appear.

@@ -204,6 +204,15 @@ pub struct RlStage {
     pub top_p: f64,
     #[serde(default = "d_new_tokens")]
     pub max_new_tokens: usize,
+    /// The end-of-sequence tokens are not sampled before this many response tokens
+    /// (transformers' `min_new_tokens`; 0 = off). The log-probs stay the full distribution's.
+    #[serde(default)]
+    pub min_new_tokens: usize,
+    /// Rollout rows decoded at once on the CPU (0: all `prompts_per_step × group_size`). With
+    /// fewer, a finished response's slot takes the next pending prompt × sample (continuous
+    /// batching); the sampled text is the same either way.
+    #[serde(default)]
+    pub rollout_batch_rows: usize,
 
     #[serde(default = "d_lr")]
     pub lr: f64,
@@ -235,6 +244,11 @@ pub struct RlStage {
     /// Compute reference log-probs even when nothing needs them, to log `actor/ref_kl`.
     #[serde(default = "d_true")]
     pub log_ref_kl: bool,
+    /// When the reference is only logged (`log_ref_kl` with no KL term and an algorithm that
+    /// does not read it), score the rollout with it on step 1, every `ref_kl_every`-th step
+    /// and the last step only: the pass costs about a forward of the policy per step.
+    #[serde(default = "d_ref_kl_every")]
+    pub ref_kl_every: u64,
 
     #[serde(default = "d_steps")]
     pub steps: u64,
@@ -279,6 +293,9 @@ fn d_usize_one() -> usize {
 }
 fn d_true() -> bool {
     true
+}
+fn d_ref_kl_every() -> u64 {
+    10
 }
 fn d_algorithm() -> Algorithm {
     Algorithm::Grpo
@@ -377,7 +394,23 @@ impl RlStage {
     }
 
     pub(crate) fn needs_reference(&self) -> bool {
-        self.algorithm.needs_reference() || self.kl_coef > 0.0 || self.kl_in_reward || self.kl_anneal.is_some() || self.log_ref_kl
+        self.loss_reads_reference() || self.log_ref_kl
+    }
+
+    /// Whether a loss, a reward or the algorithm reads reference log-probs (rather than only
+    /// the `actor/ref_kl` metric).
+    fn loss_reads_reference(&self) -> bool {
+        self.algorithm.needs_reference() || self.kl_coef > 0.0 || self.kl_in_reward || self.kl_anneal.is_some()
+    }
+
+    /// Whether step `step` (1-based) scores its rollout with the reference: every step when
+    /// something reads it; when it is only logged, step 1, every `ref_kl_every`-th step and
+    /// the last step.
+    pub(crate) fn reference_pass_at(&self, step: u64) -> bool {
+        if self.loss_reads_reference() {
+            return true;
+        }
+        self.log_ref_kl && (step == 1 || step == self.steps || step % self.ref_kl_every.max(1) == 0)
     }
 
     /// What the memory preflight sizes (`crate::preflight`): the policy in f32 with AdamW,
@@ -400,7 +433,7 @@ impl RlStage {
             format!("shorter responses: `max_new_tokens` (now {})", self.max_new_tokens),
             format!("fewer rollout rows: `prompts_per_step` × `group_size` (now {} × {})", self.prompts_per_step, self.group_size),
         ];
-        if self.needs_reference() && self.kl_coef == 0.0 && !self.kl_in_reward && self.kl_anneal.is_none() && !self.algorithm.needs_reference() {
+        if self.needs_reference() && !self.loss_reads_reference() {
             knobs.push("`log_ref_kl = false` drops the reference model (it is only logged)".into());
         }
         crate::preflight::needs::Needs {
@@ -521,6 +554,12 @@ impl RlStage {
         }
         if self.max_new_tokens == 0 || self.steps == 0 {
             return Err(invalid("max_new_tokens", "max_new_tokens and steps must be at least 1"));
+        }
+        if self.min_new_tokens > self.max_new_tokens {
+            return Err(invalid("min_new_tokens", format!("min_new_tokens = {} exceeds max_new_tokens = {}", self.min_new_tokens, self.max_new_tokens)));
+        }
+        if self.ref_kl_every == 0 {
+            return Err(invalid("ref_kl_every", "give at least 1 (1 = every step); `log_ref_kl = false` turns the logged reference pass off"));
         }
         if let Some(e) = &self.entropy_adv {
             if !(e.alpha > 0.0) || !(e.kappa > 1.0) {

@@ -95,6 +95,8 @@ pub fn rollout(
         top_p: cfg.top_p,
         max_new_tokens: cfg.max_new_tokens,
         stop_token_ids: tok.eos_ids(),
+        min_new_tokens: cfg.min_new_tokens,
+        max_batch_rows: cfg.rollout_batch_rows,
         ..Default::default()
     };
     let mut rng = crate::rng::Rng::derive(rollout_seed, &format!("rollout/{step}"));

@@ -191,7 +191,8 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
 
         phase(ctx, "logprob");
         let t0 = Instant::now();
-        let mut sc = rollout::score_rollout(cfg, &ro, reference.as_ref(), pad)?;
+        // With kl_coef = 0 the reference only feeds `actor/ref_kl`: scored every ref_kl_every steps.
+        let mut sc = rollout::score_rollout(cfg, &ro, reference.as_ref().filter(|_| cfg.reference_pass_at(step)), pad)?;
         sc.values = algo.old_values(cfg, &ro, pad, &device)?;
         let (a, reward_kl) = rollout::advantages(cfg, &ro, &sc, step, &device)?;
         if let Some(bad) = a.advantages.data.iter().find(|v| !v.is_finite()) {
