@@ -24,8 +24,9 @@ pub enum ModelAction {
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// Shape: tiny (~1M parameters), small, or qwen2.5-0.5b (the exact Qwen2.5-0.5B shape).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
+    /// Shape: tiny (~1M parameters), small, qwen2.5-0.5b (the exact Qwen2.5-0.5B shape), or
+    /// tiny-vlm (a qwen2_vl folder: tiny's decoder, a 2-block vision tower, 14-pixel patches).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PRESETS.iter().copied().chain([crate::model::vision::tiny::PRESET])))]
     pub preset: String,
     /// Folder to write; must be empty or absent unless --force.
     #[arg(long)]
@@ -94,6 +95,10 @@ pub struct GenerateArgs {
     pub tool_format: String,
     #[arg(long, default_value_t = 4, requires = "tools")]
     pub max_tool_calls: usize,
+    /// An image for a vision-language model folder (repeatable; PNG, JPEG or WebP). Each
+    /// `<image>` in the prompt marks where the next one goes; without markers they all come first.
+    #[arg(long = "image", value_name = "FILE", conflicts_with = "tools")]
+    pub image: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +150,13 @@ fn cmd_init(args: &InitArgs) -> Result<()> {
     let non_empty = std::fs::read_dir(&args.out).map(|mut d| d.next().is_some()).unwrap_or(false);
     if non_empty && !args.force {
         bail!("{} exists and is not empty; choose another --out or pass --force to overwrite its model files", args.out.display());
+    }
+    if args.preset == crate::model::vision::tiny::PRESET {
+        anyhow::ensure!(args.context.is_none(), "--context is not supported with --preset {}", args.preset);
+        let config = crate::model::vision::tiny::init_folder(&args.out, args.seed)?;
+        let params: usize = config.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        println!("wrote {}: qwen2_vl preset {}, {params} parameters, seed {}", args.out.display(), args.preset, args.seed);
+        return Ok(());
     }
     let config = crate::model::init::init_folder_with_context(&args.preset, &args.out, args.seed, args.context)?;
     println!(
@@ -242,6 +254,12 @@ fn prompt_ids(tok: &Tokenizer, dir: &Path, prompt: &str, chat: bool) -> Result<V
 }
 
 pub fn cmd_generate(args: &GenerateArgs) -> Result<()> {
+    if crate::model::vision::is_vlm_folder(&args.model) {
+        return cmd_generate_vlm(args);
+    }
+    if !args.image.is_empty() {
+        bail!("--image needs a vision-language model folder (model_type qwen2_vl); {} is not one", args.model.display());
+    }
     let cfg = require_model_folder(&args.model)?;
     let eos = model_eos_ids(&args.model)?;
     let tok = Tokenizer::load(&args.model)?.with_model_eos(&eos);
@@ -302,6 +320,59 @@ pub fn cmd_generate(args: &GenerateArgs) -> Result<()> {
         FinishReason::Length => "max new tokens",
     };
     eprintln!("retort: {} tokens, stopped by {reason}", completion.tokens.len());
+    Ok(())
+}
+
+/// `retort generate` on a `qwen2_vl` folder: the images are preprocessed with the folder's
+/// processor, their features prefilled with the prompt.
+fn cmd_generate_vlm(args: &GenerateArgs) -> Result<()> {
+    use crate::model::vision::{load_and_preprocess, prompt, Qwen2Vl};
+    let model = Qwen2Vl::load(&args.model, &Device::Cpu, DType::F32, false)?;
+    let eos = model_eos_ids(&args.model)?;
+    let tok = Tokenizer::load(&args.model)?.with_model_eos(&eos);
+    let placeholder = prompt::image_placeholder(&tok, &model.config).map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?;
+    let markers = prompt::count_markers(&args.prompt);
+    let text = match markers {
+        0 => format!("{}{}", prompt::IMAGE_MARKER.repeat(args.image.len()), args.prompt),
+        n if n == args.image.len() => args.prompt.clone(),
+        n => bail!("the prompt has {n} <image> marker(s) but {} --image file(s) were given", args.image.len()),
+    };
+    let text = prompt::expand_markers(&text, &placeholder);
+    let ids = prompt_ids(&tok, &args.model, &text, args.chat)?;
+    let images = args.image.iter().map(|p| load_and_preprocess(p, &model.processor)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let counts: Vec<usize> = images.iter().map(|im| im.tokens(model.config.vision.spatial_merge_size)).collect();
+    let ids = crate::model::vision::mrope::expand_image_tokens(&ids, model.config.image_token_id, &counts).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(!ids.is_empty(), "the prompt encodes to no tokens");
+    let context = model.config.text.max_position_embeddings;
+    anyhow::ensure!(ids.len() < context, "the prompt with its images is {} tokens, longer than the model's context of {context}", ids.len());
+    let max_new = args.max_new_tokens.min(context - ids.len());
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        greedy: args.greedy,
+        max_new_tokens: max_new,
+        stop_token_ids: tok.eos_ids(),
+    };
+    let stops = args.stop.clone();
+    let decode = |t: &[u32]| tok.decode(t, false).unwrap_or_default();
+    let stop_check = |t: &[u32]| stop_end(&decode(t), &stops).is_some();
+    let stop_fn: Option<crate::generate::StopCheck> = if stops.is_empty() { None } else { Some(&stop_check) };
+    let mut rng = Rng::derive(args.seed, "generate-cli");
+    let out = crate::generate::vision::generate_with_images(&model, &[ids.clone()], &[images], &params, &mut rng, stop_fn)?;
+    let completion = out.into_iter().next().context("generate returned no row for the one prompt")?;
+    let mut text = tok.decode(&completion.tokens, true)?;
+    if let Some(end) = stop_end(&text, &stops) {
+        text.truncate(end);
+    }
+    println!("{text}");
+    eprintln!(
+        "retort: {} prompt tokens ({} from {} image(s)), {} new tokens",
+        ids.len(),
+        counts.iter().sum::<usize>(),
+        counts.len(),
+        completion.tokens.len()
+    );
     Ok(())
 }
 
