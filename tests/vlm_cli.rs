@@ -52,6 +52,11 @@ fn the_tiny_vlm_preset_opens_in_transformers_with_the_same_logits() {
     for f in ["config.json", "preprocessor_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
         assert!(dir.join(f).is_file(), "missing {f}");
     }
+    let info = ok(retort().args(["model", "info", dir.to_str().unwrap()]).output().unwrap());
+    // 142208 + 98816 + 801792 parameters (the counts `model init` and the sft stage report).
+    for want in ["vision tower   depth 2, width 64, heads 4", "142208 parameters", "98816 parameters", "parameters     1042816", "3136..50176 pixels after smart_resize: 4..64 tokens"] {
+        assert!(info.contains(want), "{want:?} not in\n{info}");
+    }
     let model = Qwen2Vl::load(&dir, &candle_core::Device::Cpu, candle_core::DType::F32, false).unwrap();
     let img = d.path().join("x.png");
     write_image(&img, 70, [200, 30, 40]);

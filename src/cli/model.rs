@@ -214,6 +214,10 @@ pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize
 }
 
 fn cmd_info(args: &InfoArgs) -> Result<()> {
+    if crate::model::vision::is_vlm_folder(&args.model) {
+        print!("{}", vlm_info_text(args)?);
+        return Ok(());
+    }
     // Encoders (bert, roberta) have their own description; everything else is a decoder.
     if args.model.join("config.json").exists() {
         if let crate::model::registry::Family::Encoder(_) = crate::model::registry::family_of(&args.model)? {
@@ -231,6 +235,74 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
     };
     print!("{}", info_text(&args.model, &cfg, &dtypes, shape));
     Ok(())
+}
+
+/// `retort model info` for a `qwen2_vl` folder: the three parts with their parameter counts,
+/// the image budget in tokens, and the LLM's estimates with the tower's weights (and, for full
+/// fine-tuning, its gradients and AdamW state) added. The tower's activations are not counted.
+fn vlm_info_text(args: &InfoArgs) -> Result<String> {
+    use crate::model::vision::{ImageProcessorConfig, Qwen2VlConfig};
+    let dir = &args.model;
+    let cfg = Qwen2VlConfig::from_file(&dir.join("config.json"))?;
+    let pp = dir.join("preprocessor_config.json");
+    let processor = if pp.is_file() { ImageProcessorConfig::from_file(&pp)? } else { ImageProcessorConfig::qwen2_vl() };
+    let count = |prefix: &str, not: Option<&str>| -> usize {
+        cfg.parameter_shapes()
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix) && not.is_none_or(|x| !n.starts_with(x)))
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    };
+    let (tower, projector) = (count("visual.", Some("visual.merger.")), count("visual.merger.", None));
+    let llm = cfg.text.num_parameters();
+    let v = &cfg.vision;
+    let t = &cfg.text;
+    let per_token = processor.factor() * processor.factor();
+    let mut s = String::new();
+    s += &format!("model folder   {}\n", dir.display());
+    s += "architecture   Qwen2VLForConditionalGeneration\n";
+    s += "model_type     qwen2_vl (vision-language)\n";
+    s += &format!(
+        "vision tower   depth {}, width {}, heads {}, mlp ×{}, patch {}, temporal patch {}, merge {}×{}: {tower} parameters\n",
+        v.depth, v.embed_dim, v.num_heads, v.mlp_ratio, v.patch_size, v.temporal_patch_size, v.spatial_merge_size, v.spatial_merge_size
+    );
+    s += &format!("projector      patch merger {} → {}: {projector} parameters\n", v.embed_dim * v.spatial_merge_size * v.spatial_merge_size, t.hidden_size);
+    s += &format!(
+        "llm            qwen2: layers {}, heads {}, kv heads {}, head_dim {}, hidden {}, intermediate {}, vocab {}, context {}, M-RoPE sections {:?}: {llm} parameters\n",
+        t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads, t.head_dim, t.hidden_size, t.intermediate_size, t.vocab_size, t.max_position_embeddings, cfg.mrope_section
+    );
+    s += &format!("parameters     {}\n", tower + projector + llm);
+    s += &format!(
+        "images         {}..{} pixels after smart_resize: {}..{} tokens each (one per {}×{} pixels)\n",
+        processor.min_pixels,
+        processor.max_pixels,
+        processor.min_pixels.div_ceil(per_token),
+        processor.max_pixels / per_token,
+        processor.factor(),
+        processor.factor()
+    );
+    let shape = EstimateShape {
+        infer_batch: args.infer_batch,
+        context: args.context.unwrap_or(t.max_position_embeddings.min(4096)),
+        train_batch: args.train_batch,
+        train_seq: args.train_seq,
+    };
+    let (mut inf, mut full, mut lora) = estimate_memory(t, shape);
+    let pv = (tower + projector) as f64;
+    inf.parts.push(("vision tower + projector weights (f32)", 4.0 * pv));
+    full.parts.push(("tower + projector: weights, grads, AdamW (f32)", 20.0 * pv));
+    lora.parts.push(("vision tower + projector weights (f32)", 4.0 * pv));
+    let mut block = |title: String, e: &Estimate| {
+        s += &format!("{title}: {}\n", human_bytes(e.total()));
+        for (name, b) in &e.parts {
+            s += &format!("    {name:<48} {}\n", human_bytes(*b));
+        }
+    };
+    block(format!("memory, inference (batch {} × context {})", shape.infer_batch, shape.context), &inf);
+    block(format!("memory, full fine-tuning AdamW f32 (batch {} × seq {})", shape.train_batch, shape.train_seq), &full);
+    block(format!("memory, LoRA r=16 on the LLM (batch {} × seq {})", shape.train_batch, shape.train_seq), &lora);
+    s += "(estimates; the tower's activations per image are not counted yet)\n";
+    Ok(s)
 }
 
 // ---------------------------------------------------------------- generate

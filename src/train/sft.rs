@@ -555,7 +555,26 @@ impl TrainState for SftState {
 fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let model_dir = ctx.resolve(&cfg.model)?;
     if crate::model::vision::is_vlm_folder(&model_dir) {
-        return super::sft_vision::train(cfg, ctx, &model_dir);
+        let settings = super::sft_vision::Settings {
+            parts: cfg.vision.clone().unwrap_or_default(),
+            lora: cfg.lora.is_some(),
+            jsonl: cfg.data.source.jsonl.clone(),
+            test_jsonl: cfg.data.source.test_jsonl.clone(),
+            steps: cfg.steps,
+            batch_size: cfg.batch_size,
+            grad_accum: cfg.grad_accum,
+            lr: cfg.lr,
+            warmup_steps: cfg.warmup_steps,
+            schedule: cfg.schedule,
+            min_lr_ratio: cfg.min_lr_ratio,
+            weight_decay: cfg.weight_decay,
+            max_grad_norm: cfg.max_grad_norm,
+            max_len: cfg.max_len,
+            eval_every: cfg.eval_every,
+            checkpoint_every: cfg.checkpoint_every,
+            keep_checkpoints: cfg.keep_checkpoints,
+        };
+        return super::sft_vision::train(&settings, ctx, &model_dir);
     }
     let device = ctx.device.clone();
     let prep = prepare(cfg, ctx, &model_dir)?;

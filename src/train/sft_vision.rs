@@ -27,8 +27,7 @@
 use super::data::{self, Example};
 use super::optim::{AdamW, AdamWConfig, Param};
 use super::scaffold::{Scaffold, TrainState};
-use super::schedule::Schedule;
-use super::sft::SftStage;
+use super::schedule::{Decay, Schedule};
 use crate::model::vision::{load_and_preprocess, mrope, prompt, ImagePatches, Qwen2Vl};
 use crate::model::Mode;
 use crate::stage::{StageCtx, StageOutput};
@@ -283,14 +282,35 @@ pub fn part_params(model: &Qwen2Vl, parts: &VisionParts, base_lr: f64) -> Vec<Pa
         .collect()
 }
 
-pub fn train(cfg: &SftStage, ctx: &mut StageCtx, model_dir: &Path) -> Result<StageOutput> {
-    let parts = cfg.vision.clone().unwrap_or_default();
+/// What the trainer takes of the `sft` stage's keys (the stage builds it, so this file does
+/// not depend on the stage's config type).
+pub struct Settings {
+    pub parts: VisionParts,
+    pub lora: bool,
+    pub jsonl: Option<String>,
+    pub test_jsonl: Option<String>,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub schedule: Decay,
+    pub min_lr_ratio: f64,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    pub max_len: usize,
+    pub eval_every: u64,
+    pub checkpoint_every: u64,
+    pub keep_checkpoints: usize,
+}
+
+pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<StageOutput> {
+    let parts = cfg.parts.clone();
     parts.check().map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
-    if cfg.lora.is_some() {
+    if cfg.lora {
         bail!("LoRA on a vision-language model is not supported yet; train it fully (with [stage.vision] freeze as needed)");
     }
-    let d = &cfg.data.source;
-    let Some(jsonl) = &d.jsonl else {
+    let Some(jsonl) = &cfg.jsonl else {
         bail!("a vision-language model trains on multimodal JSONL rows: set data.jsonl ({{\"messages\", \"images\"}} rows)");
     };
     let device = ctx.device.clone();
@@ -303,7 +323,7 @@ pub fn train(cfg: &SftStage, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
     let pad = tok.pad_id().unwrap_or(eos);
     let path = ctx.resolve(jsonl)?;
     let (mut rows, skipped) = read_multimodal_jsonl(&path, &tok, &model, cfg.max_len)?;
-    let eval = match &d.test_jsonl {
+    let eval = match &cfg.test_jsonl {
         Some(e) => read_multimodal_jsonl(&ctx.resolve(e)?, &tok, &model, cfg.max_len)?.0,
         None if rows.len() >= 20 => rows.split_off(rows.len() - rows.len() / 20),
         None => Vec::new(),

@@ -392,3 +392,57 @@ impl Qwen2Vl {
         Ok(RopePositions::Multi { ids, sections: self.config.mrope_section.clone() })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Qwen2-VL-2B-Instruct's config.json as the hub serves it (transformers 4.x layout: the
+    /// LLM's keys flat, `rope_scaling.type = mrope`, `in_chans`).
+    const HUB_2B: &str = r#"{
+        "architectures": ["Qwen2VLForConditionalGeneration"], "attention_dropout": 0.0,
+        "bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652,
+        "vision_end_token_id": 151653, "vision_token_id": 151654, "image_token_id": 151655,
+        "video_token_id": 151656, "hidden_act": "silu", "hidden_size": 1536, "initializer_range": 0.02,
+        "intermediate_size": 8960, "max_position_embeddings": 32768, "max_window_layers": 28,
+        "model_type": "qwen2_vl", "num_attention_heads": 12, "num_hidden_layers": 28,
+        "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+        "sliding_window": 32768, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+        "transformers_version": "4.41.2", "use_cache": true, "use_sliding_window": false,
+        "vision_config": {"depth": 32, "embed_dim": 1280, "mlp_ratio": 4, "num_heads": 16, "in_chans": 3,
+                          "hidden_size": 1536, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+        "vocab_size": 151936
+    }"#;
+
+    #[test]
+    fn the_hub_2b_config_parses_and_round_trips_through_the_transformers_5_layout() {
+        let path = Path::new("config.json");
+        let c = Qwen2VlConfig::from_hf_json(HUB_2B, path).unwrap();
+        assert_eq!((c.text.hidden_size, c.text.num_hidden_layers, c.text.head_dim, c.text.vocab_size), (1536, 28, 128, 151936));
+        assert_eq!((c.text.rope_theta, c.text.sliding_window, c.text.tie_word_embeddings), (1e6, None, true));
+        assert!(c.text.qkv_bias && !c.text.o_bias);
+        assert_eq!(c.text.eos_token_ids, vec![151645]);
+        assert_eq!(c.mrope_section, vec![16, 24, 24]);
+        assert_eq!((c.vision.depth, c.vision.embed_dim, c.vision.num_heads, c.vision.in_channels), (32, 1280, 16, 3));
+        assert_eq!((c.image_token_id, c.vision_start_token_id, c.vision_end_token_id), (151655, 151652, 151653));
+        // What transformers counts for Qwen2VLForConditionalGeneration of this config (tied head once).
+        let total: usize = c.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        assert_eq!(total, 2_208_985_600);
+        let back = Qwen2VlConfig::from_hf_json(&c.to_hf_json().to_string(), path).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let path = Path::new("config.json");
+        let wrong = HUB_2B.replace("[16, 24, 24]", "[16, 24, 20]");
+        let err = Qwen2VlConfig::from_hf_json(&wrong, path).unwrap_err().to_string();
+        assert!(err.contains("mrope_section") && err.contains("64"), "{err}");
+        let wrong = HUB_2B.replace("\"hidden_size\": 1536, \"patch_size\"", "\"hidden_size\": 1024, \"patch_size\"");
+        let err = Qwen2VlConfig::from_hf_json(&wrong, path).unwrap_err().to_string();
+        assert!(err.contains("vision_config.hidden_size"), "{err}");
+        assert_eq!(canonical_name("model.language_model.layers.0.mlp.up_proj.weight"), "model.layers.0.mlp.up_proj.weight");
+        assert_eq!(canonical_name("model.visual.merger.ln_q.weight"), "visual.merger.ln_q.weight");
+    }
+}
