@@ -12,6 +12,7 @@
 mod batched;
 pub mod grade;
 pub mod tools;
+pub mod vision;
 
 use crate::model::{distinct_rows, AttnMask, Decoder, KvCache, Mode};
 use crate::rng::Rng;
@@ -149,7 +150,7 @@ impl Distribution {
 /// The token, its log-prob and the entropy for each row with logits and a draw (None: the
 /// row is not sampled this step; `Some(None)`: greedy; `Some(Some(u))`: sample with u), with
 /// the row's tokens that may not be drawn.
-fn pick_tokens(logits: &[Option<&[f32]>], draws: &[(Option<Option<f64>>, &[u32])], params: &SamplingParams, t: f64) -> Vec<Option<(usize, f32, f32)>> {
+pub(crate) fn pick_tokens(logits: &[Option<&[f32]>], draws: &[(Option<Option<f64>>, &[u32])], params: &SamplingParams, t: f64) -> Vec<Option<(usize, f32, f32)>> {
     let pick = |(row_logits, (draw, exclude)): (&Option<&[f32]>, &(Option<Option<f64>>, &[u32]))| -> Option<(usize, f32, f32)> {
         let (row_logits, draw) = ((*row_logits)?, (*draw)?);
         let dist = Distribution::new(row_logits, t);
@@ -181,7 +182,7 @@ fn check_context(decoder: &Decoder, prompts: &[Vec<u32>], params: &SamplingParam
     Ok(())
 }
 
-fn validate(params: &SamplingParams, prompts: &[Vec<u32>], vocab: usize) -> Result<()> {
+pub(crate) fn validate(params: &SamplingParams, prompts: &[Vec<u32>], vocab: usize) -> Result<()> {
     if !params.greedy && (params.temperature.is_nan() || params.temperature <= 0.0) {
         candle_core::bail!("sampling temperature must be > 0 (got {}); use greedy for argmax decoding", params.temperature);
     }

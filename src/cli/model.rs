@@ -25,8 +25,9 @@ pub enum ModelAction {
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// Shape: tiny (~1M parameters), small, or qwen2.5-0.5b (the exact Qwen2.5-0.5B shape).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PRESETS))]
+    /// Shape: tiny (~1M parameters), small, qwen2.5-0.5b (the exact Qwen2.5-0.5B shape), or
+    /// tiny-vlm (a qwen2_vl folder: tiny's decoder, a 2-block vision tower, 14-pixel patches).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PRESETS.iter().copied().chain([crate::model::vision::tiny::PRESET])))]
     pub preset: String,
     /// Folder to write; must be empty or absent unless --force.
     #[arg(long)]
@@ -121,6 +122,10 @@ pub struct GenerateArgs {
     pub tool_format: String,
     #[arg(long, default_value_t = 4, requires = "tools")]
     pub max_tool_calls: usize,
+    /// An image for a vision-language model folder (repeatable; PNG, JPEG or WebP). Each
+    /// `<image>` in the prompt marks where the next one goes; without markers they all come first.
+    #[arg(long = "image", value_name = "FILE", conflicts_with = "tools")]
+    pub image: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +177,13 @@ fn cmd_init(args: &InitArgs) -> Result<()> {
     let non_empty = std::fs::read_dir(&args.out).map(|mut d| d.next().is_some()).unwrap_or(false);
     if non_empty && !args.force {
         bail!("{} exists and is not empty; choose another --out or pass --force to overwrite its model files", args.out.display());
+    }
+    if args.preset == crate::model::vision::tiny::PRESET {
+        anyhow::ensure!(args.context.is_none(), "--context is not supported with --preset {}", args.preset);
+        let config = crate::model::vision::tiny::init_folder(&args.out, args.seed)?;
+        let params: usize = config.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        println!("wrote {}: qwen2_vl preset {}, {params} parameters, seed {}", args.out.display(), args.preset, args.seed);
+        return Ok(());
     }
     let arch = match args.arch.as_deref() {
         Some("llama") => Some(crate::model::ModelType::Llama),
@@ -242,6 +254,10 @@ pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize
 }
 
 fn cmd_info(args: &InfoArgs) -> Result<()> {
+    if crate::model::vision::is_vlm_folder(&args.model) {
+        print!("{}", vlm_info_text(args)?);
+        return Ok(());
+    }
     // Encoders (bert, roberta) have their own description; everything else is a decoder.
     if args.model.join("config.json").exists() {
         if let crate::model::registry::Family::Encoder(_) = crate::model::registry::family_of(&args.model)? {
@@ -261,6 +277,74 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
     let target = crate::preflight::budget::budget("auto", "auto", None, None).map_err(|e| anyhow::anyhow!(e))?.target;
     print!("{}", info_text(&args.model, &cfg, &dtypes, shape, target));
     Ok(())
+}
+
+/// `retort model info` for a `qwen2_vl` folder: the three parts with their parameter counts,
+/// the image budget in tokens, and the LLM's estimates with the tower's weights (and, for full
+/// fine-tuning, its gradients and AdamW state) added. The tower's activations are not counted.
+fn vlm_info_text(args: &InfoArgs) -> Result<String> {
+    use crate::model::vision::{ImageProcessorConfig, Qwen2VlConfig};
+    let dir = &args.model;
+    let cfg = Qwen2VlConfig::from_file(&dir.join("config.json"))?;
+    let pp = dir.join("preprocessor_config.json");
+    let processor = if pp.is_file() { ImageProcessorConfig::from_file(&pp)? } else { ImageProcessorConfig::qwen2_vl() };
+    let count = |prefix: &str, not: Option<&str>| -> usize {
+        cfg.parameter_shapes()
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix) && not.is_none_or(|x| !n.starts_with(x)))
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    };
+    let (tower, projector) = (count("visual.", Some("visual.merger.")), count("visual.merger.", None));
+    let llm = cfg.text.num_parameters();
+    let v = &cfg.vision;
+    let t = &cfg.text;
+    let per_token = processor.factor() * processor.factor();
+    let mut s = String::new();
+    s += &format!("model folder   {}\n", dir.display());
+    s += "architecture   Qwen2VLForConditionalGeneration\n";
+    s += "model_type     qwen2_vl (vision-language)\n";
+    s += &format!(
+        "vision tower   depth {}, width {}, heads {}, mlp ×{}, patch {}, temporal patch {}, merge {}×{}: {tower} parameters\n",
+        v.depth, v.embed_dim, v.num_heads, v.mlp_ratio, v.patch_size, v.temporal_patch_size, v.spatial_merge_size, v.spatial_merge_size
+    );
+    s += &format!("projector      patch merger {} → {}: {projector} parameters\n", v.embed_dim * v.spatial_merge_size * v.spatial_merge_size, t.hidden_size);
+    s += &format!(
+        "llm            qwen2: layers {}, heads {}, kv heads {}, head_dim {}, hidden {}, intermediate {}, vocab {}, context {}, M-RoPE sections {:?}: {llm} parameters\n",
+        t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads, t.head_dim, t.hidden_size, t.intermediate_size, t.vocab_size, t.max_position_embeddings, cfg.mrope_section
+    );
+    s += &format!("parameters     {}\n", tower + projector + llm);
+    s += &format!(
+        "images         {}..{} pixels after smart_resize: {}..{} tokens each (one per {}×{} pixels)\n",
+        processor.min_pixels,
+        processor.max_pixels,
+        processor.min_pixels.div_ceil(per_token),
+        processor.max_pixels / per_token,
+        processor.factor(),
+        processor.factor()
+    );
+    let shape = EstimateShape {
+        infer_batch: args.infer_batch,
+        context: args.context.unwrap_or(t.max_position_embeddings.min(4096)),
+        train_batch: args.train_batch,
+        train_seq: args.train_seq,
+    };
+    let (mut inf, mut full, mut lora) = estimate_memory(t, shape);
+    let pv = (tower + projector) as f64;
+    inf.parts.push(("vision tower + projector weights (f32)", 4.0 * pv));
+    full.parts.push(("tower + projector: weights, grads, AdamW (f32)", 20.0 * pv));
+    lora.parts.push(("vision tower + projector weights (f32)", 4.0 * pv));
+    let mut block = |title: String, e: &Estimate| {
+        s += &format!("{title}: {}\n", human_bytes(e.total()));
+        for (name, b) in &e.parts {
+            s += &format!("    {name:<48} {}\n", human_bytes(*b));
+        }
+    };
+    block(format!("memory, inference (batch {} × context {})", shape.infer_batch, shape.context), &inf);
+    block(format!("memory, full fine-tuning AdamW f32 (batch {} × seq {})", shape.train_batch, shape.train_seq), &full);
+    block(format!("memory, LoRA r=16 on the LLM (batch {} × seq {})", shape.train_batch, shape.train_seq), &lora);
+    s += "(estimates; the tower's activations per image are not counted yet)\n";
+    Ok(s)
 }
 
 // ---------------------------------------------------------------- generate
@@ -284,6 +368,12 @@ fn prompt_ids(tok: &Tokenizer, dir: &Path, prompt: &str, chat: bool) -> Result<V
 }
 
 pub fn cmd_generate(args: &GenerateArgs) -> Result<()> {
+    if crate::model::vision::is_vlm_folder(&args.model) {
+        return cmd_generate_vlm(args);
+    }
+    if !args.image.is_empty() {
+        bail!("--image needs a vision-language model folder (model_type qwen2_vl); {} is not one", args.model.display());
+    }
     let cfg = require_model_folder(&args.model)?;
     let eos = model_eos_ids(&args.model)?;
     let tok = Tokenizer::load(&args.model)?.with_model_eos(&eos);
@@ -345,6 +435,59 @@ pub fn cmd_generate(args: &GenerateArgs) -> Result<()> {
         FinishReason::Length => "max new tokens",
     };
     eprintln!("retort: {} tokens, stopped by {reason}", completion.tokens.len());
+    Ok(())
+}
+
+/// `retort generate` on a `qwen2_vl` folder: the images are preprocessed with the folder's
+/// processor, their features prefilled with the prompt.
+fn cmd_generate_vlm(args: &GenerateArgs) -> Result<()> {
+    use crate::model::vision::{load_and_preprocess, prompt, Qwen2Vl};
+    let model = Qwen2Vl::load(&args.model, &Device::Cpu, DType::F32, false)?;
+    let eos = model_eos_ids(&args.model)?;
+    let tok = Tokenizer::load(&args.model)?.with_model_eos(&eos);
+    let placeholder = prompt::image_placeholder(&tok, &model.config).map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?;
+    let markers = prompt::count_markers(&args.prompt);
+    let text = match markers {
+        0 => format!("{}{}", prompt::IMAGE_MARKER.repeat(args.image.len()), args.prompt),
+        n if n == args.image.len() => args.prompt.clone(),
+        n => bail!("the prompt has {n} <image> marker(s) but {} --image file(s) were given", args.image.len()),
+    };
+    let text = prompt::expand_markers(&text, &placeholder);
+    let ids = prompt_ids(&tok, &args.model, &text, args.chat)?;
+    let images = args.image.iter().map(|p| load_and_preprocess(p, &model.processor)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let counts: Vec<usize> = images.iter().map(|im| im.tokens(model.config.vision.spatial_merge_size)).collect();
+    let ids = crate::model::vision::mrope::expand_image_tokens(&ids, model.config.image_token_id, &counts).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(!ids.is_empty(), "the prompt encodes to no tokens");
+    let context = model.config.text.max_position_embeddings;
+    anyhow::ensure!(ids.len() < context, "the prompt with its images is {} tokens, longer than the model's context of {context}", ids.len());
+    let max_new = args.max_new_tokens.min(context - ids.len());
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        greedy: args.greedy,
+        max_new_tokens: max_new,
+        stop_token_ids: tok.eos_ids(),
+    };
+    let stops = args.stop.clone();
+    let decode = |t: &[u32]| tok.decode(t, false).unwrap_or_default();
+    let stop_check = |t: &[u32]| stop_end(&decode(t), &stops).is_some();
+    let stop_fn: Option<crate::generate::StopCheck> = if stops.is_empty() { None } else { Some(&stop_check) };
+    let mut rng = Rng::derive(args.seed, "generate-cli");
+    let out = crate::generate::vision::generate_with_images(&model, &[ids.clone()], &[images], &params, &mut rng, stop_fn)?;
+    let completion = out.into_iter().next().context("generate returned no row for the one prompt")?;
+    let mut text = tok.decode(&completion.tokens, true)?;
+    if let Some(end) = stop_end(&text, &stops) {
+        text.truncate(end);
+    }
+    println!("{text}");
+    eprintln!(
+        "retort: {} prompt tokens ({} from {} image(s)), {} new tokens",
+        ids.len(),
+        counts.iter().sum::<usize>(),
+        counts.len(),
+        completion.tokens.len()
+    );
     Ok(())
 }
 

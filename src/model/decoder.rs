@@ -171,6 +171,14 @@ pub fn distinct_rows(rows: &[Vec<u32>]) -> (Vec<usize>, Vec<u32>) {
     (distinct, of_row)
 }
 
+/// Rotary positions given explicitly rather than counted from the mask.
+#[derive(Clone, Debug)]
+pub enum RopePositions {
+    /// Qwen2-VL's M-RoPE: `ids` (3, B, L) u32 temporal / height / width positions of the
+    /// query tokens, `sections` the number of frequencies each band takes (`mrope_section`).
+    Multi { ids: Tensor, sections: Vec<usize> },
+}
+
 /// A dense projection `x @ W^T (+ b)` with the weight stored as (out, in) like PyTorch.
 #[derive(Clone, Debug)]
 struct Linear {
@@ -703,6 +711,32 @@ impl Decoder {
         Ok((freqs.cos()?.to_dtype(dtype)?.contiguous()?, freqs.sin()?.to_dtype(dtype)?.contiguous()?))
     }
 
+    /// cos/sin tables (B, L, D/2) for multimodal positions: frequency band `j` of
+    /// `sections` (in order, summing to D/2) rotates by axis `j % 3` of the (3, B, L)
+    /// positions, as transformers' `Qwen2VLRotaryEmbedding` recomposes them.
+    fn mrope_tables(&self, positions: &RopePositions, b: usize, l: usize) -> Result<(Tensor, Tensor)> {
+        let RopePositions::Multi { ids, sections } = positions;
+        if ids.dims() != [3, b, l] {
+            candle_core::bail!("multimodal positions are {:?}, expected [3, {b}, {l}]", ids.dims());
+        }
+        let half = self.inv_freq.dim(2)?;
+        if sections.iter().sum::<usize>() != half {
+            candle_core::bail!("mrope_section {sections:?} must sum to head_dim / 2 = {half}");
+        }
+        let freqs: Vec<Tensor> = (0..3)
+            .map(|axis| ids.get(axis)?.to_dtype(DType::F32)?.unsqueeze(2)?.broadcast_mul(&self.inv_freq))
+            .collect::<Result<_>>()?;
+        let mut parts = Vec::with_capacity(sections.len());
+        let mut start = 0;
+        for (j, &width) in sections.iter().enumerate() {
+            parts.push(freqs[j % 3].narrow(2, start, width)?);
+            start += width;
+        }
+        let freqs = Tensor::cat(&parts, 2)?;
+        let dtype = self.dtype();
+        Ok((freqs.cos()?.to_dtype(dtype)?.contiguous()?, freqs.sin()?.to_dtype(dtype)?.contiguous()?))
+    }
+
     /// Final hidden states (B, L, H) after the final norm. `cache`, when given, supplies the
     /// past keys/values and receives the new ones; the mask must then cover past + new keys.
     pub fn forward_hidden(&self, input_ids: &Tensor, mask: &AttnMask, cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
@@ -720,7 +754,22 @@ impl Decoder {
     /// `inputs_embeds`): the way in for image features from a vision projector or a noised
     /// embedding sequence. The mask may be causal ([`AttnMask::new`]) or bidirectional
     /// ([`AttnMask::bidirectional`]); positions come from the mask as for ids.
-    pub fn forward_embeds(&self, embeds: &Tensor, mask: &AttnMask, mut cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
+    pub fn forward_embeds(&self, embeds: &Tensor, mask: &AttnMask, cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
+        self.forward_embeds_at(embeds, mask, None, cache, mode)
+    }
+
+    /// [`Decoder::forward_embeds`] with explicit rotary positions instead of the mask's:
+    /// `Some(&RopePositions::Multi { .. })` gives Qwen2-VL's multimodal RoPE, where an image's
+    /// tokens carry (temporal, height, width) positions and each band of frequencies rotates by
+    /// one of the three (`mrope_section`). `None` is the text path, unchanged.
+    pub fn forward_embeds_at(
+        &self,
+        embeds: &Tensor,
+        mask: &AttnMask,
+        positions: Option<&RopePositions>,
+        mut cache: Option<&mut KvCache>,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let (b, l, h) = embeds.dims3()?;
         if h != self.cfg.hidden_size {
             candle_core::bail!("inputs_embeds have width {h}, the model's hidden size is {}", self.cfg.hidden_size);
@@ -744,7 +793,10 @@ impl Decoder {
                 candle_core::bail!("KvCache has {} layers, the model {}", c.layers.len(), self.blocks.len());
             }
         }
-        let (cos, sin) = self.rope_tables(&mask.positions())?;
+        let (cos, sin) = match positions {
+            None => self.rope_tables(mask.positions())?,
+            Some(p) => self.mrope_tables(p, b, l)?,
+        };
         let mut x = embeds.to_dtype(self.dtype())?;
         for (n, block) in self.blocks.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| {

@@ -21,10 +21,11 @@ pub mod fused;
 pub mod heads;
 pub mod registry;
 pub mod score;
+pub mod vision;
 pub mod weights;
 
 pub use config::{ModelConfig, ModelType, RopeScaling};
-pub use decoder::{distinct_rows, AttnMask, Decoder, ForwardOut, KvCache, Mode};
+pub use decoder::{distinct_rows, AttnMask, Decoder, ForwardOut, KvCache, Mode, RopePositions};
 pub use logprobs::{head_token_logprobs, token_logprobs};
 pub use weights::Model;
 
@@ -58,6 +59,8 @@ pub enum ModelError {
     UnexpectedTensor { name: String, file: PathBuf },
     #[error("tensor `{name}` in {file} has shape {found:?}, the config expects {expected:?}")]
     ShapeMismatch { name: String, file: PathBuf, expected: Vec<usize>, found: Vec<usize> },
+    #[error("image {path}: {detail}")]
+    Image { path: PathBuf, detail: String },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error(transparent)]

@@ -84,7 +84,7 @@ pub(crate) fn read_checkpoint(dir: &Path, device: &Device) -> Result<HashMap<Str
 }
 
 /// Checks names and shapes against the config and converts to `dtype`, in model order.
-fn validate(cfg: &ModelConfig, mut loaded: HashMap<String, Loaded>, dtype: DType, source: &Path) -> Result<Vec<(String, Tensor)>> {
+pub(crate) fn validate(cfg: &ModelConfig, mut loaded: HashMap<String, Loaded>, dtype: DType, source: &Path) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     for (name, shape) in parameter_shapes(cfg) {
         let Some(item) = loaded.remove(&name) else {
@@ -110,11 +110,11 @@ fn validate(cfg: &ModelConfig, mut loaded: HashMap<String, Loaded>, dtype: DType
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, so a crash never
 /// leaves a half-written file under the real name.
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
     crate::fsutil::write_atomic_with(path, write).map_err(|source| ModelError::Write { path: path.to_path_buf(), source })
 }
 
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("serde_json::Value always serializes");
     write_atomic(path, |tmp| std::fs::write(tmp, text + "\n"))
 }

@@ -90,6 +90,10 @@ fn from_folder(dir: &Path) -> Result<(Arch, String), String> {
 fn parse(text: &str, path: &Path) -> Result<Arch, String> {
     let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
     let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or_default();
+    if model_type == "qwen2_vl" {
+        // The LLM dominates; the vision tower is not in the estimate yet.
+        return crate::model::vision::Qwen2VlConfig::from_hf_json(text, path).map(|c| Arch::Decoder(c.text)).map_err(|e| e.to_string());
+    }
     match family_of_type(model_type) {
         Some(Family::Encoder(_)) => EncoderConfig::from_hf_json(text, path).map(Arch::Encoder).map_err(|e| e.to_string()),
         _ => ModelConfig::from_hf_json(text, path).map(Arch::Decoder).map_err(|e| e.to_string()),

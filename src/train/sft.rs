@@ -109,6 +109,10 @@ pub struct SftStage {
     pub eval_temperature: f64,
     #[serde(default = "d_new_tokens")]
     pub max_new_tokens: usize,
+    /// Vision-language models: learning rates and freezing of tower, projector and LLM
+    /// (`train/sft_vision.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision: Option<super::sft_vision::VisionParts>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,7 +208,7 @@ impl StageConfig for SftStage {
     }
 
     fn preflight(&self) -> Result<()> {
-        if !self.model.starts_with('@') {
+        if !self.model.starts_with('@') && !crate::model::vision::is_vlm_folder(Path::new(&self.model)) {
             crate::model::inspect::model_folder_config(Path::new(&self.model)).context("model")?;
         }
         for file in self.data.source.outside_files() {
@@ -264,6 +268,9 @@ impl StageConfig for SftStage {
         }
         if let Some(l) = &self.lora {
             l.check().map_err(|(k, m)| (format!("lora.{k}"), m))?;
+        }
+        if let Some(v) = &self.vision {
+            v.check()?;
         }
         Ok(())
     }
@@ -548,6 +555,28 @@ impl TrainState for SftState {
 
 fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let model_dir = ctx.resolve(&cfg.model)?;
+    if crate::model::vision::is_vlm_folder(&model_dir) {
+        let settings = super::sft_vision::Settings {
+            parts: cfg.vision.clone().unwrap_or_default(),
+            lora: cfg.lora.is_some(),
+            jsonl: cfg.data.source.jsonl.clone(),
+            test_jsonl: cfg.data.source.test_jsonl.clone(),
+            steps: cfg.steps,
+            batch_size: cfg.batch_size,
+            grad_accum: cfg.grad_accum,
+            lr: cfg.lr,
+            warmup_steps: cfg.warmup_steps,
+            schedule: cfg.schedule,
+            min_lr_ratio: cfg.min_lr_ratio,
+            weight_decay: cfg.weight_decay,
+            max_grad_norm: cfg.max_grad_norm,
+            max_len: cfg.max_len,
+            eval_every: cfg.eval_every,
+            checkpoint_every: cfg.checkpoint_every,
+            keep_checkpoints: cfg.keep_checkpoints,
+        };
+        return super::sft_vision::train(&settings, ctx, &model_dir);
+    }
     let device = ctx.device.clone();
     let prep = prepare(cfg, ctx, &model_dir)?;
     let pad = prep.tok.pad_id().unwrap_or(prep.eos);
