@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
+pub mod needs;
+
 
 /// What a finished stage leaves behind.
 #[derive(Debug, Default, Clone)]
@@ -117,12 +119,12 @@ pub trait StageConfig: Debug + Send + Sync {
         None
     }
     /// What the memory preflight needs to size this stage (training and eval stages).
-    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+    fn memory_needs(&self) -> Option<crate::stage::needs::Needs> {
         None
     }
     /// Where this stage's output model comes from, so the memory preflight can size a later
     /// stage that trains it before this one has run.
-    fn model_origin(&self) -> Option<crate::preflight::needs::ModelOrigin> {
+    fn model_origin(&self) -> Option<crate::stage::needs::ModelOrigin> {
         None
     }
     /// Units of work and their name, for progress bars (`None` when unknown up front).

@@ -368,8 +368,8 @@ impl StageConfig for EvalStage {
         Ok(())
     }
 
-    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
-        use crate::preflight::needs::{Needs, Trainable};
+    fn memory_needs(&self) -> Option<crate::stage::needs::Needs> {
+        use crate::stage::needs::{Needs, Trainable};
         let first = self.models.first()?.clone();
         let mut needs = Needs { model: first, others: self.models[1..].to_vec(), trainable: Trainable::Frozen, ..Default::default() };
         if let Some(ood) = &self.ood {

@@ -62,8 +62,8 @@ impl StageConfig for PullStage {
         PullRequest::parse(&self.repo).map(|_| ()).map_err(|e| ("repo".into(), e.to_string()))
     }
 
-    fn model_origin(&self) -> Option<crate::preflight::needs::ModelOrigin> {
-        (!self.dataset).then(|| crate::preflight::needs::ModelOrigin::Repo(self.repo.clone()))
+    fn model_origin(&self) -> Option<crate::stage::needs::ModelOrigin> {
+        (!self.dataset).then(|| crate::stage::needs::ModelOrigin::Repo(self.repo.clone()))
     }
 
     fn total_units(&self) -> (Option<u64>, &'static str) {

@@ -62,8 +62,8 @@ impl StageConfig for ModelInitStage {
         }
     }
 
-    fn model_origin(&self) -> Option<crate::preflight::needs::ModelOrigin> {
-        Some(crate::preflight::needs::ModelOrigin::Preset { name: self.preset.clone(), context: self.context, corpus: self.corpus.clone() })
+    fn model_origin(&self) -> Option<crate::stage::needs::ModelOrigin> {
+        Some(crate::stage::needs::ModelOrigin::Preset { name: self.preset.clone(), context: self.context, corpus: self.corpus.clone() })
     }
 
     fn total_units(&self) -> (Option<u64>, &'static str) {

@@ -14,7 +14,7 @@
 
 pub mod budget;
 pub mod known;
-pub mod needs;
+pub use crate::stage::needs;
 pub mod plan;
 pub mod resolve;
 

@@ -9,11 +9,14 @@
 //! - [`corpus`] reads raw-text corpora (text, JSONL, Parquet) as documents, skipping and
 //!   counting bad rows.
 //! - [`jsonl`] reads JSONL files line by line with bounded memory (every user JSONL).
+//! - [`instruct_format`]: the instruction synthesizer's text format (Instruction
+//!   Pre-Training), which the `instruct` synth method writes and the sft stage tokenizes.
 //! - [`tiny`] writes a small, real, character-level tokenizer directory for
 //!   tests and tiny profiles.
 
 mod chat;
 pub mod corpus;
+pub mod instruct_format;
 pub mod jsonl;
 mod pyjson;
 pub mod tiny;

@@ -17,7 +17,7 @@
 //! position has its own seed. Resuming only needs the example counter.
 
 use crate::rng::Rng;
-use crate::synth::instruct::format::{self as synth_format, QaPair};
+use crate::text::instruct_format::{self as synth_format, QaPair};
 use crate::tasks::{Instance, Task};
 use crate::text::{Message, Tokenizer};
 use anyhow::{bail, Context, Result};

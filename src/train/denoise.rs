@@ -229,10 +229,10 @@ impl StageConfig for DenoiseStage {
         Ok(())
     }
 
-    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
-        Some(crate::preflight::needs::Needs {
+    fn memory_needs(&self) -> Option<crate::stage::needs::Needs> {
+        Some(crate::stage::needs::Needs {
             model: self.model.clone(),
-            trainable: crate::preflight::needs::Trainable::Full,
+            trainable: crate::stage::needs::Trainable::Full,
             micro_batch: self.batch_size,
             seq: self.max_len,
             accumulates: self.grad_accum > 1,
@@ -249,8 +249,8 @@ impl StageConfig for DenoiseStage {
         })
     }
 
-    fn model_origin(&self) -> Option<crate::preflight::needs::ModelOrigin> {
-        Some(crate::preflight::needs::ModelOrigin::SameAs(self.model.clone()))
+    fn model_origin(&self) -> Option<crate::stage::needs::ModelOrigin> {
+        Some(crate::stage::needs::ModelOrigin::SameAs(self.model.clone()))
     }
 
     fn total_units(&self) -> (Option<u64>, &'static str) {

@@ -275,8 +275,8 @@ impl StageConfig for SftStage {
         Ok(())
     }
 
-    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
-        use crate::preflight::needs::{Needs, Trainable};
+    fn memory_needs(&self) -> Option<crate::stage::needs::Needs> {
+        use crate::stage::needs::{Needs, Trainable};
         let mut knobs = vec![
             format!("lower `batch_size` (now {}) and raise `grad_accum` (now {}) to keep the step", self.batch_size, self.grad_accum),
             format!("shorter rows: `max_len` (now {})", self.max_len),
@@ -305,8 +305,8 @@ impl StageConfig for SftStage {
         })
     }
 
-    fn model_origin(&self) -> Option<crate::preflight::needs::ModelOrigin> {
-        Some(crate::preflight::needs::ModelOrigin::SameAs(self.model.clone()))
+    fn model_origin(&self) -> Option<crate::stage::needs::ModelOrigin> {
+        Some(crate::stage::needs::ModelOrigin::SameAs(self.model.clone()))
     }
 
     fn total_units(&self) -> (Option<u64>, &'static str) {

@@ -101,12 +101,12 @@ impl StageConfig for UpriseEvalStage {
         Some(Artifact::Results)
     }
 
-    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+    fn memory_needs(&self) -> Option<crate::stage::needs::Needs> {
         // The frozen decoder scores batches of option rows of at most `n_tokens` tokens (the
         // retriever's encoders are small beside it and not counted).
-        Some(crate::preflight::needs::Needs {
+        Some(crate::stage::needs::Needs {
             model: self.model.clone(),
-            trainable: crate::preflight::needs::Trainable::Frozen,
+            trainable: crate::stage::needs::Trainable::Frozen,
             forward: Some((self.batch_size, self.n_tokens)),
             knobs: vec![format!("lower `batch_size` (now {}) or `n_tokens` (now {})", self.batch_size, self.n_tokens)],
             ..Default::default()

@@ -128,11 +128,11 @@ impl StageConfig for PromptScoreStage {
         Some(1 + 2 * self.negatives)
     }
 
-    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+    fn memory_needs(&self) -> Option<crate::stage::needs::Needs> {
         // The frozen decoder scores option rows (demonstration + input + option) up to its context.
-        Some(crate::preflight::needs::Needs {
+        Some(crate::stage::needs::Needs {
             model: self.model.clone(),
-            trainable: crate::preflight::needs::Trainable::Frozen,
+            trainable: crate::stage::needs::Trainable::Frozen,
             forward: Some((self.batch_size, 0)),
             knobs: vec![format!("lower `batch_size` (now {}): option rows per forward", self.batch_size)],
             ..Default::default()

@@ -138,10 +138,10 @@ impl StageConfig for RetrieveStage {
         Ok(())
     }
 
-    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+    fn memory_needs(&self) -> Option<crate::stage::needs::Needs> {
         // Two encoders trained as independent copies (when the prompt encoder starts from
         // other weights, the query encoder's shape is assumed for both), one optimizer over both.
-        Some(crate::preflight::needs::Needs {
+        Some(crate::stage::needs::Needs {
             model: self.query_encoder.clone(),
             copies: 2,
             micro_batch: self.batch_size,

@@ -14,6 +14,7 @@
 //! this core.
 
 pub mod chain;
-pub mod format;
+/// The format lives in `text`, below both this method and the sft stage that tokenizes it.
+pub use crate::text::instruct_format as format;
 pub mod method;
 pub mod render;

@@ -417,7 +417,7 @@ impl RlStage {
     /// micro-batches of `micro_batch` responses of prompt + `max_new_tokens` tokens, the
     /// reference when loaded, PPO's critic, FlowRL's Z head, and a rollout's KV cache over all
     /// `prompts_per_step × group_size` rows at once (or a quick eval's, up to 256 rows).
-    pub(crate) fn memory_needs(&self) -> crate::preflight::needs::Needs {
+    pub(crate) fn memory_needs(&self) -> crate::stage::needs::Needs {
         // Prompt lengths are known only once the data is read: built-in tasks have short
         // prompts; a JSONL of math problems is sized at 1024 tokens.
         let (prompt, assumption) = match self.max_prompt_tokens {
@@ -436,9 +436,9 @@ impl RlStage {
         if self.needs_reference() && !self.loss_reads_reference() {
             knobs.push("`log_ref_kl = false` drops the reference model (it is only logged)".into());
         }
-        crate::preflight::needs::Needs {
+        crate::stage::needs::Needs {
             model: self.model.clone(),
-            trainable: crate::preflight::needs::Trainable::Full,
+            trainable: crate::stage::needs::Trainable::Full,
             micro_batch: self.micro_batch.min(per_step),
             seq: ctx,
             accumulates: per_step > self.micro_batch,

@@ -76,12 +76,12 @@ impl StageConfig for RlStage {
         crate::train::rl::algo::grpo::validate_clip(self)
     }
 
-    fn memory_needs(&self) -> Option<crate::preflight::needs::Needs> {
+    fn memory_needs(&self) -> Option<crate::stage::needs::Needs> {
         Some(self.memory_needs())
     }
 
-    fn model_origin(&self) -> Option<crate::preflight::needs::ModelOrigin> {
-        Some(crate::preflight::needs::ModelOrigin::SameAs(self.model.clone()))
+    fn model_origin(&self) -> Option<crate::stage::needs::ModelOrigin> {
+        Some(crate::stage::needs::ModelOrigin::SameAs(self.model.clone()))
     }
 
     fn total_units(&self) -> (Option<u64>, &'static str) {
