@@ -5,7 +5,7 @@ use crate::bench::{self, BenchOptions};
 use crate::generate::{generate, FinishReason, SamplingParams};
 use crate::model::config::PRESETS;
 use crate::model::estimate::human_bytes;
-use crate::preflight::plan::{model_info, peak, InfoShape, Target};
+use crate::preflight::plan::{model_info, peak, InfoShape, Part, Phase, Place, Target};
 use crate::model::{Model, ModelConfig};
 use crate::rng::Rng;
 use crate::text::{model_eos_ids, Message, Tokenizer};
@@ -323,26 +323,28 @@ fn vlm_info_text(args: &InfoArgs) -> Result<String> {
         processor.factor(),
         processor.factor()
     );
-    let shape = EstimateShape {
+    let shape = InfoShape {
         infer_batch: args.infer_batch,
         context: args.context.unwrap_or(t.max_position_embeddings.min(4096)),
         train_batch: args.train_batch,
         train_seq: args.train_seq,
     };
-    let (mut inf, mut full, mut lora) = estimate_memory(t, shape);
+    // The LLM sized by the memory preflight's arithmetic, plus the tower and projector: their
+    // weights always, and for full fine-tuning their gradients and AdamW state (f32).
+    let target = crate::preflight::budget::budget("auto", "auto", None, None).map_err(|e| anyhow::anyhow!(e))?.target;
     let pv = (tower + projector) as f64;
-    inf.parts.push(("vision tower + projector weights (f32)", 4.0 * pv));
-    full.parts.push(("tower + projector: weights, grads, AdamW (f32)", 20.0 * pv));
-    lora.parts.push(("vision tower + projector weights (f32)", 4.0 * pv));
-    let mut block = |title: String, e: &Estimate| {
-        s += &format!("{title}: {}\n", human_bytes(e.total()));
-        for (name, b) in &e.parts {
-            s += &format!("    {name:<48} {}\n", human_bytes(*b));
+    let resident = |name: &str, bytes: f64| Part { name: name.to_string(), bytes, place: Place::Device, phase: Phase::Resident };
+    for (i, (title, mut parts)) in model_info(t, shape, target).into_iter().enumerate() {
+        if i == 1 {
+            parts.push(resident("tower + projector: weights, grads, AdamW (f32)", 16.0 * pv));
+        } else {
+            parts.push(resident("vision tower + projector weights (f32)", 4.0 * pv));
         }
-    };
-    block(format!("memory, inference (batch {} × context {})", shape.infer_batch, shape.context), &inf);
-    block(format!("memory, full fine-tuning AdamW f32 (batch {} × seq {})", shape.train_batch, shape.train_seq), &full);
-    block(format!("memory, LoRA r=16 on the LLM (batch {} × seq {})", shape.train_batch, shape.train_seq), &lora);
+        s += &format!("memory, {title}: peak {}\n", human_bytes(peak(&parts, None)));
+        for p in &parts {
+            s += &format!("    {:<58} {}\n", p.name, human_bytes(p.bytes));
+        }
+    }
     s += "(estimates; the tower's activations per image are not counted yet)\n";
     Ok(s)
 }
@@ -468,6 +470,7 @@ fn cmd_generate_vlm(args: &GenerateArgs) -> Result<()> {
         greedy: args.greedy,
         max_new_tokens: max_new,
         stop_token_ids: tok.eos_ids(),
+        ..SamplingParams::default()
     };
     let stops = args.stop.clone();
     let decode = |t: &[u32]| tok.decode(t, false).unwrap_or_default();
