@@ -33,8 +33,9 @@ import sys
 import tempfile
 
 
-def overrides_of(export_dir, work):
-    """The argv run.sh gives `python -m verl.trainer.main_ppo`."""
+def overrides_of(export_dir, work, model_dir):
+    """The argv run.sh gives `python -m verl.trainer.main_ppo`, with MODEL_PATH = the model
+    folder (verl's critic config reads its config.json)."""
     dump = os.path.join(work, "argv.json")
     shim = os.path.join(work, "python-shim")
     with open(shim, "w") as f:
@@ -42,7 +43,7 @@ def overrides_of(export_dir, work):
     os.chmod(shim, os.stat(shim).st_mode | stat.S_IEXEC)
     fork = os.path.join(work, "flowrl")
     os.makedirs(os.path.join(fork, "verl"), exist_ok=True)
-    env = dict(os.environ, PYTHON=shim, MODEL_PATH="/models/policy", FLOWRL_DIR=fork, N_GPUS="1", NNODES="1")
+    env = dict(os.environ, PYTHON=shim, MODEL_PATH=model_dir, FLOWRL_DIR=fork, N_GPUS="1", NNODES="1")
     subprocess.run(["bash", os.path.join(export_dir, "run.sh")], check=True, env=env)
     with open(dump) as f:
         argv = json.load(f)
@@ -182,7 +183,7 @@ def main():
     answer = {"verl_version": getattr(verl, "__version__", "?"), "exports": []}
     with tempfile.TemporaryDirectory() as work:
         for e in request["exports"]:
-            overrides = overrides_of(e["dir"], work)
+            overrides = overrides_of(e["dir"], work, request["tokenizer"])
             config_dir = e.get("config_dir") or own_dir
             base, cfg = compose(config_dir, overrides)
             appended = check_types(base, cfg, overrides)
