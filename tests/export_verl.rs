@@ -289,6 +289,17 @@ fn export_matches_the_run_and_verl_accepts_it() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"), "{}", String::from_utf8_lossy(&again.stderr));
 
+    // Mistakes get a message that names the way out.
+    let err = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_retort")).args(args).current_dir(root).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = err(&["export", "verl", "run.toml", "--out", "none"]);
+    assert!(e.contains("has no rl stage"), "{e}");
+    let e = err(&["export", "verl", "export.toml", "--out", "none", "--stage", "ppo"]);
+    assert!(e.contains("the profile's rl stages are grpo, flowrl"), "{e}");
+
     // With --run: the same rows, and the starting model is the run's folder.
     retort(&["export", "verl", "export.toml", "--out", "fromrun", "--run", run.to_str().unwrap()], root);
     let grpo = root.join("fromrun/grpo");

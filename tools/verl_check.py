@@ -18,7 +18,9 @@ For each export:
    (the exports checked here are chat = false: retort feeds the text itself; `"tokens": false`
    skips this for the FlowRL fork, whose verl 0.4.0 has no key for the raw template).
 Then reward.py (of the first export) grades every row of the sample files (retort eval
-samples, or rows graded by retort's verifiers): its verdicts must equal retort's.
+samples, or rows graded by retort's verifiers): its verdicts must equal retort's, one call a
+row (verl's naive reward manager) and in one batch (its batch manager); and its format rules
+(think/answer, boxed) must give the results of src/train/rl/rewards.rs's unit tests.
 
 Answer (JSON on stdout): per export the override count, the appended keys and the rows seen;
 the reward rows compared and the mismatches.
@@ -33,8 +35,9 @@ import sys
 import tempfile
 
 
-def overrides_of(export_dir, work):
-    """The argv run.sh gives `python -m verl.trainer.main_ppo`."""
+def overrides_of(export_dir, work, model_dir):
+    """The argv run.sh gives `python -m verl.trainer.main_ppo`, with MODEL_PATH = the model
+    folder (verl's critic config reads its config.json)."""
     dump = os.path.join(work, "argv.json")
     shim = os.path.join(work, "python-shim")
     with open(shim, "w") as f:
@@ -42,7 +45,7 @@ def overrides_of(export_dir, work):
     os.chmod(shim, os.stat(shim).st_mode | stat.S_IEXEC)
     fork = os.path.join(work, "flowrl")
     os.makedirs(os.path.join(fork, "verl"), exist_ok=True)
-    env = dict(os.environ, PYTHON=shim, MODEL_PATH="/models/policy", FLOWRL_DIR=fork, N_GPUS="1", NNODES="1")
+    env = dict(os.environ, PYTHON=shim, MODEL_PATH=model_dir, FLOWRL_DIR=fork, N_GPUS="1", NNODES="1")
     subprocess.run(["bash", os.path.join(export_dir, "run.sh")], check=True, env=env)
     with open(dump) as f:
         argv = json.load(f)
@@ -169,6 +172,37 @@ def check_rewards(reward_py, sample_files):
     return {"rows": len(rows), "correct": sum(bool(r["correct"]) for r in rows), "mismatches": mismatches[:20], "mismatch_count": len(mismatches)}
 
 
+def check_format_rules(reward_py):
+    """reward.py's format rules on the cases of src/train/rl/rewards.rs's unit tests."""
+    spec = importlib.util.spec_from_file_location("exported_reward_rules", reward_py)
+    reward = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reward)
+    ok = ["<think>2+2</think>\n<answer>4</answer>", "  <think>a</think><answer>b</answer>\n"]
+    bad = [
+        "<answer>4</answer>",
+        "<think>x</think><answer>4</answer> done",
+        "<think>x</think><think>y</think><answer>4</answer>",
+        "<think></answer></think><answer>4",
+        "<think> </think><answer>4</answer>",
+        "<think>x</think><answer> </answer>",
+        "<think>x</think>so<answer>4</answer>",
+        "<think>x<answer></think>4</answer>",
+    ]
+    for t in ok:
+        assert reward.think_answer_ok(t), t
+    for t in bad:
+        assert not reward.think_answer_ok(t), t
+    think = {"kind": "think_answer"}
+    assert reward.shaped(think, "<think>x</think><answer>4</answer>", True, 1.0) == 1.0
+    assert reward.shaped(think, "<think>x</think><answer>5</answer>", False, 0.0) == 0.0
+    assert reward.shaped(think, "4", True, 1.0) == 0.0
+    boxed = {"kind": "boxed", "correct": 1.0, "wrong": -1.0, "missing": -2.0}
+    assert [reward.shaped(boxed, r, c, 0.0) for r, c in [("so \\boxed{4}", True), ("so \\boxed{5}", False), ("I think 4", True)]] == [1.0, -1.0, -2.0]
+    other = {"kind": "boxed", "correct": 1.0, "wrong": 0.0, "missing": -0.5}
+    assert reward.shaped(other, "x", False, 0.0) == -0.5 and reward.shaped(other, "\\boxed{x}", False, 0.0) == 0.0
+    return len(ok) + len(bad) + 7
+
+
 def main():
     request = json.load(sys.stdin)
     # verl and datasets print progress to stdout; the answer is the only line there.
@@ -182,7 +216,7 @@ def main():
     answer = {"verl_version": getattr(verl, "__version__", "?"), "exports": []}
     with tempfile.TemporaryDirectory() as work:
         for e in request["exports"]:
-            overrides = overrides_of(e["dir"], work)
+            overrides = overrides_of(e["dir"], work, request["tokenizer"])
             config_dir = e.get("config_dir") or own_dir
             base, cfg = compose(config_dir, overrides)
             appended = check_types(base, cfg, overrides)
@@ -205,6 +239,7 @@ def main():
             answer["exports"].append({"dir": e["dir"], "overrides": len(overrides), "appended": appended, "rows": rows, "config_dir": config_dir})
     first = request["exports"][0]["dir"]
     answer["reward"] = check_rewards(os.path.join(first, "reward.py"), request["samples"])
+    answer["format_rule_cases"] = check_format_rules(os.path.join(first, "reward.py"))
     print(json.dumps(answer), file=answer_to)
 
 
