@@ -35,14 +35,16 @@ if [ ! -f "$DATA" ]; then
   "$RETORT" run "$HERE/rl-step.toml" --headless --runs-dir "$OUT/data-run" --name data --set stage.grpo.steps=1 \
     --set stage.grpo.model="$MODEL" --set stage.grpo.max_new_tokens=1 --set stage.grpo.min_new_tokens=0 --force > "$OUT/data.log" 2>&1
   mkdir -p "$OUT/data"
-  cp "$OUT/data-run/data/data/train.jsonl" "$DATA"
+  cp "$OUT"/data-run/data-*/data/train.jsonl "$DATA"
+  rm -rf "$OUT/data-run"
 fi
 case "$SIDE" in
   retort)
     NAME=retort-$REF-$(date +%s%N)
     RAYON_NUM_THREADS=$THREADS "$RETORT" run "$HERE/rl-step.toml" --headless --runs-dir "$OUT/runs" --name "$NAME" --force \
       --set stage.grpo.model="$MODEL" --set stage.grpo.steps="$STEPS" "${SETS[@]}" > "$OUT/$NAME.log" 2>&1
-    "$PYTHON" "$HERE/../tools/rl_phase_times.py" "$OUT/runs/$NAME" grpo | "$PYTHON" -c "import json,sys; d=json.load(sys.stdin); d.update(side='retort', ref='$REF', model='$MODEL'); print(json.dumps(d))"
+    rm -rf "$OUT"/runs/"$NAME"-*/grpo/checkpoints "$OUT"/runs/"$NAME"-*/grpo/model
+    "$PYTHON" "$HERE/../tools/rl_phase_times.py" "$OUT"/runs/"$NAME"-*/ grpo | "$PYTHON" -c "import json,sys; d=json.load(sys.stdin); d.update(side='retort', ref='$REF', model='$MODEL'); print(json.dumps(d))"
     ;;
   trl)
     OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} "$PYTHON" "$HERE/../tools/trl_grpo_peer.py" --model "$MODEL" --data "$DATA" --steps "$STEPS" \
