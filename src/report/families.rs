@@ -127,6 +127,9 @@ pub struct Panel {
     pub title: String,
     /// Evaluation points (`eval/…`): markers joined by a thin line, not smoothed.
     pub eval_points: bool,
+    /// A schedule (the learning rate, the KL coefficient): drawn as it is, never smoothed (an
+    /// EMA would move its peak).
+    pub schedule: bool,
     pub lines: Vec<Line>,
 }
 
@@ -169,7 +172,8 @@ pub fn panels(stages: &[(&str, &BTreeMap<String, Vec<(f64, f64)>>)]) -> Vec<(Fam
                 (Family::Ood, Some((model, rest))) => (rest.to_string(), rest.to_string(), model.to_string()),
                 _ => (name.clone(), title, stage.to_string()),
             };
-            let panel = by.entry((family, natural_key(&key))).or_insert_with(|| Panel { title, eval_points, lines: Vec::new() });
+            let schedule = ["lr", "actor/lr", "actor/kl_coef"].contains(&name.as_str());
+            let panel = by.entry((family, natural_key(&key))).or_insert_with(|| Panel { title, eval_points, schedule, lines: Vec::new() });
             panel.lines.push(Line { series, points: points.clone(), band });
         }
     }
@@ -278,6 +282,7 @@ mod tests {
         let length: Vec<&str> = out[2].1.iter().map(|p| p.title.as_str()).collect();
         assert_eq!(length, ["response_length/mean", "response_length/min"]);
         assert!(out[2].1[0].lines[0].band.is_empty());
+        assert!(!out[0].1[0].schedule);
         // The same metric of two stages is one panel with two lines, in stage order.
         let mut ppo = grpo.clone();
         ppo.insert("loss".into(), pts(&[1.0]));
