@@ -4,7 +4,7 @@
 //! stage's `results.json`, then writes into `RUN_DIR/report/`:
 //! - one PNG of small multiples per metric family (`loss.png`, `reward.png`, `eval.png`,
 //!   `entropy.png`, `diversity.png`, `length.png`, `policy.png`, `optimizer.png`,
-//!   `timing.png`, `other.png`): one panel per metric, one series per stage, chosen by exact
+//!   `timing.png`, `ood.png`, `other.png`): one panel per metric, one series per stage, chosen by exact
 //!   names and prefixes ([`families`]: a `timing/` metric is never a reward). A training series
 //!   is its faint raw values under a debiased EMA line ([`style::SMOOTHING`]), a `…/mean` with
 //!   `…/min` and `…/max` companions gets a shaded min–max band, `eval/…` metrics are markers;
@@ -317,7 +317,7 @@ pub fn write_report(run_dir: &Path) -> Result<Written> {
     let with_metrics: Vec<(&str, &BTreeMap<String, Vec<(f64, f64)>>)> = stages.iter().map(|(n, v)| (n.as_str(), &v.metrics)).collect();
     for (family, family_panels) in families::panels(&with_metrics) {
         let file = format!("{}.png", family.file());
-        let title = format!("{} vs step", family.title());
+        let title = format!("{} vs {}", family.title(), family.x());
         panels::draw_panels(&out_dir.join(&file), &title, &family_panels, &palette)?;
         images.push((title, file));
     }
@@ -527,10 +527,18 @@ fn draw(path: &Path, bars: &Bars) -> Result<()> {
     let text = fonts_available();
     let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
+    // The legend is a column right of the bars, never over them.
+    let legend_w = if text && !bars.series.is_empty() {
+        let longest = bars.series.iter().map(|s| s.0.chars().count()).max().unwrap_or(0);
+        (40 + 8 * longest as u32).clamp(110, 300)
+    } else {
+        0
+    };
+    let (plot_area, legend_area) = root.split_horizontally(900 - legend_w);
     let (x0, x1) = (bars.edges[0], *bars.edges.last().unwrap_or(&1.0));
     let ymax = bars.series.iter().flat_map(|s| s.1.iter().copied()).filter(|v| v.is_finite()).fold(0f64, f64::max);
     let y1 = if ymax > 0.0 { ymax * 1.08 } else { 1.0 };
-    let mut builder = ChartBuilder::on(&root);
+    let mut builder = ChartBuilder::on(&plot_area);
     builder.margin(20).x_label_area_size(if text { 48 } else { 8 }).y_label_area_size(if text { 70 } else { 8 });
     if text {
         builder.caption(bars.title, (FONT_FAMILY, 24));
@@ -538,7 +546,7 @@ fn draw(path: &Path, bars: &Bars) -> Result<()> {
     let mut ctx = builder.build_cartesian_2d(x0..x1, 0f64..y1).map_err(plot_err)?;
     let plain = |v: &f64| tick_label(*v);
     let mut mesh = ctx.configure_mesh();
-    mesh.light_line_style(RGBColor(235, 235, 235)).disable_x_mesh();
+    mesh.max_light_lines(1).light_line_style(RGBColor(245, 245, 245)).bold_line_style(RGBColor(222, 222, 222)).disable_x_mesh();
     if text {
         mesh.x_desc(bars.x_label).y_desc(bars.y_label).label_style((FONT_FAMILY, 15)).axis_desc_style((FONT_FAMILY, 17));
         mesh.x_label_formatter(&plain).y_label_formatter(&plain);
@@ -562,19 +570,11 @@ fn draw(path: &Path, bars: &Bars) -> Result<()> {
             let style = if bars.grouped { color.filled() } else { color.mix(0.45).filled() };
             Rectangle::new([(a, 0.0), (b, v)], style)
         });
-        let drawn = ctx.draw_series(rects).map_err(plot_err)?;
-        if text {
-            drawn.label(name.as_str()).legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
-        }
+        ctx.draw_series(rects).map_err(plot_err)?;
     }
-    if text && !bars.series.is_empty() {
-        ctx.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .label_font((FONT_FAMILY, 14))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(plot_err)?;
+    if legend_w > 0 {
+        let entries: Vec<(String, RGBColor)> = bars.series.iter().map(|(n, _)| (n.clone(), palette.color(n))).collect();
+        legend_column(&legend_area, &entries)?;
     }
     root.present().map_err(plot_err)?;
     Ok(())

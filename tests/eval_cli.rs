@@ -386,11 +386,15 @@ max_new_tokens = 12
     }
 
     let listed = stdout_of(&retort(&["report", run_dir.to_str().unwrap()]));
-    for name in ["loss.png", "passk-eval.png", "entropy-position-eval.png"] {
+    for name in ["passk-eval.png", "entropy-position-eval.png"] {
         let p = run_dir.join("report").join(name);
         assert!(listed.contains(name), "{listed}");
         assert_eq!(png_size(&p), (900, 540));
     }
+    // The training curves are small multiples: sft's `loss` alone in loss.png is one panel
+    // (440 × 290) under the title and legend strips (78), at least 600 wide.
+    assert!(listed.contains("loss.png"), "{listed}");
+    assert_eq!(png_size(&run_dir.join("report/loss.png")), (600, 44 + 34 + 290));
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(md.contains("| eval | eval | finished |"), "{md}");
     assert!(md.contains("pass@1") && md.contains("solved only by this"), "{md}");

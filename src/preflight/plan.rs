@@ -214,10 +214,11 @@ pub fn parts(needs: &Needs, arch: &Arch, target: Target) -> Vec<Part> {
                 let kv = 2.0 * (c.num_hidden_layers * c.num_key_value_heads * c.head_dim) as f64 * (rows * ctx) as f64 * w;
                 add(&format!("KV cache, {rows} rows × {ctx} tokens"), kv, Device, Sample);
                 if !target.gpu {
-                    // The cache doubles as it fills (up to its last position); on the CPU the
-                    // heap keeps the buffers it outgrew (`malloc_tuning`): about one more cache
-                    // when the rows run to the end (measured: eval at the small shape).
-                    add("KV buffers outgrown while the cache doubled (kept by the heap)", kv, Device, Sample);
+                    // The cache doubles as it fills (up to its last position), and on the CPU the
+                    // heap keeps what it frees (`malloc_tuning`): the outgrown buffers and the
+                    // per-step copies. Measured: an eval at the small shape whose 256 rows all
+                    // run to the end peaks at 3.3× its final cache, so two more caches.
+                    add("KV buffers outgrown while doubling, kept by the heap (2× the cache)", 2.0 * kv, Device, Sample);
                 }
                 add("sampling logits (f32, rows × V, two copies)", 8.0 * (rows * c.vocab_size) as f64, Device, Sample);
             }

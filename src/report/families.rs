@@ -17,12 +17,34 @@ pub enum Family {
     Policy,
     Optimizer,
     Timing,
+    /// An eval stage's OOD detection per model, set and noise level: `<model>/ood/<what>/<set>`
+    /// logged at step = t.
+    Ood,
     Other,
 }
 
 impl Family {
-    pub const ALL: [Family; 10] =
-        [Family::Loss, Family::Reward, Family::Eval, Family::Entropy, Family::Diversity, Family::Length, Family::Policy, Family::Optimizer, Family::Timing, Family::Other];
+    pub const ALL: [Family; 11] = [
+        Family::Loss,
+        Family::Reward,
+        Family::Eval,
+        Family::Entropy,
+        Family::Diversity,
+        Family::Length,
+        Family::Policy,
+        Family::Optimizer,
+        Family::Timing,
+        Family::Ood,
+        Family::Other,
+    ];
+
+    /// What the x axis is: the training step, or t for the OOD scores.
+    pub fn x(self) -> &'static str {
+        match self {
+            Family::Ood => "noise level t",
+            _ => "step",
+        }
+    }
 
     pub fn file(self) -> &'static str {
         match self {
@@ -35,6 +57,7 @@ impl Family {
             Family::Policy => "policy",
             Family::Optimizer => "optimizer",
             Family::Timing => "timing",
+            Family::Ood => "ood",
             Family::Other => "other",
         }
     }
@@ -50,6 +73,7 @@ impl Family {
             Family::Policy => "Policy update: KL, clipping, advantages, critic",
             Family::Optimizer => "Optimizer: learning rate, gradient norm",
             Family::Timing => "Timing (seconds) and throughput",
+            Family::Ood => "OOD detection (AUROC, FPR95, reconstruction loss)",
             Family::Other => "Other metrics",
         }
     }
@@ -80,6 +104,8 @@ pub fn family_of(metric: &str) -> Option<Family> {
         Family::Optimizer
     } else if prefixed(&["actor/", "critic/"]) {
         Family::Policy
+    } else if metric.split('/').nth(1) == Some("ood") {
+        Family::Ood
     } else {
         Family::Other
     })
@@ -101,6 +127,9 @@ pub struct Panel {
     pub title: String,
     /// Evaluation points (`eval/…`): markers joined by a thin line, not smoothed.
     pub eval_points: bool,
+    /// A schedule (the learning rate, the KL coefficient): drawn as it is, never smoothed (an
+    /// EMA would move its peak).
+    pub schedule: bool,
     pub lines: Vec<Line>,
 }
 
@@ -137,9 +166,15 @@ pub fn panels(stages: &[(&str, &BTreeMap<String, Vec<(f64, f64)>>)]) -> Vec<(Fam
                 Some(base) if !band.is_empty() => format!("{base} (mean, min–max band)"),
                 _ => name.clone(),
             };
-            let eval_points = family == Family::Eval;
-            let panel = by.entry((family, natural_key(name))).or_insert_with(|| Panel { title, eval_points, lines: Vec::new() });
-            panel.lines.push(Line { series: stage.to_string(), points: points.clone(), band });
+            let eval_points = matches!(family, Family::Eval | Family::Ood);
+            // OOD results name their model first: the models are the series of one panel.
+            let (key, title, series) = match (family, name.split_once('/')) {
+                (Family::Ood, Some((model, rest))) => (rest.to_string(), rest.to_string(), model.to_string()),
+                _ => (name.clone(), title, stage.to_string()),
+            };
+            let schedule = ["lr", "actor/lr", "actor/kl_coef"].contains(&name.as_str());
+            let panel = by.entry((family, natural_key(&key))).or_insert_with(|| Panel { title, eval_points, schedule, lines: Vec::new() });
+            panel.lines.push(Line { series, points: points.clone(), band });
         }
     }
     let mut out: Vec<(Family, Vec<Panel>)> = Vec::new();
@@ -212,6 +247,9 @@ mod tests {
         assert_eq!(family_of("reward_hacks"), Some(Family::Other));
         // The denoise stage's held-out losses have their own chart.
         assert_eq!(family_of("eval/recon/id/recipes_test"), None);
+        // An eval stage's OOD results: `<model>/ood/<what>/<set>`, against t.
+        assert_eq!(family_of("diffuse/ood/auroc/legal"), Some(Family::Ood));
+        assert_eq!(Family::Ood.x(), "noise level t");
     }
 
     #[test]
@@ -244,11 +282,22 @@ mod tests {
         let length: Vec<&str> = out[2].1.iter().map(|p| p.title.as_str()).collect();
         assert_eq!(length, ["response_length/mean", "response_length/min"]);
         assert!(out[2].1[0].lines[0].band.is_empty());
+        assert!(!out[0].1[0].schedule);
         // The same metric of two stages is one panel with two lines, in stage order.
         let mut ppo = grpo.clone();
         ppo.insert("loss".into(), pts(&[1.0]));
         let out = panels(&[("sft", &sft), ("ppo", &ppo)]);
         let series: Vec<&str> = out[0].1[0].lines.iter().map(|l| l.series.as_str()).collect();
         assert_eq!(series, ["sft", "ppo"]);
+        // An eval stage's OOD results: one panel per measure and set, the models its series.
+        let mut ood: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        ood.insert("pretrain/ood/auroc/legal".into(), vec![(300.0, 0.4), (600.0, 0.9)]);
+        ood.insert("diffuse/ood/auroc/legal".into(), vec![(300.0, 1.0), (600.0, 1.0)]);
+        let out = panels(&[("ood", &ood)]);
+        assert_eq!(out[0].0, Family::Ood);
+        assert_eq!(out[0].1.len(), 1);
+        assert_eq!(out[0].1[0].title, "ood/auroc/legal");
+        let series: Vec<&str> = out[0].1[0].lines.iter().map(|l| l.series.as_str()).collect();
+        assert_eq!(series, ["diffuse", "pretrain"]);
     }
 }

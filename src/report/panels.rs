@@ -143,6 +143,8 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, panel: &Panel, palette: 
         if panel.eval_points || line.points.len() < SMOOTH_FROM {
             ctx.draw_series(LineSeries::new(line.points.iter().copied(), color.mix(0.7).stroke_width(1))).map_err(plot_err)?;
             ctx.draw_series(line.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
+        } else if panel.schedule {
+            ctx.draw_series(LineSeries::new(line.points.iter().copied(), color.stroke_width(2))).map_err(plot_err)?;
         } else {
             ctx.draw_series(LineSeries::new(line.points.iter().copied(), color.mix(0.25).stroke_width(1))).map_err(plot_err)?;
             let ys: Vec<f64> = line.points.iter().map(|p| p.1).collect();
@@ -181,7 +183,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("g.png");
         let line = |s: &str| Line { series: s.into(), points: (0..10).map(|i| (i as f64, (i * i) as f64)).collect(), band: Vec::new() };
-        let panel = |t: &str| Panel { title: t.into(), eval_points: false, lines: vec![line("grpo"), line("flowrl")] };
+        let panel = |t: &str| Panel { title: t.into(), eval_points: false, schedule: false, lines: vec![line("grpo"), line("flowrl")] };
         let panels: Vec<Panel> = ["a", "b", "c", "d", "e"].iter().map(|t| panel(t)).collect();
         draw_panels(&p, "t", &panels, &Palette::new(["grpo", "flowrl"])).unwrap();
         let bytes = std::fs::read(&p).unwrap();
