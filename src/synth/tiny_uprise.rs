@@ -218,7 +218,9 @@ pub fn write(dir: &Path, cfg: &TinyUpriseConfig) -> Result<Vec<(String, u64)>> {
     let text: String = (0..cfg.lm)
         .map(|i| {
             let (prompt, response) = lm_example(i, &mut rng);
-            format!("{}\n", json!({ "prompt": prompt, "response": response }))
+            // One text row: the loss is on every token, each demo's answer included (it follows
+            // from the demos before it), not only on the query's answer.
+            format!("{}\n", json!({ "text": format!("{prompt}{response}") }))
         })
         .collect();
     out.push(("lm.jsonl".into(), text, cfg.lm as u64));

@@ -10,13 +10,14 @@
 //!   counting bad rows.
 //! - [`jsonl`] reads JSONL files line by line with bounded memory (every user JSONL).
 //! - [`tiny`] writes a small, real, character-level tokenizer directory for
-//!   tests and tiny profiles.
+//!   tests and tiny profiles; [`tiny_word`] a word-level one built from a corpus.
 
 mod chat;
 pub mod corpus;
 pub mod jsonl;
 mod pyjson;
 pub mod tiny;
+pub mod tiny_word;
 mod tokenizer;
 
 pub use chat::{ChatTemplate, Message};
