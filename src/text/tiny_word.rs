@@ -141,7 +141,7 @@ mod tests {
     fn word_tokenizer_makes_corpus_words_one_token_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let corpus = dir.path().join("c.jsonl");
-        std::fs::write(&corpus, "{\"text\": \"Q: 34 is even? A: yes \\n x\"}\n{\"prompt\": \"Claim: 3 is more than 7. Verdict:\", \"response\": \" true\"}\n").unwrap();
+        std::fs::write(&corpus, "{\"text\": \"Q: 34 is even? A: yes \\n Claim\"}\n{\"prompt\": \"Claim: 3 is more than 7. Verdict:\", \"response\": \" true\"}\n").unwrap();
         let counts = corpus_pieces(&corpus).unwrap();
         let merges = learn_merges(&counts);
         let n = build_word_tokenizer(dir.path(), &merges).unwrap();
