@@ -417,3 +417,34 @@ fn transformers_tokenizes_a_retort_made_model_folder_as_retort_does() {
     assert_eq!(resaved.apply_chat_template(&msgs, true).unwrap(), v["chat"].as_str().unwrap());
     assert_eq!(resaved.encode(texts[0], false).unwrap(), tok.encode(texts[0], false).unwrap());
 }
+
+#[test]
+fn transformers_tokenizes_a_word_level_tiny_folder_as_retort_does() {
+    let Some(python) = python_with_transformers() else {
+        eprintln!("SKIPPED: no python with torch+transformers (set RETORT_PYTHON)");
+        return;
+    };
+    // `model-init` with `preset = "tiny"` and `corpus`: the character tokenizer plus merges
+    // that make every corpus word one token. transformers rebuilds a qwen2 folder's tokenizer
+    // from vocabulary and merges; it must cut the words the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    std::fs::write(&corpus, "{\"text\": \"Q: 34 is even? A: yes \\n Claim: 3 is more than 7. Verdict: false\"}\n{\"prompt\": \"the soup was bland is good ->\", \"response\": \" off\"}\n").unwrap();
+    let merges = retort::text::tiny_word::learn_merges(&retort::text::tiny_word::corpus_pieces(&corpus).unwrap());
+    let model = dir.path().join("m");
+    retort::model::init::init_folder_with_vocab("tiny", &model, 1, None, Some(&merges)).unwrap();
+    let tok = retort::text::Tokenizer::load(&model).unwrap();
+    let texts = ["Q: 34 is even? A: yes \n Claim: 3 is more than 7. Verdict: false", "the soup was bland is good -> off", "words the corpus lacks, 1 2 3!\n"];
+    let request = serde_json::json!({"texts": texts});
+    let v = run_python_tool(&python, "hf_tokenize.py", &[&model], &request, "hf_tokenize");
+    for (i, text) in texts.iter().enumerate() {
+        let ours = tok.encode(text, false).unwrap();
+        let theirs: Vec<u32> = v["ids"][i].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        assert_eq!(ours, theirs, "{text:?}: retort vs transformers ({})", v["class"]);
+        assert_eq!(v["decoded"][i].as_str().unwrap(), *text);
+    }
+    // Corpus words are one token each: " even", " Verdict", " off".
+    let first: Vec<u32> = v["ids"][0].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    assert_eq!(first.len(), 25, "{first:?}");
+    assert_eq!(tok.encode(" off", false).unwrap().len(), 1);
+}

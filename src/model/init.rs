@@ -2,7 +2,7 @@
 //! like a hub download so every other command loads it the same way.
 
 use crate::model::{Model, ModelConfig};
-use crate::text::tiny;
+use crate::text::{tiny, tiny_word};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -16,7 +16,8 @@ pub const SIDE_FILES: &[&str] = &[
 ];
 
 /// Write `out/{config.json, generation_config.json, model.safetensors, tokenizer.json,
-/// tokenizer_config.json}` for preset `tiny` or `small` with a character tokenizer.
+/// tokenizer_config.json}` for preset `tiny` or `small` with a character tokenizer (a word-level
+/// one: [`init_folder_with_vocab`]).
 pub fn init_folder(preset: &str, out: &Path, seed: u64) -> Result<ModelConfig> {
     init_folder_with_context(preset, out, seed, None)
 }
@@ -80,7 +81,18 @@ impl Shape {
 
 /// [`init_folder_with_context`] with the shape of `preset` changed by `shape`.
 pub fn init_folder_shaped(preset: &str, out: &Path, seed: u64, context: Option<usize>, shape: &Shape) -> Result<ModelConfig> {
-    let mut config = ModelConfig::preset(preset, tiny::VOCAB_SIZE)?;
+    init_folder_full(preset, out, seed, context, shape, None)
+}
+
+/// [`init_folder_with_context`] with the word-level tokenizer of `merges` (see
+/// [`crate::text::tiny_word`]) instead of the character one when `merges` is given.
+pub fn init_folder_with_vocab(preset: &str, out: &Path, seed: u64, context: Option<usize>, merges: Option<&[(String, String)]>) -> Result<ModelConfig> {
+    init_folder_full(preset, out, seed, context, &Shape::default(), merges)
+}
+
+fn init_folder_full(preset: &str, out: &Path, seed: u64, context: Option<usize>, shape: &Shape, merges: Option<&[(String, String)]>) -> Result<ModelConfig> {
+    let vocab_size = merges.map_or(tiny::VOCAB_SIZE, tiny_word::vocab_size);
+    let mut config = ModelConfig::preset(preset, vocab_size)?;
     shape.apply(&mut config)?;
     if let Some(n) = context {
         anyhow::ensure!((16..=1 << 20).contains(&n), "context {n} is out of range: give 16 to 1048576 tokens");
@@ -90,7 +102,11 @@ pub fn init_folder_shaped(preset: &str, out: &Path, seed: u64, context: Option<u
     config.eos_token_ids = vec![eos];
     let existed = out.exists();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let written = tiny::build_char_tokenizer(out)
+    let tokenizer = match merges {
+        Some(m) => tiny_word::build_word_tokenizer(out, m).map(|_| ()),
+        None => tiny::build_char_tokenizer(out),
+    };
+    let written = tokenizer
         .map_err(anyhow::Error::from)
         .and_then(|()| Ok(Model::init_random(config.clone(), seed, &candle_core::Device::Cpu)?.save(out)?));
     if let Err(e) = written {

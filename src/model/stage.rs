@@ -9,6 +9,10 @@
 //! context = 1024      # optional: the context length, instead of the preset's (tiny 256, small 512)
 //! ```
 //!
+//! With `corpus` (a JSONL of `{"text"}` or `{"prompt", "response"}` rows), `tiny` and `small`
+//! get a word-level tokenizer instead of the character one: the character tokenizer plus BPE
+//! merges that make every word of the corpus one token (`text::tiny_word`).
+//!
 //! `preset = "encoder-tiny"` builds a tiny RoBERTa-shaped encoder with an MLM head instead
 //! (d = 64, 2 layers, 4 heads) whose word-level vocabulary comes from `corpus`, a JSONL of
 //! `{"text"}` rows; `context` is then the most tokens a text may have (default 128).
@@ -25,7 +29,8 @@ pub struct ModelInitStage {
     /// The context length (`max_position_embeddings`) instead of the preset's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<usize>,
-    /// `encoder-tiny`: the `{"text"}` JSONL the vocabulary is built from.
+    /// The JSONL the word vocabulary is built from (`encoder-tiny`: required; `tiny`, `small`:
+    /// a word-level tokenizer instead of the character one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corpus: Option<String>,
 }
@@ -54,8 +59,7 @@ impl StageConfig for ModelInitStage {
             }
         }
         match (self.preset.as_str(), &self.corpus) {
-            ("tiny" | "small", None) => Ok(()),
-            ("tiny" | "small", Some(_)) => Err(("corpus".into(), "only `preset = \"encoder-tiny\"` builds its vocabulary from a corpus".into())),
+            ("tiny" | "small", _) => Ok(()),
             ("encoder-tiny", Some(_)) => Ok(()),
             ("encoder-tiny", None) => Err(("corpus".into(), "`encoder-tiny` needs `corpus`, a JSONL of {\"text\"} rows to build its vocabulary from".into())),
             (other, _) => Err(("preset".into(), format!("unknown model preset `{other}`; known: tiny, small, encoder-tiny"))),
@@ -73,6 +77,16 @@ impl StageConfig for ModelInitStage {
     fn run(&self, ctx: &mut StageCtx) -> Result<StageOutput> {
         let out = ctx.dir.join("model");
         let seed = ctx.rng("weights").next_u64();
+        if let (Some(corpus), "tiny" | "small") = (&self.corpus, self.preset.as_str()) {
+            let path = ctx.resolve(corpus)?;
+            let pieces = crate::text::tiny_word::corpus_pieces(&path).map_err(anyhow::Error::msg)?;
+            let merges = crate::text::tiny_word::learn_merges(&pieces);
+            let config = crate::model::init::init_folder_with_vocab(&self.preset, &out, seed, self.context, Some(&merges))?;
+            ctx.events.progress(1, Some(1), "model", None);
+            let params = config.num_parameters() as f64;
+            ctx.events.info(format!("initialised a {} model with {params} parameters and a {}-token vocabulary ({} corpus words, one token each) in {}", self.preset, config.vocab_size, pieces.len(), out.display()));
+            return Ok(StageOutput { output: Some(out), summary: [("parameters".to_string(), params)].into(), table: None });
+        }
         if let Some(corpus) = &self.corpus {
             let shape = crate::model::encoder::tiny::TinyEncoderShape { max_tokens: self.context.unwrap_or(128), ..Default::default() };
             let cfg = crate::model::encoder::tiny::init_tiny_encoder(&out, &ctx.resolve(corpus)?, shape, seed)?;

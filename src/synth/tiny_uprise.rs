@@ -13,8 +13,9 @@
 //! across families.
 //!
 //! The frozen LM is made demonstration-sensitive: in its training text (`lm.jsonl`) each
-//! example is 0–3 demonstrations and a query (`{"prompt", "response"}`: the loss is on the
-//! query's answer), and which word of a verbalizer pair means
+//! example is 0–3 demonstrations and a query, one `{"text"}` row (the loss is on every token,
+//! so each demo's answer, which follows from the demos before it, is a target too), and which
+//! word of a verbalizer pair means
 //! "true" is drawn anew for every sequence and style. A lone query therefore cannot tell
 //! which word to answer; demonstrations in the query's style can, and in the task data the
 //! meaning of each style is fixed. Three in four examples use demos of the query's style
@@ -23,7 +24,8 @@
 //! is the one that helps most.
 //!
 //! Files (written atomically): `train.jsonl` and `test.jsonl` (task rows of §6.7:
-//! `{"id","task","cluster","input","options","answer"}`), `lm.jsonl` (`{"prompt", "response"}`)
+//! `{"id","task","cluster","input","options","answer"}`), `lm.jsonl` (`{"text"}`, also the
+//! word vocabulary of the tiny decoder's tokenizer)
 //! and `corpus.jsonl` (`{"text"}`: every task row's demo, the tiny encoders' vocabulary and
 //! MLM text).
 
@@ -218,7 +220,9 @@ pub fn write(dir: &Path, cfg: &TinyUpriseConfig) -> Result<Vec<(String, u64)>> {
     let text: String = (0..cfg.lm)
         .map(|i| {
             let (prompt, response) = lm_example(i, &mut rng);
-            format!("{}\n", json!({ "prompt": prompt, "response": response }))
+            // One text row: the loss is on every token, each demo's answer included (it follows
+            // from the demos before it), not only on the query's answer.
+            format!("{}\n", json!({ "text": format!("{prompt}{response}") }))
         })
         .collect();
     out.push(("lm.jsonl".into(), text, cfg.lm as u64));

@@ -12,7 +12,7 @@
 //! - [`instruct_format`]: the instruction synthesizer's text format (Instruction
 //!   Pre-Training), which the `instruct` synth method writes and the sft stage tokenizes.
 //! - [`tiny`] writes a small, real, character-level tokenizer directory for
-//!   tests and tiny profiles.
+//!   tests and tiny profiles; [`tiny_word`] a word-level one built from a corpus.
 
 mod chat;
 pub mod corpus;
@@ -20,6 +20,7 @@ pub mod instruct_format;
 pub mod jsonl;
 mod pyjson;
 pub mod tiny;
+pub mod tiny_word;
 mod tokenizer;
 
 pub use chat::{ChatTemplate, Message};

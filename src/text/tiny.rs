@@ -71,6 +71,11 @@ fn byte_level_char(byte: u8) -> char {
 pub fn build_char_tokenizer(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| TextError::Write { path: dir.to_path_buf(), source })?;
     write_tokenizer_json(dir)?;
+    write_side_files(dir)
+}
+
+/// `tokenizer_config.json` and `special_tokens_map.json` of the tiny tokenizers.
+pub(crate) fn write_side_files(dir: &Path) -> Result<()> {
     write_json(&dir.join("tokenizer_config.json"), &tokenizer_config())?;
     write_json(&dir.join("special_tokens_map.json"), &special_tokens_map())?;
     Ok(())
@@ -78,23 +83,44 @@ pub fn build_char_tokenizer(dir: &Path) -> Result<()> {
 
 fn write_tokenizer_json(dir: &Path) -> Result<()> {
     let path = dir.join("tokenizer.json");
-    let as_error = |error: tokenizers::Error| TextError::TokenizerJson { path: path.clone(), message: error.to_string() };
-    // The model goes through serde because the BPE builder wants tokenizers'
-    // internal hash map type; the library then writes its canonical file.
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        vocabulary().into_iter().zip(0u32..).map(|(token, id)| (token, id.into())).collect();
-    let model_json = serde_json::json!({"type": "BPE", "vocab": vocab, "merges": []});
-    let model: BPE = serde_json::from_str(&model_json.to_string()).map_err(|e| as_error(e.into()))?;
-    let mut tokenizer = tokenizers::Tokenizer::new(model);
-    let split = Split::new(SplitPattern::Regex(QWEN2_SPLIT_REGEX.into()), SplitDelimiterBehavior::Isolated, false).map_err(as_error)?;
+    let tokenizer = qwen2_tokenizer(&path, &[])?;
+    tokenizer.save(&path, true).map_err(|error| TextError::TokenizerJson { path: path.clone(), message: error.to_string() })
+}
+
+/// The pre-tokenizer of the tiny tokenizers (Qwen2's split regex, then byte level).
+pub(crate) fn pre_tokenizer(path: &Path) -> Result<Sequence> {
+    let split = Split::new(SplitPattern::Regex(QWEN2_SPLIT_REGEX.into()), SplitDelimiterBehavior::Isolated, false)
+        .map_err(|error| TextError::TokenizerJson { path: path.to_path_buf(), message: error.to_string() })?;
     // As transformers' Qwen2Tokenizer: no prefix space, the regex split done above.
     let byte_level = tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, false);
+    Ok(Sequence::new(vec![split.into(), byte_level.into()]))
+}
+
+/// Qwen2's pipeline over the character [`vocabulary`] plus `merges` (each merge's result
+/// appended to the vocabulary in order, unless already in it); `path` names the file in errors.
+pub(crate) fn qwen2_tokenizer(path: &Path, merges: &[(String, String)]) -> Result<tokenizers::Tokenizer> {
+    let as_error = |error: tokenizers::Error| TextError::TokenizerJson { path: path.to_path_buf(), message: error.to_string() };
+    let mut tokens = vocabulary();
+    let mut known: std::collections::HashSet<String> = tokens.iter().cloned().collect();
+    for (a, b) in merges {
+        let t = format!("{a}{b}");
+        if known.insert(t.clone()) {
+            tokens.push(t);
+        }
+    }
+    // The model goes through serde because the BPE builder wants tokenizers'
+    // internal hash map type; the library then writes its canonical file.
+    let vocab: serde_json::Map<String, serde_json::Value> = tokens.into_iter().zip(0u32..).map(|(token, id)| (token, id.into())).collect();
+    let merges: Vec<[&str; 2]> = merges.iter().map(|(a, b)| [a.as_str(), b.as_str()]).collect();
+    let model_json = serde_json::json!({"type": "BPE", "vocab": vocab, "merges": merges});
+    let model: BPE = serde_json::from_str(&model_json.to_string()).map_err(|e| as_error(e.into()))?;
+    let mut tokenizer = tokenizers::Tokenizer::new(model);
     tokenizer.with_normalizer(Some(NFC)).map_err(as_error)?;
-    tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![split.into(), byte_level.into()])));
+    tokenizer.with_pre_tokenizer(Some(pre_tokenizer(path)?));
     tokenizer.with_decoder(Some(ByteLevel::default()));
     let specials = SPECIAL_TOKENS.iter().map(|token| AddedToken::from(*token, true));
     tokenizer.add_special_tokens(specials.collect::<Vec<_>>()).map_err(as_error)?;
-    tokenizer.save(&path, true).map_err(as_error)
+    Ok(tokenizer)
 }
 
 fn tokenizer_config() -> serde_json::Value {
