@@ -211,6 +211,29 @@ fn row_streams(rng: &mut Rng, rows: usize) -> Vec<Rng> {
     (0..rows).map(|r| Rng::derive(base, &format!("row/{r}"))).collect()
 }
 
+/// Appends each sampled row's token, log-prob and entropy to its completion (`None`: the row
+/// had finished before this step), marks the rows that stop on it, and returns every row's
+/// next input token (0 for rows not sampled).
+pub(crate) fn record_step(picks: &[Option<(usize, f32, f32)>], out: &mut [Completion], done: &mut [bool], params: &SamplingParams, stop: Option<StopCheck>) -> Vec<u32> {
+    let mut next = vec![0u32; picks.len()];
+    for (row, pick) in picks.iter().enumerate() {
+        let Some((token, logp, entropy)) = *pick else { continue };
+        let c = &mut out[row];
+        c.tokens.push(token as u32);
+        c.logprobs.push(logp);
+        c.entropies.push(entropy);
+        next[row] = token as u32;
+        if params.stop_token_ids.contains(&(token as u32)) {
+            c.finish = FinishReason::Eos;
+            done[row] = true;
+        } else if stop.is_some_and(|f| f(&c.tokens)) {
+            c.finish = FinishReason::Stop;
+            done[row] = true;
+        }
+    }
+    next
+}
+
 /// Stop tokens a row may not draw yet (`min_new_tokens`).
 fn excluded<'p>(params: &'p SamplingParams, generated: usize) -> &'p [u32] {
     if generated < params.min_new_tokens {
@@ -301,23 +324,7 @@ pub(crate) fn generate_static(
             .collect();
         let rows: Vec<Option<&[f32]>> = logits.iter().map(|l| Some(l.as_slice())).collect();
         let picks = pick_tokens(&rows, &draws, params, t);
-        let mut next = vec![0u32; batch];
-        for row in 0..batch {
-            // None: the row had finished before this step.
-            let Some((token, logp, entropy)) = picks[row] else { continue };
-            let c = &mut out[row];
-            c.tokens.push(token as u32);
-            c.logprobs.push(logp);
-            c.entropies.push(entropy);
-            next[row] = token as u32;
-            if params.stop_token_ids.contains(&(token as u32)) {
-                c.finish = FinishReason::Eos;
-                done[row] = true;
-            } else if stop.is_some_and(|f| f(&c.tokens)) {
-                c.finish = FinishReason::Stop;
-                done[row] = true;
-            }
-        }
+        let next = record_step(&picks, &mut out, &mut done, params, stop);
         if done.iter().all(|&d| d) {
             break;
         }

@@ -54,22 +54,7 @@ pub fn generate_with_images(
             (0..batch).map(|row| ((!done[row]).then(|| (!params.greedy).then(|| rng.f64())), super::excluded(params, out[row].tokens.len()))).collect();
         let rows: Vec<Option<&[f32]>> = logits.iter().map(|l| Some(l.as_slice())).collect();
         let picks = pick_tokens(&rows, &draws, params, t);
-        let mut next = vec![0u32; batch];
-        for row in 0..batch {
-            let Some((token, logp, entropy)) = picks[row] else { continue };
-            let c = &mut out[row];
-            c.tokens.push(token as u32);
-            c.logprobs.push(logp);
-            c.entropies.push(entropy);
-            next[row] = token as u32;
-            if params.stop_token_ids.contains(&(token as u32)) {
-                c.finish = FinishReason::Eos;
-                done[row] = true;
-            } else if stop.is_some_and(|f| f(&c.tokens)) {
-                c.finish = FinishReason::Stop;
-                done[row] = true;
-            }
-        }
+        let next = super::record_step(&picks, &mut out, &mut done, params, stop);
         if done.iter().all(|&d| d) {
             break;
         }
