@@ -133,21 +133,7 @@ impl Model {
     /// N(0, 0.02²), norm weights 1, biases 0. Each tensor draws from its own stream
     /// `Rng::derive(seed, name)`, so the result depends only on the seed and the config.
     pub fn init_random(config: ModelConfig, seed: u64, device: &Device) -> Result<Model> {
-        let tensors = parameter_shapes(&config)
-            .into_iter()
-            .map(|(name, shape)| {
-                let n: usize = shape.iter().product();
-                let values: Vec<f32> = if name.ends_with("norm.weight") {
-                    vec![1.0; n]
-                } else if name.ends_with(".bias") {
-                    vec![0.0; n]
-                } else {
-                    let mut rng = Rng::derive(seed, &name);
-                    (0..n).map(|_| (rng.normal() * 0.02) as f32).collect()
-                };
-                Ok((name, Tensor::from_vec(values, shape, device)?))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let tensors = random_tensors(parameter_shapes(&config), seed, device, |name| name.ends_with("norm.weight"))?;
         Model::from_named_tensors(config, tensors, device, DType::F32, true)
     }
 
@@ -201,6 +187,27 @@ impl Model {
         write_json(&dir.join("config.json"), &self.config.to_hf_json())?;
         write_json(&dir.join("generation_config.json"), &self.config.generation_config_json())
     }
+}
+
+/// transformers' initialisation of named parameters: the norm weights (`is_norm(name)`) 1,
+/// biases 0, everything else N(0, 0.02²), each tensor drawn from its own stream
+/// `Rng::derive(seed, name)`.
+pub(crate) fn random_tensors(shapes: Vec<(String, Vec<usize>)>, seed: u64, device: &Device, is_norm: impl Fn(&str) -> bool) -> Result<Vec<(String, Tensor)>> {
+    shapes
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = if is_norm(&name) {
+                vec![1.0; n]
+            } else if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else {
+                let mut rng = Rng::derive(seed, &name);
+                (0..n).map(|_| (rng.normal() * 0.02) as f32).collect()
+            };
+            Ok((name, Tensor::from_vec(values, shape, device)?))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@
 use crate::model::ModelConfig;
 use crate::stage::{Interrupted, StageCtx};
 use crate::train::checkpoint::{self, Checkpoints};
-use crate::train::optim::AdamW;
+use crate::train::optim::{AdamW, StepReport};
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 use serde::de::DeserializeOwned;
@@ -122,6 +122,16 @@ impl Scaffold {
             return Err(self.non_finite(metric, v, step));
         }
         Ok(())
+    }
+
+    /// Applies the accumulated gradients at `lr` for step `step` (1-based). The optimizer skips
+    /// an update whose gradient norm is not finite; the skip is reported on the event bus here.
+    pub fn apply_update(&self, ctx: &StageCtx, opt: &mut AdamW, lr: f64, max_grad_norm: f64, step: u64) -> Result<StepReport> {
+        let report = opt.apply(lr, max_grad_norm)?;
+        if !report.applied {
+            ctx.events.warn(format!("step {step}: gradient norm is {}, update skipped", report.grad_norm));
+        }
+        Ok(report)
     }
 
     /// The error that stops training when `metric` is `value` (not finite) at `step`.

@@ -375,10 +375,7 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
             return Err(run.non_finite("loss", step_nll, state.step + 1));
         }
         let lr = schedule.lr(state.step);
-        let report = opt.apply(lr, cfg.max_grad_norm)?;
-        if !report.applied {
-            ctx.events.warn(format!("step {}: gradient norm is {}, update skipped", state.step + 1, report.grad_norm));
-        }
+        let report = run.apply_update(ctx, &mut opt, lr, cfg.max_grad_norm, state.step + 1)?;
         state.step += 1;
         state.last_loss = step_nll;
         let dt = started.elapsed().as_secs_f64();

@@ -318,10 +318,7 @@ fn train(cfg: &RetrieveStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         }
         opt.accumulate(&loss.backward()?)?;
         let lr = schedule.lr(state.step);
-        let report = opt.apply(lr, cfg.max_grad_norm)?;
-        if !report.applied {
-            ctx.events.warn(format!("step {}: gradient norm is {}, update skipped", state.step + 1, report.grad_norm));
-        }
+        let report = run.apply_update(ctx, &mut opt, lr, cfg.max_grad_norm, state.step + 1)?;
         state.step += 1;
         state.last_loss = value;
         let (acc, rank) = acc_and_mean_rank(&ranks(&rows, &pos));

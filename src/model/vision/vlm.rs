@@ -7,12 +7,11 @@
 
 use super::super::config::{json_object, parameter_shapes, ModelConfig};
 use super::super::decoder::{AttnMask, Decoder, ForwardOut, KvCache, Mode, RopePositions};
-use super::super::weights::{read_checkpoint, validate, write_atomic, write_json, Loaded};
+use super::super::weights::{random_tensors, read_checkpoint, validate, write_atomic, write_json, Loaded};
 use super::super::{ModelError, Result};
 use super::image::{ImagePatches, ImageProcessorConfig};
 use super::mrope::rope_index;
 use super::qwen2_vl::{VisionConfig, VisionTower};
-use crate::rng::Rng;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Map, Value};
@@ -229,23 +228,8 @@ impl Qwen2Vl {
     /// Fresh weights as transformers initialises them: N(0, 0.02²) for projections and
     /// embeddings, norm weights 1, biases 0; each tensor from `Rng::derive(seed, name)`.
     pub fn init_random(config: Qwen2VlConfig, processor: ImageProcessorConfig, seed: u64, device: &Device) -> Result<Qwen2Vl> {
-        let tensors = config
-            .parameter_shapes()
-            .into_iter()
-            .map(|(name, shape)| {
-                let n: usize = shape.iter().product();
-                let is_norm = name.ends_with("norm.weight") || name.ends_with("norm1.weight") || name.ends_with("norm2.weight") || name.ends_with("ln_q.weight");
-                let values: Vec<f32> = if is_norm {
-                    vec![1.0; n]
-                } else if name.ends_with(".bias") {
-                    vec![0.0; n]
-                } else {
-                    let mut rng = Rng::derive(seed, &name);
-                    (0..n).map(|_| (rng.normal() * 0.02) as f32).collect()
-                };
-                Ok((name, Tensor::from_vec(values, shape, device)?))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let is_norm = |name: &str| name.ends_with("norm.weight") || name.ends_with("norm1.weight") || name.ends_with("norm2.weight") || name.ends_with("ln_q.weight");
+        let tensors = random_tensors(config.parameter_shapes(), seed, device, is_norm)?;
         Qwen2Vl::from_named_tensors(config, processor, tensors, device, DType::F32, true)
     }
 
