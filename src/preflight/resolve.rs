@@ -33,8 +33,8 @@ pub fn arch_of(profile: &Profile, reference: &str) -> Result<(Arch, String), Str
     Err(format!("`{reference}`: the model references go round in a circle"))
 }
 
-/// Vocabulary words an `encoder-tiny` is sized with when its corpus is made by an earlier stage
-/// of the run (so not there to count before it starts): above the tiny presets' corpora
+/// Vocabulary words an `encoder-tiny` (or a word-level tiny decoder) is sized with when its
+/// corpus is made by an earlier stage of the run (so not there to count before it starts): above the tiny presets' corpora
 /// (measured: diffusion-ood-tiny's general.jsonl builds 279 words, uprise-tiny's corpus 181),
 /// so an over-estimate.
 pub const ENCODER_TINY_WORDS: usize = 1024;
@@ -54,12 +54,25 @@ fn from_preset(name: &str, context: Option<usize>, corpus: Option<&str>) -> Resu
             )),
         };
     }
-    let mut cfg = ModelConfig::preset(name, crate::text::tiny::VOCAB_SIZE)
-        .map_err(|_| format!("preset `{name}` is sized only once its vocabulary is built (not checked)"))?;
+    // A `tiny` / `small` decoder with a corpus gets a word-level tokenizer: the character
+    // vocabulary plus one token per corpus word, counted the way `model-init` builds it.
+    let (vocab, source) = match corpus.filter(|_| matches!(name, "tiny" | "small")) {
+        None => (crate::text::tiny::VOCAB_SIZE, format!("built-in preset `{name}`")),
+        Some(c) if c.starts_with('@') => (
+            crate::text::tiny::VOCAB_SIZE + ENCODER_TINY_WORDS,
+            format!("built-in preset `{name}`, word vocabulary assumed ≤ {ENCODER_TINY_WORDS} words (its corpus is made during the run)"),
+        ),
+        Some(c) => {
+            let pieces = crate::text::tiny_word::corpus_pieces(Path::new(c))?;
+            let vocab = crate::text::tiny_word::vocab_size(&crate::text::tiny_word::learn_merges(&pieces));
+            (vocab, format!("built-in preset `{name}`, a {vocab}-token vocabulary from {c}"))
+        }
+    };
+    let mut cfg = ModelConfig::preset(name, vocab).map_err(|_| format!("preset `{name}` is sized only once its vocabulary is built (not checked)"))?;
     if let Some(n) = context {
         cfg.max_position_embeddings = n;
     }
-    Ok((Arch::Decoder(cfg), format!("built-in preset `{name}`")))
+    Ok((Arch::Decoder(cfg), source))
 }
 
 fn from_repo(repo: &str) -> Result<(Arch, String), String> {

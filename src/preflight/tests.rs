@@ -236,3 +236,30 @@ fn lora_sizes_the_frozen_base_in_the_run_dtype() {
     let per_layer = 64.0 * (4.0 * 8192.0 + 3.0 * (4096.0 + 11008.0));
     assert_eq!(part(c, "LoRA r=64 adapters"), 4.0 * 32.0 * per_layer);
 }
+
+#[test]
+fn a_word_level_tiny_decoder_is_sized_with_its_corpus_vocabulary() {
+    // A corpus file that exists: the vocabulary `model-init` will build (the tokenizer
+    // written by `build_word_tokenizer` is the reference), not the character one.
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("lm.jsonl");
+    std::fs::write(&corpus, "{\"text\": \"the cat sat on the mat\"}\n{\"prompt\": \"is it red? \", \"response\": \"yes it is\"}\n").unwrap();
+    let pieces = crate::text::tiny_word::corpus_pieces(&corpus).unwrap();
+    let built = crate::text::tiny_word::build_word_tokenizer(&dir.path().join("tok"), &crate::text::tiny_word::learn_merges(&pieces)).unwrap();
+    assert!(built > crate::text::tiny::VOCAB_SIZE);
+    let profile = |corpus: &str| {
+        let text = format!("[run]\nname = \"w\"\n\n[[stage]]\nname = \"init\"\nkind = \"model-init\"\npreset = \"tiny\"\ncorpus = \"{corpus}\"\n");
+        Profile::parse(&text, "w.toml").unwrap()
+    };
+    let (arch, source) = resolve::arch_of(&profile(&corpus.display().to_string()), "@init").unwrap();
+    let plan::Arch::Decoder(cfg) = arch else { panic!("a decoder") };
+    assert_eq!(cfg.vocab_size, built, "{source}");
+    // A corpus made by an earlier stage: an assumed upper bound, said so.
+    let (arch, source) = resolve::arch_of(&profile("@data/lm.jsonl"), "@init").unwrap();
+    let plan::Arch::Decoder(cfg) = arch else { panic!("a decoder") };
+    assert_eq!(cfg.vocab_size, crate::text::tiny::VOCAB_SIZE + resolve::ENCODER_TINY_WORDS);
+    assert!(source.contains("assumed"), "{source}");
+    // A missing corpus file is named.
+    let err = resolve::arch_of(&profile("/nonexistent/lm.jsonl"), "@init").unwrap_err();
+    assert!(err.contains("/nonexistent/lm.jsonl"), "{err}");
+}

@@ -108,19 +108,55 @@ pub fn legend_strip(area: &DrawingArea<BitMapBackend, Shift>, entries: &[(String
     Ok(())
 }
 
+/// Whether `panel` reads better on a log axis: every value positive and spanning at least
+/// [`LOG_SPAN`] (a loss falling from 10 to 0.01 is a flat line after its first steps on a
+/// linear axis). Anything with a zero or a negative value stays linear.
+pub fn wants_log_scale(panel: &Panel) -> bool {
+    let values = panel.lines.iter().flat_map(|l| l.points.iter().map(|p| p.1).chain(l.band.iter().flat_map(|b| [b.1, b.2])));
+    let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
+    for v in values.filter(|v| v.is_finite()) {
+        if v <= 0.0 {
+            return false;
+        }
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    lo.is_finite() && hi / lo >= LOG_SPAN
+}
+
+/// The ratio of largest to smallest value from which a panel is drawn on a log axis.
+pub const LOG_SPAN: f64 = 100.0;
+
+/// A log-axis tick: the value 10^`exponent` with two significant digits.
+pub fn log_tick_label(exponent: f64) -> String {
+    let v = 10f64.powf(exponent);
+    if !(1e-3..1e5).contains(&v) {
+        let s = format!("{v:.1e}");
+        return s.replace(".0e", "e");
+    }
+    let decimals = (1.0 - v.log10().floor()).max(0.0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
 fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, panel: &Panel, palette: &Palette, text: bool) -> Result<()> {
+    // On a log axis every y is drawn as its log10, and the EMA is taken of the logs too: an
+    // EMA of raw values decaying by decades lags far above them on a log axis.
+    let log = wants_log_scale(panel);
+    let fy = |y: f64| if log { y.log10() } else { y };
     let xs = panel.lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
-    let ys = panel.lines.iter().flat_map(|l| l.points.iter().map(|p| p.1).chain(l.band.iter().flat_map(|b| [b.1, b.2])));
+    let ys = panel.lines.iter().flat_map(|l| l.points.iter().map(|p| fy(p.1)).chain(l.band.iter().flat_map(|b| [fy(b.1), fy(b.2)])));
     let (x0, x1) = padded_range(xs);
     let (y0, y1) = padded_range(ys);
     let mut builder = ChartBuilder::on(area);
     builder.margin(10).margin_right(18).x_label_area_size(if text { 26 } else { 4 }).y_label_area_size(if text { 58 } else { 4 });
+    let title = if log { format!("{} (log scale)", panel.title) } else { panel.title.clone() };
     if text {
-        builder.caption(&panel.title, (FONT_FAMILY, 15));
+        builder.caption(&title, (FONT_FAMILY, 15));
     }
     let mut ctx = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(plot_err)?;
     let x_tick = |v: &f64| tick_label(*v);
-    let y_tick = |v: &f64| tick_label_at(*v, (y1 - y0) / 6.0);
+    let y_tick = |v: &f64| if log { log_tick_label(*v) } else { tick_label_at(*v, (y1 - y0) / 6.0) };
     let mut mesh = ctx.configure_mesh();
     mesh.max_light_lines(1).light_line_style(RGBColor(245, 245, 245)).bold_line_style(RGBColor(222, 222, 222)).x_labels(6).y_labels(6);
     if text {
@@ -133,23 +169,24 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, Shift>, panel: &Panel, palette: 
     for line in &panel.lines {
         if line.band.len() > 1 {
             let color = palette.color(&line.series);
-            let outline: Vec<(f64, f64)> = line.band.iter().map(|b| (b.0, b.2)).chain(line.band.iter().rev().map(|b| (b.0, b.1))).collect();
+            let outline: Vec<(f64, f64)> = line.band.iter().map(|b| (b.0, fy(b.2))).chain(line.band.iter().rev().map(|b| (b.0, fy(b.1)))).collect();
             ctx.draw_series(std::iter::once(Polygon::new(outline, color.mix(0.1).filled()))).map_err(plot_err)?;
         }
     }
     for line in &panel.lines {
         let color = palette.color(&line.series);
+        let points: Vec<(f64, f64)> = line.points.iter().map(|p| (p.0, fy(p.1))).collect();
         // Evaluation points and short series are markers: an EMA over a dozen points lags.
         if panel.eval_points || line.points.len() < SMOOTH_FROM {
-            ctx.draw_series(LineSeries::new(line.points.iter().copied(), color.mix(0.7).stroke_width(1))).map_err(plot_err)?;
-            ctx.draw_series(line.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
+            ctx.draw_series(LineSeries::new(points.iter().copied(), color.mix(0.7).stroke_width(1))).map_err(plot_err)?;
+            ctx.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
         } else if panel.schedule {
-            ctx.draw_series(LineSeries::new(line.points.iter().copied(), color.stroke_width(2))).map_err(plot_err)?;
+            ctx.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2))).map_err(plot_err)?;
         } else {
-            ctx.draw_series(LineSeries::new(line.points.iter().copied(), color.mix(0.25).stroke_width(1))).map_err(plot_err)?;
-            let ys: Vec<f64> = line.points.iter().map(|p| p.1).collect();
+            ctx.draw_series(LineSeries::new(points.iter().copied(), color.mix(0.25).stroke_width(1))).map_err(plot_err)?;
+            let ys: Vec<f64> = points.iter().map(|p| p.1).collect();
             let smooth = ema(&ys, SMOOTHING);
-            ctx.draw_series(LineSeries::new(line.points.iter().map(|p| p.0).zip(smooth), color.stroke_width(2))).map_err(plot_err)?;
+            ctx.draw_series(LineSeries::new(points.iter().map(|p| p.0).zip(smooth), color.stroke_width(2))).map_err(plot_err)?;
         }
     }
     Ok(())
@@ -171,6 +208,35 @@ mod tests {
         // Near 1 with a spread of millionths: fixed point, not "1" five times.
         assert_eq!(tick_label_at(1.000002, 1e-6), "1.000002");
         assert_eq!(tick_label_at(-1e-9, 1e-6), "0");
+    }
+
+    #[test]
+    fn panels_spanning_two_decades_of_positive_values_use_a_log_axis() {
+        use crate::report::families::Line;
+        let panel = |ys: &[f64]| Panel {
+            title: "loss".into(),
+            eval_points: false,
+            schedule: false,
+            lines: vec![Line { series: "sft".into(), points: ys.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect(), band: Vec::new() }],
+        };
+        assert!(wants_log_scale(&panel(&[10.0, 1.0, 0.1])));
+        assert!(!wants_log_scale(&panel(&[10.0, 1.0, 0.11])), "a span under 100 stays linear");
+        assert!(!wants_log_scale(&panel(&[100.0, 1.0, 0.0])), "a zero cannot go on a log axis");
+        assert!(!wants_log_scale(&panel(&[100.0, -1.0, 0.5])));
+        assert!(wants_log_scale(&panel(&[f64::NAN, 5.0, 0.05])), "non-finite values are skipped");
+        assert!(!wants_log_scale(&panel(&[])));
+    }
+
+    #[test]
+    fn log_ticks_read_as_values() {
+        assert_eq!(log_tick_label(0.0), "1");
+        assert_eq!(log_tick_label(2.0), "100");
+        assert_eq!(log_tick_label(-1.0), "0.1");
+        assert_eq!(log_tick_label(-0.5), "0.32");
+        assert_eq!(log_tick_label(0.5), "3.2");
+        assert_eq!(log_tick_label(-4.0), "1e-4");
+        assert_eq!(log_tick_label(6.0), "1e6");
+        assert_eq!(log_tick_label(-3.5), "3.2e-4");
     }
 
     #[test]
