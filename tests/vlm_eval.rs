@@ -5,6 +5,7 @@
 
 #[path = "support/vlm.rs"]
 mod vlm;
+use retort::metrics::{answer_match, open_answer};
 use std::path::{Path, PathBuf};
 use vlm::{ok, retort, run_dir, write_image};
 
@@ -42,8 +43,8 @@ fn image_sets_answer_greedily_and_score_each_row() {
         .output()
         .unwrap());
     let first = first.trim().to_string();
-    // Row 1's gold is that answer (exact, recall and ROUGE-L all 1); rows 2 and 3 ask other
-    // questions with golds made of words the tiny vocabulary never writes.
+    // Row 1's gold is that answer (an exact match); rows 2 and 3 ask other questions with golds
+    // made of words the untrained model does not write.
     let open = format!(
         "{}\n{}\n{}\n",
         serde_json::json!({"images": ["img/red.png"], "prompt": "<image>What colour is it?", "answer": first}),
@@ -74,15 +75,28 @@ fn image_sets_answer_greedily_and_score_each_row() {
         eprintln!("{name}: {}", serde_json::to_string_pretty(sets).unwrap());
         // The first row's response is `retort generate`'s; its gold is that text.
         assert_eq!(rows[0]["response"], first.as_str(), "{}", rows[0]);
-        assert_eq!((rows[0]["exact"].as_f64(), rows[0]["recall"].as_f64(), rows[0]["rouge_l"].as_f64()), (Some(1.0), Some(1.0), Some(1.0)));
-        for r in &rows[1..3] {
-            assert_eq!((r["recall"].as_f64(), r["rouge_l"].as_f64()), (Some(0.0), Some(0.0)), "{r}");
+        assert_eq!(rows[0]["exact"].as_f64(), Some(1.0));
+        // Every row's scores are the metrics of its response and gold (the metrics' values
+        // are checked by hand and against rouge-score in src/metrics/open_answer.rs).
+        for r in &rows {
+            let (resp, gold) = (r["response"].as_str().unwrap(), r["answer"].as_str().unwrap());
+            assert_eq!(r["exact"].as_f64(), Some(answer_match::exact_match(resp, gold)), "{r}");
+            assert_eq!(r["recall"].as_f64(), Some(open_answer::recall(resp, gold)), "{r}");
+            assert_eq!(r["rouge_l"].as_f64(), Some(open_answer::rouge_l(resp, gold)), "{r}");
         }
-        // Set means: recall and rouge_l (1 + 0 + 0) / 3; choice: row 1 right (A is the
-        // response's own text), row 2 wrong.
-        assert!((sets["open"]["score"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-12);
+        for r in &rows[1..3] {
+            assert_eq!((r["recall"].as_f64(), r["rouge_l"].as_f64(), r["exact"].as_f64()), (Some(0.0), Some(0.0), Some(0.0)), "{r}");
+        }
+        let mean = |set: &str, key: &str| {
+            let xs: Vec<f64> = rows.iter().filter(|r| r["set"] == set).map(|r| r[key].as_f64().unwrap()).collect();
+            xs.iter().sum::<f64>() / xs.len() as f64
+        };
+        for (set, metric) in [("open", "recall"), ("open-2", "rouge_l")] {
+            assert_eq!(sets[set]["score"].as_f64(), Some(mean(set, metric)), "{set}");
+            assert_eq!(sets[set]["exact"].as_f64(), Some(mean(set, "exact")), "{set}");
+        }
+        // Choice: row 1 right (A is the response's own text), row 2 wrong.
         assert_eq!(sets["open"]["metric"], "recall");
-        assert!((sets["open-2"]["score"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(sets["open-2"]["metric"], "rouge_l");
         assert_eq!(sets["choice"]["score"].as_f64(), Some(0.5));
         assert_eq!(sets["choice"]["rows"].as_u64(), Some(2));
