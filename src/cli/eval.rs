@@ -328,7 +328,7 @@ pub fn cmd_eval(args: EvalArgs) -> Result<i32> {
         .map(|r| run::overlap((&results[0].label, &results[0].report), (&r.label, &r.report)))
         .collect();
     let doc = if args.compare {
-        serde_json::to_value(StageResults { models: results.clone(), overlaps, text: Vec::new(), ood: Vec::new() })?
+        serde_json::to_value(StageResults { models: results.clone(), overlaps, text: Vec::new(), ood: Vec::new(), images: Vec::new() })?
     } else {
         serde_json::to_value(&results[0].report)?
     };
@@ -377,7 +377,7 @@ fn finish_text(args: &EvalArgs, results: &[ModelResult], sets: &TextSets, cfg: &
         .skip(1)
         .map(|r| run::overlap((&results[0].label, &results[0].report), (&r.label, &r.report)))
         .collect();
-    let doc = StageResults { models: results.to_vec(), overlaps, text: texts, ood: Vec::new() };
+    let doc = StageResults { models: results.to_vec(), overlaps, text: texts, ood: Vec::new(), images: Vec::new() };
     let json = serde_json::to_string_pretty(&doc)?;
     if let Some(out) = &args.out {
         crate::fsutil::write_atomic(out, json.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;

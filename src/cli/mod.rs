@@ -4,6 +4,7 @@
 //! bench), `embed`, `ood`, `retrieve` (UPRISE) and `synth`.
 
 mod bench_mine;
+mod bench_vlm;
 mod embed;
 mod eval;
 mod export;

@@ -63,6 +63,20 @@ pub struct InitArgs {
     /// A separate LM head instead of one tied to the embedding.
     #[arg(long)]
     pub untied: bool,
+    /// tiny-vlm: vision tower blocks (with the LLM's size flags above, any Qwen2-VL shape;
+    /// Qwen2-VL-2B: --hidden 1536 --layers 28 --heads 12 --kv-heads 2 --intermediate 8960
+    /// --vocab 151936 --vision-depth 32 --vision-width 1280 --vision-heads 16 --vision-mlp-ratio 4).
+    #[arg(long)]
+    pub vision_depth: Option<usize>,
+    /// tiny-vlm: the tower's width (embed_dim).
+    #[arg(long)]
+    pub vision_width: Option<usize>,
+    /// tiny-vlm: the tower's attention heads.
+    #[arg(long)]
+    pub vision_heads: Option<usize>,
+    /// tiny-vlm: the tower's MLP width as a multiple of its width.
+    #[arg(long)]
+    pub vision_mlp_ratio: Option<f64>,
     /// Write into a non-empty folder, replacing the model files.
     #[arg(long)]
     pub force: bool,
@@ -137,6 +151,9 @@ pub enum BenchAction {
     /// AdaptLLM's mining pass over a corpus (MB/s, one thread); benches/peer_mine.py is the
     /// Python `re` side.
     Mine(super::bench_mine::MineBenchArgs),
+    /// Prefill and decode of a vision-language model with one image; benches/peer_vlm.py is
+    /// the transformers side.
+    Vlm(super::bench_vlm::VlmBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -179,12 +196,28 @@ fn cmd_init(args: &InitArgs) -> Result<()> {
         bail!("{} exists and is not empty; choose another --out or pass --force to overwrite its model files", args.out.display());
     }
     if args.preset == crate::model::vision::tiny::PRESET {
-        anyhow::ensure!(args.context.is_none(), "--context is not supported with --preset {}", args.preset);
-        let config = crate::model::vision::tiny::init_folder(&args.out, args.seed)?;
+        anyhow::ensure!(args.context.is_none() && args.arch.is_none(), "--context and --arch are not supported with --preset {}", args.preset);
+        let shape = crate::model::init::Shape {
+            arch: None,
+            hidden: args.hidden,
+            layers: args.layers,
+            heads: args.heads,
+            kv_heads: args.kv_heads,
+            intermediate: args.intermediate,
+            vocab: args.vocab,
+            untied: args.untied,
+        };
+        let tower = crate::model::vision::tiny::TowerShape { depth: args.vision_depth, width: args.vision_width, heads: args.vision_heads, mlp_ratio: args.vision_mlp_ratio };
+        let config = crate::model::vision::tiny::init_folder_shaped(&args.out, args.seed, &shape, &tower)?;
         let params: usize = config.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
         println!("wrote {}: qwen2_vl preset {}, {params} parameters, seed {}", args.out.display(), args.preset, args.seed);
         return Ok(());
     }
+    anyhow::ensure!(
+        [args.vision_depth, args.vision_width, args.vision_heads].iter().all(Option::is_none) && args.vision_mlp_ratio.is_none(),
+        "the --vision-* flags shape the tower of --preset {}",
+        crate::model::vision::tiny::PRESET
+    );
     let arch = match args.arch.as_deref() {
         Some("llama") => Some(crate::model::ModelType::Llama),
         Some("qwen2") => Some(crate::model::ModelType::Qwen2),
@@ -501,6 +534,7 @@ pub fn cmd_bench(action: BenchAction) -> Result<()> {
         BenchAction::Generate(a) => (a, false),
         BenchAction::Train(a) => (a, true),
         BenchAction::Mine(a) => return super::bench_mine::cmd_bench_mine(&a),
+        BenchAction::Vlm(a) => return super::bench_vlm::cmd_bench_vlm(&a),
     };
     require_model_folder(&args.model)?;
     let opts = BenchOptions {

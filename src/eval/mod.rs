@@ -24,3 +24,4 @@ pub mod ood_eval;
 pub mod run;
 pub mod stage;
 pub mod text;
+pub mod vision;

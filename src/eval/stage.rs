@@ -24,6 +24,10 @@
 //! text_batch_size = 8          # windows / option rows per forward
 //! paper = "PubMedQA 0.52 (AdaptLLM-7B, Table 3)"   # printed under the closing table
 //!
+//! # questions about images for a vision-language model (optional; see [`crate::eval::vision`])
+//! images = [{ file = "slake_open.jsonl", metric = "recall" }, { file = "recipes.jsonl", metric = "rouge_l" }]
+//! image_batch_size = 4         # rows generated at once (greedy, max_new_tokens each)
+//!
 //! # OOD detection of encoders (optional; instead of the keys above)
 //! ood = { id = "@data/id_test.jsonl", ood = ["@data/other.jsonl"], t = [300, 600] }
 //! ```
@@ -33,12 +37,16 @@
 //! `ppl` files and option-scoring accuracy (macro-F1 for class-label tasks) over `choice`
 //! files, each set named by its file stem. The `ood` table ([`super::ood_eval`]) scores
 //! encoders by their reconstruction loss instead (AUROC / FPR95 per ID/OOD pair and t); an
-//! eval stage does either that or the decoder evaluations, not both.
+//! eval stage does either that or the decoder evaluations, not both. `images` sets
+//! ([`super::vision`]) are answered greedily by vision-language models (a `qwen2_vl` folder
+//! evaluates only those) and scored with `exact`, `math`, `choice`, `recall` or `rouge_l`.
 //!
 //! Output: `<run>/<name>/results.json` ([`StageResults`]: each model's [`EvalReport`] and the
 //! unsolvable-set overlaps with the first model, and `text`: each model's [`TextResult`]) and
-//! `samples-<model>.jsonl` (every response with its verdict). The stage summary holds the
-//! headline metrics (`ppl/<set>`, `acc/<set>`, `macro_f1/<set>` for text sets,
+//! `samples-<model>.jsonl` (every response with its verdict), `images-<model>.jsonl` (every
+//! image row's response and scores). The stage summary holds the headline metrics
+//! (`ppl/<set>`, `acc/<set>`, `macro_f1/<set>` for text sets, `acc|recall|rouge_l/<set>` for
+//! image sets,
 //! `auroc/mean/t<t>` and `fpr95/mean/t<t>` for OOD sets; prefixed
 //! `<model>/` when several models are compared) and its table is the pass@k table or the
 //! comparison, then the text table (a row per model), then `paper`.
@@ -46,6 +54,7 @@
 use super::ood_eval::{self, OodEval, OodResult};
 use super::run::{self, EvalConfig, EvalModel, EvalReport, Overlap};
 use super::text::{self, TextConfig, TextResult, TextSets};
+use super::vision::{self, ImageResult, ImageSetSpec, ImageSets, VisionModel};
 use crate::fsutil::write_atomic;
 use crate::stage::{refs, table_of, Artifact, Reference, StageConfig, StageCtx, StageOutput};
 use crate::tasks::problems::{check_jsonl, fit_models_context, ProblemSet, TooLong};
@@ -115,6 +124,12 @@ pub struct EvalStage {
     /// Reconstruction-based OOD detection of the models (encoders with an MLM head).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ood: Option<OodEval>,
+    /// Questions about images (`{"images", "prompt", "answer"}` rows) for vision-language models.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageSetSpec>,
+    /// Image rows generated at once.
+    #[serde(default = "d_image_batch")]
+    pub image_batch_size: usize,
 }
 
 impl crate::tasks::source::Sourced for EvalStage {
@@ -148,6 +163,9 @@ fn d_text_key() -> String {
 fn d_text_batch() -> usize {
     8
 }
+fn d_image_batch() -> usize {
+    4
+}
 
 /// One model's result in `results.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -168,6 +186,9 @@ pub struct StageResults {
     /// Each model's OOD detection result, when the stage has an `ood` table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ood: Vec<OodResult>,
+    /// Each model's results on the `images` sets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageResult>,
 }
 
 pub const RESULTS_FILE: &str = "results.json";
@@ -245,6 +266,11 @@ impl EvalStage {
         !self.ppl.is_empty() || !self.choice.is_empty()
     }
 
+    fn image_sets(&self, resolve: &dyn Fn(&str) -> Result<PathBuf>) -> Result<ImageSets> {
+        let files = self.images.iter().map(|s| resolve(&s.file).context("`images`")).collect::<Result<Vec<_>>>()?;
+        ImageSets::open(&self.images, &files)
+    }
+
     fn text_config(&self) -> TextConfig {
         TextConfig { text_key: self.text_key.clone(), max_len: self.max_len, stride: self.stride, batch_size: self.text_batch_size }
     }
@@ -292,6 +318,7 @@ impl StageConfig for EvalStage {
         r.extend(refs(Artifact::Data, [("from", self.source.from.as_deref()), ("jsonl", self.source.jsonl.as_deref())]));
         r.extend(refs(Artifact::Text, self.ppl.iter().map(|f| ("ppl", Some(f.as_str())))));
         r.extend(refs(Artifact::Text, self.choice.iter().map(|f| ("choice", Some(f.as_str())))));
+        r.extend(refs(Artifact::Text, self.images.iter().map(|s| ("images", Some(s.file.as_str())))));
         if let Some(ood) = &self.ood {
             r.extend(ood.references());
         }
@@ -308,7 +335,7 @@ impl StageConfig for EvalStage {
 
     fn preflight(&self) -> Result<()> {
         // Decoders are checked now; the encoders an `ood` table scores are loaded when it runs.
-        for m in self.models.iter().filter(|m| !m.starts_with('@') && self.ood.is_none()) {
+        for m in self.models.iter().filter(|m| !m.starts_with('@') && self.ood.is_none() && !crate::model::vision::is_vlm_folder(Path::new(m))) {
             crate::model::inspect::model_folder_config(Path::new(m)).context("models")?;
         }
         if let Some(verifier) = &self.source.verifier {
@@ -319,6 +346,8 @@ impl StageConfig for EvalStage {
         // Text files outside the run are read and checked now; `@stage` ones when the stage runs.
         let outside = |list: &[String]| list.iter().filter(|f| !f.starts_with('@')).map(PathBuf::from).collect::<Vec<_>>();
         TextSets::open(&outside(&self.ppl), &outside(&self.choice), &self.text_key)?;
+        let outside_images: Vec<ImageSetSpec> = self.images.iter().filter(|s| !s.file.starts_with('@')).cloned().collect();
+        ImageSets::open(&outside_images, &outside_images.iter().map(|s| PathBuf::from(&s.file)).collect::<Vec<_>>()).context("images")?;
         if let Some(ood) = &self.ood {
             ood.preflight().context("ood")?;
         }
@@ -331,7 +360,7 @@ impl StageConfig for EvalStage {
             return err("models", "list at least one model folder or `@stage`".into());
         }
         if let Some(ood) = &self.ood {
-            if self.has_problems() || self.has_text() {
+            if self.has_problems() || self.has_text() || !self.images.is_empty() {
                 return err(
                     "ood",
                     "`ood` scores encoders, the other keys evaluate decoders: put the OOD detection in an eval stage of its own".into(),
@@ -339,11 +368,14 @@ impl StageConfig for EvalStage {
             }
             return ood.validate();
         }
-        if !self.has_problems() && !self.has_text() {
+        if !self.has_problems() && !self.has_text() && self.images.is_empty() {
             return err(
                 "from",
-                "nothing to evaluate: set one of `from` (a tasks stage), `task` or `jsonl` (problems to sample), `ppl` / `choice` (text sets), or `ood` (OOD detection of encoders)".into(),
+                "nothing to evaluate: set one of `from` (a tasks stage), `task` or `jsonl` (problems to sample), `ppl` / `choice` (text sets), `images` (questions about images), or `ood` (OOD detection of encoders)".into(),
             );
+        }
+        if self.image_batch_size == 0 {
+            return err("image_batch_size", "image_batch_size must be ≥ 1".into());
         }
         self.validate_text()?;
         if !self.has_problems() {
@@ -390,6 +422,12 @@ impl StageConfig for EvalStage {
             needs.knobs.push(format!("lower `batch_size` (now {}): rows sampled at once", self.batch_size));
             needs.knobs.push(format!("shorter responses: `max_new_tokens` (now {})", self.max_new_tokens));
         }
+        if !self.images.is_empty() && !self.has_problems() {
+            // Image rows' lengths are known once the images are sized by the model's processor.
+            needs.generate = Some((self.image_batch_size, 1024 + self.max_new_tokens));
+            needs.assumption = Some("image rows assumed ≤ 1024 tokens, image tokens included".to_string());
+            needs.knobs.push(format!("lower `image_batch_size` (now {}): image rows answered at once", self.image_batch_size));
+        }
         if !self.ppl.is_empty() || !self.choice.is_empty() {
             needs.forward = Some((self.text_batch_size, self.max_len.unwrap_or(0)));
             needs.knobs.push(format!("lower `text_batch_size` (now {}) or `max_len`", self.text_batch_size));
@@ -415,7 +453,12 @@ impl StageConfig for EvalStage {
         // Everything is read and checked before the first model loads.
         let mut set = if self.has_problems() { Some(self.problem_set(ctx)?) } else { None };
         let sets = self.text_sets(&|r| ctx.resolve(r))?;
+        let image_sets = self.image_sets(&|r| ctx.resolve(r))?;
         let dirs = self.models.iter().map(|m| ctx.resolve(m)).collect::<Result<Vec<_>>>()?;
+        let text_work = set.is_some() || !sets.is_empty();
+        if let Some(d) = dirs.iter().find(|d| text_work && crate::model::vision::is_vlm_folder(d)) {
+            anyhow::bail!("{} is a vision-language model: it evaluates `images` sets only; put the problems and text sets in an eval stage of their own", d.display());
+        }
         if let Some(set) = set.as_mut() {
             let skipped = fit_models_context(set, &dirs, self.source.chat, self.max_new_tokens, self.too_long)?;
             if skipped > 0 {
@@ -431,7 +474,14 @@ impl StageConfig for EvalStage {
         }
         let mut results: Vec<ModelResult> = Vec::new();
         let mut texts: Vec<TextResult> = Vec::new();
+        let mut images: Vec<ImageResult> = Vec::new();
         for (i, ((reference, label), dir)) in self.models.iter().zip(&labels).zip(&dirs).enumerate() {
+            if !image_sets.is_empty() {
+                images.push(self.run_images(ctx, &image_sets, label, reference, dir)?);
+            }
+            if !text_work {
+                continue;
+            }
             let model = EvalModel::load(dir, &ctx.device)?;
             if let Some(set) = &set {
                 let offset = i as u64 * per_model;
@@ -499,10 +549,18 @@ impl StageConfig for EvalStage {
         if !texts.is_empty() {
             tables.push(text::table(&texts));
         }
+        for r in &images {
+            for (k, v) in vision::headline(r) {
+                summary.insert(if several { format!("{}/{k}", r.label) } else { k }, v);
+            }
+        }
+        if !images.is_empty() {
+            tables.push(text::headline_table(&images.iter().map(|r| (r.label.as_str(), vision::headline(r))).collect::<Vec<_>>()));
+        }
         if let Some(paper) = &self.paper {
             tables.push(format!("paper: {paper}"));
         }
-        let doc = StageResults { models: results, overlaps, text: texts, ood: Vec::new() };
+        let doc = StageResults { models: results, overlaps, text: texts, ood: Vec::new(), images };
         let path = ctx.dir.join(RESULTS_FILE);
         write_atomic(&path, serde_json::to_string_pretty(&doc)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(StageOutput { output: Some(ctx.dir.clone()), summary, table: Some(tables.join("\n\n")) })
@@ -510,6 +568,31 @@ impl StageConfig for EvalStage {
 }
 
 impl EvalStage {
+    /// One model's answers to every image set, written to `images-<label>.jsonl` row by row.
+    fn run_images(&self, ctx: &mut StageCtx, sets: &ImageSets, label: &str, reference: &str, dir: &Path) -> Result<ImageResult> {
+        let model = VisionModel::load(dir, &ctx.device)?;
+        let total: usize = sets.sets.iter().map(|s| s.3.len()).sum();
+        let events = ctx.events.clone();
+        let control = &mut *ctx.control;
+        let mut done = 0u64;
+        let mut on_batch = |n: usize| -> Result<()> {
+            done += n as u64;
+            events.progress(done, Some(total as u64), "image rows", Some(label));
+            if control.poll().stop {
+                return Err(crate::stage::Interrupted.into());
+            }
+            Ok(())
+        };
+        let log_events = ctx.events.clone();
+        let mut log = |line: String| log_events.info(line);
+        let mut outcomes = Vec::new();
+        let r = vision::evaluate(&model, label, reference, sets, (self.image_batch_size, self.max_new_tokens), &mut outcomes, &mut on_batch, &mut log)?;
+        let path = ctx.dir.join(format!("images-{label}.jsonl"));
+        let text: String = outcomes.iter().map(|o| format!("{o}\n")).collect();
+        write_atomic(&path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(r)
+    }
+
     /// The `ood` table: every model scored in turn, then one table side by side.
     fn run_ood(&self, ood: &OodEval, ctx: &mut StageCtx) -> Result<StageOutput> {
         let labels = model_labels(&self.models);
@@ -531,7 +614,7 @@ impl EvalStage {
         if let Some(paper) = &self.paper {
             table.push_str(&format!("\n\npaper: {paper}"));
         }
-        let doc = StageResults { models: Vec::new(), overlaps: Vec::new(), text: Vec::new(), ood: results };
+        let doc = StageResults { models: Vec::new(), overlaps: Vec::new(), text: Vec::new(), ood: results, images: Vec::new() };
         let path = ctx.dir.join(RESULTS_FILE);
         write_atomic(&path, serde_json::to_string_pretty(&doc)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(StageOutput { output: Some(ctx.dir.clone()), summary, table: Some(table) })

@@ -8,6 +8,7 @@
 pub mod answer_match;
 pub mod diversity;
 pub mod ood;
+pub mod open_answer;
 pub mod passk;
 
 use serde::{Deserialize, Serialize};

@@ -45,7 +45,7 @@ pub struct Shape {
 }
 
 impl Shape {
-    fn apply(&self, c: &mut ModelConfig) -> Result<()> {
+    pub fn apply(&self, c: &mut ModelConfig) -> Result<()> {
         match self.arch {
             None => {}
             Some(crate::model::ModelType::Llama) => {

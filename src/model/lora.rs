@@ -79,9 +79,14 @@ fn peft_name(module: &str, factor: &str) -> String {
 
 /// Attach fresh adapters to `model` (whose base weights should be frozen).
 pub fn attach(model: &mut Model, config: &LoraConfig, seed: u64) -> Result<Adapters> {
+    attach_decoder(&mut model.decoder, config, seed)
+}
+
+/// Attach fresh adapters to a decoder (a text model's, or a vision-language model's LLM).
+pub fn attach_decoder(decoder: &mut Decoder, config: &LoraConfig, seed: u64) -> Result<Adapters> {
     config.check().map_err(|(k, m)| anyhow::anyhow!("lora.{k}: {m}"))?;
-    let device = model.decoder.device().clone();
-    let dtype = model.decoder.dtype();
+    let device = decoder.device().clone();
+    let dtype = decoder.dtype();
     let mut vars = Vec::new();
     let rank = config.rank;
     let mut make = |module: &str, out_dim: usize, in_dim: usize| -> candle_core::Result<(Tensor, Tensor)> {
@@ -94,7 +99,7 @@ pub fn attach(model: &mut Model, config: &LoraConfig, seed: u64) -> Result<Adapt
         vars.push((peft_name(module, "B"), b.clone()));
         Ok((a.as_tensor().clone(), b.as_tensor().clone()))
     };
-    let n = model.decoder.attach_lora(&config.targets, config.scale(), config.dropout, &mut make)?;
+    let n = decoder.attach_lora(&config.targets, config.scale(), config.dropout, &mut make)?;
     if n == 0 {
         bail!("LoRA attached to no module");
     }

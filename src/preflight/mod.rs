@@ -17,6 +17,7 @@ pub mod known;
 pub use crate::stage::needs;
 pub mod plan;
 pub mod resolve;
+pub mod vision;
 
 use crate::model::estimate::human_bytes;
 use crate::profile::Profile;
@@ -174,7 +175,7 @@ pub fn render(checks: &[StageCheck], budget: &Budget) -> String {
             s += "  fits\n";
         } else {
             for (what, need, have) in &c.short {
-                s += &format!("  DOES NOT FIT: {what} needs {} of {} ({:.1}×)\n", human_bytes(*need), human_bytes(*have), need / have);
+                s += &format!("  DOES NOT FIT: {what} needs {} of {} ({:.1}×, {} short)\n", human_bytes(*need), human_bytes(*have), need / have, human_bytes(need - have));
             }
         }
     }

@@ -8,6 +8,7 @@
 //! host RAM (`train::optim::AdamW` keeps them in `Vec<f32>`). On the CPU both are the same RAM.
 
 use super::needs::{Needs, Trainable};
+use super::vision::VisionShape;
 use crate::model::encoder::{EncoderConfig, Heads};
 use crate::model::estimate::{lora_parameters, train_activation_elements_with};
 use crate::model::ModelConfig;
@@ -17,12 +18,15 @@ use crate::model::ModelConfig;
 pub enum Arch {
     Decoder(ModelConfig),
     Encoder(EncoderConfig),
+    /// A vision-language model: its image side and its LLM.
+    Vlm(VisionShape, ModelConfig),
 }
 
 impl Arch {
     pub fn parameters(&self) -> usize {
         match self {
             Arch::Decoder(c) => c.num_parameters(),
+            Arch::Vlm(v, c) => v.parameters() + c.num_parameters(),
             Arch::Encoder(c) => crate::model::encoder::parameter_shapes(c, Heads { pooler: false, mlm: true })
                 .iter()
                 .map(|(_, s)| s.iter().product::<usize>())
@@ -34,15 +38,23 @@ impl Arch {
     /// is not subtracted: an upper bound).
     pub fn context(&self) -> usize {
         match self {
-            Arch::Decoder(c) => c.max_position_embeddings,
+            Arch::Decoder(c) | Arch::Vlm(_, c) => c.max_position_embeddings,
             Arch::Encoder(c) => c.max_position_embeddings,
         }
     }
 
     pub fn hidden_size(&self) -> usize {
         match self {
-            Arch::Decoder(c) => c.hidden_size,
+            Arch::Decoder(c) | Arch::Vlm(_, c) => c.hidden_size,
             Arch::Encoder(c) => c.hidden_size,
+        }
+    }
+
+    /// The decoder (a VLM's LLM), if any.
+    pub fn decoder(&self) -> Option<&ModelConfig> {
+        match self {
+            Arch::Decoder(c) | Arch::Vlm(_, c) => Some(c),
+            Arch::Encoder(_) => None,
         }
     }
 }
@@ -128,7 +140,7 @@ pub fn encoder_activation_elements(c: &EncoderConfig, b: usize, s: usize, token_
 /// f32 logits and one working copy of them (the log-softmax the scores read).
 pub fn inference_forward_elements(arch: &Arch, b: usize, s: usize) -> f64 {
     let (h, i, a, v) = match arch {
-        Arch::Decoder(c) => (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.vocab_size),
+        Arch::Decoder(c) | Arch::Vlm(_, c) => (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.vocab_size),
         Arch::Encoder(c) => (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.vocab_size),
     };
     let bs = (b * s) as f64;
@@ -151,6 +163,20 @@ pub fn parts(needs: &Needs, arch: &Arch, target: Target) -> Vec<Part> {
     // The trained parameters: all of them, the adapters over a frozen base, or none.
     let what = if copies > 1.0 { format!("{copies} models' weights") } else { "policy weights".to_string() };
     let trained = match (needs.trainable, arch) {
+        // A VLM trains in f32 whole or with adapters on its LLM (`train/sft_vision.rs`); the
+        // image side's trained parameters are added below.
+        (Trainable::Full | Trainable::Lora { .. }, Arch::Vlm(_, c)) => {
+            add("weights (f32; tower, projector, LLM)", 4.0 * p, Device, Resident);
+            match needs.trainable {
+                Trainable::Lora { rank } => {
+                    let l = lora_parameters(c, rank) as f64;
+                    add(&format!("LoRA r={rank} adapters on the LLM (f32)"), 4.0 * l, Device, Resident);
+                    l
+                }
+                // A frozen LLM's weights are `Var`s in the graph all the same: they get gradients.
+                _ => c.num_parameters() as f64,
+            }
+        }
         (Trainable::Full, _) => {
             add(&format!("{what} (f32)"), 4.0 * copies * p, Device, Resident);
             copies * p
@@ -171,10 +197,25 @@ pub fn parts(needs: &Needs, arch: &Arch, target: Target) -> Vec<Part> {
             p
         }
     };
+    let (b, s) = (needs.micro_batch, needs.seq);
+    let training = needs.trainable != Trainable::Frozen && b * s > 0;
+    // The image side adds its own gradients; its trained parts count for AdamW's state.
+    let optimized = match arch {
+        Arch::Vlm(v, c) => {
+            let frozen_llm = needs.vision_frozen.iter().any(|f| f == "llm") && needs.trainable == Trainable::Full;
+            let llm = if frozen_llm { 0.0 } else { trained.min(c.num_parameters() as f64) };
+            let (costs, image_side) = super::vision::parts(needs, v, training);
+            for (name, bytes, when) in costs {
+                add(&name, bytes, Device, if when == super::vision::When::Train { Train } else { Sample });
+            }
+            llm + image_side
+        }
+        _ => trained,
+    };
     add("gradients (f32)", 4.0 * trained, Device, Train);
-    add("AdamW moments m, v (f32)", 8.0 * trained, Host, Resident);
+    add("AdamW moments m, v (f32)", 8.0 * optimized, Host, Resident);
     if needs.accumulates {
-        add("gradient accumulator (f32, several micro-batches a step)", 4.0 * trained, Host, Train);
+        add("gradient accumulator (f32, several micro-batches a step)", 4.0 * optimized, Host, Train);
     }
     if let Some(layers) = needs.z_head_layers {
         let z = z_head_parameters(arch.hidden_size(), layers) as f64;
@@ -184,16 +225,14 @@ pub fn parts(needs: &Needs, arch: &Arch, target: Target) -> Vec<Part> {
     if needs.reference {
         add("frozen reference (f32)", 4.0 * p, Device, Resident);
     }
-    let (b, s) = (needs.micro_batch, needs.seq);
-    let training = needs.trainable != Trainable::Frozen && b * s > 0;
     match arch {
-        Arch::Decoder(c) => {
+        Arch::Decoder(c) | Arch::Vlm(_, c) => {
             let copies = logit_copies(target.gpu);
             let act = train_activation_elements_with(c, b, s, copies);
             let logits = copies * (b * s * c.vocab_size) as f64;
-            let act_bytes = match needs.trainable {
-                Trainable::Full | Trainable::Frozen => 4.0,
-                Trainable::Lora { .. } => target.lora_base_bytes,
+            let act_bytes = match (needs.trainable, arch) {
+                (Trainable::Full | Trainable::Frozen, _) | (_, Arch::Vlm(..)) => 4.0,
+                (Trainable::Lora { .. }, _) => target.lora_base_bytes,
             };
             if training {
                 add(&format!("activations, micro-batch {b} × {s} tokens"), act_bytes * (act - logits), Device, Train);

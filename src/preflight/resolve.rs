@@ -104,8 +104,13 @@ fn parse(text: &str, path: &Path) -> Result<Arch, String> {
     let json: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
     let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or_default();
     if model_type == "qwen2_vl" {
-        // The LLM dominates; the vision tower is not in the estimate yet.
-        return crate::model::vision::Qwen2VlConfig::from_hf_json(text, path).map(|c| Arch::Decoder(c.text)).map_err(|e| e.to_string());
+        use crate::model::vision::{ImageProcessorConfig, Qwen2VlConfig};
+        let c = Qwen2VlConfig::from_hf_json(text, path).map_err(|e| e.to_string())?;
+        // The pixel budget bounds the patches of one image; a folder without the processor's
+        // file takes Qwen2-VL's defaults, as loading does.
+        let pp = path.with_file_name("preprocessor_config.json");
+        let processor = if pp.is_file() { ImageProcessorConfig::from_file(&pp).map_err(|e| e.to_string())? } else { ImageProcessorConfig::qwen2_vl() };
+        return Ok(Arch::Vlm(super::vision::VisionShape::qwen2_vl(&c, &processor), c.text));
     }
     match family_of_type(model_type) {
         Some(Family::Encoder(_)) => EncoderConfig::from_hf_json(text, path).map(Arch::Encoder).map_err(|e| e.to_string()),

@@ -262,4 +262,49 @@ fn a_word_level_tiny_decoder_is_sized_with_its_corpus_vocabulary() {
     // A missing corpus file is named.
     let err = resolve::arch_of(&profile("/nonexistent/lm.jsonl"), "@init").unwrap_err();
     assert!(err.contains("/nonexistent/lm.jsonl"), "{err}");
+
+/// A Qwen2-VL-2B folder (the hub's config, Qwen2-VL's default processor) trained by a sft
+/// stage: the tower's weights, gradients and activations are in the figures, computed by hand,
+/// and a 24 GiB machine refuses the run saying by how much.
+#[test]
+fn a_qwen2_vl_2b_sft_counts_the_tower_and_is_refused_on_24_gib() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("qwen2-vl-2b");
+    std::fs::create_dir_all(&model).unwrap();
+    let vision = "{\"depth\": 32, \"embed_dim\": 1280, \"mlp_ratio\": 4, \"num_heads\": 16, \"in_chans\": 3, \"hidden_size\": 1536, \"patch_size\": 14, \"spatial_merge_size\": 2, \"temporal_patch_size\": 2}";
+    let config = format!(
+        "{{\"model_type\": \"qwen2_vl\", \"hidden_size\": 1536, \"intermediate_size\": 8960, \"num_attention_heads\": 12, \"num_hidden_layers\": 28, \
+         \"num_key_value_heads\": 2, \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0, \"max_position_embeddings\": 32768, \"vocab_size\": 151936, \
+         \"tie_word_embeddings\": true, \"eos_token_id\": 151645, \"rope_scaling\": {{\"type\": \"mrope\", \"mrope_section\": [16, 24, 24]}}, \"vision_config\": {vision}}}"
+    );
+    std::fs::write(model.join("config.json"), config).unwrap();
+    let text = format!(
+        "[run]\nname = \"vlm\"\n\n[[stage]]\nkind = \"sft\"\nname = \"sft\"\nmodel = {:?}\nsteps = 10\nbatch_size = 1\nmax_len = 512\n\
+         [stage.data]\njsonl = \"rows.jsonl\"\n[stage.vision]\nfreeze = [\"tower\"]\n",
+        model.to_str().unwrap()
+    );
+    let profile = Profile::parse(&text, "vlm.toml").unwrap();
+    let cpu = Budget { target: Target { gpu: false, lora_base_bytes: 4.0 }, device_name: "cpu".into(), device: None, host: Some(Memory { bytes: 24.0 * GIB, source: "test".into() }) };
+    let checks = check(&profile, &cpu);
+    let c = &checks[0];
+    // Tower 631,183,360 + projector 34,087,936 (counted from the shapes by hand) + LLM
+    // 1,543,714,304 = the 2,208,985,600 transformers counts.
+    let (tower, projector, llm) = (631_183_360.0, 34_087_936.0, 1_543_714_304.0);
+    assert_eq!(c.model.as_ref().unwrap().0 as f64, tower + projector + llm);
+    assert_eq!(part(c, "weights (f32; tower, projector, LLM)"), 4.0 * (tower + projector + llm));
+    assert_eq!(part(c, "tower + projector gradients"), 4.0 * (tower + projector));
+    assert_eq!(part(c, "gradients (f32)"), 4.0 * llm);
+    // The frozen tower has no AdamW state.
+    assert_eq!(part(c, "AdamW moments"), 8.0 * (projector + llm));
+    // 512 tokens, all assumed image tokens: 2048 patches, one image (≤ 5120 patches in the
+    // default 1280-token pixel budget). Per block 2048 × (28·1280 + 6·5120) = 136,314,880 and
+    // 2 × 16 × 2048² = 134,217,728; × 32 blocks, + 134,217,728 once = 8,791,261,184 elements.
+    assert_eq!(part(c, "vision tower activations, 1 rows × 2048 patches"), 4.0 * 8_791_261_184.0);
+    assert!(!c.fits());
+    let (what, need, have) = &c.short[0];
+    assert_eq!((what.as_str(), *have), ("host RAM", 24.0 * GIB));
+    let text = refusal(&checks, &cpu).unwrap();
+    eprintln!("{text}");
+    let over = crate::model::estimate::human_bytes(need - have);
+    assert!(text.contains("DOES NOT FIT") && text.contains(&over) && text.contains("max_pixels"), "missing the shortfall {over} in:\n{text}");
 }

@@ -56,6 +56,11 @@ pub struct Needs {
     pub assumption: Option<String>,
     /// Keys whose change lowers the peak, for the refusal's "ways out".
     pub knobs: Vec<String>,
+    /// A vision-language model's image tokens per row, when the stage knows a bound (None:
+    /// every token of a row may be an image token).
+    pub image_tokens: Option<usize>,
+    /// The parts `[stage.vision]` freezes ("tower", "projector", "llm").
+    pub vision_frozen: Vec<String>,
 }
 
 /// Where a stage's output model comes from, so the preflight can find its config before the

@@ -281,6 +281,9 @@ impl StageConfig for SftStage {
             format!("lower `batch_size` (now {}) and raise `grad_accum` (now {}) to keep the step", self.batch_size, self.grad_accum),
             format!("shorter rows: `max_len` (now {})", self.max_len),
         ];
+        if self.vision.is_some() {
+            knobs.push("fewer patches an image (a vision-language model): a lower `max_pixels` in the model's preprocessor_config.json".into());
+        }
         if self.lora.is_none() {
             knobs.push("LoRA: `lora.rank = 16` trains adapters over a frozen base".into());
         } else {
@@ -301,6 +304,7 @@ impl StageConfig for SftStage {
             generate: None,
             assumption: None,
             knobs,
+            vision_frozen: self.vision.as_ref().map(|v| v.freeze.clone()).unwrap_or_default(),
             ..Default::default()
         })
     }
@@ -558,7 +562,7 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     if crate::model::vision::is_vlm_folder(&model_dir) {
         let settings = super::sft_vision::Settings {
             parts: cfg.vision.clone().unwrap_or_default(),
-            lora: cfg.lora.is_some(),
+            lora: cfg.lora.clone(),
             jsonl: cfg.data.source.jsonl.clone(),
             test_jsonl: cfg.data.source.test_jsonl.clone(),
             steps: cfg.steps,

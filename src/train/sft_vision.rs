@@ -20,11 +20,17 @@
 //! freeze = ["tower"]       # any of "tower", "projector", "llm"
 //! ```
 //!
+//! With a `[stage.lora]` table the LLM trains through LoRA adapters on its projections (its
+//! base weights frozen, `llm_lr` the adapters' rate) while the tower and projector train fully
+//! or stay frozen as `[stage.vision]` says; the adapters are saved to `<stage>/adapter` in
+//! PEFT's layout and the output model is merged, as text LoRA does.
+//!
 //! The same trainer scaffold as text SFT: AdamW, warmup + decay, clipping, checkpoints with the
 //! optimizer moments, and a data order that is a pure function of (seed, example index), so a
 //! resumed run continues exactly. Images are decoded and preprocessed once, when the rows are read.
 
 use super::data::{self, Example};
+use crate::model::lora::{self, Adapters, LoraConfig};
 use super::optim::{AdamW, AdamWConfig, Param};
 use super::scaffold::{Scaffold, TrainState};
 use super::schedule::{Decay, Schedule};
@@ -282,11 +288,22 @@ pub fn part_params(model: &Qwen2Vl, parts: &VisionParts, base_lr: f64) -> Vec<Pa
         .collect()
 }
 
+/// Puts LoRA adapters on the LLM's projections when `lora` is set: the LLM's base weights are
+/// cut from the graph (they get no gradient), the tower and projector keep theirs.
+fn attach_llm_lora(model: &mut Qwen2Vl, lora: Option<&LoraConfig>, parts: &VisionParts, seed: u64) -> Result<Option<Adapters>> {
+    let Some(l) = lora else { return Ok(None) };
+    if parts.lr(Part::Llm, 1.0).is_none() {
+        bail!("[stage.lora] trains adapters on the LLM, but [stage.vision] freeze lists \"llm\": drop one of the two");
+    }
+    model.decoder = model.decoder.detached();
+    Ok(Some(lora::attach_decoder(&mut model.decoder, l, seed)?))
+}
+
 /// What the trainer takes of the `sft` stage's keys (the stage builds it, so this file does
 /// not depend on the stage's config type).
 pub struct Settings {
     pub parts: VisionParts,
-    pub lora: bool,
+    pub lora: Option<LoraConfig>,
     pub jsonl: Option<String>,
     pub test_jsonl: Option<String>,
     pub steps: u64,
@@ -307,14 +324,12 @@ pub struct Settings {
 pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<StageOutput> {
     let parts = cfg.parts.clone();
     parts.check().map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
-    if cfg.lora {
-        bail!("LoRA on a vision-language model is not supported yet; train it fully (with [stage.vision] freeze as needed)");
-    }
     let Some(jsonl) = &cfg.jsonl else {
         bail!("a vision-language model trains on multimodal JSONL rows: set data.jsonl ({{\"messages\", \"images\"}} rows)");
     };
     let device = ctx.device.clone();
-    let model = Qwen2Vl::load(model_dir, &device, DType::F32, true)?;
+    let mut model = Qwen2Vl::load(model_dir, &device, DType::F32, true)?;
+    let adapters = attach_llm_lora(&mut model, cfg.lora.as_ref(), &parts, ctx.rng("lora").next_u64())?;
     if cfg.max_len > model.config.text.max_position_embeddings {
         bail!("max_len = {} is longer than the model's context of {}", cfg.max_len, model.config.text.max_position_embeddings);
     }
@@ -331,10 +346,17 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
     if skipped > 0 {
         ctx.events.warn(format!("{skipped} rows of {} were longer than max_len = {} and were left out", path.display(), cfg.max_len));
     }
-    let params = part_params(&model, &parts, cfg.lr);
+    let mut params = part_params(&model, &parts, cfg.lr);
+    if let Some(a) = &adapters {
+        // The LLM trains through its adapters only, at the LLM's rate.
+        params.retain(|p| Part::of(&p.name) != Part::Llm);
+        let scale = parts.lr(Part::Llm, cfg.lr).map_or(0.0, |lr| lr / cfg.lr);
+        params.extend(a.vars.iter().map(|(n, v)| Param { name: n.clone(), var: v.clone(), lr_scale: scale, decay: true }));
+    }
     let count = |p: Part| params.iter().filter(|x| Part::of(&x.name) == p).map(|x| x.var.elem_count()).sum::<usize>();
     ctx.events.info(format!(
-        "vision-language training: {} trainable parameters (tower {}, projector {}, llm {}); {} examples, {} held out",
+        "vision-language training{}: {} trainable parameters (tower {}, projector {}, llm {}); {} examples, {} held out",
+        if adapters.is_some() { " with LoRA on the LLM" } else { "" },
         params.iter().map(|p| p.var.elem_count()).sum::<usize>(),
         count(Part::Tower),
         count(Part::Projector),
@@ -365,8 +387,13 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
         let n_targets: usize = micro.iter().flatten().map(|e| e.targets.iter().filter(|&&t| t).count()).sum();
         let n_tokens: usize = micro.iter().flatten().map(|e| e.ids.len()).sum();
         let mut step_nll = 0.0;
-        for batch in &micro {
-            let (nll, _) = batch_nll(&model, batch, pad, Mode::Train)?;
+        for (i, batch) in micro.iter().enumerate() {
+            // LoRA dropout masks are a function of (seed, step, micro-batch): resumable.
+            let mask_seed = crate::rng::Rng::derive(seed, &format!("lora-dropout/{}/{i}", state.step)).next_u64();
+            model.decoder.set_lora_dropout_seed(adapters.as_ref().map(|_| mask_seed));
+            let nll = batch_nll(&model, batch, pad, Mode::Train);
+            model.decoder.set_lora_dropout_seed(None);
+            let (nll, _) = nll?;
             let loss = (nll / n_targets.max(1) as f64)?;
             step_nll += loss.to_scalar::<f32>()? as f64;
             opt.accumulate(&loss.backward()?)?;
@@ -389,6 +416,11 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
         run.after_step(ctx, &state, &[("params", &opt)])?;
     }
     run.save(ctx, &state, &[("params", &opt)])?;
+    if let Some(a) = &adapters {
+        lora::save_adapters(a, &ctx.dir.join("adapter"), &model_dir.display().to_string())?;
+        // The output folder is a plain qwen2_vl model: the adapters folded into the LLM.
+        model.decoder = model.decoder.merged()?;
+    }
     let out = run.write_model(model_dir, &model.config.text, |dir| Ok(model.save(dir)?))?;
     let mut summary = BTreeMap::new();
     summary.insert("loss".to_string(), state.last_loss);

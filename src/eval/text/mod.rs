@@ -207,9 +207,13 @@ pub fn headline(r: &TextResult) -> BTreeMap<String, f64> {
 /// One row per model, one column per summary key (the union over models; "-" where a model
 /// has none).
 pub fn table(results: &[TextResult]) -> String {
-    let rows: Vec<(&str, BTreeMap<String, f64>)> = results.iter().map(|r| (r.label.as_str(), headline(r))).collect();
+    headline_table(&results.iter().map(|r| (r.label.as_str(), headline(r))).collect::<Vec<_>>())
+}
+
+/// A row per (label, summary keys), a column per key (the union; "-" where a row has none).
+pub fn headline_table(rows: &[(&str, BTreeMap<String, f64>)]) -> String {
     let mut keys: Vec<String> = Vec::new();
-    for (_, h) in &rows {
+    for (_, h) in rows {
         for k in h.keys() {
             if !keys.contains(k) {
                 keys.push(k.clone());
@@ -219,7 +223,7 @@ pub fn table(results: &[TextResult]) -> String {
     let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(5).max(5) + 2;
     let widths: Vec<usize> = keys.iter().map(|k| k.len().max(8) + 2).collect();
     let mut lines = vec![format!("{:<label_width$}{}", "model", keys.iter().zip(&widths).map(|(k, w)| format!("{k:>w$}")).collect::<String>())];
-    for (label, h) in &rows {
+    for (label, h) in rows {
         let cells: String = keys
             .iter()
             .zip(&widths)

@@ -28,3 +28,23 @@ pub fn image_placeholder(tok: &Tokenizer, cfg: &Qwen2VlConfig) -> Result<String,
 pub fn expand_markers(text: &str, placeholder: &str) -> String {
     text.replace(IMAGE_MARKER, placeholder)
 }
+
+/// The token ids of a prompt with images: `<image>` markers placed (every image in front of
+/// the text when it has none), rendered as one user turn with the chat template when `chat`,
+/// tokenized, and each image pad grown to `counts[i]` tokens (image i's features).
+pub fn prompt_with_images(tok: &Tokenizer, cfg: &Qwen2VlConfig, text: &str, counts: &[usize], chat: bool) -> Result<Vec<u32>, String> {
+    let text = match count_markers(text) {
+        0 => format!("{}{text}", IMAGE_MARKER.repeat(counts.len())),
+        n if n == counts.len() => text.to_string(),
+        n => return Err(format!("the prompt has {n} <image> marker(s) but {} image(s) were given", counts.len())),
+    };
+    let text = expand_markers(&text, &image_placeholder(tok, cfg)?);
+    let ids = if chat {
+        let rendered = tok.apply_chat_template(&[crate::text::Message::user(&text)], true).map_err(|e| format!("cannot render the chat template: {e}"))?;
+        tok.encode(&rendered, false)
+    } else {
+        tok.encode(&text, true)
+    }
+    .map_err(|e| format!("cannot tokenize the prompt: {e}"))?;
+    super::mrope::expand_image_tokens(&ids, cfg.image_token_id, counts)
+}

@@ -118,7 +118,7 @@ impl VisionConfig {
         self.embed_dim / self.num_heads
     }
 
-    fn mlp_dim(&self) -> usize {
+    pub fn mlp_dim(&self) -> usize {
         (self.embed_dim as f64 * self.mlp_ratio) as usize
     }
 

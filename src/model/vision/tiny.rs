@@ -6,6 +6,7 @@
 use super::image::ImageProcessorConfig;
 use super::qwen2_vl::{Activation, VisionConfig};
 use super::vlm::{Qwen2Vl, Qwen2VlConfig};
+use crate::model::init::Shape;
 use crate::model::ModelConfig;
 use crate::text::tiny;
 use anyhow::{Context, Result};
@@ -23,17 +24,43 @@ pub const TEMPLATE: &str = include_str!("../../../assets/tiny-vlm-chatml.jinja")
 /// The preset's config: `tiny`'s decoder (head_dim 32: M-RoPE sections 4 / 6 / 6, Qwen2-VL's
 /// 16 / 24 / 24 scaled down), a 2-block 64-wide tower with 4 heads.
 pub fn config() -> Result<Qwen2VlConfig> {
+    config_shaped(&Shape::default(), &TowerShape::default())
+}
+
+/// Size overrides of the tower (`model init --preset tiny-vlm --vision-depth 32 ...`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TowerShape {
+    pub depth: Option<usize>,
+    pub width: Option<usize>,
+    pub heads: Option<usize>,
+    pub mlp_ratio: Option<f64>,
+}
+
+impl TowerShape {
+    pub fn is_default(&self) -> bool {
+        *self == TowerShape::default()
+    }
+}
+
+/// The preset with the LLM's sizes from `shape` (the text `--hidden`, `--layers`, ... flags)
+/// and the tower's from `tower`; the M-RoPE sections follow the head size as Qwen2-VL's do
+/// (head_dim 128: 16 / 24 / 24). Qwen2-VL-2B's shape: `--hidden 1536 --layers 28 --heads 12
+/// --kv-heads 2 --intermediate 8960 --vocab 151936 --vision-depth 32 --vision-width 1280
+/// --vision-heads 16 --vision-mlp-ratio 4`.
+pub fn config_shaped(shape: &Shape, tower: &TowerShape) -> Result<Qwen2VlConfig> {
     let base = tiny::VOCAB_SIZE as u32;
     let mut text = ModelConfig::preset("tiny", tiny::VOCAB_SIZE + VISION_TOKENS.len())?;
+    shape.apply(&mut text)?;
+    anyhow::ensure!(text.vocab_size >= tiny::VOCAB_SIZE + VISION_TOKENS.len(), "--vocab {} leaves no room for the 4 vision tokens after the {} characters", text.vocab_size, tiny::VOCAB_SIZE);
     let eos = tiny::vocabulary().iter().position(|t| t == tiny::EOS_TOKEN).context("tiny vocabulary has no eos")? as u32;
     text.eos_token_ids = vec![eos];
     text.max_position_embeddings = 2048;
     let vision = VisionConfig {
-        depth: 2,
-        embed_dim: 64,
+        depth: tower.depth.unwrap_or(2),
+        embed_dim: tower.width.unwrap_or(64),
         hidden_size: text.hidden_size,
-        num_heads: 4,
-        mlp_ratio: 2.0,
+        num_heads: tower.heads.unwrap_or(4),
+        mlp_ratio: tower.mlp_ratio.unwrap_or(2.0),
         in_channels: 3,
         patch_size: 14,
         spatial_merge_size: 2,
@@ -41,6 +68,9 @@ pub fn config() -> Result<Qwen2VlConfig> {
         hidden_act: Activation::QuickGelu,
         rope_theta: 10000.0,
     };
+    let (w, h) = (vision.embed_dim, vision.num_heads);
+    anyhow::ensure!(vision.depth > 0 && h > 0 && w % h == 0 && (w / h) % 4 == 0, "--vision-width {w} must be a multiple of --vision-heads {h} with a head size divisible by 4 (2D rotary positions)");
+    anyhow::ensure!(vision.mlp_ratio > 0.0, "--vision-mlp-ratio must be > 0");
     let half = text.head_dim / 2;
     let t = half / 4;
     Ok(Qwen2VlConfig {
@@ -62,9 +92,17 @@ pub fn processor() -> ImageProcessorConfig {
 
 /// Writes the folder: weights, configs, tokenizer with the vision tokens, chat template.
 pub fn init_folder(out: &Path, seed: u64) -> Result<Qwen2VlConfig> {
-    let config = config()?;
+    init_folder_shaped(out, seed, &Shape::default(), &TowerShape::default())
+}
+
+/// [`init_folder`] of a reshaped preset ([`config_shaped`]). A reshaped model takes Qwen2-VL's
+/// own processor (up to 1280 image tokens), the preset's keeps images small.
+pub fn init_folder_shaped(out: &Path, seed: u64, shape: &Shape, tower: &TowerShape) -> Result<Qwen2VlConfig> {
+    let config = config_shaped(shape, tower)?;
+    let reshaped = !tower.is_default() || [shape.hidden, shape.layers, shape.heads, shape.kv_heads, shape.intermediate, shape.vocab].iter().any(Option::is_some);
+    let processor = if reshaped { ImageProcessorConfig::qwen2_vl() } else { processor() };
     let existed = out.exists();
-    let written = write(out, &config, seed);
+    let written = write(out, &config, &processor, seed);
     if written.is_err() && !existed {
         // A half-made folder would look like a model; remove it.
         let _ = std::fs::remove_dir_all(out);
@@ -72,7 +110,7 @@ pub fn init_folder(out: &Path, seed: u64) -> Result<Qwen2VlConfig> {
     written.map(|()| config)
 }
 
-fn write(out: &Path, config: &Qwen2VlConfig, seed: u64) -> Result<()> {
+fn write(out: &Path, config: &Qwen2VlConfig, processor: &ImageProcessorConfig, seed: u64) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     tiny::build_char_tokenizer(out)?;
     let path = out.join("tokenizer.json");
@@ -95,7 +133,7 @@ fn write(out: &Path, config: &Qwen2VlConfig, seed: u64) -> Result<()> {
     }
     tc["chat_template"] = serde_json::json!(TEMPLATE);
     std::fs::write(&cfg_path, serde_json::to_string_pretty(&tc)? + "\n")?;
-    let model = Qwen2Vl::init_random(config.clone(), processor(), seed, &candle_core::Device::Cpu)?;
+    let model = Qwen2Vl::init_random(config.clone(), processor.clone(), seed, &candle_core::Device::Cpu)?;
     model.save(out)?;
     Ok(())
 }
