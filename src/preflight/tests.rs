@@ -262,6 +262,7 @@ fn a_word_level_tiny_decoder_is_sized_with_its_corpus_vocabulary() {
     // A missing corpus file is named.
     let err = resolve::arch_of(&profile("/nonexistent/lm.jsonl"), "@init").unwrap_err();
     assert!(err.contains("/nonexistent/lm.jsonl"), "{err}");
+}
 
 /// A Qwen2-VL-2B folder (the hub's config, Qwen2-VL's default processor) trained by a sft
 /// stage: the tower's weights, gradients and activations are in the figures, computed by hand,
