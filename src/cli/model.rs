@@ -137,6 +137,9 @@ pub enum BenchAction {
     /// AdaptLLM's mining pass over a corpus (MB/s, one thread); benches/peer_mine.py is the
     /// Python `re` side.
     Mine(super::bench_mine::MineBenchArgs),
+    /// The decode matmuls of one token step for a few rows (default: 16 rows at the 135M
+    /// llama shape), each skinny kernel against a plain read of the weights.
+    Matmul(super::bench_matmul::MatmulBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -501,6 +504,7 @@ pub fn cmd_bench(action: BenchAction) -> Result<()> {
         BenchAction::Generate(a) => (a, false),
         BenchAction::Train(a) => (a, true),
         BenchAction::Mine(a) => return super::bench_mine::cmd_bench_mine(&a),
+        BenchAction::Matmul(a) => return super::bench_matmul::cmd_bench_matmul(&a),
     };
     require_model_folder(&args.model)?;
     let opts = BenchOptions {
