@@ -63,6 +63,10 @@ def main():
     ap.add_argument("--beta", type=float, default=0.0,
                     help="KL coefficient; > 0 loads a reference model and scores every rollout with it")
     ap.add_argument("--out", default="/tmp/trl_grpo_peer")
+    # TRL's GRPOConfig turns gradient checkpointing on by default (TrainingArguments does not);
+    # it recomputes the forward in backward. retort does not, so the fair peer does not either.
+    ap.add_argument("--gradient-checkpointing", action="store_true",
+                    help="keep TRL's default of gradient checkpointing on (off unless given)")
     args = ap.parse_args()
 
     import torch
@@ -105,6 +109,7 @@ def main():
         report_to=[],
         use_cpu=True,
         bf16=False,
+        gradient_checkpointing=args.gradient_checkpointing,
         seed=0,
         dataloader_num_workers=0,
         generation_kwargs={"min_new_tokens": args.min_new} if args.min_new > 0 else None,
@@ -169,6 +174,7 @@ def main():
     ref = phase["reference"][1:]
     print(json.dumps({"trl_seconds_per_step_median": statistics.median(steady), "steps": len(times), "threads": args.threads,
                       "prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new, "min_new_tokens": args.min_new, "beta": args.beta,
+                      "gradient_checkpointing": args.gradient_checkpointing,
                       "step_s": times,
                       "phase_median_s": {"generate": statistics.median(gen),
                                          "score_and_advantages": statistics.median(score) if score else None,

@@ -154,6 +154,9 @@ pub enum BenchAction {
     /// Prefill and decode of a vision-language model with one image; benches/peer_vlm.py is
     /// the transformers side.
     Vlm(super::bench_vlm::VlmBenchArgs),
+    /// The decode matmuls of one token step for a few rows (default: 16 rows at the 135M
+    /// llama shape), each skinny kernel against a plain read of the weights.
+    Matmul(super::bench_matmul::MatmulBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -535,6 +538,7 @@ pub fn cmd_bench(action: BenchAction) -> Result<()> {
         BenchAction::Train(a) => (a, true),
         BenchAction::Mine(a) => return super::bench_mine::cmd_bench_mine(&a),
         BenchAction::Vlm(a) => return super::bench_vlm::cmd_bench_vlm(&a),
+        BenchAction::Matmul(a) => return super::bench_matmul::cmd_bench_matmul(&a),
     };
     require_model_folder(&args.model)?;
     let opts = BenchOptions {

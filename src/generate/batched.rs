@@ -170,6 +170,22 @@ mod tests {
             c.qkv_bias = false;
         });
         same_as_static(&qwen3, &prompts, &base, "qk norm");
+        // Odd sizes for the decode matmul kernels (the tiled one where the CPU has AVX-512):
+        // hidden 52 and intermediate 37 (not multiples of the 16-float vector: masked tails),
+        // head_dim 26, a vocabulary of 301 (off the 4-row tile and the 128-row head block),
+        // and 16 rows whose live count falls from 16 as rows stop (every x-row grouping).
+        let odd = model(|c| {
+            c.hidden_size = 52;
+            c.num_attention_heads = 2;
+            c.num_key_value_heads = 1;
+            c.head_dim = 26;
+            c.intermediate_size = 37;
+            c.vocab_size = 301;
+        });
+        same_as_static(&odd, &prompts, &SamplingParams { max_batch_rows: 5, ..base.clone() }, "odd sizes");
+        let sixteen: Vec<Vec<u32>> = (0..16).map(|i| vec![1 + i as u32 % 9; 1 + i % 5]).collect();
+        let odd16 = same_as_static(&odd, &sixteen, &base, "odd sizes, 16 rows");
+        assert!(odd16.iter().any(|c| c.finish == FinishReason::Eos), "some rows stop early, so the live count varies");
         // More rows than the 16 the streaming kernels take: gemm for the projections, the head
         // in groups of 16.
         let many: Vec<Vec<u32>> = (0..21).map(|i| vec![1 + i as u32 % 7; 1 + i % 4]).collect();

@@ -207,7 +207,8 @@ impl<'a> BatchDecoder<'a> {
         }
         let layers = blocks.len();
         let kv = slots * nkv * capacity * d;
-        let widest = (nh * d).max(inter).max(h).max(nkv * d);
+        // Scratch of the widest product group: q, k, v together, gate and up together.
+        let widest = ((nh + 2 * nkv) * d).max(2 * inter).max(h);
         let blocks_n = vocab.div_ceil(VOCAB_BLOCK);
         Some(BatchDecoder {
             held,
@@ -342,9 +343,14 @@ impl<'a> BatchDecoder<'a> {
             let held = &self.held;
             rms_rows(&self.x[..n * h], held.get(b.input_norm), eps, &mut self.hb[..n * h]);
             let hb = &self.hb[..n * h];
-            linear(hb, held.get(b.q.0), b.q.1.map(|i| held.get(i)), n, h, nh * d, &mut self.yt, &mut self.q[..n * nh * d])?;
-            linear(hb, held.get(b.k.0), b.k.1.map(|i| held.get(i)), n, h, nkv * d, &mut self.yt, &mut self.k[..n * nkv * d])?;
-            linear(hb, held.get(b.v.0), b.v.1.map(|i| held.get(i)), n, h, nkv * d, &mut self.yt, &mut self.v[..n * nkv * d])?;
+            let bias = |p: &(usize, Option<usize>)| p.1.map(|i| held.get(i));
+            linear3(
+                hb,
+                [(held.get(b.q.0), bias(&b.q), nh * d, &mut self.q[..n * nh * d]), (held.get(b.k.0), bias(&b.k), nkv * d, &mut self.k[..n * nkv * d]), (held.get(b.v.0), bias(&b.v), nkv * d, &mut self.v[..n * nkv * d])],
+                n,
+                h,
+                &mut self.yt,
+            )?;
             if let Some(w) = b.q_norm {
                 rms_rows_in_place(&mut self.q[..n * nh * d], held.get(w), eps);
             }
@@ -394,8 +400,7 @@ impl<'a> BatchDecoder<'a> {
             self.x[..n * h].iter_mut().zip(&self.proj[..n * h]).for_each(|(x, p)| *x += p);
             rms_rows(&self.x[..n * h], held.get(b.post_norm), eps, &mut self.hb[..n * h]);
             let hb = &self.hb[..n * h];
-            linear(hb, held.get(b.gate), None, n, h, inter, &mut self.yt, &mut self.gate[..n * inter])?;
-            linear(hb, held.get(b.up), None, n, h, inter, &mut self.yt, &mut self.up[..n * inter])?;
+            linear3(hb, [(held.get(b.gate), None, inter, &mut self.gate[..n * inter]), (held.get(b.up), None, inter, &mut self.up[..n * inter]), (&[], None, 0, &mut [])], n, h, &mut self.yt)?;
             simd::with_best_isa(|| {
                 self.gate[..n * inter].iter_mut().zip(&self.up[..n * inter]).for_each(|(g, u)| *g = *g / (1.0 + simd::exp(-*g)) * u)
             });
@@ -610,6 +615,30 @@ fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, rows: usize, in_dim: usize, o
     }
     if let Some(b) = b {
         y.chunks_exact_mut(out_dim).for_each(|row| row.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+    }
+    Ok(())
+}
+
+/// A projection for [`linear3`]: (weight (out, in), bias, out, y).
+type Proj<'p> = (&'p [f32], Option<&'p [f32]>, usize, &'p mut [f32]);
+
+/// Up to three projections of the same `x` (an unused one has out 0): one parallel pass of
+/// the streaming kernel for up to 16 rows, gemm per projection above.
+fn linear3(x: &[f32], ps: [Proj<'_>; 3], rows: usize, in_dim: usize, yt: &mut [f32]) -> Result<()> {
+    let [(w0, b0, o0, y0), (w1, b1, o1, y1), (w2, b2, o2, y2)] = ps;
+    if rows > skinny::MAX_ROWS {
+        for (w, b, o, y) in [(w0, b0, o0, y0), (w1, b1, o1, y1), (w2, b2, o2, y2)] {
+            if o > 0 {
+                linear(x, w, b, rows, in_dim, o, yt, y)?;
+            }
+        }
+        return Ok(());
+    }
+    skinny::matmul_wt3(skinny::Kernel::Best, x, [w0, w1, w2], [o0, o1, o2], rows, in_dim, yt, [&mut *y0, &mut *y1, &mut *y2]);
+    for (b, o, y) in [(b0, o0, y0), (b1, o1, y1), (b2, o2, y2)] {
+        if let Some(b) = b {
+            y.chunks_exact_mut(o).for_each(|row| row.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+        }
     }
     Ok(())
 }

@@ -8,6 +8,9 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod tiled;
+
 /// At most this many rows of x take this path; more go to gemm.
 pub const MAX_ROWS: usize = 16;
 
@@ -25,6 +28,12 @@ pub fn matmul_wt(x: &[f32], w: &[f32], rows: usize, in_dim: usize, out_dim: usiz
 /// [`matmul_wt`] into caller-owned buffers (a decoding loop reuses them every token): `yt`
 /// (at least out·rows, scratch) and `y` (rows·out, the result).
 pub fn matmul_wt_into(x: &[f32], w: &[f32], rows: usize, in_dim: usize, out_dim: usize, yt: &mut [f32], y: &mut [f32]) {
+    matmul_wt_with(Kernel::Best, x, w, rows, in_dim, out_dim, yt, y)
+}
+
+/// [`matmul_wt_into`] with a chosen kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_wt_with(kernel: Kernel, x: &[f32], w: &[f32], rows: usize, in_dim: usize, out_dim: usize, yt: &mut [f32], y: &mut [f32]) {
     assert!(rows <= MAX_ROWS && x.len() == rows * in_dim && w.len() == out_dim * in_dim, "skinny matmul: bad sizes");
     assert!(yt.len() >= out_dim * rows && y.len() == rows * out_dim, "skinny matmul: bad buffers");
     if rows == 0 || in_dim == 0 || out_dim == 0 {
@@ -33,7 +42,7 @@ pub fn matmul_wt_into(x: &[f32], w: &[f32], rows: usize, in_dim: usize, out_dim:
         return;
     }
     let yt = &mut yt[..out_dim * rows]; // (out, rows): each task writes whole rows of it
-    yt.par_chunks_mut(rows * W_ROWS_PER_TASK).zip(w.par_chunks(in_dim * W_ROWS_PER_TASK)).for_each(|(yt, w)| dots(x, w, rows, in_dim, yt));
+    yt.par_chunks_mut(rows * W_ROWS_PER_TASK).zip(w.par_chunks(in_dim * W_ROWS_PER_TASK)).for_each(|(yt, w)| dots_with(kernel, x, w, rows, in_dim, yt));
     // Back to (rows, out); `rows` is small, so this is a cheap pass over the output.
     for (j, col) in yt.chunks_exact(rows).enumerate() {
         for (r, &v) in col.iter().enumerate() {
@@ -42,11 +51,118 @@ pub fn matmul_wt_into(x: &[f32], w: &[f32], rows: usize, in_dim: usize, out_dim:
     }
 }
 
+/// Up to three products of the same rows of x (q, k and v; gate and up) in one parallel
+/// pass: `ys[m] = x · ws[m]ᵀ` with `ws[m]` of `outs[m]` rows (0 for an unused slot). Why: a
+/// decoding step of a 30-layer model forks and joins the thread pool ~240 times; each join
+/// waits for the slower thread, and these products share their input.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_wt3(kernel: Kernel, x: &[f32], ws: [&[f32]; 3], outs: [usize; 3], rows: usize, in_dim: usize, yt: &mut [f32], ys: [&mut [f32]; 3]) {
+    let total: usize = outs.iter().sum();
+    assert!(rows <= MAX_ROWS && x.len() == rows * in_dim, "skinny matmul: bad sizes");
+    assert!(yt.len() >= total * rows, "skinny matmul: bad scratch buffer");
+    for m in 0..3 {
+        assert!(ws[m].len() == outs[m] * in_dim && ys[m].len() == rows * outs[m], "skinny matmul: bad sizes of product {m}");
+    }
+    if rows == 0 || in_dim == 0 {
+        ys.into_iter().for_each(|y| y.fill(0.0));
+        return;
+    }
+    let (yt0, rest) = yt[..total * rows].split_at_mut(outs[0] * rows);
+    let (yt1, yt2) = rest.split_at_mut(outs[1] * rows);
+    let (cy, cw) = (rows * W_ROWS_PER_TASK, in_dim * W_ROWS_PER_TASK);
+    yt0.par_chunks_mut(cy)
+        .zip(ws[0].par_chunks(cw))
+        .chain(yt1.par_chunks_mut(cy).zip(ws[1].par_chunks(cw)))
+        .chain(yt2.par_chunks_mut(cy).zip(ws[2].par_chunks(cw)))
+        .for_each(|(yt, w)| dots_with(kernel, x, w, rows, in_dim, yt));
+    let mut at = 0;
+    for (m, y) in ys.into_iter().enumerate() {
+        for (j, col) in yt[at..at + outs[m] * rows].chunks_exact(rows).enumerate() {
+            for (r, &v) in col.iter().enumerate() {
+                y[r * outs[m] + j] = v;
+            }
+        }
+        at += outs[m] * rows;
+    }
+}
+
 /// `yt[j·rows + r] = x_r · w_j` for every row j of this block of W (rows ≤ [`MAX_ROWS`]).
 /// Dispatches to a body compiled for the best instruction set this CPU has.
 pub(crate) fn dots(x: &[f32], w: &[f32], rows: usize, in_dim: usize, yt: &mut [f32]) {
+    dots_with(Kernel::Best, x, w, rows, in_dim, yt)
+}
+
+/// Where the tiled kernel prefetches W ahead of use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheLevel {
+    L1,
+    L2,
+}
+
+/// Prefetch setting of the tiled kernel: (cache level, groups of 4 W rows ahead; 0 = none).
+/// Measured with `retort bench matmul`, which tries each (benches/README.md); the default is
+/// the fastest there. `RETORT_SKINNY_PREFETCH=l1:1|l2:2|none…` overrides it for experiments.
+static PREFETCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
+const DEFAULT_PREFETCH: (CacheLevel, usize) = (CacheLevel::L1, 1);
+
+fn encode((level, distance): (CacheLevel, usize)) -> u8 {
+    (distance.min(15) as u8) << 1 | (level == CacheLevel::L2) as u8
+}
+
+/// The prefetch setting in force (see [`set_prefetch`]).
+pub fn prefetch() -> (CacheLevel, usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut v = PREFETCH.load(Relaxed);
+    if v == u8::MAX {
+        let set = std::env::var("RETORT_SKINNY_PREFETCH").ok().and_then(|s| parse_prefetch(&s)).unwrap_or(DEFAULT_PREFETCH);
+        v = encode(set);
+        PREFETCH.store(v, Relaxed);
+    }
+    (if v & 1 == 1 { CacheLevel::L2 } else { CacheLevel::L1 }, (v >> 1) as usize)
+}
+
+/// Sets the tiled kernel's prefetch (the micro-benchmark compares settings).
+pub fn set_prefetch(setting: (CacheLevel, usize)) {
+    PREFETCH.store(encode(setting), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `l1:N`, `l2:N` (N groups of 4 W rows ahead) or `none`.
+pub fn parse_prefetch(s: &str) -> Option<(CacheLevel, usize)> {
+    if s == "none" {
+        return Some((CacheLevel::L1, 0));
+    }
+    let (level, n) = s.split_once(':')?;
+    let level = match level {
+        "l1" => CacheLevel::L1,
+        "l2" => CacheLevel::L2,
+        _ => return None,
+    };
+    Some((level, n.parse().ok().filter(|&n: &usize| n <= 15)?))
+}
+
+/// Which body computes the dot products (the micro-benchmark and the tests pick one; decoding
+/// takes [`Kernel::Best`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// [`Kernel::Tiled`] where the CPU has AVX-512, else [`Kernel::Stream`].
+    Best,
+    /// One W row (or a pair) against groups of x rows, lanes summed per product.
+    Stream,
+    /// 4 W rows × 4 x rows per register tile (AVX-512 only; elsewhere the same as `Stream`).
+    Tiled,
+}
+
+/// [`dots`] with a chosen kernel.
+pub fn dots_with(kernel: Kernel, x: &[f32], w: &[f32], rows: usize, in_dim: usize, yt: &mut [f32]) {
+    assert!(rows <= MAX_ROWS && x.len() == rows * in_dim && w.len() % in_dim.max(1) == 0, "skinny matmul: bad sizes");
+    assert!(yt.len() >= w.len() / in_dim.max(1) * rows, "skinny matmul: bad output buffer");
     #[cfg(target_arch = "x86_64")]
     {
+        if kernel != Kernel::Stream && rows > 0 && in_dim > 0 && is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (FMA is part of it on every AVX-512 CPU, and the
+            // function enables it); the sizes are checked above.
+            return unsafe { tiled::dots_tiled(x, w, rows, in_dim, yt) };
+        }
         if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports the features the function is compiled for.
             return unsafe { dots_avx512(x, w, rows, in_dim, yt) };
@@ -218,18 +334,52 @@ mod tests {
     #[test]
     fn matches_a_float64_reference() {
         let mut rng = crate::rng::Rng::new(31);
-        // Every row grouping (8 + 4 + 2 + 1 = 15), widths below / at / off the chunk widths, a W
-        // that does not fill the last task.
-        for &(rows, inp, out) in &[(1, 5, 3), (16, 32, 130), (8, 37, 64), (3, 896, 200), (15, 70, 65), (1, 200, 9)] {
-            let x = uniform(&mut rng, rows * inp, -1.0, 1.0);
-            let w = uniform(&mut rng, out * inp, -1.0, 1.0);
-            let y = matmul_wt(&x, &w, rows, inp, out);
-            for r in 0..rows {
-                for j in 0..out {
-                    let want: f64 = (0..inp).map(|k| x[r * inp + k] as f64 * w[j * inp + k] as f64).sum();
-                    let got = y[r * out + j] as f64;
-                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "({rows}, {inp}, {out}) y[{r}, {j}] = {got}, want {want}");
+        // Every row count the decoder can hand over (1..=16: whole, repeated-row and 2- and
+        // 1-row x groups of the tiled kernel; 8 + 4 + 2 + 1 groups of the streaming one), widths
+        // below / at / off the 16-lane chunks (masked tails), W row counts off the 4-row tile and
+        // a W that does not fill the last task.
+        let shapes = [(1, 5, 3), (16, 32, 130), (8, 37, 64), (3, 896, 200), (15, 70, 65), (1, 200, 9), (16, 52, 301), (5, 17, 7), (2, 576, 66), (9, 1, 5)];
+        let more: Vec<(usize, usize, usize)> = (1..=MAX_ROWS).map(|rows| (rows, 45, 71)).collect();
+        for kernel in [Kernel::Best, Kernel::Stream, Kernel::Tiled] {
+            for &(rows, inp, out) in shapes.iter().chain(&more) {
+                let x = uniform(&mut rng, rows * inp, -1.0, 1.0);
+                let w = uniform(&mut rng, out * inp, -1.0, 1.0);
+                let mut yt = vec![f32::NAN; out * rows];
+                let mut y = vec![f32::NAN; rows * out];
+                matmul_wt_with(kernel, &x, &w, rows, inp, out, &mut yt, &mut y);
+                for r in 0..rows {
+                    for j in 0..out {
+                        let want: f64 = (0..inp).map(|k| x[r * inp + k] as f64 * w[j * inp + k] as f64).sum();
+                        let got = y[r * out + j] as f64;
+                        assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{kernel:?} ({rows}, {inp}, {out}) y[{r}, {j}] = {got}, want {want}");
+                    }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn prefetch_settings_parse() {
+        assert_eq!(parse_prefetch("l2:2"), Some((CacheLevel::L2, 2)));
+        assert_eq!(parse_prefetch("l1:1"), Some((CacheLevel::L1, 1)));
+        assert_eq!(parse_prefetch("none"), Some((CacheLevel::L1, 0)));
+        for bad in ["l3:1", "l1", "l1:x", "l2:16", ""] {
+            assert_eq!(parse_prefetch(bad), None, "{bad}");
+        }
+        assert_eq!(encode((CacheLevel::L2, 4)), 9);
+    }
+
+    #[test]
+    fn three_products_in_one_pass_equal_three_calls() {
+        let mut rng = crate::rng::Rng::new(5);
+        for &(rows, inp, outs) in &[(16, 52, [52, 26, 26]), (3, 37, [200, 130, 0]), (1, 64, [9, 0, 0])] {
+            let x = uniform(&mut rng, rows * inp, -1.0, 1.0);
+            let ws: Vec<Vec<f32>> = outs.iter().map(|&o| uniform(&mut rng, o * inp, -1.0, 1.0)).collect();
+            let mut yt = vec![0.0; outs.iter().sum::<usize>() * rows];
+            let (mut a, mut b, mut c) = (vec![f32::NAN; rows * outs[0]], vec![f32::NAN; rows * outs[1]], vec![f32::NAN; rows * outs[2]]);
+            matmul_wt3(Kernel::Best, &x, [&ws[0], &ws[1], &ws[2]], outs, rows, inp, &mut yt, [&mut a, &mut b, &mut c]);
+            for (m, got) in [a, b, c].iter().enumerate() {
+                assert_eq!(got, &matmul_wt(&x, &ws[m], rows, inp, outs[m]), "({rows}, {inp}, {outs:?}) product {m}");
             }
         }
     }
