@@ -54,6 +54,11 @@ fn from_preset(name: &str, context: Option<usize>, corpus: Option<&str>) -> Resu
             )),
         };
     }
+    if name == crate::model::vision::tiny::PRESET {
+        // The decoder of the VLM (its vision tower is a few percent more).
+        let cfg = crate::model::vision::tiny::config().map_err(|e| format!("{e:#}"))?.text;
+        return Ok((Arch::Decoder(cfg), format!("built-in preset `{name}`")));
+    }
     let mut cfg = ModelConfig::preset(name, crate::text::tiny::VOCAB_SIZE)
         .map_err(|_| format!("preset `{name}` is sized only once its vocabulary is built (not checked)"))?;
     if let Some(n) = context {

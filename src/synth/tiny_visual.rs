@@ -11,7 +11,9 @@
 //!   task's answer can be graded ([`crate::synth::visual::shapes::answer`]);
 //! - `target_test.jsonl`: held-out target images with a templated question each,
 //!   `{"images", "prompt", "answer"}` (the eval stage's image rows), and
-//!   `target_captions_test.jsonl`, their captioning task in the same form.
+//!   `target_captions_test.jsonl`, their captioning task in the same form;
+//! - `target_test_chat.jsonl`, `target_captions_chat.jsonl`: the same two held-out sets as
+//!   `{"messages", "images"}` rows, for the `sft` stage's held-out loss (`data.test_jsonl`).
 
 use super::method::{parse_options, Method, MethodEnv};
 use super::output::Counts;
@@ -79,6 +81,7 @@ pub fn write(dir: &Path, cfg: &TinyVisualConfig) -> Result<Vec<(String, u64)>> {
         scenes.push_str(&format!("{}\n", json!({ "image": image, "scene": scene })));
     }
     let (mut test, mut caption_test) = (String::new(), String::new());
+    let (mut test_chat, mut caption_chat) = (String::new(), String::new());
     let mut rng = Rng::derive(cfg.seed, "tiny-visual/test");
     for i in 0..cfg.test_images {
         let scene = Scene::draw(Domain::Target, &mut rng);
@@ -87,6 +90,8 @@ pub fn write(dir: &Path, cfg: &TinyVisualConfig) -> Result<Vec<(String, u64)>> {
         let (q, p, _) = &qs[rng.usize(qs.len())];
         test.push_str(&format!("{}\n", json!({ "images": [image], "prompt": format!("{IMAGE_MARKER}\n{q}"), "answer": p })));
         caption_test.push_str(&format!("{}\n", json!({ "images": [image], "prompt": format!("{IMAGE_MARKER}{TARGET_INSTRUCTION}"), "answer": scene.caption() })));
+        test_chat.push_str(&format!("{}\n", serde_json::to_string(&row(&image, &format!("\n{q}"), p))?));
+        caption_chat.push_str(&format!("{}\n", serde_json::to_string(&row(&image, TARGET_INSTRUCTION, &scene.caption()))?));
     }
     let as_json = |rows: &[ChatRow]| serde_json::to_string_pretty(rows).map(String::into_bytes);
     let files: Vec<(&str, Vec<u8>, usize)> = vec![
@@ -97,6 +102,8 @@ pub fn write(dir: &Path, cfg: &TinyVisualConfig) -> Result<Vec<(String, u64)>> {
         ("target_scenes.jsonl", scenes.into_bytes(), cfg.target_images),
         ("target_test.jsonl", test.into_bytes(), cfg.test_images),
         ("target_captions_test.jsonl", caption_test.into_bytes(), cfg.test_images),
+        ("target_test_chat.jsonl", test_chat.into_bytes(), cfg.test_images),
+        ("target_captions_chat.jsonl", caption_chat.into_bytes(), cfg.test_images),
     ];
     let mut counts = Vec::new();
     for (name, bytes, n) in files {
@@ -126,7 +133,17 @@ struct TinyVisual {
 
 impl Method for TinyVisual {
     fn files(&self) -> &'static [&'static str] {
-        &["seed_captions.json", "seed_precise.json", "seed_informative.json", "target_pairs.json", "target_scenes.jsonl", "target_test.jsonl", "target_captions_test.jsonl"]
+        &[
+            "seed_captions.json",
+            "seed_precise.json",
+            "seed_informative.json",
+            "target_pairs.json",
+            "target_scenes.jsonl",
+            "target_test.jsonl",
+            "target_captions_test.jsonl",
+            "target_test_chat.jsonl",
+            "target_captions_chat.jsonl",
+        ]
     }
     fn generate(&mut self, dir: &Path, ctx: &mut StageCtx) -> Result<Counts> {
         let c = &self.config;
