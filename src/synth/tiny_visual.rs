@@ -37,11 +37,14 @@ pub struct TinyVisualConfig {
     pub target_images: usize,
     /// Held-out target images for evaluation.
     pub test_images: usize,
+    /// Seed questions kept per general image, chosen at random (0: all). Fewer questions make
+    /// shorter synthesizer conversations, which a CPU trains in minutes.
+    pub seed_questions: usize,
 }
 
 impl Default for TinyVisualConfig {
     fn default() -> Self {
-        TinyVisualConfig { seed: 0, seed_images: 400, target_images: 300, test_images: 100 }
+        TinyVisualConfig { seed: 0, seed_images: 400, target_images: 300, test_images: 100, seed_questions: 0 }
     }
 }
 
@@ -63,11 +66,17 @@ pub fn write(dir: &Path, cfg: &TinyVisualConfig) -> Result<Vec<(String, u64)>> {
     };
     let (mut captions, mut precise, mut informative) = (Vec::new(), Vec::new(), Vec::new());
     let mut rng = Rng::derive(cfg.seed, "tiny-visual/general");
+    let mut pick = Rng::derive(cfg.seed, "tiny-visual/seed-questions");
     for i in 0..cfg.seed_images {
         let scene = Scene::draw(Domain::General, &mut rng);
         let image = render(&format!("general-{i:05}"), &scene)?;
         captions.push(row(&image, &format!("\n{DESCRIBE_HINT}"), &scene.caption()));
-        for (q, p, f) in scene.questions() {
+        let mut questions = scene.questions();
+        if cfg.seed_questions > 0 && cfg.seed_questions < questions.len() {
+            pick.shuffle(&mut questions);
+            questions.truncate(cfg.seed_questions);
+        }
+        for (q, p, f) in questions {
             precise.push(row(&image, &format!("\n{q}"), &p));
             informative.push(row(&image, &format!("\n{q}"), &f));
         }
@@ -164,7 +173,7 @@ mod tests {
     #[test]
     fn the_seed_files_join_and_every_image_exists() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = TinyVisualConfig { seed: 3, seed_images: 12, target_images: 5, test_images: 4 };
+        let cfg = TinyVisualConfig { seed: 3, seed_images: 12, target_images: 5, test_images: 4, seed_questions: 0 };
         write(dir.path(), &cfg).unwrap();
         let read = |f: &str| read_chat_rows(&dir.path().join(f)).unwrap();
         let (seeds, left_out) = join(&read("seed_captions.json"), &read("seed_precise.json"), &read("seed_informative.json")).unwrap();
@@ -181,5 +190,11 @@ mod tests {
         for f in ["seed_captions.json", "target_scenes.jsonl", "target_test.jsonl", "images/target-00002.png"] {
             assert_eq!(std::fs::read(dir.path().join(f)).unwrap(), std::fs::read(again.path().join(f)).unwrap(), "{f}: same seed, same bytes");
         }
+        // Two questions per seed image: two precise and two informative rows each, same scenes.
+        let few = tempfile::tempdir().unwrap();
+        write(few.path(), &TinyVisualConfig { seed_questions: 2, ..cfg.clone() }).unwrap();
+        let read_few = |f: &str| read_chat_rows(&few.path().join(f)).unwrap();
+        assert_eq!((read_few("seed_precise.json").len(), read_few("seed_informative.json").len()), (24, 24));
+        assert_eq!(std::fs::read(few.path().join("target_scenes.jsonl")).unwrap(), std::fs::read(dir.path().join("target_scenes.jsonl")).unwrap());
     }
 }
