@@ -32,6 +32,8 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("grpo-qwen2.5-0.5b-24gb", include_str!("../profiles/grpo-qwen2.5-0.5b-24gb.toml")),
     ("adaptllm-tiny", include_str!("../profiles/adaptllm-tiny.toml")),
     ("adaptllm-llama-7b", include_str!("../profiles/adaptllm-llama-7b.toml")),
+    ("adamllm-tiny", include_str!("../profiles/adamllm-tiny.toml")),
+    ("adamllm-qwen2-vl-2b", include_str!("../profiles/adamllm-qwen2-vl-2b.toml")),
     ("toedit-tiny", include_str!("../profiles/toedit-tiny.toml")),
     ("toedit-iterated-tiny", include_str!("../profiles/toedit-iterated-tiny.toml")),
     ("toedit-qwen2-0.5b", include_str!("../profiles/toedit-qwen2-0.5b.toml")),

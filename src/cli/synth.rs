@@ -38,6 +38,17 @@ Methods:
   tiny-encyclopedia  fictional entities with known facts for instruct-pt-tiny (no INPUT): raw.jsonl,
                qa_rule.jsonl (rule-based pairs), qa_eval.jsonl (closed-book choice rows) and
                by-split copies; options entities, heldout_fraction, augmented_fraction, options, seed
+  visual       AdaMLLM step (B) on image-caption pairs (INPUT = PAIRS.json, LLaMA-Factory rows
+               {\"images\", \"messages\"}): the synthesizer (--synthesizer MODEL, a qwen2_vl folder)
+               writes a task per image, greedily; the consistency judge (--checker MODEL, a
+               text-only LM, or --checker rule) keeps the consistent ones. Writes triplets.jsonl
+               (every task, its label and the raw output), single_stage.jsonl,
+               single_stage_nofilter.jsonl, captions.jsonl and tasks.jsonl (sft rows). Options:
+               max_new_tokens (512), batch_size (8), blank_images (false), train_on_syn_only
+               (false), scenes (known truth, tiny experiment), limit. Resumes after a kill.
+  visual-seed  AdaMLLM step (A)'s data (no INPUT): --set captions=F --set precise=F --set
+               informative=F (seed rows) -> synthesizer.jsonl, synthesizer_valid.jsonl, blank.png;
+               blank_share (0.1), valid_share (0.1). Train with [stage.vision] mask = \"synthesizer\"
   sample       documents sampled from a model (no INPUT): --set model=MODEL, docs (1000),
                max_new_tokens (128), top_p (0.9), temperature (1.0), batch_size (32)
   stats        not a method: statistics of a corpus, optionally against another (--compare)
@@ -59,6 +70,7 @@ Examples:
   retort synth toedit --dry-run human.jsonl --prior qwen2-0.5b   # the edits of one document
   retort synth instruct raw.jsonl --synthesizer synth-model --out augmented --set rounds=3
   retort synth instruct --dry-run raw.jsonl --synthesizer synth-model --doc 2   # prompt, output, pairs
+  retort synth visual pairs.json --synthesizer synth-vlm --checker rule --out visual
   retort synth sample --out synthetic --set model=runs/x/prior/model --set docs=2000
   retort synth stats human.jsonl --compare synthetic.jsonl --prior models/prior --out st
   retort synth pair-accuracy runs/x/augmented/pairs.jsonl --encyclopedia runs/x/encyc
@@ -85,9 +97,12 @@ pub struct SynthArgs {
     /// `stats` the model that adds per-document perplexity and the token-probability histogram.
     #[arg(long, value_name = "MODEL")]
     pub prior: Option<String>,
-    /// instruct: the instruction synthesizer (a model folder; the same as `--set synthesizer=MODEL`).
+    /// instruct, visual: the synthesizer (a model folder; the same as `--set synthesizer=MODEL`).
     #[arg(long, value_name = "MODEL")]
     pub synthesizer: Option<String>,
+    /// visual: the consistency judge, a text-only LM folder or `rule` (the same as `--set checker=...`).
+    #[arg(long, value_name = "MODEL")]
+    pub checker: Option<String>,
     /// Print what the method makes of one document of the first INPUT; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -151,7 +166,10 @@ fn synth_profile(name: &str, method: &str, inputs: &[String], out: Option<&PathB
 fn all_sets(args: &SynthArgs) -> Vec<String> {
     let prior = args.prior.iter().map(|p| format!("prior={}", crate::cli::toml_string(p)));
     let synthesizer = args.synthesizer.iter().map(|p| format!("synthesizer={}", crate::cli::toml_string(p)));
-    prior.chain(synthesizer).chain(args.set.iter().cloned()).collect()
+    let checker = args.checker.iter().map(|p| format!("checker={}", crate::cli::toml_string(p)));
+    // `visual` reads its pairs file itself (a JSON array is not a corpus): INPUT is its option.
+    let pairs = args.inputs.iter().filter(|_| args.method == "visual").map(|p| format!("pairs={}", crate::cli::toml_string(p)));
+    prior.chain(synthesizer).chain(checker).chain(pairs).chain(args.set.iter().cloned()).collect()
 }
 
 fn table_at<'a>(table: &'a mut toml::Table, key: &str, set: &str) -> Result<&'a mut toml::Table> {
@@ -186,15 +204,22 @@ pub fn cmd_synth(args: SynthArgs) -> Result<i32> {
     if args.prior.is_some() && args.method != "toedit" {
         bail!("--prior belongs to `retort synth toedit` and `retort synth stats`, not to `{}`", args.method);
     }
-    if args.synthesizer.is_some() && args.method != "instruct" {
-        bail!("--synthesizer belongs to `retort synth instruct`, not to `{}`", args.method);
+    if args.synthesizer.is_some() && !["instruct", "visual"].contains(&args.method.as_str()) {
+        bail!("--synthesizer belongs to `retort synth instruct` and `retort synth visual`, not to `{}`", args.method);
+    }
+    if args.checker.is_some() && args.method != "visual" {
+        bail!("--checker belongs to `retort synth visual`, not to `{}`", args.method);
+    }
+    if args.method == "visual" && args.inputs.len() > 1 {
+        bail!("retort synth visual reads one pairs file (PAIRS.json); got {} inputs", args.inputs.len());
     }
     methods::find(&args.method).map_err(anyhow::Error::msg)?;
     if args.dry_run {
         return dry_run(&args).map(|_| 0);
     }
     let Some(out) = &args.out else { bail!("say where the data set goes: --out DIR") };
-    let text = synth_profile(&format!("synth-{}", args.method), &args.method, &args.inputs, Some(out), &all_sets(&args))?;
+    let inputs: &[String] = if args.method == "visual" { &[] } else { &args.inputs };
+    let text = synth_profile(&format!("synth-{}", args.method), &args.method, inputs, Some(out), &all_sets(&args))?;
     let profile = Profile::parse(&text, "retort synth")?;
     let outcome = super::run::run_one_stage(profile, &args.runs_dir, args.headless)?;
     if outcome == crate::bus::Outcome::Finished {

@@ -5,7 +5,7 @@
 //! [[stage]]
 //! kind = "model-init"
 //! name = "init"
-//! preset = "tiny"     # tiny (~1M params) | small
+//! preset = "tiny"     # tiny (~1M params) | small | tiny-vlm (a qwen2_vl folder, src/model/vision/tiny.rs)
 //! context = 1024      # optional: the context length, instead of the preset's (tiny 256, small 512)
 //! ```
 //!
@@ -60,9 +60,11 @@ impl StageConfig for ModelInitStage {
         }
         match (self.preset.as_str(), &self.corpus) {
             ("tiny" | "small", _) => Ok(()),
+            (crate::model::vision::tiny::PRESET, None) => Ok(()),
+            (crate::model::vision::tiny::PRESET, Some(_)) => Err(("corpus".into(), "`tiny-vlm` has its own character vocabulary; remove `corpus`".into())),
             ("encoder-tiny", Some(_)) => Ok(()),
             ("encoder-tiny", None) => Err(("corpus".into(), "`encoder-tiny` needs `corpus`, a JSONL of {\"text\"} rows to build its vocabulary from".into())),
-            (other, _) => Err(("preset".into(), format!("unknown model preset `{other}`; known: tiny, small, encoder-tiny"))),
+            (other, _) => Err(("preset".into(), format!("unknown model preset `{other}`; known: tiny, small, encoder-tiny, tiny-vlm"))),
         }
     }
 
@@ -96,6 +98,13 @@ impl StageConfig for ModelInitStage {
                 .sum::<usize>() as f64;
             ctx.events.progress(1, Some(1), "model", None);
             ctx.events.info(format!("initialised a tiny encoder ({} words, {params} parameters) in {}", cfg.vocab_size, out.display()));
+            return Ok(StageOutput { output: Some(out), summary: [("parameters".to_string(), params)].into(), table: None });
+        }
+        if self.preset == crate::model::vision::tiny::PRESET {
+            let config = crate::model::vision::tiny::init_folder(&out, seed)?;
+            let params = config.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>() as f64;
+            ctx.events.progress(1, Some(1), "model", None);
+            ctx.events.info(format!("initialised a tiny vision-language model with {params} parameters in {}", out.display()));
             return Ok(StageOutput { output: Some(out), summary: [("parameters".to_string(), params)].into(), table: None });
         }
         let config = crate::model::init::init_folder_with_context(&self.preset, &out, seed, self.context)?;

@@ -54,6 +54,11 @@ fn from_preset(name: &str, context: Option<usize>, corpus: Option<&str>) -> Resu
             )),
         };
     }
+    if name == crate::model::vision::tiny::PRESET {
+        // The decoder of the VLM (its vision tower is a few percent more).
+        let cfg = crate::model::vision::tiny::config().map_err(|e| format!("{e:#}"))?.text;
+        return Ok((Arch::Decoder(cfg), format!("built-in preset `{name}`")));
+    }
     // A `tiny` / `small` decoder with a corpus gets a word-level tokenizer: the character
     // vocabulary plus one token per corpus word, counted the way `model-init` builds it.
     let (vocab, source) = match corpus.filter(|_| matches!(name, "tiny" | "small")) {

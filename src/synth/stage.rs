@@ -203,9 +203,16 @@ impl StageConfig for SynthStage {
         if !spec.reads_input {
             crate::fsutil::ensure_dir(&out_dir)?;
             let counts = method.generate(&out_dir, ctx)?;
-            let stats = serde_json::json!({"method": self.method, "rows": counts.rows, "options": self.options});
+            let mut stats = serde_json::json!({"method": self.method, "rows": counts.rows, "options": self.options});
+            if !counts.tasks.is_empty() {
+                stats["tasks"] = serde_json::json!(counts.tasks);
+            }
+            if let Some(own) = method.stats(&counts) {
+                stats[self.method.as_str()] = own;
+            }
             crate::fsutil::write_atomic(&out_dir.join(super::output::STATS_FILE), &serde_json::to_vec_pretty(&stats)?)?;
             let mut summary = finish_summary(out_dir.clone(), &counts, None);
+            summary.summary.extend(method.live(&counts));
             self.corpus_stats(&out_dir, method.files(), &counts, ctx, &mut summary)?;
             return Ok(summary);
         }

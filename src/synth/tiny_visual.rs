@@ -11,7 +11,9 @@
 //!   task's answer can be graded ([`crate::synth::visual::shapes::answer`]);
 //! - `target_test.jsonl`: held-out target images with a templated question each,
 //!   `{"images", "prompt", "answer"}` (the eval stage's image rows), and
-//!   `target_captions_test.jsonl`, their captioning task in the same form.
+//!   `target_captions_test.jsonl`, their captioning task in the same form;
+//! - `target_test_chat.jsonl`, `target_captions_chat.jsonl`: the same two held-out sets as
+//!   `{"messages", "images"}` rows, for the `sft` stage's held-out loss (`data.test_jsonl`).
 
 use super::method::{parse_options, Method, MethodEnv};
 use super::output::Counts;
@@ -35,11 +37,14 @@ pub struct TinyVisualConfig {
     pub target_images: usize,
     /// Held-out target images for evaluation.
     pub test_images: usize,
+    /// Seed questions kept per general image, chosen at random (0: all). Fewer questions make
+    /// shorter synthesizer conversations, which a CPU trains in minutes.
+    pub seed_questions: usize,
 }
 
 impl Default for TinyVisualConfig {
     fn default() -> Self {
-        TinyVisualConfig { seed: 0, seed_images: 400, target_images: 300, test_images: 100 }
+        TinyVisualConfig { seed: 0, seed_images: 400, target_images: 300, test_images: 100, seed_questions: 0 }
     }
 }
 
@@ -61,11 +66,17 @@ pub fn write(dir: &Path, cfg: &TinyVisualConfig) -> Result<Vec<(String, u64)>> {
     };
     let (mut captions, mut precise, mut informative) = (Vec::new(), Vec::new(), Vec::new());
     let mut rng = Rng::derive(cfg.seed, "tiny-visual/general");
+    let mut pick = Rng::derive(cfg.seed, "tiny-visual/seed-questions");
     for i in 0..cfg.seed_images {
         let scene = Scene::draw(Domain::General, &mut rng);
         let image = render(&format!("general-{i:05}"), &scene)?;
         captions.push(row(&image, &format!("\n{DESCRIBE_HINT}"), &scene.caption()));
-        for (q, p, f) in scene.questions() {
+        let mut questions = scene.questions();
+        if cfg.seed_questions > 0 && cfg.seed_questions < questions.len() {
+            pick.shuffle(&mut questions);
+            questions.truncate(cfg.seed_questions);
+        }
+        for (q, p, f) in questions {
             precise.push(row(&image, &format!("\n{q}"), &p));
             informative.push(row(&image, &format!("\n{q}"), &f));
         }
@@ -79,6 +90,7 @@ pub fn write(dir: &Path, cfg: &TinyVisualConfig) -> Result<Vec<(String, u64)>> {
         scenes.push_str(&format!("{}\n", json!({ "image": image, "scene": scene })));
     }
     let (mut test, mut caption_test) = (String::new(), String::new());
+    let (mut test_chat, mut caption_chat) = (String::new(), String::new());
     let mut rng = Rng::derive(cfg.seed, "tiny-visual/test");
     for i in 0..cfg.test_images {
         let scene = Scene::draw(Domain::Target, &mut rng);
@@ -87,6 +99,8 @@ pub fn write(dir: &Path, cfg: &TinyVisualConfig) -> Result<Vec<(String, u64)>> {
         let (q, p, _) = &qs[rng.usize(qs.len())];
         test.push_str(&format!("{}\n", json!({ "images": [image], "prompt": format!("{IMAGE_MARKER}\n{q}"), "answer": p })));
         caption_test.push_str(&format!("{}\n", json!({ "images": [image], "prompt": format!("{IMAGE_MARKER}{TARGET_INSTRUCTION}"), "answer": scene.caption() })));
+        test_chat.push_str(&format!("{}\n", serde_json::to_string(&row(&image, &format!("\n{q}"), p))?));
+        caption_chat.push_str(&format!("{}\n", serde_json::to_string(&row(&image, TARGET_INSTRUCTION, &scene.caption()))?));
     }
     let as_json = |rows: &[ChatRow]| serde_json::to_string_pretty(rows).map(String::into_bytes);
     let files: Vec<(&str, Vec<u8>, usize)> = vec![
@@ -97,6 +111,8 @@ pub fn write(dir: &Path, cfg: &TinyVisualConfig) -> Result<Vec<(String, u64)>> {
         ("target_scenes.jsonl", scenes.into_bytes(), cfg.target_images),
         ("target_test.jsonl", test.into_bytes(), cfg.test_images),
         ("target_captions_test.jsonl", caption_test.into_bytes(), cfg.test_images),
+        ("target_test_chat.jsonl", test_chat.into_bytes(), cfg.test_images),
+        ("target_captions_chat.jsonl", caption_chat.into_bytes(), cfg.test_images),
     ];
     let mut counts = Vec::new();
     for (name, bytes, n) in files {
@@ -126,7 +142,17 @@ struct TinyVisual {
 
 impl Method for TinyVisual {
     fn files(&self) -> &'static [&'static str] {
-        &["seed_captions.json", "seed_precise.json", "seed_informative.json", "target_pairs.json", "target_scenes.jsonl", "target_test.jsonl", "target_captions_test.jsonl"]
+        &[
+            "seed_captions.json",
+            "seed_precise.json",
+            "seed_informative.json",
+            "target_pairs.json",
+            "target_scenes.jsonl",
+            "target_test.jsonl",
+            "target_captions_test.jsonl",
+            "target_test_chat.jsonl",
+            "target_captions_chat.jsonl",
+        ]
     }
     fn generate(&mut self, dir: &Path, ctx: &mut StageCtx) -> Result<Counts> {
         let c = &self.config;
@@ -147,7 +173,7 @@ mod tests {
     #[test]
     fn the_seed_files_join_and_every_image_exists() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = TinyVisualConfig { seed: 3, seed_images: 12, target_images: 5, test_images: 4 };
+        let cfg = TinyVisualConfig { seed: 3, seed_images: 12, target_images: 5, test_images: 4, seed_questions: 0 };
         write(dir.path(), &cfg).unwrap();
         let read = |f: &str| read_chat_rows(&dir.path().join(f)).unwrap();
         let (seeds, left_out) = join(&read("seed_captions.json"), &read("seed_precise.json"), &read("seed_informative.json")).unwrap();
@@ -164,5 +190,11 @@ mod tests {
         for f in ["seed_captions.json", "target_scenes.jsonl", "target_test.jsonl", "images/target-00002.png"] {
             assert_eq!(std::fs::read(dir.path().join(f)).unwrap(), std::fs::read(again.path().join(f)).unwrap(), "{f}: same seed, same bytes");
         }
+        // Two questions per seed image: two precise and two informative rows each, same scenes.
+        let few = tempfile::tempdir().unwrap();
+        write(few.path(), &TinyVisualConfig { seed_questions: 2, ..cfg.clone() }).unwrap();
+        let read_few = |f: &str| read_chat_rows(&few.path().join(f)).unwrap();
+        assert_eq!((read_few("seed_precise.json").len(), read_few("seed_informative.json").len()), (24, 24));
+        assert_eq!(std::fs::read(few.path().join("target_scenes.jsonl")).unwrap(), std::fs::read(dir.path().join("target_scenes.jsonl")).unwrap());
     }
 }

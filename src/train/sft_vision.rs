@@ -18,12 +18,17 @@
 //! projector_lr = 2e-5
 //! llm_lr = 2e-5
 //! freeze = ["tower"]       # any of "tower", "projector", "llm"
+//! mask = "synthesizer"     # default "assistant"; see below
 //! ```
 //!
 //! With a `[stage.lora]` table the LLM trains through LoRA adapters on its projections (its
 //! base weights frozen, `llm_lr` the adapters' rate) while the tower and projector train fully
 //! or stay frozen as `[stage.vision]` says; the adapters are saved to `<stage>/adapter` in
 //! PEFT's layout and the output model is merged, as text LoRA does.
+//!
+//! `mask = "synthesizer"` trains a visual instruction synthesizer (AdaMLLM, synth-spec §2.2):
+//! the first round (image, "Describe the image.", caption) is masked and every later token is
+//! trained, user turns included, then an EOS ([`super::data::encode_synthesizer_chat`]).
 //!
 //! The same trainer scaffold as text SFT: AdamW, warmup + decay, clipping, checkpoints with the
 //! optimizer moments, and a data order that is a pure function of (seed, example index), so a
@@ -58,6 +63,10 @@ pub struct VisionParts {
     /// Parts left as they are: "tower", "projector", "llm".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freeze: Vec<String>,
+    /// Which tokens are trained: "assistant" (every assistant turn; the default) or
+    /// "synthesizer" (everything after the first round, and an EOS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
 }
 
 /// The three parts of a VLM's parameters.
@@ -95,6 +104,9 @@ impl VisionParts {
             if !["tower", "projector", "llm"].contains(&f.as_str()) {
                 return Err(("vision.freeze".into(), format!("unknown part \"{f}\"; the parts are \"tower\", \"projector\" and \"llm\"")));
             }
+        }
+        if let Some(m) = self.mask.as_deref().filter(|m| !["assistant", "synthesizer"].contains(m)) {
+            return Err(("vision.mask".into(), format!("unknown mask \"{m}\"; the masks are \"assistant\" (every assistant turn) and \"synthesizer\" (all after the first round)")));
         }
         if self.freeze.len() >= 3 || ["tower", "projector", "llm"].iter().all(|p| self.freeze.iter().any(|f| f == p)) {
             return Err(("vision.freeze".into(), "every part is frozen: nothing would train".into()));
@@ -164,7 +176,7 @@ pub fn encode_all_assistant_turns(tok: &Tokenizer, messages: &[Message]) -> Resu
 
 /// Reads multimodal rows: images decoded and preprocessed with the model's processor, the
 /// `<image>` markers turned into image tokens. Errors name the file and line.
-pub fn read_multimodal_jsonl(path: &Path, tok: &Tokenizer, model: &Qwen2Vl, max_len: usize) -> Result<(Vec<VisionExample>, usize)> {
+pub fn read_multimodal_jsonl(path: &Path, tok: &Tokenizer, model: &Qwen2Vl, max_len: usize, synthesizer_mask: bool) -> Result<(Vec<VisionExample>, usize)> {
     let base = path.parent().unwrap_or(Path::new("."));
     let placeholder = prompt::image_placeholder(tok, &model.config).map_err(anyhow::Error::msg)?;
     let merge = model.config.vision.spatial_merge_size;
@@ -185,7 +197,14 @@ pub fn read_multimodal_jsonl(path: &Path, tok: &Tokenizer, model: &Qwen2Vl, max_
             .collect::<std::result::Result<Vec<_>, _>>()
             .with_context(at)?;
         let messages: Vec<Message> = row.messages.iter().map(|m| Message::new(m.role.clone(), prompt::expand_markers(&m.content, &placeholder))).collect();
-        let ex = encode_all_assistant_turns(tok, &messages).with_context(at)?;
+        let ex = if synthesizer_mask {
+            // The end of text, not of a turn: the synthesizer writes many turns, then stops.
+            let eos = ["<|endoftext|>", "<|end_of_text|>"].iter().find_map(|t| tok.token_to_id(t));
+            let eos = eos.or_else(|| tok.eos_ids().first().copied()).context("the tokenizer defines no end-of-sequence token for the synthesizer's EOS")?;
+            super::data::encode_synthesizer_chat(tok, &messages, eos).with_context(at)?
+        } else {
+            encode_all_assistant_turns(tok, &messages).with_context(at)?
+        };
         let counts: Vec<usize> = images.iter().map(|im| im.tokens(merge)).collect();
         let (ids, targets) = expand_with_targets(&ex, model.config.image_token_id, &counts).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
         if ids.len() > max_len {
@@ -337,9 +356,10 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
     let eos = *tok.eos_ids().first().with_context(|| format!("{}: the tokenizer defines no end-of-sequence token", model_dir.display()))?;
     let pad = tok.pad_id().unwrap_or(eos);
     let path = ctx.resolve(jsonl)?;
-    let (mut rows, skipped) = read_multimodal_jsonl(&path, &tok, &model, cfg.max_len)?;
+    let synth_mask = parts.mask.as_deref() == Some("synthesizer");
+    let (mut rows, skipped) = read_multimodal_jsonl(&path, &tok, &model, cfg.max_len, synth_mask)?;
     let eval = match &cfg.test_jsonl {
-        Some(e) => read_multimodal_jsonl(&ctx.resolve(e)?, &tok, &model, cfg.max_len)?.0,
+        Some(e) => read_multimodal_jsonl(&ctx.resolve(e)?, &tok, &model, cfg.max_len, synth_mask)?.0,
         None if rows.len() >= 20 => rows.split_off(rows.len() - rows.len() / 20),
         None => Vec::new(),
     };

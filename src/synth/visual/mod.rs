@@ -14,11 +14,20 @@
 //! [`shapes`]: the procedural scenes of the `adamllm-tiny` experiment (images, captions,
 //! seed questions and a grader that answers any templated question about a scene).
 //!
-//! Generating with images needs the vision-language model (issue 21); what is here is the
-//! data side of every step, which needs no model.
+//! The `visual` synth method runs step (B) ([`method`]: [`pairs`] in, [`synthesizer`] on
+//! the vision-language model, [`checker`] judging, [`journal`] for resume, [`grade`] against
+//! known truth in the tiny experiment); `visual-seed` ([`seed_method`]) writes step (A)'s
+//! training conversations for the `sft` stage's synthesizer mask.
 
+pub mod checker;
 pub mod filter;
+pub mod grade;
+pub mod journal;
+pub mod method;
+pub mod pairs;
 pub mod parse;
 pub mod post_train;
 pub mod seed;
+pub mod seed_method;
 pub mod shapes;
+pub mod synthesizer;
