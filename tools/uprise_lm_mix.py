@@ -71,7 +71,10 @@ def parse(segment):
 
 
 def main(path):
-    rows = [json.loads(l)["text"] for l in open(path)]
+    rows = []
+    for line in open(path):
+        r = json.loads(line)
+        rows.append(r["text"] if "text" in r else r["prompt"] + r["response"])
     n_demos = collections.Counter()
     implied = 0  # queries with at least one demo of their style
     canonical = collections.Counter()  # (query style, has same-style demo) -> [agree, total]

@@ -13,7 +13,8 @@
 //! across families.
 //!
 //! The frozen LM is made demonstration-sensitive (see [`lm_sequence`]): each row of its
-//! training text (`lm.jsonl`, one `{"text"}` row, the loss on every token) is 0 to
+//! training text (`lm.jsonl`, `{"prompt", "response"}` rows: the loss on the query's answer
+//! only, since on whole text rows the answers were too small a share of it to be learnt) is 0 to
 //! `max_demos` demonstrations and a query, and which word of each task style's verbalizer
 //! pair means "true" is drawn anew for every sequence. A lone task-style query therefore
 //! cannot tell which word to answer; demonstrations in its style (of any family) can, and in
@@ -24,8 +25,9 @@
 //! demonstrations at all.
 //!
 //! Files (written atomically): `train.jsonl` and `test.jsonl` (task rows of §6.7:
-//! `{"id","task","cluster","input","options","answer"}`), `lm.jsonl` (`{"text"}`, also the
-//! word vocabulary of the tiny decoder's tokenizer)
+//! `{"id","task","cluster","input","options","answer"}`), `lm.jsonl` (`{"prompt","response"}`, or `{"text"}` with `answer_only = false`),
+//! `vocab.jsonl` (its first 2000 rows as `{"text"}`, the word vocabulary of the tiny
+//! decoder's tokenizer)
 //! and `corpus.jsonl` (`{"text"}`: every task row's demo, the tiny encoders' vocabulary and
 //! MLM text).
 
@@ -54,11 +56,14 @@ pub struct TinyUpriseConfig {
     pub max_demos: usize,
     /// Rows of the encoders' text (`corpus.jsonl`).
     pub corpus: usize,
+    /// The LM's rows as `{"prompt", "response"}` (the loss on the query's answer only) rather
+    /// than one `{"text"}` (the loss on every token, statements and demo answers included).
+    pub answer_only: bool,
 }
 
 impl Default for TinyUpriseConfig {
     fn default() -> Self {
-        TinyUpriseConfig { seed: 0, train: 60, test: 40, lm: 6000, max_demos: 4, corpus: 6000 }
+        TinyUpriseConfig { seed: 0, train: 60, test: 40, lm: 6000, max_demos: 4, corpus: 6000, answer_only: true }
     }
 }
 
@@ -147,6 +152,10 @@ const ZERO_DEMO_SHARE: f64 = 0.1;
 /// that keeps the format finds), or any style and family (distractors, the random baseline).
 const DEMO_KINDS: [f64; 3] = [0.5, 0.3, 0.2];
 const RESTATE_SHARE: f64 = 0.15;
+/// The LM rows copied to `vocab.jsonl`, the text its word tokenizer is built from: every word
+/// of the LM's text occurs in them hundreds of times, and building from all 64k rows took
+/// over a minute and a half.
+const VOCAB_ROWS: usize = 2000;
 
 fn style_spec(style: usize) -> (&'static str, [&'static str; 2], [&'static str; 2]) {
     if style == ANCHOR_STYLE { ANCHOR } else { STYLES[style] }
@@ -201,11 +210,17 @@ pub struct LmSequence {
 }
 
 impl LmSequence {
-    /// The text row: the demos and the query joined by `" \n "`, the query's answer last.
-    pub fn text(&self) -> String {
+    /// The prompt: the demos and the query's input joined by `" \n "` (the scoring input of
+    /// §6.3 with these demos).
+    pub fn prompt(&self) -> String {
         let mut parts: Vec<String> = self.demos.iter().map(|d| d.row.demo()).collect();
-        parts.push(self.query.row.demo());
+        parts.push(self.query.row.input.clone());
         parts.join(" \n ")
+    }
+
+    /// The response: the query's answer after a space, as option scoring continues.
+    pub fn response(&self) -> String {
+        format!(" {}", self.query.row.answer)
     }
 }
 
@@ -276,14 +291,20 @@ pub fn write(dir: &Path, cfg: &TinyUpriseConfig) -> Result<Vec<(String, u64)>> {
         out.push((format!("{split}.jsonl"), text, count));
     }
     let mut rng = Rng::derive(cfg.seed, "tiny-uprise/lm");
-    let text: String = (0..cfg.lm)
-        .map(|i| {
-            // One text row: the loss is on every token, each demo's answer included (it follows
-            // from the demos before it), not only on the query's answer.
-            format!("{}\n", json!({ "text": lm_sequence(i, cfg.max_demos, &mut rng).text() }))
-        })
-        .collect();
+    let mut text = String::new();
+    let mut vocab = String::new();
+    for i in 0..cfg.lm {
+        let seq = lm_sequence(i, cfg.max_demos, &mut rng);
+        let whole = json!({ "text": format!("{}{}", seq.prompt(), seq.response()) });
+        // The loss on every token (`{"text"}`): each demo's answer follows from the demos before it.
+        let row = if cfg.answer_only { json!({ "prompt": seq.prompt(), "response": seq.response() }) } else { whole.clone() };
+        text.push_str(&format!("{row}\n"));
+        if i < VOCAB_ROWS {
+            vocab.push_str(&format!("{whole}\n"));
+        }
+    }
     out.push(("lm.jsonl".into(), text, cfg.lm as u64));
+    out.push(("vocab.jsonl".into(), vocab, cfg.lm.min(VOCAB_ROWS) as u64));
     // The encoders' text: the demos of a fresh draw of task rows, every family and style.
     let mut rng = Rng::derive(cfg.seed, "tiny-uprise/corpus");
     let mut text = String::new();
@@ -320,7 +341,7 @@ struct TinyUprise {
 
 impl Method for TinyUprise {
     fn files(&self) -> &'static [&'static str] {
-        &["train.jsonl", "test.jsonl", "lm.jsonl", "corpus.jsonl"]
+        &["train.jsonl", "test.jsonl", "lm.jsonl", "vocab.jsonl", "corpus.jsonl"]
     }
     fn generate(&mut self, dir: &Path, ctx: &mut StageCtx) -> Result<Counts> {
         ctx.events.info(format!("generating the tiny UPRISE task families (seed {})", self.config.seed));
@@ -384,7 +405,7 @@ mod tests {
                 let other = if p.row.answer == opts[0] { &opts[1] } else { &opts[0] };
                 let w = if p.truth { p.row.answer.clone() } else { other.clone() };
                 let seen = word_for_true.entry(p.style).or_insert_with(|| w.clone());
-                assert_eq!(seen, &w, "sequence {i}: style {} means two things: {}", p.style, seq.text());
+                assert_eq!(seen, &w, "sequence {i}: style {} means two things: {}", p.style, seq.prompt());
             }
             // The anchor's meaning never changes; a task style's is flipped or not per sequence.
             if let Some(w) = word_for_true.get(&ANCHOR_STYLE) {
@@ -399,10 +420,11 @@ mod tests {
                 informative += usize::from(seq.demos.iter().any(|d| d.style == q.style));
             }
             zero += usize::from(seq.demos.is_empty());
-            // The text is the demos and the query, the query's answer last.
-            let text = seq.text();
-            assert_eq!(text.split(" \n ").count(), seq.demos.len() + 1, "{text}");
-            assert!(text.ends_with(&format!("{} {}", q.row.input, q.row.answer)), "{text}");
+            // The prompt is the demos and the query's input; the response its answer.
+            let prompt = seq.prompt();
+            assert_eq!(prompt.split(" \n ").count(), seq.demos.len() + 1, "{prompt}");
+            assert!(prompt.ends_with(&q.row.input), "{prompt}");
+            assert_eq!(seq.response(), format!(" {}", q.row.answer));
         }
         let share = |k: usize, of: usize| k as f64 / of as f64;
         // Seeded: these are fixed numbers, the bounds say what the mixture is meant to be.
@@ -416,10 +438,10 @@ mod tests {
     #[test]
     fn same_seed_same_files_and_styles_fix_the_verbalizer() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let cfg = TinyUpriseConfig { seed: 1, train: 5, test: 3, lm: 20, max_demos: 4, corpus: 10 };
+        let cfg = TinyUpriseConfig { seed: 1, train: 5, test: 3, lm: 20, max_demos: 4, corpus: 10, answer_only: true };
         write(a.path(), &cfg).unwrap();
         write(b.path(), &cfg).unwrap();
-        for f in ["train.jsonl", "test.jsonl", "lm.jsonl", "corpus.jsonl"] {
+        for f in ["train.jsonl", "test.jsonl", "lm.jsonl", "vocab.jsonl", "corpus.jsonl"] {
             assert_eq!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(b.path().join(f)).unwrap(), "{f}");
         }
         let rows = crate::uprise::data::read_rows(&a.path().join("train.jsonl")).unwrap();
