@@ -12,20 +12,22 @@
 //! flipped). Styles are shared by every family: that is the format cue a retriever can carry
 //! across families.
 //!
-//! The frozen LM is made demonstration-sensitive: in its training text (`lm.jsonl`) each
-//! example is 0–3 demonstrations and a query, one `{"text"}` row (the loss is on every token,
-//! so each demo's answer, which follows from the demos before it, is a target too), and which
-//! word of a verbalizer pair means
-//! "true" is drawn anew for every sequence and style. A lone query therefore cannot tell
-//! which word to answer; demonstrations in the query's style can, and in the task data the
-//! meaning of each style is fixed. Three in four examples use demos of the query's style
-//! only, the rest demos of random styles; half of the examples with demos restate the query's
-//! statement in one of them (see [`lm_example`]), so a demo of the same statement and style
-//! is the one that helps most.
+//! The frozen LM is made demonstration-sensitive (see [`lm_sequence`]): each row of its
+//! training text (`lm.jsonl`, `{"prompt", "response"}` rows: the loss on the query's answer
+//! only, since on whole text rows the answers were too small a share of it to be learnt) is 0 to
+//! `max_demos` demonstrations and a query, and which word of each task style's verbalizer
+//! pair means "true" is drawn anew for every sequence. A lone task-style query therefore
+//! cannot tell which word to answer; demonstrations in its style (of any family) can, and in
+//! the task data the meaning of each style is fixed. What is *true* the LM learns from a fifth
+//! style that appears only in its text, the anchor `fact` (right / wrong, never flipped):
+//! without it the truth of a statement was learnable only jointly with the in-context rule
+//! that needs it, and the earlier mixture (every style flipped) left the LM unable to use
+//! demonstrations at all.
 //!
 //! Files (written atomically): `train.jsonl` and `test.jsonl` (task rows of §6.7:
-//! `{"id","task","cluster","input","options","answer"}`), `lm.jsonl` (`{"text"}`, also the
-//! word vocabulary of the tiny decoder's tokenizer)
+//! `{"id","task","cluster","input","options","answer"}`), `lm.jsonl` (`{"prompt","response"}`, or `{"text"}` with `answer_only = false`),
+//! `vocab.jsonl` (its first 2000 rows as `{"text"}`, the word vocabulary of the tiny
+//! decoder's tokenizer)
 //! and `corpus.jsonl` (`{"text"}`: every task row's demo, the tiny encoders' vocabulary and
 //! MLM text).
 
@@ -50,11 +52,18 @@ pub struct TinyUpriseConfig {
     pub test: usize,
     /// Sequences of the LM's training text.
     pub lm: usize,
+    /// Demos before an LM sequence's query at most.
+    pub max_demos: usize,
+    /// Rows of the encoders' text (`corpus.jsonl`).
+    pub corpus: usize,
+    /// The LM's rows as `{"prompt", "response"}` (the loss on the query's answer only) rather
+    /// than one `{"text"}` (the loss on every token, statements and demo answers included).
+    pub answer_only: bool,
 }
 
 impl Default for TinyUpriseConfig {
     fn default() -> Self {
-        TinyUpriseConfig { seed: 0, train: 60, test: 40, lm: 6000 }
+        TinyUpriseConfig { seed: 0, train: 60, test: 40, lm: 6000, max_demos: 4, corpus: 6000, answer_only: true }
     }
 }
 
@@ -128,8 +137,32 @@ pub fn statement(family: &str, rng: &mut Rng) -> (String, bool) {
     }
 }
 
+/// The anchor style of the LM's text only (never a task): its verbalisers always mean the
+/// same thing (`right` = true), so the LM can learn what is true from the statement alone;
+/// the task styles' meaning, drawn per sequence, it can then only learn from demonstrations.
+pub const ANCHOR: (&str, [&str; 2], [&str; 2]) = ("fact", ["Fact: {x}. Answer:", "Fact: {x} Answer:"], ["right", "wrong"]);
+/// The anchor's style index in the LM's text (after the task styles).
+pub const ANCHOR_STYLE: usize = STYLES.len();
+
+/// The LM mixture's shares (one draw per sequence; see [`lm_sequence`]).
+const ANCHOR_SHARE: f64 = 0.2;
+const ZERO_DEMO_SHARE: f64 = 0.1;
+/// How the demos of a sequence with a task-style query are drawn: all of the query's family
+/// and style (the few-shot condition), all of its style and any family (what a retriever
+/// that keeps the format finds), or any style and family (distractors, the random baseline).
+const DEMO_KINDS: [f64; 3] = [0.5, 0.3, 0.2];
+const RESTATE_SHARE: f64 = 0.15;
+/// The LM rows copied to `vocab.jsonl`, the text its word tokenizer is built from: every word
+/// of the LM's text occurs in them hundreds of times, and building from all 64k rows took
+/// over a minute and a half.
+const VOCAB_ROWS: usize = 2000;
+
+fn style_spec(style: usize) -> (&'static str, [&'static str; 2], [&'static str; 2]) {
+    if style == ANCHOR_STYLE { ANCHOR } else { STYLES[style] }
+}
+
 fn templates(style: usize) -> Vec<String> {
-    STYLES[style].1.iter().map(|s| s.to_string()).collect()
+    style_spec(style).1.iter().map(|s| s.to_string()).collect()
 }
 
 /// A task row of `family` in `style`, its template picked by its id.
@@ -138,18 +171,19 @@ pub fn task_row(id: String, family: usize, style: usize, rng: &mut Rng) -> TaskR
     row_of(id, family, style, x, truth)
 }
 
-/// The task row of statement `x` (true or not) of `family` in `style`.
+/// The task row of statement `x` (true or not) of `family` in `style` (the anchor style
+/// too), answered with the style's fixed meaning.
 pub fn row_of(id: String, family: usize, style: usize, x: String, truth: bool) -> TaskRow {
     let (fam, cluster) = FAMILIES[family];
+    let (name, _, words) = style_spec(style);
     let tpls = templates(style);
     let tpl = pick_template(&id, &tpls).unwrap_or("{x}").to_string();
     let fields: BTreeMap<&str, String> = [("x", x)].into();
     // The templates are constants with only `{x}`; filling cannot fail.
     let input = fill_template(&tpl, &fields).unwrap_or_default();
-    let words = STYLES[style].2;
     TaskRow {
         id,
-        task: format!("{fam}-{}", STYLES[style].0),
+        task: format!("{fam}-{name}"),
         cluster: cluster.into(),
         input,
         options: Some(vec![words[0].to_string(), words[1].to_string()]),
@@ -157,44 +191,84 @@ pub fn row_of(id: String, family: usize, style: usize, x: String, truth: bool) -
     }
 }
 
-/// One training example of the LM as (prompt, response): 0–3 demos and a query, the answer
-/// of the query the target. Which word of each style's verbalizer pair means "true" is drawn
-/// for this example. Three in four examples show demos of the query's style only; one in ten
-/// shows none; in half of those with demos one demo restates the query's own statement (in
-/// the query's style, perhaps another template), so copying its answer is the shortest way
-/// to the right word, a lookup a tiny model learns long before it learns to infer the
-/// meaning of the words from unrelated demos.
-pub fn lm_example(i: usize, rng: &mut Rng) -> (String, String) {
-    let flip: Vec<bool> = (0..STYLES.len()).map(|_| rng.bool(0.5)).collect();
-    let query_style = rng.usize(STYLES.len());
+/// One statement of an LM sequence, answered with the sequence's meaning of its style.
+#[derive(Debug, Clone)]
+pub struct LmPart {
+    pub row: TaskRow,
+    pub style: usize,
+    pub statement: String,
+    pub truth: bool,
+}
+
+/// One training sequence of the LM: demos, then the query; `flip[s]` says whether style
+/// `s`'s verbalisers mean the opposite of the task data in this sequence (never the anchor's).
+#[derive(Debug, Clone)]
+pub struct LmSequence {
+    pub demos: Vec<LmPart>,
+    pub query: LmPart,
+    pub flip: Vec<bool>,
+}
+
+impl LmSequence {
+    /// The prompt: the demos and the query's input joined by `" \n "` (the scoring input of
+    /// §6.3 with these demos).
+    pub fn prompt(&self) -> String {
+        let mut parts: Vec<String> = self.demos.iter().map(|d| d.row.demo()).collect();
+        parts.push(self.query.row.input.clone());
+        parts.join(" \n ")
+    }
+
+    /// The response: the query's answer after a space, as option scoring continues.
+    pub fn response(&self) -> String {
+        format!(" {}", self.query.row.answer)
+    }
+}
+
+fn part(id: String, family: usize, style: usize, x: String, truth: bool, flip: &[bool]) -> LmPart {
+    let mut row = row_of(id, family, style, x.clone(), truth);
+    if flip[style] {
+        let words = style_spec(style).2;
+        row.answer = (if row.answer == words[0] { words[1] } else { words[0] }).to_string();
+    }
+    LmPart { row, style, statement: x, truth }
+}
+
+/// One training sequence of the LM: 0 to `max_demos` demos and a query. Which word of each
+/// task style's verbaliser pair means "true" is drawn anew for every sequence (the anchor
+/// style's never changes), so a task-style query alone is a coin flip and only demos of its
+/// style (any family) tell which word is meant. One in five queries is in the anchor style:
+/// they teach what is true, which the in-context rule needs. One in ten sequences has no
+/// demo. The demos of a task-style query are, per sequence, all of its task (family and
+/// style; half), all of its style (three in ten) or of any style (the rest); in 15% of the
+/// sequences with demos one of them restates the query's statement, the copy that is the
+/// easy first step towards reading the meaning off unrelated demos.
+pub fn lm_sequence(i: usize, max_demos: usize, rng: &mut Rng) -> LmSequence {
+    let mut flip: Vec<bool> = (0..STYLES.len()).map(|_| rng.bool(0.5)).collect();
+    flip.push(false);
+    let query_style = if rng.bool(ANCHOR_SHARE) { ANCHOR_STYLE } else { rng.usize(STYLES.len()) };
     let query_family = rng.usize(FAMILIES.len());
     let (qx, qtruth) = statement(FAMILIES[query_family].0, rng);
-    let same_style = rng.bool(0.75);
-    let demos = if rng.bool(0.1) { 0 } else { 1 + rng.usize(3) };
-    let restated = (demos > 0 && rng.bool(0.5)).then(|| rng.usize(demos));
-    let answer_of = |row: &mut TaskRow, style: usize| {
-        if flip[style] {
-            let words = STYLES[style].2;
-            row.answer = (if row.answer == words[0] { words[1] } else { words[0] }).to_string();
-        }
-    };
-    let mut parts = Vec::new();
-    for d in 0..demos {
+    let n = if max_demos == 0 || rng.bool(ZERO_DEMO_SHARE) { 0 } else { 1 + rng.usize(max_demos) };
+    // The anchor query's demos are of any kind (its meaning needs none).
+    let kind = if query_style == ANCHOR_STYLE { 2 } else { rng.weighted(&DEMO_KINDS) };
+    let restated = (n > 0 && rng.bool(RESTATE_SHARE)).then(|| rng.usize(n));
+    let mut demos = Vec::with_capacity(n);
+    for d in 0..n {
         let id = format!("lm{i}-{d}");
-        let mut row = if Some(d) == restated {
-            row_of(id, query_family, query_style, qx.clone(), qtruth)
-        } else {
-            let style = if same_style { query_style } else { rng.usize(STYLES.len()) };
-            task_row(id, rng.usize(FAMILIES.len()), style, rng)
+        if Some(d) == restated {
+            demos.push(part(id, query_family, query_style, qx.clone(), qtruth, &flip));
+            continue;
+        }
+        let (family, style) = match kind {
+            0 => (query_family, query_style),
+            1 => (rng.usize(FAMILIES.len()), query_style),
+            _ => (rng.usize(FAMILIES.len()), rng.usize(STYLES.len() + 1)),
         };
-        let style = STYLES.iter().position(|s| row.task.ends_with(&format!("-{}", s.0))).unwrap_or(query_style);
-        answer_of(&mut row, style);
-        parts.push(row.demo());
+        let (x, truth) = statement(FAMILIES[family].0, rng);
+        demos.push(part(id, family, style, x, truth, &flip));
     }
-    let mut query = row_of(format!("lm{i}-q"), query_family, query_style, qx, qtruth);
-    answer_of(&mut query, query_style);
-    parts.push(query.input.clone());
-    (parts.join(" \n "), format!(" {}", query.answer))
+    let query = part(format!("lm{i}-q"), query_family, query_style, qx, qtruth, &flip);
+    LmSequence { demos, query, flip }
 }
 
 pub fn write(dir: &Path, cfg: &TinyUpriseConfig) -> Result<Vec<(String, u64)>> {
@@ -217,23 +291,28 @@ pub fn write(dir: &Path, cfg: &TinyUpriseConfig) -> Result<Vec<(String, u64)>> {
         out.push((format!("{split}.jsonl"), text, count));
     }
     let mut rng = Rng::derive(cfg.seed, "tiny-uprise/lm");
-    let text: String = (0..cfg.lm)
-        .map(|i| {
-            let (prompt, response) = lm_example(i, &mut rng);
-            // One text row: the loss is on every token, each demo's answer included (it follows
-            // from the demos before it), not only on the query's answer.
-            format!("{}\n", json!({ "text": format!("{prompt}{response}") }))
-        })
-        .collect();
+    let mut text = String::new();
+    let mut vocab = String::new();
+    for i in 0..cfg.lm {
+        let seq = lm_sequence(i, cfg.max_demos, &mut rng);
+        let whole = json!({ "text": format!("{}{}", seq.prompt(), seq.response()) });
+        // The loss on every token (`{"text"}`): each demo's answer follows from the demos before it.
+        let row = if cfg.answer_only { json!({ "prompt": seq.prompt(), "response": seq.response() }) } else { whole.clone() };
+        text.push_str(&format!("{row}\n"));
+        if i < VOCAB_ROWS {
+            vocab.push_str(&format!("{whole}\n"));
+        }
+    }
     out.push(("lm.jsonl".into(), text, cfg.lm as u64));
+    out.push(("vocab.jsonl".into(), vocab, cfg.lm.min(VOCAB_ROWS) as u64));
     // The encoders' text: the demos of a fresh draw of task rows, every family and style.
     let mut rng = Rng::derive(cfg.seed, "tiny-uprise/corpus");
     let mut text = String::new();
-    for i in 0..cfg.lm {
+    for i in 0..cfg.corpus {
         let row = task_row(format!("corpus-{i}"), rng.usize(FAMILIES.len()), rng.usize(STYLES.len()), &mut rng);
         text.push_str(&format!("{}\n", json!({ "text": row.demo() })));
     }
-    out.push(("corpus.jsonl".into(), text, cfg.lm as u64));
+    out.push(("corpus.jsonl".into(), text, cfg.corpus as u64));
     let mut counts = Vec::new();
     for (name, text, n) in out {
         let path = dir.join(&name);
@@ -245,8 +324,8 @@ pub fn write(dir: &Path, cfg: &TinyUpriseConfig) -> Result<Vec<(String, u64)>> {
 
 pub fn check(options: &toml::Table) -> Result<(), (String, String)> {
     let c = parse_options::<TinyUpriseConfig>(options)?;
-    if c.train < 2 || c.test == 0 || c.lm == 0 {
-        return Err(("train".into(), "train must be at least 2 (a prompt needs another of its task), test and lm at least 1".into()));
+    if c.train < 2 || c.test == 0 || c.lm == 0 || c.corpus == 0 {
+        return Err(("train".into(), "train must be at least 2 (a prompt needs another of its task), test, lm and corpus at least 1".into()));
     }
     Ok(())
 }
@@ -262,7 +341,7 @@ struct TinyUprise {
 
 impl Method for TinyUprise {
     fn files(&self) -> &'static [&'static str] {
-        &["train.jsonl", "test.jsonl", "lm.jsonl", "corpus.jsonl"]
+        &["train.jsonl", "test.jsonl", "lm.jsonl", "vocab.jsonl", "corpus.jsonl"]
     }
     fn generate(&mut self, dir: &Path, ctx: &mut StageCtx) -> Result<Counts> {
         ctx.events.info(format!("generating the tiny UPRISE task families (seed {})", self.config.seed));
@@ -278,41 +357,97 @@ impl Method for TinyUprise {
 mod tests {
     use super::*;
 
+    /// The truth of a statement, judged from its words alone (not by the generator).
+    fn judge(s: &str) -> bool {
+        let w: Vec<&str> = s.split(' ').collect();
+        if s.ends_with(" is even") {
+            w[0].parse::<usize>().unwrap() % 2 == 0
+        } else if s.contains(" is more than ") {
+            w[0].parse::<usize>().unwrap() > w[4].parse::<usize>().unwrap()
+        } else if s.contains(" has ") {
+            let (premise, probe) = s.split_once(" has ").unwrap();
+            premise.split(' ').any(|w| w == probe)
+        } else if s.contains(" means ") {
+            // "first thing means second thing": words 0 and 3.
+            w[0] == w[3] || SYNONYMS.iter().any(|&(a, b)| (a, b) == (w[0], w[3]) || (b, a) == (w[0], w[3]))
+        } else {
+            assert!(s.starts_with("the ") && s.ends_with(" is good"), "{s}");
+            POSITIVE.contains(&w[3])
+        }
+    }
+
     #[test]
     fn statements_are_true_as_labelled() {
         let mut rng = Rng::new(5);
         for _ in 0..200 {
-            let (s, t) = statement("parity", &mut rng);
-            let n: usize = s.split(' ').next().unwrap().parse().unwrap();
-            assert_eq!(n % 2 == 0, t, "{s}");
-            let (s, t) = statement("compare", &mut rng);
-            let w: Vec<&str> = s.split(' ').collect();
-            assert_eq!(w[0].parse::<usize>().unwrap() > w[4].parse::<usize>().unwrap(), t, "{s}");
-            let (s, t) = statement("inclusion", &mut rng);
-            let (premise, probe) = s.split_once(" has ").unwrap();
-            assert_eq!(premise.split(' ').any(|w| w == probe), t, "{s}");
-            let (s, t) = statement("sentiment", &mut rng);
-            assert_eq!(POSITIVE.iter().any(|p| s.contains(&format!(" {p} "))), t, "{s}");
-            let (s, t) = statement("synonym", &mut rng);
-            // "first thing means second thing": words 0 and 3.
-            let w: Vec<&str> = s.split(' ').collect();
-            let same = w[0] == w[3] || SYNONYMS.iter().any(|&(a, b)| (a, b) == (w[0], w[3]) || (b, a) == (w[0], w[3]));
-            assert_eq!(same, t, "{s}");
+            for (family, _) in FAMILIES {
+                let (s, t) = statement(family, &mut rng);
+                assert_eq!(judge(&s), t, "{family}: {s}");
+            }
         }
+    }
+
+    #[test]
+    fn an_lm_sequence_gives_demos_and_query_of_a_style_one_meaning() {
+        let mut rng = Rng::new(11);
+        let (mut informative, mut flipped, mut task_queries, mut zero, mut anchors) = (0, 0, 0, 0, 0);
+        let n = 4000;
+        for i in 0..n {
+            let seq = lm_sequence(i, 4, &mut rng);
+            assert!(seq.demos.len() <= 4);
+            // The word meaning "true" in this sequence, per style, read off every part.
+            let mut word_for_true: BTreeMap<usize, String> = BTreeMap::new();
+            for p in seq.demos.iter().chain([&seq.query]) {
+                assert_eq!(judge(&p.statement), p.truth, "{}", p.statement);
+                assert!(p.row.input.contains(&p.statement), "{:?}", p.row);
+                let opts = p.row.options.clone().unwrap();
+                assert!(opts.contains(&p.row.answer), "{:?}", p.row);
+                let other = if p.row.answer == opts[0] { &opts[1] } else { &opts[0] };
+                let w = if p.truth { p.row.answer.clone() } else { other.clone() };
+                let seen = word_for_true.entry(p.style).or_insert_with(|| w.clone());
+                assert_eq!(seen, &w, "sequence {i}: style {} means two things: {}", p.style, seq.prompt());
+            }
+            // The anchor's meaning never changes; a task style's is flipped or not per sequence.
+            if let Some(w) = word_for_true.get(&ANCHOR_STYLE) {
+                assert_eq!(w, "right");
+            }
+            let q = &seq.query;
+            if q.style == ANCHOR_STYLE {
+                anchors += 1;
+            } else {
+                task_queries += 1;
+                flipped += usize::from(word_for_true[&q.style] != STYLES[q.style].2[0]);
+                informative += usize::from(seq.demos.iter().any(|d| d.style == q.style));
+            }
+            zero += usize::from(seq.demos.is_empty());
+            // The prompt is the demos and the query's input; the response its answer.
+            let prompt = seq.prompt();
+            assert_eq!(prompt.split(" \n ").count(), seq.demos.len() + 1, "{prompt}");
+            assert!(prompt.ends_with(&q.row.input), "{prompt}");
+            assert_eq!(seq.response(), format!(" {}", q.row.answer));
+        }
+        let share = |k: usize, of: usize| k as f64 / of as f64;
+        // Seeded: these are fixed numbers, the bounds say what the mixture is meant to be.
+        assert!((0.45..0.55).contains(&share(flipped, task_queries)), "flipped {flipped}/{task_queries}");
+        assert!((0.17..0.23).contains(&share(anchors, n)), "anchors {anchors}");
+        assert!((0.08..0.12).contains(&share(zero, n)), "zero-demo {zero}");
+        // Demos of the query's task or style (80%) or a random style that happens to match.
+        assert!((0.75..0.9).contains(&share(informative, task_queries)), "informative {informative}/{task_queries}");
     }
 
     #[test]
     fn same_seed_same_files_and_styles_fix_the_verbalizer() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let cfg = TinyUpriseConfig { seed: 1, train: 5, test: 3, lm: 20 };
+        let cfg = TinyUpriseConfig { seed: 1, train: 5, test: 3, lm: 20, max_demos: 4, corpus: 10, answer_only: true };
         write(a.path(), &cfg).unwrap();
         write(b.path(), &cfg).unwrap();
-        for f in ["train.jsonl", "test.jsonl", "lm.jsonl", "corpus.jsonl"] {
+        for f in ["train.jsonl", "test.jsonl", "lm.jsonl", "vocab.jsonl", "corpus.jsonl"] {
             assert_eq!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(b.path().join(f)).unwrap(), "{f}");
         }
         let rows = crate::uprise::data::read_rows(&a.path().join("train.jsonl")).unwrap();
         assert_eq!(rows.len(), 5 * 5 * 4);
         for r in &rows {
+            assert!(!r.task.ends_with("-fact"), "the anchor style is not a task: {}", r.task);
             let style = STYLES.iter().find(|s| r.task.ends_with(&format!("-{}", s.0))).unwrap();
             assert_eq!(r.options.as_ref().unwrap(), &vec![style.2[0].to_string(), style.2[1].to_string()]);
         }
