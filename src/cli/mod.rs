@@ -7,6 +7,7 @@ mod bench_mine;
 mod embed;
 mod eval;
 mod export;
+mod llava_info;
 mod model;
 mod ood;
 mod retrieve;

@@ -94,6 +94,9 @@ fn parse(text: &str, path: &Path) -> Result<Arch, String> {
         // The LLM dominates; the vision tower is not in the estimate yet.
         return crate::model::vision::Qwen2VlConfig::from_hf_json(text, path).map(|c| Arch::Decoder(c.text)).map_err(|e| e.to_string());
     }
+    if model_type == "llava" {
+        return crate::model::vision::llava::LlavaConfig::from_hf_json(text, path).map(|c| Arch::Decoder(c.text)).map_err(|e| e.to_string());
+    }
     match family_of_type(model_type) {
         Some(Family::Encoder(_)) => EncoderConfig::from_hf_json(text, path).map(Arch::Encoder).map_err(|e| e.to_string()),
         _ => ModelConfig::from_hf_json(text, path).map(Arch::Decoder).map_err(|e| e.to_string()),
