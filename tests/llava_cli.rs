@@ -38,7 +38,7 @@ fn model_info_describes_the_tower_projector_and_llm() {
     assert!(info.contains("CLIP ViT: layers 3 (features after layer 2, vision_feature_layer -2)"), "{info}");
     assert!(info.contains("mlp2x_gelu 64 → 128 → 128"), "{info}");
     assert!(info.contains("pad to square, shortest edge to 56, center crop 56×56, then 16 image tokens"), "{info}");
-    assert!(info.contains("memory, full fine-tune"), "{info}");
+    assert!(info.contains("memory, full fine-tuning"), "{info}");
 }
 
 #[test]
