@@ -9,6 +9,7 @@ mod bench_vlm;
 mod embed;
 mod eval;
 mod export;
+mod llava_info;
 mod model;
 mod ood;
 mod retrieve;

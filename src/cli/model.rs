@@ -26,8 +26,9 @@ pub enum ModelAction {
 #[derive(Args, Debug)]
 pub struct InitArgs {
     /// Shape: tiny (~1M parameters), small, qwen2.5-0.5b (the exact Qwen2.5-0.5B shape), or
-    /// tiny-vlm (a qwen2_vl folder: tiny's decoder, a 2-block vision tower, 14-pixel patches).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PRESETS.iter().copied().chain([crate::model::vision::tiny::PRESET])))]
+    /// tiny-vlm (a qwen2_vl folder: tiny's decoder, a 2-block vision tower, 14-pixel patches),
+    /// tiny-llava (a llava folder: tiny's decoder, a 3-layer CLIP tower on 56×56 images).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PRESETS.iter().copied().chain([crate::model::vision::tiny::PRESET, crate::model::vision::tiny_llava::PRESET])))]
     pub preset: String,
     /// Folder to write; must be empty or absent unless --force.
     #[arg(long)]
@@ -198,6 +199,13 @@ fn cmd_init(args: &InitArgs) -> Result<()> {
     if non_empty && !args.force {
         bail!("{} exists and is not empty; choose another --out or pass --force to overwrite its model files", args.out.display());
     }
+    if args.preset == crate::model::vision::tiny_llava::PRESET {
+        anyhow::ensure!(args.context.is_none(), "--context is not supported with --preset {}", args.preset);
+        let config = crate::model::vision::tiny_llava::init_folder(&args.out, args.seed)?;
+        let params: usize = config.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        println!("wrote {}: llava preset {}, {params} parameters, seed {}", args.out.display(), args.preset, args.seed);
+        return Ok(());
+    }
     if args.preset == crate::model::vision::tiny::PRESET {
         anyhow::ensure!(args.context.is_none() && args.arch.is_none(), "--context and --arch are not supported with --preset {}", args.preset);
         let shape = crate::model::init::Shape {
@@ -290,6 +298,11 @@ pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize
 }
 
 fn cmd_info(args: &InfoArgs) -> Result<()> {
+    if crate::model::vision::family::family_of(&args.model) == Some(crate::model::vision::Family::Llava) {
+        let shape = InfoShape { infer_batch: args.infer_batch, context: 0, train_batch: args.train_batch, train_seq: args.train_seq };
+        print!("{}", super::llava_info::llava_info_text(&args.model, shape, args.context)?);
+        return Ok(());
+    }
     if crate::model::vision::is_vlm_folder(&args.model) {
         print!("{}", vlm_info_text(args)?);
         return Ok(());
@@ -410,7 +423,7 @@ pub fn cmd_generate(args: &GenerateArgs) -> Result<()> {
         return cmd_generate_vlm(args);
     }
     if !args.image.is_empty() {
-        bail!("--image needs a vision-language model folder (model_type qwen2_vl); {} is not one", args.model.display());
+        bail!("--image needs a vision-language model folder (model_type qwen2_vl or llava); {} is not one", args.model.display());
     }
     let cfg = require_model_folder(&args.model)?;
     let eos = model_eos_ids(&args.model)?;
@@ -479,11 +492,12 @@ pub fn cmd_generate(args: &GenerateArgs) -> Result<()> {
 /// `retort generate` on a `qwen2_vl` folder: the images are preprocessed with the folder's
 /// processor, their features prefilled with the prompt.
 fn cmd_generate_vlm(args: &GenerateArgs) -> Result<()> {
-    use crate::model::vision::{load_and_preprocess, prompt, Qwen2Vl};
-    let model = Qwen2Vl::load(&args.model, &Device::Cpu, DType::F32, false)?;
+    use crate::model::vision::{family, prompt};
+    let model = family::load(&args.model, &Device::Cpu, DType::F32, false)?;
+    let model = model.as_ref();
     let eos = model_eos_ids(&args.model)?;
     let tok = Tokenizer::load(&args.model)?.with_model_eos(&eos);
-    let placeholder = prompt::image_placeholder(&tok, &model.config).map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?;
+    let placeholder = model.placeholder(&tok).map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?;
     let markers = prompt::count_markers(&args.prompt);
     let text = match markers {
         0 => format!("{}{}", prompt::IMAGE_MARKER.repeat(args.image.len()), args.prompt),
@@ -492,11 +506,11 @@ fn cmd_generate_vlm(args: &GenerateArgs) -> Result<()> {
     };
     let text = prompt::expand_markers(&text, &placeholder);
     let ids = prompt_ids(&tok, &args.model, &text, args.chat)?;
-    let images = args.image.iter().map(|p| load_and_preprocess(p, &model.processor)).collect::<std::result::Result<Vec<_>, _>>()?;
-    let counts: Vec<usize> = images.iter().map(|im| im.tokens(model.config.vision.spatial_merge_size)).collect();
-    let ids = crate::model::vision::mrope::expand_image_tokens(&ids, model.config.image_token_id, &counts).map_err(anyhow::Error::msg)?;
+    let images = args.image.iter().map(|p| model.load_image(p)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let counts: Vec<usize> = images.iter().map(|im| model.image_tokens(im)).collect();
+    let ids = crate::model::vision::mrope::expand_image_tokens(&ids, model.image_token_id(), &counts).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(!ids.is_empty(), "the prompt encodes to no tokens");
-    let context = model.config.text.max_position_embeddings;
+    let context = model.text_config().max_position_embeddings;
     anyhow::ensure!(ids.len() < context, "the prompt with its images is {} tokens, longer than the model's context of {context}", ids.len());
     let max_new = args.max_new_tokens.min(context - ids.len());
     let params = SamplingParams {
@@ -513,7 +527,7 @@ fn cmd_generate_vlm(args: &GenerateArgs) -> Result<()> {
     let stop_check = |t: &[u32]| stop_end(&decode(t), &stops).is_some();
     let stop_fn: Option<crate::generate::StopCheck> = if stops.is_empty() { None } else { Some(&stop_check) };
     let mut rng = Rng::derive(args.seed, "generate-cli");
-    let out = crate::generate::vision::generate_with_images(&model, &[ids.clone()], &[images], &params, &mut rng, stop_fn)?;
+    let out = crate::generate::vision::generate_with_images(model, &[ids.clone()], &[images], &params, &mut rng, stop_fn)?;
     let completion = out.into_iter().next().context("generate returned no row for the one prompt")?;
     let mut text = tok.decode(&completion.tokens, true)?;
     if let Some(end) = stop_end(&text, &stops) {

@@ -117,6 +117,9 @@ fn parse(text: &str, path: &Path) -> Result<Arch, String> {
         let processor = if pp.is_file() { ImageProcessorConfig::from_file(&pp).map_err(|e| e.to_string())? } else { ImageProcessorConfig::qwen2_vl() };
         return Ok(Arch::Vlm(super::vision::VisionShape::qwen2_vl(&c, &processor), c.text));
     }
+    if model_type == "llava" {
+        return crate::model::vision::llava::LlavaConfig::from_hf_json(text, path).map(|c| Arch::Decoder(c.text)).map_err(|e| e.to_string());
+    }
     match family_of_type(model_type) {
         Some(Family::Encoder(_)) => EncoderConfig::from_hf_json(text, path).map(Arch::Encoder).map_err(|e| e.to_string()),
         _ => ModelConfig::from_hf_json(text, path).map(Arch::Decoder).map_err(|e| e.to_string()),

@@ -39,7 +39,7 @@ use crate::model::lora::{self, Adapters, LoraConfig};
 use super::optim::{AdamW, AdamWConfig, Param};
 use super::scaffold::{Scaffold, TrainState};
 use super::schedule::{Decay, Schedule};
-use crate::model::vision::{load_and_preprocess, mrope, prompt, ImagePatches, Qwen2Vl};
+use crate::model::vision::{family, mrope, prompt, ImagePatches, VisionLanguageModel};
 use crate::model::Mode;
 use crate::stage::{StageCtx, StageOutput};
 use crate::text::{Message, Tokenizer};
@@ -79,9 +79,9 @@ pub enum Part {
 
 impl Part {
     pub fn of(name: &str) -> Part {
-        if name.starts_with("visual.merger.") {
+        if name.starts_with("visual.merger.") || name.starts_with("multi_modal_projector.") || name == "image_newline" {
             Part::Projector
-        } else if name.starts_with("visual.") {
+        } else if name.starts_with("visual.") || name.starts_with("vision_tower.") {
             Part::Tower
         } else {
             Part::Llm
@@ -176,10 +176,9 @@ pub fn encode_all_assistant_turns(tok: &Tokenizer, messages: &[Message]) -> Resu
 
 /// Reads multimodal rows: images decoded and preprocessed with the model's processor, the
 /// `<image>` markers turned into image tokens. Errors name the file and line.
-pub fn read_multimodal_jsonl(path: &Path, tok: &Tokenizer, model: &Qwen2Vl, max_len: usize, synthesizer_mask: bool) -> Result<(Vec<VisionExample>, usize)> {
+pub fn read_multimodal_jsonl(path: &Path, tok: &Tokenizer, model: &dyn VisionLanguageModel, max_len: usize, synthesizer_mask: bool) -> Result<(Vec<VisionExample>, usize)> {
     let base = path.parent().unwrap_or(Path::new("."));
-    let placeholder = prompt::image_placeholder(tok, &model.config).map_err(anyhow::Error::msg)?;
-    let merge = model.config.vision.spatial_merge_size;
+    let placeholder = model.placeholder(tok).map_err(anyhow::Error::msg)?;
     let (mut out, mut skipped) = (Vec::new(), 0);
     for item in crate::text::jsonl::open(path)? {
         let (line_no, line) = item?;
@@ -193,7 +192,7 @@ pub fn read_multimodal_jsonl(path: &Path, tok: &Tokenizer, model: &Qwen2Vl, max_
         let images = row
             .images
             .iter()
-            .map(|p| load_and_preprocess(&base.join(p), &model.processor))
+            .map(|p| model.load_image(&base.join(p)))
             .collect::<std::result::Result<Vec<_>, _>>()
             .with_context(at)?;
         let messages: Vec<Message> = row.messages.iter().map(|m| Message::new(m.role.clone(), prompt::expand_markers(&m.content, &placeholder))).collect();
@@ -205,8 +204,8 @@ pub fn read_multimodal_jsonl(path: &Path, tok: &Tokenizer, model: &Qwen2Vl, max_
         } else {
             encode_all_assistant_turns(tok, &messages).with_context(at)?
         };
-        let counts: Vec<usize> = images.iter().map(|im| im.tokens(merge)).collect();
-        let (ids, targets) = expand_with_targets(&ex, model.config.image_token_id, &counts).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+        let counts: Vec<usize> = images.iter().map(|im| model.image_tokens(im)).collect();
+        let (ids, targets) = expand_with_targets(&ex, model.image_token_id(), &counts).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
         if ids.len() > max_len {
             // An image cannot be cut in half: the row is left out (counted in the log).
             skipped += 1;
@@ -237,13 +236,13 @@ fn expand_with_targets(ex: &Example, image_token: u32, counts: &[usize]) -> std:
 }
 
 /// Summed NLL of the batch's target tokens and their number.
-fn batch_nll(model: &Qwen2Vl, examples: &[&VisionExample], pad: u32, mode: Mode) -> Result<(Tensor, usize)> {
+fn batch_nll(model: &dyn VisionLanguageModel, examples: &[&VisionExample], pad: u32, mode: Mode) -> Result<(Tensor, usize)> {
     let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
     let images: Vec<Vec<ImagePatches>> = examples.iter().map(|e| e.images.clone()).collect();
-    let p = model.prepare(&rows, &images, pad)?;
+    let p = model.inputs(&rows, &images, pad)?;
     let len = rows.iter().map(Vec::len).max().unwrap_or(0);
     anyhow::ensure!(len >= 2, "examples need at least two tokens");
-    let dev = model.decoder.device();
+    let dev = model.decoder().device();
     let mut targets = vec![pad; examples.len() * (len - 1)];
     let mut weights = vec![0f32; examples.len() * (len - 1)];
     let mut n = 0;
@@ -259,14 +258,14 @@ fn batch_nll(model: &Qwen2Vl, examples: &[&VisionExample], pad: u32, mode: Mode)
             }
         }
     }
-    let hidden = model.decoder.forward_embeds_at(&p.embeds, &p.mask, Some(&p.positions), None, mode)?;
+    let hidden = model.decoder().forward_embeds_at(&p.embeds, &p.mask, p.positions.as_ref(), None, mode)?;
     let targets = Tensor::from_vec(targets, (examples.len(), len - 1), dev)?;
     let weights = Tensor::from_vec(weights, (examples.len(), len - 1), dev)?;
-    let (logp, _) = model.decoder.token_logprobs(&hidden.narrow(1, 0, len - 1)?, &targets, 1.0)?;
+    let (logp, _) = model.decoder().token_logprobs(&hidden.narrow(1, 0, len - 1)?, &targets, 1.0)?;
     Ok(((logp * weights)?.sum_all()?.neg()?, n))
 }
 
-fn eval_loss(model: &Qwen2Vl, examples: &[VisionExample], pad: u32, batch: usize) -> Result<f64> {
+fn eval_loss(model: &dyn VisionLanguageModel, examples: &[VisionExample], pad: u32, batch: usize) -> Result<f64> {
     let (mut nll, mut n) = (0.0, 0);
     for chunk in examples.chunks(batch.max(1)) {
         let refs: Vec<&VisionExample> = chunk.iter().collect();
@@ -292,13 +291,14 @@ impl TrainState for State {
 
 /// The optimizer's parameters: every unfrozen part at its learning rate, as a scale of the
 /// stage's peak `lr` (so warmup and decay shape all parts alike).
-pub fn part_params(model: &Qwen2Vl, parts: &VisionParts, base_lr: f64) -> Vec<Param> {
+pub fn part_params(model: &dyn VisionLanguageModel, parts: &VisionParts, base_lr: f64) -> Vec<Param> {
     super::optim::params_with_decay_rule(model.vars())
         .into_iter()
         .filter_map(|mut p| {
             let lr = parts.lr(Part::of(&p.name), base_lr)?;
-            // The decay rule above knows `norm.weight`; the tower's LayerNorms are norm1/norm2/ln_q.
-            if p.name.ends_with("norm1.weight") || p.name.ends_with("norm2.weight") || p.name.ends_with("ln_q.weight") {
+            // The decay rule above knows `norm.weight`; the towers' LayerNorms are norm1/norm2/ln_q
+            // (Qwen2-VL) and layer_norm1/2, pre_layrnorm (CLIP, SigLIP).
+            if p.name.ends_with("norm1.weight") || p.name.ends_with("norm2.weight") || p.name.ends_with("ln_q.weight") || p.name.ends_with("layrnorm.weight") {
                 p.decay = false;
             }
             p.lr_scale = if base_lr > 0.0 { lr / base_lr } else { 0.0 };
@@ -309,13 +309,14 @@ pub fn part_params(model: &Qwen2Vl, parts: &VisionParts, base_lr: f64) -> Vec<Pa
 
 /// Puts LoRA adapters on the LLM's projections when `lora` is set: the LLM's base weights are
 /// cut from the graph (they get no gradient), the tower and projector keep theirs.
-fn attach_llm_lora(model: &mut Qwen2Vl, lora: Option<&LoraConfig>, parts: &VisionParts, seed: u64) -> Result<Option<Adapters>> {
+fn attach_llm_lora(model: &mut dyn VisionLanguageModel, lora: Option<&LoraConfig>, parts: &VisionParts, seed: u64) -> Result<Option<Adapters>> {
     let Some(l) = lora else { return Ok(None) };
     if parts.lr(Part::Llm, 1.0).is_none() {
         bail!("[stage.lora] trains adapters on the LLM, but [stage.vision] freeze lists \"llm\": drop one of the two");
     }
-    model.decoder = model.decoder.detached();
-    Ok(Some(lora::attach_decoder(&mut model.decoder, l, seed)?))
+    let detached = model.decoder().detached();
+    *model.decoder_mut() = detached;
+    Ok(Some(lora::attach_decoder(model.decoder_mut(), l, seed)?))
 }
 
 /// What the trainer takes of the `sft` stage's keys (the stage builds it, so this file does
@@ -347,26 +348,26 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
         bail!("a vision-language model trains on multimodal JSONL rows: set data.jsonl ({{\"messages\", \"images\"}} rows)");
     };
     let device = ctx.device.clone();
-    let mut model = Qwen2Vl::load(model_dir, &device, DType::F32, true)?;
-    let adapters = attach_llm_lora(&mut model, cfg.lora.as_ref(), &parts, ctx.rng("lora").next_u64())?;
-    if cfg.max_len > model.config.text.max_position_embeddings {
-        bail!("max_len = {} is longer than the model's context of {}", cfg.max_len, model.config.text.max_position_embeddings);
+    let mut model = family::load(model_dir, &device, DType::F32, true)?;
+    let adapters = attach_llm_lora(model.as_mut(), cfg.lora.as_ref(), &parts, ctx.rng("lora").next_u64())?;
+    if cfg.max_len > model.text_config().max_position_embeddings {
+        bail!("max_len = {} is longer than the model's context of {}", cfg.max_len, model.text_config().max_position_embeddings);
     }
     let tok = Tokenizer::load(model_dir)?;
     let eos = *tok.eos_ids().first().with_context(|| format!("{}: the tokenizer defines no end-of-sequence token", model_dir.display()))?;
     let pad = tok.pad_id().unwrap_or(eos);
     let path = ctx.resolve(jsonl)?;
     let synth_mask = parts.mask.as_deref() == Some("synthesizer");
-    let (mut rows, skipped) = read_multimodal_jsonl(&path, &tok, &model, cfg.max_len, synth_mask)?;
+    let (mut rows, skipped) = read_multimodal_jsonl(&path, &tok, model.as_ref(), cfg.max_len, synth_mask)?;
     let eval = match &cfg.test_jsonl {
-        Some(e) => read_multimodal_jsonl(&ctx.resolve(e)?, &tok, &model, cfg.max_len, synth_mask)?.0,
+        Some(e) => read_multimodal_jsonl(&ctx.resolve(e)?, &tok, model.as_ref(), cfg.max_len, synth_mask)?.0,
         None if rows.len() >= 20 => rows.split_off(rows.len() - rows.len() / 20),
         None => Vec::new(),
     };
     if skipped > 0 {
         ctx.events.warn(format!("{skipped} rows of {} were longer than max_len = {} and were left out", path.display(), cfg.max_len));
     }
-    let mut params = part_params(&model, &parts, cfg.lr);
+    let mut params = part_params(model.as_ref(), &parts, cfg.lr);
     if let Some(a) = &adapters {
         // The LLM trains through its adapters only, at the LLM's rate.
         params.retain(|p| Part::of(&p.name) != Part::Llm);
@@ -410,9 +411,9 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
         for (i, batch) in micro.iter().enumerate() {
             // LoRA dropout masks are a function of (seed, step, micro-batch): resumable.
             let mask_seed = crate::rng::Rng::derive(seed, &format!("lora-dropout/{}/{i}", state.step)).next_u64();
-            model.decoder.set_lora_dropout_seed(adapters.as_ref().map(|_| mask_seed));
-            let nll = batch_nll(&model, batch, pad, Mode::Train);
-            model.decoder.set_lora_dropout_seed(None);
+            model.decoder().set_lora_dropout_seed(adapters.as_ref().map(|_| mask_seed));
+            let nll = batch_nll(model.as_ref(), batch, pad, Mode::Train);
+            model.decoder().set_lora_dropout_seed(None);
             let (nll, _) = nll?;
             let loss = (nll / n_targets.max(1) as f64)?;
             step_nll += loss.to_scalar::<f32>()? as f64;
@@ -429,7 +430,7 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
         let mut metrics = vec![("loss", step_nll), ("lr", lr), ("grad_norm", report.grad_norm), ("tokens_per_s", n_tokens as f64 / dt.max(1e-9)), ("step_time_s", dt)];
         let last_step = state.step == cfg.steps;
         if !eval.is_empty() && ((cfg.eval_every > 0 && state.step % cfg.eval_every == 0) || last_step) {
-            metrics.push(("eval_loss", eval_loss(&model, &eval, pad, cfg.batch_size * 2)?));
+            metrics.push(("eval_loss", eval_loss(model.as_ref(), &eval, pad, cfg.batch_size * 2)?));
         }
         ctx.events.metrics(state.step, metrics);
         run.progress(ctx, state.step, None);
@@ -438,14 +439,15 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
     run.save(ctx, &state, &[("params", &opt)])?;
     if let Some(a) = &adapters {
         lora::save_adapters(a, &ctx.dir.join("adapter"), &model_dir.display().to_string())?;
-        // The output folder is a plain qwen2_vl model: the adapters folded into the LLM.
-        model.decoder = model.decoder.merged()?;
+        // The output folder is a plain model of its family: the adapters folded into the LLM.
+        let merged = model.decoder().merged()?;
+        *model.decoder_mut() = merged;
     }
-    let out = run.write_model(model_dir, &model.config.text, |dir| Ok(model.save(dir)?))?;
+    let out = run.write_model(model_dir, model.text_config(), |dir| Ok(model.save(dir)?))?;
     let mut summary = BTreeMap::new();
     summary.insert("loss".to_string(), state.last_loss);
     if !eval.is_empty() {
-        summary.insert("eval_loss".to_string(), eval_loss(&model, &eval, pad, cfg.batch_size * 2)?);
+        summary.insert("eval_loss".to_string(), eval_loss(model.as_ref(), &eval, pad, cfg.batch_size * 2)?);
     }
     Ok(StageOutput { output: Some(out), summary, table: None })
 }
@@ -460,6 +462,8 @@ mod tests {
         assert_eq!(Part::of("visual.blocks.0.attn.qkv.weight"), Part::Tower);
         assert_eq!(Part::of("model.layers.0.self_attn.q_proj.weight"), Part::Llm);
         assert_eq!(Part::of("lm_head.weight"), Part::Llm);
+        assert_eq!(Part::of("multi_modal_projector.linear_1.weight"), Part::Projector);
+        assert_eq!(Part::of("vision_tower.encoder.layers.0.mlp.fc1.weight"), Part::Tower);
         let p = VisionParts { tower_lr: Some(2e-6), freeze: vec!["llm".into()], ..Default::default() };
         assert_eq!(p.lr(Part::Tower, 2e-5), Some(2e-6));
         assert_eq!(p.lr(Part::Projector, 2e-5), Some(2e-5));

@@ -1,20 +1,29 @@
 //! Vision-language models: images in ([`image`]: decoding and the Hugging Face image
 //! processor's preprocessing), Qwen2-VL's vision tower and patch merger ([`qwen2_vl`]), its
 //! multimodal rotary positions ([`mrope`]), and the whole model folder ([`vlm`]): image
-//! features replace the image-pad tokens' embeddings before the shared decoder runs.
+//! features replace the image-pad tokens' embeddings before the shared decoder runs. LLaVA:
+//! the CLIP / SigLIP towers ([`vit`]), the `mlp2x_gelu` projector ([`projector`]), CLIP's and
+//! SigLIP's processors ([`clip_image`]) and the `llava` folder ([`llava`]). [`family`] puts
+//! both behind one interface.
 
+pub mod clip_image;
+pub mod family;
 pub mod image;
+pub mod llava;
 pub mod mrope;
+pub mod projector;
 pub mod prompt;
 pub mod qwen2_vl;
 pub mod tiny;
+pub mod tiny_llava;
+pub mod vit;
 pub mod vlm;
 
+pub use family::{Family, VisionLanguageModel, VlmInputs};
 pub use image::{load_and_preprocess, ImagePatches, ImageProcessorConfig};
 pub use vlm::{Prepared, Qwen2Vl, Qwen2VlConfig};
 
-/// Whether `dir/config.json` declares `model_type: qwen2_vl`.
+/// Whether `dir/config.json` declares a vision-language `model_type` (qwen2_vl, llava).
 pub fn is_vlm_folder(dir: &std::path::Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else { return false };
-    serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v["model_type"] == "qwen2_vl")
+    family::family_of(dir).is_some()
 }
