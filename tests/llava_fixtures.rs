@@ -10,7 +10,7 @@ use python_tool::run_python_tool;
 use retort::generate::vision::generate_with_images;
 use retort::generate::SamplingParams;
 use retort::model::vision::llava::Llava;
-use retort::model::vision::{family, ImagePatches, VisionLanguageModel};
+use retort::model::vision::{family, ImagePatches};
 use retort::model::Mode;
 use retort::rng::Rng;
 use candle_core::{DType, Device};

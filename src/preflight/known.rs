@@ -37,6 +37,19 @@ pub const KNOWN: &[(&str, &str)] = &[
             "max_position_embeddings": 131072, "rope_theta": 10000.0, "tie_word_embeddings": false}"#,
     ),
     (
+        // The text keys at the top level as the hub's config has them; the tower in
+        // `vision_config` (Qwen2-VL-2B-Instruct's own values).
+        "Qwen/Qwen2-VL-2B-Instruct",
+        r#"{"model_type": "qwen2_vl", "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+            "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936,
+            "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+            "tie_word_embeddings": true, "eos_token_id": 151645, "image_token_id": 151655,
+            "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+            "vision_config": {"depth": 32, "embed_dim": 1280, "mlp_ratio": 4, "num_heads": 16, "in_chans": 3,
+                "hidden_size": 1536, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}}"#,
+    ),
+    (
         "huggyllama/llama-7b",
         r#"{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
             "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,

@@ -248,7 +248,8 @@ fn a_word_level_tiny_decoder_is_sized_with_its_corpus_vocabulary() {
     let built = crate::text::tiny_word::build_word_tokenizer(&dir.path().join("tok"), &crate::text::tiny_word::learn_merges(&pieces)).unwrap();
     assert!(built > crate::text::tiny::VOCAB_SIZE);
     let profile = |corpus: &str| {
-        let text = format!("[run]\nname = \"w\"\n\n[[stage]]\nname = \"init\"\nkind = \"model-init\"\npreset = \"tiny\"\ncorpus = \"{corpus}\"\n");
+        let data = "[[stage]]\nname = \"data\"\nkind = \"synth\"\nmethod = \"tiny-uprise\"\n\n";
+        let text = format!("[run]\nname = \"w\"\n\n{data}[[stage]]\nname = \"init\"\nkind = \"model-init\"\npreset = \"tiny\"\ncorpus = \"{corpus}\"\n");
         Profile::parse(&text, "w.toml").unwrap()
     };
     let (arch, source) = resolve::arch_of(&profile(&corpus.display().to_string()), "@init").unwrap();
