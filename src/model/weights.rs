@@ -83,6 +83,38 @@ pub(crate) fn read_checkpoint(dir: &Path, device: &Device) -> Result<HashMap<Str
     Ok(out)
 }
 
+/// A vision-language checkpoint in `dir`, checked and converted to `dtype`: names mapped by
+/// `canonical`; those `is_vision` claims (tower, projector) must be exactly `vision_shapes`
+/// (each present with its shape, none extra), in that order; the rest is the decoder `text`
+/// ([`validate`]), after them.
+pub(crate) fn read_vision_language(
+    dir: &Path,
+    device: &Device,
+    dtype: DType,
+    canonical: fn(&str) -> String,
+    is_vision: impl Fn(&str) -> bool,
+    vision_shapes: Vec<(String, Vec<usize>)>,
+    text: &ModelConfig,
+) -> Result<Vec<(String, Tensor)>> {
+    let loaded: HashMap<String, Loaded> = read_checkpoint(dir, device)?.into_iter().map(|(n, t)| (canonical(&n), t)).collect();
+    let (mut vision_part, llm_part): (HashMap<String, Loaded>, HashMap<String, Loaded>) = loaded.into_iter().partition(|(n, _)| is_vision(n));
+    let mut tensors = Vec::new();
+    for (name, shape) in vision_shapes {
+        let Some(item) = vision_part.remove(&name) else {
+            return Err(ModelError::MissingTensor { name, files: dir.display().to_string() });
+        };
+        if item.tensor.dims() != shape.as_slice() {
+            return Err(ModelError::ShapeMismatch { name, file: item.file, expected: shape, found: item.tensor.dims().to_vec() });
+        }
+        tensors.push((name, item.tensor.to_dtype(dtype)?));
+    }
+    if let Some((name, item)) = vision_part.into_iter().min_by(|a, b| a.0.cmp(&b.0)) {
+        return Err(ModelError::UnexpectedTensor { name, file: item.file });
+    }
+    tensors.extend(validate(text, llm_part, dtype, dir)?);
+    Ok(tensors)
+}
+
 /// Checks names and shapes against the config and converts to `dtype`, in model order.
 pub(crate) fn validate(cfg: &ModelConfig, mut loaded: HashMap<String, Loaded>, dtype: DType, source: &Path) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();

@@ -106,7 +106,7 @@ pub const PAPERS: &[Paper] = &[
         headline: "Qwen2-VL-2B biomed avg 41.2 → 55.7, food 37.1 → 40.3 (Tables 2, 3)",
         recorded: "seed 0 (an earlier setting, 320 new tokens): 2 of 120 images got a task; held-out caption loss single-stage 1.98, two-stage 1.94 after captions → 3.81 after tasks",
         verdict: Verdict::NotShown,
-        reason: "the pipeline runs end to end; the tiny synthesizer completes too few tasks to measure the filter, and forgetting shows on one seed whose task stage had one task; the released LLaVA synthesizer does not load yet",
+        reason: "the pipeline runs end to end; the tiny synthesizer completes too few tasks to measure the filter, and forgetting shows on one seed whose task stage had one task; the released synthesizer is LLaVA-NeXT (anyres), which retort does not load yet (plain LLaVA does)",
         show: &["eval_loss"],
     },
     Paper {

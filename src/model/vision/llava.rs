@@ -10,7 +10,7 @@
 
 use super::super::config::{json_object, parameter_shapes, ModelConfig};
 use super::super::decoder::{AttnMask, Decoder, ForwardOut, Mode};
-use super::super::weights::{random_tensors, read_checkpoint, validate, write_atomic, write_json, Loaded};
+use super::super::weights::{random_tensors, read_vision_language, write_atomic, write_json};
 use super::super::{ModelError, Result};
 use super::clip_image::{load_and_preprocess, ClipProcessorConfig};
 use super::image::ImagePatches;
@@ -215,25 +215,10 @@ impl Llava {
                 found: format!("{ow}×{oh}"),
             });
         }
-        let loaded: HashMap<String, Loaded> = read_checkpoint(dir, device)?.into_iter().map(|(n, t)| (canonical_name(&n), t)).collect();
-        let (mut vision_part, llm_part): (HashMap<String, Loaded>, HashMap<String, Loaded>) =
-            loaded.into_iter().partition(|(n, _)| n.starts_with("vision_tower.") || n.starts_with("multi_modal_projector."));
-        let mut tensors = Vec::new();
         let mut shapes = config.vision.parameter_shapes();
         shapes.extend(Projector::parameter_shapes(config.vision.hidden_size, config.text.hidden_size, config.projector_bias));
-        for (name, shape) in shapes {
-            let Some(item) = vision_part.remove(&name) else {
-                return Err(ModelError::MissingTensor { name, files: dir.display().to_string() });
-            };
-            if item.tensor.dims() != shape.as_slice() {
-                return Err(ModelError::ShapeMismatch { name, file: item.file, expected: shape, found: item.tensor.dims().to_vec() });
-            }
-            tensors.push((name, item.tensor.to_dtype(dtype)?));
-        }
-        if let Some((name, item)) = vision_part.into_iter().min_by(|a, b| a.0.cmp(&b.0)) {
-            return Err(ModelError::UnexpectedTensor { name, file: item.file });
-        }
-        tensors.extend(validate(&config.text, llm_part, dtype, dir)?);
+        let is_vision = |n: &str| n.starts_with("vision_tower.") || n.starts_with("multi_modal_projector.");
+        let tensors = read_vision_language(dir, device, dtype, canonical_name, is_vision, shapes, &config.text)?;
         Llava::from_named_tensors(config, processor, tensors, device, dtype, trainable)
     }
 

@@ -7,7 +7,7 @@
 
 use super::super::config::{json_object, parameter_shapes, ModelConfig};
 use super::super::decoder::{AttnMask, Decoder, ForwardOut, KvCache, Mode, RopePositions};
-use super::super::weights::{random_tensors, read_checkpoint, validate, write_atomic, write_json, Loaded};
+use super::super::weights::{random_tensors, read_vision_language, write_atomic, write_json};
 use super::super::{ModelError, Result};
 use super::image::{ImagePatches, ImageProcessorConfig};
 use super::mrope::rope_index;
@@ -205,23 +205,8 @@ impl Qwen2Vl {
                 found: format!("{} / {} / {}", processor.patch_size, processor.merge_size, processor.temporal_patch_size),
             });
         }
-        let loaded: HashMap<String, Loaded> = read_checkpoint(dir, device)?.into_iter().map(|(n, t)| (canonical_name(&n), t)).collect();
-        let (mut vision_part, llm_part): (HashMap<String, Loaded>, HashMap<String, Loaded>) =
-            loaded.into_iter().partition(|(n, _)| n.starts_with("visual."));
-        let mut tensors = Vec::new();
-        for (name, shape) in config.vision.parameter_shapes() {
-            let Some(item) = vision_part.remove(&name) else {
-                return Err(ModelError::MissingTensor { name, files: dir.display().to_string() });
-            };
-            if item.tensor.dims() != shape.as_slice() {
-                return Err(ModelError::ShapeMismatch { name, file: item.file, expected: shape, found: item.tensor.dims().to_vec() });
-            }
-            tensors.push((name, item.tensor.to_dtype(dtype)?));
-        }
-        if let Some((name, item)) = vision_part.into_iter().min_by(|a, b| a.0.cmp(&b.0)) {
-            return Err(ModelError::UnexpectedTensor { name, file: item.file });
-        }
-        tensors.extend(validate(&config.text, llm_part, dtype, dir)?);
+        let shapes = config.vision.parameter_shapes();
+        let tensors = read_vision_language(dir, device, dtype, canonical_name, |n| n.starts_with("visual."), shapes, &config.text)?;
         Qwen2Vl::from_named_tensors(config, processor, tensors, device, dtype, trainable)
     }
 
