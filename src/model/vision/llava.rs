@@ -15,6 +15,7 @@ use super::super::{ModelError, Result};
 use super::clip_image::{load_and_preprocess, ClipProcessorConfig};
 use super::image::ImagePatches;
 use super::projector::Projector;
+use super::vlm::place_image_features;
 use super::vit::{VitAct, VitConfig, VitTower};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -343,24 +344,7 @@ impl Llava {
         let all: Vec<&ImagePatches> = images.iter().flatten().collect();
         if !all.is_empty() {
             let feats = self.image_features(&all)?.to_dtype(embeds.dtype())?;
-            // Position j takes row j of [token embeddings; image features]: its own embedding,
-            // or the next image feature if it is an image token (masked_scatter in transformers).
-            let mut next = (b * len) as u32;
-            let index: Vec<u32> = ids
-                .iter()
-                .enumerate()
-                .map(|(j, &id)| {
-                    if id == image && valid[j / len][j % len] {
-                        next += 1;
-                        next - 1
-                    } else {
-                        j as u32
-                    }
-                })
-                .collect();
-            let h = embeds.dim(2)?;
-            let table = Tensor::cat(&[&embeds.reshape((b * len, h))?, &feats], 0)?;
-            embeds = table.index_select(&Tensor::new(index, dev)?, 0)?.reshape((b, len, h))?;
+            embeds = place_image_features(&embeds, &ids, &valid, image, &feats)?;
         }
         Ok((embeds, AttnMask::new(&valid, len, dev)?))
     }

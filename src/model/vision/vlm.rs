@@ -315,24 +315,7 @@ impl Qwen2Vl {
         let all: Vec<&ImagePatches> = images.iter().flatten().collect();
         if !all.is_empty() {
             let feats = self.image_features(&all)?.to_dtype(embeds.dtype())?;
-            // Position j takes row j of [token embeddings; image features]: its own embedding, or
-            // the next image feature if it is an image token (masked_scatter in transformers).
-            let mut next = (b * len) as u32;
-            let index: Vec<u32> = ids
-                .iter()
-                .enumerate()
-                .map(|(j, &id)| {
-                    if id == image && valid[j / len][j % len] {
-                        next += 1;
-                        next - 1
-                    } else {
-                        j as u32
-                    }
-                })
-                .collect();
-            let h = embeds.dim(2)?;
-            let table = Tensor::cat(&[&embeds.reshape((b * len, h))?, &feats], 0)?;
-            embeds = table.index_select(&Tensor::new(index, dev)?, 0)?.reshape((b, len, h))?;
+            embeds = place_image_features(&embeds, &ids, &valid, image, &feats)?;
         }
         let [t, hh, ww] = pos;
         let ids3 = Tensor::from_vec([t, hh, ww].concat(), (3, b, len), dev)?;
@@ -360,6 +343,29 @@ impl Qwen2Vl {
         let ids = Tensor::from_vec([shifted.clone(), shifted.clone(), shifted].concat(), (3, b, l), self.decoder.device())?;
         Ok(RopePositions::Multi { ids, sections: self.config.mrope_section.clone() })
     }
+}
+
+
+/// The token embeddings (B, L, H) of left-padded `ids` with each valid `image` token's row
+/// replaced by the next row of `feats`, in order (`masked_scatter` in transformers): position
+/// j takes row j of [token embeddings; image features] through one gather.
+pub(super) fn place_image_features(embeds: &Tensor, ids: &[u32], valid: &[Vec<bool>], image: u32, feats: &Tensor) -> Result<Tensor> {
+    let (b, len, h) = embeds.dims3()?;
+    let mut next = (b * len) as u32;
+    let index: Vec<u32> = ids
+        .iter()
+        .enumerate()
+        .map(|(j, &id)| {
+            if id == image && valid[j / len][j % len] {
+                next += 1;
+                next - 1
+            } else {
+                j as u32
+            }
+        })
+        .collect();
+    let table = Tensor::cat(&[&embeds.reshape((b * len, h))?, feats], 0)?;
+    Ok(table.index_select(&Tensor::new(index, embeds.device())?, 0)?.reshape((b, len, h))?)
 }
 
 #[cfg(test)]
