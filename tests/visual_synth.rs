@@ -8,7 +8,7 @@
 use std::path::Path;
 #[path = "support/synth_cli.rs"]
 mod support;
-use support::{all_events, err_with_log as err, lines, ok};
+use support::{all_events, err_with_log as err, kill_when, lines, ok};
 
 fn stats(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path.join("stats.json")).unwrap()).unwrap()
@@ -60,22 +60,9 @@ fn counts_agree_with_the_files_and_a_killed_synthesis_resumes_to_the_same_bytes(
 
     // Killed once the journal holds a first batch (header + records), then run again.
     let a = args("killed", 2);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_retort"))
-        .args(&a)
-        .env_remove("RETORT_RUNS_DIR")
-        .current_dir(d)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     let journal = d.join("killed/.visual-partial/journal.jsonl");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 3 {
-        assert!(std::time::Instant::now() < deadline, "no batch journaled within 5 minutes");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    child.wait().unwrap();
+    let argv: Vec<&str> = a.iter().map(String::as_str).collect();
+    kill_when(d, &argv, || std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) >= 3, "no batch journaled");
     assert!(!d.join("killed/stats.json").exists(), "the synthesis finished before the kill");
     assert!(!d.join("killed/triplets.jsonl").exists(), "a killed synthesis leaves no final-looking file");
     let done_before = std::fs::read_to_string(&journal).unwrap().lines().count() - 1;

@@ -38,6 +38,15 @@ pub fn lines(path: &Path) -> Vec<serde_json::Value> {
 /// Start `retort ARGS` in `cwd`, SIGKILL it as soon as its output folder `out` holds a first
 /// checkpoint, and check it left no final-looking `main_file`: a resumable half-done synth.
 pub fn kill_after_first_checkpoint(cwd: &Path, args: &[&str], out: &str, main_file: &str) {
+    let state = cwd.join(out).join(".synth-partial/state.json");
+    kill_when(cwd, args, || state.exists(), "no checkpoint");
+    assert!(!cwd.join(out).join("stats.json").exists(), "the synth finished before the kill; the corpus is too small to test resume");
+    assert!(!cwd.join(out).join(main_file).exists(), "a killed synth must not leave a final-looking file");
+}
+
+/// Start `retort ARGS` in `cwd` and SIGKILL it as soon as `ready()` holds (`what` names what
+/// never came, within 5 minutes).
+pub fn kill_when(cwd: &Path, args: &[&str], ready: impl Fn() -> bool, what: &str) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_retort"))
         .args(args)
         .env_remove("RETORT_RUNS_DIR")
@@ -46,16 +55,13 @@ pub fn kill_after_first_checkpoint(cwd: &Path, args: &[&str], out: &str, main_fi
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let state = cwd.join(out).join(".synth-partial/state.json");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !state.exists() {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint within 5 minutes");
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what} within 5 minutes");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
-    assert!(!cwd.join(out).join("stats.json").exists(), "the synth finished before the kill; the corpus is too small to test resume");
-    assert!(!cwd.join(out).join(main_file).exists(), "a killed synth must not leave a final-looking file");
 }
 
 /// Every run's events of `cwd/runs`, concatenated.
