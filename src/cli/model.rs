@@ -519,7 +519,8 @@ fn cmd_generate_vlm(args: &GenerateArgs) -> Result<()> {
         top_k: args.top_k,
         greedy: args.greedy,
         max_new_tokens: max_new,
-        stop_token_ids: tok.eos_ids(),
+        // As the eval stage's image sets: a chat answer ends with its turn.
+        stop_token_ids: if args.chat { tok.chat_stop_ids() } else { tok.eos_ids() },
         ..SamplingParams::default()
     };
     let stops = args.stop.clone();

@@ -279,7 +279,8 @@ impl VisionModel {
         let params = SamplingParams {
             greedy: true,
             max_new_tokens: max_new_tokens.min(context - longest),
-            stop_token_ids: self.tok.eos_ids(),
+            // A chat answer is one assistant turn: it ends at the turn's end too.
+            stop_token_ids: if chat { self.tok.chat_stop_ids() } else { self.tok.eos_ids() },
             ..SamplingParams::default()
         };
         // Greedy decoding draws nothing; the generator takes an rng all the same.

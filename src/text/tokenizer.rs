@@ -29,6 +29,9 @@ pub struct Tokenizer {
     config_path: PathBuf,
 }
 
+/// The end-of-turn tokens of the chat formats retort knows (ChatML, Llama 3).
+pub const END_OF_TURN: [&str; 2] = ["<|im_end|>", "<|eot_id|>"];
+
 const SPECIAL_KEYS: [&str; 4] = ["bos_token", "eos_token", "pad_token", "unk_token"];
 
 impl Tokenizer {
@@ -139,6 +142,21 @@ impl Tokenizer {
     pub fn eos_ids(&self) -> Vec<u32> {
         let mut ids: Vec<u32> = self.eos_id().into_iter().collect();
         for &id in &self.model_eos {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// The ids that end a chat answer: [`Tokenizer::eos_ids`], then the chat formats'
+    /// end-of-turn token (ChatML's `<|im_end|>`, Llama 3's `<|eot_id|>`) when the vocabulary
+    /// has it. A chat model's answer is one assistant turn; Qwen2-VL-Instruct's
+    /// generation_config lists `<|im_end|>` for that reason, but a folder whose config lists
+    /// only `<|endoftext|>` (the `tiny-vlm` preset) would otherwise run on into turns of its own.
+    pub fn chat_stop_ids(&self) -> Vec<u32> {
+        let mut ids = self.eos_ids();
+        for id in END_OF_TURN.iter().filter_map(|t| self.token_to_id(t)) {
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -285,5 +303,18 @@ mod load_tests {
         let tok = Tokenizer::load(dir.path()).unwrap();
         let text = "the bees visit the flowers";
         assert_eq!(tok.inner().encode(text, false).unwrap().get_ids().len(), text.chars().count(), "one id per character, neither cut at 4 nor padded to 64");
+    }
+
+    /// The tiny vocabulary: `<|endoftext|>` 0, `<|im_start|>` 1, `<|im_end|>` 2 (src/text/tiny.rs).
+    #[test]
+    fn a_chat_answer_also_stops_at_the_end_of_its_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::text::tiny::build_char_tokenizer(dir.path()).unwrap();
+        let tok = Tokenizer::load(dir.path()).unwrap().with_model_eos(&[0]);
+        assert_eq!(tok.eos_ids(), vec![0]);
+        assert_eq!(tok.chat_stop_ids(), vec![0, 2]);
+        // A config that already lists the turn's end (Qwen2-VL-Instruct) gets no repeat.
+        let listed = Tokenizer::load(dir.path()).unwrap().with_model_eos(&[2, 0]);
+        assert_eq!(listed.chat_stop_ids(), vec![0, 2]);
     }
 }
