@@ -108,7 +108,8 @@ pub struct GenerateArgs {
     /// The prompt text.
     #[arg(long)]
     pub prompt: String,
-    /// Wrap the prompt as a user message with the tokenizer's chat template.
+    /// Wrap the prompt as a user message with the tokenizer's chat template (with --image, the
+    /// answer also ends at the turn's end, <|im_end|> or <|eot_id|>, as the eval stage's image sets do).
     #[arg(long)]
     pub chat: bool,
     /// Take the most likely token each step.
