@@ -197,4 +197,27 @@ mod tests {
         assert_eq!((read_few("seed_precise.json").len(), read_few("seed_informative.json").len()), (24, 24));
         assert_eq!(std::fs::read(few.path().join("target_scenes.jsonl")).unwrap(), std::fs::read(dir.path().join("target_scenes.jsonl")).unwrap());
     }
+
+    /// The preset's setting: one seed question per image gives synthesizer conversations of
+    /// exactly two rounds after the caption, the same question under both hints, so the one
+    /// task the parser looks for is the whole of what the synthesizer learns to write.
+    #[test]
+    fn one_question_per_image_asks_it_under_both_hints() {
+        use crate::synth::visual::seed::{synthesizer_conversation, INFORMATIVE_HINT, PRECISE_HINT};
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &TinyVisualConfig { seed: 1, seed_images: 30, target_images: 2, test_images: 2, seed_questions: 1 }).unwrap();
+        let read = |f: &str| read_chat_rows(&dir.path().join(f)).unwrap();
+        let (seeds, _) = join(&read("seed_captions.json"), &read("seed_precise.json"), &read("seed_informative.json")).unwrap();
+        assert_eq!(seeds.len(), 30);
+        let mut asked = std::collections::BTreeSet::new();
+        for (i, s) in seeds.iter().enumerate() {
+            let m = synthesizer_conversation(s, i as u64);
+            assert_eq!(m.len(), 6, "caption round + two rounds");
+            let q = |k: usize, hint: &str| m.iter().skip(2).step_by(2).find_map(|x| x.content.strip_prefix(&format!("{hint}\n")).map(str::to_string)).unwrap_or_else(|| panic!("{k}: no {hint} round in {m:?}"));
+            let (p, f) = (q(i, PRECISE_HINT), q(i, INFORMATIVE_HINT));
+            assert_eq!(p, f, "the same question under both hints");
+            asked.insert(p);
+        }
+        assert!(asked.len() >= 4, "the question is drawn per image: {asked:?}");
+    }
 }
