@@ -47,6 +47,7 @@ def measures():
         ("(B) images with a parsed task, of 120", s("visual", "tasks/tasks_parsed"), ""),
         ("(B) tasks kept by the filter", s("visual", "tasks/kept"), ""),
         ("(B) consistency without the filter (kept / parsed)", share("visual", "tasks/kept", "tasks/tasks_parsed"), f"biomed 30.3 %, food 35.7 % ({T7})"),
+        ("(B) parsed tasks whose question has one answer in the scene", s("visual", "answerable"), ""),
         ("(B) task accuracy, no filter: precise answer", s("visual", "acc_precise_unfiltered"), f"biomed 64.3, food 77.2 ({T7})"),
         ("(B) task accuracy, no filter: informative answer", s("visual", "acc_informative_unfiltered"), f"biomed 61.0, food 75.5 ({T7})"),
         ("(B) task accuracy of the kept tasks (filter)", s("visual", "acc_kept"), f"biomed 75.1, food 84.3 ({T7})"),
@@ -85,6 +86,8 @@ def mean_sd(xs):
     if len(xs) == 1:
         return f"{fmt(m)} (n=1)"
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    if all(float(x).is_integer() and x >= 1 for x in xs):
+        return f"{m:.1f} ± {sd:.1f}"  # counts
     return f"{m:.3f} ± {sd:.3f}"
 
 
