@@ -49,6 +49,8 @@ fn read_safetensors(path: &Path, device: &Device, out: &mut HashMap<String, Load
     // In file order, so the reads are sequential.
     headers.sort_by_key(|h| h.bytes.0);
     let mut file = std::fs::File::open(path).map_err(io)?;
+    // One read buffer for the file's f32 tensors (zeroed once, not once a tensor).
+    let mut chunk = Vec::new();
     for h in headers {
         let (begin, end) = h.bytes;
         file.seek(SeekFrom::Start(begin)).map_err(io)?;
@@ -57,7 +59,9 @@ fn read_safetensors(path: &Path, device: &Device, out: &mut HashMap<String, Load
             // Decoded straight into the tensor's Vec, a chunk at a time.
             let mut values = Vec::with_capacity(((end - begin) / 4) as usize);
             let mut left = (end - begin) as usize;
-            let mut chunk = vec![0u8; left.min(CHUNK_BYTES)];
+            if chunk.len() < left.min(CHUNK_BYTES) {
+                chunk.resize(left.min(CHUNK_BYTES), 0u8);
+            }
             while left > 0 {
                 let n = left.min(CHUNK_BYTES);
                 file.read_exact(&mut chunk[..n]).map_err(short)?;
