@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod clip_image;
 pub mod family;
 pub mod image;
+pub mod infer_ops;
 pub mod llava;
 pub mod mrope;
 pub mod projector;

@@ -55,7 +55,10 @@ impl Activation {
     fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             // Primitives only (sigmoid as 1 / (1 + e^-t)) so the backward exists.
-            Activation::QuickGelu => x / ((x * -1.702)?.exp()? + 1.0)?,
+            Activation::QuickGelu => match super::infer_ops::quick_gelu(x) {
+                Some(y) => y,
+                None => x / ((x * -1.702)?.exp()? + 1.0)?,
+            },
             Activation::Gelu => x.gelu_erf(),
         }
     }
@@ -183,6 +186,9 @@ impl Norm {
 
     /// LayerNorm (eps 1e-6, as the tower's) in f32 from primitives, so it has a backward.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(y) = super::infer_ops::layer_norm(x, &self.weight, &self.bias, 1e-6) {
+            return y;
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;

@@ -48,7 +48,10 @@ impl VitAct {
 
     pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            VitAct::QuickGelu => x / ((x * -1.702)?.exp()? + 1.0)?,
+            VitAct::QuickGelu => match super::infer_ops::quick_gelu(x) {
+                Some(y) => y,
+                None => x / ((x * -1.702)?.exp()? + 1.0)?,
+            },
             VitAct::GeluTanh => x.gelu(),
             VitAct::Gelu => x.gelu_erf(),
         }
@@ -274,6 +277,9 @@ impl LayerNorm {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(y) = super::infer_ops::layer_norm(x, &self.weight, &self.bias, self.eps) {
+            return y;
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
