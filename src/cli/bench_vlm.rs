@@ -7,7 +7,9 @@
 //! generation of 1 token) from the preprocessed image; decode tok/s = (N − 1) / (the time of a
 //! greedy generation of N tokens − the prefill's). No stop token: N tokens always. Decoding and
 //! preprocessing the image file is timed apart (`preprocess_s`): the peer gets the same pixel
-//! values from `--dump-inputs` (transformers' image processor needs torchvision).
+//! values from `--dump-inputs` (transformers' image processor needs torchvision). `tower_s`
+//! times the tower and merger alone (after each measured pair), the part of the prefill that
+//! is not the LLM's.
 
 use crate::generate::{vision::generate_with_images, SamplingParams};
 use crate::model::vision::{load_and_preprocess, mrope, Qwen2Vl};
@@ -51,6 +53,8 @@ struct VlmReport {
     new_tokens: usize,
     preprocess_s: f64,
     prefill_s: f64,
+    /// The tower and merger alone (the image's features), part of `prefill_s`.
+    tower_s: f64,
     decode_tok_s: f64,
     prefill_runs: Vec<f64>,
     generate_runs: Vec<f64>,
@@ -93,16 +97,24 @@ pub fn cmd_bench_vlm(args: &VlmBenchArgs) -> Result<()> {
         anyhow::ensure!(out[0].tokens.len() == n, "generated {} tokens, not {n}", out[0].tokens.len());
         Ok(start.elapsed().as_secs_f64())
     };
-    let (mut prefill, mut whole) = (Vec::new(), Vec::new());
+    // The image's features alone: where the prefill goes between the tower and the LLM.
+    let tower = || -> Result<f64> {
+        let start = Instant::now();
+        model.image_features(&[&patches])?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let (mut prefill, mut whole, mut towers) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..args.warmup + args.repeats {
         let p = run(1)?;
         let g = run(args.new_tokens)?;
+        let t = tower()?;
         if i >= args.warmup {
             prefill.push(p);
             whole.push(g);
+            towers.push(t);
         }
         if !args.json {
-            eprintln!("run {}: prefill {p:.3} s, {} tokens {g:.3} s{}", i + 1, args.new_tokens, if i < args.warmup { " (warmup)" } else { "" });
+            eprintln!("run {}: prefill {p:.3} s (tower {t:.3} s), {} tokens {g:.3} s{}", i + 1, args.new_tokens, if i < args.warmup { " (warmup)" } else { "" });
         }
     }
     let (p, g) = (median(&prefill), median(&whole));
@@ -113,6 +125,7 @@ pub fn cmd_bench_vlm(args: &VlmBenchArgs) -> Result<()> {
         new_tokens: args.new_tokens,
         preprocess_s,
         prefill_s: p,
+        tower_s: median(&towers),
         decode_tok_s: (args.new_tokens - 1) as f64 / (g - p).max(1e-9),
         prefill_runs: prefill,
         generate_runs: whole,
@@ -122,11 +135,12 @@ pub fn cmd_bench_vlm(args: &VlmBenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "retort: prompt {} tokens ({} from the image), preprocess {:.3} s, prefill {:.3} s, decode {:.2} tok/s ({} new tokens), peak RSS {:.0} MiB",
+            "retort: prompt {} tokens ({} from the image), preprocess {:.3} s, prefill {:.3} s (tower {:.3} s), decode {:.2} tok/s ({} new tokens), peak RSS {:.0} MiB",
             report.prompt_tokens,
             report.image_tokens,
             report.preprocess_s,
             report.prefill_s,
+            report.tower_s,
             report.decode_tok_s,
             report.new_tokens,
             report.peak_rss_mb.unwrap_or(f64::NAN)

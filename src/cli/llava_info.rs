@@ -1,13 +1,11 @@
 //! `retort model info` for a `llava` folder: the tower, the projector and the LLM with their
-//! parameter counts, the image tokens per image, and the LLM's memory estimates with the
-//! tower's and projector's weights (and, for full fine-tuning, their gradients and AdamW
-//! state) added.
+//! parameter counts, the image tokens per image, and the memory preflight's figures for the
+//! folder.
 
-use crate::model::estimate::human_bytes;
 use crate::model::vision::clip_image::{ClipProcessorConfig, Resize};
 use crate::model::vision::llava::{LlavaConfig, Select};
 use crate::model::vision::vit::VitKind;
-use crate::preflight::plan::{model_info, peak, InfoShape, Part, Phase, Place};
+use crate::preflight::plan::InfoShape;
 use anyhow::Result;
 use std::path::Path;
 
@@ -69,19 +67,7 @@ pub fn llava_info_text(dir: &Path, shape: InfoShape, context: Option<usize>) -> 
     );
     let shape = InfoShape { context: context.unwrap_or(t.max_position_embeddings.min(4096)), ..shape };
     let target = crate::preflight::budget::budget("auto", "auto", None, None).map_err(|e| anyhow::anyhow!(e))?.target;
-    let pv = (tower + projector) as f64;
-    let resident = |name: &str, bytes: f64| Part { name: name.to_string(), bytes, place: Place::Device, phase: Phase::Resident };
-    for (i, (title, mut parts)) in model_info(t, shape, target).into_iter().enumerate() {
-        if i == 1 {
-            parts.push(resident("tower + projector: weights, grads, AdamW (f32)", 16.0 * pv));
-        } else {
-            parts.push(resident("vision tower + projector weights (f32)", 4.0 * pv));
-        }
-        s += &format!("memory, {title}: peak {}\n", human_bytes(peak(&parts, None)));
-        for p in &parts {
-            s += &format!("    {:<58} {}\n", p.name, human_bytes(p.bytes));
-        }
-    }
-    s += "(estimates; the tower's activations per image are not counted yet)\n";
+    let arch = crate::preflight::resolve::arch_of_folder(dir).map_err(|e| anyhow::anyhow!(e))?;
+    s += &super::model::memory_text(&arch, shape, target);
     Ok(s)
 }

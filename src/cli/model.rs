@@ -5,7 +5,7 @@ use crate::bench::{self, BenchOptions};
 use crate::generate::{generate, FinishReason, SamplingParams};
 use crate::model::config::PRESETS;
 use crate::model::estimate::human_bytes;
-use crate::preflight::plan::{model_info, peak, InfoShape, Part, Phase, Place, Target};
+use crate::preflight::plan::{model_info, peak, Arch, InfoShape, Target};
 use crate::model::{Model, ModelConfig};
 use crate::rng::Rng;
 use crate::text::{model_eos_ids, Message, Tokenizer};
@@ -287,7 +287,15 @@ pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize
         dtypes.iter().map(|(d, (n, e))| format!("{d} ({n} tensors, {e} elements)")).collect();
     s += &format!("dtype on disk  {}\n", if on_disk.is_empty() { "no tensors".to_string() } else { on_disk.join(", ") });
     // The memory preflight's arithmetic (`retort preflight` sizes a profile's stages the same way).
-    for (title, parts) in model_info(cfg, shape, target) {
+    s += &memory_text(&Arch::Decoder(cfg.clone()), shape, target);
+    s
+}
+
+/// The memory preflight's figures for `model info` (`retort preflight` sizes a profile's
+/// stages with the same function, [`model_info`]).
+pub(super) fn memory_text(arch: &Arch, shape: InfoShape, target: Target) -> String {
+    let mut s = String::new();
+    for (title, parts) in model_info(arch, shape, target) {
         let place = if target.gpu { " (device and host)" } else { "" };
         s += &format!("memory, {title}: peak {}{place}\n", human_bytes(peak(&parts, None)));
         for p in &parts {
@@ -330,8 +338,7 @@ fn cmd_info(args: &InfoArgs) -> Result<()> {
 }
 
 /// `retort model info` for a `qwen2_vl` folder: the three parts with their parameter counts,
-/// the image budget in tokens, and the LLM's estimates with the tower's weights (and, for full
-/// fine-tuning, its gradients and AdamW state) added. The tower's activations are not counted.
+/// the image budget in tokens, and the memory preflight's figures for the folder.
 fn vlm_info_text(args: &InfoArgs) -> Result<String> {
     use crate::model::vision::{ImageProcessorConfig, Qwen2VlConfig};
     let dir = &args.model;
@@ -379,23 +386,10 @@ fn vlm_info_text(args: &InfoArgs) -> Result<String> {
         train_batch: args.train_batch,
         train_seq: args.train_seq,
     };
-    // The LLM sized by the memory preflight's arithmetic, plus the tower and projector: their
-    // weights always, and for full fine-tuning their gradients and AdamW state (f32).
+    // The memory preflight's own figures for this folder (tower, projector and LLM).
     let target = crate::preflight::budget::budget("auto", "auto", None, None).map_err(|e| anyhow::anyhow!(e))?.target;
-    let pv = (tower + projector) as f64;
-    let resident = |name: &str, bytes: f64| Part { name: name.to_string(), bytes, place: Place::Device, phase: Phase::Resident };
-    for (i, (title, mut parts)) in model_info(t, shape, target).into_iter().enumerate() {
-        if i == 1 {
-            parts.push(resident("tower + projector: weights, grads, AdamW (f32)", 16.0 * pv));
-        } else {
-            parts.push(resident("vision tower + projector weights (f32)", 4.0 * pv));
-        }
-        s += &format!("memory, {title}: peak {}\n", human_bytes(peak(&parts, None)));
-        for p in &parts {
-            s += &format!("    {:<58} {}\n", p.name, human_bytes(p.bytes));
-        }
-    }
-    s += "(estimates; the tower's activations per image are not counted yet)\n";
+    let arch = crate::preflight::resolve::arch_of_folder(dir).map_err(|e| anyhow::anyhow!(e))?;
+    s += &memory_text(&arch, shape, target);
     Ok(s)
 }
 

@@ -14,6 +14,7 @@ pub mod estimate;
 pub mod init;
 pub mod inspect;
 pub mod stage;
+pub mod st_header;
 pub mod logprobs;
 pub mod lora;
 pub mod mask;

@@ -290,17 +290,31 @@ pub struct InfoShape {
 /// `retort model info`'s estimates, the same arithmetic as a stage's: inference (the weights
 /// in the run's dtype, a KV cache of `infer_batch` rows × `context` tokens), a full fine-tune
 /// with AdamW in f32 and LoRA r = 16 on all projections (micro-batch `train_batch` ×
-/// `train_seq`, one micro-batch a step). Each: a title and its parts.
-pub fn model_info(cfg: &ModelConfig, shape: InfoShape, target: Target) -> Vec<(String, Vec<Part>)> {
-    let arch = Arch::Decoder(cfg.clone());
+/// `train_seq`, one micro-batch a step). A vision-language model's figures hold its tower and
+/// projector as a sft stage's preflight counts them (every token an image token), and a fourth
+/// entry gives the full fine-tune with `[stage.vision] checkpoint_tower`. Each: a title and its
+/// parts.
+pub fn model_info(arch: &Arch, shape: InfoShape, target: Target) -> Vec<(String, Vec<Part>)> {
     let model = String::new();
     let infer = Needs { model: model.clone(), trainable: Trainable::Frozen, generate: Some((shape.infer_batch, shape.context)), ..Default::default() };
-    let train = |trainable| Needs { model: model.clone(), trainable, micro_batch: shape.train_batch, seq: shape.train_seq, ..Default::default() };
-    vec![
-        (format!("inference (batch {} × context {})", shape.infer_batch, shape.context), parts(&infer, &arch, target)),
-        (format!("full fine-tuning, AdamW f32 (batch {} × seq {})", shape.train_batch, shape.train_seq), parts(&train(Trainable::Full), &arch, target)),
-        (format!("LoRA r=16, all projections (batch {} × seq {})", shape.train_batch, shape.train_seq), parts(&train(Trainable::Lora { rank: 16 }), &arch, target)),
-    ]
+    let train = |trainable, checkpoint| Needs {
+        model: model.clone(),
+        trainable,
+        micro_batch: shape.train_batch,
+        seq: shape.train_seq,
+        vision_checkpoint: checkpoint,
+        ..Default::default()
+    };
+    let full = format!("full fine-tuning, AdamW f32 (batch {} × seq {})", shape.train_batch, shape.train_seq);
+    let mut out = vec![
+        (format!("inference (batch {} × context {})", shape.infer_batch, shape.context), parts(&infer, arch, target)),
+        (full.clone(), parts(&train(Trainable::Full, false), arch, target)),
+        (format!("LoRA r=16, all projections (batch {} × seq {})", shape.train_batch, shape.train_seq), parts(&train(Trainable::Lora { rank: 16 }, false), arch, target)),
+    ];
+    if matches!(arch, Arch::Vlm(..)) {
+        out.push((format!("{full}, tower checkpointed"), parts(&train(Trainable::Full, true), arch, target)));
+    }
+    out
 }
 
 fn dtype_name(bytes: f64) -> &'static str {

@@ -97,6 +97,12 @@ fn cached_config(repo: &str) -> Option<(Arch, String)> {
     Some((parse(&text, &path).ok()?, path.display().to_string()))
 }
 
+/// The architecture of a model folder (or a training stage's output folder), as a stage's
+/// preflight reads it; `retort model info` uses it so both print the same figures.
+pub fn arch_of_folder(dir: &Path) -> Result<Arch, String> {
+    from_folder(dir).map(|(arch, _)| arch)
+}
+
 fn from_folder(dir: &Path) -> Result<(Arch, String), String> {
     // A training stage's output folder holds its model in `model/`.
     let dir = if !dir.join("config.json").is_file() && dir.join("model/config.json").is_file() { dir.join("model") } else { dir.to_path_buf() };
@@ -118,7 +124,8 @@ fn parse(text: &str, path: &Path) -> Result<Arch, String> {
         return Ok(Arch::Vlm(super::vision::VisionShape::qwen2_vl(&c, &processor), c.text));
     }
     if model_type == "llava" {
-        return crate::model::vision::llava::LlavaConfig::from_hf_json(text, path).map(|c| Arch::Decoder(c.text)).map_err(|e| e.to_string());
+        let c = crate::model::vision::llava::LlavaConfig::from_hf_json(text, path).map_err(|e| e.to_string())?;
+        return Ok(Arch::Vlm(super::vision::VisionShape::llava(&c), c.text));
     }
     match family_of_type(model_type) {
         Some(Family::Encoder(_)) => EncoderConfig::from_hf_json(text, path).map(Arch::Encoder).map_err(|e| e.to_string()),

@@ -169,7 +169,7 @@ fn model_info_is_the_preflight_arithmetic() {
     let p = cfg.num_parameters() as f64;
     let target = Target { gpu: false, lora_base_bytes: 4.0 };
     let shape = plan::InfoShape { infer_batch: 2, context: 100, train_batch: 8, train_seq: 128 };
-    let info = plan::model_info(&cfg, shape, target);
+    let info = plan::model_info(&plan::Arch::Decoder(cfg.clone()), shape, target);
     let find = |i: usize, name: &str| info[i].1.iter().find(|p| p.name.starts_with(name)).unwrap().bytes;
     // KV: 2 · 4 layers · 2 kv heads · 32 head_dim · 2 rows · 100 tokens · 4 bytes.
     assert_eq!(find(0, "KV cache"), (2 * 4 * 2 * 32 * 2 * 100 * 4) as f64);
@@ -265,13 +265,9 @@ fn a_word_level_tiny_decoder_is_sized_with_its_corpus_vocabulary() {
     assert!(err.contains("/nonexistent/lm.jsonl"), "{err}");
 }
 
-/// A Qwen2-VL-2B folder (the hub's config, Qwen2-VL's default processor) trained by a sft
-/// stage: the tower's weights, gradients and activations are in the figures, computed by hand,
-/// and a 24 GiB machine refuses the run saying by how much.
-#[test]
-fn a_qwen2_vl_2b_sft_counts_the_tower_and_is_refused_on_24_gib() {
-    let d = tempfile::tempdir().unwrap();
-    let model = d.path().join("qwen2-vl-2b");
+/// A Qwen2-VL-2B folder (the hub's config, Qwen2-VL's default processor) in `dir`.
+fn qwen2_vl_2b_folder(dir: &std::path::Path) -> std::path::PathBuf {
+    let model = dir.join("qwen2-vl-2b");
     std::fs::create_dir_all(&model).unwrap();
     let vision = "{\"depth\": 32, \"embed_dim\": 1280, \"mlp_ratio\": 4, \"num_heads\": 16, \"in_chans\": 3, \"hidden_size\": 1536, \"patch_size\": 14, \"spatial_merge_size\": 2, \"temporal_patch_size\": 2}";
     let config = format!(
@@ -280,28 +276,50 @@ fn a_qwen2_vl_2b_sft_counts_the_tower_and_is_refused_on_24_gib() {
          \"tie_word_embeddings\": true, \"eos_token_id\": 151645, \"rope_scaling\": {{\"type\": \"mrope\", \"mrope_section\": [16, 24, 24]}}, \"vision_config\": {vision}}}"
     );
     std::fs::write(model.join("config.json"), config).unwrap();
+    model
+}
+
+/// A sft stage on `model` with max_len 512 and this `[stage.vision]` body.
+fn vlm_sft(model: &std::path::Path, vision: &str) -> Profile {
     let text = format!(
         "[run]\nname = \"vlm\"\n\n[[stage]]\nkind = \"sft\"\nname = \"sft\"\nmodel = {:?}\nsteps = 10\nbatch_size = 1\nmax_len = 512\n\
-         [stage.data]\njsonl = \"rows.jsonl\"\n[stage.vision]\nfreeze = [\"tower\"]\n",
+         [stage.data]\njsonl = \"rows.jsonl\"\n[stage.vision]\n{vision}\n",
         model.to_str().unwrap()
     );
-    let profile = Profile::parse(&text, "vlm.toml").unwrap();
-    let cpu = Budget { target: Target { gpu: false, lora_base_bytes: 4.0 }, device_name: "cpu".into(), device: None, host: Some(Memory { bytes: 24.0 * GIB, source: "test".into() }) };
+    Profile::parse(&text, "vlm.toml").unwrap()
+}
+
+fn cpu_24_gib() -> Budget {
+    Budget { target: Target { gpu: false, lora_base_bytes: 4.0 }, device_name: "cpu".into(), device: None, host: Some(Memory { bytes: 24.0 * GIB, source: "test".into() }) }
+}
+
+/// Tower 631,183,360 + projector 34,087,936 (counted from the shapes by hand) + LLM
+/// 1,543,714,304 = the 2,208,985,600 transformers counts.
+const Q2VL_2B: (f64, f64, f64) = (631_183_360.0, 34_087_936.0, 1_543_714_304.0);
+
+/// A Qwen2-VL-2B sft stage with a frozen tower: the tower's and projector's weights, the
+/// projector's gradients and the frozen tower's forward are in the figures, computed by hand,
+/// and a 24 GiB machine refuses the run saying by how much.
+#[test]
+fn a_qwen2_vl_2b_sft_counts_the_tower_and_is_refused_on_24_gib() {
+    let d = tempfile::tempdir().unwrap();
+    let profile = vlm_sft(&qwen2_vl_2b_folder(d.path()), "freeze = [\"tower\"]");
+    let cpu = cpu_24_gib();
     let checks = check(&profile, &cpu);
     let c = &checks[0];
-    // Tower 631,183,360 + projector 34,087,936 (counted from the shapes by hand) + LLM
-    // 1,543,714,304 = the 2,208,985,600 transformers counts.
-    let (tower, projector, llm) = (631_183_360.0, 34_087_936.0, 1_543_714_304.0);
+    let (tower, projector, llm) = Q2VL_2B;
     assert_eq!(c.model.as_ref().unwrap().0 as f64, tower + projector + llm);
     assert_eq!(part(c, "weights (f32; tower, projector, LLM)"), 4.0 * (tower + projector + llm));
-    assert_eq!(part(c, "tower + projector gradients"), 4.0 * (tower + projector));
+    // The frozen tower runs cut from the graph: no gradient; the projector gets one.
+    assert_eq!(part(c, "projector gradients"), 4.0 * projector);
+    assert!(c.parts.iter().all(|p| !p.name.starts_with("tower + projector gradients")), "{:?}", c.parts);
     assert_eq!(part(c, "gradients (f32)"), 4.0 * llm);
     // The frozen tower has no AdamW state.
     assert_eq!(part(c, "AdamW moments"), 8.0 * (projector + llm));
     // 512 tokens, all assumed image tokens: 2048 patches, one image (≤ 5120 patches in the
-    // default 1280-token pixel budget). Per block 2048 × (28·1280 + 6·5120) = 136,314,880 and
-    // 2 × 16 × 2048² = 134,217,728; × 32 blocks, + 134,217,728 once = 8,791,261,184 elements.
-    assert_eq!(part(c, "vision tower activations, 1 rows × 2048 patches"), 4.0 * 8_791_261_184.0);
+    // default 1280-token pixel budget). Nothing kept across blocks: one block's forward,
+    // 2048 × (6·1280 + 3·5120) = 47,185,920 and 2 × 16 × 2048² = 134,217,728 elements.
+    assert_eq!(part(c, "vision tower forward (frozen: nothing kept across blocks), 1 rows × 2048 patches"), 4.0 * 181_403_648.0);
     assert!(!c.fits());
     let (what, need, have) = &c.short[0];
     assert_eq!((what.as_str(), *have), ("host RAM", 24.0 * GIB));
@@ -309,4 +327,55 @@ fn a_qwen2_vl_2b_sft_counts_the_tower_and_is_refused_on_24_gib() {
     eprintln!("{text}");
     let over = crate::model::estimate::human_bytes(need - have);
     assert!(text.contains("DOES NOT FIT") && text.contains(&over) && text.contains("max_pixels"), "missing the shortfall {over} in:\n{text}");
+}
+
+/// A trained Qwen2-VL-2B tower keeps all its activations; `checkpoint_tower` keeps its blocks'
+/// inputs and one block's, a lower peak by the difference, and the refusal offers it.
+#[test]
+fn checkpointing_the_tower_bounds_its_activations() {
+    let d = tempfile::tempdir().unwrap();
+    let model = qwen2_vl_2b_folder(d.path());
+    let cpu = cpu_24_gib();
+    let whole = check(&vlm_sft(&model, "tower_lr = 2e-6"), &cpu);
+    let ckpt = check(&vlm_sft(&model, "tower_lr = 2e-6\ncheckpoint_tower = true"), &cpu);
+    let (tower, projector, _) = Q2VL_2B;
+    for c in [&whole[0], &ckpt[0]] {
+        assert_eq!(part(c, "tower + projector gradients"), 4.0 * (tower + projector));
+    }
+    // Per block 2048 × (28·1280 + 6·5120) = 136,314,880 and 2 × 16 × 2048² = 134,217,728;
+    // × 32 blocks, + 134,217,728 once = 8,791,261,184 elements.
+    let all = part(&whole[0], "vision tower activations, 1 rows × 2048 patches");
+    assert_eq!(all, 4.0 * 8_791_261_184.0);
+    // 33 × 2048 × 1280 = 86,507,520 saved, + one block 270,532,608, + 134,217,728 = 491,257,856.
+    let kept = part(&ckpt[0], "vision tower activations, checkpointed, 1 rows × 2048 patches");
+    assert_eq!(kept, 4.0 * 491_257_856.0);
+    assert_eq!(whole[0].host_peak - ckpt[0].host_peak, all - kept);
+    let text = refusal(&whole, &cpu).unwrap();
+    assert!(text.contains("checkpoint_tower = true"), "{text}");
+    let text = refusal(&ckpt, &cpu).unwrap();
+    assert!(!text.contains("checkpoint_tower = true"), "{text}");
+}
+
+/// `retort model info` on a VLM folder prints the sft preflight's own parts: the same list,
+/// name for name and byte for byte, for a full fine-tune with and without `checkpoint_tower`.
+#[test]
+fn model_info_on_a_vlm_folder_is_the_sft_preflight() {
+    let d = tempfile::tempdir().unwrap();
+    let model = qwen2_vl_2b_folder(d.path());
+    let arch = resolve::arch_of_folder(&model).unwrap();
+    let shape = plan::InfoShape { infer_batch: 1, context: 512, train_batch: 1, train_seq: 512 };
+    let cpu = cpu_24_gib();
+    let info = plan::model_info(&arch, shape, cpu.target);
+    assert_eq!(info.len(), 4, "inference, full, LoRA, full with the tower checkpointed");
+    assert!(info[3].0.ends_with("tower checkpointed"), "{}", info[3].0);
+    assert_eq!(info[1].1, check(&vlm_sft(&model, "tower_lr = 2e-6"), &cpu)[0].parts);
+    assert_eq!(info[3].1, check(&vlm_sft(&model, "checkpoint_tower = true"), &cpu)[0].parts);
+    // A llava folder is a VLM to the preflight too: tiny-llava's 3-layer CLIP tower read after
+    // layer 2, 16 patches and the class token an image.
+    let llava = d.path().join("tiny-llava");
+    crate::model::vision::tiny_llava::init_folder(&llava, 0).unwrap();
+    match resolve::arch_of_folder(&llava).unwrap() {
+        plan::Arch::Vlm(v, _) => assert_eq!((v.depth, v.width, v.max_image_patches, v.patches_per_token), (2, 64, 17, 1)),
+        other => panic!("tiny-llava sized as {other:?}"),
+    }
 }

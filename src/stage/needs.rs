@@ -61,6 +61,8 @@ pub struct Needs {
     pub image_tokens: Option<usize>,
     /// The parts `[stage.vision]` freezes ("tower", "projector", "llm").
     pub vision_frozen: Vec<String>,
+    /// `[stage.vision] checkpoint_tower`: the tower keeps only its blocks' inputs for backward.
+    pub vision_checkpoint: bool,
 }
 
 /// Where a stage's output model comes from, so the preflight can find its config before the

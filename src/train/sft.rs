@@ -284,6 +284,9 @@ impl StageConfig for SftStage {
         if self.vision.is_some() {
             knobs.push("fewer patches an image (a vision-language model): a lower `max_pixels` in the model's preprocessor_config.json".into());
         }
+        if self.vision.as_ref().is_some_and(|v| !v.checkpoint_tower && !v.freeze.iter().any(|f| f == "tower")) {
+            knobs.push("`vision.checkpoint_tower = true`: the tower's blocks recomputed in backward, or `vision.freeze = [\"tower\"]`".into());
+        }
         if self.lora.is_none() {
             knobs.push("LoRA: `lora.rank = 16` trains adapters over a frozen base".into());
         } else {
@@ -305,6 +308,7 @@ impl StageConfig for SftStage {
             assumption: None,
             knobs,
             vision_frozen: self.vision.as_ref().map(|v| v.freeze.clone()).unwrap_or_default(),
+            vision_checkpoint: self.vision.as_ref().is_some_and(|v| v.checkpoint_tower),
             ..Default::default()
         })
     }

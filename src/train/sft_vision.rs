@@ -19,6 +19,7 @@
 //! llm_lr = 2e-5
 //! freeze = ["tower"]       # any of "tower", "projector", "llm"
 //! mask = "synthesizer"     # default "assistant"; see below
+//! checkpoint_tower = true  # recompute the tower's blocks in backward (memory bound)
 //! ```
 //!
 //! With a `[stage.lora]` table the LLM trains through LoRA adapters on its projections (its
@@ -39,7 +40,7 @@ use crate::model::lora::{self, Adapters, LoraConfig};
 use super::optim::{AdamW, AdamWConfig, Param};
 use super::scaffold::{Scaffold, TrainState};
 use super::schedule::{Decay, Schedule};
-use crate::model::vision::{family, mrope, prompt, ImagePatches, VisionLanguageModel};
+use crate::model::vision::{family, mrope, prompt, ImagePatches, TowerMode, VisionLanguageModel};
 use crate::model::Mode;
 use crate::stage::{StageCtx, StageOutput};
 use crate::text::{Message, Tokenizer};
@@ -67,6 +68,23 @@ pub struct VisionParts {
     /// "synthesizer" (everything after the first round, and an EOS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<String>,
+    /// Gradient checkpointing of the tower's blocks: only each block's input is kept and
+    /// backward recomputes the blocks (`model/vision/checkpoint.rs`); one more tower forward
+    /// per step for a tower's activations of (depth + 1) × patches × width.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpoint_tower: bool,
+}
+
+/// How the tower runs while training: cut from the graph when frozen (no gradient, nothing kept
+/// across blocks), checkpointed when asked, else the whole graph.
+pub fn tower_mode(parts: &VisionParts) -> TowerMode {
+    if parts.lr(Part::Tower, 1.0).is_none() {
+        TowerMode::Frozen
+    } else if parts.checkpoint_tower {
+        TowerMode::Checkpoint
+    } else {
+        TowerMode::Graph
+    }
 }
 
 /// The three parts of a VLM's parameters.
@@ -265,7 +283,10 @@ fn batch_nll(model: &dyn VisionLanguageModel, examples: &[&VisionExample], pad: 
     Ok(((logp * weights)?.sum_all()?.neg()?, n))
 }
 
-fn eval_loss(model: &dyn VisionLanguageModel, examples: &[VisionExample], pad: u32, batch: usize) -> Result<f64> {
+/// The mean NLL of `examples`; the tower runs cut from the graph (no backward follows), then
+/// goes back to `training`'s mode.
+fn eval_loss(model: &dyn VisionLanguageModel, examples: &[VisionExample], pad: u32, batch: usize, training: TowerMode) -> Result<f64> {
+    model.set_tower_mode(TowerMode::Frozen);
     let (mut nll, mut n) = (0.0, 0);
     for chunk in examples.chunks(batch.max(1)) {
         let refs: Vec<&VisionExample> = chunk.iter().collect();
@@ -273,6 +294,7 @@ fn eval_loss(model: &dyn VisionLanguageModel, examples: &[VisionExample], pad: u
         nll += x.to_scalar::<f32>()? as f64;
         n += k;
     }
+    model.set_tower_mode(training);
     Ok(if n == 0 { f64::NAN } else { nll / n as f64 })
 }
 
@@ -385,6 +407,8 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
         rows.len(),
         eval.len()
     ));
+    let mode = tower_mode(&parts);
+    model.set_tower_mode(mode);
     let mut opt = AdamW::new(params, AdamWConfig { weight_decay: cfg.weight_decay, ..Default::default() });
     let schedule = Schedule { peak_lr: cfg.lr, warmup_steps: cfg.warmup_steps, total_steps: cfg.steps, decay: cfg.schedule, min_ratio: cfg.min_lr_ratio };
     let run = Scaffold::new(&ctx.dir, cfg.steps, cfg.checkpoint_every, cfg.keep_checkpoints, "Lower lr or check the data");
@@ -417,7 +441,9 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
             let (nll, _) = nll?;
             let loss = (nll / n_targets.max(1) as f64)?;
             step_nll += loss.to_scalar::<f32>()? as f64;
-            opt.accumulate(&loss.backward()?)?;
+            let mut grads = loss.backward()?;
+            model.tower_backward(&mut grads)?;
+            opt.accumulate(&grads)?;
         }
         if !step_nll.is_finite() {
             return Err(run.non_finite("loss", step_nll, state.step + 1));
@@ -430,7 +456,7 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
         let mut metrics = vec![("loss", step_nll), ("lr", lr), ("grad_norm", report.grad_norm), ("tokens_per_s", n_tokens as f64 / dt.max(1e-9)), ("step_time_s", dt)];
         let last_step = state.step == cfg.steps;
         if !eval.is_empty() && ((cfg.eval_every > 0 && state.step % cfg.eval_every == 0) || last_step) {
-            metrics.push(("eval_loss", eval_loss(model.as_ref(), &eval, pad, cfg.batch_size * 2)?));
+            metrics.push(("eval_loss", eval_loss(model.as_ref(), &eval, pad, cfg.batch_size * 2, mode)?));
         }
         ctx.events.metrics(state.step, metrics);
         run.progress(ctx, state.step, None);
@@ -447,7 +473,7 @@ pub fn train(cfg: &Settings, ctx: &mut StageCtx, model_dir: &Path) -> Result<Sta
     let mut summary = BTreeMap::new();
     summary.insert("loss".to_string(), state.last_loss);
     if !eval.is_empty() {
-        summary.insert("eval_loss".to_string(), eval_loss(model.as_ref(), &eval, pad, cfg.batch_size * 2)?);
+        summary.insert("eval_loss".to_string(), eval_loss(model.as_ref(), &eval, pad, cfg.batch_size * 2, mode)?);
     }
     Ok(StageOutput { output: Some(out), summary, table: None })
 }

@@ -26,7 +26,15 @@ pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let xc = x.clamp(EXP_MIN, EXP_MAX);
-    let n = (xc * LOG2E + 0.5).floor();
+    // floor(t) by truncation, one down for a negative non-integer: the same value as
+    // `f32::floor` for |t| < 2^31 (the clamp keeps |t| < 130), but `floor` is a libm call with
+    // no vector form on baseline x86-64 (no SSE4.1 `roundps`), and a closure that is not
+    // inlined into `with_best_isa`'s AVX wrappers is compiled for that baseline: the
+    // attention softmax then ran one `floorf` call per score (perf at the Qwen2-VL-2B shape:
+    // 11 % of the prefill's samples in the softmax and `floorf`).
+    let t = xc * LOG2E + 0.5;
+    let i = t as i32 as f32;
+    let n = if i > t { i - 1.0 } else { i };
     let r = xc - n * LN2_HI - n * LN2_LO;
     let r2 = r * r;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;

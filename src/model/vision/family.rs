@@ -5,10 +5,12 @@
 use super::super::config::ModelConfig;
 use super::super::decoder::{AttnMask, Decoder, Mode, RopePositions};
 use super::super::{ModelError, Result};
+use super::checkpoint::TowerMode;
 use super::image::ImagePatches;
 use super::llava::Llava;
 use super::vlm::Qwen2Vl;
 use crate::text::Tokenizer;
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use std::path::Path;
 
@@ -61,6 +63,11 @@ pub trait VisionLanguageModel {
     /// Trainable parameters in model order.
     fn vars(&self) -> Vec<(String, Var)>;
     fn save(&self, dir: &Path) -> Result<()>;
+    /// What the tower's forward keeps for backward (training: [`TowerMode`]).
+    fn set_tower_mode(&self, mode: TowerMode);
+    /// After `loss.backward()`: the tower weights' gradients of checkpointed forwards, added
+    /// to `grads` (nothing to do in the other modes).
+    fn tower_backward(&self, grads: &mut GradStore) -> Result<()>;
 
     /// Logits (B, L, V) at every position of `inputs`.
     fn logits(&self, inputs: &VlmInputs, mode: Mode) -> Result<Tensor> {
@@ -130,6 +137,14 @@ impl VisionLanguageModel for Qwen2Vl {
     fn save(&self, dir: &Path) -> Result<()> {
         Qwen2Vl::save(self, dir)
     }
+
+    fn set_tower_mode(&self, mode: TowerMode) {
+        self.vision.set_mode(mode);
+    }
+
+    fn tower_backward(&self, grads: &mut GradStore) -> Result<()> {
+        Ok(self.vision.backward(grads)?)
+    }
 }
 
 impl VisionLanguageModel for Llava {
@@ -181,5 +196,13 @@ impl VisionLanguageModel for Llava {
 
     fn save(&self, dir: &Path) -> Result<()> {
         Llava::save(self, dir)
+    }
+
+    fn set_tower_mode(&self, mode: TowerMode) {
+        self.tower.set_mode(mode);
+    }
+
+    fn tower_backward(&self, grads: &mut GradStore) -> Result<()> {
+        Ok(self.tower.backward(grads)?)
     }
 }

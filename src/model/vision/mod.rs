@@ -4,11 +4,13 @@
 //! features replace the image-pad tokens' embeddings before the shared decoder runs. LLaVA:
 //! the CLIP / SigLIP towers ([`vit`]), the `mlp2x_gelu` projector ([`projector`]), CLIP's and
 //! SigLIP's processors ([`clip_image`]) and the `llava` folder ([`llava`]). [`family`] puts
-//! both behind one interface.
+//! both behind one interface; [`checkpoint`] bounds a trained tower's memory.
 
+pub mod checkpoint;
 pub mod clip_image;
 pub mod family;
 pub mod image;
+pub mod infer_ops;
 pub mod llava;
 pub mod mrope;
 pub mod projector;
@@ -19,6 +21,7 @@ pub mod tiny_llava;
 pub mod vit;
 pub mod vlm;
 
+pub use checkpoint::TowerMode;
 pub use family::{Family, VisionLanguageModel, VlmInputs};
 pub use image::{load_and_preprocess, ImagePatches, ImageProcessorConfig};
 pub use vlm::{Prepared, Qwen2Vl, Qwen2VlConfig};

@@ -10,11 +10,13 @@
 
 use super::super::fused;
 use super::super::config::Keys;
+use super::checkpoint::{Blocks, Checkpoints, TowerMode};
 use super::super::{ModelError, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 use serde_json::{json, Map, Value};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The tower's shape (`vision_config`).
 #[derive(Clone, Debug, PartialEq)]
@@ -53,7 +55,10 @@ impl Activation {
     fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             // Primitives only (sigmoid as 1 / (1 + e^-t)) so the backward exists.
-            Activation::QuickGelu => x / ((x * -1.702)?.exp()? + 1.0)?,
+            Activation::QuickGelu => match super::infer_ops::quick_gelu(x) {
+                Some(y) => y,
+                None => x / ((x * -1.702)?.exp()? + 1.0)?,
+            },
             Activation::Gelu => x.gelu_erf(),
         }
     }
@@ -181,6 +186,9 @@ impl Norm {
 
     /// LayerNorm (eps 1e-6, as the tower's) in f32 from primitives, so it has a backward.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(y) = super::infer_ops::layer_norm(x, &self.weight, &self.bias, 1e-6) {
+            return y;
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
@@ -233,6 +241,15 @@ pub struct VisionTower {
     merge_out: Dense,
     /// (1, 1, head_dim/4) f32 inverse frequencies of the 2D rotary positions.
     inv_freq: Tensor,
+    /// What the forward keeps for backward ([`TowerMode`]).
+    ck: Arc<Checkpoints<BlockAux>>,
+}
+
+/// The blocks' per-forward constants: 2D rotary tables and the images' patch counts.
+pub struct BlockAux {
+    cos: Tensor,
+    sin: Tensor,
+    lengths: Vec<usize>,
 }
 
 impl VisionTower {
@@ -263,7 +280,7 @@ impl VisionTower {
         let inv: Vec<f32> = (0..half).step_by(2).map(|i| 1.0 / (cfg.rope_theta as f32).powf(i as f32 / half as f32)).collect();
         let n = inv.len();
         let inv_freq = Tensor::from_vec(inv, (1, 1, n), vb.device())?;
-        Ok(VisionTower { cfg: cfg.clone(), patch, blocks, ln_q, merge_in, merge_out, inv_freq })
+        Ok(VisionTower { cfg: cfg.clone(), patch, blocks, ln_q, merge_in, merge_out, inv_freq, ck: Arc::default() })
     }
 
     pub fn config(&self) -> &VisionConfig {
@@ -335,7 +352,17 @@ impl VisionTower {
             merge_in: self.merge_in.detached(),
             merge_out: self.merge_out.detached(),
             inv_freq: self.inv_freq.clone(),
+            ck: Arc::default(),
         }
+    }
+
+    pub fn set_mode(&self, mode: TowerMode) {
+        self.ck.set_mode(mode);
+    }
+
+    /// The blocks' weight gradients of checkpointed forwards, after `loss.backward()`.
+    pub fn backward(&self, grads: &mut candle_core::backprop::GradStore) -> candle_core::Result<()> {
+        self.ck.backward(self, grads)
     }
 
     /// (height, width) patch coordinates of every patch row, in the processor's merge-block
@@ -374,9 +401,6 @@ impl VisionTower {
             candle_core::bail!("image grids {grids:?} are not multiples of the merge size {m}");
         }
         let dtype = self.dtype();
-        let patch = self.patch.reshape((cfg.embed_dim, cfg.patch_dim()))?;
-        let mut x = fused::linear::linear(&pixels.to_dtype(dtype)?, &patch, None)?;
-
         // 2D rotary tables (1, N, head_dim/2): height frequencies, then width frequencies.
         let pos = VisionTower::patch_positions(grids, m);
         let (hs, ws): (Vec<f32>, Vec<f32>) = pos.iter().map(|&(h, w)| (h as f32, w as f32)).unzip();
@@ -384,32 +408,53 @@ impl VisionTower {
         let angle = |p: Vec<f32>| Tensor::from_vec(p, (1, n, 1), dev)?.broadcast_mul(&self.inv_freq);
         let freqs = Tensor::cat(&[angle(hs)?, angle(ws)?], 2)?;
         let (cos, sin) = (freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?);
-
-        let (heads, d) = (cfg.num_heads, cfg.head_dim());
-        let scale = 1.0 / (d as f64).sqrt();
-        for block in &self.blocks {
-            let qkv = block.qkv.forward(&block.norm1.forward(&x)?)?.reshape((1, n, 3, heads, d))?;
-            let part = |i: usize| qkv.narrow(2, i, 1).and_then(|t| t.squeeze(2));
-            let q = fused::rope::rope_heads(&part(0)?, &cos, &sin)?;
-            let k = fused::rope::rope_heads(&part(1)?, &cos, &sin)?;
-            let v = part(2)?.transpose(1, 2)?.contiguous()?;
-            let mut outs = Vec::with_capacity(lengths.len());
-            let mut start = 0;
-            for &len in &lengths {
-                let (qi, ki, vi) = (q.narrow(2, start, len)?, k.narrow(2, start, len)?, v.narrow(2, start, len)?);
-                let scores = qi.contiguous()?.matmul(&ki.t()?.contiguous()?)?.to_dtype(DType::F32)?;
-                let zero = Tensor::zeros((1, 1, len, len), DType::F32, dev)?;
-                let probs = fused::softmax::masked_softmax(&scores, &zero, scale)?.to_dtype(dtype)?;
-                outs.push(probs.matmul(&vi.contiguous()?)?);
-                start += len;
-            }
-            let attn = Tensor::cat(&outs, 2)?.transpose(1, 2)?.reshape((n, heads * d))?;
-            x = (x + block.proj.forward(&attn)?)?;
-            let h = block.fc2.forward(&cfg.hidden_act.apply(&block.fc1.forward(&block.norm2.forward(&x)?)?)?)?;
-            x = (x + h)?;
-        }
+        let x = self.ck.run(self, pixels, BlockAux { cos, sin, lengths })?;
         let merged = self.ln_q.forward(&x)?.reshape((n / (m * m), cfg.embed_dim * m * m))?;
         self.merge_out.forward(&self.merge_in.forward(&merged)?.gelu_erf()?)
+    }
+}
+
+impl Blocks for VisionTower {
+    type Aux = BlockAux;
+
+    fn embed(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
+        let patch = self.patch.reshape((self.cfg.embed_dim, self.cfg.patch_dim()))?;
+        fused::linear::linear(&pixels.to_dtype(self.dtype())?, &patch, None)
+    }
+
+    /// Block `i`: attention inside each image with the 2D rotary positions, then the MLP.
+    fn block(&self, i: usize, x: &Tensor, aux: &BlockAux) -> candle_core::Result<Tensor> {
+        let (cfg, block) = (&self.cfg, &self.blocks[i]);
+        let (n, dtype, dev) = (x.dim(0)?, x.dtype(), x.device());
+        let (heads, d) = (cfg.num_heads, cfg.head_dim());
+        let scale = 1.0 / (d as f64).sqrt();
+        let qkv = block.qkv.forward(&block.norm1.forward(x)?)?.reshape((1, n, 3, heads, d))?;
+        let part = |i: usize| qkv.narrow(2, i, 1).and_then(|t| t.squeeze(2));
+        let q = fused::rope::rope_heads(&part(0)?, &aux.cos, &aux.sin)?;
+        let k = fused::rope::rope_heads(&part(1)?, &aux.cos, &aux.sin)?;
+        let v = part(2)?.transpose(1, 2)?.contiguous()?;
+        let mut outs = Vec::with_capacity(aux.lengths.len());
+        let mut start = 0;
+        for &len in &aux.lengths {
+            let (qi, ki, vi) = (q.narrow(2, start, len)?, k.narrow(2, start, len)?, v.narrow(2, start, len)?);
+            let scores = qi.contiguous()?.matmul(&ki.t()?.contiguous()?)?.to_dtype(DType::F32)?;
+            let zero = Tensor::zeros((1, 1, len, len), DType::F32, dev)?;
+            let probs = fused::softmax::masked_softmax(&scores, &zero, scale)?.to_dtype(dtype)?;
+            outs.push(probs.matmul(&vi.contiguous()?)?);
+            start += len;
+        }
+        let attn = Tensor::cat(&outs, 2)?.transpose(1, 2)?.reshape((n, heads * d))?;
+        let x = (x + block.proj.forward(&attn)?)?;
+        let h = block.fc2.forward(&cfg.hidden_act.apply(&block.fc1.forward(&block.norm2.forward(&x)?)?)?)?;
+        x + h
+    }
+
+    fn depth(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn weights(&self) -> Vec<Tensor> {
+        self.named_tensors().into_iter().filter(|(n, _)| !n.starts_with("visual.merger.")).map(|(_, t)| t).collect()
     }
 }
 

@@ -10,12 +10,14 @@
 //! `SiglipVisionTransformer` (modeling_siglip.py). Only ops with a backward are used.
 
 use super::super::config::Keys;
+use super::checkpoint::{Blocks, Checkpoints, TowerMode};
 use super::super::fused;
 use super::super::{ModelError, Result};
 use candle_core::{DType, Tensor, D};
 use candle_nn::VarBuilder;
 use serde_json::{json, Map, Value};
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VitKind {
@@ -46,7 +48,10 @@ impl VitAct {
 
     pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            VitAct::QuickGelu => x / ((x * -1.702)?.exp()? + 1.0)?,
+            VitAct::QuickGelu => match super::infer_ops::quick_gelu(x) {
+                Some(y) => y,
+                None => x / ((x * -1.702)?.exp()? + 1.0)?,
+            },
             VitAct::GeluTanh => x.gelu(),
             VitAct::Gelu => x.gelu_erf(),
         }
@@ -272,6 +277,9 @@ impl LayerNorm {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(y) = super::infer_ops::layer_norm(x, &self.weight, &self.bias, self.eps) {
+            return y;
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
@@ -323,6 +331,8 @@ pub struct VitTower {
     position: Tensor,
     pre_norm: Option<LayerNorm>,
     layers: Vec<Layer>,
+    /// What the forward keeps for backward ([`TowerMode`]).
+    ck: Arc<Checkpoints<Tensor>>,
 }
 
 impl VitTower {
@@ -353,7 +363,7 @@ impl VitTower {
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(VitTower { cfg: cfg.clone(), patch, patch_bias, class, position, pre_norm, layers })
+        Ok(VitTower { cfg: cfg.clone(), patch, patch_bias, class, position, pre_norm, layers, ck: Arc::default() })
     }
 
     pub fn config(&self) -> &VitConfig {
@@ -403,33 +413,65 @@ impl VitTower {
             candle_core::bail!("pixel rows are ({rows}, {dim}); the tower takes images of {n} patches of {} values", cfg.patch_dim());
         }
         let b = rows / n;
-        let e = cfg.hidden_size;
-        let dtype = self.patch.dtype();
+        let t = n + usize::from(self.class.is_some());
+        let zero = Tensor::zeros((b, 1, t, t), DType::F32, pixels.device())?;
+        self.ck.run(self, pixels, zero)
+    }
+
+    pub fn set_mode(&self, mode: TowerMode) {
+        self.ck.set_mode(mode);
+    }
+
+    /// The blocks' weight gradients of checkpointed forwards, after `loss.backward()`.
+    pub fn backward(&self, grads: &mut candle_core::backprop::GradStore) -> candle_core::Result<()> {
+        self.ck.backward(self, grads)
+    }
+}
+
+impl Blocks for VitTower {
+    /// The attention's all-zero (images, 1, positions, positions) mask.
+    type Aux = Tensor;
+
+    /// Patch embedding, class token, positions and (CLIP) the pre-layernorm.
+    fn embed(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
+        let cfg = &self.cfg;
+        let (rows, _) = pixels.dims2()?;
+        let (n, e) = (cfg.num_patches(), cfg.hidden_size);
+        let b = rows / n;
         let weight = self.patch.reshape((e, cfg.patch_dim()))?;
-        let mut x = fused::linear::linear(&pixels.to_dtype(dtype)?, &weight, self.patch_bias.as_ref())?.reshape((b, n, e))?;
+        let mut x = fused::linear::linear(&pixels.to_dtype(self.patch.dtype())?, &weight, self.patch_bias.as_ref())?.reshape((b, n, e))?;
         if let Some(c) = &self.class {
             x = Tensor::cat(&[&c.reshape((1, 1, e))?.broadcast_as((b, 1, e))?.contiguous()?, &x], 1)?;
         }
         x = x.broadcast_add(&self.position.unsqueeze(0)?)?;
-        if let Some(norm) = &self.pre_norm {
-            x = norm.forward(&x)?;
+        match &self.pre_norm {
+            Some(norm) => norm.forward(&x),
+            None => Ok(x),
         }
-        let t = x.dim(1)?;
+    }
+
+    fn block(&self, i: usize, x: &Tensor, zero: &Tensor) -> candle_core::Result<Tensor> {
+        let (cfg, l) = (&self.cfg, &self.layers[i]);
+        let (b, t, e) = x.dims3()?;
         let (heads, d) = (cfg.num_attention_heads, e / cfg.num_attention_heads);
         let scale = 1.0 / (d as f64).sqrt();
-        let zero = Tensor::zeros((b, 1, t, t), DType::F32, x.device())?;
         let split = |y: Tensor| y.reshape((b, t, heads, d))?.transpose(1, 2)?.contiguous();
-        for l in &self.layers {
-            let h = l.norm1.forward(&x)?;
-            let (q, k, v) = (split(l.q.forward(&h)?)?, split(l.k.forward(&h)?)?, split(l.v.forward(&h)?)?);
-            let scores = q.matmul(&k.t()?.contiguous()?)?.to_dtype(DType::F32)?;
-            let probs = fused::softmax::masked_softmax(&scores, &zero, scale)?.to_dtype(dtype)?;
-            let attn = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, e))?;
-            x = (x + l.out.forward(&attn)?)?;
-            let h = l.fc2.forward(&cfg.hidden_act.apply(&l.fc1.forward(&l.norm2.forward(&x)?)?)?)?;
-            x = (x + h)?;
-        }
-        Ok(x)
+        let h = l.norm1.forward(x)?;
+        let (q, k, v) = (split(l.q.forward(&h)?)?, split(l.k.forward(&h)?)?, split(l.v.forward(&h)?)?);
+        let scores = q.matmul(&k.t()?.contiguous()?)?.to_dtype(DType::F32)?;
+        let probs = fused::softmax::masked_softmax(&scores, zero, scale)?.to_dtype(x.dtype())?;
+        let attn = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, e))?;
+        let x = (x + l.out.forward(&attn)?)?;
+        let h = l.fc2.forward(&cfg.hidden_act.apply(&l.fc1.forward(&l.norm2.forward(&x)?)?)?)?;
+        x + h
+    }
+
+    fn depth(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn weights(&self) -> Vec<Tensor> {
+        self.named_tensors().into_iter().map(|(_, t)| t).collect()
     }
 }
 
