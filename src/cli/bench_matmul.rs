@@ -64,6 +64,9 @@ struct MatmulReport {
     kernels: Vec<KernelFigure>,
     /// Largest |stream − tiled| / (1 + |stream|) over the step's outputs and tiled settings.
     max_rel_diff: f64,
+    /// The same over the bf16-weight kernel (`rollout_dtype = "bf16"`; W rounded to bf16),
+    /// when this CPU runs it.
+    bf16_max_rel_diff: Option<f64>,
 }
 
 /// One token step's matrices: (out, in) each.
@@ -135,8 +138,22 @@ pub fn cmd_bench_matmul(args: &MatmulBenchArgs) -> Result<()> {
         results.push(outs.clone());
     }
     skinny::set_prefetch(default);
+    let mut bf16_max_rel_diff = None;
+    if skinny::bf16::available() {
+        // Half the bytes: GB/s counts the bf16 bytes read.
+        let wb: Vec<Vec<u16>> = weights.iter().map(|w| skinny::bf16::convert(w)).collect();
+        let mut xp = vec![0.0f32; args.rows * widest_in];
+        let runs = time(&mut || {
+            for ((w, &(o, i)), y) in wb.iter().zip(&shapes).zip(outs.iter_mut()) {
+                skinny::bf16::matmul_wt_into(&x[..args.rows * i], w, args.rows, i, o, &mut xp, &mut yt, y);
+            }
+        });
+        let ms = median(&runs);
+        kernels.push(KernelFigure { kernel: "bf16 W, tiled, L1 +1", median_ms: ms, runs_ms: runs, gb_per_s: (bytes / 2) as f64 / ms / 1e6, gflop_per_s: 2.0 * (args.rows * parameters) as f64 / ms / 1e6 });
+        bf16_max_rel_diff = Some(results[0].iter().flatten().zip(outs.iter().flatten()).map(|(a, b)| ((a - b).abs() / (1.0 + a.abs())) as f64).fold(0.0, f64::max));
+    }
     let max_rel_diff = results[1..].iter().flat_map(|r| results[0].iter().flatten().zip(r.iter().flatten())).map(|(a, b)| ((a - b).abs() / (1.0 + a.abs())) as f64).fold(0.0, f64::max);
-    let report = MatmulReport { rows: args.rows, parameters, weight_bytes: bytes, read_ms, read_gb_per_s: bytes as f64 / read_ms / 1e6, kernels, max_rel_diff };
+    let report = MatmulReport { rows: args.rows, parameters, weight_bytes: bytes, read_ms, read_gb_per_s: bytes as f64 / read_ms / 1e6, kernels, max_rel_diff, bf16_max_rel_diff };
     std::hint::black_box(sink);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -148,5 +165,8 @@ pub fn cmd_bench_matmul(args: &MatmulBenchArgs) -> Result<()> {
         println!("  kernel {:<19} {:8.2} ms  {:6.1} GB/s  {:6.1} GFLOP/s", k.kernel, k.median_ms, k.gb_per_s, k.gflop_per_s);
     }
     println!("  largest relative difference between the kernels: {:.2e}", max_rel_diff);
+    if let Some(d) = bf16_max_rel_diff {
+        println!("  largest relative difference of the bf16-weight kernel from the f32 stream: {:.2e} (bf16 rounding of W)", d);
+    }
     Ok(())
 }

@@ -97,6 +97,7 @@ pub fn rollout(
         stop_token_ids: tok.eos_ids(),
         min_new_tokens: cfg.min_new_tokens,
         max_batch_rows: cfg.rollout_batch_rows,
+        bf16_weights: cfg.rollout_dtype == crate::train::rl::config::RolloutDtype::Bf16,
         ..Default::default()
     };
     let mut rng = crate::rng::Rng::derive(rollout_seed, &format!("rollout/{step}"));
@@ -159,28 +160,83 @@ pub struct Scored {
     pub reference: Option<Mat>,
     pub entropy: Mat,
     pub values: Option<Mat>,
+    /// The sampler read bf16 weights and the update takes the f32 old log-probs from its own
+    /// forward (detached; [`RlStage::old_logp_from_update`]): `old` holds the sampler's.
+    pub old_from_update: bool,
+    /// Mean |sampler log-prob − f32 policy log-prob| over the response tokens, when the
+    /// sampler read bf16 weights and a scoring pass computed the f32 ones (`rollout/logprob_gap`).
+    pub logprob_gap: Option<f64>,
 }
 
-/// The old policy's log-probs and entropies are the sampler's own (the same weights, the same
-/// temperature, computed over the full distribution before any top-k / top-p cut; the model
-/// tests check they equal a full forward pass), so no second pass of the policy is needed —
-/// as TRL does for on-policy updates. The reference model scores the rollout in chunks of
-/// `micro_batch` rows, running each distinct prompt once; the algorithm adds critic values
-/// (PPO, `algo/ppo.rs`).
-pub fn score_rollout(cfg: &RlStage, ro: &Rollout, reference: Option<&Model>, pad: u32) -> Result<Scored> {
-    let b = ro.prompts.len();
-    let t = ro.widths.1;
-    let old = per_token_mat(&ro.logprobs, t)?;
-    let entropy = per_token_mat(&ro.entropies, t)?;
-    let mut refm = reference.map(|_| Mat::zeros(b, t));
-    if let (Some(r), Some(m)) = (reference, refm.as_mut()) {
-        for start in (0..b).step_by(cfg.micro_batch) {
-            let rows = start..(start + cfg.micro_batch).min(b);
-            let s = crate::model::score::score_shared_prompts(&r.decoder, (&ro.prompts, &ro.responses), rows.clone(), ro.widths, pad, cfg.temperature, Mode::Infer)?;
-            batch::put_rows(m, start, &(s.logp * ro.mask_rows(rows, s.mask.device())?)?)?;
+/// How the rollout's old log-probs come to be: the sampler's own (f32 weights), or — when the
+/// sampler read bf16 copies — the f32 policy's, from the update's forward or a scoring pass.
+#[derive(Clone, Copy)]
+pub enum OldLogp<'m> {
+    Sampler,
+    FromUpdate,
+    ScoringPass(&'m Model),
+}
+
+impl<'m> OldLogp<'m> {
+    /// The case of this stage: bf16 rollouts are in effect on a CPU with the bf16 kernel.
+    pub fn of(cfg: &RlStage, policy: &'m Model) -> OldLogp<'m> {
+        let bf16 = cfg.rollout_dtype == crate::train::rl::config::RolloutDtype::Bf16 && policy.decoder.device().is_cpu() && crate::model::fused::skinny::bf16::available();
+        match (bf16, cfg.old_logp_from_update()) {
+            (false, _) => OldLogp::Sampler,
+            (true, true) => OldLogp::FromUpdate,
+            (true, false) => OldLogp::ScoringPass(policy),
         }
     }
-    Ok(Scored { old, reference: refm, entropy, values: None })
+}
+
+/// With f32 weights the old policy's log-probs and entropies are the sampler's own (the same
+/// weights, the same temperature, computed over the full distribution before any top-k /
+/// top-p cut; the model tests check they equal a full forward pass), so no second pass of
+/// the policy is needed — as TRL does for on-policy updates. When the sampler read bf16
+/// copies, the importance ratio must still be against the f32 policy: the update takes them
+/// from its forward ([`OldLogp::FromUpdate`]), or the policy scores the rollout here
+/// ([`OldLogp::ScoringPass`]). The reference model scores the rollout in chunks of
+/// `micro_batch` rows, running each distinct prompt once; the algorithm adds critic values
+/// (PPO, `algo/ppo.rs`).
+pub fn score_rollout(cfg: &RlStage, ro: &Rollout, reference: Option<&Model>, old_logp: OldLogp<'_>, pad: u32) -> Result<Scored> {
+    let b = ro.prompts.len();
+    let t = ro.widths.1;
+    let mut old = per_token_mat(&ro.logprobs, t)?;
+    let entropy = per_token_mat(&ro.entropies, t)?;
+    let score = |m: &Model, into: &mut Mat| -> Result<()> {
+        for start in (0..b).step_by(cfg.micro_batch) {
+            let rows = start..(start + cfg.micro_batch).min(b);
+            let s = crate::model::score::score_shared_prompts(&m.decoder, (&ro.prompts, &ro.responses), rows.clone(), ro.widths, pad, cfg.temperature, Mode::Infer)?;
+            batch::put_rows(into, start, &(s.logp * ro.mask_rows(rows, s.mask.device())?)?)?;
+        }
+        Ok(())
+    };
+    let mut refm = reference.map(|_| Mat::zeros(b, t));
+    if let (Some(r), Some(m)) = (reference, refm.as_mut()) {
+        score(r, m)?;
+    }
+    let mut logprob_gap = None;
+    if let OldLogp::ScoringPass(policy) = old_logp {
+        let mut f32_old = Mat::zeros(b, t);
+        score(policy, &mut f32_old)?;
+        logprob_gap = Some(mean_abs_gap(&old, &f32_old, &ro.mask));
+        old = f32_old;
+    }
+    Ok(Scored { old, reference: refm, entropy, values: None, old_from_update: matches!(old_logp, OldLogp::FromUpdate), logprob_gap })
+}
+
+/// Mean |a − b| over the tokens of `mask` (0 when it has none).
+pub fn mean_abs_gap(a: &Mat, b: &Mat, mask: &Mat) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0.0f64);
+    for ((x, y), m) in a.data.iter().zip(&b.data).zip(&mask.data) {
+        sum += (*m as f64) * (*x as f64 - *y as f64).abs();
+        n += *m as f64;
+    }
+    if n > 0.0 {
+        sum / n
+    } else {
+        0.0
+    }
 }
 
 /// Ragged per-token rows as a (rows, width) matrix, zero past each row's end (like the mask).

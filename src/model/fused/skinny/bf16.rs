@@ -1,0 +1,301 @@
+//! The skinny matmul over bf16 copies of W (`rollout_dtype = "bf16"`, issue 24).
+//!
+//! Why: at 16 decoding rows the product is bound by reading W (benches/README.md, "decode
+//! matmul kernel"); bf16 halves the bytes. Only W is rounded: x stays f32 and every product
+//! and sum is f32, so the result is the f32 product of x with the rounded W (each W element
+//! within 2⁻⁹ relative of the original), not a bf16 product. On AVX-512 the widening is two
+//! integer ops per 32 weights: a 32-bit lane holds bf16 elements 2i (low half) and 2i + 1
+//! (high half) of W in memory order, so `lane << 16` is element 2i as an f32 and `lane & 0xffff0000`
+//! element 2i + 1. x is stored once per product in the matching order ([`pack_x`]: per chunk
+//! of 32, its even elements then its odd ones), so the kernel needs no shuffle.
+//! (`vdpbf16ps` would also round x to bf16, and its dot pairs sum with a rounding of their
+//! own; the widening keeps x exact and costs little next to reading W.)
+
+use rayon::prelude::*;
+
+/// Nearest bf16 (ties to even) of `v`, as bits; NaN stays a (quiet) NaN.
+pub fn to_bf16(v: f32) -> u16 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        return ((b >> 16) as u16) | 0x40;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 of bf16 bits (exact).
+pub fn from_bf16(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// bf16 copies of `w`, converted on rayon's threads.
+pub fn convert(w: &[f32]) -> Vec<u16> {
+    let mut out = vec![0u16; w.len()];
+    out.par_chunks_mut(1 << 16).zip(w.par_chunks(1 << 16)).for_each(|(o, w)| o.iter_mut().zip(w).for_each(|(o, &v)| *o = to_bf16(v)));
+    out
+}
+
+/// Whether this CPU runs the AVX-512 kernel (F for the arithmetic, BW and VL for the masked
+/// 16-bit loads of a row's tail). Without it, `rollout_dtype = "bf16"` falls back to the f32
+/// weights (the decoder checks this before it makes bf16 copies).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Where element k of a row of `in_dim` sits in [`pack_x`]'s layout: within each whole chunk
+/// of 32, even elements first, then odd ones; the tail past the last whole chunk as it is.
+fn packed_index(k: usize, in_dim: usize) -> usize {
+    let full = in_dim / 32 * 32;
+    if k >= full {
+        return k;
+    }
+    let (c, i) = (k / 32, k % 32);
+    c * 32 + (i % 2) * 16 + i / 2
+}
+
+/// `rows` rows of x (`in_dim` each) into the kernel's order (see the module note).
+pub fn pack_x(x: &[f32], rows: usize, in_dim: usize, out: &mut [f32]) {
+    assert!(x.len() == rows * in_dim && out.len() >= rows * in_dim, "bf16 skinny matmul: bad sizes of x");
+    for (src, dst) in x.chunks_exact(in_dim).zip(out.chunks_exact_mut(in_dim)) {
+        for (k, &v) in src.iter().enumerate() {
+            dst[packed_index(k, in_dim)] = v;
+        }
+    }
+}
+
+/// `yt[j·rows + r] = x_r · w_j` for every row j of this block of bf16 W, with x already in
+/// [`pack_x`]'s order (as [`super::dots`] for f32 W).
+pub fn dots(xp: &[f32], w: &[u16], rows: usize, in_dim: usize, yt: &mut [f32]) {
+    assert!(rows <= super::MAX_ROWS && xp.len() >= rows * in_dim && w.len() % in_dim.max(1) == 0, "bf16 skinny matmul: bad sizes");
+    assert!(yt.len() >= w.len() / in_dim.max(1) * rows, "bf16 skinny matmul: bad output buffer");
+    if rows == 0 || in_dim == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: the CPU has AVX-512 F, BW and VL; the sizes are checked above.
+        return unsafe { avx512::dots(&xp[..rows * in_dim], w, rows, in_dim, yt) };
+    }
+    // The reference body (a CPU without AVX-512 does not get here from the decoder).
+    for (j, w_row) in w.chunks_exact(in_dim).enumerate() {
+        for r in 0..rows {
+            let x = &xp[r * in_dim..(r + 1) * in_dim];
+            yt[j * rows + r] = w_row.iter().enumerate().map(|(k, &b)| x[packed_index(k, in_dim)] * from_bf16(b)).sum();
+        }
+    }
+}
+
+/// Up to three products of the same x with bf16 weights in one parallel pass (as
+/// [`super::matmul_wt3`]); `xp` is scratch for the packed x (at least rows·in_dim).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_wt3(x: &[f32], ws: [&[u16]; 3], outs: [usize; 3], rows: usize, in_dim: usize, xp: &mut [f32], yt: &mut [f32], ys: [&mut [f32]; 3]) {
+    let total: usize = outs.iter().sum();
+    assert!(rows <= super::MAX_ROWS && x.len() == rows * in_dim, "bf16 skinny matmul: bad sizes");
+    assert!(yt.len() >= total * rows, "bf16 skinny matmul: bad scratch buffer");
+    for m in 0..3 {
+        assert!(ws[m].len() == outs[m] * in_dim && ys[m].len() == rows * outs[m], "bf16 skinny matmul: bad sizes of product {m}");
+    }
+    if rows == 0 || in_dim == 0 {
+        ys.into_iter().for_each(|y| y.fill(0.0));
+        return;
+    }
+    pack_x(x, rows, in_dim, xp);
+    let xp = &xp[..rows * in_dim];
+    let (yt0, rest) = yt[..total * rows].split_at_mut(outs[0] * rows);
+    let (yt1, yt2) = rest.split_at_mut(outs[1] * rows);
+    let (cy, cw) = (rows * super::W_ROWS_PER_TASK, in_dim * super::W_ROWS_PER_TASK);
+    yt0.par_chunks_mut(cy)
+        .zip(ws[0].par_chunks(cw))
+        .chain(yt1.par_chunks_mut(cy).zip(ws[1].par_chunks(cw)))
+        .chain(yt2.par_chunks_mut(cy).zip(ws[2].par_chunks(cw)))
+        .for_each(|(yt, w)| dots(xp, w, rows, in_dim, yt));
+    let mut at = 0;
+    for (m, y) in ys.into_iter().enumerate() {
+        for (j, col) in yt[at..at + outs[m] * rows].chunks_exact(rows).enumerate() {
+            for (r, &v) in col.iter().enumerate() {
+                y[r * outs[m] + j] = v;
+            }
+        }
+        at += outs[m] * rows;
+    }
+}
+
+/// One product with bf16 weights (see [`matmul_wt3`]).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_wt_into(x: &[f32], w: &[u16], rows: usize, in_dim: usize, out_dim: usize, xp: &mut [f32], yt: &mut [f32], y: &mut [f32]) {
+    matmul_wt3(x, [w, &[], &[]], [out_dim, 0, 0], rows, in_dim, xp, yt, [y, &mut [], &mut []])
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// The tiled body: 4 W rows × 4 x rows per tile as [`super::super::tiled`], W read as bf16.
+    ///
+    /// # Safety
+    /// AVX-512 F, BW and VL; sizes as [`super::dots`] checks them, rows ≥ 1, in_dim ≥ 1.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+    pub(super) unsafe fn dots(xp: &[f32], w: &[u16], rows: usize, in_dim: usize, yt: &mut [f32]) {
+        let out = w.len() / in_dim;
+        let (xq, wp, yp) = (xp.as_ptr(), w.as_ptr(), yt.as_mut_ptr());
+        let groups = rows.div_ceil(4);
+        let mut j = 0;
+        while j < out {
+            let wr: [*const u16; 4] = std::array::from_fn(|t| wp.add((j + t).min(out - 1) * in_dim));
+            // The next W group, fetched while this one computes (one row per x group, as the
+            // f32 kernel does; a 64-byte line is one chunk of 32 weights).
+            let next = out.saturating_sub(j + 4).min(4);
+            let mut r = 0;
+            let mut g = 0;
+            while r < rows {
+                let xr: [*const f32; 4] = std::array::from_fn(|t| xq.add((r + t).min(rows - 1) * in_dim));
+                let mut pf = [std::ptr::null::<u16>(); 4];
+                let mut npf = 0;
+                for t in (g..next).step_by(groups) {
+                    pf[npf] = wp.add((j + 4 + t) * in_dim);
+                    npf += 1;
+                }
+                let pf = &pf[..npf];
+                let (s, took) = match rows - r {
+                    1 => (tile::<1>(xr, wr, in_dim, pf), 1),
+                    2 => (tile::<2>(xr, wr, in_dim, pf), 2),
+                    left => (tile::<4>(xr, wr, in_dim, pf), left.min(4)),
+                };
+                g += 1;
+                let mut buf = [0.0f32; 16];
+                _mm512_storeu_ps(buf.as_mut_ptr(), s);
+                for wj in 0..(out - j).min(4) {
+                    for xi in 0..took {
+                        *yp.add((j + wj) * rows + r + xi) = buf[wj * 4 + xi];
+                    }
+                }
+                r += took;
+            }
+            j += 4;
+        }
+    }
+
+    /// The 4 × `TX` products of bf16 W rows `wr` with packed x rows `xr[..TX]`; element
+    /// `wj·4 + xi` of the result is x row xi · W row wj; the rows `prefetch` are fetched into
+    /// L1 along the way.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+    unsafe fn tile<const TX: usize>(xr: [*const f32; 4], wr: [*const u16; 4], in_dim: usize, prefetch: &[*const u16]) -> __m512 {
+        let mut acc = [_mm512_setzero_ps(); 16];
+        let full = in_dim / 32 * 32;
+        let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        let mut k = 0;
+        while k < full {
+            for &p in prefetch {
+                // A hint: never faults; p + k is inside that W row.
+                _mm_prefetch::<_MM_HINT_T0>(p.add(k) as *const i8);
+            }
+            let mut lo = [_mm512_setzero_ps(); 4];
+            let mut hi = [_mm512_setzero_ps(); 4];
+            for t in 0..4 {
+                let v = _mm512_loadu_si512(wr[t].add(k) as *const _);
+                lo[t] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
+                hi[t] = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+            }
+            for (xi, &p) in xr.iter().enumerate().take(TX) {
+                let (xe, xo) = (_mm512_loadu_ps(p.add(k)), _mm512_loadu_ps(p.add(k + 16)));
+                for t in 0..4 {
+                    acc[xi * 4 + t] = _mm512_fmadd_ps(xe, lo[t], acc[xi * 4 + t]);
+                    acc[xi * 4 + t] = _mm512_fmadd_ps(xo, hi[t], acc[xi * 4 + t]);
+                }
+            }
+            k += 32;
+        }
+        // The tail (in_dim − full < 32 elements, in memory order in both): ≤ 2 masked pieces.
+        while k < in_dim {
+            let n = (in_dim - k).min(16);
+            let mask = ((1u32 << n) - 1) as __mmask16;
+            let mut wv = [_mm512_setzero_ps(); 4];
+            for t in 0..4 {
+                let h = _mm256_maskz_loadu_epi16(mask, wr[t].add(k) as *const i16);
+                wv[t] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)));
+            }
+            for (xi, &p) in xr.iter().enumerate().take(TX) {
+                let xv = _mm512_maskz_loadu_ps(mask, p.add(k));
+                for t in 0..4 {
+                    acc[xi * 4 + t] = _mm512_fmadd_ps(xv, wv[t], acc[xi * 4 + t]);
+                }
+            }
+            k += n;
+        }
+        super::super::tiled::reduce16(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::test_support::uniform;
+    use super::*;
+
+    #[test]
+    fn rounding_to_bf16_is_to_nearest_even() {
+        // By hand: bf16 keeps 7 fraction bits; 1 + 2⁻⁸ is halfway between 1 (0x3f80, even)
+        // and 1 + 2⁻⁷ (0x3f81): to 0x3f80; 1 + 3·2⁻⁸ is halfway between 0x3f81 and 0x3f82: to
+        // the even 0x3f82; just above a half rounds up.
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8)), 0x3f80);
+        assert_eq!(to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), 0x3f81);
+        assert_eq!(to_bf16(-2.0), 0xc000);
+        assert_eq!(from_bf16(0x3f81), 1.0 + 2f32.powi(-7));
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+        assert_eq!(convert(&[1.0, -2.0, 0.0]), vec![0x3f80, 0xc000, 0]);
+    }
+
+    #[test]
+    fn matches_a_float64_reference_within_the_bf16_bound() {
+        // Against two float64 sums: x · bf16(W) (what the kernel computes: only f32
+        // accumulation error, 1e-4 relative) and x · W (the f32 weights: each W element is
+        // within 2⁻⁹ relative after rounding, so |error| ≤ 2⁻⁹ · Σ|x_k w_k|, plus accumulation).
+        let mut rng = crate::rng::Rng::new(47);
+        let shapes = [(1, 5, 3), (16, 32, 130), (8, 37, 64), (3, 896, 200), (15, 70, 65), (16, 52, 301), (5, 17, 7), (2, 576, 66), (9, 1, 5), (4, 63, 9), (16, 96, 17)];
+        let more: Vec<(usize, usize, usize)> = (1..=super::super::MAX_ROWS).map(|rows| (rows, 45, 71)).collect();
+        for &(rows, inp, out) in shapes.iter().chain(&more) {
+            let x = uniform(&mut rng, rows * inp, -1.0, 1.0);
+            let w = uniform(&mut rng, out * inp, -1.0, 1.0);
+            let wb = convert(&w);
+            let (mut xp, mut yt, mut y) = (vec![0.0; rows * inp], vec![f32::NAN; out * rows], vec![f32::NAN; rows * out]);
+            matmul_wt_into(&x, &wb, rows, inp, out, &mut xp, &mut yt, &mut y);
+            for r in 0..rows {
+                for j in 0..out {
+                    let xr = &x[r * inp..(r + 1) * inp];
+                    let (wr, br) = (&w[j * inp..(j + 1) * inp], &wb[j * inp..(j + 1) * inp]);
+                    let rounded: f64 = xr.iter().zip(br).map(|(&a, &b)| a as f64 * from_bf16(b) as f64).sum();
+                    let exact: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    let abs: f64 = xr.iter().zip(wr).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                    let got = y[r * out + j] as f64;
+                    assert!((got - rounded).abs() < 1e-4 * (1.0 + rounded.abs()), "({rows}, {inp}, {out}) y[{r}, {j}] = {got}, x·bf16(W) = {rounded}");
+                    assert!((got - exact).abs() <= 2f64.powi(-9) * abs + 1e-4 * (1.0 + abs), "({rows}, {inp}, {out}) y[{r}, {j}] = {got}, x·W = {exact}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn three_products_in_one_pass_equal_three_calls() {
+        let mut rng = crate::rng::Rng::new(8);
+        let (rows, inp, outs) = (16, 64, [64, 32, 32]);
+        let x = uniform(&mut rng, rows * inp, -1.0, 1.0);
+        let ws: Vec<Vec<u16>> = outs.iter().map(|&o| convert(&uniform(&mut rng, o * inp, -1.0, 1.0))).collect();
+        let (mut xp, mut yt) = (vec![0.0; rows * inp], vec![0.0; 128 * rows]);
+        let (mut a, mut b, mut c) = (vec![f32::NAN; rows * 64], vec![f32::NAN; rows * 32], vec![f32::NAN; rows * 32]);
+        matmul_wt3(&x, [&ws[0], &ws[1], &ws[2]], outs, rows, inp, &mut xp, &mut yt, [&mut a, &mut b, &mut c]);
+        for (m, got) in [a, b, c].iter().enumerate() {
+            let mut want = vec![0.0; rows * outs[m]];
+            matmul_wt_into(&x, &ws[m], rows, inp, outs[m], &mut xp, &mut yt, &mut want);
+            assert_eq!(got, &want, "product {m}");
+        }
+    }
+}
