@@ -307,4 +307,71 @@ mod tests {
         }
         assert!(per_token_mat(&[vec![0.0; 9]], 8).unwrap_err().to_string().contains("width of 8"));
     }
+
+    #[test]
+    fn bf16_rollouts_sample_from_the_policy_with_bf16_rounded_matrices() {
+        // rollout_dtype = "bf16" on a CPU with the kernel: the decode steps read the projection
+        // and head matrices rounded to bf16, so the sampler's log-probs follow the policy with
+        // those matrices rounded (scored by the independent tensor path) more closely than the
+        // f32 policy. Not exactly: the prompt's prefill runs the f32 weights (its keys and
+        // values, and the hidden state of the first token, are the f32 policy's). They differ
+        // from the f32 policy's, which is why the update takes its old log-probs from the f32
+        // forward.
+        use crate::model::fused::skinny::bf16;
+        if !bf16::available() {
+            return; // the decoder falls back to the f32 weights; nothing bf16 to check here
+        }
+        let dev = Device::Cpu;
+        let mut cfg = ModelConfig::preset("tiny", 300).unwrap();
+        cfg.num_hidden_layers = 2;
+        cfg.tie_word_embeddings = false; // the embedding lookup stays f32; the head is rounded
+        cfg.hidden_size = 96; // whole chunks of 32 and a tail (intermediate below)
+        cfg.intermediate_size = 150;
+        let model = Model::init_random(cfg.clone(), 3, &dev).unwrap();
+        let rounded = Model::init_random(cfg, 3, &dev).unwrap();
+        for (name, var) in rounded.vars() {
+            let matrix = name.ends_with("proj.weight") || name == "lm_head.weight";
+            if matrix {
+                var.set(&var.as_tensor().to_dtype(candle_core::DType::BF16).unwrap().to_dtype(candle_core::DType::F32).unwrap()).unwrap();
+            }
+        }
+        let prompts = vec![vec![1u32, 2, 3], vec![4, 5], vec![6, 7, 8, 9, 10]];
+        let params = SamplingParams { temperature: 0.8, max_new_tokens: 12, bf16_weights: true, ..Default::default() };
+        let score = |m: &Model, responses: &[Vec<u32>]| -> (Vec<f32>, Vec<f32>) {
+            let widths = batch::widths(&prompts, responses);
+            let sb = batch::build(&prompts, responses, 0..prompts.len(), widths, 0, &dev).unwrap();
+            let (logp, _, _) = batch::score(&m.decoder.detached(), &sb, 0.8, Mode::Infer).unwrap();
+            let mask = sb.mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (logp.flatten_all().unwrap().to_vec1::<f32>().unwrap(), mask)
+        };
+        // Per token within 2e-2 of the rounded policy (a loose bound: the kernel's own error
+        // bound is tested in skinny::bf16; here the f32 prefill and, for Dot, the rounding of
+        // x add to it); on average closer to it than to the f32 policy.
+        let mut variants = vec![(bf16::Variant::Widen, 2e-2f32)];
+        if bf16::has_dot() {
+            variants.push((bf16::Variant::Dot, 2e-2));
+        }
+        for (variant, tol) in variants {
+            bf16::set_variant(variant);
+            let out = generate(&model.decoder, &prompts, &params, &mut crate::rng::Rng::new(5), None).unwrap();
+            let responses: Vec<Vec<u32>> = out.iter().map(|c| c.tokens.clone()).collect();
+            let sampler = per_token_mat(&out.iter().map(|c| c.logprobs.clone()).collect::<Vec<_>>(), batch::widths(&prompts, &responses).1).unwrap().data;
+            let (want, mask) = score(&rounded, &responses);
+            let (f32_policy, _) = score(&model, &responses);
+            let (mut gap_rounded, mut gap_f32, mut n) = (0.0f32, 0.0f32, 0.0f32);
+            for i in 0..mask.len() {
+                if mask[i] > 0.0 {
+                    assert!((sampler[i] - want[i]).abs() <= tol * (1.0 + want[i].abs()), "{variant:?} token {i}: sampler {} vs bf16-rounded policy {}", sampler[i], want[i]);
+                    gap_rounded += (sampler[i] - want[i]).abs();
+                    gap_f32 += (sampler[i] - f32_policy[i]).abs();
+                    n += 1.0;
+                }
+            }
+            assert!(n > 30.0 && gap_f32 / n > 1e-5, "{variant:?}: the bf16 rounding shows in the log-probs (mean gap to the f32 policy {})", gap_f32 / n);
+            if variant == bf16::Variant::Widen {
+                assert!(gap_rounded < gap_f32, "Widen is closer to the rounded policy (mean gap {}) than to the f32 one ({})", gap_rounded / n, gap_f32 / n);
+            }
+        }
+        bf16::set_variant(bf16::variant_default());
+    }
 }

@@ -8,8 +8,13 @@
 //! (high half) of W in memory order, so `lane << 16` is element 2i as an f32 and `lane & 0xffff0000`
 //! element 2i + 1. x is stored once per product in the matching order ([`pack_x`]: per chunk
 //! of 32, its even elements then its odd ones), so the kernel needs no shuffle.
-//! (`vdpbf16ps` would also round x to bf16, and its dot pairs sum with a rounding of their
-//! own; the widening keeps x exact and costs little next to reading W.)
+//!
+//! Where the CPU has AVX512-BF16, [`Variant::Dot`] is the other body: x is rounded to bf16
+//! too and `vdpbf16ps` multiplies 32 pairs per instruction into f32 sums (no widening, half
+//! the instructions of the FMA loop). Measured (benches/README.md, change 7) it was no faster
+//! than the widening body — the loop waits for W, not for arithmetic — and it is less exact
+//! (x within 2⁻⁹ relative as well), so widening is the default; `RETORT_BF16_KERNEL=dot`
+//! selects it for experiments.
 
 use rayon::prelude::*;
 
@@ -32,6 +37,59 @@ pub fn convert(w: &[f32]) -> Vec<u16> {
     let mut out = vec![0u16; w.len()];
     out.par_chunks_mut(1 << 16).zip(w.par_chunks(1 << 16)).for_each(|(o, w)| o.iter_mut().zip(w).for_each(|(o, &v)| *o = to_bf16(v)));
     out
+}
+
+/// The two bodies (see the module note).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// bf16 W widened to f32, f32 x, FMA (AVX-512 F, BW, VL).
+    Widen,
+    /// bf16 W and bf16 x through `vdpbf16ps`, f32 sums (AVX512-BF16).
+    Dot,
+}
+
+/// Whether this CPU has `vdpbf16ps`.
+pub fn has_dot() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        available() && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The variant decoding uses (0: not chosen yet; 1 + the variant's index).
+static CHOICE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The variant decoding uses: `Widen`, unless `RETORT_BF16_KERNEL=dot` (where the CPU has it)
+/// or [`set_variant`] says otherwise.
+pub fn variant() -> Variant {
+    use std::sync::atomic::Ordering::Relaxed;
+    match CHOICE.load(Relaxed) {
+        1 => Variant::Widen,
+        2 => Variant::Dot,
+        _ => {
+            let v = variant_default();
+            set_variant(v);
+            v
+        }
+    }
+}
+
+/// `Widen`, or `Dot` with `RETORT_BF16_KERNEL=dot` on a CPU that has it.
+pub fn variant_default() -> Variant {
+    match std::env::var("RETORT_BF16_KERNEL").as_deref() {
+        Ok("dot") if has_dot() => Variant::Dot,
+        _ => Variant::Widen,
+    }
+}
+
+/// Chooses the variant decoding uses (tests; `Dot` without the instructions runs the scalar
+/// reference body).
+pub fn set_variant(v: Variant) {
+    CHOICE.store(if v == Variant::Widen { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Whether this CPU runs the AVX-512 kernel (F for the arithmetic, BW and VL for the masked
@@ -59,12 +117,31 @@ fn packed_index(k: usize, in_dim: usize) -> usize {
     c * 32 + (i % 2) * 16 + i / 2
 }
 
-/// `rows` rows of x (`in_dim` each) into the kernel's order (see the module note).
+/// `rows` rows of x (`in_dim` each) into the order of [`variant`]'s kernel (see
+/// [`pack_x_with`]).
 pub fn pack_x(x: &[f32], rows: usize, in_dim: usize, out: &mut [f32]) {
+    pack_x_with(variant(), x, rows, in_dim, out)
+}
+
+/// `rows` rows of x into a variant's order, row r at `out[r·in_dim..]`: `Widen`, f32 in the
+/// even/odd order of the module note; `Dot`, bf16 pairs in memory order, a pair's bits as
+/// one f32 slot (the first `in_dim.div_ceil(2)` slots of the row; an odd row's last pair
+/// ends in a 0).
+pub fn pack_x_with(variant: Variant, x: &[f32], rows: usize, in_dim: usize, out: &mut [f32]) {
     assert!(x.len() == rows * in_dim && out.len() >= rows * in_dim, "bf16 skinny matmul: bad sizes of x");
     for (src, dst) in x.chunks_exact(in_dim).zip(out.chunks_exact_mut(in_dim)) {
-        for (k, &v) in src.iter().enumerate() {
-            dst[packed_index(k, in_dim)] = v;
+        match variant {
+            Variant::Widen => {
+                for (k, &v) in src.iter().enumerate() {
+                    dst[packed_index(k, in_dim)] = v;
+                }
+            }
+            Variant::Dot => {
+                for (d, pair) in dst.iter_mut().zip(src.chunks(2)) {
+                    let hi = pair.get(1).map_or(0, |&v| to_bf16(v));
+                    *d = f32::from_bits(to_bf16(pair[0]) as u32 | (hi as u32) << 16);
+                }
+            }
         }
     }
 }
@@ -72,21 +149,36 @@ pub fn pack_x(x: &[f32], rows: usize, in_dim: usize, out: &mut [f32]) {
 /// `yt[j·rows + r] = x_r · w_j` for every row j of this block of bf16 W, with x already in
 /// [`pack_x`]'s order (as [`super::dots`] for f32 W).
 pub fn dots(xp: &[f32], w: &[u16], rows: usize, in_dim: usize, yt: &mut [f32]) {
+    dots_with(variant(), xp, w, rows, in_dim, yt)
+}
+
+/// [`dots`] with x packed for `variant` ([`pack_x_with`]).
+pub fn dots_with(variant: Variant, xp: &[f32], w: &[u16], rows: usize, in_dim: usize, yt: &mut [f32]) {
     assert!(rows <= super::MAX_ROWS && xp.len() >= rows * in_dim && w.len() % in_dim.max(1) == 0, "bf16 skinny matmul: bad sizes");
     assert!(yt.len() >= w.len() / in_dim.max(1) * rows, "bf16 skinny matmul: bad output buffer");
     if rows == 0 || in_dim == 0 {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: the CPU has AVX-512 F, BW and VL; the sizes are checked above.
-        return unsafe { avx512::dots(&xp[..rows * in_dim], w, rows, in_dim, yt) };
+    {
+        if variant == Variant::Dot && has_dot() {
+            // SAFETY: the CPU has AVX-512 F, BW, VL and BF16; the sizes are checked above.
+            return unsafe { avx512::dots::<true>(&xp[..rows * in_dim], w, rows, in_dim, yt) };
+        }
+        if variant == Variant::Widen && available() {
+            // SAFETY: the CPU has AVX-512 F, BW and VL; the sizes are checked above.
+            return unsafe { avx512::dots::<false>(&xp[..rows * in_dim], w, rows, in_dim, yt) };
+        }
     }
-    // The reference body (a CPU without AVX-512 does not get here from the decoder).
+    // The reference body (a CPU without the instructions does not get here from the decoder).
     for (j, w_row) in w.chunks_exact(in_dim).enumerate() {
         for r in 0..rows {
             let x = &xp[r * in_dim..(r + 1) * in_dim];
-            yt[j * rows + r] = w_row.iter().enumerate().map(|(k, &b)| x[packed_index(k, in_dim)] * from_bf16(b)).sum();
+            let xk = |k: usize| match variant {
+                Variant::Widen => x[packed_index(k, in_dim)],
+                Variant::Dot => from_bf16((x[k / 2].to_bits() >> (16 * (k % 2))) as u16),
+            };
+            yt[j * rows + r] = w_row.iter().enumerate().map(|(k, &b)| xk(k) * from_bf16(b)).sum();
         }
     }
 }
@@ -95,6 +187,12 @@ pub fn dots(xp: &[f32], w: &[u16], rows: usize, in_dim: usize, yt: &mut [f32]) {
 /// [`super::matmul_wt3`]); `xp` is scratch for the packed x (at least rows·in_dim).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_wt3(x: &[f32], ws: [&[u16]; 3], outs: [usize; 3], rows: usize, in_dim: usize, xp: &mut [f32], yt: &mut [f32], ys: [&mut [f32]; 3]) {
+    matmul_wt3_with(variant(), x, ws, outs, rows, in_dim, xp, yt, ys)
+}
+
+/// [`matmul_wt3`] with a chosen variant.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_wt3_with(variant: Variant, x: &[f32], ws: [&[u16]; 3], outs: [usize; 3], rows: usize, in_dim: usize, xp: &mut [f32], yt: &mut [f32], ys: [&mut [f32]; 3]) {
     let total: usize = outs.iter().sum();
     assert!(rows <= super::MAX_ROWS && x.len() == rows * in_dim, "bf16 skinny matmul: bad sizes");
     assert!(yt.len() >= total * rows, "bf16 skinny matmul: bad scratch buffer");
@@ -105,7 +203,7 @@ pub fn matmul_wt3(x: &[f32], ws: [&[u16]; 3], outs: [usize; 3], rows: usize, in_
         ys.into_iter().for_each(|y| y.fill(0.0));
         return;
     }
-    pack_x(x, rows, in_dim, xp);
+    pack_x_with(variant, x, rows, in_dim, xp);
     let xp = &xp[..rows * in_dim];
     let (yt0, rest) = yt[..total * rows].split_at_mut(outs[0] * rows);
     let (yt1, yt2) = rest.split_at_mut(outs[1] * rows);
@@ -114,7 +212,7 @@ pub fn matmul_wt3(x: &[f32], ws: [&[u16]; 3], outs: [usize; 3], rows: usize, in_
         .zip(ws[0].par_chunks(cw))
         .chain(yt1.par_chunks_mut(cy).zip(ws[1].par_chunks(cw)))
         .chain(yt2.par_chunks_mut(cy).zip(ws[2].par_chunks(cw)))
-        .for_each(|(yt, w)| dots(xp, w, rows, in_dim, yt));
+        .for_each(|(yt, w)| dots_with(variant, xp, w, rows, in_dim, yt));
     let mut at = 0;
     for (m, y) in ys.into_iter().enumerate() {
         for (j, col) in yt[at..at + outs[m] * rows].chunks_exact(rows).enumerate() {
@@ -129,19 +227,27 @@ pub fn matmul_wt3(x: &[f32], ws: [&[u16]; 3], outs: [usize; 3], rows: usize, in_
 /// One product with bf16 weights (see [`matmul_wt3`]).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_wt_into(x: &[f32], w: &[u16], rows: usize, in_dim: usize, out_dim: usize, xp: &mut [f32], yt: &mut [f32], y: &mut [f32]) {
-    matmul_wt3(x, [w, &[], &[]], [out_dim, 0, 0], rows, in_dim, xp, yt, [y, &mut [], &mut []])
+    matmul_wt_into_with(variant(), x, w, rows, in_dim, out_dim, xp, yt, y)
+}
+
+/// [`matmul_wt_into`] with a chosen variant.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_wt_into_with(variant: Variant, x: &[f32], w: &[u16], rows: usize, in_dim: usize, out_dim: usize, xp: &mut [f32], yt: &mut [f32], y: &mut [f32]) {
+    matmul_wt3_with(variant, x, [w, &[], &[]], [out_dim, 0, 0], rows, in_dim, xp, yt, [y, &mut [], &mut []])
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// The tiled body: 4 W rows × 4 x rows per tile as [`super::super::tiled`], W read as bf16.
+    /// The tiled body: 4 W rows × 4 x rows per tile as [`super::super::tiled`], W read as bf16;
+    /// `DOT`: the `vdpbf16ps` tile (x packed as bf16 pairs), else the widening one.
     ///
     /// # Safety
-    /// AVX-512 F, BW and VL; sizes as [`super::dots`] checks them, rows ≥ 1, in_dim ≥ 1.
+    /// AVX-512 F, BW and VL, and BF16 with `DOT`; sizes as [`super::dots_with`] checks them,
+    /// rows ≥ 1, in_dim ≥ 1.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-    pub(super) unsafe fn dots(xp: &[f32], w: &[u16], rows: usize, in_dim: usize, yt: &mut [f32]) {
+    pub(super) unsafe fn dots<const DOT: bool>(xp: &[f32], w: &[u16], rows: usize, in_dim: usize, yt: &mut [f32]) {
         let out = w.len() / in_dim;
         let (xq, wp, yp) = (xp.as_ptr(), w.as_ptr(), yt.as_mut_ptr());
         let groups = rows.div_ceil(4);
@@ -162,10 +268,13 @@ mod avx512 {
                     npf += 1;
                 }
                 let pf = &pf[..npf];
-                let (s, took) = match rows - r {
-                    1 => (tile::<1>(xr, wr, in_dim, pf), 1),
-                    2 => (tile::<2>(xr, wr, in_dim, pf), 2),
-                    left => (tile::<4>(xr, wr, in_dim, pf), left.min(4)),
+                let (s, took) = match (rows - r, DOT) {
+                    (1, false) => (tile::<1>(xr, wr, in_dim, pf), 1),
+                    (2, false) => (tile::<2>(xr, wr, in_dim, pf), 2),
+                    (left, false) => (tile::<4>(xr, wr, in_dim, pf), left.min(4)),
+                    (1, true) => (tile_dot::<1>(xr, wr, in_dim, pf), 1),
+                    (2, true) => (tile_dot::<2>(xr, wr, in_dim, pf), 2),
+                    (left, true) => (tile_dot::<4>(xr, wr, in_dim, pf), left.min(4)),
                 };
                 g += 1;
                 let mut buf = [0.0f32; 16];
@@ -231,6 +340,45 @@ mod avx512 {
         }
         super::super::tiled::reduce16(acc)
     }
+
+    /// [`tile`] with `vdpbf16ps`: x rows `xr` hold bf16 pairs (one pair per f32 slot). (Not
+    /// inlined into `dots`, which is compiled without BF16 for the widening variant; a call
+    /// per tile is small next to its loop.)
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,fma")]
+    unsafe fn tile_dot<const TX: usize>(xr: [*const f32; 4], wr: [*const u16; 4], in_dim: usize, prefetch: &[*const u16]) -> __m512 {
+        let mut acc = [_mm512_setzero_ps(); 16];
+        let full = in_dim / 32 * 32;
+        let mut k = 0;
+        while k < full {
+            for &p in prefetch {
+                // A hint: never faults; p + k is inside that W row.
+                _mm_prefetch::<_MM_HINT_T0>(p.add(k) as *const i8);
+            }
+            let wv: [__m512bh; 4] = std::array::from_fn(|t| std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(wr[t].add(k) as *const _)));
+            for (xi, &p) in xr.iter().enumerate().take(TX) {
+                let xv = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.add(k / 2) as *const _));
+                for t in 0..4 {
+                    acc[xi * 4 + t] = _mm512_dpbf16_ps(acc[xi * 4 + t], xv, wv[t]);
+                }
+            }
+            k += 32;
+        }
+        if k < in_dim {
+            // The tail: n < 32 weights, (n + 1) / 2 pairs of x (an odd row's last pair ends in
+            // 0, and the masked-off weights load as 0).
+            let n = in_dim - k;
+            let wmask = ((1u64 << n) - 1) as __mmask32;
+            let xmask = ((1u32 << n.div_ceil(2)) - 1) as __mmask16;
+            let wv: [__m512bh; 4] = std::array::from_fn(|t| std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(wmask, wr[t].add(k) as *const i16)));
+            for (xi, &p) in xr.iter().enumerate().take(TX) {
+                let xv = std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi32(xmask, p.add(k / 2) as *const i32));
+                for t in 0..4 {
+                    acc[xi * 4 + t] = _mm512_dpbf16_ps(acc[xi * 4 + t], xv, wv[t]);
+                }
+            }
+        }
+        super::super::tiled::reduce16(acc)
+    }
 }
 
 #[cfg(test)]
@@ -262,22 +410,29 @@ mod tests {
         let mut rng = crate::rng::Rng::new(47);
         let shapes = [(1, 5, 3), (16, 32, 130), (8, 37, 64), (3, 896, 200), (15, 70, 65), (16, 52, 301), (5, 17, 7), (2, 576, 66), (9, 1, 5), (4, 63, 9), (16, 96, 17)];
         let more: Vec<(usize, usize, usize)> = (1..=super::super::MAX_ROWS).map(|rows| (rows, 45, 71)).collect();
-        for &(rows, inp, out) in shapes.iter().chain(&more) {
-            let x = uniform(&mut rng, rows * inp, -1.0, 1.0);
-            let w = uniform(&mut rng, out * inp, -1.0, 1.0);
-            let wb = convert(&w);
-            let (mut xp, mut yt, mut y) = (vec![0.0; rows * inp], vec![f32::NAN; out * rows], vec![f32::NAN; rows * out]);
-            matmul_wt_into(&x, &wb, rows, inp, out, &mut xp, &mut yt, &mut y);
-            for r in 0..rows {
-                for j in 0..out {
-                    let xr = &x[r * inp..(r + 1) * inp];
-                    let (wr, br) = (&w[j * inp..(j + 1) * inp], &wb[j * inp..(j + 1) * inp]);
-                    let rounded: f64 = xr.iter().zip(br).map(|(&a, &b)| a as f64 * from_bf16(b) as f64).sum();
-                    let exact: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
-                    let abs: f64 = xr.iter().zip(wr).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
-                    let got = y[r * out + j] as f64;
-                    assert!((got - rounded).abs() < 1e-4 * (1.0 + rounded.abs()), "({rows}, {inp}, {out}) y[{r}, {j}] = {got}, x·bf16(W) = {rounded}");
-                    assert!((got - exact).abs() <= 2f64.powi(-9) * abs + 1e-4 * (1.0 + abs), "({rows}, {inp}, {out}) y[{r}, {j}] = {got}, x·W = {exact}");
+        // `Dot` rounds x too: x·bf16(W) becomes bf16(x)·bf16(W), and the bound against x·W is
+        // (1 + 2⁻⁹)² − 1 ≤ 2⁻⁸ + 2⁻¹⁸ relative per product. On a CPU without the instructions
+        // each variant runs its scalar reference body (the same arithmetic).
+        for variant in [Variant::Widen, Variant::Dot] {
+            let rel = if variant == Variant::Dot { 2f64.powi(-8) + 2f64.powi(-18) } else { 2f64.powi(-9) };
+            for &(rows, inp, out) in shapes.iter().chain(&more) {
+                let x = uniform(&mut rng, rows * inp, -1.0, 1.0);
+                let w = uniform(&mut rng, out * inp, -1.0, 1.0);
+                let wb = convert(&w);
+                let (mut xp, mut yt, mut y) = (vec![0.0; rows * inp], vec![f32::NAN; out * rows], vec![f32::NAN; rows * out]);
+                matmul_wt_into_with(variant, &x, &wb, rows, inp, out, &mut xp, &mut yt, &mut y);
+                for r in 0..rows {
+                    for j in 0..out {
+                        let xr: Vec<f32> = x[r * inp..(r + 1) * inp].iter().map(|&v| if variant == Variant::Dot { from_bf16(to_bf16(v)) } else { v }).collect();
+                        let (wr, br) = (&w[j * inp..(j + 1) * inp], &wb[j * inp..(j + 1) * inp]);
+                        let rounded: f64 = xr.iter().zip(br).map(|(&a, &b)| a as f64 * from_bf16(b) as f64).sum();
+                        let xr = &x[r * inp..(r + 1) * inp];
+                        let exact: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        let abs: f64 = xr.iter().zip(wr).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                        let got = y[r * out + j] as f64;
+                        assert!((got - rounded).abs() < 1e-4 * (1.0 + rounded.abs()), "{variant:?} ({rows}, {inp}, {out}) y[{r}, {j}] = {got}, rounded product {rounded}");
+                        assert!((got - exact).abs() <= rel * abs + 1e-4 * (1.0 + abs), "{variant:?} ({rows}, {inp}, {out}) y[{r}, {j}] = {got}, x·W = {exact}");
+                    }
                 }
             }
         }
