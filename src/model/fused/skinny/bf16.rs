@@ -92,6 +92,27 @@ pub fn set_variant(v: Variant) {
     CHOICE.store(if v == Variant::Widen { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Groups of 4 W rows the kernels prefetch ahead (0: none); `RETORT_BF16_PREFETCH=N` or
+/// [`set_prefetch`] changes it (the micro-benchmark compares settings). u8::MAX: not read yet.
+static PREFETCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
+
+/// The prefetch distance in force (default 1).
+pub fn prefetch() -> usize {
+    use std::sync::atomic::Ordering::Relaxed;
+    let v = PREFETCH.load(Relaxed);
+    if v != u8::MAX {
+        return v as usize;
+    }
+    let d = std::env::var("RETORT_BF16_PREFETCH").ok().and_then(|s| s.parse::<u8>().ok()).filter(|&d| d <= 15).unwrap_or(1);
+    PREFETCH.store(d, Relaxed);
+    d as usize
+}
+
+/// Sets the prefetch distance (groups of 4 W rows; at most 15).
+pub fn set_prefetch(distance: usize) {
+    PREFETCH.store(distance.min(15) as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Whether this CPU runs the AVX-512 kernel (F for the arithmetic, BW and VL for the masked
 /// 16-bit loads of a row's tail). Without it, `rollout_dtype = "bf16"` falls back to the f32
 /// weights (the decoder checks this before it makes bf16 copies).
@@ -251,12 +272,14 @@ mod avx512 {
         let out = w.len() / in_dim;
         let (xq, wp, yp) = (xp.as_ptr(), w.as_ptr(), yt.as_mut_ptr());
         let groups = rows.div_ceil(4);
+        let distance = super::prefetch();
         let mut j = 0;
         while j < out {
             let wr: [*const u16; 4] = std::array::from_fn(|t| wp.add((j + t).min(out - 1) * in_dim));
-            // The next W group, fetched while this one computes (one row per x group, as the
+            // A later W group, fetched while this one computes (one row per x group, as the
             // f32 kernel does; a 64-byte line is one chunk of 32 weights).
-            let next = out.saturating_sub(j + 4).min(4);
+            let ahead = j + 4 * distance;
+            let next = if distance == 0 { 0 } else { out.saturating_sub(ahead).min(4) };
             let mut r = 0;
             let mut g = 0;
             while r < rows {
@@ -264,7 +287,7 @@ mod avx512 {
                 let mut pf = [std::ptr::null::<u16>(); 4];
                 let mut npf = 0;
                 for t in (g..next).step_by(groups) {
-                    pf[npf] = wp.add((j + 4 + t) * in_dim);
+                    pf[npf] = wp.add((ahead + t) * in_dim);
                     npf += 1;
                 }
                 let pf = &pf[..npf];
