@@ -11,16 +11,18 @@
 # kl (a KL loss, the reference scored every step: retort kl_coef = 0.04, TRL beta = 0.04).
 # STEPS (default 4): the first warms up and is left out of the medians.
 # Prints one JSON line. Environment: RETORT (binary), PYTHON (with trl; default
-# /work/venv-24/bin/python), THREADS (2), OUT (folder for runs; default a temp folder).
+# /work/venv-24/bin/python), THREADS (2), OUT (folder for runs; default a temp folder),
+# ROLLOUT_DTYPE (retort's rollout_dtype: f32, the default, or bf16).
 # Run the sides interleaved (A B A B) under `flock /tmp/cargo.lock` on a shared machine, and
 # compare medians (benches/README.md, "RL step").
 set -euo pipefail
-if [ $# -lt 3 ]; then sed -n '2,17p' "$0"; exit 2; fi
+if [ $# -lt 3 ]; then sed -n '2,18p' "$0"; exit 2; fi
 MODEL=$(cd "$1" && pwd); SIDE=$2; REF=$3; STEPS=${4:-4}
 HERE=$(cd "$(dirname "$0")" && pwd)
 RETORT=${RETORT:-$HERE/../target/release/retort}
 PYTHON=${PYTHON:-/work/venv-24/bin/python}
 THREADS=${THREADS:-2}
+ROLLOUT_DTYPE=${ROLLOUT_DTYPE:-f32}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 case "$REF" in
@@ -40,11 +42,11 @@ if [ ! -f "$DATA" ]; then
 fi
 case "$SIDE" in
   retort)
-    NAME=retort-$REF-$(date +%s%N)
+    NAME=retort-$REF-$ROLLOUT_DTYPE-$(date +%s%N)
     RAYON_NUM_THREADS=$THREADS "$RETORT" run "$HERE/rl-step.toml" --headless --runs-dir "$OUT/runs" --name "$NAME" --force \
-      --set stage.grpo.model="$MODEL" --set stage.grpo.steps="$STEPS" "${SETS[@]}" > "$OUT/$NAME.log" 2>&1
+      --set stage.grpo.model="$MODEL" --set stage.grpo.steps="$STEPS" --set stage.grpo.rollout_dtype="$ROLLOUT_DTYPE" "${SETS[@]}" > "$OUT/$NAME.log" 2>&1
     rm -rf "$OUT"/runs/"$NAME"-*/grpo/checkpoints "$OUT"/runs/"$NAME"-*/grpo/model
-    "$PYTHON" "$HERE/../tools/rl_phase_times.py" "$OUT"/runs/"$NAME"-*/ grpo | "$PYTHON" -c "import json,sys; d=json.load(sys.stdin); d.update(side='retort', ref='$REF', model='$MODEL'); print(json.dumps(d))"
+    "$PYTHON" "$HERE/../tools/rl_phase_times.py" "$OUT"/runs/"$NAME"-*/ grpo | "$PYTHON" -c "import json,sys; d=json.load(sys.stdin); d.update(side='retort', ref='$REF', model='$MODEL', rollout_dtype='$ROLLOUT_DTYPE'); print(json.dumps(d))"
     ;;
   trl)
     OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} "$PYTHON" "$HERE/../tools/trl_grpo_peer.py" --model "$MODEL" --data "$DATA" --steps "$STEPS" \

@@ -41,11 +41,15 @@ pub struct SamplingParams {
     /// Rows decoded at once (0: all). With fewer slots than rows, a finished row's slot takes
     /// the next row (continuous batching on the CPU decoder); the output is the same.
     pub max_batch_rows: usize,
+    /// Read the weights' matmuls as bf16 copies on the CPU batch decoder (`rollout_dtype =
+    /// "bf16"`; x and sums stay f32). Ignored where that decoder or the CPU's AVX-512 is not
+    /// there: the f32 weights are used.
+    pub bf16_weights: bool,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, greedy: false, max_new_tokens: 64, stop_token_ids: vec![], min_new_tokens: 0, max_batch_rows: 0 }
+        SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, greedy: false, max_new_tokens: 64, stop_token_ids: vec![], min_new_tokens: 0, max_batch_rows: 0, bf16_weights: false }
     }
 }
 

@@ -64,6 +64,9 @@ struct MatmulReport {
     kernels: Vec<KernelFigure>,
     /// Largest |stream − tiled| / (1 + |stream|) over the step's outputs and tiled settings.
     max_rel_diff: f64,
+    /// The same over the bf16 kernels (`rollout_dtype = "bf16"`; W rounded to bf16),
+    /// when this CPU runs it.
+    bf16_max_rel_diff: Option<f64>,
 }
 
 /// One token step's matrices: (out, in) each.
@@ -135,8 +138,34 @@ pub fn cmd_bench_matmul(args: &MatmulBenchArgs) -> Result<()> {
         results.push(outs.clone());
     }
     skinny::set_prefetch(default);
+    let mut bf16_max_rel_diff = None;
+    if skinny::bf16::available() {
+        // Half the bytes: GB/s counts the bf16 bytes read.
+        let wb: Vec<Vec<u16>> = weights.iter().map(|w| skinny::bf16::convert(w)).collect();
+        let mut xp = vec![0.0f32; args.rows * widest_in];
+        let mut variants = vec![("bf16 W, widen + FMA, +1", skinny::bf16::Variant::Widen, 1), ("bf16 W, widen + FMA, +2", skinny::bf16::Variant::Widen, 2), ("bf16 W, widen + FMA, +4", skinny::bf16::Variant::Widen, 4)];
+        if skinny::bf16::has_dot() {
+            variants.push(("bf16 W and x, vdpbf16ps, +1", skinny::bf16::Variant::Dot, 1));
+            variants.push(("bf16 W and x, vdpbf16ps, +4", skinny::bf16::Variant::Dot, 4));
+        }
+        let default_pf = skinny::bf16::prefetch();
+        let mut worst = 0.0f64;
+        for (name, variant, pf) in variants {
+            skinny::bf16::set_prefetch(pf);
+            let runs = time(&mut || {
+                for ((w, &(o, i)), y) in wb.iter().zip(&shapes).zip(outs.iter_mut()) {
+                    skinny::bf16::matmul_wt_into_with(variant, &x[..args.rows * i], w, args.rows, i, o, &mut xp, &mut yt, y);
+                }
+            });
+            let ms = median(&runs);
+            kernels.push(KernelFigure { kernel: name, median_ms: ms, runs_ms: runs, gb_per_s: (bytes / 2) as f64 / ms / 1e6, gflop_per_s: 2.0 * (args.rows * parameters) as f64 / ms / 1e6 });
+            worst = results[0].iter().flatten().zip(outs.iter().flatten()).map(|(a, b)| ((a - b).abs() / (1.0 + a.abs())) as f64).fold(worst, f64::max);
+        }
+        skinny::bf16::set_prefetch(default_pf);
+        bf16_max_rel_diff = Some(worst);
+    }
     let max_rel_diff = results[1..].iter().flat_map(|r| results[0].iter().flatten().zip(r.iter().flatten())).map(|(a, b)| ((a - b).abs() / (1.0 + a.abs())) as f64).fold(0.0, f64::max);
-    let report = MatmulReport { rows: args.rows, parameters, weight_bytes: bytes, read_ms, read_gb_per_s: bytes as f64 / read_ms / 1e6, kernels, max_rel_diff };
+    let report = MatmulReport { rows: args.rows, parameters, weight_bytes: bytes, read_ms, read_gb_per_s: bytes as f64 / read_ms / 1e6, kernels, max_rel_diff, bf16_max_rel_diff };
     std::hint::black_box(sink);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -145,8 +174,11 @@ pub fn cmd_bench_matmul(args: &MatmulBenchArgs) -> Result<()> {
     println!("decode matmuls of one token step: {} rows, {} parameters ({:.1} MB of f32 weights)", args.rows, parameters, bytes as f64 / 1e6);
     println!("  read the weights once:      {:8.2} ms  {:6.1} GB/s  (the bandwidth bound of a step)", read_ms, report.read_gb_per_s);
     for k in &report.kernels {
-        println!("  kernel {:<19} {:8.2} ms  {:6.1} GB/s  {:6.1} GFLOP/s", k.kernel, k.median_ms, k.gb_per_s, k.gflop_per_s);
+        println!("  kernel {:<28} {:8.2} ms  {:6.1} GB/s  {:6.1} GFLOP/s", k.kernel, k.median_ms, k.gb_per_s, k.gflop_per_s);
     }
     println!("  largest relative difference between the kernels: {:.2e}", max_rel_diff);
+    if let Some(d) = bf16_max_rel_diff {
+        println!("  largest relative difference of the bf16 kernels from the f32 stream: {:.2e} (bf16 rounding)", d);
+    }
     Ok(())
 }

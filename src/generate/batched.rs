@@ -33,7 +33,7 @@ pub(super) fn generate_batched(
         n => n.min(rows),
     };
     let capacity = prompts.iter().map(Vec::len).max().unwrap_or(0) + params.max_new_tokens;
-    let Some(mut dec) = BatchDecoder::new(&weights, slots, capacity) else { return Ok(None) };
+    let Some(mut dec) = BatchDecoder::new(&weights, slots, capacity, params.bf16_weights) else { return Ok(None) };
     let t = if params.greedy { 1.0 } else { params.temperature };
 
     let mut out: Vec<Completion> =

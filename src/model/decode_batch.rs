@@ -22,6 +22,13 @@
 //!
 //! Prefill (the prompt of a row entering a slot) runs through the tensor path once per
 //! distinct prompt among the entrants; its keys and values are copied into the slots.
+//!
+//! With `bf16` weights (`rollout_dtype = "bf16"`), the decoder makes bf16 copies of the
+//! projection and head matrices when it is built (once per `generate` call, so a rollout
+//! always reads the current policy) and the decode steps read those through
+//! [`skinny::bf16`] (half the bytes; x, products and sums stay f32). Prefill, embeddings,
+//! norms and biases stay f32. Where the CPU lacks AVX-512 (F, BW, VL), no copies are made
+//! and the f32 weights are used.
 
 use super::fused::gemm::{sgemm, MatRef};
 use super::fused::{simd, skinny};
@@ -67,6 +74,8 @@ const VOCAB_BLOCK: usize = 128;
 /// the decoder lives (nothing writes weights during a rollout).
 struct Held<'a> {
     guards: Vec<(candle_core::StorageRef<'a>, usize, usize)>,
+    /// bf16 copies of the held matrices that have one (same index).
+    bf16: Vec<Option<Vec<u16>>>,
 }
 
 impl<'a> Held<'a> {
@@ -78,7 +87,19 @@ impl<'a> Held<'a> {
             return None;
         }
         self.guards.push((guard, a, b));
+        self.bf16.push(None);
         Some(self.guards.len() - 1)
+    }
+
+    /// Makes a bf16 copy of held matrix `i`.
+    fn make_bf16(&mut self, i: usize) {
+        let copy = skinny::bf16::convert(self.get(i));
+        self.bf16[i] = Some(copy);
+    }
+
+    /// Matrix `i` as the products read it: f32, and its bf16 copy if it has one.
+    fn mat(&self, i: usize) -> Wt<'_> {
+        Wt { f32: self.get(i), bf16: self.bf16[i].as_deref() }
     }
 
     fn get(&self, i: usize) -> &[f32] {
@@ -150,6 +171,8 @@ pub struct BatchDecoder<'a> {
     gate: Vec<f32>,
     up: Vec<f32>,
     yt: Vec<f32>,
+    /// x of a bf16 product in the kernel's order (up to 16 rows of the widest input).
+    xp: Vec<f32>,
     scores: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -162,8 +185,10 @@ pub struct BatchDecoder<'a> {
 impl<'a> BatchDecoder<'a> {
     /// A decoder with `slots` slots of `capacity` positions each, or `None` when the weights
     /// are not contiguous f32 on the CPU (the caller then decodes through the tensor path).
-    pub(crate) fn new(w: &'a Weights, slots: usize, capacity: usize) -> Option<BatchDecoder<'a>> {
-        let mut held = Held { guards: Vec::new() };
+    /// With `bf16`, the matrices are read as bf16 copies where the CPU runs that kernel
+    /// (see the module note).
+    pub(crate) fn new(w: &'a Weights, slots: usize, capacity: usize, bf16: bool) -> Option<BatchDecoder<'a>> {
+        let mut held = Held { guards: Vec::new(), bf16: Vec::new() };
         let embed = held.hold(&w.embed)?;
         let norm = held.hold(&w.norm)?;
         let head = held.hold(&w.head)?;
@@ -205,6 +230,14 @@ impl<'a> BatchDecoder<'a> {
         if nkv == 0 || nh % nkv != 0 || d % 2 != 0 || slots == 0 {
             return None;
         }
+        if bf16 && skinny::bf16::available() {
+            held.make_bf16(head);
+            for b in &blocks {
+                for i in [b.q.0, b.k.0, b.v.0, b.o.0, b.gate, b.up, b.down] {
+                    held.make_bf16(i);
+                }
+            }
+        }
         let layers = blocks.len();
         let kv = slots * nkv * capacity * d;
         // Scratch of the widest product group: q, k, v together, gate and up together.
@@ -240,6 +273,7 @@ impl<'a> BatchDecoder<'a> {
             gate: vec![0.0; slots * inter],
             up: vec![0.0; slots * inter],
             yt: vec![0.0; slots * widest],
+            xp: vec![0.0; slots.min(skinny::MAX_ROWS) * h.max(nh * d).max(inter)],
             scores: vec![0.0; slots * nh * capacity],
             cos: vec![0.0; slots * d / 2],
             sin: vec![0.0; slots * d / 2],
@@ -346,10 +380,10 @@ impl<'a> BatchDecoder<'a> {
             let bias = |p: &(usize, Option<usize>)| p.1.map(|i| held.get(i));
             linear3(
                 hb,
-                [(held.get(b.q.0), bias(&b.q), nh * d, &mut self.q[..n * nh * d]), (held.get(b.k.0), bias(&b.k), nkv * d, &mut self.k[..n * nkv * d]), (held.get(b.v.0), bias(&b.v), nkv * d, &mut self.v[..n * nkv * d])],
+                [(held.mat(b.q.0), bias(&b.q), nh * d, &mut self.q[..n * nh * d]), (held.mat(b.k.0), bias(&b.k), nkv * d, &mut self.k[..n * nkv * d]), (held.mat(b.v.0), bias(&b.v), nkv * d, &mut self.v[..n * nkv * d])],
                 n,
                 h,
-                &mut self.yt,
+                (&mut self.xp, &mut self.yt),
             )?;
             if let Some(w) = b.q_norm {
                 rms_rows_in_place(&mut self.q[..n * nh * d], held.get(w), eps);
@@ -396,15 +430,15 @@ impl<'a> BatchDecoder<'a> {
                     }
                 })
             });
-            linear(&self.att[..n * nh * d], held.get(b.o.0), b.o.1.map(|i| held.get(i)), n, nh * d, h, &mut self.yt, &mut self.proj[..n * h])?;
+            linear(&self.att[..n * nh * d], held.mat(b.o.0), b.o.1.map(|i| held.get(i)), n, nh * d, h, (&mut self.xp, &mut self.yt), &mut self.proj[..n * h])?;
             self.x[..n * h].iter_mut().zip(&self.proj[..n * h]).for_each(|(x, p)| *x += p);
             rms_rows(&self.x[..n * h], held.get(b.post_norm), eps, &mut self.hb[..n * h]);
             let hb = &self.hb[..n * h];
-            linear3(hb, [(held.get(b.gate), None, inter, &mut self.gate[..n * inter]), (held.get(b.up), None, inter, &mut self.up[..n * inter]), (&[], None, 0, &mut [])], n, h, &mut self.yt)?;
+            linear3(hb, [(held.mat(b.gate), None, inter, &mut self.gate[..n * inter]), (held.mat(b.up), None, inter, &mut self.up[..n * inter]), (Wt::EMPTY, None, 0, &mut [])], n, h, (&mut self.xp, &mut self.yt))?;
             simd::with_best_isa(|| {
                 self.gate[..n * inter].iter_mut().zip(&self.up[..n * inter]).for_each(|(g, u)| *g = *g / (1.0 + simd::exp(-*g)) * u)
             });
-            linear(&self.gate[..n * inter], held.get(b.down), None, n, inter, h, &mut self.yt, &mut self.proj[..n * h])?;
+            linear(&self.gate[..n * inter], held.mat(b.down), None, n, inter, h, (&mut self.xp, &mut self.yt), &mut self.proj[..n * h])?;
             self.x[..n * h].iter_mut().zip(&self.proj[..n * h]).for_each(|(x, p)| *x += p);
         }
         for &(slot, _) in rows {
@@ -425,7 +459,7 @@ impl<'a> BatchDecoder<'a> {
     pub fn head<R>(&mut self, rows: usize, t: f64, mut pick: impl FnMut(usize, &RowView) -> R) -> Vec<R> {
         let (h, vocab) = (self.h, self.vocab);
         let inv_t = (1.0 / t) as f32;
-        let head = self.held.get(self.head);
+        let head = self.held.mat(self.head);
         let n_blocks = vocab.div_ceil(VOCAB_BLOCK);
         let mut out = Vec::with_capacity(rows);
         for first in (0..rows).step_by(skinny::MAX_ROWS) {
@@ -433,10 +467,21 @@ impl<'a> BatchDecoder<'a> {
             let x = &self.hidden[first * h..(first + g) * h];
             let logits = &mut self.logits[..vocab * g];
             let stats = &mut self.stats[..n_blocks * g];
-            logits.par_chunks_mut(VOCAB_BLOCK * g).zip(head.par_chunks(VOCAB_BLOCK * h)).zip(stats.par_chunks_mut(g)).enumerate().for_each(|(blk, ((l, w), st))| {
-                skinny::dots(x, w, g, h, l);
-                simd::with_best_isa(|| block_stats(l, g, inv_t, (blk * VOCAB_BLOCK) as u32, st));
-            });
+            let stat = |blk: usize, l: &mut [f32], st: &mut [BlockStat]| simd::with_best_isa(|| block_stats(l, g, inv_t, (blk * VOCAB_BLOCK) as u32, st));
+            match head.bf16 {
+                None => logits.par_chunks_mut(VOCAB_BLOCK * g).zip(head.f32.par_chunks(VOCAB_BLOCK * h)).zip(stats.par_chunks_mut(g)).enumerate().for_each(|(blk, ((l, w), st))| {
+                    skinny::dots(x, w, g, h, l);
+                    stat(blk, l, st);
+                }),
+                Some(hb) => {
+                    skinny::bf16::pack_x(x, g, h, &mut self.xp);
+                    let xp = &self.xp[..g * h];
+                    logits.par_chunks_mut(VOCAB_BLOCK * g).zip(hb.par_chunks(VOCAB_BLOCK * h)).zip(stats.par_chunks_mut(g)).enumerate().for_each(|(blk, ((l, w), st))| {
+                        skinny::bf16::dots(xp, w, g, h, l);
+                        stat(blk, l, st);
+                    })
+                }
+            }
             for r in 0..g {
                 let view = RowView::new(&self.logits[..vocab * g], &self.stats[..n_blocks * g], g, r, vocab);
                 out.push(pick(first + r, &view));
@@ -602,15 +647,37 @@ impl<'b> RowView<'b> {
     }
 }
 
-/// `y = x · wᵀ (+ b)` for `rows` rows into `y`, with `yt` as scratch: the streaming kernel for
-/// up to 16 rows (bound by reading W once), gemm above.
+/// A matrix as the products read it: the f32 weights and, with `rollout_dtype = "bf16"`,
+/// their bf16 copy (which the products then read instead).
+#[derive(Clone, Copy)]
+struct Wt<'b> {
+    f32: &'b [f32],
+    bf16: Option<&'b [u16]>,
+}
+
+impl Wt<'_> {
+    /// The unused third slot of [`linear3`].
+    const EMPTY: Wt<'static> = Wt { f32: &[], bf16: None };
+}
+
+/// Scratch of the products: (x packed for the bf16 kernel, the transposed output).
+type Scratch<'s> = (&'s mut Vec<f32>, &'s mut Vec<f32>);
+
+/// `y = x · wᵀ (+ b)` for `rows` rows into `y`: the skinny kernel for up to 16 rows (bound by
+/// reading W once), gemm above; bf16 weights always go through the skinny bf16 kernel, 16
+/// rows at a time.
 #[allow(clippy::too_many_arguments)]
-fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, rows: usize, in_dim: usize, out_dim: usize, yt: &mut [f32], y: &mut [f32]) -> Result<()> {
-    if rows <= skinny::MAX_ROWS {
-        skinny::matmul_wt_into(x, w, rows, in_dim, out_dim, yt, y);
+fn linear(x: &[f32], w: Wt<'_>, b: Option<&[f32]>, rows: usize, in_dim: usize, out_dim: usize, (xp, yt): Scratch<'_>, y: &mut [f32]) -> Result<()> {
+    if let Some(wb) = w.bf16 {
+        for first in (0..rows).step_by(skinny::MAX_ROWS) {
+            let g = (rows - first).min(skinny::MAX_ROWS);
+            skinny::bf16::matmul_wt_into(&x[first * in_dim..(first + g) * in_dim], wb, g, in_dim, out_dim, xp, yt, &mut y[first * out_dim..(first + g) * out_dim]);
+        }
+    } else if rows <= skinny::MAX_ROWS {
+        skinny::matmul_wt_into(x, w.f32, rows, in_dim, out_dim, yt, y);
     } else {
         let lhs = MatRef { data: x, rows, cols: in_dim, row_stride: in_dim, col_stride: 1 };
-        let rhs = MatRef { data: w, rows: in_dim, cols: out_dim, row_stride: 1, col_stride: in_dim };
+        let rhs = MatRef { data: w.f32, rows: in_dim, cols: out_dim, row_stride: 1, col_stride: in_dim };
         sgemm(y, &lhs, &rhs, false)?;
     }
     if let Some(b) = b {
@@ -620,21 +687,25 @@ fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, rows: usize, in_dim: usize, o
 }
 
 /// A projection for [`linear3`]: (weight (out, in), bias, out, y).
-type Proj<'p> = (&'p [f32], Option<&'p [f32]>, usize, &'p mut [f32]);
+type Proj<'p> = (Wt<'p>, Option<&'p [f32]>, usize, &'p mut [f32]);
 
 /// Up to three projections of the same `x` (an unused one has out 0): one parallel pass of
-/// the streaming kernel for up to 16 rows, gemm per projection above.
-fn linear3(x: &[f32], ps: [Proj<'_>; 3], rows: usize, in_dim: usize, yt: &mut [f32]) -> Result<()> {
+/// the skinny kernel for up to 16 rows, [`linear`] per projection above. (The three are
+/// either all bf16 or all f32: the decoder converts every projection or none.)
+fn linear3(x: &[f32], ps: [Proj<'_>; 3], rows: usize, in_dim: usize, (xp, yt): Scratch<'_>) -> Result<()> {
     let [(w0, b0, o0, y0), (w1, b1, o1, y1), (w2, b2, o2, y2)] = ps;
     if rows > skinny::MAX_ROWS {
         for (w, b, o, y) in [(w0, b0, o0, y0), (w1, b1, o1, y1), (w2, b2, o2, y2)] {
             if o > 0 {
-                linear(x, w, b, rows, in_dim, o, yt, y)?;
+                linear(x, w, b, rows, in_dim, o, (&mut *xp, &mut *yt), y)?;
             }
         }
         return Ok(());
     }
-    skinny::matmul_wt3(skinny::Kernel::Best, x, [w0, w1, w2], [o0, o1, o2], rows, in_dim, yt, [&mut *y0, &mut *y1, &mut *y2]);
+    match (w0.bf16, w1.bf16, w2.bf16.or(if o2 == 0 { Some(&[]) } else { None })) {
+        (Some(a), Some(b), Some(c)) => skinny::bf16::matmul_wt3(x, [a, b, c], [o0, o1, o2], rows, in_dim, xp, yt, [&mut *y0, &mut *y1, &mut *y2]),
+        _ => skinny::matmul_wt3(skinny::Kernel::Best, x, [w0.f32, w1.f32, w2.f32], [o0, o1, o2], rows, in_dim, yt, [&mut *y0, &mut *y1, &mut *y2]),
+    }
     for (b, o, y) in [(b0, o0, y0), (b1, o1, y1), (b2, o2, y2)] {
         if let Some(b) = b {
             y.chunks_exact_mut(o).for_each(|row| row.iter_mut().zip(b).for_each(|(y, b)| *y += b));

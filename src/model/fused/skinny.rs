@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 mod tiled;
+pub mod bf16;
 
 /// At most this many rows of x take this path; more go to gemm.
 pub const MAX_ROWS: usize = 16;

@@ -94,6 +94,19 @@ pub enum Algorithm {
     Flowrl,
 }
 
+/// The `rollout_dtype` key: the weights generation reads (issue 24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutDtype {
+    /// The policy's own f32 weights.
+    #[default]
+    F32,
+    /// bf16 copies of the matmul weights, made at each rollout from the current policy (the
+    /// CPU batch decoder with AVX-512; elsewhere the f32 weights). The update's old log-probs
+    /// are then the f32 policy's, not the sampler's (`rollout::score_rollout`).
+    Bf16,
+}
+
 /// Importance-weight clipping of the FlowRL loss (§4.3; used in `algo/flowrl.rs`); the
 /// weight is always detached.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -213,6 +226,9 @@ pub struct RlStage {
     /// batching); the sampled text is the same either way.
     #[serde(default)]
     pub rollout_batch_rows: usize,
+    /// `"f32"` (default) or `"bf16"`: the weights the rollout's decode matmuls read.
+    #[serde(default)]
+    pub rollout_dtype: RolloutDtype,
 
     #[serde(default = "d_lr")]
     pub lr: f64,
@@ -391,6 +407,16 @@ impl RlStage {
             Some(a) => adv::cosine_kl_coef(step, a.start, a.min, a.horizon),
             None => self.kl_coef,
         }
+    }
+
+    /// Whether the update can take the f32 old log-probs from its own forward pass (detached)
+    /// when the sampler's are not the f32 policy's (`rollout_dtype = "bf16"`): the rollout is
+    /// used for exactly one optimizer step (one epoch, one mini-batch), so every micro-batch's
+    /// forward runs with the weights that sampled, and nothing reads the old log-probs before
+    /// the update (KL in the reward, the perplexity shaping). Otherwise a scoring pass of the
+    /// policy computes them.
+    pub(crate) fn old_logp_from_update(&self) -> bool {
+        self.ppo_epochs == 1 && self.mini_batch_prompts() >= self.prompts_per_step && !self.kl_in_reward && self.ppl_shaping.is_none()
     }
 
     pub(crate) fn needs_reference(&self) -> bool {

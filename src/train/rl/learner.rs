@@ -62,8 +62,22 @@ impl Learner<'_> {
         // The rollout's mask: tool output is in the context but not in any loss or count.
         scored.mask = ro.mask_rows(rows.clone(), dev)?;
         let (logp, entropy) = (&scored.logp, &scored.entropy);
-        let old = batch::rows_tensor(&sc.old, rows.clone(), dev)?;
         let mask = &scored.mask;
+        let old = if sc.old_from_update {
+            // bf16 rollouts, one optimizer step per rollout: this forward runs with the weights
+            // that sampled, in f32, so its detached log-probs are the exact old policy's.
+            let f32_old = (logp.detach() * mask)?;
+            let sampler = batch::rows_tensor(&sc.old, rows.clone(), dev)?;
+            let gap = loss::tensor_to_mat(&(&sampler - &f32_old)?.abs()?)?;
+            let m = loss::tensor_to_mat(mask)?;
+            let tokens: f64 = m.data.iter().map(|&v| v as f64).sum();
+            if tokens > 0.0 {
+                acc.add("rollout/logprob_gap", gap.data.iter().zip(&m.data).map(|(g, m)| (*g * *m) as f64).sum::<f64>() / tokens, tokens);
+            }
+            f32_old
+        } else {
+            batch::rows_tensor(&sc.old, rows.clone(), dev)?
+        };
         let mut adv_mat = Mat::new(rows.len(), a.advantages.cols, a.advantages.data[rows.start * a.advantages.cols..rows.end * a.advantages.cols].to_vec())?;
         if let Some(e) = &cfg.entropy_adv {
             let m = Mat::new(rows.len(), a.advantages.cols, ro.mask.data[rows.start * ro.mask.cols..rows.end * ro.mask.cols].to_vec())?;

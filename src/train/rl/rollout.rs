@@ -97,6 +97,7 @@ pub fn rollout(
         stop_token_ids: tok.eos_ids(),
         min_new_tokens: cfg.min_new_tokens,
         max_batch_rows: cfg.rollout_batch_rows,
+        bf16_weights: cfg.rollout_dtype == crate::train::rl::config::RolloutDtype::Bf16,
         ..Default::default()
     };
     let mut rng = crate::rng::Rng::derive(rollout_seed, &format!("rollout/{step}"));
@@ -159,28 +160,83 @@ pub struct Scored {
     pub reference: Option<Mat>,
     pub entropy: Mat,
     pub values: Option<Mat>,
+    /// The sampler read bf16 weights and the update takes the f32 old log-probs from its own
+    /// forward (detached; [`RlStage::old_logp_from_update`]): `old` holds the sampler's.
+    pub old_from_update: bool,
+    /// Mean |sampler log-prob − f32 policy log-prob| over the response tokens, when the
+    /// sampler read bf16 weights and a scoring pass computed the f32 ones (`rollout/logprob_gap`).
+    pub logprob_gap: Option<f64>,
 }
 
-/// The old policy's log-probs and entropies are the sampler's own (the same weights, the same
-/// temperature, computed over the full distribution before any top-k / top-p cut; the model
-/// tests check they equal a full forward pass), so no second pass of the policy is needed —
-/// as TRL does for on-policy updates. The reference model scores the rollout in chunks of
-/// `micro_batch` rows, running each distinct prompt once; the algorithm adds critic values
-/// (PPO, `algo/ppo.rs`).
-pub fn score_rollout(cfg: &RlStage, ro: &Rollout, reference: Option<&Model>, pad: u32) -> Result<Scored> {
-    let b = ro.prompts.len();
-    let t = ro.widths.1;
-    let old = per_token_mat(&ro.logprobs, t)?;
-    let entropy = per_token_mat(&ro.entropies, t)?;
-    let mut refm = reference.map(|_| Mat::zeros(b, t));
-    if let (Some(r), Some(m)) = (reference, refm.as_mut()) {
-        for start in (0..b).step_by(cfg.micro_batch) {
-            let rows = start..(start + cfg.micro_batch).min(b);
-            let s = crate::model::score::score_shared_prompts(&r.decoder, (&ro.prompts, &ro.responses), rows.clone(), ro.widths, pad, cfg.temperature, Mode::Infer)?;
-            batch::put_rows(m, start, &(s.logp * ro.mask_rows(rows, s.mask.device())?)?)?;
+/// How the rollout's old log-probs come to be: the sampler's own (f32 weights), or — when the
+/// sampler read bf16 copies — the f32 policy's, from the update's forward or a scoring pass.
+#[derive(Clone, Copy)]
+pub enum OldLogp<'m> {
+    Sampler,
+    FromUpdate,
+    ScoringPass(&'m Model),
+}
+
+impl<'m> OldLogp<'m> {
+    /// The case of this stage: bf16 rollouts are in effect on a CPU with the bf16 kernel.
+    pub fn of(cfg: &RlStage, policy: &'m Model) -> OldLogp<'m> {
+        let bf16 = cfg.rollout_dtype == crate::train::rl::config::RolloutDtype::Bf16 && policy.decoder.device().is_cpu() && crate::model::fused::skinny::bf16::available();
+        match (bf16, cfg.old_logp_from_update()) {
+            (false, _) => OldLogp::Sampler,
+            (true, true) => OldLogp::FromUpdate,
+            (true, false) => OldLogp::ScoringPass(policy),
         }
     }
-    Ok(Scored { old, reference: refm, entropy, values: None })
+}
+
+/// With f32 weights the old policy's log-probs and entropies are the sampler's own (the same
+/// weights, the same temperature, computed over the full distribution before any top-k /
+/// top-p cut; the model tests check they equal a full forward pass), so no second pass of
+/// the policy is needed — as TRL does for on-policy updates. When the sampler read bf16
+/// copies, the importance ratio must still be against the f32 policy: the update takes them
+/// from its forward ([`OldLogp::FromUpdate`]), or the policy scores the rollout here
+/// ([`OldLogp::ScoringPass`]). The reference model scores the rollout in chunks of
+/// `micro_batch` rows, running each distinct prompt once; the algorithm adds critic values
+/// (PPO, `algo/ppo.rs`).
+pub fn score_rollout(cfg: &RlStage, ro: &Rollout, reference: Option<&Model>, old_logp: OldLogp<'_>, pad: u32) -> Result<Scored> {
+    let b = ro.prompts.len();
+    let t = ro.widths.1;
+    let mut old = per_token_mat(&ro.logprobs, t)?;
+    let entropy = per_token_mat(&ro.entropies, t)?;
+    let score = |m: &Model, into: &mut Mat| -> Result<()> {
+        for start in (0..b).step_by(cfg.micro_batch) {
+            let rows = start..(start + cfg.micro_batch).min(b);
+            let s = crate::model::score::score_shared_prompts(&m.decoder, (&ro.prompts, &ro.responses), rows.clone(), ro.widths, pad, cfg.temperature, Mode::Infer)?;
+            batch::put_rows(into, start, &(s.logp * ro.mask_rows(rows, s.mask.device())?)?)?;
+        }
+        Ok(())
+    };
+    let mut refm = reference.map(|_| Mat::zeros(b, t));
+    if let (Some(r), Some(m)) = (reference, refm.as_mut()) {
+        score(r, m)?;
+    }
+    let mut logprob_gap = None;
+    if let OldLogp::ScoringPass(policy) = old_logp {
+        let mut f32_old = Mat::zeros(b, t);
+        score(policy, &mut f32_old)?;
+        logprob_gap = Some(mean_abs_gap(&old, &f32_old, &ro.mask));
+        old = f32_old;
+    }
+    Ok(Scored { old, reference: refm, entropy, values: None, old_from_update: matches!(old_logp, OldLogp::FromUpdate), logprob_gap })
+}
+
+/// Mean |a − b| over the tokens of `mask` (0 when it has none).
+pub fn mean_abs_gap(a: &Mat, b: &Mat, mask: &Mat) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0.0f64);
+    for ((x, y), m) in a.data.iter().zip(&b.data).zip(&mask.data) {
+        sum += (*m as f64) * (*x as f64 - *y as f64).abs();
+        n += *m as f64;
+    }
+    if n > 0.0 {
+        sum / n
+    } else {
+        0.0
+    }
 }
 
 /// Ragged per-token rows as a (rows, width) matrix, zero past each row's end (like the mask).
@@ -250,5 +306,72 @@ mod tests {
             }
         }
         assert!(per_token_mat(&[vec![0.0; 9]], 8).unwrap_err().to_string().contains("width of 8"));
+    }
+
+    #[test]
+    fn bf16_rollouts_sample_from_the_policy_with_bf16_rounded_matrices() {
+        // rollout_dtype = "bf16" on a CPU with the kernel: the decode steps read the projection
+        // and head matrices rounded to bf16, so the sampler's log-probs follow the policy with
+        // those matrices rounded (scored by the independent tensor path) more closely than the
+        // f32 policy. Not exactly: the prompt's prefill runs the f32 weights (its keys and
+        // values, and the hidden state of the first token, are the f32 policy's). They differ
+        // from the f32 policy's, which is why the update takes its old log-probs from the f32
+        // forward.
+        use crate::model::fused::skinny::bf16;
+        if !bf16::available() {
+            return; // the decoder falls back to the f32 weights; nothing bf16 to check here
+        }
+        let dev = Device::Cpu;
+        let mut cfg = ModelConfig::preset("tiny", 300).unwrap();
+        cfg.num_hidden_layers = 2;
+        cfg.tie_word_embeddings = false; // the embedding lookup stays f32; the head is rounded
+        cfg.hidden_size = 96; // whole chunks of 32 and a tail (intermediate below)
+        cfg.intermediate_size = 150;
+        let model = Model::init_random(cfg.clone(), 3, &dev).unwrap();
+        let rounded = Model::init_random(cfg, 3, &dev).unwrap();
+        for (name, var) in rounded.vars() {
+            let matrix = name.ends_with("proj.weight") || name == "lm_head.weight";
+            if matrix {
+                var.set(&var.as_tensor().to_dtype(candle_core::DType::BF16).unwrap().to_dtype(candle_core::DType::F32).unwrap()).unwrap();
+            }
+        }
+        let prompts = vec![vec![1u32, 2, 3], vec![4, 5], vec![6, 7, 8, 9, 10]];
+        let params = SamplingParams { temperature: 0.8, max_new_tokens: 12, bf16_weights: true, ..Default::default() };
+        let score = |m: &Model, responses: &[Vec<u32>]| -> (Vec<f32>, Vec<f32>) {
+            let widths = batch::widths(&prompts, responses);
+            let sb = batch::build(&prompts, responses, 0..prompts.len(), widths, 0, &dev).unwrap();
+            let (logp, _, _) = batch::score(&m.decoder.detached(), &sb, 0.8, Mode::Infer).unwrap();
+            let mask = sb.mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (logp.flatten_all().unwrap().to_vec1::<f32>().unwrap(), mask)
+        };
+        // Per token within 2e-2 of the rounded policy (a loose bound: the kernel's own error
+        // bound is tested in skinny::bf16; here the f32 prefill and, for Dot, the rounding of
+        // x add to it); on average closer to it than to the f32 policy.
+        let mut variants = vec![(bf16::Variant::Widen, 2e-2f32)];
+        if bf16::has_dot() {
+            variants.push((bf16::Variant::Dot, 2e-2));
+        }
+        for (variant, tol) in variants {
+            bf16::set_variant(variant);
+            let out = generate(&model.decoder, &prompts, &params, &mut crate::rng::Rng::new(5), None).unwrap();
+            let responses: Vec<Vec<u32>> = out.iter().map(|c| c.tokens.clone()).collect();
+            let sampler = per_token_mat(&out.iter().map(|c| c.logprobs.clone()).collect::<Vec<_>>(), batch::widths(&prompts, &responses).1).unwrap().data;
+            let (want, mask) = score(&rounded, &responses);
+            let (f32_policy, _) = score(&model, &responses);
+            let (mut gap_rounded, mut gap_f32, mut n) = (0.0f32, 0.0f32, 0.0f32);
+            for i in 0..mask.len() {
+                if mask[i] > 0.0 {
+                    assert!((sampler[i] - want[i]).abs() <= tol * (1.0 + want[i].abs()), "{variant:?} token {i}: sampler {} vs bf16-rounded policy {}", sampler[i], want[i]);
+                    gap_rounded += (sampler[i] - want[i]).abs();
+                    gap_f32 += (sampler[i] - f32_policy[i]).abs();
+                    n += 1.0;
+                }
+            }
+            assert!(n > 30.0 && gap_f32 / n > 1e-5, "{variant:?}: the bf16 rounding shows in the log-probs (mean gap to the f32 policy {})", gap_f32 / n);
+            if variant == bf16::Variant::Widen {
+                assert!(gap_rounded < gap_f32, "Widen is closer to the rounded policy (mean gap {}) than to the f32 one ({})", gap_rounded / n, gap_f32 / n);
+            }
+        }
+        bf16::set_variant(bf16::variant_default());
     }
 }

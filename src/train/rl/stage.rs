@@ -172,6 +172,10 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let mut solutions: HashMap<usize, Option<Vec<String>>> = HashMap::new();
     let mut last_eval: Vec<(String, f64)> = Vec::new();
     let learner = Learner { cfg, policy: &policy, pad, device: &device, scaffold: &run };
+    let old_logp = rollout::OldLogp::of(cfg, &policy);
+    if cfg.rollout_dtype == super::config::RolloutDtype::Bf16 && matches!(old_logp, rollout::OldLogp::Sampler) {
+        ctx.events.warn("rollout_dtype = \"bf16\" needs the CPU batch decoder and AVX-512 (F, BW, VL); this run generates with the f32 weights");
+    }
 
     while state.step < cfg.steps {
         run.poll(ctx, &state, &trainers(&actor, &algo))?;
@@ -192,7 +196,7 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         phase(ctx, "logprob");
         let t0 = Instant::now();
         // With kl_coef = 0 the reference only feeds `actor/ref_kl`: scored every ref_kl_every steps.
-        let mut sc = rollout::score_rollout(cfg, &ro, reference.as_ref().filter(|_| cfg.reference_pass_at(step)), pad)?;
+        let mut sc = rollout::score_rollout(cfg, &ro, reference.as_ref().filter(|_| cfg.reference_pass_at(step)), old_logp, pad)?;
         sc.values = algo.old_values(cfg, &ro, pad, &device)?;
         let (a, reward_kl) = rollout::advantages(cfg, &ro, &sc, step, &device)?;
         if let Some(bad) = a.advantages.data.iter().find(|v| !v.is_finite()) {
@@ -223,6 +227,9 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
             m.push(("critic/kl_in_reward".into(), kl));
         }
         m.extend(algo.step_metrics(&ro, &sc, &a, &device)?);
+        if let Some(gap) = sc.logprob_gap {
+            m.push(("rollout/logprob_gap".into(), gap));
+        }
         let response_tokens: usize = ro.responses.iter().map(Vec::len).sum();
         m.extend([
             ("timing/generate".to_string(), t_generate),

@@ -132,7 +132,7 @@ unsafe fn tile<const TX: usize, const HINT: i32>(xr: [*const f32; 4], wr: [*cons
 /// the lanes (4 → 1).
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn reduce16(a: [__m512; 16]) -> __m512 {
+pub(super) unsafe fn reduce16(a: [__m512; 16]) -> __m512 {
     // c[m]: lanes 0–1 partial sums of a[2m], lanes 2–3 of a[2m + 1].
     let mut c = [_mm512_setzero_ps(); 8];
     for m in 0..8 {
