@@ -7,22 +7,22 @@
 //! synonym table, cluster `paraphrase`).
 //!
 //! A *task* is a family in one of four styles. A style is a pair of templates and a
-//! verbalizer pair whose meaning the style fixes: `qa` (yes / no), `label` (A / B), `verdict`
-//! (true / false, **flipped**: a true statement is answered "false") and `switch` (on / off,
-//! flipped). Styles are shared by every family: that is the format cue a retriever can carry
+//! verbalizer pair: `qa` (yes / no), `label` (A / B), `verdict` (true / false) and `switch`
+//! (on / off). Styles are shared by every family: that is the format cue a retriever can carry
 //! across families.
 //!
-//! The frozen LM is made demonstration-sensitive (see [`lm_sequence`]): each row of its
-//! training text (`lm.jsonl`, `{"prompt", "response"}` rows: the loss on the query's answer
-//! only, since on whole text rows the answers were too small a share of it to be learnt) is 0 to
-//! `max_demos` demonstrations and a query, and which word of each task style's verbalizer
-//! pair means "true" is drawn anew for every sequence. A lone task-style query therefore
-//! cannot tell which word to answer; demonstrations in its style (of any family) can, and in
-//! the task data the meaning of each style is fixed. What is *true* the LM learns from a fifth
-//! style that appears only in its text, the anchor `fact` (right / wrong, never flipped):
-//! without it the truth of a statement was learnable only jointly with the in-context rule
-//! that needs it, and the earlier mixture (every style flipped) left the LM unable to use
-//! demonstrations at all.
+//! The frozen LM is made demonstration-sensitive by its training text (`lm.jsonl`,
+//! `{"prompt", "response"}` rows: the loss on the query's answer only), 0 to `max_demos`
+//! demonstrations and a query per row. Two mixtures:
+//!
+//! - `format` (the default, [`lm_sequence_format`]): which verbaliser pair a style's template
+//!   is answered with is drawn anew for every sequence, so a lone query cannot tell its words
+//!   and a demo of its style can; task rows are completions (the LM must produce the word).
+//! - `flip` (the earlier design, [`lm_sequence`]): pairs fixed, which word of a pair means
+//!   "true" drawn per sequence, multiple-choice task rows (`verdict` and `switch` flipped in
+//!   the task data), plus an anchor style `fact` (right / wrong, never flipped) that teaches
+//!   what is true. Reading the meaning off a demo needs the demo's truth and its label
+//!   combined; the tiny decoder never learnt it (the README's UPRISE section has the runs).
 //!
 //! Files (written atomically): `train.jsonl` and `test.jsonl` (task rows of §6.7:
 //! `{"id","task","cluster","input","options","answer"}`), `lm.jsonl` (`{"prompt","response"}`, or `{"text"}` with `answer_only = false`),
@@ -59,11 +59,23 @@ pub struct TinyUpriseConfig {
     /// The LM's rows as `{"prompt", "response"}` (the loss on the query's answer only) rather
     /// than one `{"text"}` (the loss on every token, statements and demo answers included).
     pub answer_only: bool,
+    /// What makes the LM need demonstrations: `format` (default; a task style's verbaliser
+    /// pair is drawn per LM sequence, task rows are completions) or `flip` (the earlier
+    /// mixture: a style's pair fixed, its meaning flipped per sequence, multiple-choice rows,
+    /// the `fact` anchor). See [`lm_sequence_format`] and [`lm_sequence`].
+    pub mixture: Mixture,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mixture {
+    Format,
+    Flip,
 }
 
 impl Default for TinyUpriseConfig {
     fn default() -> Self {
-        TinyUpriseConfig { seed: 0, train: 60, test: 40, lm: 6000, max_demos: 4, corpus: 6000, answer_only: true }
+        TinyUpriseConfig { seed: 0, train: 60, test: 40, lm: 6000, max_demos: 4, corpus: 6000, answer_only: true, mixture: Mixture::Format }
     }
 }
 
@@ -171,6 +183,17 @@ pub fn task_row(id: String, family: usize, style: usize, rng: &mut Rng) -> TaskR
     row_of(id, family, style, x, truth)
 }
 
+/// A task row of the data set of `mixture` (a completion row in the `format` mixture).
+fn task_row_of(mixture: Mixture, id: String, family: usize, style: usize, rng: &mut Rng) -> TaskRow {
+    match mixture {
+        Mixture::Flip => task_row(id, family, style, rng),
+        Mixture::Format => {
+            let (x, truth) = statement(FAMILIES[family].0, rng);
+            format_row(id, family, style, x, truth, FORMAT_PAIRS[style])
+        }
+    }
+}
+
 /// The task row of statement `x` (true or not) of `family` in `style` (the anchor style
 /// too), answered with the style's fixed meaning.
 pub fn row_of(id: String, family: usize, style: usize, x: String, truth: bool) -> TaskRow {
@@ -271,6 +294,58 @@ pub fn lm_sequence(i: usize, max_demos: usize, rng: &mut Rng) -> LmSequence {
     LmSequence { demos, query, flip }
 }
 
+/// The `format` mixture's verbaliser pairs, word for true first: the task styles' pairs of
+/// [`STYLES`] with none flipped (`verdict` answers a true statement "true").
+pub const FORMAT_PAIRS: [[&str; 2]; 4] = [["yes", "no"], ["A", "B"], ["true", "false"], ["on", "off"]];
+
+/// The task row of statement `x` in the `format` mixture: `style`'s templates and its pair of
+/// [`FORMAT_PAIRS`], never flipped, and no options: the row is a completion, so the LM has to
+/// produce the word itself and a wrong format is a wrong answer (with options to score, the
+/// format would not matter).
+pub fn format_row(id: String, family: usize, style: usize, x: String, truth: bool, pair: [&str; 2]) -> TaskRow {
+    let mut row = row_of(id, family, style, x, truth);
+    row.options = None;
+    row.answer = (if truth { pair[0] } else { pair[1] }).to_string();
+    row
+}
+
+/// One training sequence of the LM in the `format` mixture (synth-spec §6.9: "sequences where
+/// the verbalizer or format is implied only by preceding demonstrations"). Every sequence
+/// assigns the four verbaliser pairs of [`FORMAT_PAIRS`] to the four task styles by a fresh
+/// permutation, so a style's template never tells its words and a lone query has one chance in
+/// four of the pair its task uses; a demo of the query's style (any family) shows it, one of
+/// another style shows a different pair, a distractor. Meanings never flip: what is true is
+/// learnt from every row, and what demonstrations add is the format, copied from a demo with
+/// the query's template (an induction step a small decoder can learn, unlike the `flip`
+/// mixture's meaning read off a demo's truth). Demos: none in one sequence in ten; otherwise
+/// all of the query's task (half), all of its style (three in ten) or of any style.
+pub fn lm_sequence_format(i: usize, max_demos: usize, rng: &mut Rng) -> LmSequence {
+    let mut pair_of: Vec<usize> = (0..STYLES.len()).collect();
+    rng.shuffle(&mut pair_of);
+    let query_style = rng.usize(STYLES.len());
+    let query_family = rng.usize(FAMILIES.len());
+    let n = if max_demos == 0 || rng.bool(ZERO_DEMO_SHARE) { 0 } else { 1 + rng.usize(max_demos) };
+    let kind = rng.weighted(&DEMO_KINDS);
+    let part = |id: String, family: usize, style: usize, rng: &mut Rng| {
+        let (x, truth) = statement(FAMILIES[family].0, rng);
+        let row = format_row(id, family, style, x.clone(), truth, FORMAT_PAIRS[pair_of[style]]);
+        LmPart { row, style, statement: x, truth }
+    };
+    let mut demos = Vec::with_capacity(n);
+    for d in 0..n {
+        let (family, style) = match kind {
+            0 => (query_family, query_style),
+            1 => (rng.usize(FAMILIES.len()), query_style),
+            _ => (rng.usize(FAMILIES.len()), rng.usize(STYLES.len())),
+        };
+        demos.push(part(format!("lm{i}-{d}"), family, style, rng));
+    }
+    let query = part(format!("lm{i}-q"), query_family, query_style, rng);
+    // `flip` says whether a style's words differ from its task data's in this sequence.
+    let flip = (0..STYLES.len()).map(|s| pair_of[s] != s).collect();
+    LmSequence { demos, query, flip }
+}
+
 pub fn write(dir: &Path, cfg: &TinyUpriseConfig) -> Result<Vec<(String, u64)>> {
     crate::fsutil::ensure_dir(dir)?;
     let mut out = Vec::new();
@@ -281,7 +356,7 @@ pub fn write(dir: &Path, cfg: &TinyUpriseConfig) -> Result<Vec<(String, u64)>> {
             for s in 0..STYLES.len() {
                 let mut rng = Rng::derive(cfg.seed, &format!("tiny-uprise/{split}/{f}/{s}"));
                 for i in 0..n {
-                    let row = task_row(format!("{split}-{}-{}-{i}", FAMILIES[f].0, STYLES[s].0), f, s, &mut rng);
+                    let row = task_row_of(cfg.mixture, format!("{split}-{}-{}-{i}", FAMILIES[f].0, STYLES[s].0), f, s, &mut rng);
                     text.push_str(&serde_json::to_string(&row)?);
                     text.push('\n');
                     count += 1;
@@ -294,7 +369,10 @@ pub fn write(dir: &Path, cfg: &TinyUpriseConfig) -> Result<Vec<(String, u64)>> {
     let mut text = String::new();
     let mut vocab = String::new();
     for i in 0..cfg.lm {
-        let seq = lm_sequence(i, cfg.max_demos, &mut rng);
+        let seq = match cfg.mixture {
+            Mixture::Format => lm_sequence_format(i, cfg.max_demos, &mut rng),
+            Mixture::Flip => lm_sequence(i, cfg.max_demos, &mut rng),
+        };
         let whole = json!({ "text": format!("{}{}", seq.prompt(), seq.response()) });
         // The loss on every token (`{"text"}`): each demo's answer follows from the demos before it.
         let row = if cfg.answer_only { json!({ "prompt": seq.prompt(), "response": seq.response() }) } else { whole.clone() };
@@ -309,7 +387,7 @@ pub fn write(dir: &Path, cfg: &TinyUpriseConfig) -> Result<Vec<(String, u64)>> {
     let mut rng = Rng::derive(cfg.seed, "tiny-uprise/corpus");
     let mut text = String::new();
     for i in 0..cfg.corpus {
-        let row = task_row(format!("corpus-{i}"), rng.usize(FAMILIES.len()), rng.usize(STYLES.len()), &mut rng);
+        let row = task_row_of(cfg.mixture, format!("corpus-{i}"), rng.usize(FAMILIES.len()), rng.usize(STYLES.len()), &mut rng);
         text.push_str(&format!("{}\n", json!({ "text": row.demo() })));
     }
     out.push(("corpus.jsonl".into(), text, cfg.corpus as u64));
@@ -438,7 +516,7 @@ mod tests {
     #[test]
     fn same_seed_same_files_and_styles_fix_the_verbalizer() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let cfg = TinyUpriseConfig { seed: 1, train: 5, test: 3, lm: 20, max_demos: 4, corpus: 10, answer_only: true };
+        let cfg = TinyUpriseConfig { seed: 1, train: 5, test: 3, lm: 20, max_demos: 4, corpus: 10, answer_only: true, mixture: Mixture::Flip };
         write(a.path(), &cfg).unwrap();
         write(b.path(), &cfg).unwrap();
         for f in ["train.jsonl", "test.jsonl", "lm.jsonl", "vocab.jsonl", "corpus.jsonl"] {
@@ -450,6 +528,61 @@ mod tests {
             assert!(!r.task.ends_with("-fact"), "the anchor style is not a task: {}", r.task);
             let style = STYLES.iter().find(|s| r.task.ends_with(&format!("-{}", s.0))).unwrap();
             assert_eq!(r.options.as_ref().unwrap(), &vec![style.2[0].to_string(), style.2[1].to_string()]);
+        }
+    }
+
+    #[test]
+    fn a_format_sequence_shows_a_style_s_words_only_through_its_demos() {
+        let mut rng = Rng::new(13);
+        let (mut other_words, mut informative, mut zero) = (0, 0, 0);
+        let n = 4000;
+        for i in 0..n {
+            let seq = lm_sequence_format(i, 4, &mut rng);
+            // Per style, the pair this sequence uses, read off every part's answer and truth.
+            let mut pair_of: BTreeMap<usize, [String; 2]> = BTreeMap::new();
+            for p in seq.demos.iter().chain([&seq.query]) {
+                assert_eq!(judge(&p.statement), p.truth, "{}", p.statement);
+                assert!(p.row.options.is_none(), "format rows are completions: {:?}", p.row);
+                assert!(p.row.input.contains(&p.statement), "{:?}", p.row);
+                // Never flipped: the answer is the first word of some pair exactly when true.
+                let pair = FORMAT_PAIRS.iter().find(|w| w.contains(&p.row.answer.as_str())).unwrap();
+                assert_eq!(p.row.answer == pair[0], p.truth, "{:?}", p.row);
+                let pair = [pair[0].to_string(), pair[1].to_string()];
+                assert_eq!(pair_of.entry(p.style).or_insert_with(|| pair.clone()), &pair, "sequence {i}: {}", seq.prompt());
+            }
+            // Two styles of one sequence never share a pair (a distractor shows other words).
+            let pairs: Vec<&[String; 2]> = pair_of.values().collect();
+            for (a, pa) in pairs.iter().enumerate() {
+                assert!(pairs[a + 1..].iter().all(|pb| pb != pa), "sequence {i}: {}", seq.prompt());
+            }
+            let q = &seq.query;
+            other_words += usize::from(pair_of[&q.style][0] != FORMAT_PAIRS[q.style][0]);
+            informative += usize::from(seq.demos.iter().any(|d| d.style == q.style));
+            zero += usize::from(seq.demos.is_empty());
+        }
+        let share = |k: usize| k as f64 / n as f64;
+        // A query's style uses its task's pair in one sequence in four (a random permutation).
+        assert!((0.71..0.79).contains(&share(other_words)), "other words {other_words}");
+        assert!((0.08..0.12).contains(&share(zero)), "zero-demo {zero}");
+        assert!((0.75..0.9).contains(&share(informative)), "informative {informative}");
+    }
+
+    #[test]
+    fn format_task_rows_are_completions_in_their_style_s_own_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TinyUpriseConfig { seed: 2, train: 4, test: 2, lm: 10, max_demos: 4, corpus: 10, answer_only: true, mixture: Mixture::Format };
+        write(dir.path(), &cfg).unwrap();
+        let rows = crate::uprise::data::read_rows(&dir.path().join("test.jsonl")).unwrap();
+        assert_eq!(rows.len(), 5 * 4 * 2);
+        for r in &rows {
+            let s = STYLES.iter().position(|s| r.task.ends_with(&format!("-{}", s.0))).unwrap();
+            assert!(r.options.is_none(), "{r:?}");
+            let statement = STYLES[s].1.iter().find_map(|t| {
+                let (pre, post) = t.split_once("{x}").unwrap();
+                r.input.strip_prefix(pre)?.strip_suffix(post).map(str::to_string)
+            });
+            let truth = judge(statement.as_deref().unwrap());
+            assert_eq!(r.answer, FORMAT_PAIRS[s][usize::from(!truth)], "{r:?}");
         }
     }
 }
