@@ -68,6 +68,6 @@ pub fn llava_info_text(dir: &Path, shape: InfoShape, context: Option<usize>) -> 
     let shape = InfoShape { context: context.unwrap_or(t.max_position_embeddings.min(4096)), ..shape };
     let target = crate::preflight::budget::budget("auto", "auto", None, None).map_err(|e| anyhow::anyhow!(e))?.target;
     let arch = crate::preflight::resolve::arch_of_folder(dir).map_err(|e| anyhow::anyhow!(e))?;
-    s += &super::model::memory_text(&arch, shape, target);
+    s += &super::info_memory::memory_text(&arch, shape, target);
     Ok(s)
 }

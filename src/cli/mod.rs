@@ -7,6 +7,7 @@ mod bench_matmul;
 mod bench_mine;
 mod bench_vlm;
 mod embed;
+mod info_memory;
 mod eval;
 mod export;
 mod llava_info;

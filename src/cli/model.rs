@@ -4,8 +4,7 @@
 use crate::bench::{self, BenchOptions};
 use crate::generate::{generate, FinishReason, SamplingParams};
 use crate::model::config::PRESETS;
-use crate::model::estimate::human_bytes;
-use crate::preflight::plan::{model_info, peak, Arch, InfoShape, Target};
+use crate::preflight::plan::{Arch, InfoShape, Target};
 use crate::model::{Model, ModelConfig};
 use crate::rng::Rng;
 use crate::text::{model_eos_ids, Message, Tokenizer};
@@ -287,25 +286,12 @@ pub fn info_text(dir: &Path, cfg: &ModelConfig, dtypes: &BTreeMap<String, (usize
         dtypes.iter().map(|(d, (n, e))| format!("{d} ({n} tensors, {e} elements)")).collect();
     s += &format!("dtype on disk  {}\n", if on_disk.is_empty() { "no tensors".to_string() } else { on_disk.join(", ") });
     // The memory preflight's arithmetic (`retort preflight` sizes a profile's stages the same way).
-    s += &memory_text(&Arch::Decoder(cfg.clone()), shape, target);
+    s += &super::info_memory::memory_text(&Arch::Decoder(cfg.clone()), shape, target);
     s
 }
 
 /// The memory preflight's figures for `model info` (`retort preflight` sizes a profile's
 /// stages with the same function, [`model_info`]).
-pub(super) fn memory_text(arch: &Arch, shape: InfoShape, target: Target) -> String {
-    let mut s = String::new();
-    for (title, parts) in model_info(arch, shape, target) {
-        let place = if target.gpu { " (device and host)" } else { "" };
-        s += &format!("memory, {title}: peak {}{place}\n", human_bytes(peak(&parts, None)));
-        for p in &parts {
-            s += &format!("    {:<58} {}\n", p.name, human_bytes(p.bytes));
-        }
-    }
-    s += "(estimates; activations are a coarse count for retort's unfused training forward)\n";
-    s
-}
-
 fn cmd_info(args: &InfoArgs) -> Result<()> {
     if crate::model::vision::family::family_of(&args.model) == Some(crate::model::vision::Family::Llava) {
         let shape = InfoShape { infer_batch: args.infer_batch, context: 0, train_batch: args.train_batch, train_seq: args.train_seq };
@@ -389,7 +375,7 @@ fn vlm_info_text(args: &InfoArgs) -> Result<String> {
     // The memory preflight's own figures for this folder (tower, projector and LLM).
     let target = crate::preflight::budget::budget("auto", "auto", None, None).map_err(|e| anyhow::anyhow!(e))?.target;
     let arch = crate::preflight::resolve::arch_of_folder(dir).map_err(|e| anyhow::anyhow!(e))?;
-    s += &memory_text(&arch, shape, target);
+    s += &super::info_memory::memory_text(&arch, shape, target);
     Ok(s)
 }
 
