@@ -3,18 +3,9 @@
 //! rows with a falling loss.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn retort() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_retort"));
-    c.env_remove("RETORT_RUNS_DIR");
-    c
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+#[path = "support/vlm.rs"]
+mod vlm;
+use vlm::{losses, ok, retort};
 
 fn init(dir: &Path) -> PathBuf {
     let out = dir.join("llava");
@@ -63,16 +54,6 @@ fn generate_takes_images_on_a_llava_folder() {
 }
 
 const COLOURS: [(&str, [u8; 3]); 4] = [("red", [220, 20, 20]), ("green", [20, 200, 40]), ("blue", [30, 40, 220]), ("yellow", [230, 220, 30])];
-
-fn losses(run: &Path) -> Vec<f64> {
-    std::fs::read_to_string(run.join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "metrics")
-        .filter_map(|v| v["values"]["loss"].as_f64())
-        .collect()
-}
 
 #[test]
 fn multimodal_sft_trains_a_llava_folder() {

@@ -5,35 +5,15 @@
 
 #[path = "support/python_tool.rs"]
 mod python_tool;
+#[path = "support/vlm.rs"]
+mod vlm;
 use python_tool::run_python_tool;
 use retort::model::vision::{load_and_preprocess, Qwen2Vl};
 use retort::model::Mode;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn retort() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_retort"));
-    c.env_remove("RETORT_RUNS_DIR");
-    c
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn init(dir: &Path) -> PathBuf {
-    let out = dir.join("vlm");
-    ok(retort().args(["model", "init", "--preset", "tiny-vlm", "--seed", "5", "--out", out.to_str().unwrap()]).output().unwrap());
-    out
-}
-
-/// A `size`×`size` image filled with `rgb` and a white square in one corner.
-fn write_image(path: &Path, size: u32, rgb: [u8; 3]) {
-    let img = image::RgbImage::from_fn(size, size, |x, y| if x < size / 3 && y < size / 3 { image::Rgb([255; 3]) } else { image::Rgb(rgb) });
-    img.save(path).unwrap();
-}
+use vlm::{init, losses, ok, retort, run_dir, write_image};
 
 fn python_with_transformers() -> Option<String> {
     let candidates: Vec<String> = match std::env::var("RETORT_PYTHON") {
@@ -140,20 +120,6 @@ fn sft_profile(dir: &Path, model: &Path, name: &str, vision: &str) -> PathBuf {
     )
     .unwrap();
     profile
-}
-
-fn run_dir(dir: &Path, name: &str) -> PathBuf {
-    std::fs::read_dir(dir.join("runs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&format!("{name}-"))).unwrap()
-}
-
-fn losses(run: &Path) -> Vec<f64> {
-    std::fs::read_to_string(run.join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "metrics")
-        .filter_map(|v| v["values"]["loss"].as_f64())
-        .collect()
 }
 
 fn tensors(run: &Path) -> std::collections::HashMap<String, Vec<f32>> {

@@ -1,4 +1,5 @@
-//! The binary, a tiny VLM folder and images for the VLM integration tests (vlm_eval, vlm_lora).
+//! The binary, a tiny VLM folder and images for the VLM integration tests (vlm_cli, vlm_eval,
+//! vlm_lora, llava_cli, llava_train).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
