@@ -40,11 +40,16 @@ pub struct TinyVisualConfig {
     /// Seed questions kept per general image, chosen at random (0: all). Fewer questions make
     /// shorter synthesizer conversations, which a CPU trains in minutes.
     pub seed_questions: usize,
+    /// Whether captions name the shapes' colours. Without them (`false`) a colour is only in
+    /// the image, so how much a synthesizer or a target reads the picture can be measured
+    /// (the blank-image comparison, synth-spec §2.8 (iii)); with them every answer is in the
+    /// caption and a model can ignore the image.
+    pub caption_colours: bool,
 }
 
 impl Default for TinyVisualConfig {
     fn default() -> Self {
-        TinyVisualConfig { seed: 0, seed_images: 400, target_images: 300, test_images: 100, seed_questions: 0 }
+        TinyVisualConfig { seed: 0, seed_images: 400, target_images: 300, test_images: 100, seed_questions: 0, caption_colours: true }
     }
 }
 
@@ -64,13 +69,14 @@ pub fn write(dir: &Path, cfg: &TinyVisualConfig) -> Result<Vec<(String, u64)>> {
         write_png(&dir.join(&rel), &scene.pixels())?;
         Ok(rel)
     };
+    let caption = |scene: &Scene| if cfg.caption_colours { scene.caption() } else { scene.caption_without_colours() };
     let (mut captions, mut precise, mut informative) = (Vec::new(), Vec::new(), Vec::new());
     let mut rng = Rng::derive(cfg.seed, "tiny-visual/general");
     let mut pick = Rng::derive(cfg.seed, "tiny-visual/seed-questions");
     for i in 0..cfg.seed_images {
         let scene = Scene::draw(Domain::General, &mut rng);
         let image = render(&format!("general-{i:05}"), &scene)?;
-        captions.push(row(&image, &format!("\n{DESCRIBE_HINT}"), &scene.caption()));
+        captions.push(row(&image, &format!("\n{DESCRIBE_HINT}"), &caption(&scene)));
         let mut questions = scene.questions();
         if cfg.seed_questions > 0 && cfg.seed_questions < questions.len() {
             pick.shuffle(&mut questions);
@@ -86,7 +92,7 @@ pub fn write(dir: &Path, cfg: &TinyVisualConfig) -> Result<Vec<(String, u64)>> {
     for i in 0..cfg.target_images {
         let scene = Scene::draw(Domain::Target, &mut rng);
         let image = render(&format!("target-{i:05}"), &scene)?;
-        pairs.push(row(&image, TARGET_INSTRUCTION, &scene.caption()));
+        pairs.push(row(&image, TARGET_INSTRUCTION, &caption(&scene)));
         scenes.push_str(&format!("{}\n", json!({ "image": image, "scene": scene })));
     }
     let (mut test, mut caption_test) = (String::new(), String::new());
@@ -98,9 +104,9 @@ pub fn write(dir: &Path, cfg: &TinyVisualConfig) -> Result<Vec<(String, u64)>> {
         let qs = scene.questions();
         let (q, p, _) = &qs[rng.usize(qs.len())];
         test.push_str(&format!("{}\n", json!({ "images": [image], "prompt": format!("{IMAGE_MARKER}\n{q}"), "answer": p })));
-        caption_test.push_str(&format!("{}\n", json!({ "images": [image], "prompt": format!("{IMAGE_MARKER}{TARGET_INSTRUCTION}"), "answer": scene.caption() })));
+        caption_test.push_str(&format!("{}\n", json!({ "images": [image], "prompt": format!("{IMAGE_MARKER}{TARGET_INSTRUCTION}"), "answer": caption(&scene) })));
         test_chat.push_str(&format!("{}\n", serde_json::to_string(&row(&image, &format!("\n{q}"), p))?));
-        caption_chat.push_str(&format!("{}\n", serde_json::to_string(&row(&image, TARGET_INSTRUCTION, &scene.caption()))?));
+        caption_chat.push_str(&format!("{}\n", serde_json::to_string(&row(&image, TARGET_INSTRUCTION, &caption(&scene)))?));
     }
     let as_json = |rows: &[ChatRow]| serde_json::to_string_pretty(rows).map(String::into_bytes);
     let files: Vec<(&str, Vec<u8>, usize)> = vec![
@@ -173,7 +179,7 @@ mod tests {
     #[test]
     fn the_seed_files_join_and_every_image_exists() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = TinyVisualConfig { seed: 3, seed_images: 12, target_images: 5, test_images: 4, seed_questions: 0 };
+        let cfg = TinyVisualConfig { seed: 3, seed_images: 12, target_images: 5, test_images: 4, seed_questions: 0, caption_colours: true };
         write(dir.path(), &cfg).unwrap();
         let read = |f: &str| read_chat_rows(&dir.path().join(f)).unwrap();
         let (seeds, left_out) = join(&read("seed_captions.json"), &read("seed_precise.json"), &read("seed_informative.json")).unwrap();
@@ -196,6 +202,21 @@ mod tests {
         let read_few = |f: &str| read_chat_rows(&few.path().join(f)).unwrap();
         assert_eq!((read_few("seed_precise.json").len(), read_few("seed_informative.json").len()), (24, 24));
         assert_eq!(std::fs::read(few.path().join("target_scenes.jsonl")).unwrap(), std::fs::read(dir.path().join("target_scenes.jsonl")).unwrap());
+        // Captions without colours: no colour word in any caption, the same scenes, and the
+        // colour questions still asked (their answers are then only in the image).
+        let plain = tempfile::tempdir().unwrap();
+        write(plain.path(), &TinyVisualConfig { caption_colours: false, ..cfg.clone() }).unwrap();
+        let colour_words: Vec<&str> = crate::synth::visual::shapes::COLOURS.iter().map(|(n, _)| *n).collect();
+        for f in ["seed_captions.json", "target_pairs.json"] {
+            for r in read_chat_rows(&plain.path().join(f)).unwrap() {
+                let caption = &r.messages[1].content;
+                assert!(!caption.split(|c: char| !c.is_alphabetic()).any(|w| colour_words.contains(&w)), "{f}: {caption}");
+                assert!(caption.contains("shape"), "{f}: {caption}");
+            }
+        }
+        assert_eq!(std::fs::read(plain.path().join("target_scenes.jsonl")).unwrap(), std::fs::read(dir.path().join("target_scenes.jsonl")).unwrap());
+        let all = |d: &Path| std::fs::read_to_string(d.join("seed_precise.json")).unwrap();
+        assert_eq!(all(plain.path()), all(dir.path()), "the questions and answers do not change");
     }
 
     /// The preset's setting: one seed question per image gives synthesizer conversations of
@@ -205,7 +226,7 @@ mod tests {
     fn one_question_per_image_asks_it_under_both_hints() {
         use crate::synth::visual::seed::{synthesizer_conversation, INFORMATIVE_HINT, PRECISE_HINT};
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), &TinyVisualConfig { seed: 1, seed_images: 30, target_images: 2, test_images: 2, seed_questions: 1 }).unwrap();
+        write(dir.path(), &TinyVisualConfig { seed: 1, seed_images: 30, target_images: 2, test_images: 2, seed_questions: 1, caption_colours: true }).unwrap();
         let read = |f: &str| read_chat_rows(&dir.path().join(f)).unwrap();
         let (seeds, _) = join(&read("seed_captions.json"), &read("seed_precise.json"), &read("seed_informative.json")).unwrap();
         assert_eq!(seeds.len(), 30);

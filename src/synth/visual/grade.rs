@@ -4,10 +4,12 @@
 //! answer is right when it normalises to the truth, the informative one when the truth occurs
 //! in it in whole words. Before the filter: both accuracies over every triplet; after: the
 //! accuracy of the kept tasks' final (precise) answers. A question the grader cannot answer
-//! (not a template, or no single answer) counts as wrong.
+//! (not a template, or no single answer) counts as wrong. Answerable colour questions are
+//! also counted apart: when the captions leave colours out (`tiny-visual`'s
+//! `caption_colours = false`), a synthesizer gets those right only by reading the image.
 
 use super::journal::Record;
-use super::shapes::{answer, Scene};
+use super::shapes::{answer, colour_question, Scene};
 use crate::metrics::answer_match::normalize;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -38,6 +40,10 @@ pub struct Grades {
     pub informative_correct: u64,
     pub kept: u64,
     pub kept_correct: u64,
+    /// Answerable colour questions ...
+    pub colour: u64,
+    /// ... whose precise answer is right.
+    pub colour_correct: u64,
 }
 
 impl Grades {
@@ -48,6 +54,8 @@ impl Grades {
             ("acc_informative_unfiltered".into(), rate(self.informative_correct, self.triplets)),
             ("acc_kept".into(), rate(self.kept_correct, self.kept)),
             ("answerable".into(), rate(self.answerable, self.triplets)),
+            ("acc_precise_colour".into(), rate(self.colour_correct, self.colour)),
+            ("colour_questions".into(), rate(self.colour, self.triplets)),
         ]
     }
 }
@@ -69,6 +77,10 @@ pub fn grade(records: &[&Record], scenes: &BTreeMap<String, Scene>, image_of: &d
         g.answerable += 1;
         let precise = normalize(&t.precise) == normalize(&truth);
         g.precise_correct += precise as u64;
+        if colour_question(&t.question).is_some() {
+            g.colour += 1;
+            g.colour_correct += precise as u64;
+        }
         g.informative_correct += contains_words(&t.informative, &truth) as u64;
         g.kept_correct += (kept && precise) as u64;
     }
@@ -101,10 +113,14 @@ mod tests {
             rec(1, "How many shapes are there?", &wrong, &format!("so the answer is {n}."), Label::No),
             rec(2, "Who painted it?", "Monet", "Monet did.", Label::Yes),
         ];
+        let (colour_q, colour) = scene.questions().into_iter().find_map(|(q, p, _)| colour_question(&q).is_some().then_some((q, p))).expect("a target scene with a lone kind");
+        let records = [&records[..], &[rec(3, &colour_q, &colour, &colour, Label::Yes), rec(4, &colour_q, "blue and red", &colour, Label::Yes)]].concat();
         let scenes: BTreeMap<String, Scene> = [("a.png".to_string(), scene)].into();
         let refs: Vec<&Record> = records.iter().collect();
         let g = grade(&refs, &scenes, &|_| Some("a.png".into()));
-        assert_eq!(g, Grades { triplets: 3, answerable: 2, precise_correct: 1, informative_correct: 2, kept: 2, kept_correct: 1 });
+        let counts = Grades { triplets: 5, answerable: 4, precise_correct: 2, informative_correct: 4, kept: 4, kept_correct: 2, colour: 2, colour_correct: 1 };
+        assert_eq!(g, counts);
         assert_eq!(g.rates()[2], ("acc_kept".to_string(), 0.5));
+        assert_eq!(g.rates()[4], ("acc_precise_colour".to_string(), 0.5));
     }
 }

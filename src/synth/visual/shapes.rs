@@ -60,6 +60,11 @@ impl Shape {
     fn phrase(&self) -> String {
         format!("a {} {} {} at the {}", self.size(), self.colour(), self.kind(), self.place())
     }
+    /// "a large circle at the top left": what a caption that leaves the colours to the image
+    /// says of the shape.
+    fn phrase_without_colour(&self) -> String {
+        format!("a {} {} at the {}", self.size(), self.kind(), self.place())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +110,18 @@ impl Scene {
     /// The caption: "Two shapes: a large red circle at the top left and a small blue square
     /// at the bottom right."
     pub fn caption(&self) -> String {
-        let phrases: Vec<String> = self.shapes.iter().map(Shape::phrase).collect();
+        self.caption_with(Shape::phrase)
+    }
+
+    /// The caption without colour words ("Two shapes: a large circle at the top left and a
+    /// small square at the bottom right."): the colours are then only in the image, so a
+    /// model that answers a colour question right has read the picture.
+    pub fn caption_without_colours(&self) -> String {
+        self.caption_with(Shape::phrase_without_colour)
+    }
+
+    fn caption_with(&self, phrase: fn(&Shape) -> String) -> String {
+        let phrases: Vec<String> = self.shapes.iter().map(phrase).collect();
         let list = match phrases.len() {
             1 => phrases[0].clone(),
             n => format!("{} and {}", phrases[..n - 1].join(", "), phrases[n - 1]),
@@ -149,7 +165,7 @@ pub fn answer(scene: &Scene, question: &str) -> Option<String> {
         let found: Vec<&Shape> = scene.shapes.iter().filter(|s| s.kind == k).collect();
         (found.len() == 1).then(|| found[0])
     };
-    if let Some(kind) = q.strip_prefix("What colour is the ").and_then(|r| r.strip_suffix('?')) {
+    if let Some(kind) = colour_question(q) {
         return one_of(kind).map(|s| s.colour().to_string());
     }
     if let Some(kind) = q.strip_prefix("Where is the ").and_then(|r| r.strip_suffix('?')) {
@@ -160,6 +176,12 @@ pub fn answer(scene: &Scene, question: &str) -> Option<String> {
         return Some(if scene.shapes.iter().any(|s| s.kind == k) { "yes" } else { "no" }.to_string());
     }
     None
+}
+
+/// The shape a "What colour is the X?" question asks about: the questions whose answer only
+/// the image gives when the captions leave colours out.
+pub fn colour_question(question: &str) -> Option<&str> {
+    question.trim().strip_prefix("What colour is the ").and_then(|r| r.strip_suffix('?'))
 }
 
 fn plural_kinds(scene: &Scene) -> String {
@@ -240,6 +262,8 @@ mod tests {
         assert_eq!(scene.caption(), "Two shapes: a large red circle at the top left and a small blue square at the bottom right.");
         let one = Scene { shapes: vec![shape(2, 5, false, 1)] };
         assert_eq!(one.caption(), "One shape: a small orange triangle at the top right.");
+        assert_eq!(scene.caption_without_colours(), "Two shapes: a large circle at the top left and a small square at the bottom right.");
+        assert_eq!(one.caption_without_colours(), "One shape: a small triangle at the top right.");
         let qs = scene.questions();
         let find = |q: &str| qs.iter().find(|(x, _, _)| x == q).map(|(_, p, i)| (p.clone(), i.clone()));
         assert_eq!(find("How many shapes are there?").unwrap().0, "2");
