@@ -6,7 +6,9 @@
 //!
 //! Reference: transformers' `Qwen2VisionTransformerPretrainedModel` (modeling_qwen2_vl.py) and
 //! `get_vision_position_ids` (vision_utils.py). Only ops with a backward are used, so the tower
-//! and the merger train.
+//! and the merger train; without a gradient the attention, LayerNorm and quick_gelu take fused
+//! kernels ([`super::attention`], [`super::infer_ops`]) and a frozen load re-lays the matrices
+//! for gemm ([`super::super::fused::transposed`]).
 
 use super::super::fused;
 use super::super::config::Keys;
