@@ -20,16 +20,42 @@ impl MatRef<'_> {
 
 /// `dst (m × n, row-major, contiguous) [+]= lhs · rhs` with gemm on rayon's threads.
 pub(crate) fn sgemm(dst: &mut [f32], lhs: &MatRef, rhs: &MatRef, accumulate: bool) -> Result<()> {
+    let n = rhs.cols;
+    if dst.len() != lhs.rows * n {
+        bail!("fused gemm: operands do not fit ({}×{} · {}×{n} into {})", lhs.rows, lhs.cols, rhs.rows, dst.len());
+    }
+    let threads = rayon::current_num_threads();
+    sgemm_view(dst, (n, 1), lhs, rhs, Product { accumulate, scale: 1.0, threads })
+}
+
+/// How [`sgemm_view`] combines and runs the product.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Product {
+    /// Add to dst (else overwrite it).
+    pub accumulate: bool,
+    /// The product's factor: dst [+]= scale · lhs · rhs.
+    pub scale: f32,
+    /// gemm's threads: 1 inside a rayon task that is itself one of many (the attention's
+    /// query blocks), the pool's size for one big product.
+    pub threads: usize,
+}
+
+/// `dst [+]= scale · lhs · rhs` where dst (m × n) has element (i, j) at `i·row + j·col` of
+/// `dst_strides` = (row, col): a block of columns of a wider matrix (one head's slice of the
+/// attention output), or a column-major block (the attention's scores, so that gemm packs the
+/// small query block rather than every key). The caller keeps the elements distinct.
+pub(crate) fn sgemm_view(dst: &mut [f32], dst_strides: (usize, usize), lhs: &MatRef, rhs: &MatRef, how: Product) -> Result<()> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    if rhs.rows != k || dst.len() != m * n || !lhs.fits() || !rhs.fits() {
-        bail!("fused gemm: operands do not fit ({m}×{k} · {}×{n} into {})", rhs.rows, dst.len());
+    let (row, col) = dst_strides;
+    let dst_fits = m == 0 || n == 0 || (m - 1) * row + (n - 1) * col < dst.len();
+    if rhs.rows != k || !dst_fits || !lhs.fits() || !rhs.fits() {
+        bail!("fused gemm: operands do not fit ({m}×{k} · {}×{n} into {} with strides {dst_strides:?})", rhs.rows, dst.len());
     }
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: the bounds of all three matrices were checked above (`fits`, `dst.len()`), dst
+    let parallelism = if how.threads > 1 { gemm::Parallelism::Rayon(how.threads) } else { gemm::Parallelism::None };
+    // SAFETY: the bounds of all three matrices were checked above (`fits`, `dst_fits`), dst
     // does not alias the inputs (it is a fresh &mut), and gemm reads dst only when asked.
     unsafe {
         gemm::gemm(
@@ -37,9 +63,9 @@ pub(crate) fn sgemm(dst: &mut [f32], lhs: &MatRef, rhs: &MatRef, accumulate: boo
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
+            col as isize,
+            row as isize,
+            how.accumulate,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,
             lhs.row_stride as isize,
@@ -47,7 +73,7 @@ pub(crate) fn sgemm(dst: &mut [f32], lhs: &MatRef, rhs: &MatRef, accumulate: boo
             rhs.col_stride as isize,
             rhs.row_stride as isize,
             1.0,
-            1.0,
+            how.scale,
             false,
             false,
             false,

@@ -17,7 +17,7 @@
 //! with candle's matmul on detached tensors (db as a product with a row of ones).
 
 use super::gemm::{sgemm, MatRef};
-use super::{contiguous_f32, fusable, skinny};
+use super::{contiguous_f32, fusable, skinny, transposed};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 
 const KERNEL: &str = "linear";
@@ -39,7 +39,9 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     if !fusable(&all) {
         return linear_reference(x, weight, bias);
     }
-    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    // A weight in transposed storage (frozen towers) is read through its strides.
+    let weight = if transposed::is_transposed(weight) { weight.clone() } else { weight.contiguous()? };
+    let x = x.contiguous()?;
     match bias {
         Some(b) => x.apply_op3(&weight, &b.contiguous()?, Linear),
         None => x.apply_op2(&weight, Linear),
@@ -66,11 +68,16 @@ struct Linear;
 impl Linear {
     /// The forward on storages: `bias`, when given, is pre-filled into every output row.
     fn forward(&self, (sx, lx): (&CpuStorage, &Layout), (sw, lw): (&CpuStorage, &Layout), bias: Option<(&CpuStorage, &Layout)>) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = (contiguous_f32(sx, lx, KERNEL, "input")?, contiguous_f32(sw, lw, KERNEL, "weight")?);
+        let x = contiguous_f32(sx, lx, KERNEL, "input")?;
         let (out_dim, in_dim) = lw.shape().dims2()?;
         let rows = x.len() / in_dim.max(1);
         let bias = bias.map(|(sb, lb)| contiguous_f32(sb, lb, KERNEL, "bias")).transpose()?;
-        let y = if rows <= skinny::MAX_ROWS {
+        // W as stored: (out, in) contiguous, or Wᵀ contiguous (see `transposed`).
+        let (w, w_transposed) = match transposed::transposed_f32(sw, lw) {
+            Some(wt) if !lw.is_contiguous() => (wt, true),
+            _ => (contiguous_f32(sw, lw, KERNEL, "weight")?, false),
+        };
+        let y = if rows <= skinny::MAX_ROWS && !w_transposed {
             // Decoding: a few rows, bound by reading W once (see `skinny`).
             let mut y = skinny::matmul_wt(x, w, rows, in_dim, out_dim);
             if let Some(b) = bias {
@@ -83,8 +90,13 @@ impl Linear {
                 None => vec![0.0f32; rows * out_dim],
             };
             let lhs = MatRef { data: x, rows, cols: in_dim, row_stride: in_dim, col_stride: 1 };
-            // Wᵀ through strides: element (i, j) of Wᵀ is w[j·in + i].
-            let rhs = MatRef { data: w, rows: in_dim, cols: out_dim, row_stride: 1, col_stride: in_dim };
+            // Wᵀ: element (i, j) is w[j·in + i] in the (out, in) storage, wt[i·out + j] in the
+            // transposed one.
+            let rhs = if w_transposed {
+                MatRef { data: w, rows: in_dim, cols: out_dim, row_stride: out_dim, col_stride: 1 }
+            } else {
+                MatRef { data: w, rows: in_dim, cols: out_dim, row_stride: 1, col_stride: in_dim }
+            };
             sgemm(&mut y, &lhs, &rhs, bias.is_some())?;
             y
         };

@@ -1,6 +1,6 @@
 //! Fused, multi-threaded CPU kernels with backward passes for the decoder's hot elementwise
 //! paths: the dense projection, RMSNorm, RoPE (with the head transpose), the masked attention
-//! softmax and SwiGLU.
+//! softmax and SwiGLU; [`transposed`] re-lays frozen weights for the dense projection.
 //!
 //! Why: candle's CPU elementwise, unary, binary and reduce ops run on one thread and each
 //! allocates a full activation; its fast RMSNorm / softmax / RoPE kernels have no backward.
@@ -20,6 +20,7 @@ pub mod simd;
 pub mod skinny;
 pub mod softmax;
 pub mod swiglu;
+pub mod transposed;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, Layout, Result, Tensor};

@@ -77,7 +77,7 @@ fn check(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Dims> {
 }
 
 /// Writes the rotation of one head row: `sign = 1` forward, `-1` the inverse (backward).
-fn rotate(x: &[f32], cos: &[f32], sin: &[f32], sign: f32, out: &mut [f32]) {
+pub(crate) fn rotate(x: &[f32], cos: &[f32], sin: &[f32], sign: f32, out: &mut [f32]) {
     let half = cos.len();
     let (x1, x2) = x.split_at(half);
     let (o1, o2) = out.split_at_mut(half);

@@ -15,6 +15,8 @@ const LANES: usize = 16;
 const EXP_MIN: f32 = -87.336_55;
 /// Above this, 2^n would overflow the exponent; the argument is clamped.
 const EXP_MAX: f32 = 88.3;
+/// 1.5·2^23: a float whose unit in the last place is 1, for rounding to integers.
+const ROUND: f32 = 12_582_912.0;
 
 /// `e^x` within 2 ulp on [−87.3, 88.3], 0 below, `e^88.3` above (Cephes' expf scheme:
 /// x = n·ln 2 + r with |r| ≤ ln 2 / 2, a degree-6 polynomial for e^r, 2^n from the
@@ -26,20 +28,22 @@ pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let xc = x.clamp(EXP_MIN, EXP_MAX);
-    // floor(t) by truncation, one down for a negative non-integer: the same value as
-    // `f32::floor` for |t| < 2^31 (the clamp keeps |t| < 130), but `floor` is a libm call with
-    // no vector form on baseline x86-64 (no SSE4.1 `roundps`), and a closure that is not
-    // inlined into `with_best_isa`'s AVX wrappers is compiled for that baseline: the
-    // attention softmax then ran one `floorf` call per score (perf at the Qwen2-VL-2B shape:
-    // 11 % of the prefill's samples in the softmax and `floorf`).
+    // floor(t) in float arithmetic: adding and subtracting 1.5·2^23 rounds t to the nearest
+    // integer (|t| < 2^22; the clamp keeps |t| < 130), one down if that passed t. Neither
+    // `f32::floor` (a libm call with no vector form on baseline x86-64) nor `as i32` (a
+    // saturating conversion, compiled as a scalar compare-and-convert per lane) vectorises:
+    // perf at the Qwen2-VL-2B shape found the attention softmax in scalar and SSE code, 14 %
+    // of the tower's samples.
     let t = xc * LOG2E + 0.5;
-    let i = t as i32 as f32;
+    let i = (t + ROUND) - ROUND;
     let n = if i > t { i - 1.0 } else { i };
     let r = xc - n * LN2_HI - n * LN2_LO;
     let r2 = r * r;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
     let er = p * r2 + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the exponent bits: n + 127 (in 1..=254) sits in the low mantissa bits of
+    // ROUND + n + 127, an exact float sum.
+    let scale = f32::from_bits((n + (ROUND + 127.0)).to_bits().wrapping_sub(ROUND.to_bits()) << 23);
     if x < EXP_MIN {
         0.0
     } else {

@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Whether the fast path applies: f32 on the CPU and no gradient wanted.
-fn frozen(ts: &[&Tensor]) -> bool {
+pub(super) fn frozen(ts: &[&Tensor]) -> bool {
     ts.iter().all(|t| t.dtype() == DType::F32 && t.device().is_cpu() && !t.track_op())
 }
 

@@ -4,8 +4,10 @@
 //! features replace the image-pad tokens' embeddings before the shared decoder runs. LLaVA:
 //! the CLIP / SigLIP towers ([`vit`]), the `mlp2x_gelu` projector ([`projector`]), CLIP's and
 //! SigLIP's processors ([`clip_image`]) and the `llava` folder ([`llava`]). [`family`] puts
-//! both behind one interface; [`checkpoint`] bounds a trained tower's memory.
+//! both behind one interface; [`checkpoint`] bounds a trained tower's memory; [`attention`]
+//! is the towers' windowed attention (a no-grad kernel beside the candle ops).
 
+pub mod attention;
 pub mod checkpoint;
 pub mod clip_image;
 pub mod family;

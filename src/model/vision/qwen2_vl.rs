@@ -6,7 +6,9 @@
 //!
 //! Reference: transformers' `Qwen2VisionTransformerPretrainedModel` (modeling_qwen2_vl.py) and
 //! `get_vision_position_ids` (vision_utils.py). Only ops with a backward are used, so the tower
-//! and the merger train.
+//! and the merger train; without a gradient the attention, LayerNorm and quick_gelu take fused
+//! kernels ([`super::attention`], [`super::infer_ops`]) and a frozen load re-lays the matrices
+//! for gemm ([`super::super::fused::transposed`]).
 
 use super::super::fused;
 use super::super::config::Keys;
@@ -425,25 +427,8 @@ impl Blocks for VisionTower {
     /// Block `i`: attention inside each image with the 2D rotary positions, then the MLP.
     fn block(&self, i: usize, x: &Tensor, aux: &BlockAux) -> candle_core::Result<Tensor> {
         let (cfg, block) = (&self.cfg, &self.blocks[i]);
-        let (n, dtype, dev) = (x.dim(0)?, x.dtype(), x.device());
-        let (heads, d) = (cfg.num_heads, cfg.head_dim());
-        let scale = 1.0 / (d as f64).sqrt();
-        let qkv = block.qkv.forward(&block.norm1.forward(x)?)?.reshape((1, n, 3, heads, d))?;
-        let part = |i: usize| qkv.narrow(2, i, 1).and_then(|t| t.squeeze(2));
-        let q = fused::rope::rope_heads(&part(0)?, &aux.cos, &aux.sin)?;
-        let k = fused::rope::rope_heads(&part(1)?, &aux.cos, &aux.sin)?;
-        let v = part(2)?.transpose(1, 2)?.contiguous()?;
-        let mut outs = Vec::with_capacity(aux.lengths.len());
-        let mut start = 0;
-        for &len in &aux.lengths {
-            let (qi, ki, vi) = (q.narrow(2, start, len)?, k.narrow(2, start, len)?, v.narrow(2, start, len)?);
-            let scores = qi.contiguous()?.matmul(&ki.t()?.contiguous()?)?.to_dtype(DType::F32)?;
-            let zero = Tensor::zeros((1, 1, len, len), DType::F32, dev)?;
-            let probs = fused::softmax::masked_softmax(&scores, &zero, scale)?.to_dtype(dtype)?;
-            outs.push(probs.matmul(&vi.contiguous()?)?);
-            start += len;
-        }
-        let attn = Tensor::cat(&outs, 2)?.transpose(1, 2)?.reshape((n, heads * d))?;
+        let qkv = block.qkv.forward(&block.norm1.forward(x)?)?;
+        let attn = super::attention::attention(&qkv, Some((&aux.cos, &aux.sin)), cfg.num_heads, &aux.lengths)?;
         let x = (x + block.proj.forward(&attn)?)?;
         let h = block.fc2.forward(&cfg.hidden_act.apply(&block.fc1.forward(&block.norm2.forward(&x)?)?)?)?;
         x + h

@@ -236,7 +236,14 @@ impl Qwen2Vl {
             }
             (VarBuilder::from_varmap(&varmap, dtype, device), Some(varmap))
         } else {
-            let map: HashMap<String, Tensor> = tensors.into_iter().collect();
+            // Frozen: the tower's matrices in transposed storage (`fused::transposed`: gemm
+            // then packs them by contiguous copies), re-laid one at a time so the peak grows by
+            // one matrix, not the tower.
+            let relaid = |(name, t): (String, Tensor)| -> Result<(String, Tensor)> {
+                let t = if name.starts_with("visual.") { crate::model::fused::transposed::for_inference(&t)? } else { t };
+                Ok((name, t))
+            };
+            let map: HashMap<String, Tensor> = tensors.into_iter().map(relaid).collect::<Result<_>>()?;
             (VarBuilder::from_tensors(map, dtype, device), None)
         };
         let vision = VisionTower::new(&config.vision, vb.pp("visual"))?;
