@@ -64,4 +64,17 @@ mod tests {
         }
         assert_eq!(current(), Precision::F32);
     }
+
+    #[test]
+    fn the_key_takes_f32_or_bf16_and_names_them_otherwise() {
+        #[derive(serde::Deserialize)]
+        struct Stage {
+            update_dtype: Precision,
+        }
+        let parse = |v: &str| toml::from_str::<Stage>(&format!("update_dtype = \"{v}\"")).map(|s| s.update_dtype);
+        assert_eq!(parse("f32").unwrap(), Precision::F32);
+        assert_eq!(parse("bf16").unwrap(), Precision::Bf16);
+        let err = parse("fp16").unwrap_err().to_string();
+        assert!(err.contains("fp16") && err.contains("`f32`") && err.contains("`bf16`"), "{err}");
+    }
 }
