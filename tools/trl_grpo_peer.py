@@ -67,6 +67,9 @@ def main():
     # it recomputes the forward in backward. retort does not, so the fair peer does not either.
     ap.add_argument("--gradient-checkpointing", action="store_true",
                     help="keep TRL's default of gradient checkpointing on (off unless given)")
+    # Mixed precision as TRL users turn it on: fp32 weights and AdamW, the forward (and its
+    # backward) under CPU autocast to bf16 (accelerate's mixed_precision = "bf16").
+    ap.add_argument("--bf16", action="store_true", help="TrainingArguments bf16=True (autocast to bf16; off unless given)")
     args = ap.parse_args()
 
     import torch
@@ -108,7 +111,7 @@ def main():
         save_strategy="no",
         report_to=[],
         use_cpu=True,
-        bf16=False,
+        bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing,
         seed=0,
         dataloader_num_workers=0,
@@ -174,7 +177,7 @@ def main():
     ref = phase["reference"][1:]
     print(json.dumps({"trl_seconds_per_step_median": statistics.median(steady), "steps": len(times), "threads": args.threads,
                       "prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new, "min_new_tokens": args.min_new, "beta": args.beta,
-                      "gradient_checkpointing": args.gradient_checkpointing,
+                      "gradient_checkpointing": args.gradient_checkpointing, "bf16": args.bf16,
                       "step_s": times,
                       "phase_median_s": {"generate": statistics.median(gen),
                                          "score_and_advantages": statistics.median(score) if score else None,

@@ -3,6 +3,7 @@
 //! doctor, pull), `eval` (eval, reward test, report), `export` (export verl), `model` (model init/info, generate,
 //! bench), `embed`, `ood`, `retrieve` (UPRISE) and `synth`.
 
+mod bench_gemm;
 mod bench_matmul;
 mod bench_mine;
 mod bench_vlm;

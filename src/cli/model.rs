@@ -158,6 +158,9 @@ pub enum BenchAction {
     /// The decode matmuls of one token step for a few rows (default: 16 rows at the 135M
     /// llama shape), each skinny kernel against a plain read of the weights.
     Matmul(super::bench_matmul::MatmulBenchArgs),
+    /// The training products of one layer and the LM head (default: 1,700 rows at the 135M
+    /// llama shape) with f32 sgemm and the bf16 kernel of `update_dtype = "bf16"`.
+    Gemm(super::bench_gemm::GemmBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -535,6 +538,7 @@ pub fn cmd_bench(action: BenchAction) -> Result<()> {
         BenchAction::Mine(a) => return super::bench_mine::cmd_bench_mine(&a),
         BenchAction::Vlm(a) => return super::bench_vlm::cmd_bench_vlm(&a),
         BenchAction::Matmul(a) => return super::bench_matmul::cmd_bench_matmul(&a),
+        BenchAction::Gemm(a) => return super::bench_gemm::cmd_bench_gemm(&a),
     };
     require_model_folder(&args.model)?;
     let opts = BenchOptions {

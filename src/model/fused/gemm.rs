@@ -13,7 +13,7 @@ pub(crate) struct MatRef<'a> {
 }
 
 impl MatRef<'_> {
-    fn fits(&self) -> bool {
+    pub(crate) fn fits(&self) -> bool {
         self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride < self.data.len()
     }
 }

@@ -15,10 +15,16 @@
 //! dx = g · W        dW = gᵀ · x        db = Σ_rows g
 //! ```
 //! with candle's matmul on detached tensors (db as a product with a row of ones).
+//!
+//! With [`Precision::Bf16`] (`update_dtype = "bf16"`, read from [`precision::current`] when
+//! the op is built) the forward and both backward products run on bf16-rounded operands with
+//! f32 sums ([`super::gemm_bf16`]); x, W, the gradients and db stay f32.
 
 use super::gemm::{sgemm, MatRef};
+use super::gemm_bf16::gemm_bf16;
+use super::precision::{self, Precision};
 use super::{contiguous_f32, fusable, skinny, transposed};
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor, D};
 
 const KERNEL: &str = "linear";
 
@@ -39,12 +45,14 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     if !fusable(&all) {
         return linear_reference(x, weight, bias);
     }
-    // A weight in transposed storage (frozen towers) is read through its strides.
-    let weight = if transposed::is_transposed(weight) { weight.clone() } else { weight.contiguous()? };
+    let op = Linear { precision: precision::current() };
+    // A weight in transposed storage (frozen towers) is read through its strides by the f32
+    // products; the bf16 backward reads W contiguous.
+    let weight = if transposed::is_transposed(weight) && op.precision == Precision::F32 { weight.clone() } else { weight.contiguous()? };
     let x = x.contiguous()?;
     match bias {
-        Some(b) => x.apply_op3(&weight, &b.contiguous()?, Linear),
-        None => x.apply_op2(&weight, Linear),
+        Some(b) => x.apply_op3(&weight, &b.contiguous()?, op),
+        None => x.apply_op2(&weight, op),
     }
 }
 
@@ -63,7 +71,9 @@ pub fn linear_reference(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
     y.reshape(out_dims)
 }
 
-struct Linear;
+struct Linear {
+    precision: Precision,
+}
 
 impl Linear {
     /// The forward on storages: `bias`, when given, is pre-filled into every output row.
@@ -77,7 +87,7 @@ impl Linear {
             Some(wt) if !lw.is_contiguous() => (wt, true),
             _ => (contiguous_f32(sw, lw, KERNEL, "weight")?, false),
         };
-        let y = if rows <= skinny::MAX_ROWS && !w_transposed {
+        let y = if rows <= skinny::MAX_ROWS && !w_transposed && self.precision == Precision::F32 {
             // Decoding: a few rows, bound by reading W once (see `skinny`).
             let mut y = skinny::matmul_wt(x, w, rows, in_dim, out_dim);
             if let Some(b) = bias {
@@ -97,7 +107,10 @@ impl Linear {
             } else {
                 MatRef { data: w, rows: in_dim, cols: out_dim, row_stride: 1, col_stride: in_dim }
             };
-            sgemm(&mut y, &lhs, &rhs, bias.is_some())?;
+            match self.precision {
+                Precision::F32 => sgemm(&mut y, &lhs, &rhs, bias.is_some())?,
+                Precision::Bf16 => gemm_bf16(&mut y, &lhs, &rhs, bias.is_some())?,
+            }
             y
         };
         let mut dims = lx.dims().to_vec();
@@ -107,17 +120,50 @@ impl Linear {
 
     /// (dx, dW, db) from the output gradient, with candle matmuls on detached tensors; db only
     /// `with_bias`.
-    fn backward(x: &Tensor, w: &Tensor, g: &Tensor, with_bias: bool) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    fn backward(&self, x: &Tensor, w: &Tensor, g: &Tensor, with_bias: bool) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let (out_dim, in_dim) = w.dims2()?;
         let rows = x.elem_count() / in_dim.max(1);
         let g = g.detach().contiguous()?.reshape((rows, out_dim))?;
-        let x2 = x.detach().reshape((rows, in_dim))?;
-        let dx = g.matmul(&w.detach())?.reshape(x.shape())?;
-        let dw = g.t()?.matmul(&x2)?;
+        let (dx, dw) = match self.precision {
+            Precision::F32 => {
+                let x2 = x.detach().reshape((rows, in_dim))?;
+                (g.matmul(&w.detach())?.reshape(x.shape())?, g.t()?.matmul(&x2)?)
+            }
+            Precision::Bf16 => Linear::products_bf16(x, w, &g)?,
+        };
         // Σ_rows g as a (1 × rows)·g product: candle's `sum(0)` walks the rows with a
         // division per element on one thread (it was 7 % of a tiny training step).
         let db = if with_bias { Some(Tensor::ones((1, rows), g.dtype(), g.device())?.matmul(&g)?.reshape(out_dim)?) } else { None };
         Ok((dx, dw, db))
+    }
+}
+
+impl Linear {
+    /// (dx = g · W, dW = gᵀ · x) with the bf16 products, on the storages (g: rows × out,
+    /// contiguous; x and W contiguous: `linear` made them so).
+    fn products_bf16(x: &Tensor, w: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (out_dim, in_dim) = w.dims2()?;
+        let rows = x.elem_count() / in_dim.max(1);
+        let (dx, dw) = {
+            let (sx, lx) = x.storage_and_layout();
+            let (sw, lw) = w.storage_and_layout();
+            let (sg, lg) = g.storage_and_layout();
+            let (Storage::Cpu(sx), Storage::Cpu(sw), Storage::Cpu(sg)) = (&*sx, &*sw, &*sg) else {
+                bail!("fused linear: backward on a non-CPU tensor");
+            };
+            let (xs, ws, gs) = (contiguous_f32(sx, lx, KERNEL, "input")?, contiguous_f32(sw, lw, KERNEL, "weight")?, contiguous_f32(sg, lg, KERNEL, "output gradient")?);
+            let gm = MatRef { data: gs, rows, cols: out_dim, row_stride: out_dim, col_stride: 1 };
+            let wm = MatRef { data: ws, rows: out_dim, cols: in_dim, row_stride: in_dim, col_stride: 1 };
+            let mut dx = vec![0.0f32; rows * in_dim];
+            gemm_bf16(&mut dx, &gm, &wm, false)?;
+            // gᵀ through strides: element (i, j) of gᵀ is g[j·out + i].
+            let gt = MatRef { data: gs, rows: out_dim, cols: rows, row_stride: 1, col_stride: out_dim };
+            let xm = MatRef { data: xs, rows, cols: in_dim, row_stride: in_dim, col_stride: 1 };
+            let mut dw = vec![0.0f32; out_dim * in_dim];
+            gemm_bf16(&mut dw, &gt, &xm, false)?;
+            (dx, dw)
+        };
+        Ok((Tensor::from_vec(dx, x.shape(), x.device())?, Tensor::from_vec(dw, w.shape(), w.device())?))
     }
 }
 
@@ -131,7 +177,7 @@ impl CustomOp2 for Linear {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = Linear::backward(x, w, g, false)?;
+        let (dx, dw, _) = self.backward(x, w, g, false)?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -154,7 +200,7 @@ impl CustomOp3 for Linear {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = Linear::backward(x, w, g, true)?;
+        let (dx, dw, db) = self.backward(x, w, g, true)?;
         Ok((Some(dx), Some(dw), db))
     }
 }
@@ -210,6 +256,50 @@ mod tests {
             if let (Some(a), Some(b)) = (&fused.3, &reference.3) {
                 close(a, b, &format!("{what} db"));
             }
+        }
+    }
+
+    #[test]
+    fn bf16_products_stay_within_the_rounding_bound_of_f32() {
+        // Precision::Bf16 rounds both operands of each product to bf16 (u = 2⁻⁸ relative each),
+        // so every element of y, dx and dW is within (2u + u²)·Σ|a·b| (plus f32 sums) of the
+        // f32 op's, where Σ|a·b| is the same product over absolute values. Rows above and
+        // below the skinny path's 16; db is f32 in both.
+        let mut rng = crate::rng::Rng::new(31);
+        let dev = Device::Cpu;
+        for &(rows, inp, out) in &[(5usize, 40usize, 33usize), (70, 96, 130)] {
+            let xs = uniform(&mut rng, rows * inp, -1.0, 1.0);
+            let ws = uniform(&mut rng, out * inp, -0.5, 0.5);
+            let bs = uniform(&mut rng, out, -0.5, 0.5);
+            let gs = uniform(&mut rng, rows * out, -1.0, 1.0);
+            let run = |p: Precision| {
+                let _scope = precision::scoped(p);
+                let x = Var::from_slice(&xs, (rows, inp), &dev).unwrap();
+                let w = Var::from_slice(&ws, (out, inp), &dev).unwrap();
+                let b = Var::from_slice(&bs, out, &dev).unwrap();
+                let y = linear(x.as_tensor(), w.as_tensor(), Some(b.as_tensor())).unwrap();
+                let g = Tensor::from_slice(&gs, y.shape(), &dev).unwrap();
+                let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+                let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                [v(&y), v(grads.get(&x).unwrap()), v(grads.get(&w).unwrap()), v(grads.get(&b).unwrap())]
+            };
+            let (f32s, bf16s) = (run(Precision::F32), run(Precision::Bf16));
+            // Σ|a·b| of each product: |x|·|W|ᵀ, |g|·|W|, |g|ᵀ·|x| (f32 reference matmuls).
+            let abs = |v: &[f32], shape: (usize, usize)| Tensor::from_slice(v, shape, &dev).unwrap().abs().unwrap();
+            let (ax, aw, ag) = (abs(&xs, (rows, inp)), abs(&ws, (out, inp)), abs(&gs, (rows, out)));
+            let sizes = [ax.matmul(&aw.t().unwrap()).unwrap(), ag.matmul(&aw).unwrap(), ag.t().unwrap().matmul(&ax).unwrap()];
+            let (mut moved, unit) = (false, 2.0 * 2f32.powi(-8) + 2f32.powi(-16));
+            for (i, what) in ["y", "dx", "dW"].iter().enumerate() {
+                let size = sizes[i].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let bias = if i == 0 { 1.0 } else { 0.0 };
+                for (j, ((a, b), s)) in bf16s[i].iter().zip(&f32s[i]).zip(&size).enumerate() {
+                    let bound = unit * s + 1e-5 * (s + bias);
+                    assert!((a - b).abs() <= bound, "{rows}×{inp}→{out} {what}[{j}]: bf16 {a} vs f32 {b} (bound {bound})");
+                    moved |= a != b;
+                }
+            }
+            assert!(moved, "{rows}×{inp}→{out}: the bf16 products differ from f32 somewhere");
+            assert_eq!(bf16s[3], f32s[3], "db stays an f32 sum");
         }
     }
 

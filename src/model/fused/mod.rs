@@ -13,7 +13,9 @@
 //! the reference expression elsewhere (GPU devices, bf16/f16), so callers need not care.
 
 pub(crate) mod gemm;
+pub(crate) mod gemm_bf16;
 pub mod linear;
+pub mod precision;
 pub mod rms_norm;
 pub mod rope;
 pub mod simd;

@@ -15,7 +15,9 @@
 //! step rather than once per handful of rows.
 
 use super::fused::{row_grad_in_place, row_logp_entropy};
-use crate::model::fused::gemm::{sgemm, MatRef};
+use crate::model::fused::gemm::MatRef;
+use crate::model::fused::gemm_bf16::gemm;
+use crate::model::fused::precision::{self, Precision};
 use crate::model::fused::{contiguous_f32, rows_per_task};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
@@ -30,11 +32,14 @@ pub(super) struct HeadLogprobs {
     pub inv_t: f32,
     /// Rows per chunk (the tests make it small to cross chunk boundaries).
     pub chunk_rows: usize,
+    /// The products' precision (`update_dtype`), taken when the op is built so that the
+    /// backward matches the forward.
+    pub precision: Precision,
 }
 
 impl HeadLogprobs {
     pub fn new(inv_t: f32, vocab: usize) -> HeadLogprobs {
-        HeadLogprobs { inv_t, chunk_rows: (CHUNK_ELEMS / vocab.max(1)).max(1) }
+        HeadLogprobs { inv_t, chunk_rows: (CHUNK_ELEMS / vocab.max(1)).max(1), precision: precision::current() }
     }
 }
 
@@ -71,11 +76,11 @@ fn operands<'a>(
 
 impl Operands<'_> {
     /// `z (rows × V) = hidden[rows] · Wᵀ`.
-    fn logits(&self, rows: std::ops::Range<usize>, z: &mut [f32]) -> Result<()> {
+    fn logits(&self, precision: Precision, rows: std::ops::Range<usize>, z: &mut [f32]) -> Result<()> {
         let lhs = MatRef { data: &self.hidden[rows.start * self.h..rows.end * self.h], rows: rows.len(), cols: self.h, row_stride: self.h, col_stride: 1 };
         // Wᵀ through strides: element (i, j) of Wᵀ is w[j·H + i].
         let rhs = MatRef { data: self.weight, rows: self.h, cols: self.v, row_stride: 1, col_stride: self.h };
-        sgemm(&mut z[..rows.len() * self.v], &lhs, &rhs, false)
+        gemm(precision, &mut z[..rows.len() * self.v], &lhs, &rhs, false)
     }
 
     fn chunks(&self, chunk_rows: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
@@ -95,7 +100,7 @@ impl CustomOp3 for HeadLogprobs {
         let (logp, ent) = out.split_at_mut(op.n);
         let mut z = vec![0.0f32; self.chunk_rows.min(op.n) * op.v];
         for rows in op.chunks(self.chunk_rows) {
-            op.logits(rows.clone(), &mut z)?;
+            op.logits(self.precision, rows.clone(), &mut z)?;
             let (lp, h) = (&mut logp[rows.clone()], &mut ent[rows.clone()]);
             let targets = &op.targets[rows.clone()];
             z.par_chunks(op.v.max(1)).zip(lp.par_iter_mut().zip(h.par_iter_mut())).zip(targets.par_iter()).with_min_len(rows_per_task(op.v)).for_each(
@@ -137,7 +142,7 @@ impl HeadLogprobs {
         let mut z = vec![0.0f32; self.chunk_rows.min(op.n) * v];
         for rows in op.chunks(self.chunk_rows) {
             let c = rows.len();
-            op.logits(rows.clone(), &mut z)?;
+            op.logits(self.precision, rows.clone(), &mut z)?;
             let g = &mut z[..c * v];
             let (gl, gh, targets) = (&g_logp[rows.clone()], &g_ent[rows.clone()], &op.targets[rows.clone()]);
             g.par_chunks_mut(v.max(1)).zip(gl.par_iter().zip(gh.par_iter())).zip(targets.par_iter()).with_min_len(rows_per_task(v)).for_each(
@@ -147,11 +152,11 @@ impl HeadLogprobs {
             // dH_c = G_c · W
             let lhs = MatRef { data: g, rows: c, cols: v, row_stride: v, col_stride: 1 };
             let w = MatRef { data: op.weight, rows: v, cols: h, row_stride: h, col_stride: 1 };
-            sgemm(&mut dh[rows.start * h..rows.end * h], &lhs, &w, false)?;
+            gemm(self.precision, &mut dh[rows.start * h..rows.end * h], &lhs, &w, false)?;
             // dW += G_cᵀ · H_c (Gᵀ through strides)
             let gt = MatRef { data: g, rows: v, cols: c, row_stride: 1, col_stride: v };
             let hc = MatRef { data: &op.hidden[rows.start * h..rows.end * h], rows: c, cols: h, row_stride: h, col_stride: 1 };
-            sgemm(&mut dw, &gt, &hc, true)?;
+            gemm(self.precision, &mut dw, &gt, &hc, true)?;
         }
         Ok((dh, dw))
     }
@@ -175,7 +180,7 @@ mod tests {
         let (logp, ent) = match chunk_rows {
             Some(c) => {
                 let rows = view.contiguous().unwrap().reshape((b * l_used, h)).unwrap();
-                let op = HeadLogprobs { inv_t: (1.0 / temperature) as f32, chunk_rows: c };
+                let op = HeadLogprobs { inv_t: (1.0 / temperature) as f32, chunk_rows: c, precision: Precision::F32 };
                 let out = rows.apply_op3(w.as_tensor(), &t.reshape(b * l_used).unwrap(), op).unwrap();
                 (out.get(0).unwrap().reshape((b, l_used)).unwrap(), out.get(1).unwrap().reshape((b, l_used)).unwrap())
             }

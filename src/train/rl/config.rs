@@ -229,6 +229,10 @@ pub struct RlStage {
     /// `"f32"` (default) or `"bf16"`: the weights the rollout's decode matmuls read.
     #[serde(default)]
     pub rollout_dtype: RolloutDtype,
+    /// `"f32"` (default) or `"bf16"`: the operands of the update's (and the scoring passes')
+    /// matmuls (`model::fused::precision`); weights, gradients and AdamW stay f32.
+    #[serde(default)]
+    pub update_dtype: crate::model::fused::precision::Precision,
 
     #[serde(default = "d_lr")]
     pub lr: f64,

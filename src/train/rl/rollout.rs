@@ -178,15 +178,24 @@ pub enum OldLogp<'m> {
 }
 
 impl<'m> OldLogp<'m> {
-    /// The case of this stage: bf16 rollouts are in effect on a CPU with the bf16 kernel.
+    /// The case of this stage: the sampler's log-probs are not the update's when bf16
+    /// rollouts are in effect on a CPU with the bf16 kernel, or when the update's products
+    /// are bf16 (`update_dtype`; then the old log-probs come from the same bf16 products, so
+    /// the importance ratio of the first optimizer step is exactly 1, as with f32).
     pub fn of(cfg: &RlStage, policy: &'m Model) -> OldLogp<'m> {
-        let bf16 = cfg.rollout_dtype == crate::train::rl::config::RolloutDtype::Bf16 && policy.decoder.device().is_cpu() && crate::model::fused::skinny::bf16::available();
+        let bf16 = bf16_rollouts(cfg, policy) || (cfg.update_dtype == crate::model::fused::precision::Precision::Bf16 && policy.decoder.device().is_cpu());
         match (bf16, cfg.old_logp_from_update()) {
             (false, _) => OldLogp::Sampler,
             (true, true) => OldLogp::FromUpdate,
             (true, false) => OldLogp::ScoringPass(policy),
         }
     }
+}
+
+/// Whether this stage's rollouts read bf16 weights (`rollout_dtype = "bf16"` on a CPU with the
+/// kernel).
+pub fn bf16_rollouts(cfg: &RlStage, policy: &Model) -> bool {
+    cfg.rollout_dtype == crate::train::rl::config::RolloutDtype::Bf16 && policy.decoder.device().is_cpu() && crate::model::fused::skinny::bf16::available()
 }
 
 /// With f32 weights the old policy's log-probs and entropies are the sampler's own (the same

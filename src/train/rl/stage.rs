@@ -173,7 +173,7 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let mut last_eval: Vec<(String, f64)> = Vec::new();
     let learner = Learner { cfg, policy: &policy, pad, device: &device, scaffold: &run };
     let old_logp = rollout::OldLogp::of(cfg, &policy);
-    if cfg.rollout_dtype == super::config::RolloutDtype::Bf16 && matches!(old_logp, rollout::OldLogp::Sampler) {
+    if cfg.rollout_dtype == super::config::RolloutDtype::Bf16 && !rollout::bf16_rollouts(cfg, &policy) {
         ctx.events.warn("rollout_dtype = \"bf16\" needs the CPU batch decoder and AVX-512 (F, BW, VL); this run generates with the f32 weights");
     }
 
@@ -196,6 +196,8 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         phase(ctx, "logprob");
         let t0 = Instant::now();
         // With kl_coef = 0 the reference only feeds `actor/ref_kl`: scored every ref_kl_every steps.
+        // `update_dtype`: the scoring passes and the update run their products at that precision.
+        let precision = crate::model::fused::precision::scoped(cfg.update_dtype);
         let mut sc = rollout::score_rollout(cfg, &ro, reference.as_ref().filter(|_| cfg.reference_pass_at(step)), old_logp, pad)?;
         sc.values = algo.old_values(cfg, &ro, pad, &device)?;
         let (a, reward_kl) = rollout::advantages(cfg, &ro, &sc, step, &device)?;
@@ -209,6 +211,7 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
         let mut acc = Acc::default();
         let lr = cfg.schedule(cfg.lr).lr(state.step);
         learner.update(&mut algo, &mut actor, (&ro, &sc, &a), step, lr, &mut acc, &ctx.events)?;
+        drop(precision);
         let t_update = t0.elapsed().as_secs_f64();
         let total = started.elapsed().as_secs_f64();
 

@@ -1,0 +1,80 @@
+//! Which arithmetic the fused training matmuls use: f32 (the default) or bf16 operands with
+//! f32 sums (`update_dtype = "bf16"`, issue 24), chosen per thread for a scope.
+//!
+//! Why a scope and not an argument: the products sit deep in the model (every projection and
+//! the LM head), and the choice belongs to the training stage around them. The ops read the
+//! mode when they are built (the forward) and keep it for their backward, so a backward run
+//! after the scope ended still matches its forward. Per thread, so tests and other stages in
+//! the same process are not affected; the rayon workers inside a product never read it.
+
+use std::cell::Cell;
+
+/// The operands' precision of a matrix product; sums are f32 in both. Also the value of the
+/// training stages' `update_dtype` key (`"f32"` or `"bf16"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Operands rounded to bf16 (to nearest even), products and sums in f32, as torch's
+    /// autocast to bf16 on the CPU does for matmuls.
+    Bf16,
+}
+
+thread_local! {
+    static CURRENT: Cell<Precision> = const { Cell::new(Precision::F32) };
+}
+
+/// The precision of products built on this thread now.
+pub fn current() -> Precision {
+    CURRENT.with(|c| c.get())
+}
+
+/// Sets this thread's precision until the guard drops (then restores the previous one).
+#[must_use = "the precision holds only while the guard lives"]
+pub fn scoped(p: Precision) -> Scope {
+    Scope { previous: CURRENT.with(|c| c.replace(p)) }
+}
+
+pub struct Scope {
+    previous: Precision,
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.previous));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_sets_and_restores_the_precision() {
+        assert_eq!(current(), Precision::F32);
+        {
+            let _outer = scoped(Precision::Bf16);
+            assert_eq!(current(), Precision::Bf16);
+            {
+                let _inner = scoped(Precision::F32);
+                assert_eq!(current(), Precision::F32);
+            }
+            assert_eq!(current(), Precision::Bf16);
+        }
+        assert_eq!(current(), Precision::F32);
+    }
+
+    #[test]
+    fn the_key_takes_f32_or_bf16_and_names_them_otherwise() {
+        #[derive(serde::Deserialize)]
+        struct Stage {
+            update_dtype: Precision,
+        }
+        let parse = |v: &str| toml::from_str::<Stage>(&format!("update_dtype = \"{v}\"")).map(|s| s.update_dtype);
+        assert_eq!(parse("f32").unwrap(), Precision::F32);
+        assert_eq!(parse("bf16").unwrap(), Precision::Bf16);
+        let err = parse("fp16").unwrap_err().to_string();
+        assert!(err.contains("fp16") && err.contains("`f32`") && err.contains("`bf16`"), "{err}");
+    }
+}
