@@ -15,7 +15,7 @@
 //! two bf16 values is exact in f32), summed in another order, so the numerics do not depend on
 //! the machine beyond f32 rounding.
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx;
 
 use super::gemm::{sgemm, MatRef};
@@ -42,7 +42,7 @@ pub(crate) enum Body {
 
 /// The body this machine runs: AMX where present and permitted.
 pub(crate) fn body() -> Body {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if amx::available() {
         return Body::Amx;
     }
@@ -71,7 +71,7 @@ pub(crate) fn gemm_bf16_with(body: Body, dst: &mut [f32], lhs: &MatRef, rhs: &Ma
         return Ok(());
     }
     match body {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
         Body::Amx if amx::available() => {
             amx_product(dst, lhs, rhs, accumulate);
             Ok(())
@@ -222,7 +222,7 @@ struct DstPtr(*mut f32);
 unsafe impl Send for DstPtr {}
 unsafe impl Sync for DstPtr {}
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn amx_product(dst: &mut [f32], lhs: &MatRef, rhs: &MatRef, accumulate: bool) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     let chunks = k.div_ceil(TILE_K);
