@@ -104,7 +104,7 @@ pub const PAPERS: &[Paper] = &[
         tiny: &["adamllm-tiny"],
         paper_scale: &["adamllm-qwen2-vl-2b"],
         headline: "Qwen2-VL-2B biomed avg 41.2 → 55.7, food 37.1 → 40.3 (Tables 2, 3)",
-        recorded: "seeds 0–1: 108.5 of 120 images get a task; task accuracy 0.138 → 0.291 with the filter (seed spread ±0.15); caption ROUGE-L two-stage 0.597 after captions → 0.111 after tasks, single-stage 0.569; 10–19 of 120 syntheses change with a white image, colour (image-only) accuracy near chance either way",
+        recorded: "seeds 0–2: 102.3 of 120 images get a task; task accuracy 0.159 → 0.317 with the filter (seed spread ±0.12); caption ROUGE-L two-stage 0.573 after captions → 0.120 after tasks, single-stage 0.605; 10–35 of 120 syntheses change with a white image, colour (image-only) accuracy near chance either way",
         verdict: Verdict::Partly,
         reason: "the two-stage pipeline's forgetting reproduces (single-stage keeps captioning); the filter's gain is within the seed spread; blank images show no effect because the tiny synthesizers barely read the image (colour questions near chance with real and white images); the released synthesizer is LLaVA-NeXT (anyres), which retort does not load (plain LLaVA does)",
         show: &["eval_loss"],
