@@ -9,23 +9,13 @@ mod synth_cli;
 mod vlm;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use vlm::{losses, ok, retort, run_dir, write_image};
-
-const COLOURS: [(&str, [u8; 3]); 4] = [("red", [220, 20, 20]), ("green", [20, 200, 40]), ("blue", [30, 40, 220]), ("yellow", [230, 220, 30])];
+use vlm::{losses, ok, retort, run_dir, write_colour_rows};
 
 /// `model init --preset tiny-llava`, four one-colour images and their rows in `dir`.
 fn setup(dir: &Path) -> PathBuf {
     let model = dir.join("llava");
     ok(retort().args(["model", "init", "--preset", "tiny-llava", "--seed", "5", "--out", model.to_str().unwrap()]).output().unwrap());
-    std::fs::create_dir_all(dir.join("imgs")).unwrap();
-    let mut rows = String::new();
-    for (colour, rgb) in COLOURS {
-        write_image(&dir.join(format!("imgs/{colour}.png")), 70, rgb);
-        rows += &format!(
-            "{{\"messages\":[{{\"role\":\"user\",\"content\":\"<image>Colour?\"}},{{\"role\":\"assistant\",\"content\":\"{colour}\"}}],\"images\":[\"imgs/{colour}.png\"]}}\n"
-        );
-    }
-    std::fs::write(dir.join("rows.jsonl"), rows).unwrap();
+    write_colour_rows(dir, 70);
     model
 }
 

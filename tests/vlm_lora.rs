@@ -10,20 +10,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use vlm::{init, losses, ok, retort, run_dir, write_image};
-
-const COLOURS: [(&str, [u8; 3]); 4] = [("red", [220, 20, 20]), ("green", [20, 200, 40]), ("blue", [30, 40, 220]), ("yellow", [230, 220, 30])];
+use vlm::{init, losses, ok, retort, run_dir, write_colour_rows};
 
 fn profile(dir: &Path, model: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir.join("imgs")).unwrap();
-    let mut rows = String::new();
-    for (colour, rgb) in COLOURS {
-        write_image(&dir.join(format!("imgs/{colour}.png")), 112, rgb);
-        rows += &format!(
-            "{{\"messages\":[{{\"role\":\"user\",\"content\":\"<image>Colour?\"}},{{\"role\":\"assistant\",\"content\":\"{colour}\"}}],\"images\":[\"imgs/{colour}.png\"]}}\n"
-        );
-    }
-    std::fs::write(dir.join("rows.jsonl"), rows).unwrap();
+    write_colour_rows(dir, 112);
     let p = dir.join("lora.toml");
     std::fs::write(
         &p,

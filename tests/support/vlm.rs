@@ -29,6 +29,23 @@ pub fn write_image(path: &Path, size: u32, rgb: [u8; 3]) {
     img.save(path).unwrap();
 }
 
+/// Four colours for the one-colour training rows.
+pub const COLOURS: [(&str, [u8; 3]); 4] = [("red", [220, 20, 20]), ("green", [20, 200, 40]), ("blue", [30, 40, 220]), ("yellow", [230, 220, 30])];
+
+/// `dir/imgs/<colour>.png` (`size`², [`write_image`]) for each of [`COLOURS`] and
+/// `dir/rows.jsonl`: one "<image>Colour?" row each, answered with the colour.
+pub fn write_colour_rows(dir: &Path, size: u32) {
+    std::fs::create_dir_all(dir.join("imgs")).unwrap();
+    let mut rows = String::new();
+    for (colour, rgb) in COLOURS {
+        write_image(&dir.join(format!("imgs/{colour}.png")), size, rgb);
+        rows += &format!(
+            "{{\"messages\":[{{\"role\":\"user\",\"content\":\"<image>Colour?\"}},{{\"role\":\"assistant\",\"content\":\"{colour}\"}}],\"images\":[\"imgs/{colour}.png\"]}}\n"
+        );
+    }
+    std::fs::write(dir.join("rows.jsonl"), rows).unwrap();
+}
+
 /// The run folder `dir/runs/<name>-*`.
 pub fn run_dir(dir: &Path, name: &str) -> PathBuf {
     std::fs::read_dir(dir.join("runs")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&format!("{name}-"))).unwrap()
