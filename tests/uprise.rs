@@ -133,6 +133,78 @@ fn the_pipeline_runs_and_the_retriever_answers() {
     assert!(sims[0] >= sims[1], "best first: {sims:?}");
     let err = err_with_log(dir.path(), &["retrieve", dir.path().to_str().unwrap(), "--query", "x"]);
     assert!(err.contains("not a retriever folder"), "{err}");
+    hostile_retrieve_inputs(dir.path(), &run);
+    hostile_eval_inputs(dir.path(), &run);
+}
+
+/// `retort retrieve` on what a user may hand it: the index file itself (accepted), a path that
+/// does not exist, an empty query, and retriever folders with a damaged, empty or foreign index.
+fn hostile_retrieve_inputs(cwd: &Path, run: &Path) {
+    let retriever = run.join("retrieve/retriever");
+    let index_file = retriever.join("index.safetensors");
+    let by_file = ok(cwd, &["retrieve", index_file.to_str().unwrap(), "--query", "Q: 12 is even? A:", "--json"]);
+    let by_dir = ok(cwd, &["retrieve", retriever.to_str().unwrap(), "--query", "Q: 12 is even? A:", "--json"]);
+    assert_eq!(by_file, by_dir, "the index file names its folder");
+    let missing = cwd.join("no-such-run");
+    let err = err_with_log(cwd, &["retrieve", missing.to_str().unwrap(), "--query", "x"]);
+    assert!(err.contains(&format!("{}: no such file or folder", missing.display())), "{err}");
+    let err = err_with_log(cwd, &["retrieve", retriever.to_str().unwrap(), "--query", "x", "--query", " "]);
+    assert!(err.contains("--query number 2 is empty"), "{err}");
+    let out = synth_cli::retort(cwd, &["retrieve", retriever.to_str().unwrap(), "--query", "x", "-k", "100000", "--json"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("more than the index's"), "{out:?}");
+
+    let copy = |name: &str| {
+        let to = cwd.join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for sub in ["", "query"] {
+            std::fs::create_dir_all(to.join(sub)).unwrap();
+            for e in std::fs::read_dir(retriever.join(sub)).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_file() {
+                    std::fs::copy(e.path(), to.join(sub).join(e.file_name())).unwrap();
+                }
+            }
+        }
+        to
+    };
+    let cut = copy("cut");
+    let bytes = std::fs::read(cut.join("index.safetensors")).unwrap();
+    std::fs::write(cut.join("index.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = err_with_log(cwd, &["retrieve", cut.to_str().unwrap(), "--query", "x"]);
+    assert!(err.contains("cut/index.safetensors") && err.contains("damaged or not a safetensors file"), "{err}");
+    // An index of another width (another encoder's) and an empty one: errors, not a panic or nothing.
+    let narrow = copy("narrow");
+    retort::uprise::index::Index::new(vec![vec![1.0; 7]; 3], vec![0, 1, 2]).unwrap().save(&narrow.join("index.safetensors")).unwrap();
+    let err = err_with_log(cwd, &["retrieve", narrow.to_str().unwrap(), "--query", "x"]);
+    assert!(err.contains("narrow/index.safetensors: the prompt vectors are 7 wide") && !err.contains("panicked"), "{err}");
+    let empty = copy("empty");
+    let width = retort::uprise::index::Index::load(&index_file).unwrap().dim;
+    retort::uprise::index::Index { dim: width, embeddings: vec![], ids: vec![] }.save(&empty.join("index.safetensors")).unwrap();
+    let err = err_with_log(cwd, &["retrieve", empty.to_str().unwrap(), "--query", "x"]);
+    assert!(err.contains("empty/index.safetensors: the index holds no prompts"), "{err}");
+}
+
+/// An `uprise-eval` stage over the run's folders with a wrong `retriever` fails before any
+/// method is evaluated (no retrieved-*.jsonl), and a token budget no prompt fits names `n_tokens`.
+fn hostile_eval_inputs(cwd: &Path, run: &Path) {
+    let profile = |name: &str, retriever: &Path, n_tokens: usize| {
+        let text = format!(
+            "[run]\nname = \"{name}\"\n\n[[stage]]\nkind = \"uprise-eval\"\nname = \"eval\"\nmodel = \"{}\"\ndata = \"{}\"\nretriever = \"{}\"\nmethods = [\"zero-shot\", \"bm25\", \"uprise\"]\nmax_per_task = 1\nn_tokens = {n_tokens}\n",
+            run.join("lm/model").display(),
+            run.join("score").display(),
+            retriever.display()
+        );
+        let p = cwd.join(format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let p = profile("wrongret", &run.join("score"), 256);
+    let err = err_with_log(cwd, &["run", p.to_str().unwrap(), "--headless"]);
+    assert!(err.contains("`retriever`") && err.contains("is not a retriever folder"), "{err}");
+    assert!(!run_dir(cwd, "wrongret").join("eval/retrieved-zero-shot.jsonl").exists(), "no method ran before the retriever was found");
+    let p = profile("nobudget", &run.join("retrieve"), 8);
+    let err = err_with_log(cwd, &["run", p.to_str().unwrap(), "--headless"]);
+    assert!(err.contains("`n_tokens` = 8 leaves 0 tokens for prompts") && err.contains("raise `n_tokens` to at least"), "{err}");
 }
 
 #[test]

@@ -2,14 +2,15 @@
 //! prompts by inner product, best first, with their task and cluster.
 
 use crate::uprise::biencoder::Retriever;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct RetrieveArgs {
-    /// A retriever folder (`<run>/<retrieve stage>/retriever`, or the stage folder itself):
-    /// query/ and prompt/ encoders, index.safetensors, pool.jsonl, retriever.json.
+    /// A retriever folder (`<run>/<retrieve stage>/retriever`, the stage folder itself, or the
+    /// folder's index.safetensors): query/ and prompt/ encoders, index.safetensors, pool.jsonl,
+    /// retriever.json.
     pub index: PathBuf,
     /// The task input to find demonstrations for (repeatable).
     #[arg(long = "query", value_name = "TEXT", required = true)]
@@ -23,8 +24,15 @@ pub struct RetrieveArgs {
 }
 
 pub fn cmd_retrieve(args: &RetrieveArgs) -> Result<()> {
-    let dir = if args.index.join("retriever.json").is_file() { args.index.clone() } else { args.index.join("retriever") };
+    // An empty query still embeds (to the special tokens alone) and "finds" prompts: refuse it.
+    if let Some(i) = args.queries.iter().position(|q| q.trim().is_empty()) {
+        bail!("--query number {} is empty; give the task input to find demonstrations for", i + 1);
+    }
+    let dir = Retriever::locate(&args.index)?;
     let r = Retriever::load(&dir, &candle_core::Device::Cpu)?;
+    if args.k as usize > r.index.len() {
+        eprintln!("note: -k {} is more than the index's {} prompts; all of them are listed", args.k, r.index.len());
+    }
     for q in &args.queries {
         let hits = r.search(q, args.k as usize)?;
         if args.json {

@@ -63,6 +63,21 @@ pub struct Retriever {
 }
 
 impl Retriever {
+    /// The retriever folder a user names: the folder itself, the `retrieve` stage's folder
+    /// above it, or its `index.safetensors`. Anything else is an error naming the path given.
+    pub fn locate(path: &Path) -> Result<PathBuf> {
+        if !path.exists() {
+            bail!("{}: no such file or folder; give a retriever folder (<run>/<retrieve stage>, or its retriever/ folder)", path.display());
+        }
+        let dir = if path.is_file() { path.parent().unwrap_or(Path::new(".")).to_path_buf() } else { path.to_path_buf() };
+        for d in [dir.clone(), dir.join("retriever")] {
+            if d.join("retriever.json").is_file() {
+                return Ok(d);
+            }
+        }
+        bail!("{} is not a retriever folder (no retriever.json in it or in its retriever/; a `retrieve` stage writes one under <run>/<stage>/retriever)", path.display())
+    }
+
     pub fn load(dir: &Path, device: &Device) -> Result<Retriever> {
         let meta_path = dir.join("retriever.json");
         let text = std::fs::read_to_string(&meta_path)
@@ -70,7 +85,16 @@ impl Retriever {
         let meta: RetrieverMeta = serde_json::from_str(&text).with_context(|| format!("{}: not a retriever description", meta_path.display()))?;
         let Some(pooling) = Pooling::parse(&meta.pooling) else { bail!("{}: unknown pooling {:?}", meta_path.display(), meta.pooling) };
         let query = Side::load(&dir.join("query"), device, false, meta.max_len)?;
-        let index = Index::load(&dir.join("index.safetensors"))?;
+        let index_path = dir.join("index.safetensors");
+        let index = Index::load(&index_path)?;
+        // A query vector must be as wide as the prompt vectors it is compared with.
+        let width = query.model.config.hidden_size;
+        if index.dim != width {
+            bail!("{}: the prompt vectors are {} wide but the query encoder {} gives {width}; the index was built by another encoder (a `retrieve` stage writes both together: run its profile again)", index_path.display(), index.dim, query.dir.display());
+        }
+        if index.is_empty() {
+            bail!("{}: the index holds no prompts (was the pool empty?)", index_path.display());
+        }
         let pool = read_rows(&dir.join("pool.jsonl"))?;
         if let Some(bad) = index.ids.iter().find(|&&i| i as usize >= pool.len()) {
             bail!("{}: pool id {bad} is past the pool's {} rows", dir.display(), pool.len());

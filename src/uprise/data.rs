@@ -176,7 +176,15 @@ pub fn split_held_out(rows: Vec<TaskRow>, held_out: &[String]) -> Result<(Vec<Ta
             bail!("held-out cluster {h:?} has no rows; the data's clusters are {:?}", clusters);
         }
     }
-    Ok(rows.into_iter().partition(|r| !held_out.contains(&r.cluster)))
+    let (seen, held): (Vec<TaskRow>, Vec<TaskRow>) = rows.into_iter().partition(|r| !held_out.contains(&r.cluster));
+    if seen.is_empty() {
+        bail!("`held_out` names every cluster of the data ({:?}): no rows are left for the prompt pool; hold out fewer clusters", clusters_of(&held));
+    }
+    Ok((seen, held))
+}
+
+fn clusters_of(rows: &[TaskRow]) -> BTreeSet<&str> {
+    rows.iter().map(|r| r.cluster.as_str()).collect()
 }
 
 #[cfg(test)]
@@ -259,6 +267,9 @@ mod tests {
         let (seen, held) = split_held_out(rows.clone(), &["c-b".into()]).unwrap();
         assert_eq!(seen.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["1", "3"]);
         assert_eq!(held.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["2"]);
-        assert!(split_held_out(rows, &["nope".into()]).unwrap_err().to_string().contains("\"nope\" has no rows"));
+        assert!(split_held_out(rows.clone(), &["nope".into()]).unwrap_err().to_string().contains("\"nope\" has no rows"));
+        // Holding out every cluster would leave an empty pool: refused, not written.
+        let err = split_held_out(rows, &["c-a".into(), "c-b".into()]).unwrap_err().to_string();
+        assert!(err.contains("`held_out` names every cluster") && err.contains("\"c-a\""), "{err}");
     }
 }

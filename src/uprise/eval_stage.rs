@@ -131,6 +131,9 @@ impl StageConfig for UpriseEvalStage {
         if self.k == 0 || self.batch_size == 0 {
             return Err(("k".into(), "k and batch_size must be at least 1".into()));
         }
+        if self.max_per_task == Some(0) {
+            return Err(("max_per_task".into(), "max_per_task must be at least 1 (leave it out to evaluate every test row)".into()));
+        }
         Ok(())
     }
 
@@ -244,9 +247,30 @@ pub fn table(results: &[MethodResult], held_out: &[String]) -> String {
 
 fn run(cfg: &UpriseEvalStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let data = ctx.resolve(&cfg.data)?;
+    // meta.json first: it is what tells a prompt-score folder from any other.
+    let meta_path = data.join("meta.json");
+    let meta_text = std::fs::read_to_string(&meta_path).with_context(|| format!("`data` = {}: no meta.json; `data` must be a prompt-score stage (\"@score\")", data.display()))?;
+    let meta: ScoreMeta = serde_json::from_str(&meta_text).with_context(|| format!("{}: not a prompt-score stage's meta.json", meta_path.display()))?;
     let pool = read_rows(&data.join("pool.jsonl")).context("the pool of `data`")?;
     let mut test = read_rows(&data.join("test.jsonl")).context("the test rows of `data`")?;
-    let meta: ScoreMeta = serde_json::from_str(&std::fs::read_to_string(data.join("meta.json")).with_context(|| format!("{}: no meta.json; `data` must be a prompt-score stage", data.display()))?)?;
+    // The encoders load before any method is evaluated, so a wrong `retriever` or
+    // `untuned_encoder` fails now rather than after the methods before it have run.
+    let trained = if cfg.methods.iter().any(|m| m == "uprise") {
+        let given = ctx.resolve(cfg.retriever.as_deref().context("retriever")?)?;
+        let r = Retriever::load(&Retriever::locate(&given).context("`retriever`")?, &ctx.device).context("`retriever`")?;
+        if r.pool.len() != pool.len() {
+            bail!("the retriever's pool has {} rows but `data`'s has {}; they must come from the same prompt-score stage", r.pool.len(), pool.len());
+        }
+        Some(r)
+    } else {
+        None
+    };
+    let untuned = if cfg.methods.iter().any(|m| m == "untuned") {
+        let dir = ctx.resolve(cfg.untuned_encoder.as_deref().context("untuned_encoder")?)?;
+        Some(Side::load(&dir, &ctx.device, false, 256).context("`untuned_encoder`")?)
+    } else {
+        None
+    };
     if let Some(cap) = cfg.max_per_task {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         test.retain(|r| {
@@ -265,6 +289,16 @@ fn run(cfg: &UpriseEvalStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let demos: Vec<String> = pool.iter().map(TaskRow::demo).collect();
     let demo_lens: Vec<usize> = demos.iter().map(|d| len(d)).collect::<Result<_>>()?;
     ctx.events.info(format!("{} test rows, pool of {}; budget {} − ({max_q} + {max_a}) tokens, k = {}", test.len(), pool.len(), cfg.n_tokens, cfg.k));
+    // A budget no prompt fits turns every method into zero-shot: a comparison of nothing.
+    let budget = cfg.n_tokens.saturating_sub(max_q + max_a);
+    let shortest = demo_lens.iter().copied().min().unwrap_or(0);
+    if cfg.methods.iter().any(|m| m != "zero-shot") && shortest > budget {
+        bail!(
+            "`n_tokens` = {} leaves {budget} tokens for prompts after the longest test input ({max_q}) and answer ({max_a}), fewer than the shortest pool prompt ({shortest}): every method would run zero-shot; raise `n_tokens` to at least {}",
+            cfg.n_tokens,
+            max_q + max_a + shortest
+        );
+    }
 
     // The few-shot baseline's demos come from the target tasks' own rows, not the pool.
     let target = if cfg.methods.iter().any(|m| m == "few-shot") { read_rows(&data.join("target.jsonl")).context("the target rows of `data`")? } else { Vec::new() };
@@ -314,21 +348,15 @@ fn run(cfg: &UpriseEvalStage, ctx: &mut StageCtx) -> Result<StageOutput> {
                 test.iter().map(|r| bm.top_k(&r.input, cfg.k).into_iter().map(|(p, s)| (p, s as f32)).collect()).collect()
             }
             "untuned" => {
-                let dir = ctx.resolve(cfg.untuned_encoder.as_deref().context("untuned_encoder")?)?;
                 let pooling = Pooling::parse(&cfg.untuned_pooling).context("untuned_pooling")?;
-                let side = Side::load(&dir, &ctx.device, false, 256)?;
-                let index = build_index(&side, &pool, pooling, cfg.batch_size)?;
+                let side = untuned.as_ref().context("untuned_encoder")?;
+                let index = build_index(side, &pool, pooling, cfg.batch_size)?;
                 let inputs: Vec<&str> = test.iter().map(|r| r.input.as_str()).collect();
                 let qs = side.embed(&inputs, pooling, cfg.batch_size)?;
                 qs.iter().map(|q| search(&index, q, cfg.k)).collect()
             }
             "uprise" => {
-                let dir = ctx.resolve(cfg.retriever.as_deref().context("retriever")?)?;
-                let dir = if dir.join("retriever.json").is_file() { dir } else { dir.join("retriever") };
-                let r = Retriever::load(&dir, &ctx.device)?;
-                if r.pool.len() != pool.len() {
-                    bail!("the retriever's pool has {} rows but `data`'s has {}; they must come from the same prompt-score stage", r.pool.len(), pool.len());
-                }
+                let r = trained.as_ref().context("retriever")?;
                 let inputs: Vec<&str> = test.iter().map(|r| r.input.as_str()).collect();
                 let qs = r.query.embed(&inputs, r.pooling, cfg.batch_size)?;
                 qs.iter().map(|q| search(&r.index, q, cfg.k)).collect()
@@ -402,6 +430,12 @@ fn search(index: &Index, q: &[f32], k: usize) -> Vec<(usize, f32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_rows_per_task_is_refused() {
+        let cfg: UpriseEvalStage = toml::from_str("model = \"@lm\"\ndata = \"@score\"\nmethods = [\"zero-shot\"]\nmax_per_task = 0\n").unwrap();
+        assert_eq!(cfg.validate().unwrap_err().0, "max_per_task");
+    }
 
     #[test]
     fn clusters_average_their_tasks_and_held_out_is_apart() {

@@ -73,7 +73,12 @@ impl Index {
     }
 
     pub fn load(path: &Path) -> Result<Index> {
-        let t = candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("cannot read the index {}", path.display()))?;
+        if !path.is_file() {
+            bail!("{}: no index file (a `retrieve` stage writes index.safetensors in its retriever/ folder)", path.display());
+        }
+        // A file cut short or overwritten fails here; the only repair is to write it again.
+        let t = candle_core::safetensors::load(path, &Device::Cpu)
+            .with_context(|| format!("cannot read the index {} (damaged or not a safetensors file; a `retrieve` stage writes it: run its profile again)", path.display()))?;
         let (Some(emb), Some(ids)) = (t.get("embeddings"), t.get("ids")) else {
             bail!("{}: not a prompt index (it needs the tensors `embeddings` and `ids`, as `retrieve` writes)", path.display());
         };

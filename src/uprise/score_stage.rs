@@ -142,7 +142,11 @@ impl StageConfig for PromptScoreStage {
     fn preflight(&self) -> Result<()> {
         for (key, f) in [("train", &self.train), ("test", &self.test)] {
             if !f.starts_with('@') {
-                read_rows(Path::new(f)).with_context(|| format!("`{key}`"))?;
+                let rows = read_rows(Path::new(f)).with_context(|| format!("`{key}`"))?;
+                // The held-out names against the training rows now, not after the stages before.
+                if key == "train" {
+                    split_held_out(rows, &self.held_out).with_context(|| format!("`held_out` (the clusters of `train` = {f})"))?;
+                }
             }
         }
         Ok(())
@@ -154,6 +158,9 @@ impl StageConfig for PromptScoreStage {
         }
         if self.rounds == 0 {
             return Err(("rounds".into(), "rounds must be at least 1".into()));
+        }
+        if self.max_examples == Some(0) {
+            return Err(("max_examples".into(), "max_examples must be at least 1 (leave it out to score the whole pool)".into()));
         }
         if self.cap == 0 {
             return Err(("cap".into(), "cap must be at least 1".into()));
@@ -260,4 +267,30 @@ fn run(cfg: &PromptScoreStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     ]
     .into();
     Ok(StageOutput { output: Some(ctx.dir.clone()), summary, table: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(train: &Path, held_out: &str, extra: &str) -> PromptScoreStage {
+        let text = format!("model = \"@lm\"\ntrain = {:?}\ntest = {:?}\nheld_out = {held_out}\n{extra}", train.display().to_string(), train.display().to_string());
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn preflight_checks_held_out_clusters_against_the_training_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rows.jsonl");
+        let rows = [("1", "a", "math"), ("2", "b", "nli")];
+        let text: String = rows.iter().map(|(id, task, cluster)| format!("{{\"id\": \"{id}\", \"task\": \"{task}\", \"cluster\": \"{cluster}\", \"input\": \"q\", \"answer\": \"x\"}}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        stage(&p, "[\"nli\"]", "").preflight().unwrap();
+        // A typo in a cluster name and a held-out list naming every cluster fail before any stage runs.
+        let err = format!("{:#}", stage(&p, "[\"NLI\"]", "").preflight().unwrap_err());
+        assert!(err.contains("`held_out`") && err.contains("rows.jsonl") && err.contains("\"NLI\" has no rows"), "{err}");
+        let err = format!("{:#}", stage(&p, "[\"nli\", \"math\"]", "").preflight().unwrap_err());
+        assert!(err.contains("names every cluster"), "{err}");
+        assert_eq!(stage(&p, "[]", "max_examples = 0").validate().unwrap_err().0, "max_examples");
+    }
 }
