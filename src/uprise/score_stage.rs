@@ -3,8 +3,9 @@
 //!
 //! Reads task rows (`train`, `test`), drops the held-out clusters from the training rows,
 //! samples up to `cap` rows per task (class balanced, seed 42 as the reference), and writes
-//! them as the pool (`pool.jsonl`, the pool id of a row is its line index). Then the first
-//! `max_examples` pool rows (all by default) are scored: L = `candidates` same-task prompts
+//! them as the pool (`pool.jsonl`, the pool id of a row is its line index). Then
+//! `max_examples` pool rows (all by default; fewer: a seeded sample over the whole pool, which
+//! is in task order, so every task has its share) are scored: L = `candidates` same-task prompts
 //! per round, up to `rounds` rounds, by the frozen `model` (multiple choice: Eq. 4 or the
 //! code's L1 key; completion: greedy generation scored by token F1),
 //! each scored example appended to `scored.partial.jsonl` as it finishes, so a killed run
@@ -50,7 +51,7 @@ pub struct PromptScoreStage {
     /// Rows per task in the pool (the reference: 10k, class balanced).
     #[serde(default = "d_cap")]
     pub cap: usize,
-    /// Pool rows scored as training examples (None: all).
+    /// Pool rows scored as training examples (None: all; fewer: a seeded sample of the pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_examples: Option<usize>,
     /// L: candidates per round.
@@ -193,6 +194,19 @@ pub fn write_rows(path: &Path, rows: &[TaskRow]) -> Result<()> {
     crate::fsutil::write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The pool rows to score, in pool order: all of them, or `max` drawn without replacement by
+/// a seeded shuffle. Not the first `max`: the pool is in task order, so a prefix would hold
+/// only the first tasks and the retriever would never see a query of the others.
+fn examples_to_score(pool: usize, max: Option<usize>, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..pool).collect();
+    if let Some(max) = max.filter(|&m| m < pool) {
+        Rng::derive(seed, "examples to score").shuffle(&mut order);
+        order.truncate(max);
+        order.sort_unstable();
+    }
+    order
+}
+
 fn run(cfg: &PromptScoreStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let train_rows = read_rows(&ctx.resolve(&cfg.train)?).context("`train`")?;
     let test_rows = read_rows(&ctx.resolve(&cfg.test)?).context("`test`")?;
@@ -204,7 +218,8 @@ fn run(cfg: &PromptScoreStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let pool = sample_balanced(&seen, cfg.cap, &mut Rng::new(cfg.split_seed));
     write_rows(&ctx.dir.join("pool.jsonl"), &pool)?;
     write_rows(&ctx.dir.join("test.jsonl"), &test_rows)?;
-    let n = cfg.max_examples.unwrap_or(pool.len()).min(pool.len());
+    let order = examples_to_score(pool.len(), cfg.max_examples, cfg.split_seed);
+    let n = order.len();
     let tasks: std::collections::BTreeSet<&str> = pool.iter().map(|r| r.task.as_str()).collect();
     ctx.events.info(format!(
         "pool: {} rows of {} tasks (held out: {:?}); scoring {n} examples with L = {}, B = {}, up to {} rounds",
@@ -219,7 +234,8 @@ fn run(cfg: &PromptScoreStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let model_dir = ctx.resolve(&cfg.model)?;
     let m = EvalModel::load(&model_dir, &ctx.device)?;
     let (mut log, mut done) = ScoredLog::open(&ctx.dir.join("scored.partial.jsonl"))?;
-    done.retain(|s| s.qid < n);
+    let chosen: std::collections::BTreeSet<usize> = order.iter().copied().collect();
+    done.retain(|s| chosen.contains(&s.qid));
     if !done.is_empty() {
         ctx.events.info(format!("resuming: {} examples already scored", done.len()));
     }
@@ -227,7 +243,8 @@ fn run(cfg: &PromptScoreStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     let sizes = Sizes { l: cfg.candidates, b: cfg.negatives, rounds: cfg.rounds };
     let started = std::time::Instant::now();
     let first_new = done.len();
-    for qid in done.len()..n {
+    let already: std::collections::BTreeSet<usize> = done.iter().map(|s| s.qid).collect();
+    for &qid in order.iter().filter(|q| !already.contains(q)) {
         ctx.check_stop()?;
         let x = &pool[qid];
         let scored = select(&pool, qid, sizes, seed, &mut |pids| {
@@ -292,5 +309,21 @@ mod tests {
         let err = format!("{:#}", stage(&p, "[\"nli\", \"math\"]", "").preflight().unwrap_err());
         assert!(err.contains("names every cluster"), "{err}");
         assert_eq!(stage(&p, "[]", "max_examples = 0").validate().unwrap_err().0, "max_examples");
+    }
+
+    #[test]
+    fn fewer_examples_than_the_pool_are_a_seeded_sample_over_all_of_it() {
+        assert_eq!(examples_to_score(5, None, 42), vec![0, 1, 2, 3, 4]);
+        assert_eq!(examples_to_score(5, Some(9), 42), vec![0, 1, 2, 3, 4]);
+        // A pool of 10 tasks × 96 rows in task order, 320 scored: every task gets rows (a
+        // prefix would give only the first four tasks), none twice, in pool order, the same
+        // draw for the same seed and another for another seed.
+        let picked = examples_to_score(960, Some(320), 42);
+        assert_eq!(picked.len(), 320);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]));
+        let per_task = (0..10).map(|t| picked.iter().filter(|&&q| q / 96 == t).count()).collect::<Vec<_>>();
+        assert!(per_task.iter().all(|&c| (15..=50).contains(&c)), "{per_task:?}");
+        assert_eq!(picked, examples_to_score(960, Some(320), 42));
+        assert_ne!(picked, examples_to_score(960, Some(320), 7));
     }
 }
