@@ -186,6 +186,19 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// `bench train` only: the products' precision, `f32` or `bf16` (a training stage's
+    /// `update_dtype`).
+    #[arg(long, default_value = "f32", value_parser = parse_update_dtype)]
+    pub update_dtype: crate::model::fused::precision::Precision,
+}
+
+fn parse_update_dtype(v: &str) -> std::result::Result<crate::model::fused::precision::Precision, String> {
+    use crate::model::fused::precision::Precision;
+    match v {
+        "f32" => Ok(Precision::F32),
+        "bf16" => Ok(Precision::Bf16),
+        _ => Err(format!("expected f32 or bf16, got {v:?}")),
+    }
 }
 
 // ---------------------------------------------------------------- model init / info
@@ -551,6 +564,7 @@ pub fn cmd_bench(action: BenchAction) -> Result<()> {
         seed: args.seed,
     };
     let model = Model::load(&args.model, &Device::Cpu, DType::F32, train)?;
+    let _precision = crate::model::fused::precision::scoped(args.update_dtype);
     let report = if train { bench::bench_train(&model, &opts)? } else { bench::bench_generate(&model, &opts)? };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

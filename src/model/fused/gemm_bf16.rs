@@ -80,20 +80,129 @@ pub(crate) fn gemm_bf16_with(body: Body, dst: &mut [f32], lhs: &MatRef, rhs: &Ma
     }
 }
 
-/// The fallback: bf16-rounded contiguous f32 copies through sgemm.
+/// `x` with every element rounded to bf16 (kept in f32): the data and strides of the copy.
+/// A view that covers its whole slice (row-major, or transposed like Wᵀ and gᵀ) is rounded
+/// in storage order and keeps its strides — one contiguous pass, where a row-major copy of a
+/// transposed view gathered every element a row length apart; sgemm reads the strides.
+/// Other views get a row-major copy.
+fn rounded_copy(x: &MatRef) -> (Vec<f32>, usize, usize) {
+    let bf = |v: f32| f32::from_bits((round(v) as u32) << 16);
+    let dense = (x.row_stride == x.cols && x.col_stride == 1) || (x.row_stride == 1 && x.col_stride == x.rows);
+    if dense && x.data.len() == x.rows * x.cols {
+        let mut out = vec![0.0f32; x.data.len()];
+        out.par_chunks_mut(1 << 14).zip(x.data.par_chunks(1 << 14)).for_each(|(o, d)| o.iter_mut().zip(d).for_each(|(o, &v)| *o = bf(v)));
+        return (out, x.row_stride, x.col_stride);
+    }
+    let mut out = vec![0.0f32; x.rows * x.cols];
+    out.par_chunks_mut(x.cols.max(1)).enumerate().for_each(|(i, row)| row.iter_mut().enumerate().for_each(|(j, o)| *o = bf(x.data[i * x.row_stride + j * x.col_stride])));
+    (out, x.cols, 1)
+}
+
+/// The fallback: bf16-rounded f32 copies through sgemm.
 fn rounded_product(dst: &mut [f32], lhs: &MatRef, rhs: &MatRef, accumulate: bool) -> Result<()> {
-    let round = |x: &MatRef| -> Vec<f32> {
-        let mut out = vec![0.0f32; x.rows * x.cols];
-        out.par_chunks_mut(x.cols.max(1)).enumerate().for_each(|(i, row)| {
-            row.iter_mut().enumerate().for_each(|(j, o)| *o = f32::from_bits((round(x.data[i * x.row_stride + j * x.col_stride]) as u32) << 16))
-        });
-        out
-    };
-    let (a, b) = (round(lhs), round(rhs));
+    let ((a, ars, acs), (b, brs, bcs)) = (rounded_copy(lhs), rounded_copy(rhs));
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    let a = MatRef { data: &a, rows: m, cols: k, row_stride: k, col_stride: 1 };
-    let b = MatRef { data: &b, rows: k, cols: n, row_stride: n, col_stride: 1 };
+    let a = MatRef { data: &a, rows: m, cols: k, row_stride: ars, col_stride: acs };
+    let b = MatRef { data: &b, rows: k, cols: n, row_stride: brs, col_stride: bcs };
     sgemm(dst, &a, &b, accumulate)
+}
+
+/// A right operand packed once for several products (the LM head's W, the same for every row
+/// chunk of the forward and of the backward): what [`gemm_bf16_with`] makes of `rhs` at every
+/// call, so a product with it is bitwise the per-call one. Why: the head's W is 28M elements
+/// at the 135M shape, and packing it per chunk did it 9 times a step (issue 24).
+pub(crate) struct PackedRhs {
+    k: usize,
+    n: usize,
+    data: PackedData,
+}
+
+enum PackedData {
+    /// AMX pair-layout panels ([`pack_b`]) of `chunks` k-chunks each.
+    #[cfg_attr(not(all(target_arch = "x86_64", target_os = "linux")), allow(dead_code))]
+    Tiles { chunks: usize, tiles: Vec<u16> },
+    /// The rounded f32 copy the fallback multiplies with, and its (row, column) strides.
+    Rounded(Vec<f32>, usize, usize),
+}
+
+impl PackedRhs {
+    /// `rhs` packed for `body` (the one [`gemm_bf16_packed`] must then be called with).
+    pub(crate) fn new(body: Body, rhs: &MatRef) -> Result<PackedRhs> {
+        if !rhs.fits() {
+            bail!("fused gemm (bf16): right operand {}×{} does not fit its data", rhs.rows, rhs.cols);
+        }
+        let (k, n) = (rhs.rows, rhs.cols);
+        let data = match body {
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            Body::Amx if amx::available() => {
+                let chunks = k.div_ceil(TILE_K);
+                PackedData::Tiles { chunks, tiles: pack_b(rhs, chunks) }
+            }
+            _ => {
+                let (b, rs, cs) = rounded_copy(rhs);
+                PackedData::Rounded(b, rs, cs)
+            }
+        };
+        Ok(PackedRhs { k, n, data })
+    }
+}
+
+/// `dst (m × n) [+]= bf16(lhs) · rhs` for a right operand packed by [`PackedRhs::new`]:
+/// bitwise what [`gemm_bf16_with`] gives for the unpacked `rhs` with the same body.
+pub(crate) fn gemm_bf16_packed(dst: &mut [f32], lhs: &MatRef, rhs: &PackedRhs, accumulate: bool) -> Result<()> {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.n);
+    if rhs.k != k || dst.len() != m * n || !lhs.fits() {
+        bail!("fused gemm (bf16): operands do not fit ({m}×{k} · packed {}×{n} into {})", rhs.k, dst.len());
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return Ok(());
+    }
+    match &rhs.data {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        PackedData::Tiles { chunks, tiles } => {
+            let a = pack_a(lhs, *chunks);
+            amx_packed(dst, (m, n, *chunks), &a, tiles, accumulate);
+            Ok(())
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        PackedData::Tiles { .. } => unreachable!("AMX tiles are only packed on Linux x86-64"),
+        PackedData::Rounded(b, brs, bcs) => {
+            let (a, ars, acs) = rounded_copy(lhs);
+            let a = MatRef { data: &a, rows: m, cols: k, row_stride: ars, col_stride: acs };
+            let b = MatRef { data: b, rows: k, cols: n, row_stride: *brs, col_stride: *bcs };
+            sgemm(dst, &a, &b, accumulate)
+        }
+    }
+}
+
+/// A right operand for several products at a precision: as given for f32 (sgemm reads it
+/// through its strides), packed once for bf16.
+pub(crate) enum Rhs<'a> {
+    F32(MatRef<'a>),
+    Bf16(PackedRhs),
+}
+
+impl<'a> Rhs<'a> {
+    pub(crate) fn new(precision: Precision, rhs: MatRef<'a>) -> Result<Rhs<'a>> {
+        Ok(match precision {
+            Precision::F32 => Rhs::F32(rhs),
+            Precision::Bf16 => Rhs::Bf16(PackedRhs::new(body(), &rhs)?),
+        })
+    }
+
+    /// `dst [+]= lhs · self` at the precision it was made for.
+    pub(crate) fn product(&self, dst: &mut [f32], lhs: &MatRef, accumulate: bool) -> Result<()> {
+        match self {
+            Rhs::F32(rhs) => sgemm(dst, lhs, rhs, accumulate),
+            Rhs::Bf16(rhs) => gemm_bf16_packed(dst, lhs, rhs, accumulate),
+        }
+    }
 }
 
 /// Rows and columns of a tile, and k per tile.
@@ -145,29 +254,39 @@ fn round(v: f32) -> u16 {
 fn pack_a(a: &MatRef, chunks: usize) -> Vec<u16> {
     let panels = a.rows.div_ceil(2 * TILE) * 2;
     let mut out = vec![0u16; panels * chunks * TILE_ELEMS];
-    out.par_chunks_mut(chunks * TILE_ELEMS).enumerate().for_each(|(t, panel)| {
-        let rows = (t * TILE)..((t + 1) * TILE).min(a.rows);
-        if a.col_stride == 1 {
+    if a.col_stride == 1 {
+        out.par_chunks_mut(chunks * TILE_ELEMS).enumerate().for_each(|(t, panel)| {
             // Row-major: each tile row is 32 consecutive elements of a source row.
-            for r in rows {
+            for r in (t * TILE)..((t + 1) * TILE).min(a.rows) {
                 let src = &a.data[r * a.row_stride..r * a.row_stride + a.cols];
                 for (c, piece) in src.chunks(TILE_K).enumerate() {
                     let dst = &mut panel[c * TILE_ELEMS + (r - t * TILE) * TILE_K..][..piece.len()];
                     dst.iter_mut().zip(piece).for_each(|(d, &v)| *d = round(v));
                 }
             }
-        } else {
-            // Walk k outer, so a transposed source (row stride 1) is read 16 contiguous at a time.
+        });
+    } else {
+        // A transposed source (gᵀ, Gᵀ of the weight gradients: row stride 1): a task takes
+        // A_GROUP panels and walks k outer, so each k reads A_GROUP·16 consecutive elements of
+        // the source (one run of whole cache lines) rather than 16 per panel, one page apart.
+        out.par_chunks_mut(A_GROUP * chunks * TILE_ELEMS).enumerate().for_each(|(g, group)| {
+            let r0 = g * A_GROUP * TILE;
+            let r1 = (r0 + A_GROUP * TILE).min(a.rows);
             for k in 0..a.cols {
                 let at = (k / TILE_K) * TILE_ELEMS + k % TILE_K;
-                for r in rows.clone() {
-                    panel[at + (r - t * TILE) * TILE_K] = round(a.data[r * a.row_stride + k * a.col_stride]);
+                for r in r0..r1 {
+                    let (t, i) = ((r - r0) / TILE, (r - r0) % TILE);
+                    group[t * chunks * TILE_ELEMS + at + i * TILE_K] = round(a.data[r * a.row_stride + k * a.col_stride]);
                 }
             }
-        }
-    });
+        });
+    }
     out
 }
+
+/// Panels of a transposed A packed by one task (see [`pack_a`]): 4 × 16 rows, 256 bytes of a
+/// source row per k.
+const A_GROUP: usize = 4;
 
 /// B packed in 16-column panels in AMX's pair ("VNNI") layout: in panel `t`, k-chunk c, tile
 /// row p holds for each of the 16 columns the pair (k = 32c + 2p, 32c + 2p + 1), so one tile
@@ -227,6 +346,12 @@ fn amx_product(dst: &mut [f32], lhs: &MatRef, rhs: &MatRef, accumulate: bool) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     let chunks = k.div_ceil(TILE_K);
     let (a, b) = rayon::join(|| pack_a(lhs, chunks), || pack_b(rhs, chunks));
+    amx_packed(dst, (m, n, chunks), &a, &b, accumulate);
+}
+
+/// The AMX product of operands packed by [`pack_a`] and [`pack_b`] with `chunks` k-chunks.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn amx_packed(dst: &mut [f32], (m, n, chunks): (usize, usize, usize), a: &[u16], b: &[u16], accumulate: bool) {
     let bl = blocking();
     let blocks: Vec<(usize, usize)> = (0..m).step_by(bl.m).flat_map(|i| (0..n).step_by(bl.n).map(move |j| (i, j))).collect();
     let out = DstPtr(dst.as_mut_ptr());
@@ -356,6 +481,51 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A right operand packed once gives bitwise the per-call product for every left operand
+    /// it is used with (the head's row chunks), on both bodies and both layouts of B.
+    #[test]
+    fn a_rhs_packed_once_gives_the_per_call_product_bitwise() {
+        let mut rng = crate::rng::Rng::new(25);
+        for &(k, n) in &[(1usize, 1usize), (33, 40), (64, 300), (530, 70)] {
+            for tb in [false, true] {
+                let b_data: Vec<f32> = (0..k * n).map(|_| rng.f32() * 2.0 - 1.0).collect();
+                let b = view(&b_data, k, n, tb);
+                for body in [Body::Amx, Body::Rounded] {
+                    let packed = PackedRhs::new(body, &b).unwrap();
+                    for &(m, ta, accumulate) in &[(1usize, false, false), (17, true, true), (40, false, true), (130, true, false)] {
+                        let a_data: Vec<f32> = (0..m * k).map(|_| rng.f32() * 2.0 - 1.0).collect();
+                        let a = view(&a_data, m, k, ta);
+                        let init: Vec<f32> = (0..m * n).map(|_| rng.f32() - 0.5).collect();
+                        let (mut once, mut per_call) = (init.clone(), init.clone());
+                        gemm_bf16_packed(&mut once, &a, &packed, accumulate).unwrap();
+                        gemm_bf16_with(body, &mut per_call, &a, &b, accumulate).unwrap();
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&once), bits(&per_call), "{body:?} {m}×{k}·{k}×{n} ta {ta} tb {tb} acc {accumulate}");
+                    }
+                }
+            }
+        }
+        let b = [0.0f32; 6];
+        let packed = PackedRhs::new(body(), &view(&b, 2, 3, false)).unwrap();
+        let err = gemm_bf16_packed(&mut [0.0; 3], &view(&b, 1, 3, false), &packed, false).unwrap_err();
+        assert!(err.to_string().contains("do not fit"), "{err}");
+    }
+
+    /// The transposed path of `pack_a` (task groups of panels, k outer) packs exactly what the
+    /// row-major path packs for the same matrix. Runs on every machine (packing is plain code),
+    /// so the AMX body's packing is checked where AMX is absent too.
+    #[test]
+    fn transposed_packing_equals_row_major_packing() {
+        let mut rng = crate::rng::Rng::new(26);
+        for &(m, k) in &[(1usize, 1usize), (17, 33), (64, 64), (100, 70), (300, 45)] {
+            let data: Vec<f32> = (0..m * k).map(|_| rng.f32() * 2.0 - 1.0).collect();
+            let mut t = vec![0.0f32; m * k];
+            (0..m).for_each(|i| (0..k).for_each(|j| t[j * m + i] = data[i * k + j]));
+            let chunks = k.div_ceil(TILE_K);
+            assert_eq!(pack_a(&view(&data, m, k, false), chunks), pack_a(&view(&t, m, k, true), chunks), "{m}×{k}");
         }
     }
 

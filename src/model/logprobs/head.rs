@@ -16,7 +16,7 @@
 
 use super::fused::{row_grad_in_place, row_logp_entropy};
 use crate::model::fused::gemm::MatRef;
-use crate::model::fused::gemm_bf16::gemm;
+use crate::model::fused::gemm_bf16::Rhs;
 use crate::model::fused::precision::{self, Precision};
 use crate::model::fused::{contiguous_f32, rows_per_task};
 use candle_core::backend::BackendStorage;
@@ -75,12 +75,16 @@ fn operands<'a>(
 }
 
 impl Operands<'_> {
-    /// `z (rows × V) = hidden[rows] · Wᵀ`.
-    fn logits(&self, precision: Precision, rows: std::ops::Range<usize>, z: &mut [f32]) -> Result<()> {
-        let lhs = MatRef { data: &self.hidden[rows.start * self.h..rows.end * self.h], rows: rows.len(), cols: self.h, row_stride: self.h, col_stride: 1 };
+    /// Wᵀ as the right operand of the logits, packed once for all chunks at bf16.
+    fn wt(&self, precision: Precision) -> Result<Rhs<'_>> {
         // Wᵀ through strides: element (i, j) of Wᵀ is w[j·H + i].
-        let rhs = MatRef { data: self.weight, rows: self.h, cols: self.v, row_stride: 1, col_stride: self.h };
-        gemm(precision, &mut z[..rows.len() * self.v], &lhs, &rhs, false)
+        Rhs::new(precision, MatRef { data: self.weight, rows: self.h, cols: self.v, row_stride: 1, col_stride: self.h })
+    }
+
+    /// `z (rows × V) = hidden[rows] · Wᵀ` (`wt` from [`Operands::wt`]).
+    fn logits(&self, wt: &Rhs, rows: std::ops::Range<usize>, z: &mut [f32]) -> Result<()> {
+        let lhs = MatRef { data: &self.hidden[rows.start * self.h..rows.end * self.h], rows: rows.len(), cols: self.h, row_stride: self.h, col_stride: 1 };
+        wt.product(&mut z[..rows.len() * self.v], &lhs, false)
     }
 
     fn chunks(&self, chunk_rows: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
@@ -99,8 +103,9 @@ impl CustomOp3 for HeadLogprobs {
         let mut out = vec![0.0f32; 2 * op.n];
         let (logp, ent) = out.split_at_mut(op.n);
         let mut z = vec![0.0f32; self.chunk_rows.min(op.n) * op.v];
+        let wt = op.wt(self.precision)?;
         for rows in op.chunks(self.chunk_rows) {
-            op.logits(self.precision, rows.clone(), &mut z)?;
+            op.logits(&wt, rows.clone(), &mut z)?;
             let (lp, h) = (&mut logp[rows.clone()], &mut ent[rows.clone()]);
             let targets = &op.targets[rows.clone()];
             z.par_chunks(op.v.max(1)).zip(lp.par_iter_mut().zip(h.par_iter_mut())).zip(targets.par_iter()).with_min_len(rows_per_task(op.v)).for_each(
@@ -140,9 +145,12 @@ impl HeadLogprobs {
         let mut dh = vec![0.0f32; op.n * h];
         let mut dw = vec![0.0f32; v * h];
         let mut z = vec![0.0f32; self.chunk_rows.min(op.n) * v];
+        // Both right operands packed once for all chunks (bf16): Wᵀ for the logits, W for dH.
+        let wt = op.wt(self.precision)?;
+        let w = Rhs::new(self.precision, MatRef { data: op.weight, rows: v, cols: h, row_stride: h, col_stride: 1 })?;
         for rows in op.chunks(self.chunk_rows) {
             let c = rows.len();
-            op.logits(self.precision, rows.clone(), &mut z)?;
+            op.logits(&wt, rows.clone(), &mut z)?;
             let g = &mut z[..c * v];
             let (gl, gh, targets) = (&g_logp[rows.clone()], &g_ent[rows.clone()], &op.targets[rows.clone()]);
             g.par_chunks_mut(v.max(1)).zip(gl.par_iter().zip(gh.par_iter())).zip(targets.par_iter()).with_min_len(rows_per_task(v)).for_each(
@@ -151,12 +159,11 @@ impl HeadLogprobs {
             let g = &z[..c * v];
             // dH_c = G_c · W
             let lhs = MatRef { data: g, rows: c, cols: v, row_stride: v, col_stride: 1 };
-            let w = MatRef { data: op.weight, rows: v, cols: h, row_stride: h, col_stride: 1 };
-            gemm(self.precision, &mut dh[rows.start * h..rows.end * h], &lhs, &w, false)?;
+            w.product(&mut dh[rows.start * h..rows.end * h], &lhs, false)?;
             // dW += G_cᵀ · H_c (Gᵀ through strides)
             let gt = MatRef { data: g, rows: v, cols: c, row_stride: 1, col_stride: v };
             let hc = MatRef { data: &op.hidden[rows.start * h..rows.end * h], rows: c, cols: h, row_stride: h, col_stride: 1 };
-            gemm(self.precision, &mut dw, &gt, &hc, true)?;
+            crate::model::fused::gemm_bf16::gemm(self.precision, &mut dw, &gt, &hc, true)?;
         }
         Ok((dh, dw))
     }
