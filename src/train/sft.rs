@@ -647,6 +647,9 @@ fn train(cfg: &SftStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     if fixed_cut > 0 {
         ctx.events.warn(format!("{fixed_cut} examples were longer than max_len = {} and were truncated", cfg.max_len));
     }
+    if let Some(warning) = crate::model::fused::precision::bf16_update_warning(cfg.update_dtype, device.is_cpu()) {
+        ctx.events.warn(warning);
+    }
     let mut eval_set = prep.eval.clone();
     data::truncate(&mut eval_set, cfg.max_len);
     eval_set.truncate(256);

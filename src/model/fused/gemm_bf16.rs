@@ -54,6 +54,18 @@ pub(crate) fn gemm_bf16(dst: &mut [f32], lhs: &MatRef, rhs: &MatRef, accumulate:
     gemm_bf16_with(body(), dst, lhs, rhs, accumulate)
 }
 
+/// Settles the shapes with nothing to multiply (m, n or k zero: dst is left, or zeroed when
+/// not accumulating); true if the product was one of them.
+fn empty_product(dst: &mut [f32], (m, k, n): (usize, usize, usize), accumulate: bool) -> bool {
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k == 0 && !accumulate {
+        dst.fill(0.0);
+    }
+    k == 0
+}
+
 /// [`gemm_bf16`] with a chosen body (tests and the bench compare them; `Amx` falls back to
 /// `Rounded` where it is unavailable).
 pub(crate) fn gemm_bf16_with(body: Body, dst: &mut [f32], lhs: &MatRef, rhs: &MatRef, accumulate: bool) -> Result<()> {
@@ -61,13 +73,7 @@ pub(crate) fn gemm_bf16_with(body: Body, dst: &mut [f32], lhs: &MatRef, rhs: &Ma
     if rhs.rows != k || dst.len() != m * n || !lhs.fits() || !rhs.fits() {
         bail!("fused gemm (bf16): operands do not fit ({m}×{k} · {}×{n} into {})", rhs.rows, dst.len());
     }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
+    if empty_product(dst, (m, k, n), accumulate) {
         return Ok(());
     }
     match body {
@@ -154,13 +160,7 @@ pub(crate) fn gemm_bf16_packed(dst: &mut [f32], lhs: &MatRef, rhs: &PackedRhs, a
     if rhs.k != k || dst.len() != m * n || !lhs.fits() {
         bail!("fused gemm (bf16): operands do not fit ({m}×{k} · packed {}×{n} into {})", rhs.k, dst.len());
     }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
+    if empty_product(dst, (m, k, n), accumulate) {
         return Ok(());
     }
     match &rhs.data {

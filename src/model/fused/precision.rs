@@ -25,6 +25,22 @@ thread_local! {
     static CURRENT: Cell<Precision> = const { Cell::new(Precision::F32) };
 }
 
+/// The warning a training stage gives when `update_dtype = "bf16"` cannot be faster here: on a
+/// CPU without AMX the products are rounded f32 copies through sgemm (the same numbers as on
+/// AMX, but slower than f32); a GPU keeps f32.
+pub fn bf16_update_warning(p: Precision, on_cpu: bool) -> Option<&'static str> {
+    if p != Precision::Bf16 {
+        return None;
+    }
+    if !on_cpu {
+        return Some("update_dtype = \"bf16\" only changes the CPU's products; on this device the update stays f32");
+    }
+    (super::gemm_bf16::body() != super::gemm_bf16::Body::Amx).then_some(
+        "update_dtype = \"bf16\": this CPU has no AMX tiles (amx_bf16), so the products are computed from rounded f32 copies, \
+         with bf16's numbers but slower than update_dtype = \"f32\"",
+    )
+}
+
 /// The precision of products built on this thread now.
 pub fn current() -> Precision {
     CURRENT.with(|c| c.get())
@@ -76,5 +92,21 @@ mod tests {
         assert_eq!(parse("bf16").unwrap(), Precision::Bf16);
         let err = parse("fp16").unwrap_err().to_string();
         assert!(err.contains("fp16") && err.contains("`f32`") && err.contains("`bf16`"), "{err}");
+    }
+
+    #[test]
+    fn a_bf16_update_warns_where_it_cannot_be_faster() {
+        assert_eq!(bf16_update_warning(Precision::F32, true), None);
+        assert_eq!(bf16_update_warning(Precision::F32, false), None);
+        assert!(bf16_update_warning(Precision::Bf16, false).unwrap().contains("stays f32"));
+        // On the CPU: a warning exactly where the AMX body is not the one that runs (read from
+        // /proc/cpuinfo independently of the kernel's own detection).
+        let cpu_has_amx = std::fs::read_to_string("/proc/cpuinfo").map(|t| t.contains(" amx_bf16")).unwrap_or(false);
+        let warning = bf16_update_warning(Precision::Bf16, true);
+        if !cpu_has_amx {
+            assert!(warning.unwrap().contains("no AMX"));
+        } else if super::super::gemm_bf16::body() == super::super::gemm_bf16::Body::Amx {
+            assert_eq!(warning, None);
+        }
     }
 }

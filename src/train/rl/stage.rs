@@ -176,6 +176,9 @@ fn train(cfg: &RlStage, ctx: &mut StageCtx) -> Result<StageOutput> {
     if cfg.rollout_dtype == super::config::RolloutDtype::Bf16 && !rollout::bf16_rollouts(cfg, &policy) {
         ctx.events.warn("rollout_dtype = \"bf16\" needs the CPU batch decoder and AVX-512 (F, BW, VL); this run generates with the f32 weights");
     }
+    if let Some(warning) = crate::model::fused::precision::bf16_update_warning(cfg.update_dtype, device.is_cpu()) {
+        ctx.events.warn(warning);
+    }
 
     while state.step < cfg.steps {
         run.poll(ctx, &state, &trainers(&actor, &algo))?;
