@@ -73,6 +73,20 @@ pub struct BenchReport {
     pub loss: Option<f64>,
 }
 
+/// Runs `f` `warmup + repeats` times and returns the measured runs' wall times in ms (the
+/// warm-up runs are left out).
+pub fn timed_runs_ms(warmup: usize, repeats: usize, f: &mut dyn FnMut()) -> Vec<f64> {
+    let mut runs = Vec::with_capacity(repeats);
+    for i in 0..warmup + repeats {
+        let t = Instant::now();
+        f();
+        if i >= warmup {
+            runs.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    runs
+}
+
 /// The median of `xs` (mean of the middle two for an even count); NaN when empty.
 pub fn median(xs: &[f64]) -> f64 {
     if xs.is_empty() {

@@ -3,14 +3,13 @@
 //! "bf16"`), one shape at a time. Random operands; GFLOP/s of each; the largest difference of
 //! bf16 from f32 relative to the product's scale. Issue 24; benches/README.md records figures.
 
-use crate::bench::median;
+use crate::bench::{median, timed_runs_ms};
 use crate::model::fused::gemm::{sgemm, MatRef};
 use crate::model::fused::gemm_bf16::{body, gemm_bf16_with, Body};
 use crate::rng::Rng;
 use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
-use std::time::Instant;
 
 #[derive(Args, Debug)]
 pub struct GemmBenchArgs {
@@ -72,17 +71,7 @@ pub fn cmd_bench_gemm(args: &GemmBenchArgs) -> Result<()> {
         let lhs = if lhs_t { MatRef { data: &a, rows: m, cols: k, row_stride: 1, col_stride: m } } else { MatRef { data: &a, rows: m, cols: k, row_stride: k, col_stride: 1 } };
         let rhs = if rhs_t { MatRef { data: &b, rows: k, cols: n, row_stride: 1, col_stride: k } } else { MatRef { data: &b, rows: k, cols: n, row_stride: n, col_stride: 1 } };
         let (mut y32, mut y16) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
-        let time = |f: &mut dyn FnMut()| -> f64 {
-            let mut runs = Vec::new();
-            for rep in 0..args.warmup + args.repeats {
-                let t = Instant::now();
-                f();
-                if rep >= args.warmup {
-                    runs.push(t.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-            median(&runs)
-        };
+        let time = |f: &mut dyn FnMut()| median(&timed_runs_ms(args.warmup, args.repeats, f));
         let f32_ms = time(&mut || sgemm(&mut y32, &lhs, &rhs, false).expect("shapes fit"));
         let bf16_ms = time(&mut || gemm_bf16_with(Body::Amx, &mut y16, &lhs, &rhs, false).expect("shapes fit"));
         let scale = y32.iter().fold(0f32, |s, y| s.max(y.abs())) as f64;

@@ -5,14 +5,13 @@
 //! says otherwise. Prints ms per step, GB/s of weights and GFLOP/s, and checks the kernels
 //! agree (issue 24; benches/README.md records the figures).
 
-use crate::bench::median;
+use crate::bench::{median, timed_runs_ms};
 use crate::model::fused::{simd, skinny};
 use crate::rng::Rng;
 use anyhow::{bail, Result};
 use clap::Args;
 use rayon::prelude::*;
 use serde::Serialize;
-use std::time::Instant;
 
 #[derive(Args, Debug)]
 pub struct MatmulBenchArgs {
@@ -95,17 +94,7 @@ pub fn cmd_bench_matmul(args: &MatmulBenchArgs) -> Result<()> {
     let x: Vec<f32> = (0..args.rows * widest_in).map(|_| rng.f32() * 2.0 - 1.0).collect();
     let parameters: usize = shapes.iter().map(|&(o, i)| o * i).sum();
     let bytes = parameters * 4;
-    let time = |f: &mut dyn FnMut()| -> Vec<f64> {
-        let mut runs = Vec::new();
-        for i in 0..args.warmup + args.repeats {
-            let t = Instant::now();
-            f();
-            if i >= args.warmup {
-                runs.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        runs
-    };
+    let time = |f: &mut dyn FnMut()| timed_runs_ms(args.warmup, args.repeats, f);
     let mut sink = 0.0f32;
     let read = time(&mut || {
         sink += weights.iter().map(|w| w.par_chunks(64 * 1024).map(|c| simd::with_best_isa(|| simd::sum(c))).sum::<f32>()).sum::<f32>();

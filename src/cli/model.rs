@@ -188,17 +188,8 @@ pub struct BenchArgs {
     pub json: bool,
     /// `bench train` only: the products' precision, `f32` or `bf16` (a training stage's
     /// `update_dtype`).
-    #[arg(long, default_value = "f32", value_parser = parse_update_dtype)]
+    #[arg(long, default_value = "f32")]
     pub update_dtype: crate::model::fused::precision::Precision,
-}
-
-fn parse_update_dtype(v: &str) -> std::result::Result<crate::model::fused::precision::Precision, String> {
-    use crate::model::fused::precision::Precision;
-    match v {
-        "f32" => Ok(Precision::F32),
-        "bf16" => Ok(Precision::Bf16),
-        _ => Err(format!("expected f32 or bf16, got {v:?}")),
-    }
 }
 
 // ---------------------------------------------------------------- model init / info

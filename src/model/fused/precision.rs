@@ -21,6 +21,17 @@ pub enum Precision {
     Bf16,
 }
 
+/// `"f32"` / `"bf16"` from the command line (`bench train --update-dtype`), with the same names
+/// and error as the profile key's serde reading.
+impl std::str::FromStr for Precision {
+    type Err = serde::de::value::Error;
+
+    fn from_str(v: &str) -> Result<Self, Self::Err> {
+        use serde::Deserialize;
+        Precision::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(v))
+    }
+}
+
 thread_local! {
     static CURRENT: Cell<Precision> = const { Cell::new(Precision::F32) };
 }
@@ -91,6 +102,11 @@ mod tests {
         assert_eq!(parse("f32").unwrap(), Precision::F32);
         assert_eq!(parse("bf16").unwrap(), Precision::Bf16);
         let err = parse("fp16").unwrap_err().to_string();
+        assert!(err.contains("fp16") && err.contains("`f32`") && err.contains("`bf16`"), "{err}");
+        // The command line's reading gives the same values and names the same choices.
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert_eq!("f32".parse::<Precision>().unwrap(), Precision::F32);
+        let err = "fp16".parse::<Precision>().unwrap_err().to_string();
         assert!(err.contains("fp16") && err.contains("`f32`") && err.contains("`bf16`"), "{err}");
     }
 

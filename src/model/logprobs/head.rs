@@ -16,7 +16,7 @@
 
 use super::fused::{row_grad_in_place, row_logp_entropy};
 use crate::model::fused::gemm::MatRef;
-use crate::model::fused::gemm_bf16::Rhs;
+use crate::model::fused::gemm_bf16::{gemm, Rhs};
 use crate::model::fused::precision::{self, Precision};
 use crate::model::fused::{contiguous_f32, rows_per_task};
 use candle_core::backend::BackendStorage;
@@ -163,7 +163,7 @@ impl HeadLogprobs {
             // dW += G_cᵀ · H_c (Gᵀ through strides)
             let gt = MatRef { data: g, rows: v, cols: c, row_stride: 1, col_stride: v };
             let hc = MatRef { data: &op.hidden[rows.start * h..rows.end * h], rows: c, cols: h, row_stride: h, col_stride: 1 };
-            crate::model::fused::gemm_bf16::gemm(self.precision, &mut dw, &gt, &hc, true)?;
+            gemm(self.precision, &mut dw, &gt, &hc, true)?;
         }
         Ok((dh, dw))
     }
