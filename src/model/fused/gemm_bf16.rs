@@ -82,7 +82,8 @@ pub(crate) fn gemm_bf16_with(body: Body, dst: &mut [f32], lhs: &MatRef, rhs: &Ma
             amx_product(dst, lhs, rhs, accumulate);
             Ok(())
         }
-        _ => rounded_product(dst, lhs, rhs, accumulate),
+        // The fallback: bf16-rounded f32 copies through sgemm (the same path as a packed rhs).
+        _ => gemm_bf16_packed(dst, lhs, &PackedRhs::new(Body::Rounded, rhs)?, accumulate),
     }
 }
 
@@ -102,15 +103,6 @@ fn rounded_copy(x: &MatRef) -> (Vec<f32>, usize, usize) {
     let mut out = vec![0.0f32; x.rows * x.cols];
     out.par_chunks_mut(x.cols.max(1)).enumerate().for_each(|(i, row)| row.iter_mut().enumerate().for_each(|(j, o)| *o = bf(x.data[i * x.row_stride + j * x.col_stride])));
     (out, x.cols, 1)
-}
-
-/// The fallback: bf16-rounded f32 copies through sgemm.
-fn rounded_product(dst: &mut [f32], lhs: &MatRef, rhs: &MatRef, accumulate: bool) -> Result<()> {
-    let ((a, ars, acs), (b, brs, bcs)) = (rounded_copy(lhs), rounded_copy(rhs));
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    let a = MatRef { data: &a, rows: m, cols: k, row_stride: ars, col_stride: acs };
-    let b = MatRef { data: &b, rows: k, cols: n, row_stride: brs, col_stride: bcs };
-    sgemm(dst, &a, &b, accumulate)
 }
 
 /// A right operand packed once for several products (the LM head's W, the same for every row
